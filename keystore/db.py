@@ -1,0 +1,145 @@
+"""Tables of the linkage store and how to connect to it (SQLite or PostgreSQL via SQLModel).
+
+The same SQLModel code serves an embedded SQLite file in the vault folder and a PostgreSQL
+server given by URL. No table holds an identifying value in clear: linkage rows are sealed,
+journal rows key input files by a keyed digest of their path, and the audit log records
+pseudonyms, never identities.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, UniqueConstraint, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlmodel import Field, SQLModel, create_engine
+
+from keystore.errors import DatabaseError
+
+
+def utcnow() -> datetime:
+    """The current time in UTC, without microseconds noise in the audit log."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class LinkageRow(SQLModel, table=True):
+    """One sealed linkage record: a pseudonymous key and the identity it stands for."""
+
+    __tablename__ = "linkage"
+    __table_args__ = (UniqueConstraint("project", "kind", "key", "digest"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(index=True, max_length=64)
+    kind: str = Field(max_length=16)
+    key: str = Field(index=True, max_length=128)
+    pseudonym: str = Field(index=True, max_length=128)
+    digest: str = Field(max_length=64)
+    sealed: bytes
+    run_id: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class JournalRow(SQLModel, table=True):
+    """What happened to one input file in a project: the bookkeeping that makes runs resumable."""
+
+    __tablename__ = "journal"
+    __table_args__ = (UniqueConstraint("project", "input_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(index=True, max_length=64)
+    input_key: str = Field(max_length=64)
+    fingerprint: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    output: str | None = Field(default=None, max_length=512)
+    reason: str | None = Field(default=None, max_length=512)
+    run_id: str = Field(max_length=64)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class RunRow(SQLModel, table=True):
+    """One invocation of ``pseudo run``."""
+
+    __tablename__ = "run"
+
+    run_id: str = Field(primary_key=True, max_length=64)
+    project: str = Field(index=True, max_length=64)
+    policy: str = Field(max_length=256)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    status: str = Field(default="running", max_length=16)
+    counts: str = Field(default="{}")
+
+
+class AuditRow(SQLModel, table=True):
+    """One record of the append-only, hash-chained audit log."""
+
+    __tablename__ = "audit"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    timestamp: str = Field(max_length=32)
+    actor: str = Field(max_length=256)
+    action: str = Field(max_length=64)
+    project: str | None = Field(default=None, max_length=64)
+    subject: str | None = Field(default=None, max_length=256)
+    reason: str | None = Field(default=None)
+    outcome: str = Field(max_length=64)
+    details: str = Field(default="{}")
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """The single row naming the last audit record; writers lock it to append in order."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int = 0
+    hash: str = Field(default="0" * 64, max_length=64)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Make SQLite safe for several processes: WAL, a busy timeout, and immediate write locks."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (the pysqlite recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def connect(url: str) -> Engine:
+    """Open the linkage store at ``url`` and create its tables if they are missing."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseError(f"--db: not a database URL: {url!r}") from exc
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            engine = create_engine(url, connect_args={"timeout": 60})
+            _configure_sqlite(engine)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        SQLModel.metadata.create_all(engine)
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot open the linkage store {parsed!r}: {_first_line(exc)}") from exc
+    except ModuleNotFoundError as exc:
+        raise DatabaseError(
+            f"no driver for {parsed.get_backend_name()}: install pseudo[postgres] ({exc.name})"
+        ) from exc
+    return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

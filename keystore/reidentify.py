@@ -1,0 +1,187 @@
+"""The one path from a pseudonym back to a person.
+
+:func:`reidentify` refuses without a requester and a reason, and appends an audit record
+*before* it returns anything: a success, a refusal, a wrong passphrase and an unknown pseudonym
+are all logged. If the audit record cannot be written, nothing is revealed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from keystore.audit import AuditLog
+from keystore.errors import (
+    AuthenticationError,
+    CorruptVaultError,
+    InvalidTokenError,
+    KeystoreError,
+    NotFoundError,
+    ProjectNotFoundError,
+    ReidentificationRefused,
+)
+from keystore.linkage import LinkageStore, sealed_aad
+from keystore.vault import ReidentificationKey, Vault
+
+ACTION = "reidentify"
+
+
+@dataclass
+class StudyIdentity:
+    """The original identifiers of one study."""
+
+    pseudo_study_uid: str
+    study_uid: str | None
+    accession_number: str | None
+    study_date: str | None
+
+
+@dataclass
+class Identity:
+    """The original identity behind a pseudonym, as printed by ``pseudo reidentify --json``."""
+
+    project: str
+    pseudonym: str
+    patient_id: str | None
+    issuer_of_patient_id: str | None
+    patient_name: str | None
+    patient_birth_date: str | None
+    date_offset_days: int | None
+    studies: list[StudyIdentity] = field(default_factory=list)
+    other_identities: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dictionary; ``other_identities`` only when the patient has variants."""
+        data = asdict(self)
+        if not self.other_identities:
+            data.pop("other_identities")
+        return data
+
+
+@dataclass(frozen=True)
+class Request:
+    """Who asks to re-identify what, and why."""
+
+    project: str
+    requester: str | None
+    reason: str | None
+    pseudonym: str | None = None
+    study_uid: str | None = None
+
+    @property
+    def subject(self) -> str:
+        """The pseudonymous value asked about, for the audit record."""
+        if self.pseudonym:
+            return f"pseudonym:{self.pseudonym}"
+        return f"study:{self.study_uid}"
+
+
+def _open_all(key: ReidentificationKey, rows: list[Any]) -> list[dict[str, Any]]:
+    opened = []
+    for row in rows:
+        plaintext = key.open(row.sealed, sealed_aad(row.project, row.kind, row.key))
+        opened.append(json.loads(plaintext))
+    return opened
+
+
+def reidentify(
+    vault: Vault,
+    linkage: LinkageStore,
+    audit: AuditLog,
+    request: Request,
+    passphrase: Callable[[], str],
+    slot: str | None = None,
+) -> Identity:
+    """Answer a re-identification request, logging it first whatever the outcome."""
+    requester = (request.requester or "").strip()
+    reason = (request.reason or "").strip()
+
+    def log(outcome: str, **details: Any) -> None:
+        audit.append(
+            ACTION,
+            requester or "(not given)",
+            outcome,
+            project=request.project,
+            subject=request.subject,
+            reason=reason or None,
+            details=details,
+        )
+
+    if not requester or not reason:
+        missing = " and ".join(
+            name for name, value in (("--requester", requester), ("--reason", reason)) if not value
+        )
+        log(f"refused: missing {missing.replace('--', '')}")
+        raise ReidentificationRefused(f"re-identification refused: {missing} is required")
+    if bool(request.pseudonym) == bool(request.study_uid):
+        log("refused: give exactly one of pseudonym or study UID")
+        raise ReidentificationRefused("give exactly one of --pseudonym or --study-uid")
+    try:
+        vault.project(request.project)
+    except ProjectNotFoundError:
+        log("refused: unknown project")
+        raise
+    try:
+        key = vault.unlock_reidentifier(request.project, passphrase(), slot)
+    except AuthenticationError:
+        log("denied: wrong passphrase")
+        raise
+    except KeystoreError as exc:
+        log(f"error: {exc.__class__.__name__}")
+        raise
+
+    pseudonym = request.pseudonym
+    study_filter: str | None = None
+    if request.study_uid:
+        study_rows = linkage.records(request.project, "study", request.study_uid)
+        if not study_rows:
+            log("not found")
+            raise NotFoundError(f"study UID {request.study_uid} not found in {request.project!r}")
+        pseudonym = study_rows[0].pseudonym
+        study_filter = request.study_uid
+    assert pseudonym is not None
+    patient_rows = linkage.records(request.project, "patient", pseudonym)
+    if not patient_rows:
+        log("not found")
+        raise NotFoundError(f"pseudonym {pseudonym} not found in project {request.project!r}")
+    try:
+        patients = _open_all(key, patient_rows)
+        study_rows = linkage.studies_of(request.project, pseudonym)
+        if study_filter:
+            study_rows = [row for row in study_rows if row.key == study_filter]
+        studies = _open_all(key, study_rows)
+    except InvalidTokenError as exc:
+        log("error: a sealed record does not open")
+        raise CorruptVaultError(
+            f"a linkage record of {pseudonym} does not open with this project's key"
+        ) from exc
+
+    first = patients[0]
+    identity = Identity(
+        project=request.project,
+        pseudonym=pseudonym,
+        patient_id=first.get("patient_id"),
+        issuer_of_patient_id=first.get("issuer_of_patient_id"),
+        patient_name=first.get("patient_name"),
+        patient_birth_date=first.get("patient_birth_date"),
+        date_offset_days=first.get("date_offset_days"),
+        other_identities=patients[1:],
+    )
+    seen: set[str] = set()
+    for row, data in zip(study_rows, studies, strict=True):
+        if row.key in seen:
+            continue
+        seen.add(row.key)
+        identity.studies.append(
+            StudyIdentity(
+                pseudo_study_uid=row.key,
+                study_uid=data.get("study_uid"),
+                accession_number=data.get("accession_number"),
+                study_date=data.get("study_date"),
+            )
+        )
+    # The audit record is written before anything is revealed; if it fails, we raise.
+    log("success", pseudonym=pseudonym, studies=len(identity.studies))
+    return identity

@@ -1,0 +1,260 @@
+"""One function per action, applied to one attribute of one dataset.
+
+Each action receives an :class:`ElementRef` (the dataset, the tag, its VR, the decision and the
+attribute's path) and the walker, through which sequence items are processed recursively.
+An action that cannot do its job safely removes the attribute and records a finding: nothing
+passes through unchanged by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from pseudo.dates import InvalidDateError, shift_value
+from pseudo.findings import RejectedFile
+from pseudo.policy.compiled import Decision
+from pseudo.policy.model import Action
+from pseudo.tokens import MAX_LENGTH, TOKEN_VRS, encrypt_token, hmac_token
+
+if TYPE_CHECKING:
+    from pseudo.walker import Walker
+
+TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
+DATE_VRS = frozenset({"DA", "DT"})
+#: Dummy values (action D): fixed, meaningless and valid for the VR.
+DUMMY_VALUES: dict[str, Any] = {
+    "AE": "ANONYMOUS",
+    "AS": "000D",
+    "CS": "ANONYMIZED",
+    "DA": "19000101",
+    "DS": "0",
+    "DT": "19000101000000",
+    "IS": "0",
+    "LO": "ANONYMIZED",
+    "LT": "ANONYMIZED",
+    "PN": "ANONYMIZED",
+    "SH": "ANONYMIZED",
+    "ST": "ANONYMIZED",
+    "TM": "000000",
+    "UC": "ANONYMIZED",
+    "UR": "ANONYMIZED",
+    "UT": "ANONYMIZED",
+    "FL": 0.0,
+    "FD": 0.0,
+    "SL": 0,
+    "SS": 0,
+    "SV": 0,
+    "UL": 0,
+    "US": 0,
+    "UV": 0,
+    "OB": b"\x00\x00",
+    "OD": b"\x00" * 8,
+    "OF": b"\x00" * 4,
+    "OL": b"\x00" * 4,
+    "OV": b"\x00" * 8,
+    "OW": b"\x00\x00",
+    "UN": b"\x00\x00",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ElementRef:
+    """One attribute being processed."""
+
+    ds: Dataset
+    tag: int
+    vr: str
+    decision: Decision
+    path: str
+
+    @property
+    def keyword(self) -> str:
+        """The attribute's keyword, or its tag for private and unknown attributes."""
+        return self.path.rsplit(".", 1)[-1]
+
+
+Handler = Callable[[ElementRef, "Walker"], None]
+
+
+def _element(ref: ElementRef, walker: Walker) -> DataElement | None:
+    """The converted element, or None (and the attribute removed) if its value is unreadable."""
+    try:
+        return ref.ds[ref.tag]
+    except Exception:  # pydicom raises many types for a broken value
+        del ref.ds[ref.tag]
+        walker.ctx.note(ref.path, "unreadable-value", "value could not be decoded; removed")
+        return None
+
+
+def _strings(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return [str(item) for item in value]
+    return [str(value)]
+
+
+def _set_strings(element: DataElement, values: list[str]) -> None:
+    element.value = values[0] if len(values) == 1 else values
+
+
+def remove(ref: ElementRef, walker: Walker) -> None:
+    """X: delete the attribute."""
+    del ref.ds[ref.tag]
+
+
+def empty(ref: ElementRef, walker: Walker) -> None:
+    """Z: keep the attribute with a zero-length value (a sequence with no items)."""
+    ref.ds[ref.tag] = DataElement(ref.tag, ref.vr if ref.vr != "UN" else "UN", [] if ref.vr == "SQ" else None)
+
+
+def dummy(ref: ElementRef, walker: Walker) -> None:
+    """D: replace with a fixed value valid for the VR; UIDs are remapped, sequences emptied."""
+    if ref.vr == "UI":
+        remap_uid(ref, walker)
+    elif ref.vr == "SQ" or ref.vr not in DUMMY_VALUES:
+        empty(ref, walker)
+    else:
+        ref.ds[ref.tag] = DataElement(ref.tag, ref.vr, DUMMY_VALUES[ref.vr])
+
+
+def keep(ref: ElementRef, walker: Walker) -> None:
+    """K: keep the value; a kept sequence has each of its items processed."""
+    if ref.vr == "SQ":
+        walker.walk_sequence(ref)
+
+
+def clean(ref: ElementRef, walker: Walker) -> None:
+    """C: shift dates, keep times, clean free text, process sequences, remove anything else."""
+    if ref.vr == "SQ":
+        walker.walk_sequence(ref)
+    elif ref.vr in DATE_VRS:
+        shift_date(ref, walker)
+    elif ref.vr == "TM":
+        return
+    elif ref.vr in TEXT_VRS:
+        clean_text(ref, walker)
+    else:
+        remove(ref, walker)
+
+
+def clean_text(ref: ElementRef, walker: Walker) -> None:
+    """Delete identifying values and patterns from free text."""
+    element = _element(ref, walker)
+    if element is None:
+        return
+    cleaner = walker.cleaner()
+    _set_strings(element, [cleaner.clean(text) for text in _strings(element.value)])
+
+
+def remap_uid(ref: ElementRef, walker: Walker) -> None:
+    """U: replace instance UIDs with keyed ``2.25`` UIDs; in a sequence, process the items."""
+    if ref.vr == "SQ":
+        walker.walk_sequence(ref)
+        return
+    if ref.vr != "UI":
+        walker.ctx.note(ref.path, "unexpected-vr", f"remap_uid on VR {ref.vr}; removed")
+        remove(ref, walker)
+        return
+    element = _element(ref, walker)
+    if element is not None:
+        _set_strings(element, [walker.ctx.remap(uid) for uid in _strings(element.value)])
+
+
+def shift_date(ref: ElementRef, walker: Walker) -> None:
+    """Move DA and DT values by the patient's offset; keep times; remove invalid dates."""
+    if ref.vr == "TM":
+        return
+    if ref.vr not in DATE_VRS:
+        walker.ctx.note(ref.path, "unexpected-vr", f"shift_date on VR {ref.vr}; removed")
+        remove(ref, walker)
+        return
+    element = _element(ref, walker)
+    if element is None:
+        return
+    raw = element.value
+    text = "\\".join(_strings(raw)) if isinstance(raw, MultiValue | list) else str(raw or "")
+    try:
+        shifted = shift_value(text, ref.vr, walker.ctx.date_offset_days)
+    except InvalidDateError as exc:
+        del ref.ds[ref.tag]
+        walker.ctx.note(ref.path, "invalid-date", f"{ref.vr} value is not a valid date ({exc.__class__.__name__}); removed")
+        return
+    _set_strings(element, shifted.split("\\"))
+
+
+def _token_element(ref: ElementRef, walker: Walker) -> DataElement | None:
+    if ref.vr not in TOKEN_VRS:
+        walker.ctx.note(ref.path, "unexpected-vr", f"{ref.decision.action} on VR {ref.vr}; removed")
+        remove(ref, walker)
+        return None
+    return _element(ref, walker)
+
+
+def token(ref: ElementRef, walker: Walker) -> None:
+    """Replace each value by its keyed HMAC token (empty values stay empty)."""
+    element = _token_element(ref, walker)
+    if element is None:
+        return
+    length = min(16, MAX_LENGTH.get(ref.vr) or 16)
+    values = [hmac_token(walker.ctx.keyring, ref.keyword, v, length) if v.strip() else "" for v in _strings(element.value)]
+    _set_strings(element, values)
+
+
+def pseudonym(ref: ElementRef, walker: Walker) -> None:
+    """Replace the value by the patient's pseudonym."""
+    element = _token_element(ref, walker)
+    if element is not None:
+        element.value = walker.ctx.pseudonym
+
+
+def encrypt(ref: ElementRef, walker: Walker) -> None:
+    """Replace each value by its reversible token; a value too long for the VR rejects the file."""
+    element = _token_element(ref, walker)
+    if element is None:
+        return
+    limit = MAX_LENGTH.get(ref.vr)
+    longest = ref.decision.max_input_length
+    values = []
+    for text in _strings(element.value):
+        if not text.strip():
+            values.append("")
+            continue
+        size = len(text.strip().encode("utf-8"))
+        if longest is not None and size > longest:
+            raise RejectedFile(
+                f"{ref.path}: value of {size} bytes exceeds max_input_length {longest} of the "
+                "policy's reversible token"
+            )
+        encrypted = encrypt_token(walker.ctx.keyring, ref.keyword, text)
+        if limit is not None and len(encrypted) > limit:
+            raise RejectedFile(f"{ref.path}: reversible token would exceed the {ref.vr} length limit")
+        values.append(encrypted)
+    _set_strings(element, values)
+
+
+def replace(ref: ElementRef, walker: Walker) -> None:
+    """Replace the value by the constant of the rule."""
+    value = ref.decision.value or ""
+    ref.ds[ref.tag] = DataElement(ref.tag, ref.vr, value if ref.vr != "SQ" else [])
+
+
+HANDLERS: dict[Action, Handler] = {
+    Action.REMOVE: remove,
+    Action.EMPTY: empty,
+    Action.DUMMY: dummy,
+    Action.KEEP: keep,
+    Action.CLEAN: clean,
+    Action.REMAP_UID: remap_uid,
+    Action.SHIFT_DATE: shift_date,
+    Action.TOKEN: token,
+    Action.PSEUDONYM: pseudonym,
+    Action.ENCRYPT: encrypt,
+    Action.REPLACE: replace,
+}

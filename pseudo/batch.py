@@ -1,0 +1,422 @@
+"""Pseudonymize a tree of files: discovery, workers, atomic output, quarantine and the report.
+
+The order of events for one file makes a crash harmless at any point:
+
+1. a worker reads the input, pseudonymizes it and writes a temporary file in the output tree;
+2. the parent commits the file's sealed linkage records and its journal row in one transaction;
+3. only then is the temporary file renamed to its final, pseudonymous path.
+
+A crash before 2 leaves only a temporary file (removed by the next run); a crash between 2 and
+3 leaves a journal row whose output is missing, and the next run writes it again (byte for byte
+the same). Workers never touch the database; the parent never parses DICOM.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from keystore.keyring import Keyring
+from keystore.linkage import JournalEntry, LinkageEntry, LinkageStore
+from pseudo import __version__
+from pseudo.dicomio import NotDicom, read_dataset, sanitize, write_temporary
+from pseudo.engine import Pseudonymizer, quiet_pydicom
+from pseudo.findings import Finding, RejectedFile
+from pseudo.policy.compiled import CompiledPolicy
+
+TEMP_DIR_NAME = ".pseudo-tmp"
+COMMIT_EVERY = 64
+
+
+class RunError(Exception):
+    """The run cannot start (bad paths); nothing was written."""
+
+    exit_code = 2
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one input file."""
+
+    input: str
+    fingerprint: str
+    status: str  # written | unchanged | skipped | quarantined
+    output: str | None = None
+    reason: str | None = None
+    temp: str | None = None
+    size: int = 0
+    linkage: list[LinkageEntry] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    """Counts and outcomes of one run; :meth:`report` is the machine-readable run report."""
+
+    run_id: str
+    project: str
+    policy: CompiledPolicy
+    input: Path
+    output: Path
+    started: str
+    finished: str = ""
+    status: str = "running"
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    new_linkage_records: int = 0
+
+    def count(self, status: str) -> int:
+        """Number of files with this status."""
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    def _outputs(self) -> list[list[str]]:
+        return [
+            o.output.split("/")
+            for o in self.outcomes
+            if o.output and o.status in ("written", "unchanged")
+        ]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Files by status, and the patients, studies and series in the output."""
+        parts = self._outputs()
+        return {
+            "files": len(self.outcomes),
+            "written": self.count("written"),
+            "unchanged": self.count("unchanged"),
+            "skipped": self.count("skipped"),
+            "quarantined": self.count("quarantined"),
+            "patients": len({p[0] for p in parts}),
+            "studies": len({p[1] for p in parts}),
+            "series": len({p[2] for p in parts}),
+            "findings": sum(len(o.findings) for o in self.outcomes),
+            "new_linkage_records": self.new_linkage_records,
+        }
+
+    def report(self) -> dict[str, Any]:
+        """The run report: no identifying DICOM value, only paths, counts and reasons."""
+        return {
+            "format": "pseudo-run-report/1",
+            "run_id": self.run_id,
+            "pseudo_version": __version__,
+            "project": self.project,
+            "policy": {
+                "name": self.policy.name,
+                "title": self.policy.title,
+                "sha256": self.policy.sha256,
+                "chain": self.policy.chain,
+                "options": self.policy.options,
+                "standard_edition": f"PS3.15 {self.policy.edition}",
+            },
+            "input": str(self.input),
+            "output": str(self.output),
+            "started": self.started,
+            "finished": self.finished,
+            "status": self.status,
+            "counts": self.counts,
+            "files": [
+                {
+                    "input": o.input,
+                    "status": o.status,
+                    "output": o.output,
+                    "reason": o.reason,
+                    "findings": [asdict(f) for f in o.findings],
+                }
+                for o in self.outcomes
+            ],
+        }
+
+
+def now() -> str:
+    """The current UTC time in ISO 8601."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def new_run_id() -> str:
+    """A sortable, unique run identifier."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def check_paths(input_path: Path, output: Path) -> tuple[Path, Path]:
+    """Resolve INPUT and OUTPUT; refuse an OUTPUT inside INPUT or a missing INPUT."""
+    if not input_path.exists():
+        raise RunError(f"{input_path}: input not found")
+    source = input_path.resolve()
+    target = output.resolve()
+    if source.is_dir() and (target == source or target.is_relative_to(source)):
+        raise RunError(f"{output}: the output folder must not be inside the input folder")
+    if target.exists() and not target.is_dir():
+        raise RunError(f"{output}: exists and is not a folder")
+    return source, target
+
+
+def discover(root: Path) -> list[Path]:
+    """Every regular file under ``root`` (or ``root`` itself), sorted, symlinked folders not followed."""
+    if root.is_file():
+        return [root]
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        found.extend(Path(folder) / name for name in sorted(files))
+    return [p for p in found if p.is_file()]
+
+
+def fingerprint(path: Path, policy: CompiledPolicy) -> tuple[str, int]:
+    """What must be unchanged for a file to be skipped on a re-run: size, mtime and policy."""
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{policy.short_hash}", stat.st_size
+
+
+# -- worker side ------------------------------------------------------------------------------
+_worker: dict[str, Any] = {}
+
+
+def init_worker(keyring: Keyring, policy: CompiledPolicy, temp_dir: Path) -> None:
+    """Prepare a worker process (or the parent, with one worker)."""
+    _worker["engine"] = Pseudonymizer(keyring, policy)
+    _worker["temp"] = temp_dir
+
+
+def process_file(task: tuple[str, str, int]) -> FileOutcome:
+    """Read, pseudonymize and write one file to a temporary name; never raise for bad input."""
+    path_text, print_, size = task
+    outcome = FileOutcome(input=path_text, fingerprint=print_, status="quarantined", size=size)
+    engine: Pseudonymizer = _worker["engine"]
+    with quiet_pydicom():
+        try:
+            ds = read_dataset(Path(path_text))
+            result = engine.pseudonymize(ds)
+            temp = write_temporary(result.dataset, _worker["temp"])
+        except NotDicom as exc:
+            outcome.status, outcome.reason = "skipped", f"not DICOM: {exc}"
+            return outcome
+        except RejectedFile as exc:
+            outcome.reason = exc.reason
+            return outcome
+        except RecursionError:
+            outcome.reason = "nesting too deep to parse"
+            return outcome
+        except Exception as exc:
+            outcome.reason = f"cannot process ({exc.__class__.__name__}: {sanitize(str(exc))})"
+            return outcome
+    outcome.status = "written"
+    outcome.output = result.relative_path
+    outcome.temp = str(temp)
+    outcome.linkage = result.linkage
+    outcome.findings = result.findings
+    return outcome
+
+
+def _ordered_map(
+    executor: ProcessPoolExecutor | None,
+    tasks: Iterable[tuple[str, str, int]],
+    window: int,
+) -> Iterator[FileOutcome]:
+    """Results in input order, with at most ``window`` tasks in flight (bounded memory)."""
+    if executor is None:
+        for task in tasks:
+            yield process_file(task)
+        return
+    pending: deque[Future[FileOutcome]] = deque()
+    for task in tasks:
+        pending.append(executor.submit(process_file, task))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+# -- parent side ------------------------------------------------------------------------------
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Runner:
+    """Runs one ``pseudo run``; commits linkage and journal, renames outputs, counts."""
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        policy: CompiledPolicy,
+        store: LinkageStore,
+        input_path: Path,
+        output: Path,
+        workers: int = 1,
+        on_outcome: Callable[[FileOutcome], None] | None = None,
+    ) -> None:
+        self.keyring = keyring
+        self.policy = policy
+        self.store = store
+        self.input, self.output = check_paths(input_path, output)
+        self.workers = max(1, workers)
+        self.on_outcome = on_outcome
+        self.summary = RunSummary(
+            run_id=new_run_id(),
+            project=keyring.project,
+            policy=policy,
+            input=self.input,
+            output=self.output,
+            started=now(),
+        )
+        self._written_this_run: dict[str, str] = {}
+        self.temp_dir = self.output / TEMP_DIR_NAME / self.summary.run_id
+        self._lock: int | None = None
+
+    def plan(self) -> tuple[list[tuple[str, str, int]], list[FileOutcome]]:
+        """Files to process, and files already done by an earlier run (unchanged)."""
+        files = discover(self.input)
+        printed = {str(p): fingerprint(p, self.policy) for p in files}
+        journal = self.store.journal_lookup(self.keyring, printed)
+        todo, done = [], []
+        for path, (print_, size) in printed.items():
+            row = journal.get(path)
+            if (
+                row is not None
+                and row.status == "written"
+                and row.fingerprint == print_
+                and row.output
+                and (self.output / row.output).is_file()
+            ):
+                done.append(FileOutcome(path, print_, "unchanged", output=row.output, size=size))
+            else:
+                todo.append((path, print_, size))
+        return todo, done
+
+    def run(self) -> RunSummary:
+        """Process every file; on Ctrl-C, commit what is done and stop."""
+        self.output.mkdir(parents=True, exist_ok=True)
+        self._claim_temporary_folder()
+        todo, done = self.plan()
+        for outcome in done:
+            self._record(outcome)
+        self.store.start_run(self.summary.run_id, self.keyring.project, self.policy.name)
+        executor = (
+            ProcessPoolExecutor(
+                max_workers=self.workers,
+                initializer=init_worker,
+                initargs=(self.keyring, self.policy, self.temp_dir),
+            )
+            if self.workers > 1 and len(todo) > 1
+            else None
+        )
+        if executor is None:
+            init_worker(self.keyring, self.policy, self.temp_dir)
+        batch: list[FileOutcome] = []
+        try:
+            for outcome in _ordered_map(executor, todo, window=self.workers * 8):
+                batch.append(outcome)
+                if len(batch) >= COMMIT_EVERY:
+                    self._commit(batch)
+                    batch = []
+            self._commit(batch)
+            batch = []
+            self.summary.status = "completed"
+        except KeyboardInterrupt:
+            self._commit(batch)
+            self.summary.status = "interrupted"
+            raise
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+            self.summary.finished = now()
+            self.store.finish_run(self.summary.run_id, self.summary.status, self.summary.counts)
+            self._release_temporary_folder()
+        return self.summary
+
+    def _commit(self, batch: list[FileOutcome]) -> None:
+        if not batch:
+            return
+        for outcome in batch:
+            self._check_conflict(outcome)
+        journal = [
+            JournalEntry(o.input, o.fingerprint, o.status, o.output, o.reason) for o in batch
+        ]
+        linkage = [entry for o in batch if o.status == "written" for entry in o.linkage]
+        try:
+            self.summary.new_linkage_records += self.store.commit_batch(
+                self.keyring, self.summary.run_id, linkage, journal
+            )
+        except BaseException:
+            for outcome in batch:
+                if outcome.temp:
+                    Path(outcome.temp).unlink(missing_ok=True)
+            raise
+        for outcome in batch:
+            if outcome.temp and outcome.output:
+                final = self.output / outcome.output
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(outcome.temp, final)
+                outcome.temp = None
+            self._record(outcome)
+
+    def _check_conflict(self, outcome: FileOutcome) -> None:
+        """Two inputs of this run that give one output path must give the same bytes."""
+        if outcome.status != "written" or not outcome.output or not outcome.temp:
+            return
+        earlier = self._written_this_run.get(outcome.output)
+        if earlier is None:
+            self._written_this_run[outcome.output] = _digest(Path(outcome.temp))
+            return
+        if earlier != _digest(Path(outcome.temp)):
+            Path(outcome.temp).unlink(missing_ok=True)
+            outcome.status = "quarantined"
+            outcome.reason = (
+                "another input file has the same SOP Instance UID but different content"
+            )
+            outcome.temp, outcome.output, outcome.linkage = None, None, []
+
+    def _record(self, outcome: FileOutcome) -> None:
+        outcome.linkage = []
+        self.summary.outcomes.append(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+    def _claim_temporary_folder(self) -> None:
+        """Lock this run's temporary folder; remove those of runs that died (unlocked)."""
+        root = self.output / TEMP_DIR_NAME
+        root.mkdir(exist_ok=True)
+        for lock_path in root.glob("*.lock"):
+            fd = os.open(lock_path, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a run that is still going
+            finally:
+                os.close(fd)
+            shutil.rmtree(root / lock_path.stem, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+        self._lock = os.open(root / f"{self.summary.run_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self.temp_dir.mkdir(exist_ok=True)
+
+    def _release_temporary_folder(self) -> None:
+        root = self.output / TEMP_DIR_NAME
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        (root / f"{self.summary.run_id}.lock").unlink(missing_ok=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+        try:
+            root.rmdir()
+        except OSError:
+            pass  # another run is using it
+
+
+def write_report(summary: RunSummary, folder: Path) -> Path:
+    """Write the run report as JSON into ``folder``; return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"run-{summary.run_id}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary.report(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,134 @@
+"""Cleaning of free text: identifying values of the same dataset and common patterns go.
+
+A cleaner is built from the *original* dataset before anything is changed: the patient's name
+parts, IDs and birth date (in the spellings people type), and the names of institutions and
+physicians. :meth:`TextCleaner.clean` deletes them from a text wherever they stand as whole
+words, and deletes anything that looks like a date, a telephone number, an e-mail address or a
+long identification number, keeping the clinical words around them (``smith-final`` becomes
+``-final``; ``XR CHEST for Douglas Davidson`` becomes ``XR CHEST for``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import date
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
+
+#: Attributes whose values identify a person or place, looked for inside free text.
+IDENTIFYING_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "StudyID",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "ReferringPhysicianName",
+    "ReferringPhysicianAddress",
+    "PerformingPhysicianName",
+    "PhysiciansOfRecord",
+    "NameOfPhysiciansReadingStudy",
+    "RequestingPhysician",
+    "OperatorsName",
+    "StationName",
+    "MilitaryRank",
+    "MedicalRecordLocator",
+    "RegionOfResidence",
+    "CountryOfResidence",
+)
+#: Patterns removed from every cleaned text.
+DEFAULT_PATTERNS = (
+    r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b",  # 2023-01-05
+    r"\b\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}\b",  # 05.01.2023, 1/5/23
+    r"\b(?:19|20)\d{6}\b",  # 20230105
+    r"\+?\(?\d{2,4}\)?[-. ]\d{2,4}[-. ]\d{3,4}\b",  # telephone numbers
+    r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b",  # e-mail addresses
+    r"\b\d{6,}\b",  # long ID-like numbers
+)
+MIN_TERM_LENGTH = 2
+_WORD = r"(?<![0-9A-Za-z\u00C0-\uFFFF]){}(?![0-9A-Za-z\u00C0-\uFFFF])"
+
+
+def _values(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return [text for item in value for text in _values(item)]
+    if isinstance(value, PersonName):
+        return _name_parts(value)
+    return [str(value)]
+
+
+def _name_parts(name: PersonName) -> list[str]:
+    parts = [str(name)]
+    for group in str(name).split("="):
+        parts.extend(component for component in re.split(r"[\^ ]", group) if component)
+    return parts
+
+
+def date_spellings(value: str) -> list[str]:
+    """Common ways to write a DA value: ``20230105``, ``2023-01-05``, ``05.01.2023``, ..."""
+    try:
+        day = date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+    except ValueError:
+        return [value]
+    d, m, y = f"{day.day:02d}", f"{day.month:02d}", f"{day.year:04d}"
+    return [
+        value,
+        f"{y}-{m}-{d}",
+        f"{y}/{m}/{d}",
+        f"{y}.{m}.{d}",
+        f"{d}.{m}.{y}",
+        f"{d}/{m}/{y}",
+        f"{m}/{d}/{y}",
+        f"{d}-{m}-{y}",
+        f"{day.day}.{day.month}.{y}",
+        f"{day.month}/{day.day}/{y}",
+    ]
+
+
+class TextCleaner:
+    """Remove known identifying terms and identifying patterns from text."""
+
+    def __init__(self, terms: Iterable[str], patterns: Iterable[str] = DEFAULT_PATTERNS) -> None:
+        unique = sorted(
+            {t.strip() for t in terms if len(t.strip()) >= MIN_TERM_LENGTH}, key=len, reverse=True
+        )
+        alternatives = [_WORD.format(re.escape(term)) for term in unique]
+        alternatives.extend(patterns)
+        self._regex = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> TextCleaner:
+        """Collect the identifying values of ``ds`` (top level and nested) before it changes."""
+        terms: list[str] = []
+        wanted = set(IDENTIFYING_KEYWORDS)
+        for element in ds.iterall():
+            if element.keyword not in wanted:
+                continue
+            for text in _values(element.value):
+                if element.keyword == "PatientBirthDate":
+                    terms.extend(date_spellings(text))
+                else:
+                    terms.append(text)
+                    terms.extend(re.split(r"[\s,;^=]+", text))
+        return cls(terms)
+
+    def clean(self, text: str) -> str:
+        """``text`` without identifying terms or patterns, whitespace tidied."""
+        if self._regex is None or not text:
+            return text
+        cleaned = self._regex.sub("", text)
+        cleaned = re.sub(r"[ \t]{2,}", " ", cleaned)
+        return re.sub(r"[ \t]+$", "", re.sub(r"^[ \t]+", "", cleaned, flags=re.M), flags=re.M)

@@ -1,0 +1,119 @@
+"""``pseudo run``: pseudonymize a file or a folder tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from keystore.session import VaultSession
+from pseudo.batch import FileOutcome, Runner, check_paths, write_report
+from pseudo.cli.common import (
+    EXIT_ATTENTION,
+    DbOption,
+    PassphraseFileOption,
+    VaultOption,
+    actor,
+    err,
+    operator_passphrase,
+    out,
+    vault_path,
+)
+from pseudo.policy import load_policy
+
+
+def run_command(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A DICOM file or a folder tree.")],
+    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Output folder (not inside INPUT).")],
+    project: Annotated[str, typer.Option("--project", help="Project whose keys to use.")],
+    policy: Annotated[str, typer.Option(help="Shipped policy name or a policy YAML file.")] = "default",
+    workers: Annotated[int, typer.Option(help="Worker processes [default: all cores].", show_default=False)] = 0,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where run reports go [default: OUTPUT.pseudo-run/].", show_default=False),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run counts as JSON on stdout.")] = False,
+    vault: VaultOption = None,
+    db: DbOption = None,
+    passphrase_file: PassphraseFileOption = None,
+) -> None:
+    """Pseudonymize INPUT into OUTPUT/<pseudonym>/<study>/<series>/<instance>.dcm.
+
+    The policy is checked before any file is read. Input is never modified; each output file
+    is written atomically after its sealed linkage records are committed. Files that are not
+    DICOM are skipped; files that cannot be processed completely are quarantined (listed with
+    a reason in the run report, never written). Re-running skips files already done.
+    Exits 1 if any file was quarantined.
+
+    Example: pseudo run /data/incoming /data/export --project lung-trial
+    """
+    compiled = load_policy(policy)
+    check_paths(input_path, output)
+    reports = report_dir or output.parent / f"{output.name}.pseudo-run"
+    with VaultSession(vault_path(vault), db) as session:
+        keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
+        show_progress = not quiet and sys.stderr.isatty()
+        progress = Progress(
+            TextColumn("[bold]pseudonymizing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not show_progress,
+        )
+        task = progress.add_task("run", total=None, detail="")
+        counts = {"written": 0, "quarantined": 0, "skipped": 0, "unchanged": 0}
+
+        def on_outcome(outcome: FileOutcome) -> None:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+            detail = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+            progress.update(task, advance=1, detail=detail)
+
+        runner = Runner(
+            keyring,
+            compiled,
+            session.linkage,
+            input_path,
+            output,
+            workers=workers or os.cpu_count() or 1,
+            on_outcome=on_outcome,
+        )
+        try:
+            with progress:
+                summary = runner.run()
+        finally:
+            summary = runner.summary
+            report = write_report(summary, reports)
+            session.audit.append(
+                "run",
+                actor(),
+                summary.status,
+                project=project,
+                details={"run_id": summary.run_id, "policy": compiled.sha256, **summary.counts},
+            )
+    if as_json:
+        out.print_json(json.dumps({"run_id": summary.run_id, "report": str(report), **summary.counts}))
+    if not quiet:
+        _print_summary(summary.counts, summary.outcomes, report)
+    if summary.count("quarantined"):
+        raise typer.Exit(EXIT_ATTENTION)
+
+
+def _print_summary(counts: dict[str, int], outcomes: list[FileOutcome], report: Path) -> None:
+    table = Table(title="pseudo run", show_header=False)
+    for key in ("files", "written", "unchanged", "skipped", "quarantined", "patients", "studies", "series", "findings"):
+        table.add_row(key, str(counts[key]))
+    err.print(table)
+    for outcome in outcomes:
+        if outcome.status in ("quarantined", "skipped"):
+            colour = "red" if outcome.status == "quarantined" else "yellow"
+            err.print(f"[{colour}]{outcome.status}[/] {outcome.input}: {outcome.reason}")
+    err.print(f"Run report: {report}")

@@ -1,0 +1,36 @@
+"""Everything the actions need while one dataset is processed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from keystore.keyring import Keyring
+from pseudo.clean import TextCleaner
+from pseudo.findings import Finding
+from pseudo.policy.compiled import CompiledPolicy
+from pseudo.uids import remap_uid
+
+
+@dataclass
+class FileContext:
+    """Per-dataset state: the patient's pseudonym and offset, caches and findings."""
+
+    keyring: Keyring
+    policy: CompiledPolicy
+    pseudonym: str
+    date_offset_days: int
+    cleaner: TextCleaner | None = None
+    findings: list[Finding] = field(default_factory=list)
+    _uids: dict[str, str] = field(default_factory=dict)
+
+    def remap(self, uid: str) -> str:
+        """The remapped form of an instance UID (cached; standard UIDs unchanged)."""
+        result = self._uids.get(uid)
+        if result is None:
+            result = remap_uid(self.keyring, uid)
+            self._uids[uid] = result
+        return result
+
+    def note(self, path: str, code: str, message: str) -> None:
+        """Record a finding for the run report."""
+        self.findings.append(Finding(path, code, message))

@@ -1,0 +1,212 @@
+"""Pseudonymize one pydicom dataset in memory: the heart of ``pseudo``.
+
+>>> from pseudo.api import Pseudonymizer                       # doctest: +SKIP
+>>> result = Pseudonymizer(keyring, load_policy("default")).pseudonymize(ds)   # doctest: +SKIP
+>>> result.dataset.PatientID, result.relative_path                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.sr.codedict import codes
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from keystore.keyring import Keyring
+from keystore.linkage import LinkageEntry
+from pseudo import __version__
+from pseudo.context import FileContext
+from pseudo.dates import offset_in_range
+from pseudo.findings import Finding, RejectedFile
+from pseudo.identity import PatientIdentity, read_identity
+from pseudo.policy.compiled import CompiledPolicy
+from pseudo.policy.model import Action
+from pseudo.tokens import date_offset_digest, pseudonym
+from pseudo.walker import Walker
+
+#: pseudo's own Implementation Class UID (a fixed 2.25 UUID-derived UID) and version name.
+IMPLEMENTATION_CLASS_UID = UID("2.25.29132904577173474198588004560027537061")
+IMPLEMENTATION_VERSION_NAME = f"PSEUDO_{__version__}"[:16]
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+@dataclass
+class PseudonymizedDataset:
+    """The result of pseudonymizing one dataset."""
+
+    dataset: Dataset
+    pseudonym: str
+    date_offset_days: int
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    linkage: list[LinkageEntry] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def relative_path(self) -> str:
+        """Output path built only from pseudonymous values."""
+        return f"{self.pseudonym}/{self.study_uid}/{self.series_uid}/{self.sop_instance_uid}.dcm"
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's warnings and log: they can quote identifying values."""
+    logger = logging.getLogger("pydicom")
+    level, logger.level = logger.level, logging.CRITICAL + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
+def _required_uid(ds: Dataset, keyword: str) -> str:
+    try:
+        value = str(ds.get(keyword) or "").strip()
+    except Exception as exc:
+        raise RejectedFile(f"{keyword} cannot be read ({exc.__class__.__name__})") from exc
+    if not value:
+        raise RejectedFile(f"no {keyword}: the file cannot be named or referenced")
+    return value
+
+
+def original_transfer_syntax(ds: Dataset) -> UID:
+    """The transfer syntax the dataset was read with (from its meta, else its encoding)."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts:
+        return UID(str(ts))
+    encoding = getattr(ds, "original_encoding", None) or (True, True)
+    implicit, little = encoding
+    if "PixelData" in ds and ds.get_item("PixelData").length == 0xFFFFFFFF:
+        raise RejectedFile("compressed pixel data but no Transfer Syntax UID in the file meta")
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+class Pseudonymizer:
+    """Applies one compiled policy with one project's keyring to datasets."""
+
+    def __init__(self, keyring: Keyring, policy: CompiledPolicy) -> None:
+        self.keyring = keyring
+        self.policy = policy
+
+    def patient(self, identity: PatientIdentity) -> tuple[str, int]:
+        """The pseudonym and date offset of a patient (derived, the same in every run)."""
+        settings = self.keyring.settings
+        offset = offset_in_range(
+            date_offset_digest(self.keyring, identity.key),
+            settings.date_shift_min_days,
+            settings.date_shift_max_days,
+        )
+        return pseudonym(self.keyring, identity.key), offset
+
+    def pseudonymize(self, ds: Dataset) -> PseudonymizedDataset:
+        """Pseudonymize ``ds`` in place and return it with its linkage records.
+
+        Raises :class:`~pseudo.findings.RejectedFile` when the dataset cannot be processed
+        safely; ``ds`` must then be discarded.
+        """
+        with quiet_pydicom():
+            return self._pseudonymize(ds)
+
+    def _pseudonymize(self, ds: Dataset) -> PseudonymizedDataset:
+        sop_class = _required_uid(ds, "SOPClassUID")
+        if sop_class == DICOMDIR_SOP_CLASS:
+            raise RejectedFile("DICOMDIR: its records name patients; it is never copied")
+        transfer_syntax = original_transfer_syntax(ds)
+        identity = read_identity(ds)
+        study_uid = _required_uid(ds, "StudyInstanceUID")
+        _required_uid(ds, "SeriesInstanceUID")
+        _required_uid(ds, "SOPInstanceUID")
+        accession = str(ds.get("AccessionNumber") or "").strip()
+        study_date = str(ds.get("StudyDate") or "").strip()
+
+        patient_pseudonym, offset = self.patient(identity)
+        ctx = FileContext(self.keyring, self.policy, patient_pseudonym, offset)
+        Walker(ctx, ds).walk(ds)
+        self._finish(ds, ctx, sop_class, transfer_syntax)
+
+        pseudo_study = ctx.remap(study_uid)
+        linkage = [
+            LinkageEntry(
+                "patient",
+                patient_pseudonym,
+                patient_pseudonym,
+                {
+                    "patient_id": identity.patient_id or None,
+                    "issuer_of_patient_id": identity.issuer or None,
+                    "patient_name": identity.name or None,
+                    "patient_birth_date": identity.birth_date or None,
+                    "date_offset_days": offset,
+                    "identity_basis": identity.basis,
+                },
+            ),
+            LinkageEntry(
+                "study",
+                pseudo_study,
+                patient_pseudonym,
+                {
+                    "study_uid": study_uid,
+                    "accession_number": accession or None,
+                    "study_date": study_date or None,
+                },
+            ),
+        ]
+        return PseudonymizedDataset(
+            dataset=ds,
+            pseudonym=patient_pseudonym,
+            date_offset_days=offset,
+            study_uid=_required_uid(ds, "StudyInstanceUID"),
+            series_uid=_required_uid(ds, "SeriesInstanceUID"),
+            sop_instance_uid=_required_uid(ds, "SOPInstanceUID"),
+            linkage=linkage,
+            findings=ctx.findings,
+        )
+
+    def _finish(self, ds: Dataset, ctx: FileContext, sop_class: str, ts: UID) -> None:
+        """Mark the dataset as de-identified and give it a new, minimal file meta."""
+        policy = self.policy
+        for keyword in ("PatientID", "PatientName"):
+            tag = {"PatientID": 0x00100020, "PatientName": 0x00100010}[keyword]
+            if policy.decide(tag, "LO").action is Action.PSEUDONYM and keyword not in ds:
+                setattr(ds, keyword, ctx.pseudonym)
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = [
+            f"pseudo {__version__}",
+            f"policy {policy.name} sha256:{policy.short_hash}",
+            f"PS3.15 {policy.edition} Table E.1-1",
+        ]
+        items = []
+        for keyword in policy.option_codes:
+            code = getattr(codes.DCM, keyword)
+            item = Dataset()
+            item.CodeValue = code.value
+            item.CodingSchemeDesignator = code.scheme_designator
+            item.CodeMeaning = code.meaning
+            items.append(item)
+        ds.DeidentificationMethodCodeSequence = Sequence(items)
+        ds.LongitudinalTemporalInformationModified = policy.temporal
+
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = UID(sop_class)
+        meta.MediaStorageSOPInstanceUID = UID(_required_uid(ds, "SOPInstanceUID"))
+        meta.TransferSyntaxUID = ts
+        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+        ds.file_meta = meta
+        ds.preamble = b"\x00" * 128

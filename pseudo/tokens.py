@@ -1,0 +1,89 @@
+"""Keyed tokens for DICOM values: HMAC tokens, patient pseudonyms and reversible tokens.
+
+Tokens are upper-case base32 (``A-Z2-7``), valid in every string VR including CS and PN, and
+sized to the VR. HMAC tokens are irreversible; reversible tokens are AES-SIV ciphertexts that
+only the project's key can open. Every input is domain-separated by purpose and attribute, so
+the same text in two attributes gives unrelated tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+
+from keystore.errors import InvalidTokenError
+from keystore.keyring import Keyring
+
+#: Characters of an HMAC token: 16 base32 characters carry 80 bits.
+TOKEN_LENGTH = 16
+#: Maximum value length per VR (PS3.5 Table 6.2-1); None means unlimited.
+MAX_LENGTH: dict[str, int | None] = {
+    "AE": 16,
+    "CS": 16,
+    "SH": 16,
+    "LO": 64,
+    "PN": 64,
+    "ST": 1024,
+    "LT": 10240,
+    "UC": None,
+    "UT": None,
+}
+#: VRs that can hold a token.
+TOKEN_VRS = frozenset(MAX_LENGTH)
+#: Reversible tokens are bound to the attribute; this is the format version of the context.
+_REVERSIBLE_CONTEXT = "pseudo-reversible/1:"
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=")
+
+
+def hmac_token(keyring: Keyring, attribute: str, value: str, length: int = TOKEN_LENGTH) -> str:
+    """Irreversible keyed token of ``value`` for ``attribute``.
+
+    >>> from keystore.keyring import Keyring, ProjectSettings
+    >>> ring = Keyring.from_secret(bytes(32), ProjectSettings("demo", "D", -10, -1), bytes(32))
+    >>> hmac_token(ring, "AccessionNumber", "A123")
+    'KXF35ZTD7SDAVPUN'
+    """
+    return _b32(keyring.mac("token", attribute, value.strip()))[:length]
+
+
+def pseudonym(keyring: Keyring, identity: tuple[str, ...]) -> str:
+    """The patient pseudonym: the project prefix, a dash and 16 base32 characters."""
+    digest = keyring.mac("token", "patient", *identity)
+    return f"{keyring.settings.prefix}-{_b32(digest)[:TOKEN_LENGTH]}"
+
+
+def date_offset_digest(keyring: Keyring, identity: tuple[str, ...]) -> bytes:
+    """The keyed digest from which a patient's date offset is derived."""
+    return keyring.mac("date", "patient", *identity)
+
+
+def reversible_length(plaintext_bytes: int) -> int:
+    """Characters of a reversible token for a plaintext of ``plaintext_bytes`` bytes."""
+    return math.ceil((16 + plaintext_bytes) * 8 / 5)
+
+
+def max_reversible_input(vr: str) -> int | None:
+    """The longest plaintext (in bytes) whose reversible token fits ``vr``; None if unlimited."""
+    limit = MAX_LENGTH.get(vr)
+    if limit is None:
+        return None
+    return max(-1, math.floor(limit * 5 / 8) - 16)
+
+
+def encrypt_token(keyring: Keyring, attribute: str, value: str) -> str:
+    """Reversible token of ``value`` (deterministic: the same value gives the same token)."""
+    plaintext = value.strip().encode("utf-8")
+    return _b32(keyring.encrypt_deterministic(plaintext, _REVERSIBLE_CONTEXT + attribute))
+
+
+def decrypt_token(keyring: Keyring, attribute: str, token: str) -> str:
+    """Open a reversible token made by :func:`encrypt_token` for the same attribute."""
+    padded = token.strip() + "=" * (-len(token.strip()) % 8)
+    try:
+        raw = base64.b32decode(padded)
+    except ValueError as exc:
+        raise InvalidTokenError("not a reversible token") from exc
+    return keyring.decrypt_deterministic(raw, _REVERSIBLE_CONTEXT + attribute).decode("utf-8")

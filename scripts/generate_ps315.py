@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Generate policies/ps3.15/*.yaml from the DICOM standard's own tables.
+
+Reads PS3.15 Table E.1-1 (Application Level Confidentiality Profile Attributes) from the 2025c
+normalized CSV in ``../shared/reference/ps3.15/`` and cross-checks every row it shares with the
+official 2024c DocBook source; reads Table E.3.10-1 (Safe Private Attributes) from the 2024c
+DocBook. Writes the tables as YAML data that the policy loader reads. Nothing in the output is
+typed by hand; run this script again when a new edition of the standard is added.
+
+Usage: python scripts/generate_ps315.py [--reference DIR] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import re
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydicom.datadict import dictionary_keyword, dictionary_VR
+
+EDITION = "2025c"
+CROSS_CHECK_EDITION = "2024c"
+E11_CSV = "table_E.1-1_2025c_normalized.csv"
+E11_XML = "table_E.1-1_2024c.xml"
+E3101_XML = "table_E.3.10-1_2024c.xml"
+DOCBOOK = "{http://docbook.org/ns/docbook}"
+
+#: CSV column -> option identifier used in policies (the order of the table's columns).
+OPTION_COLUMNS = {
+    "retain_safe_private": "retain_safe_private",
+    "retain_uids": "retain_uids",
+    "retain_device": "retain_device_identity",
+    "retain_institution": "retain_institution_identity",
+    "retain_patient_chars": "retain_patient_characteristics",
+    "retain_long_full_dates": "retain_longitudinal_full_dates",
+    "retain_long_modified_dates": "retain_longitudinal_modified_dates",
+    "clean_desc": "clean_descriptors",
+    "clean_struct": "clean_structured_content",
+    "clean_graph": "clean_graphics",
+}
+#: Known differences between 2024c and 2025c, documented in shared/reference/ps3.15/README.md.
+KNOWN_2024C_DIFFERENCES = {("00102160", "retired"), ("00102160", "in_std_comp_iod")}
+CODES = {"X", "Z", "D", "U", "K", "C", "X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"}
+PRIVATE_ROW = "(gggg,eeee) where gggg is odd"
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tag_text(tag: str) -> str:
+    """``00080050`` -> ``(0008,0050)``; masks keep their lower-case ``x``."""
+    return f"({tag[:4]},{tag[4:]})"
+
+
+def dictionary_entry(tag: str) -> tuple[str | None, str | None]:
+    """Keyword and VR from pydicom's data dictionary, or ``(None, None)`` if unknown there."""
+    if "x" in tag:
+        return None, None
+    try:
+        return dictionary_keyword(int(tag, 16)) or None, dictionary_VR(int(tag, 16))
+    except KeyError:
+        return None, None
+
+
+def read_e11(path: Path) -> list[dict[str, str]]:
+    """Rows of the normalized CSV, validated."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for column in ["basic", *OPTION_COLUMNS]:
+            if row[column] and row[column] not in CODES:
+                raise SystemExit(f"{path}: row {row['tag']}: unknown action code {row[column]!r}")
+        if row["tag"] != PRIVATE_ROW and not re.fullmatch(r"[0-9A-Fx]{8}", row["tag"]):
+            raise SystemExit(f"{path}: unexpected tag {row['tag']!r}")
+    return rows
+
+
+def _cell_text(cell: ET.Element) -> str:
+    return re.sub(r"\s+", " ", "".join(cell.itertext())).strip()
+
+
+def read_docbook_table(path: Path) -> list[list[str]]:
+    """Body rows of a DocBook table, as lists of cell texts."""
+    root = ET.parse(path).getroot()
+    body = root.find(f".//{DOCBOOK}tbody")
+    if body is None:
+        raise SystemExit(f"{path}: no table body")
+    return [[_cell_text(cell) for cell in tr] for tr in body.iter(f"{DOCBOOK}tr")]
+
+
+def cross_check(rows: list[dict[str, str]], xml_path: Path) -> dict[str, int]:
+    """Compare every row shared with the 2024c DocBook; exit on an unexplained difference."""
+    by_tag = {row["tag"]: row for row in rows}
+    columns = ["retired", "in_std_comp_iod", "basic", *OPTION_COLUMNS]
+    compared = differences = 0
+    for cells in read_docbook_table(xml_path):
+        name, tag = cells[0], cells[1]
+        key = PRIVATE_ROW if "gggg" in tag else tag.strip("()").replace(",", "").upper().replace(
+            "X", "x"
+        )
+        row = by_tag.get(key)
+        if row is None:
+            raise SystemExit(f"{xml_path}: row {tag} {name!r} is missing from the {EDITION} CSV")
+        compared += 1
+        for column, value in zip(columns, cells[2:], strict=True):
+            if row[column] != value:
+                if (key, column) in KNOWN_2024C_DIFFERENCES:
+                    differences += 1
+                    continue
+                raise SystemExit(
+                    f"{tag} {name!r}: {column} is {value!r} in {CROSS_CHECK_EDITION} but "
+                    f"{row[column]!r} in {EDITION}; investigate before generating"
+                )
+    return {"compared": compared, "known_differences": differences}
+
+
+def e11_yaml(rows: list[dict[str, str]], source: Path, check: dict[str, int]) -> dict[str, Any]:
+    """The generated document for Table E.1-1."""
+    out_rows = []
+    for row in rows:
+        keyword, vr = dictionary_entry(row["tag"]) if row["tag"] != PRIVATE_ROW else (None, None)
+        entry: dict[str, Any] = {
+            "tag": "private" if row["tag"] == PRIVATE_ROW else tag_text(row["tag"]),
+            "name": row["name"],
+        }
+        if keyword:
+            entry["keyword"] = keyword
+        if vr:
+            entry["vr"] = vr
+        entry["basic"] = row["basic"]
+        options = {OPTION_COLUMNS[c]: row[c] for c in OPTION_COLUMNS if row[c]}
+        if options:
+            entry["options"] = options
+        entry["retired"] = row["retired"] == "Y"
+        entry["in_std_comp_iod"] = row["in_std_comp_iod"] == "Y"
+        out_rows.append(entry)
+    return {
+        "table": "PS3.15 Table E.1-1 Application Level Confidentiality Profile Attributes",
+        "edition": EDITION,
+        "source": {"file": source.name, "sha256": sha256(source)},
+        "cross_check": {"edition": CROSS_CHECK_EDITION, "file": E11_XML, **check},
+        "generated_by": "scripts/generate_ps315.py",
+        "options": list(OPTION_COLUMNS.values()),
+        "rows": out_rows,
+    }
+
+
+def e3101_yaml(xml_path: Path) -> dict[str, Any]:
+    """The generated document for Table E.3.10-1 (Safe Private Attributes)."""
+    rows = []
+    for cells in read_docbook_table(xml_path):
+        tag, creator, vr, vm, meaning = cells[:5]
+        match = re.fullmatch(r"\(([0-9A-Fa-f]{4}),xx([0-9A-Fa-f]{2})\)", tag)
+        if not match:
+            raise SystemExit(f"{xml_path}: unexpected private tag {tag!r}")
+        tag = f"({match[1].upper()},xx{match[2].upper()})"
+        rows.append({"tag": tag, "creator": creator, "vr": vr, "vm": vm, "meaning": meaning})
+    return {
+        "table": "PS3.15 Table E.3.10-1 Safe Private Attributes",
+        "edition": CROSS_CHECK_EDITION,
+        "source": {"file": xml_path.name, "sha256": sha256(xml_path)},
+        "generated_by": "scripts/generate_ps315.py",
+        "rows": rows,
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML with one table row per line."""
+
+
+def _dump(data: dict[str, Any], path: Path) -> None:
+    header = (
+        "# GENERATED by scripts/generate_ps315.py from the DICOM standard's own table.\n"
+        "# Do not edit by hand: run the script again instead.\n"
+    )
+    rows = data.pop("rows")
+    body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
+    body += "rows:\n" + "".join(
+        "- " + yaml.dump(row, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                         width=10000, default_flow_style=True)
+        for row in rows
+    )
+    path.write_text(header + body, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    repo = Path(__file__).resolve().parent.parent
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, default=repo.parent / "shared/reference/ps3.15")
+    parser.add_argument("--out", type=Path, default=repo / "policies/ps3.15")
+    args = parser.parse_args(argv)
+    if not args.reference.is_dir():
+        print(f"{args.reference}: reference folder not found", file=sys.stderr)
+        return 2
+    rows = read_e11(args.reference / E11_CSV)
+    check = cross_check(rows, args.reference / E11_XML)
+    args.out.mkdir(parents=True, exist_ok=True)
+    _dump(e11_yaml(rows, args.reference / E11_CSV, check), args.out / "table-e1-1.yaml")
+    _dump(e3101_yaml(args.reference / E3101_XML), args.out / "table-e3-10-1.yaml")
+    print(f"Table E.1-1 {EDITION}: {len(rows)} rows; {check['compared']} cross-checked against "
+          f"{CROSS_CHECK_EDITION} ({check['known_differences']} known differences)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
