@@ -154,7 +154,9 @@ class AuditLog:
                     "(records were deleted, inserted or reordered)"
                 )
             if record_hash(row) != row.hash:
-                result.problems.append(f"record {row.seq}: content does not match its hash (edited)")
+                result.problems.append(
+                    f"record {row.seq}: content does not match its hash (edited)"
+                )
             previous = row.hash
             if len(result.problems) >= 20:
                 result.problems.append("... further problems not listed")

@@ -132,7 +132,9 @@ def connect(url: str) -> Engine:
             engine = create_engine(url, pool_pre_ping=True)
         SQLModel.metadata.create_all(engine)
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot open the linkage store {parsed!r}: {_first_line(exc)}") from exc
+        raise DatabaseError(
+            f"cannot open the linkage store {parsed!r}: {_first_line(exc)}"
+        ) from exc
     except ModuleNotFoundError as exc:
         raise DatabaseError(
             f"no driver for {parsed.get_backend_name()}: install pseudo[postgres] ({exc.name})"

@@ -54,7 +54,7 @@ class Keyring:
         cls, secret: bytes, settings: ProjectSettings, reid_public_key: bytes
     ) -> Keyring:
         """Derive every sub-key of a project from its 256-bit secret."""
-        keys = {purpose: crypto.hkdf(secret, label) for purpose, label in KEY_LABELS.items()}
+        keys: dict[str, bytes] = {p: crypto.hkdf(secret, label) for p, label in KEY_LABELS.items()}
         keys["reversible"] = crypto.hkdf(secret, KEY_LABELS["reversible"], length=64)
         return cls(settings=settings, reid_public_key=reid_public_key, _keys=keys)
 

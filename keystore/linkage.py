@@ -74,13 +74,15 @@ class LinkageStore:
         self, session: Session, rows: Sequence[dict[str, object]]
     ) -> None:
         dialect = self.engine.dialect.name
-        insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-        if insert is None:  # pragma: no cover - other back ends are not supported
-            raise DatabaseError(f"unsupported database back end {dialect!r}")
         table = LinkageRow.__table__  # type: ignore[attr-defined]
         for start in range(0, len(rows), 500):
             chunk = list(rows[start : start + 500])
-            session.execute(insert(table).values(chunk).on_conflict_do_nothing())
+            if dialect == "postgresql":
+                session.execute(postgresql.insert(table).values(chunk).on_conflict_do_nothing())
+            elif dialect == "sqlite":
+                session.execute(sqlite.insert(table).values(chunk).on_conflict_do_nothing())
+            else:  # pragma: no cover - other back ends are not supported
+                raise DatabaseError(f"unsupported database back end {dialect!r}")
 
     def commit_batch(
         self,
@@ -124,7 +126,9 @@ class LinkageStore:
                     self._upsert_journal(session, keyring, run_id, item)
                 session.commit()
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot write the linkage store: {exc.__class__.__name__}") from exc
+            raise DatabaseError(
+                f"cannot write the linkage store: {exc.__class__.__name__}"
+            ) from exc
         return len(rows)
 
     @staticmethod
@@ -142,7 +146,9 @@ class LinkageStore:
         return found
 
     @staticmethod
-    def _upsert_journal(session: Session, keyring: Keyring, run_id: str, item: JournalEntry) -> None:
+    def _upsert_journal(
+        session: Session, keyring: Keyring, run_id: str, item: JournalEntry
+    ) -> None:
         input_key = keyring.mac("journal", item.input_path).hex()
         row = session.exec(
             select(JournalRow).where(
@@ -150,7 +156,13 @@ class LinkageStore:
             )
         ).first()
         if row is None:
-            row = JournalRow(project=keyring.project, input_key=input_key, fingerprint="", status="", run_id=run_id)
+            row = JournalRow(
+                project=keyring.project,
+                input_key=input_key,
+                fingerprint="",
+                status="",
+                run_id=run_id,
+            )
         row.fingerprint = item.fingerprint
         row.status = item.status
         row.output = item.output
@@ -200,7 +212,9 @@ class LinkageStore:
         with Session(self.engine) as session:
             stmt = (
                 select(LinkageRow)
-                .where(LinkageRow.project == project, LinkageRow.kind == kind, LinkageRow.key == key)
+                .where(
+                    LinkageRow.project == project, LinkageRow.kind == kind, LinkageRow.key == key
+                )
                 .order_by(col(LinkageRow.id))
             )
             return list(session.exec(stmt))

@@ -322,7 +322,9 @@ class Vault:
         path = self._project_path(name)
         if not path.is_file():
             known = ", ".join(self.project_names()) or "none"
-            raise ProjectNotFoundError(f"project {name!r} not found in {self.path} (known: {known})")
+            raise ProjectNotFoundError(
+                f"project {name!r} not found in {self.path} (known: {known})"
+            )
         return ProjectFile.from_json(_read_json(path), path)
 
     def create_project(
@@ -375,8 +377,12 @@ class Vault:
             reid_public_key=reid_public,
             settings_mac=_settings_mac(secret, settings, reid_public),
             slots=[
-                KeySlot.create(name, operator_slot, "operator", secret, operator_passphrase, params),
-                KeySlot.create(name, reid_slot, "reidentifier", reid_private, reid_passphrase, params),
+                KeySlot.create(
+                    name, operator_slot, "operator", secret, operator_passphrase, params
+                ),
+                KeySlot.create(
+                    name, reid_slot, "reidentifier", reid_private, reid_passphrase, params
+                ),
             ],
             created=utcnow().isoformat(),
         )
@@ -389,7 +395,9 @@ class Vault:
         _write_private_json(self._project_path(project.settings.name), project.to_json())
 
     # -- unlocking ------------------------------------------------------------------------
-    def _open_slot(self, project: ProjectFile, role: Role, passphrase: str, slot: str | None) -> bytes:
+    def _open_slot(
+        self, project: ProjectFile, role: Role, passphrase: str, slot: str | None
+    ) -> bytes:
         candidates = [s for s in project.slots_for(role) if slot is None or s.name == slot]
         for candidate in candidates:
             try:

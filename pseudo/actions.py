@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
 DATE_VRS = frozenset({"DA", "DT"})
+#: Other VRs whose values are character strings.
+STRING_VRS = frozenset({"AS", "DA", "DS", "DT", "IS", "TM", "UI"})
 #: Dummy values (action D): fixed, meaningless and valid for the VR.
 DUMMY_VALUES: dict[str, Any] = {
     "AE": "ANONYMOUS",
@@ -111,7 +113,8 @@ def remove(ref: ElementRef, walker: Walker) -> None:
 
 def empty(ref: ElementRef, walker: Walker) -> None:
     """Z: keep the attribute with a zero-length value (a sequence with no items)."""
-    ref.ds[ref.tag] = DataElement(ref.tag, ref.vr if ref.vr != "UN" else "UN", [] if ref.vr == "SQ" else None)
+    value: Any = [] if ref.vr == "SQ" else "" if ref.vr in TEXT_VRS | STRING_VRS else None
+    ref.ds[ref.tag] = DataElement(ref.tag, ref.vr, value)
 
 
 def dummy(ref: ElementRef, walker: Walker) -> None:
@@ -184,7 +187,11 @@ def shift_date(ref: ElementRef, walker: Walker) -> None:
         shifted = shift_value(text, ref.vr, walker.ctx.date_offset_days)
     except InvalidDateError as exc:
         del ref.ds[ref.tag]
-        walker.ctx.note(ref.path, "invalid-date", f"{ref.vr} value is not a valid date ({exc.__class__.__name__}); removed")
+        walker.ctx.note(
+            ref.path,
+            "invalid-date",
+            f"{ref.vr} value is not a valid date ({exc.__class__.__name__}); removed",
+        )
         return
     _set_strings(element, shifted.split("\\"))
 
@@ -203,7 +210,10 @@ def token(ref: ElementRef, walker: Walker) -> None:
     if element is None:
         return
     length = min(16, MAX_LENGTH.get(ref.vr) or 16)
-    values = [hmac_token(walker.ctx.keyring, ref.keyword, v, length) if v.strip() else "" for v in _strings(element.value)]
+    values = [
+        hmac_token(walker.ctx.keyring, ref.keyword, v, length) if v.strip() else ""
+        for v in _strings(element.value)
+    ]
     _set_strings(element, values)
 
 
@@ -234,7 +244,9 @@ def encrypt(ref: ElementRef, walker: Walker) -> None:
             )
         encrypted = encrypt_token(walker.ctx.keyring, ref.keyword, text)
         if limit is not None and len(encrypted) > limit:
-            raise RejectedFile(f"{ref.path}: reversible token would exceed the {ref.vr} length limit")
+            raise RejectedFile(
+                f"{ref.path}: reversible token would exceed the {ref.vr} length limit"
+            )
         values.append(encrypted)
     _set_strings(element, values)
 

@@ -13,6 +13,7 @@ the same). Workers never touch the database; the parent never parses DICOM.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -161,7 +162,7 @@ def check_paths(input_path: Path, output: Path) -> tuple[Path, Path]:
 
 
 def discover(root: Path) -> list[Path]:
-    """Every regular file under ``root`` (or ``root`` itself), sorted, symlinked folders not followed."""
+    """Every regular file under ``root`` (or ``root`` itself), sorted; folder links not followed."""
     if root.is_file():
         return [root]
     found: list[Path] = []
@@ -406,10 +407,8 @@ class Runner:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
-        try:
+        with contextlib.suppress(OSError):  # another run may still use it
             root.rmdir()
-        except OSError:
-            pass  # another run is using it
 
 
 def write_report(summary: RunSummary, folder: Path) -> Path:

@@ -57,7 +57,9 @@ DEFAULT_PATTERNS = (
     r"\b\d{6,}\b",  # long ID-like numbers
 )
 MIN_TERM_LENGTH = 2
-_WORD = r"(?<![0-9A-Za-z\u00C0-\uFFFF]){}(?![0-9A-Za-z\u00C0-\uFFFF])"
+#: Terms match as whole words: not preceded or followed by a letter or digit of any script
+#: (an underscore or a hyphen separates words, so ``smith`` matches in ``smith-final``).
+_WHOLE_WORDS = r"(?<![^\W_])(?:{})(?![^\W_])"
 
 
 def _values(value: object) -> list[str]:
@@ -105,8 +107,9 @@ class TextCleaner:
         unique = sorted(
             {t.strip() for t in terms if len(t.strip()) >= MIN_TERM_LENGTH}, key=len, reverse=True
         )
-        alternatives = [_WORD.format(re.escape(term)) for term in unique]
-        alternatives.extend(patterns)
+        alternatives = list(patterns)
+        if unique:
+            alternatives.insert(0, _WHOLE_WORDS.format("|".join(map(re.escape, unique))))
         self._regex = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
 
     @classmethod

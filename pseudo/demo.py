@@ -50,9 +50,18 @@ def _age(birth: str, on: date) -> str:
 
 
 def _instance(
-    base: str, patient: DemoPatient, index: int, timepoint: int, study_date: date, series: int, number: int
+    base: str,
+    patient: DemoPatient,
+    index: int,
+    timepoint: int,
+    study_date: date,
+    series: int,
+    number: int,
 ) -> Dataset:
-    ds = pydicom.dcmread(get_testdata_file(base))
+    source = get_testdata_file(base)
+    if not isinstance(source, str):
+        raise FileNotFoundError(f"pydicom's test file {base} is missing from this installation")
+    ds = pydicom.dcmread(source)
     day = study_date.strftime("%Y%m%d")
     family, given = patient.name.split("^")
     ds.PatientName = patient.name
@@ -73,7 +82,9 @@ def _instance(
     ds.SeriesNumber, ds.InstanceNumber = series, number
     ds.InstitutionName = "Demo General Hospital"
     ds.ReferringPhysicianName = "WELBY^MARCUS"
-    ds.StudyDescription = f"CT CHEST {'baseline' if timepoint == 0 else 'follow-up'} for {family}^{given}"
+    ds.StudyDescription = (
+        f"CT CHEST {'baseline' if timepoint == 0 else 'follow-up'} for {family}^{given}"
+    )
     block = ds.private_block(0x0009, "DEMO-VENDOR 1.0", create=True)
     block.add_new(0x01, "LO", f"{family} {patient.patient_id}")
     request = Dataset()
@@ -92,7 +103,10 @@ def build_cohort(folder: Path) -> list[Path]:
         for timepoint in range(2):
             study_date = BASELINE + timedelta(days=7 * index + timepoint * (182 + 3 * index))
             where = folder / f"{family}_{given}" / study_date.isoformat()
-            ct = [_instance("CT_small.dcm", patient, index, timepoint, study_date, 1, n) for n in (1, 2)]
+            ct = [
+                _instance("CT_small.dcm", patient, index, timepoint, study_date, 1, n)
+                for n in (1, 2)
+            ]
             mr = _instance("MR_small.dcm", patient, index, timepoint, study_date, 2, 1)
             reference = Dataset()
             reference.ReferencedSOPClassUID = ct[0].SOPClassUID

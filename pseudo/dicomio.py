@@ -44,7 +44,7 @@ def sniff(path: Path) -> str:
     if len(head) >= 8:
         group = int.from_bytes(head[0:2], "little")
         vr = head[4:6]
-        if group in (0x0002, 0x0008) and (vr.isalpha() and vr.isupper() or group == 0x0008):
+        if group in (0x0002, 0x0008) and ((vr.isalpha() and vr.isupper()) or group == 0x0008):
             return "raw"
     raise NotDicom("no DICOM preamble and no recognizable data set")
 
@@ -72,7 +72,15 @@ def read_dataset(path: Path) -> Dataset:
         ds = pydicom.dcmread(path, force=(kind == "raw"))
     except InvalidDicomError as exc:
         raise RejectedFile(f"not a readable DICOM file: {sanitize(str(exc))}") from exc
-    except (EOFError, OSError, ValueError, KeyError, IndexError, TypeError, NotImplementedError) as exc:
+    except (
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        NotImplementedError,
+    ) as exc:
         raise RejectedFile(
             f"cannot parse ({exc.__class__.__name__}: {sanitize(str(exc))}); truncated or corrupt"
         ) from exc

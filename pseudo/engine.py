@@ -91,7 +91,8 @@ def original_transfer_syntax(ds: Dataset) -> UID:
         return UID(str(ts))
     encoding = getattr(ds, "original_encoding", None) or (True, True)
     implicit, little = encoding
-    if "PixelData" in ds and ds.get_item("PixelData").length == 0xFFFFFFFF:
+    pixels = ds.get_item(0x7FE00010) if 0x7FE00010 in ds else None
+    if pixels is not None and getattr(pixels, "length", 0) == 0xFFFFFFFF:
         raise RejectedFile("compressed pixel data but no Transfer Syntax UID in the file meta")
     if implicit:
         return ImplicitVRLittleEndian
@@ -125,9 +126,11 @@ class Pseudonymizer:
             return self._pseudonymize(ds)
 
     def _pseudonymize(self, ds: Dataset) -> PseudonymizedDataset:
-        sop_class = _required_uid(ds, "SOPClassUID")
-        if sop_class == DICOMDIR_SOP_CLASS:
+        meta = getattr(ds, "file_meta", None)
+        media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+        if DICOMDIR_SOP_CLASS in (media_class, str(ds.get("SOPClassUID", ""))):
             raise RejectedFile("DICOMDIR: its records name patients; it is never copied")
+        sop_class = _required_uid(ds, "SOPClassUID")
         transfer_syntax = original_transfer_syntax(ds)
         identity = read_identity(ds)
         study_uid = _required_uid(ds, "StudyInstanceUID")

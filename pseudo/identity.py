@@ -49,11 +49,15 @@ def read_identity(ds: Dataset) -> PatientIdentity:
     name = _text(ds, "PatientName")
     birth_date = _text(ds, "PatientBirthDate")
     if patient_id:
-        return PatientIdentity("patient-id", ("patient-id", issuer, patient_id), patient_id, issuer, name, birth_date)
+        return PatientIdentity(
+            "patient-id", ("patient-id", issuer, patient_id), patient_id, issuer, name, birth_date
+        )
     if name:
         key = ("name", normalize_name(name), birth_date)
         return PatientIdentity("name", key, patient_id, issuer, name, birth_date)
     study = _text(ds, "StudyInstanceUID")
     if not study:
-        raise RejectedFile("no Patient ID, Patient's Name or Study Instance UID to assign a pseudonym")
+        raise RejectedFile(
+            "no Patient ID, Patient's Name or Study Instance UID to assign a pseudonym"
+        )
     return PatientIdentity("study", ("study", study), patient_id, issuer, name, birth_date)

@@ -46,7 +46,9 @@ class SafePrivate:
         """Read the generated table."""
         path = policies_dir() / "ps3.15" / "table-e3-10-1.yaml"
         with path.open(encoding="utf-8") as handle:
-            data: dict[str, Any] = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            data: dict[str, Any] = yaml.load(
+                handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            )
         entries = set()
         for row in data["rows"]:
             group = int(row["tag"][1:5], 16)

@@ -1,4 +1,4 @@
-"""Naming attributes: keywords, ``(gggg,eeee)`` tags and repeating-group masks such as ``(60xx,3000)``."""
+"""Naming attributes: keywords, ``(gggg,eeee)`` tags and masks such as ``(60xx,3000)``."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 
 from pseudo.actions import HANDLERS, ElementRef
@@ -11,7 +12,6 @@ from pseudo.findings import RejectedFile
 from pseudo.policy.model import Action
 from pseudo.private import SafePrivate
 from pseudo.tags import standard_vr, tag_text
-from pydicom.datadict import keyword_for_tag
 
 #: Deeper nesting than this is refused: no real object needs it, and a hostile file uses it.
 MAX_DEPTH = 64
@@ -38,7 +38,11 @@ class Walker:
     def __init__(self, ctx: FileContext, original: Dataset) -> None:
         self.ctx = ctx
         self._identifying = self._snapshot(original) if ctx.policy.uses(Action.CLEAN) else []
-        self._safe_private = SafePrivate.load() if ctx.policy.private_table and ctx.policy.private_table.action is Action.CLEAN else None
+        self._safe_private = (
+            SafePrivate.load()
+            if ctx.policy.private_table and ctx.policy.private_table.action is Action.CLEAN
+            else None
+        )
         self._depth = 0
 
     @staticmethod
@@ -46,13 +50,11 @@ class Walker:
         """Identifying values of the top level, taken before anything changes."""
         terms: list[str] = []
         for keyword in IDENTIFYING_KEYWORDS:
-            element = ds.get(keyword)
-            if element is None:
-                continue
             try:
-                values = _values(element.value)
+                element = ds.data_element(keyword)
+                values = _values(element.value) if element is not None else []
             except Exception:
-                continue
+                continue  # an unreadable value cannot be looked for
             for text in values:
                 terms.extend(date_spellings(text) if keyword == "PatientBirthDate" else [text])
                 terms.extend(text.replace("^", " ").replace("=", " ").split())
@@ -87,7 +89,9 @@ class Walker:
         try:
             items = ref.ds[ref.tag].value
         except Exception as exc:
-            raise RejectedFile(f"{ref.path}: sequence cannot be parsed ({exc.__class__.__name__})") from exc
+            raise RejectedFile(
+                f"{ref.path}: sequence cannot be parsed ({exc.__class__.__name__})"
+            ) from exc
         self._depth += 1
         if self._depth > MAX_DEPTH:
             raise RejectedFile(f"{ref.path}: sequences nested deeper than {MAX_DEPTH} levels")

@@ -7,7 +7,12 @@ official 2024c DocBook source; reads Table E.3.10-1 (Safe Private Attributes) fr
 DocBook. Writes the tables as YAML data that the policy loader reads. Nothing in the output is
 typed by hand; run this script again when a new edition of the standard is added.
 
-Usage: python scripts/generate_ps315.py [--reference DIR] [--out DIR]
+Rows added by the 2026c edition are taken from the machine-generated 2026c transcription that
+ships in the ``dicom-anonymizer`` 2.1.0 package (Basic Profile column only; it is the table the
+PHI canary corpus was built against), after checking that it agrees with 2025c on every row
+they share. Install it with ``pip install dicom-anonymizer==2.1.0``; ``--no-supplement`` skips it.
+
+Usage: python scripts/generate_ps315.py [--reference DIR] [--out DIR] [--no-supplement]
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import inspect
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -47,6 +53,22 @@ OPTION_COLUMNS = {
 #: Known differences between 2024c and 2025c, documented in shared/reference/ps3.15/README.md.
 KNOWN_2024C_DIFFERENCES = {("00102160", "retired"), ("00102160", "in_std_comp_iod")}
 CODES = {"X", "Z", "D", "U", "K", "C", "X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"}
+SUPPLEMENT_EDITION = "2026c"
+SUPPLEMENT_SOURCE = (
+    "dicom-anonymizer 2.1.0, dicomanonymizer/dicom_anonymization_databases/dicomfields_2026c.py"
+)
+#: Lists of dicomfields_2026c -> Basic Profile code.
+SUPPLEMENT_LISTS = {
+    "D_TAGS": "D",
+    "U_TAGS": "U",
+    "X_D_TAGS": "X/D",
+    "X_TAGS": "X",
+    "X_Z_D_TAGS": "X/Z/D",
+    "X_Z_TAGS": "X/Z",
+    "X_Z_U_STAR_TAGS": "X/Z/U*",
+    "Z_D_TAGS": "Z/D",
+    "Z_TAGS": "Z",
+}
 PRIVATE_ROW = "(gggg,eeee) where gggg is odd"
 
 
@@ -103,8 +125,10 @@ def cross_check(rows: list[dict[str, str]], xml_path: Path) -> dict[str, int]:
     compared = differences = 0
     for cells in read_docbook_table(xml_path):
         name, tag = cells[0], cells[1]
-        key = PRIVATE_ROW if "gggg" in tag else tag.strip("()").replace(",", "").upper().replace(
-            "X", "x"
+        key = (
+            PRIVATE_ROW
+            if "gggg" in tag
+            else tag.strip("()").replace(",", "").upper().replace("X", "x")
         )
         row = by_tag.get(key)
         if row is None:
@@ -122,7 +146,73 @@ def cross_check(rows: list[dict[str, str]], xml_path: Path) -> dict[str, int]:
     return {"compared": compared, "known_differences": differences}
 
 
-def e11_yaml(rows: list[dict[str, str]], source: Path, check: dict[str, int]) -> dict[str, Any]:
+def read_supplement() -> tuple[dict[str, str], dict[str, str]]:
+    """Basic Profile codes and attribute names by tag (``0008XXXX``) of the 2026c rows."""
+    try:
+        from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as table
+    except ImportError as exc:
+        raise SystemExit(
+            "the 2026c supplement needs `pip install dicom-anonymizer==2.1.0` "
+            "(or run with --no-supplement)"
+        ) from exc
+    codes: dict[str, str] = {}
+    for list_name, code in SUPPLEMENT_LISTS.items():
+        for tag in getattr(table, list_name):
+            if len(tag) == 2:  # (group, element); masks are given as 4-tuples
+                key = f"{tag[0]:04X}{tag[1]:04X}"
+                if key in codes and codes[key] != code:
+                    raise SystemExit(
+                        f"2026c supplement: {key} is listed as {codes[key]} and {code}"
+                    )
+                codes[key] = code
+    names = {
+        f"{int(g, 16):04X}{int(e, 16):04X}": name.strip()
+        for g, e, name in re.findall(
+            r"\(0x([0-9A-Fa-f]{4}), 0x([0-9A-Fa-f]{4})\),\s*#\s*(.+)", inspect.getsource(table)
+        )
+    }
+    return codes, names
+
+
+def merge_supplement(
+    rows: list[dict[str, str]], supplement: dict[str, str], names: dict[str, str]
+) -> dict[str, Any]:
+    """Append the rows 2026c adds; stop if it disagrees with 2025c on any shared row."""
+    by_tag = {row["tag"]: row for row in rows}
+    agree = 0
+    for tag, code in supplement.items():
+        if tag in by_tag:
+            if by_tag[tag]["basic"] != code:
+                raise SystemExit(
+                    f"{tag}: Basic Profile {by_tag[tag]['basic']!r} in {EDITION} but {code!r} in "
+                    f"{SUPPLEMENT_EDITION}; investigate before generating"
+                )
+            agree += 1
+    added = []
+    for tag in sorted(set(supplement) - set(by_tag)):
+        if tag not in names:
+            raise SystemExit(f"2026c row {tag} has no attribute name in the transcription")
+        name = names[tag]
+        row = {column: "" for column in rows[0]}
+        row.update(tag=tag, name=name, basic=supplement[tag], retired="N", in_std_comp_iod="")
+        row["edition"] = SUPPLEMENT_EDITION
+        rows.append(row)
+        added.append(tag_text(tag))
+    return {
+        "edition": SUPPLEMENT_EDITION,
+        "source": SUPPLEMENT_SOURCE,
+        "columns": "Basic Profile only; option columns of these rows are left empty",
+        "agreeing_rows": agree,
+        "added_rows": added,
+    }
+
+
+def e11_yaml(
+    rows: list[dict[str, str]],
+    source: Path,
+    check: dict[str, int],
+    supplement: dict[str, Any] | None,
+) -> dict[str, Any]:
     """The generated document for Table E.1-1."""
     out_rows = []
     for row in rows:
@@ -140,13 +230,21 @@ def e11_yaml(rows: list[dict[str, str]], source: Path, check: dict[str, int]) ->
         if options:
             entry["options"] = options
         entry["retired"] = row["retired"] == "Y"
-        entry["in_std_comp_iod"] = row["in_std_comp_iod"] == "Y"
+        if row["in_std_comp_iod"]:  # not given for supplement rows
+            entry["in_std_comp_iod"] = row["in_std_comp_iod"] == "Y"
+        if row.get("edition"):
+            entry["edition"] = row["edition"]
         out_rows.append(entry)
-    return {
+    document: dict[str, Any] = {
         "table": "PS3.15 Table E.1-1 Application Level Confidentiality Profile Attributes",
-        "edition": EDITION,
+        "edition": EDITION if supplement is None else f"{EDITION}+{SUPPLEMENT_EDITION}",
         "source": {"file": source.name, "sha256": sha256(source)},
         "cross_check": {"edition": CROSS_CHECK_EDITION, "file": E11_XML, **check},
+    }
+    if supplement is not None:
+        document["supplement"] = supplement
+    return {
+        **document,
         "generated_by": "scripts/generate_ps315.py",
         "options": list(OPTION_COLUMNS.values()),
         "rows": out_rows,
@@ -178,14 +276,22 @@ class _Dumper(yaml.SafeDumper):
 
 def _dump(data: dict[str, Any], path: Path) -> None:
     header = (
-        "# GENERATED by scripts/generate_ps315.py from the DICOM standard's own table.\n"
+        "# GENERATED by scripts/generate_ps315.py from the DICOM standard's own table\n"
+        "# (shared/reference/ps3.15; see the header fields for editions and sources).\n"
         "# Do not edit by hand: run the script again instead.\n"
     )
     rows = data.pop("rows")
     body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
     body += "rows:\n" + "".join(
-        "- " + yaml.dump(row, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
-                         width=10000, default_flow_style=True)
+        "- "
+        + yaml.dump(
+            row,
+            Dumper=_Dumper,
+            sort_keys=False,
+            allow_unicode=True,
+            width=10000,
+            default_flow_style=True,
+        )
         for row in rows
     )
     path.write_text(header + body, encoding="utf-8")
@@ -197,17 +303,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, default=repo.parent / "shared/reference/ps3.15")
     parser.add_argument("--out", type=Path, default=repo / "policies/ps3.15")
+    parser.add_argument("--no-supplement", action="store_true", help="2025c rows only")
     args = parser.parse_args(argv)
     if not args.reference.is_dir():
         print(f"{args.reference}: reference folder not found", file=sys.stderr)
         return 2
     rows = read_e11(args.reference / E11_CSV)
     check = cross_check(rows, args.reference / E11_XML)
+    supplement = None if args.no_supplement else merge_supplement(rows, *read_supplement())
     args.out.mkdir(parents=True, exist_ok=True)
-    _dump(e11_yaml(rows, args.reference / E11_CSV, check), args.out / "table-e1-1.yaml")
+    _dump(e11_yaml(rows, args.reference / E11_CSV, check, supplement), args.out / "table-e1-1.yaml")
     _dump(e3101_yaml(args.reference / E3101_XML), args.out / "table-e3-10-1.yaml")
-    print(f"Table E.1-1 {EDITION}: {len(rows)} rows; {check['compared']} cross-checked against "
-          f"{CROSS_CHECK_EDITION} ({check['known_differences']} known differences)")
+    print(
+        f"Table E.1-1 {EDITION}: {len(rows)} rows; {check['compared']} cross-checked against "
+        f"{CROSS_CHECK_EDITION} ({check['known_differences']} known differences)"
+    )
+    if supplement:
+        print(
+            f"  + {len(supplement['added_rows'])} rows of {SUPPLEMENT_EDITION} "
+            f"({supplement['agreeing_rows']} shared rows agree)"
+        )
     return 0
 
 

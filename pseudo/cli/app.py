@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         err.print(
-            f"pseudo: internal error ({exc.__class__.__name__}); run again with --debug for details",
+            f"pseudo: internal error ({exc.__class__.__name__}); "
+            "run again with --debug for details",
             markup=False,
         )
         sys.exit(EXIT_INTERNAL)

@@ -27,7 +27,9 @@ def audit_verify(
     with VaultSession(vault_path(vault), db) as session:
         result = session.audit.verify()
     if as_json:
-        out.print_json(json.dumps({"ok": result.ok, "records": result.count, "problems": result.problems}))
+        out.print_json(
+            json.dumps({"ok": result.ok, "records": result.count, "problems": result.problems})
+        )
     elif result.ok:
         err.print(f"[green]Audit log intact[/]: {result.count} records, hash chain verified")
     else:
@@ -74,7 +76,13 @@ def audit_show(
     table = Table("#", "time (UTC)", "actor", "action", "project", "subject", "reason", "outcome")
     for r in records:
         table.add_row(
-            str(r["seq"]), r["timestamp"], r["actor"], r["action"], r["project"] or "",
-            r["subject"] or "", r["reason"] or "", r["outcome"],
+            str(r["seq"]),
+            r["timestamp"],
+            r["actor"],
+            r["action"],
+            r["project"] or "",
+            r["subject"] or "",
+            r["reason"] or "",
+            r["outcome"],
         )
     out.print(table)

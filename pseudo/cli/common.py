@@ -21,7 +21,7 @@ from keystore.errors import KeystoreError
 EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_AUTH, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
 #: Messages, progress and warnings go to stderr; data goes to stdout.
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -78,9 +78,7 @@ def vault_path(option: Path | None) -> Path:
     return option if option is not None else default_vault()
 
 
-def read_passphrase(
-    file: Path | None, env_var: str, what: str, *, confirm: bool = False
-) -> str:
+def read_passphrase(file: Path | None, env_var: str, what: str, *, confirm: bool = False) -> str:
     """A passphrase from a file, the environment, or a hidden prompt on the terminal."""
     if file is not None:
         try:

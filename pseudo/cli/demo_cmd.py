@@ -22,8 +22,16 @@ from pseudo.demo import build_cohort
 MARKER = ".pseudo-demo"
 OPERATOR_PASSPHRASE = "demo operator passphrase"
 REID_PASSPHRASE = "demo re-identification passphrase"
-SHOWN = ("PatientName", "PatientID", "PatientBirthDate", "StudyDate", "AccessionNumber",
-         "StudyDescription", "StudyInstanceUID", "InstitutionName")
+SHOWN = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "StudyDate",
+    "AccessionNumber",
+    "StudyDescription",
+    "StudyInstanceUID",
+    "InstitutionName",
+)
 
 
 def _prepare(folder: Path) -> None:
@@ -39,7 +47,11 @@ def _pseudo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     """Run one real ``pseudo`` command, echoing it as a user would type it."""
     out.print(f"[bold cyan]$ pseudo {shlex.join(args)}[/]")
     result = subprocess.run(
-        [sys.executable, "-m", "pseudo", *args], env=env, text=True, capture_output=True, check=False
+        [sys.executable, "-m", "pseudo", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
     )
     if result.stderr.strip():
         out.print(result.stderr.rstrip(), markup=False, highlight=False)
@@ -62,28 +74,46 @@ def demo_command(
     data). Example: pseudo demo --dir /tmp/pseudo-demo
     """
     _prepare(folder)
-    env = dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR_PASSPHRASE, PSEUDO_REID_PASSPHRASE=REID_PASSPHRASE)
+    env = dict(
+        os.environ, PSEUDO_PASSPHRASE=OPERATOR_PASSPHRASE, PSEUDO_REID_PASSPHRASE=REID_PASSPHRASE
+    )
     env.pop("PSEUDO_VAULT", None)
     vault, source, target = folder / "vault", folder / "input", folder / "output"
 
     out.print(Rule("1. A synthetic cohort: 3 patients x 2 timepoints, from pydicom's test files"))
     files = build_cohort(source)
-    out.print(f"{len(files)} files written under {source}/, folders named after the patients, e.g. "
-              f"{files[0].relative_to(source)}")
+    out.print(
+        f"{len(files)} files written under {source}/, folders named after the patients, e.g. "
+        f"{files[0].relative_to(source)}"
+    )
 
     out.print(Rule("2. A key vault and a project (the demo passphrases come from the environment)"))
     _pseudo("vault", "init", "--vault", str(vault), env=env)
     _pseudo("project", "create", "demo-trial", "--prefix", "DEMO", "--vault", str(vault), env=env)
 
     out.print(Rule("3. Pseudonymize the cohort"))
-    run = _pseudo("run", str(source), str(target), "--project", "demo-trial", "--vault", str(vault), "--json", env=env)
+    run = _pseudo(
+        "run",
+        str(source),
+        str(target),
+        "--project",
+        "demo-trial",
+        "--vault",
+        str(vault),
+        "--json",
+        env=env,
+    )
     counts = json.loads(run.stdout)
-    out.print(f"{counts['written']} files written for {counts['patients']} patients, {counts['studies']} studies; "
-              f"{counts['quarantined']} quarantined")
+    out.print(
+        f"{counts['written']} files written for {counts['patients']} patients, "
+        f"{counts['studies']} studies; {counts['quarantined']} quarantined"
+    )
     report = json.loads(Path(counts["report"]).read_text(encoding="utf-8"))
     mapping = {Path(f["input"]): target / f["output"] for f in report["files"] if f["output"]}
     before, after = _values(files[0]), _values(mapping[files[0].resolve()])
-    table = Table("attribute", "input", "output", title=f"{files[0].relative_to(source)} before and after")
+    table = Table(
+        "attribute", "input", "output", title=f"{files[0].relative_to(source)} before and after"
+    )
     for key in SHOWN:
         table.add_row(key, before[key], after[key])
     out.print(table)
@@ -92,10 +122,19 @@ def demo_command(
     out.print(Rule("4. Re-identify one patient, for an incidental finding"))
     pseudonym = after["PatientID"]
     result = _pseudo(
-        "reidentify", "--project", "demo-trial", "--pseudonym", pseudonym,
-        "--requester", "Dr. Ada Lovelace (data protection officer)",
-        "--reason", "incidental finding reported by the reading centre, ticket DEMO-1",
-        "--json", "--vault", str(vault), env=env,
+        "reidentify",
+        "--project",
+        "demo-trial",
+        "--pseudonym",
+        pseudonym,
+        "--requester",
+        "Dr. Ada Lovelace (data protection officer)",
+        "--reason",
+        "incidental finding reported by the reading centre, ticket DEMO-1",
+        "--json",
+        "--vault",
+        str(vault),
+        env=env,
     )
     out.print(result.stdout.rstrip(), markup=False)
 
@@ -104,8 +143,10 @@ def demo_command(
     shown = _pseudo("audit", "show", "--vault", str(vault), env=env)
     out.print(shown.stdout.rstrip(), markup=False, highlight=False)
     identity = json.loads(result.stdout)
-    err.print(f"[green]Demo complete[/]: {pseudonym} is {identity['patient_name']} "
-              f"({identity['patient_id']}); everything is in {folder}/")
+    err.print(
+        f"[green]Demo complete[/]: {pseudonym} is {identity['patient_name']} "
+        f"({identity['patient_id']}); everything is in {folder}/"
+    )
 
 
 def _print_timeline(mapping: dict[Path, Path]) -> None:
@@ -118,8 +159,13 @@ def _print_timeline(mapping: dict[Path, Path]) -> None:
         _, dates, shifted = rows.setdefault(name, (str(after.PatientID), set(), set()))
         dates.add(str(before.StudyDate))
         shifted.add(str(after.StudyDate))
-    table = Table("patient (input)", "study dates", "pseudonym (output)", "shifted study dates",
-                  title="Longitudinal: one pseudonym and one date offset per patient")
+    table = Table(
+        "patient (input)",
+        "study dates",
+        "pseudonym (output)",
+        "shifted study dates",
+        title="Longitudinal: one pseudonym and one date offset per patient",
+    )
     for name, (pseudonym, dates, shifted) in rows.items():
         table.add_row(name, ", ".join(sorted(dates)), pseudonym, ", ".join(sorted(shifted)))
     out.print(table)

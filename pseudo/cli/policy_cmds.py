@@ -53,7 +53,9 @@ def policy_show(
         "options": policy.options,
         "standard_edition": policy.edition,
         "sha256": policy.sha256,
-        "private": policy.private_table.action.value if policy.private_table else policy.private.action.value,
+        "private": policy.private_table.action.value
+        if policy.private_table
+        else policy.private.action.value,
         "defaults": {
             "standard": policy.standard.action.value,
             "unknown": policy.unknown.action.value,

@@ -10,15 +10,30 @@ from rich.table import Table
 
 from keystore.reidentify import Request, reidentify
 from keystore.session import VaultSession
-from pseudo.cli.common import DbOption, ReidPassphraseFileOption, VaultOption, out, reid_passphrase, vault_path
+from pseudo.cli.common import (
+    DbOption,
+    ReidPassphraseFileOption,
+    VaultOption,
+    out,
+    reid_passphrase,
+    vault_path,
+)
 
 
 def reidentify_command(
-    project: Annotated[str, typer.Option("--project", help="The project the pseudonym belongs to.")],
-    pseudonym: Annotated[str | None, typer.Option(help="Patient pseudonym (Patient ID of the output).")] = None,
-    study_uid: Annotated[str | None, typer.Option("--study-uid", help="Pseudonymous Study Instance UID.")] = None,
+    project: Annotated[
+        str, typer.Option("--project", help="The project the pseudonym belongs to.")
+    ],
+    pseudonym: Annotated[
+        str | None, typer.Option(help="Patient pseudonym (Patient ID of the output).")
+    ] = None,
+    study_uid: Annotated[
+        str | None, typer.Option("--study-uid", help="Pseudonymous Study Instance UID.")
+    ] = None,
     requester: Annotated[str | None, typer.Option(help="Who asks (name, role). Required.")] = None,
-    reason: Annotated[str | None, typer.Option(help="Why (e.g. incidental finding, ticket). Required.")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Why (e.g. incidental finding, ticket). Required.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
     slot: Annotated[str | None, typer.Option(help="Re-identification key slot to open.")] = None,
     vault: VaultOption = None,
@@ -47,13 +62,21 @@ def reidentify_command(
     if as_json:
         out.print_json(json.dumps(data))
         return
-    table = Table(title=f"Re-identified {identity.pseudonym} (project {project})", show_header=False)
-    for key in ("patient_id", "issuer_of_patient_id", "patient_name", "patient_birth_date", "date_offset_days"):
+    table = Table(
+        title=f"Re-identified {identity.pseudonym} (project {project})", show_header=False
+    )
+    for key in (
+        "patient_id",
+        "issuer_of_patient_id",
+        "patient_name",
+        "patient_birth_date",
+        "date_offset_days",
+    ):
         table.add_row(key.replace("_", " "), "" if data[key] is None else str(data[key]))
     for study in identity.studies:
         table.add_row(
             "study",
-            f"{study.study_uid} (accession {study.accession_number or '-'}, date {study.study_date or '-'}) "
-            f"<- {study.pseudo_study_uid}",
+            f"{study.study_uid} (accession {study.accession_number or '-'}, "
+            f"date {study.study_date or '-'}) <- {study.pseudo_study_uid}",
         )
     out.print(table)

@@ -29,17 +29,31 @@ from pseudo.policy import load_policy
 
 
 def run_command(
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A DICOM file or a folder tree.")],
-    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Output folder (not inside INPUT).")],
+    input_path: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="A DICOM file or a folder tree.")
+    ],
+    output: Annotated[
+        Path, typer.Argument(metavar="OUTPUT", help="Output folder (not inside INPUT).")
+    ],
     project: Annotated[str, typer.Option("--project", help="Project whose keys to use.")],
-    policy: Annotated[str, typer.Option(help="Shipped policy name or a policy YAML file.")] = "default",
-    workers: Annotated[int, typer.Option(help="Worker processes [default: all cores].", show_default=False)] = 0,
+    policy: Annotated[
+        str, typer.Option(help="Shipped policy name or a policy YAML file.")
+    ] = "default",
+    workers: Annotated[
+        int, typer.Option(help="Worker processes [default: all cores].", show_default=False)
+    ] = 0,
     report_dir: Annotated[
         Path | None,
-        typer.Option(help="Where run reports go [default: OUTPUT.pseudo-run/].", show_default=False),
+        typer.Option(
+            help="Where run reports go [default: OUTPUT.pseudo-run/].", show_default=False
+        ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the run counts as JSON on stdout.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the run counts as JSON on stdout.")
+    ] = False,
     vault: VaultOption = None,
     db: DbOption = None,
     passphrase_file: PassphraseFileOption = None,
@@ -100,7 +114,9 @@ def run_command(
                 details={"run_id": summary.run_id, "policy": compiled.sha256, **summary.counts},
             )
     if as_json:
-        out.print_json(json.dumps({"run_id": summary.run_id, "report": str(report), **summary.counts}))
+        out.print_json(
+            json.dumps({"run_id": summary.run_id, "report": str(report), **summary.counts})
+        )
     if not quiet:
         _print_summary(summary.counts, summary.outcomes, report)
     if summary.count("quarantined"):
@@ -109,7 +125,17 @@ def run_command(
 
 def _print_summary(counts: dict[str, int], outcomes: list[FileOutcome], report: Path) -> None:
     table = Table(title="pseudo run", show_header=False)
-    for key in ("files", "written", "unchanged", "skipped", "quarantined", "patients", "studies", "series", "findings"):
+    for key in (
+        "files",
+        "written",
+        "unchanged",
+        "skipped",
+        "quarantined",
+        "patients",
+        "studies",
+        "series",
+        "findings",
+    ):
         table.add_row(key, str(counts[key]))
     err.print(table)
     for outcome in outcomes:

@@ -48,10 +48,18 @@ def project_create(
     prefix: Annotated[
         str | None, typer.Option(help="Pseudonym prefix [default: from the project name].")
     ] = None,
-    date_shift_min: Annotated[int, typer.Option(help="Smallest date offset in days.")] = DEFAULT_DATE_SHIFT[0],
-    date_shift_max: Annotated[int, typer.Option(help="Largest date offset in days.")] = DEFAULT_DATE_SHIFT[1],
-    operator_slot: Annotated[str, typer.Option(help="Name of the first operator key slot.")] = "operator",
-    reid_slot: Annotated[str, typer.Option(help="Name of the first re-identification key slot.")] = "reidentifier",
+    date_shift_min: Annotated[
+        int, typer.Option(help="Smallest date offset in days.")
+    ] = DEFAULT_DATE_SHIFT[0],
+    date_shift_max: Annotated[
+        int, typer.Option(help="Largest date offset in days.")
+    ] = DEFAULT_DATE_SHIFT[1],
+    operator_slot: Annotated[
+        str, typer.Option(help="Name of the first operator key slot.")
+    ] = "operator",
+    reid_slot: Annotated[
+        str, typer.Option(help="Name of the first re-identification key slot.")
+    ] = "reidentifier",
     passphrase_file: PassphraseFileOption = None,
     reid_passphrase_file: ReidPassphraseFileOption = None,
 ) -> None:
@@ -98,7 +106,7 @@ def project_list(
     Example: pseudo project list --json
     """
     store = Vault.open(vault_path(vault))
-    rows = []
+    rows: list[dict[str, object]] = []
     for name in store.project_names():
         project = store.project(name)
         rows.append(
@@ -117,12 +125,14 @@ def project_list(
         out.print_json(json.dumps(rows))
         return
     table = Table("project", "prefix", "date offsets (days)", "key slots", "created")
-    for row in rows:
+    for name in store.project_names():
+        project = store.project(name)
+        settings = project.settings
         table.add_row(
-            row["name"],
-            row["prefix"],
-            "{}..{}".format(*row["date_shift_days"]),
-            ", ".join(f"{s['name']} ({s['role']})" for s in row["slots"]),
-            row["created"],
+            name,
+            settings.prefix,
+            f"{settings.date_shift_min_days}..{settings.date_shift_max_days}",
+            ", ".join(f"{s.name} ({s.role})" for s in project.slots),
+            project.created,
         )
     out.print(table)

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from pydicom.datadict import DicomDictionary, RepeatersDictionary, dictionary_VR
+from pydicom._dicom_dict import DicomDictionary, RepeatersDictionary
+from pydicom.datadict import dictionary_VR
 
 from pseudo.policy.compiled import CompiledPolicy, Decision, add_table
 from pseudo.policy.model import Action, PolicyFile, Rule
@@ -262,7 +263,9 @@ def _apply_defaults(policy: CompiledPolicy, source: _SourceFile) -> None:
         policy.vr_defaults[vr] = Decision(action, f"{origin}.vr.{vr}")
 
 
-def _apply_rules(policy: CompiledPolicy, source: _SourceFile, table_keywords: dict[str, int]) -> None:
+def _apply_rules(
+    policy: CompiledPolicy, source: _SourceFile, table_keywords: dict[str, int]
+) -> None:
     claimed: dict[int, int] = {}
     patterns: list[tuple[TagPattern, Decision]] = []
     for index, rule in enumerate(source.model.rules):

@@ -119,9 +119,7 @@ class PolicyFile(BaseModel):
     def _known_options(cls, value: list[str]) -> list[str]:
         unknown = [option for option in value if option not in OPTIONS]
         if unknown:
-            raise ValueError(
-                f"unknown option {', '.join(unknown)}; known: {', '.join(OPTIONS)}"
-            )
+            raise ValueError(f"unknown option {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
         return value
 
     @field_validator("profile")

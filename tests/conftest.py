@@ -1,0 +1,167 @@
+"""Shared fixtures: the ../shared corpora, fast vaults, and the CLI run in-process."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keystore.crypto import ScryptParams
+from keystore.session import VaultSession
+from keystore.vault import Vault
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("PSEUDO_SHARED", REPO.parent / "shared"))
+CANARY = SHARED / "corpus" / "phi-canary"
+PUBLIC = SHARED / "corpus" / "public"
+REFERENCE = SHARED / "reference" / "ps3.15"
+
+OPERATOR = "operator passphrase for tests"
+REID = "re-identification passphrase for tests"
+#: The cheapest scrypt cost a slot accepts, to keep the suite fast.
+FAST_KDF = ScryptParams(n=2**14)
+
+
+def need(path: Path, what: str) -> Path:
+    """Skip the test, saying why, when part of ../shared is missing."""
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} (the ../shared folder beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def canary_dir() -> Path:
+    """The PHI canary corpus."""
+    return need(CANARY / "dicom", "PHI canary corpus")
+
+
+@pytest.fixture(scope="session")
+def answer_key() -> dict[str, Any]:
+    """The canary corpus's answer key."""
+    key: dict[str, Any] = json.loads(
+        need(CANARY / "answer_key.json", "PHI canary answer key").read_text()
+    )
+    return key
+
+
+@pytest.fixture(scope="session")
+def public_dir() -> Path:
+    """The public DICOM corpus."""
+    return need(PUBLIC, "public DICOM corpus")
+
+
+def make_vault(
+    path: Path, project: str = "trial", secret: bytes | None = None, prefix: str | None = None
+) -> Path:
+    """A vault with one project whose slots open with OPERATOR and REID."""
+    Vault.init(path)
+    with VaultSession(path) as session:
+        session.vault.create_project(
+            project, OPERATOR, REID, secret=secret, kdf=FAST_KDF, prefix=prefix
+        )
+    return path
+
+
+@pytest.fixture()
+def vault(tmp_path: Path) -> Path:
+    """A fresh vault with project ``trial``."""
+    return make_vault(tmp_path / "vault")
+
+
+@pytest.fixture()
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passphrases in the environment, as scripts and CI give them."""
+    monkeypatch.setenv("PSEUDO_PASSPHRASE", OPERATOR)
+    monkeypatch.setenv("PSEUDO_REID_PASSPHRASE", REID)
+    monkeypatch.delenv("PSEUDO_VAULT", raising=False)
+
+
+@dataclass
+class CliResult:
+    """Exit code and captured output of one in-process ``pseudo`` invocation."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        """stdout parsed as JSON."""
+        return json.loads(self.stdout)
+
+
+def cli(*args: str | Path) -> CliResult:
+    """Run ``pseudo`` in this process (faster than a subprocess) and capture everything."""
+    from pseudo.cli.app import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root``, by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@dataclass
+class CanaryRun:
+    """The default policy run once over the canary corpus (shared by many tests)."""
+
+    vault: Path
+    output: Path
+    report: dict[str, Any]
+    pairs: dict[str, Path]  # answer-key path -> output file
+
+
+#: A fixed project secret, so that offsets and pseudonyms are the same on every test run.
+CANARY_SECRET = hashlib.sha256(b"pseudo test suite: canary project").digest()
+
+
+@pytest.fixture(scope="session")
+def canary_run(tmp_path_factory: pytest.TempPathFactory, canary_dir: Path) -> Iterator[CanaryRun]:
+    """Pseudonymize the canary corpus with the CLI and the default policy."""
+    base = tmp_path_factory.mktemp("canary")
+    vault_path = make_vault(base / "vault", "canary", secret=CANARY_SECRET)
+    output = base / "out"
+    os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
+    try:
+        result = cli(
+            "run",
+            canary_dir,
+            output,
+            "--project",
+            "canary",
+            "--vault",
+            vault_path,
+            "--workers",
+            "2",
+            "--json",
+            "--quiet",
+        )
+    finally:
+        del os.environ["PSEUDO_PASSPHRASE"]
+    assert result.code == 0, result.stderr
+    report = json.loads(Path(result.json()["report"]).read_text())
+    pairs = {
+        str(Path(f["input"]).relative_to(canary_dir.resolve())): output / f["output"]
+        for f in report["files"]
+        if f["output"]
+    }
+    yield CanaryRun(vault_path, output, report, pairs)

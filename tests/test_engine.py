@@ -1,0 +1,253 @@
+"""The engine on synthetic datasets: every action and table code, at any depth."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+from keystore.keyring import Keyring, ProjectSettings
+from pseudo.engine import Pseudonymizer
+from pseudo.findings import RejectedFile
+from pseudo.policy import load_policy
+from pseudo.tokens import decrypt_token
+from pseudo.uids import remap_uid
+
+SECRET = hashlib.sha256(b"engine tests").digest()
+
+
+@pytest.fixture()
+def keyring() -> Keyring:
+    return Keyring.from_secret(SECRET, ProjectSettings("t", "T", -100, -1), bytes(32))
+
+
+def dataset() -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2")
+    ds.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3.4.5.6")
+    ds.file_meta.SourceApplicationEntityTitle = "HOSPITAL_PACS"
+    ds.file_meta.PrivateInformationCreatorUID = UID("1.2.3.999")
+    ds.file_meta.PrivateInformation = b"SECRET\x00"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = "1.2.3.4.5.6"
+    ds.StudyInstanceUID = "1.2.3.4.5"
+    ds.SeriesInstanceUID = "1.2.3.4.5.1"
+    ds.FrameOfReferenceUID = "1.2.3.4.9"
+    ds.PatientName = "DOE^JOHN"
+    ds.PatientID = "12345678"
+    ds.PatientBirthDate = "19700101"
+    ds.PatientAge = "053Y"
+    ds.AccessionNumber = "ACC-1"
+    ds.StudyID = "STUDY7"
+    ds.StudyDate = "20230105"
+    ds.StudyTime = "101500"
+    ds.AcquisitionDateTime = "20230105101600.123+0100"
+    ds.InstitutionName = "General Hospital"
+    ds.ReferringPhysicianName = "WHO^DR"
+    ds.StudyDescription = "CT CHEST for DOE JOHN"
+    ds.Modality = "CT"
+    ds.Rows = 2
+    ds.Columns = 2
+    ds.add_new(0x00181202, "DT", "20230104")  # DateTime of Last Calibration
+    ds.add_new(0x00191010, "LO", "vendor secret")  # private, no creator
+    block = ds.private_block(0x0029, "ACME 1.0", create=True)
+    block.add_new(0x10, "LO", "DOE^JOHN")
+    ds.add_new(0x00990010, "LO", "unknown even?")  # odd group: private creator
+    ds.add_new(0x00080000, "UL", 100)  # group length
+    ds.add_new(0x50000010, "US", 1)  # curve
+    ds.add_new(0x60003000, "OW", b"\x00\x01")  # overlay data
+    ds.add_new(0x60000010, "US", 1)
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ref.ReferencedSOPInstanceUID = "1.2.3.4.5.7"
+    inner = Dataset()
+    inner.ReferencedSOPInstanceUID = "1.2.3.4.5.8"
+    inner.PatientName = "NESTED^NAME"
+    ref.SourceImageSequence = Sequence([inner])
+    ds.ReferencedImageSequence = Sequence([ref])
+    request = Dataset()
+    request.RequestedProcedureID = "RP1"
+    request.AccessionNumber = "ACC-1"
+    ds.RequestAttributesSequence = Sequence([request])
+    ds.PixelData = b"\x01\x02\x03\x04\x05\x06\x07\x08"
+    return ds
+
+
+def run(keyring: Keyring, ds: Dataset, policy: str = "default") -> Dataset:
+    return Pseudonymizer(keyring, load_policy(policy)).pseudonymize(ds).dataset
+
+
+def test_default_policy_on_a_synthetic_dataset(keyring: Keyring) -> None:
+    out = run(keyring, dataset())
+    pseudonym = out.PatientID
+    assert pseudonym.startswith("T-") and out.PatientName == pseudonym
+    assert out.PatientBirthDate == ""  # Z
+    assert "PatientAge" not in out  # X
+    assert len(out.AccessionNumber) == 16 and out.AccessionNumber != "ACC-1"  # token (SH)
+    assert out.StudyID != "STUDY7"
+    assert out.StudyTime == "101500"  # times kept
+    offset = Pseudonymizer(keyring, load_policy("default")).patient(
+        __import__("pseudo.identity", fromlist=["read_identity"]).read_identity(dataset())
+    )[1]
+    assert -100 <= offset <= -1
+    from datetime import date, timedelta
+
+    expected = (date(2023, 1, 5) + timedelta(days=offset)).strftime("%Y%m%d")
+    assert out.StudyDate == expected
+    assert out.AcquisitionDateTime == expected + "101600.123+0100"  # DT keeps time and zone
+    assert out[0x00181202].value == (date(2023, 1, 4) + timedelta(days=offset)).strftime("%Y%m%d")
+    for keyword in ("InstitutionName", "StudyDescription", "RequestAttributesSequence"):
+        assert keyword not in out  # X
+    assert out.ReferringPhysicianName == ""  # Z
+    assert out.Modality == "CT" and out.Rows == 2  # not in the table: kept
+    assert out.PixelData == b"\x01\x02\x03\x04\x05\x06\x07\x08"
+    assert not [t for t in out.keys() if t.group & 1], "private attributes removed"
+    assert 0x00080000 not in out and 0x50000010 not in out
+    assert 0x60003000 not in out and 0x60000010 not in out
+
+
+def test_uids_are_remapped_at_every_depth(keyring: Keyring) -> None:
+    out = run(keyring, dataset())
+    assert out.SOPInstanceUID == remap_uid(keyring, "1.2.3.4.5.6")
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+    assert out.FrameOfReferenceUID == remap_uid(keyring, "1.2.3.4.9")
+    ref = out.ReferencedImageSequence[0]
+    assert ref.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"  # standard: unchanged
+    assert ref.ReferencedSOPInstanceUID == remap_uid(keyring, "1.2.3.4.5.7")
+    inner = ref.SourceImageSequence[0]
+    assert inner.ReferencedSOPInstanceUID == remap_uid(keyring, "1.2.3.4.5.8")
+    assert inner.PatientName == out.PatientID  # rules apply at every depth
+    for uid in (out.SOPInstanceUID, out.StudyInstanceUID, ref.ReferencedSOPInstanceUID):
+        assert uid.startswith("2.25.") and len(uid) <= 64
+
+
+def test_file_meta_is_rebuilt(keyring: Keyring) -> None:
+    meta = run(keyring, dataset()).file_meta
+    assert set(meta.keys()) <= {
+        0x00020000,
+        0x00020001,
+        0x00020002,
+        0x00020003,
+        0x00020010,
+        0x00020012,
+        0x00020013,
+    }
+    assert str(meta.ImplementationVersionName).startswith("PSEUDO_")
+
+
+def test_deidentification_attributes(keyring: Keyring) -> None:
+    out = run(keyring, dataset(), "basic")
+    assert out.PatientIdentityRemoved == "YES"
+    assert out.LongitudinalTemporalInformationModified == "REMOVED"
+    assert [i.CodeValue for i in out.DeidentificationMethodCodeSequence] == ["113100"]
+    assert "StudyDate" in out and out.StudyDate == ""  # Z in the basic profile
+
+
+def test_invalid_date_is_removed_and_reported(keyring: Keyring) -> None:
+    ds = dataset()
+    ds.StudyDate = "20230231"
+    result = Pseudonymizer(keyring, load_policy("default")).pseudonymize(ds)
+    assert "StudyDate" not in result.dataset
+    assert [(f.path, f.code) for f in result.findings] == [("StudyDate", "invalid-date")]
+    assert "20230231" not in repr(result.findings)
+
+
+def test_multivalued_dates_and_ranges(keyring: Keyring) -> None:
+    ds = dataset()
+    ds.add_new(0x00181200, "DA", ["20230101", "20230201"])  # Date of Last Calibration
+    ds.add_new(0x00400244, "DA", "20230101-20230110")  # Performed Procedure Step Start Date
+    out = run(keyring, ds)
+    first, second = out[0x00181200].value
+    assert (int(second) - int(first)) != 0 and first != "20230101"
+    start, end = str(out[0x00400244].value).split("-")
+    from datetime import date
+
+    assert (
+        date(int(end[:4]), int(end[4:6]), int(end[6:]))
+        - date(int(start[:4]), int(start[4:6]), int(start[6:]))
+    ).days == 9
+
+
+def test_same_patient_same_pseudonym_across_files(keyring: Keyring) -> None:
+    a, b = dataset(), dataset()
+    b.SOPInstanceUID = "1.2.3.4.5.99"
+    b.StudyDate = "20250101"
+    out_a, out_b = run(keyring, a), run(keyring, b)
+    assert out_a.PatientID == out_b.PatientID
+    other = dataset()
+    other.PatientID = "87654321"
+    assert run(keyring, other).PatientID != out_a.PatientID
+
+
+def test_policy_file_actions(keyring: Keyring, tmp_path: Path) -> None:
+    policy = tmp_path / "site.yaml"
+    policy.write_text(
+        "name: site\nextends: default\nrules:\n"
+        "  - select: Modality\n    action: replace\n    value: OT\n"
+        "  - select: OtherPatientIDs\n    action: encrypt\n    max_input_length: 20\n"
+        "  - select: StationName\n    action: token\n"
+        "  - select: SeriesDescription\n    action: clean\n"
+        "  - select: Manufacturer\n    action: dummy\n"
+    )
+    ds = dataset()
+    ds.OtherPatientIDs = "OTHER-42"
+    ds.StationName = "CT01"
+    ds.SeriesDescription = "Thorax DOE 1970-01-01 final"
+    ds.Manufacturer = "ACME"
+    out = Pseudonymizer(keyring, load_policy(str(policy))).pseudonymize(ds).dataset
+    assert out.Modality == "OT"
+    assert decrypt_token(keyring, "OtherPatientIDs", out.OtherPatientIDs) == "OTHER-42"
+    assert len(out.StationName) == 16 and out.StationName != "CT01"
+    assert out.SeriesDescription == "Thorax final"
+    assert out.Manufacturer == "ANONYMIZED"
+
+
+def test_encrypt_value_too_long_rejects_the_file(keyring: Keyring, tmp_path: Path) -> None:
+    policy = tmp_path / "site.yaml"
+    policy.write_text(
+        "name: site\nextends: default\nrules:\n"
+        "  - select: OtherPatientIDs\n    action: encrypt\n    max_input_length: 5\n"
+    )
+    ds = dataset()
+    ds.OtherPatientIDs = "MUCH-TOO-LONG"
+    with pytest.raises(RejectedFile, match="max_input_length"):
+        Pseudonymizer(keyring, load_policy(str(policy))).pseudonymize(ds)
+
+
+def test_missing_patient_id_falls_back_to_name(keyring: Keyring) -> None:
+    ds = dataset()
+    del ds.PatientID
+    result = Pseudonymizer(keyring, load_policy("default")).pseudonymize(ds)
+    assert result.dataset.PatientID == result.pseudonym
+    patient = result.linkage[0]
+    assert patient.fields["identity_basis"] == "name"
+
+
+def test_dicomdir_is_rejected(keyring: Keyring) -> None:
+    ds = pydicom.dcmread(str(get_testdata_file("DICOMDIR")))
+    with pytest.raises(RejectedFile, match="DICOMDIR"):
+        Pseudonymizer(keyring, load_policy("default")).pseudonymize(ds)
+
+
+def test_linkage_entries(keyring: Keyring) -> None:
+    result = Pseudonymizer(keyring, load_policy("default")).pseudonymize(dataset())
+    patient, study = result.linkage
+    assert (patient.kind, patient.key) == ("patient", result.pseudonym)
+    assert (
+        patient.fields["patient_id"] == "12345678" and patient.fields["patient_name"] == "DOE^JOHN"
+    )
+    assert patient.fields["date_offset_days"] == result.date_offset_days
+    assert (study.kind, study.key) == ("study", result.study_uid)
+    assert study.fields == {
+        "study_uid": "1.2.3.4.5",
+        "accession_number": "ACC-1",
+        "study_date": "20230105",
+    }

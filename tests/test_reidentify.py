@@ -1,0 +1,226 @@
+"""Re-identification: exact originals for every pseudonym, refusals that are logged."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+from keystore.session import VaultSession
+from tests.conftest import OPERATOR, REID, CanaryRun, cli
+
+REQUEST = ("--requester", "Dr. Test (DPO)", "--reason", "incidental finding, ticket T-1")
+
+
+def _originals(answer_key: dict[str, Any], canary_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per patient: the original identifiers read from the input files and the answer key."""
+    result: dict[str, dict[str, Any]] = {}
+    for key, entry in answer_key["files"].items():
+        ds = pydicom.dcmread(canary_dir / key, stop_before_pixels=True)
+        patient = result.setdefault(
+            entry["patient"],
+            {
+                "patient_id": str(ds.PatientID),
+                "issuer_of_patient_id": str(ds.IssuerOfPatientID),
+                "patient_name": str(ds.PatientName),
+                "patient_birth_date": answer_key["patients"][entry["patient"]]["birth_date"],
+                "studies": {},
+            },
+        )
+        study = answer_key["studies"][entry["study"]]
+        patient["studies"][study["uid"]] = (str(ds.AccessionNumber), study["date"])
+    return result
+
+
+@pytest.fixture()
+def reid_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PSEUDO_REID_PASSPHRASE", REID)
+
+
+def test_every_pseudonym_gives_back_the_answer_key(
+    canary_run: CanaryRun, answer_key: dict[str, Any], canary_dir: Path, reid_env: None
+) -> None:
+    expected = _originals(answer_key, canary_dir)
+    pseudonyms: dict[str, str] = {}
+    for key, path in canary_run.pairs.items():
+        pseudonyms[answer_key["files"][key]["patient"]] = path.relative_to(canary_run.output).parts[
+            0
+        ]
+    for patient, pseudonym in pseudonyms.items():
+        result = cli(
+            "reidentify",
+            "--project",
+            "canary",
+            "--pseudonym",
+            pseudonym,
+            *REQUEST,
+            "--json",
+            "--vault",
+            canary_run.vault,
+        )
+        assert result.code == 0, result.stderr
+        data = result.json()
+        want = expected[patient]
+        assert set(data) >= {
+            "project",
+            "pseudonym",
+            "patient_id",
+            "issuer_of_patient_id",
+            "patient_name",
+            "patient_birth_date",
+            "date_offset_days",
+            "studies",
+        }
+        for field in ("patient_id", "issuer_of_patient_id", "patient_name", "patient_birth_date"):
+            assert data[field] == want[field], field
+        got = {s["study_uid"]: (s["accession_number"], s["study_date"]) for s in data["studies"]}
+        assert got == want["studies"]
+        assert data["date_offset_days"] != 0
+
+
+def test_study_uid_lookup_returns_only_that_study(canary_run: CanaryRun, reid_env: None) -> None:
+    out_file = next(iter(canary_run.pairs.values()))
+    ds = pydicom.dcmread(out_file, stop_before_pixels=True)
+    result = cli(
+        "reidentify",
+        "--project",
+        "canary",
+        "--study-uid",
+        str(ds.StudyInstanceUID),
+        *REQUEST,
+        "--json",
+        "--vault",
+        canary_run.vault,
+    )
+    assert result.code == 0, result.stderr
+    data = result.json()
+    assert data["pseudonym"] == ds.PatientID
+    assert [s["pseudo_study_uid"] for s in data["studies"]] == [ds.StudyInstanceUID]
+
+
+def _last_audit(vault: Path) -> Any:
+    with VaultSession(vault) as session:
+        return session.audit.records()[-1]
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "code", "message", "outcome"),
+    [
+        (
+            "wrong passphrase",
+            [*REQUEST],
+            3,
+            "wrong re-identification passphrase",
+            "denied: wrong passphrase",
+        ),
+        (
+            "missing reason",
+            ["--requester", "Dr. Test"],
+            2,
+            "--reason is required",
+            "refused: missing reason",
+        ),
+        (
+            "missing requester",
+            ["--reason", "a reason"],
+            2,
+            "--requester is required",
+            "refused: missing requester",
+        ),
+        ("unknown pseudonym", [*REQUEST], 1, "not found", "not found"),
+    ],
+)
+def test_refusals_are_one_line_non_zero_and_audited(
+    canary_run: CanaryRun,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    args: list[str],
+    code: int,
+    message: str,
+    outcome: str,
+) -> None:
+    monkeypatch.setenv(
+        "PSEUDO_REID_PASSPHRASE", "not the passphrase" if case == "wrong passphrase" else REID
+    )
+    pseudonym = (
+        "CANARY-AAAAAAAAAAAAAAAA"
+        if case == "unknown pseudonym"
+        else next(iter(canary_run.pairs.values())).relative_to(canary_run.output).parts[0]
+    )
+    result = cli(
+        "reidentify",
+        "--project",
+        "canary",
+        "--pseudonym",
+        pseudonym,
+        *args,
+        "--vault",
+        canary_run.vault,
+    )
+    assert result.code == code
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    record = _last_audit(canary_run.vault)
+    assert record.action == "reidentify"
+    assert record.outcome == outcome
+    assert record.subject == f"pseudonym:{pseudonym}"
+
+
+def test_success_is_audited_before_the_answer(canary_run: CanaryRun, reid_env: None) -> None:
+    pseudonym = next(iter(canary_run.pairs.values())).relative_to(canary_run.output).parts[0]
+    result = cli(
+        "reidentify",
+        "--project",
+        "canary",
+        "--pseudonym",
+        pseudonym,
+        *REQUEST,
+        "--json",
+        "--vault",
+        canary_run.vault,
+    )
+    assert result.code == 0
+    record = _last_audit(canary_run.vault)
+    assert (record.outcome, record.actor, record.reason) == (
+        "success",
+        "Dr. Test (DPO)",
+        "incidental finding, ticket T-1",
+    )
+    # The audit record names the pseudonym, never the identity.
+    identity = result.json()
+    assert identity["patient_id"] not in json.dumps([record.details, record.subject, record.reason])
+
+
+def test_operator_passphrase_cannot_reidentify(
+    canary_run: CanaryRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PSEUDO_REID_PASSPHRASE", OPERATOR)
+    pseudonym = next(iter(canary_run.pairs.values())).relative_to(canary_run.output).parts[0]
+    result = cli(
+        "reidentify",
+        "--project",
+        "canary",
+        "--pseudonym",
+        pseudonym,
+        *REQUEST,
+        "--vault",
+        canary_run.vault,
+    )
+    assert result.code == 3
+
+
+def test_audit_verify_passes_after_all_this(canary_run: CanaryRun) -> None:
+    result = cli("audit", "verify", "--vault", canary_run.vault, "--json")
+    assert result.code == 0, result.stdout
+    assert result.json()["ok"] is True
+    shown = cli("audit", "show", "--vault", canary_run.vault, "--json").json()
+    actions: dict[str, int] = defaultdict(int)
+    for record in shown:
+        actions[record["action"]] += 1
+    assert actions["run"] >= 1
