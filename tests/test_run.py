@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -103,9 +104,9 @@ def test_output_paths_carry_nothing_of_the_input(
         for part in p.relative_to(tmp_path / "out").parts
     }
     assert names
+    pattern = re.compile(r"^(TRIAL-[A-Z2-7]{16}|2\.25\.\d{1,39}|2\.25\.\d{1,39}\.dcm)$")
     for name in names:
-        assert name.startswith(("TRIAL-", "2.25.")), name
-        assert not any(word in name for word in ("DOE", "SMITH", "GARCIA", "2019", "CT", "MR"))
+        assert pattern.match(name), name
 
 
 def test_output_inside_input_is_refused(vault: Path, cohort: Path, env: None) -> None:
