@@ -1,13 +1,14 @@
 """One function per action, applied to one attribute of one dataset.
 
-Each action receives an :class:`ElementRef` (the dataset, the tag, its VR, the decision and the
-attribute's path) and the walker, through which sequence items are processed recursively.
-An action that cannot do its job safely removes the attribute and records a finding: nothing
-passes through unchanged by accident.
+Each action receives an :class:`ElementRef` (the dataset, the tag, its VR, the decision, the
+attribute's path and the sequences above it) and the walker, through which sequence items are
+processed recursively. An action that cannot do its job safely removes the attribute and
+records a finding: nothing passes through unchanged by accident.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,19 +17,18 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from pseudo.clean import TextCleaner
 from pseudo.dates import InvalidDateError, shift_value
 from pseudo.findings import RejectedFile
 from pseudo.policy.compiled import Decision
 from pseudo.policy.model import Action
+from pseudo.policy.selectors import Parents
 from pseudo.tokens import MAX_LENGTH, TOKEN_VRS, encrypt_token, hmac_token
+from pseudo.vr import DATE_VRS, STRING_VRS, TEXT_VRS
 
 if TYPE_CHECKING:
     from pseudo.walker import Walker
 
-TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
-DATE_VRS = frozenset({"DA", "DT"})
-#: Other VRs whose values are character strings.
-STRING_VRS = frozenset({"AS", "DA", "DS", "DT", "IS", "TM", "UI"})
 #: Dummy values (action D): fixed, meaningless and valid for the VR.
 DUMMY_VALUES: dict[str, Any] = {
     "AE": "ANONYMOUS",
@@ -74,6 +74,7 @@ class ElementRef:
     vr: str
     decision: Decision
     path: str
+    parents: Parents = ()
 
     @property
     def keyword(self) -> str:
@@ -106,6 +107,11 @@ def _set_strings(element: DataElement, values: list[str]) -> None:
     element.value = values[0] if len(values) == 1 else values
 
 
+def _unexpected(ref: ElementRef, walker: Walker) -> None:
+    walker.ctx.note(ref.path, "unexpected-vr", f"{ref.decision.action} on VR {ref.vr}; removed")
+    del ref.ds[ref.tag]
+
+
 def remove(ref: ElementRef, walker: Walker) -> None:
     """X: delete the attribute."""
     del ref.ds[ref.tag]
@@ -134,25 +140,25 @@ def keep(ref: ElementRef, walker: Walker) -> None:
 
 
 def clean(ref: ElementRef, walker: Walker) -> None:
-    """C: shift dates, keep times, clean free text, process sequences, remove anything else."""
+    """C: shift dates, keep times, clean free text and sequences, remove anything else.
+
+    Binary values (overlay bitmaps, curve data, timestamps) cannot be cleaned without reading
+    them, so cleaning them removes them.
+    """
     if ref.vr == "SQ":
-        walker.walk_sequence(ref)
+        walker.walk_sequence(ref, cleaning=True)
     elif ref.vr in DATE_VRS:
         shift_date(ref, walker)
     elif ref.vr == "TM":
         return
     elif ref.vr in TEXT_VRS:
-        clean_text(ref, walker)
+        walker.defer_clean(ref)
     else:
         remove(ref, walker)
 
 
-def clean_text(ref: ElementRef, walker: Walker) -> None:
-    """Delete identifying values and patterns from free text."""
-    element = _element(ref, walker)
-    if element is None:
-        return
-    cleaner = walker.cleaner()
+def clean_text(ref: ElementRef, element: DataElement, cleaner: TextCleaner) -> None:
+    """Delete identifying values and patterns from free text (run after the walk)."""
     _set_strings(element, [cleaner.clean(text) for text in _strings(element.value)])
 
 
@@ -162,12 +168,16 @@ def remap_uid(ref: ElementRef, walker: Walker) -> None:
         walker.walk_sequence(ref)
         return
     if ref.vr != "UI":
-        walker.ctx.note(ref.path, "unexpected-vr", f"remap_uid on VR {ref.vr}; removed")
-        remove(ref, walker)
+        _unexpected(ref, walker)
         return
     element = _element(ref, walker)
     if element is not None:
         _set_strings(element, [walker.ctx.remap(uid) for uid in _strings(element.value)])
+
+
+def _date_text(element: DataElement) -> str:
+    raw = element.value
+    return "\\".join(_strings(raw)) if isinstance(raw, MultiValue | list) else str(raw or "")
 
 
 def shift_date(ref: ElementRef, walker: Walker) -> None:
@@ -175,16 +185,13 @@ def shift_date(ref: ElementRef, walker: Walker) -> None:
     if ref.vr == "TM":
         return
     if ref.vr not in DATE_VRS:
-        walker.ctx.note(ref.path, "unexpected-vr", f"shift_date on VR {ref.vr}; removed")
-        remove(ref, walker)
+        _unexpected(ref, walker)
         return
     element = _element(ref, walker)
     if element is None:
         return
-    raw = element.value
-    text = "\\".join(_strings(raw)) if isinstance(raw, MultiValue | list) else str(raw or "")
     try:
-        shifted = shift_value(text, ref.vr, walker.ctx.date_offset_days)
+        shifted = shift_value(_date_text(element), ref.vr, walker.ctx.date_offset_days)
     except InvalidDateError as exc:
         del ref.ds[ref.tag]
         walker.ctx.note(
@@ -196,10 +203,29 @@ def shift_date(ref: ElementRef, walker: Walker) -> None:
     _set_strings(element, shifted.split("\\"))
 
 
+def year_only(ref: ElementRef, walker: Walker) -> None:
+    """Reduce a date to its year (after the patient's offset when dates are modified)."""
+    if ref.vr not in DATE_VRS:
+        _unexpected(ref, walker)
+        return
+    element = _element(ref, walker)
+    if element is None:
+        return
+    text = _date_text(element)
+    days = walker.ctx.date_offset_days if walker.ctx.policy.temporal == "MODIFIED" else 0
+    try:
+        shifted = shift_value(text, ref.vr, days)
+    except InvalidDateError:
+        del ref.ds[ref.tag]
+        walker.ctx.note(ref.path, "invalid-date", f"{ref.vr} value is not a valid date; removed")
+        return
+    years = [value[:4] for value in shifted.split("\\") if value]
+    _set_strings(element, [y + "0101" if ref.vr == "DA" else y for y in years] or [""])
+
+
 def _token_element(ref: ElementRef, walker: Walker) -> DataElement | None:
     if ref.vr not in TOKEN_VRS:
-        walker.ctx.note(ref.path, "unexpected-vr", f"{ref.decision.action} on VR {ref.vr}; removed")
-        remove(ref, walker)
+        _unexpected(ref, walker)
         return None
     return _element(ref, walker)
 
@@ -210,8 +236,9 @@ def token(ref: ElementRef, walker: Walker) -> None:
     if element is None:
         return
     length = min(16, MAX_LENGTH.get(ref.vr) or 16)
+    keyring = walker.ctx.keyring
     values = [
-        hmac_token(walker.ctx.keyring, ref.keyword, v, length) if v.strip() else ""
+        hmac_token(keyring, ref.keyword, v, length) if v.strip() else ""
         for v in _strings(element.value)
     ]
     _set_strings(element, values)
@@ -257,6 +284,19 @@ def replace(ref: ElementRef, walker: Walker) -> None:
     ref.ds[ref.tag] = DataElement(ref.tag, ref.vr, value if ref.vr != "SQ" else [])
 
 
+def substitute(ref: ElementRef, walker: Walker) -> None:
+    """Apply the rule's regular-expression substitution to each value."""
+    if ref.vr not in TEXT_VRS:
+        _unexpected(ref, walker)
+        return
+    element = _element(ref, walker)
+    if element is None:
+        return
+    pattern = re.compile(ref.decision.pattern or "")
+    replacement = ref.decision.replacement or ""
+    _set_strings(element, [pattern.sub(replacement, text) for text in _strings(element.value)])
+
+
 HANDLERS: dict[Action, Handler] = {
     Action.REMOVE: remove,
     Action.EMPTY: empty,
@@ -269,4 +309,6 @@ HANDLERS: dict[Action, Handler] = {
     Action.PSEUDONYM: pseudonym,
     Action.ENCRYPT: encrypt,
     Action.REPLACE: replace,
+    Action.SUBSTITUTE: substitute,
+    Action.YEAR_ONLY: year_only,
 }

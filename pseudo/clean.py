@@ -14,7 +14,6 @@ import re
 from collections.abc import Iterable
 from datetime import date
 
-from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
@@ -22,6 +21,7 @@ from pydicom.valuerep import PersonName
 IDENTIFYING_KEYWORDS = (
     "PatientName",
     "PatientID",
+    "IssuerOfPatientID",
     "OtherPatientIDs",
     "OtherPatientNames",
     "PatientBirthName",
@@ -41,6 +41,13 @@ IDENTIFYING_KEYWORDS = (
     "NameOfPhysiciansReadingStudy",
     "RequestingPhysician",
     "OperatorsName",
+    "PersonName",
+    "PersonAddress",
+    "PersonTelephoneNumbers",
+    "VerifyingObserverName",
+    "ContentCreatorName",
+    "ScheduledPerformingPhysicianName",
+    "NamesOfIntendedRecipientsOfResults",
     "StationName",
     "MilitaryRank",
     "MedicalRecordLocator",
@@ -62,20 +69,18 @@ MIN_TERM_LENGTH = 2
 _WHOLE_WORDS = r"(?<![^\W_])(?:{})(?![^\W_])"
 
 
-def _values(value: object) -> list[str]:
+def name_terms(value: object) -> list[str]:
+    """The strings of a value and their parts (name components, words), to look for in text."""
     if value is None:
         return []
     if isinstance(value, MultiValue | list | tuple):
-        return [text for item in value for text in _values(item)]
-    if isinstance(value, PersonName):
-        return _name_parts(value)
-    return [str(value)]
-
-
-def _name_parts(name: PersonName) -> list[str]:
-    parts = [str(name)]
-    for group in str(name).split("="):
-        parts.extend(component for component in re.split(r"[\^ ]", group) if component)
+        return [text for item in value for text in name_terms(item)]
+    text = str(value).strip()
+    if not text:
+        return []
+    parts = [text]
+    if isinstance(value, PersonName) or "^" in text or " " in text or "," in text:
+        parts.extend(p for p in re.split(r"[\^=\s,;]+", text) if p)
     return parts
 
 
@@ -111,22 +116,6 @@ class TextCleaner:
         if unique:
             alternatives.insert(0, _WHOLE_WORDS.format("|".join(map(re.escape, unique))))
         self._regex = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
-
-    @classmethod
-    def from_dataset(cls, ds: Dataset) -> TextCleaner:
-        """Collect the identifying values of ``ds`` (top level and nested) before it changes."""
-        terms: list[str] = []
-        wanted = set(IDENTIFYING_KEYWORDS)
-        for element in ds.iterall():
-            if element.keyword not in wanted:
-                continue
-            for text in _values(element.value):
-                if element.keyword == "PatientBirthDate":
-                    terms.extend(date_spellings(text))
-                else:
-                    terms.append(text)
-                    terms.extend(re.split(r"[\s,;^=]+", text))
-        return cls(terms)
 
     def clean(self, text: str) -> str:
         """``text`` without identifying terms or patterns, whitespace tidied."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -73,6 +73,29 @@ def quiet_pydicom() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def _drop_overlays_without_data(ds: Dataset, ctx: FileContext) -> None:
+    """An overlay plane whose Overlay Data was removed is removed whole (it would be invalid)."""
+    for group in range(0x6000, 0x6020, 2):
+        if (group << 16) | 0x3000 in ds:
+            continue
+        tags = [t for t in ds.keys() if t >> 16 == group]
+        for tag in tags:
+            del ds[tag]
+        if tags:
+            ctx.note(f"({group:04X},xxxx)", "overlay-removed", "overlay plane without data removed")
+
+
+def _recompute_age(ds: Dataset) -> None:
+    """Keep Patient's Age consistent with a birth date reduced to its year."""
+    if not ds.get("PatientAge") or not ds.get("PatientBirthDate"):
+        return
+    birth, study = str(ds.PatientBirthDate), str(ds.get("StudyDate") or "")
+    if len(birth) < 8 or len(study) < 8 or not (birth[:8] + study[:8]).isdigit():
+        return
+    years = int(study[:4]) - int(birth[:4]) - int(study[4:8] < birth[4:8])
+    ds.PatientAge = f"{max(years, 0):03d}Y"
+
+
 def _required_uid(ds: Dataset, keyword: str) -> str:
     try:
         value = str(ds.get(keyword) or "").strip()
@@ -100,21 +123,38 @@ def original_transfer_syntax(ds: Dataset) -> UID:
 
 
 class Pseudonymizer:
-    """Applies one compiled policy with one project's keyring to datasets."""
+    """Applies one compiled policy with one project's keyring to datasets.
 
-    def __init__(self, keyring: Keyring, policy: CompiledPolicy) -> None:
+    ``anchored_offsets`` maps pseudonyms to their date offsets when the policy anchors each
+    patient's earliest study to a fixed date (they are resolved before the files are processed,
+    see :mod:`pseudo.anchors`); otherwise offsets are derived from the keyring.
+    """
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        policy: CompiledPolicy,
+        anchored_offsets: Mapping[str, int] | None = None,
+    ) -> None:
         self.keyring = keyring
         self.policy = policy
+        self.anchored_offsets = anchored_offsets or {}
 
     def patient(self, identity: PatientIdentity) -> tuple[str, int]:
-        """The pseudonym and date offset of a patient (derived, the same in every run)."""
+        """The pseudonym and date offset of a patient (the same in every run)."""
+        patient_pseudonym = pseudonym(self.keyring, identity.key)
+        if self.policy.anchor is not None:
+            offset = self.anchored_offsets.get(patient_pseudonym)
+            if offset is None:
+                raise RejectedFile("no anchored date offset is known for this patient")
+            return patient_pseudonym, offset
         settings = self.keyring.settings
         offset = offset_in_range(
             date_offset_digest(self.keyring, identity.key),
             settings.date_shift_min_days,
             settings.date_shift_max_days,
         )
-        return pseudonym(self.keyring, identity.key), offset
+        return patient_pseudonym, offset
 
     def pseudonymize(self, ds: Dataset) -> PseudonymizedDataset:
         """Pseudonymize ``ds`` in place and return it with its linkage records.
@@ -184,6 +224,9 @@ class Pseudonymizer:
     def _finish(self, ds: Dataset, ctx: FileContext, sop_class: str, ts: UID) -> None:
         """Mark the dataset as de-identified and give it a new, minimal file meta."""
         policy = self.policy
+        _drop_overlays_without_data(ds, ctx)
+        if policy.birth_date == "year":
+            _recompute_age(ds)
         for keyword in ("PatientID", "PatientName"):
             tag = {"PatientID": 0x00100020, "PatientName": 0x00100010}[keyword]
             if policy.decide(tag, "LO").action is Action.PSEUDONYM and keyword not in ds:

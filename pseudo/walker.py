@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from pydicom.datadict import keyword_for_tag
+from dataclasses import dataclass
+
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from pseudo.actions import HANDLERS, ElementRef
-from pseudo.clean import IDENTIFYING_KEYWORDS, TextCleaner, _values, date_spellings
+from pseudo.actions import HANDLERS, ElementRef, clean_text
+from pseudo.clean import (
+    DEFAULT_PATTERNS,
+    IDENTIFYING_KEYWORDS,
+    TextCleaner,
+    date_spellings,
+    name_terms,
+)
 from pseudo.context import FileContext
 from pseudo.findings import RejectedFile
 from pseudo.policy.model import Action
+from pseudo.policy.selectors import Parents
 from pseudo.private import SafePrivate
 from pseudo.tags import standard_vr, tag_text
+from pseudo.vr import TEXT_VRS
 
 #: Deeper nesting than this is refused: no real object needs it, and a hostile file uses it.
 MAX_DEPTH = 64
+IDENTIFYING_TAGS = frozenset(t for t in map(tag_for_keyword, IDENTIFYING_KEYWORDS) if t)
+BIRTH_DATE = 0x00100030
 
 
 def element_vr(element: object, tag: int) -> str:
@@ -32,59 +45,68 @@ def attribute_name(tag: int) -> str:
     return keyword_for_tag(tag) or tag_text(tag)
 
 
+@dataclass
+class _PendingClean:
+    ref: ElementRef
+    element: DataElement
+
+
 class Walker:
-    """Processes one dataset with one :class:`FileContext`."""
+    """Processes one dataset with one :class:`FileContext`.
+
+    Free-text cleaning is deferred to the end of the walk, so that it knows every identifying
+    value of the file (names, IDs, institutions at any depth), whatever their order.
+    """
 
     def __init__(self, ctx: FileContext, original: Dataset) -> None:
         self.ctx = ctx
-        self._identifying = self._snapshot(original) if ctx.policy.uses(Action.CLEAN) else []
-        self._safe_private = (
-            SafePrivate.load()
-            if ctx.policy.private_table and ctx.policy.private_table.action is Action.CLEAN
-            else None
-        )
+        policy = ctx.policy
+        self._active = policy.active_rules(original) if policy.has_conditions else frozenset()
+        self._record_terms = policy.uses(Action.CLEAN)
+        self._terms: list[str] = []
+        self._pending: list[_PendingClean] = []
+        self._cleaning = 0
         self._depth = 0
+        private = policy.private_table
+        self._safe_private = (
+            SafePrivate.load() if private is not None and private.action is Action.CLEAN else None
+        )
 
-    @staticmethod
-    def _snapshot(ds: Dataset) -> list[str]:
-        """Identifying values of the top level, taken before anything changes."""
-        terms: list[str] = []
-        for keyword in IDENTIFYING_KEYWORDS:
-            try:
-                element = ds.data_element(keyword)
-                values = _values(element.value) if element is not None else []
-            except Exception:
-                continue  # an unreadable value cannot be looked for
-            for text in values:
-                terms.extend(date_spellings(text) if keyword == "PatientBirthDate" else [text])
-                terms.extend(text.replace("^", " ").replace("=", " ").split())
-        return terms
+    # -- the walk ------------------------------------------------------------------------
+    def walk(self, ds: Dataset) -> None:
+        """Apply the policy to every attribute of ``ds``, then clean the free text."""
+        self._walk(ds, "", ())
+        if self._pending:
+            cleaner = self.cleaner()
+            for pending in self._pending:
+                clean_text(pending.ref, pending.element, cleaner)
+            self._pending.clear()
 
-    def cleaner(self) -> TextCleaner:
-        """The text cleaner of this dataset (built on first use)."""
-        if self.ctx.cleaner is None:
-            self.ctx.cleaner = TextCleaner(self._identifying)
-        return self.ctx.cleaner
-
-    def walk(self, ds: Dataset, prefix: str = "") -> None:
-        """Apply the policy to every attribute of ``ds`` and, through actions, its sequences."""
+    def _walk(self, ds: Dataset, prefix: str, parents: Parents) -> None:
         policy = self.ctx.policy
         private_seen = False
         for tag in list(ds.keys()):
             element = ds.get_item(tag)
             vr = element_vr(element, tag)
-            decision = policy.decide(tag, vr)
+            if self._record_terms and tag in IDENTIFYING_TAGS:
+                self._remember(ds, tag)
+            decision = policy.decide(tag, vr, ds, parents, self._active)
             path = prefix + attribute_name(tag)
+            ref = ElementRef(ds, tag, vr, decision, path, parents)
             if (tag >> 16) & 1:
                 private_seen = True
-                if decision.action is Action.CLEAN:
-                    self._clean_private(ds, tag, vr, path)
+                if decision.action is Action.CLEAN and self._safe_private is not None:
+                    self._clean_private(ds, tag)
                     continue
-            HANDLERS[decision.action](ElementRef(ds, tag, vr, decision, path), self)
+            if self._cleaning and decision is policy.standard and vr in TEXT_VRS:
+                # Inside a sequence being cleaned, text the table does not list is cleaned too.
+                self.defer_clean(ref)
+                continue
+            HANDLERS[decision.action](ref, self)
         if private_seen and self._safe_private is not None:
             self._safe_private.drop_orphan_creators(ds)
 
-    def walk_sequence(self, ref: ElementRef) -> None:
+    def walk_sequence(self, ref: ElementRef, *, cleaning: bool = False) -> None:
         """Process every item of the sequence ``ref`` names."""
         try:
             items = ref.ds[ref.tag].value
@@ -93,15 +115,47 @@ class Walker:
                 f"{ref.path}: sequence cannot be parsed ({exc.__class__.__name__})"
             ) from exc
         self._depth += 1
+        self._cleaning += int(cleaning)
         if self._depth > MAX_DEPTH:
             raise RejectedFile(f"{ref.path}: sequences nested deeper than {MAX_DEPTH} levels")
         try:
             for index, item in enumerate(items):
-                self.walk(item, f"{ref.path}[{index}].")
+                self._walk(item, f"{ref.path}[{index}].", (*ref.parents, (ref.tag, index)))
         finally:
             self._depth -= 1
+            self._cleaning -= int(cleaning)
 
-    def _clean_private(self, ds: Dataset, tag: int, vr: str, path: str) -> None:
+    # -- free text -----------------------------------------------------------------------
+    def _remember(self, ds: Dataset, tag: int) -> None:
+        """Record an identifying value before any action changes it."""
+        try:
+            value = ds[tag].value
+        except Exception:
+            return  # an unreadable value cannot be looked for
+        for text in name_terms(value):
+            self._terms.extend(date_spellings(text) if tag == BIRTH_DATE else [text])
+
+    def defer_clean(self, ref: ElementRef) -> None:
+        """Clean this text attribute once the whole file has been seen."""
+        try:
+            element = ref.ds[ref.tag]
+        except Exception:
+            del ref.ds[ref.tag]
+            self.ctx.note(ref.path, "unreadable-value", "value could not be decoded; removed")
+            return
+        self._pending.append(_PendingClean(ref, element))
+
+    def cleaner(self) -> TextCleaner:
+        """The text cleaner of this dataset (built once, from everything seen)."""
+        if self.ctx.cleaner is None:
+            patterns = self.ctx.policy.clean_patterns
+            self.ctx.cleaner = TextCleaner(
+                self._terms, DEFAULT_PATTERNS if patterns is None else patterns
+            )
+        return self.ctx.cleaner
+
+    # -- private attributes --------------------------------------------------------------
+    def _clean_private(self, ds: Dataset, tag: int) -> None:
         """Retain Safe Private: keep the attribute only if Table E.3.10-1 lists it."""
         assert self._safe_private is not None
         if self._safe_private.is_safe(ds, tag):

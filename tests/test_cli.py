@@ -74,9 +74,10 @@ def test_policy_show_and_list() -> None:
     shown = cli("policy", "show", "default", "--json").json()
     assert shown["options"] == ["retain_longitudinal_modified_dates"]
     assert shown["standard_edition"].startswith("2025c")
-    by_tag = {d["tag"]: d for d in shown["decisions"]}
-    assert by_tag["(0010,0020)"]["action"] == "pseudonym"
+    by_tag = {d["tag"]: d for d in shown["table"]}
     assert by_tag["(0008,0020)"]["action"] == "clean"
+    rules = {tuple(r["select"]): r["action"] for r in shown["rules"]}
+    assert rules[("PatientID", "PatientName")] == "pseudonym"
     assert cli("policy", "list").code == 0
 
 

@@ -156,7 +156,8 @@ def test_invalid_date_is_removed_and_reported(keyring: Keyring) -> None:
     ds.StudyDate = "20230231"
     result = Pseudonymizer(keyring, load_policy("default")).pseudonymize(ds)
     assert "StudyDate" not in result.dataset
-    assert [(f.path, f.code) for f in result.findings] == [("StudyDate", "invalid-date")]
+    dates = [(f.path, f.code) for f in result.findings if f.code == "invalid-date"]
+    assert dates == [("StudyDate", "invalid-date")]
     assert "20230231" not in repr(result.findings)
 
 

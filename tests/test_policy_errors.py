@@ -64,7 +64,7 @@ def write(tmp_path: Path, text: str, name: str = "site.yaml") -> Path:
         ("name: site\noptions: [retain_everything]\n", 2, "unknown option"),
         ("name: site\nextends: nothing-like-it\n", 2, "not found"),
         ("name: Site Policy\n", 1, "name"),
-        ("name: site\nrules:\n  - select: PatientID\n    action: replace\n", 3, "needs a 'value'"),
+        ("name: site\nrules:\n  - select: PatientID\n    action: replace\n", 3, "needs 'value'"),
         ("name: site\nrules: [\n", None, ""),
     ],
 )

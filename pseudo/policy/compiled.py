@@ -3,8 +3,10 @@
 Order of precedence, first match wins (``docs/policies.md``):
 
 1. group lengths ``(gggg,0000)`` are always removed (they are recomputed on writing);
-2. the policy's rules, later rules over earlier ones and a child policy's over its parent's,
-   exact tags and keywords before patterns;
+2. the policy's rules: the most specific selector first (sequence path, then exact tag,
+   keyword or private creator, then tag pattern, then all private attributes, then VR); at equal
+   specificity a child policy's rule before its parent's, a conditional rule (``when``) before
+   an unconditional one, and a later rule before an earlier one;
 3. Table E.1-1: the row's option code when one of the chosen options changes it, else the
    Basic Profile code; exact rows before repeating-group rows, then the private-attributes row;
 4. ``defaults.vr`` for standard attributes the table does not list (safety nets);
@@ -19,11 +21,16 @@ instances still resolve; every attribute inside the sequence is still processed 
 
 from __future__ import annotations
 
+import datetime as _dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pydicom.dataset import Dataset
+
 from pseudo.policy.model import OPTIONS, Action
+from pseudo.policy.selectors import CompiledCondition, CompiledSelector, Parents
 from pseudo.policy.table import ConfidentialityTable, TableRow
-from pseudo.tags import TagPattern, is_standard
+from pseudo.tags import TagPattern, is_standard, parse_tag_pattern
 
 #: Reduction of the table's combined codes (see the module docstring).
 COMBINED_CODES = {"X/Z": "X", "X/D": "X", "Z/D": "Z", "X/Z/D": "X", "X/Z/U*": "U"}
@@ -37,6 +44,7 @@ CODE_ACTIONS = {
 }
 #: When two chosen options both change a row, the stricter code wins (fail closed).
 STRICTNESS = {"X": 0, "Z": 1, "D": 2, "U": 3, "C": 4, "K": 5}
+GROUP_LENGTH = "built-in: group lengths are recomputed on writing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,47 @@ class Decision:
     source: str
     value: str | None = None
     max_input_length: int | None = None
+    pattern: str | None = None
+    replacement: str | None = None
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """A rule of a policy file, compiled."""
+
+    id: int
+    file: str
+    line: int | None
+    depth: int  # 0 for the root policy, increasing towards the child
+    index: int  # position in its file
+    selectors: tuple[CompiledSelector, ...]
+    excludes: tuple[CompiledSelector, ...]
+    conditions: tuple[CompiledCondition, ...]
+    decision: Decision
+
+    @property
+    def where(self) -> str:
+        """``file:line`` of the rule."""
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One selector of one rule, ranked for precedence."""
+
+    rule: CompiledRule
+    selector: CompiledSelector
+
+    @property
+    def rank(self) -> tuple[int, int, int, int]:
+        """Higher wins: specificity, child over parent, conditional, later in file."""
+        rule = self.rule
+        return (self.selector.specificity, rule.depth, int(bool(rule.conditions)), rule.index)
+
+    @property
+    def static(self) -> bool:
+        """Whether the candidate applies whenever its tag and VR match."""
+        return not (self.selector.dynamic or self.rule.conditions or self.rule.excludes)
 
 
 def table_decision(row: TableRow, options: list[str], edition: str) -> Decision:
@@ -74,8 +123,7 @@ class CompiledPolicy:
     options: list[str]
     edition: str
     sha256: str
-    exact_rules: dict[int, Decision] = field(default_factory=dict)
-    pattern_rules: list[tuple[TagPattern, Decision]] = field(default_factory=list)
+    rules: list[CompiledRule] = field(default_factory=list)
     exact_table: dict[int, Decision] = field(default_factory=dict)
     pattern_table: list[tuple[TagPattern, Decision]] = field(default_factory=list)
     private_table: Decision | None = None
@@ -83,8 +131,15 @@ class CompiledPolicy:
     standard: Decision = Decision(Action.KEEP, "built-in: standard attribute not in the table")
     unknown: Decision = Decision(Action.REMOVE, "built-in: unknown public attribute")
     vr_defaults: dict[str, Decision] = field(default_factory=dict)
-    _cache: dict[tuple[int, str], Decision] = field(default_factory=dict, repr=False)
+    anchor: _dt.date | None = None
+    birth_date: str | None = None
+    clean_patterns: list[str] | None = None
+    _candidates: list[Candidate] = field(default_factory=list, repr=False)
+    _cache: dict[tuple[int, str], Decision | tuple[tuple[Candidate, ...], Decision]] = field(
+        default_factory=dict, repr=False
+    )
 
+    # -- facts about the policy ----------------------------------------------------------
     @property
     def temporal(self) -> str:
         """Value of Longitudinal Temporal Information Modified: MODIFIED, UNMODIFIED or REMOVED."""
@@ -104,23 +159,91 @@ class CompiledPolicy:
         """CID 7050 keywords of the profile and the options applied, in order."""
         return ["BasicApplicationConfidentialityProfile"] + [OPTIONS[o] for o in self.options]
 
-    def decide(self, tag: int, vr: str) -> Decision:
-        """The decision for an attribute with this tag and VR (cached)."""
-        key = (tag, vr)
-        decision = self._cache.get(key)
-        if decision is None:
-            decision = self._decide(tag, vr)
-            self._cache[key] = decision
-        return decision
+    @property
+    def has_conditions(self) -> bool:
+        """Whether any rule has a ``when``."""
+        return any(rule.conditions for rule in self.rules)
 
-    def _decide(self, tag: int, vr: str) -> Decision:
+    def decisions(self) -> Iterable[Decision]:
+        """Every decision the policy can take."""
+        yield from (rule.decision for rule in self.rules)
+        yield from self.exact_table.values()
+        yield from (d for _, d in self.pattern_table)
+        if self.private_table:
+            yield self.private_table
+        yield from (self.private, self.standard, self.unknown, *self.vr_defaults.values())
+
+    def uses(self, action: Action) -> bool:
+        """Whether any decision of this policy can be ``action``."""
+        return any(d.action is action for d in self.decisions())
+
+    # -- deciding ------------------------------------------------------------------------
+    def add_rule(self, rule: CompiledRule) -> None:
+        """Register a compiled rule (used by the loader)."""
+        self.rules.append(rule)
+        self._candidates.extend(Candidate(rule, s) for s in rule.selectors)
+        self._candidates.sort(key=lambda c: c.rank, reverse=True)
+        self._cache.clear()
+
+    def active_rules(self, ds: Dataset) -> frozenset[int]:
+        """Ids of the conditional rules whose ``when`` holds for the file ``ds``."""
+        return frozenset(
+            rule.id
+            for rule in self.rules
+            if rule.conditions and all(c.holds(ds) for c in rule.conditions)
+        )
+
+    def decide(
+        self,
+        tag: int,
+        vr: str,
+        ds: Dataset | None = None,
+        parents: Parents = (),
+        active: frozenset[int] = frozenset(),
+    ) -> Decision:
+        """The decision for an attribute of tag ``tag`` and VR ``vr``.
+
+        ``ds`` (the dataset holding it), ``parents`` (the sequences above it) and ``active``
+        (the conditional rules that hold for this file) matter only to rules with a creator,
+        a path or a condition.
+        """
+        entry = self._cache.get((tag, vr))
+        if entry is None:
+            entry = self._build(tag, vr)
+            self._cache[(tag, vr)] = entry
+        if isinstance(entry, Decision):
+            return entry
+        candidates, fallback = entry
+        for candidate in candidates:
+            rule = candidate.rule
+            if rule.conditions and rule.id not in active:
+                continue
+            if candidate.selector.dynamic and not candidate.selector.dynamic_match(
+                ds, tag, parents
+            ):
+                continue
+            if rule.excludes and any(x.matches(tag, vr, ds, parents) for x in rule.excludes):
+                continue
+            return rule.decision
+        return fallback
+
+    def _build(self, tag: int, vr: str) -> Decision | tuple[tuple[Candidate, ...], Decision]:
         if tag & 0xFFFF == 0:
-            return Decision(Action.REMOVE, "built-in: group lengths are recomputed on writing")
-        if tag in self.exact_rules:
-            return self.exact_rules[tag]
-        for pattern, decision in self.pattern_rules:
-            if pattern.matches(tag):
-                return decision
+            return Decision(Action.REMOVE, GROUP_LENGTH)
+        matching: list[Candidate] = []
+        fallback = self.fallback(tag, vr)
+        for candidate in self._candidates:
+            if candidate.selector.static_match(tag, vr):
+                if candidate.static:
+                    if not matching:
+                        return candidate.rule.decision
+                    fallback = candidate.rule.decision
+                    break
+                matching.append(candidate)
+        return (tuple(matching), fallback) if matching else fallback
+
+    def fallback(self, tag: int, vr: str) -> Decision:
+        """The decision when no rule applies: the table, then the defaults."""
         if tag in self.exact_table:
             return self.exact_table[tag]
         for pattern, decision in self.pattern_table:
@@ -134,25 +257,13 @@ class CompiledPolicy:
             return self.vr_defaults[vr]
         return self.standard
 
-    def uses(self, action: Action) -> bool:
-        """Whether any decision of this policy can be ``action``."""
-        decisions = [
-            *self.exact_rules.values(),
-            *(d for _, d in self.pattern_rules),
-            *self.exact_table.values(),
-            *(d for _, d in self.pattern_table),
-            self.private_table or self.private,
-            self.standard,
-            self.unknown,
-            *self.vr_defaults.values(),
-        ]
-        return any(d.action is action for d in decisions)
+    def candidates_for(self, tag: int, vr: str) -> list[Candidate]:
+        """Every rule selector that could decide this attribute, highest precedence first."""
+        return [c for c in self._candidates if c.selector.static_match(tag, vr)]
 
 
 def add_table(policy: CompiledPolicy, table: ConfidentialityTable) -> None:
     """Fill the table decisions of ``policy`` from Table E.1-1 under its options."""
-    from pseudo.tags import parse_tag_pattern
-
     for row in table.rows:
         decision = table_decision(row, policy.options, table.edition)
         if row.tag == "private":

@@ -6,7 +6,6 @@ file, the line and what is wrong.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -14,15 +13,16 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from pydicom._dicom_dict import DicomDictionary, RepeatersDictionary
 from pydicom.datadict import dictionary_VR
 
-from pseudo.policy.compiled import CompiledPolicy, Decision, add_table
+from pseudo.policy.compiled import CompiledPolicy, CompiledRule, Decision, add_table
 from pseudo.policy.model import Action, PolicyFile, Rule
 from pseudo.policy.paths import policies_dir
+from pseudo.policy.selectors import CompiledSelector, compile_conditions, compile_selector
 from pseudo.policy.table import confidentiality_table
-from pseudo.tags import TagPattern, keyword_tag, parse_tag_pattern, tag_text
+from pseudo.tags import parse_tag_pattern
 from pseudo.tokens import MAX_LENGTH, TOKEN_VRS, max_reversible_input, reversible_length
+from pseudo.vr import TEXT_VRS
 
 MAX_EXTENDS_DEPTH = 10
 #: Longest patient pseudonym: a 12-character prefix, a dash and 16 token characters.
@@ -134,41 +134,9 @@ def _chain(name_or_path: str) -> list[_SourceFile]:
     return chain
 
 
-def _suggest(keyword: str) -> str:
-    names = [entry[4] for entry in DicomDictionary.values() if entry[4]]
-    close = difflib.get_close_matches(keyword, names, n=3)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
-
-
-def _pattern_matches_dictionary(pattern: TagPattern) -> bool:
-    if any(pattern.matches(tag) for tag in DicomDictionary):
-        return True
-    for mask_text in RepeatersDictionary:
-        if pattern.matches(int(mask_text.replace("x", "0"), 16)):
-            return True
-    return False
-
-
-def _resolve_selector(text: str, table_keywords: dict[str, int]) -> TagPattern:
-    pattern = parse_tag_pattern(text)
-    if pattern is not None:
-        private = bool((pattern.value >> 16) & 1) and (pattern.mask >> 16) & 1
-        if not private and not _pattern_matches_dictionary(pattern):
-            raise ValueError(f"tag pattern {text!r} matches no attribute of the data dictionary")
-        return pattern
-    tag = keyword_tag(text) or table_keywords.get(text)
-    if tag is None:
-        raise ValueError(f"unknown keyword {text!r}{_suggest(text)}")
-    return TagPattern(0xFFFFFFFF, tag, tag_text(tag))
-
-
-def _check_action(rule: Rule, pattern: TagPattern, selector: str) -> None:
+def _check_action(rule: Rule, vr: str | None, selector: str) -> None:
     """Refuse actions that cannot work on the attribute's VR, before any file is read."""
-    if not pattern.is_exact:
-        return
-    try:
-        vr = dictionary_VR(pattern.value)
-    except KeyError:
+    if vr is None:
         return
     action = rule.action
     if action in (Action.TOKEN, Action.PSEUDONYM, Action.ENCRYPT) and vr not in TOKEN_VRS:
@@ -179,10 +147,14 @@ def _check_action(rule: Rule, pattern: TagPattern, selector: str) -> None:
             f"pseudonym cannot apply to {selector}: a pseudonym has up to "
             f"{MAX_PSEUDONYM_LENGTH} characters and {vr} holds {limit}"
         )
-    if action is Action.SHIFT_DATE and vr not in ("DA", "DT", "TM"):
-        raise ValueError(f"shift_date cannot apply to {selector} (VR {vr} is not a date)")
-    if action is Action.REMAP_UID and vr not in ("UI", "SQ"):
-        raise ValueError(f"remap_uid cannot apply to {selector} (VR {vr} is not a UID)")
+    if action in (Action.SHIFT_DATE, Action.TEMPORAL) and vr not in ("DA", "DT", "TM"):
+        raise ValueError(f"{action} cannot apply to {selector} (VR {vr} is not a date)")
+    if action is Action.YEAR_ONLY and vr not in ("DA", "DT"):
+        raise ValueError(f"year_only cannot apply to {selector} (VR {vr} is not a date)")
+    if action in (Action.REMAP_UID, Action.INSTANCE_UID) and vr not in ("UI", "SQ"):
+        raise ValueError(f"{action} cannot apply to {selector} (VR {vr} is not a UID)")
+    if action is Action.SUBSTITUTE and vr not in TEXT_VRS:
+        raise ValueError(f"substitute cannot apply to {selector} (VR {vr} is not text)")
     if action is Action.REPLACE and limit is not None and len(rule.value or "") > limit:
         raise ValueError(f"replacement value for {selector} is longer than {vr} allows ({limit})")
     if action is Action.ENCRYPT and limit is not None:
@@ -197,6 +169,19 @@ def _check_action(rule: Rule, pattern: TagPattern, selector: str) -> None:
                 f"encrypt {selector} ({vr}, at most {limit} characters): the reversible token "
                 f"of a {longest}-byte value needs {needed} characters; {advice}"
             )
+
+
+def _selector_vr(selector: CompiledSelector) -> str | None:
+    """The VR all attributes of a selector share, when it is known before reading a file."""
+    if selector.vr is not None:
+        return selector.vr
+    if selector.pattern.is_exact:
+        try:
+            vr = dictionary_VR(selector.pattern.value)
+        except KeyError:
+            return None
+        return None if " or " in vr else vr
+    return None
 
 
 def _table_keywords() -> dict[str, int]:
@@ -217,6 +202,21 @@ def _policy_hash(chain: list[_SourceFile], edition: str, table_sha: str) -> str:
     }
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _resolve(action: Action, options: list[str], source: str) -> tuple[Action, str]:
+    """Turn ``temporal`` and ``instance_uid`` into the action the chosen options imply."""
+    if action is Action.TEMPORAL:
+        if "retain_longitudinal_modified_dates" in options:
+            return Action.SHIFT_DATE, f"{source} (temporal: Modified Dates, shifted)"
+        if "retain_longitudinal_full_dates" in options:
+            return Action.KEEP, f"{source} (temporal: Full Dates, kept)"
+        return Action.REMOVE, f"{source} (temporal: no temporal option, removed)"
+    if action is Action.INSTANCE_UID:
+        if "retain_uids" in options:
+            return Action.KEEP, f"{source} (instance_uid: Retain UIDs, kept)"
+        return Action.REMAP_UID, f"{source} (instance_uid: remapped)"
+    return action, source
 
 
 def load_policy(name_or_path: str) -> CompiledPolicy:
@@ -241,61 +241,140 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
         edition=table.edition,
         sha256=_policy_hash(chain, table.edition, table.source_sha256),
     )
-    if any(source.model.profile == "ps3.15" for source in chain):
+    profile = next((s.model.profile for s in reversed(chain) if s.model.profile), None)
+    if profile == "ps3.15":
         add_table(policy, table)
     table_keywords = _table_keywords()
-    for source in chain:
-        _apply_defaults(policy, source)
-        _apply_rules(policy, source, table_keywords)
+    for depth, source in enumerate(chain):
+        _apply_settings(policy, source)
+        _apply_rules(policy, source, depth, table_keywords)
+    if policy.anchor is not None and policy.temporal != "MODIFIED":
+        where = next(s for s in reversed(chain) if s.model.dates.anchor is not None)
+        raise PolicyError(
+            f"{_location(where.path, where.line(('dates', 'anchor')))}: dates.anchor needs the "
+            "option retain_longitudinal_modified_dates (an anchor moves dates)"
+        )
     return policy
 
 
-def _apply_defaults(policy: CompiledPolicy, source: _SourceFile) -> None:
-    defaults = source.model.defaults
-    origin = f"policy {source.model.name} defaults"
+def _apply_settings(policy: CompiledPolicy, source: _SourceFile) -> None:
+    model = source.model
+    defaults = model.defaults
+    origin = f"policy {model.name} defaults"
     if defaults.standard is not None:
-        policy.standard = Decision(defaults.standard, f"{origin}.standard")
+        policy.standard = Decision(
+            *_resolve(defaults.standard, policy.options, f"{origin}.standard")
+        )
     if defaults.unknown is not None:
-        policy.unknown = Decision(defaults.unknown, f"{origin}.unknown")
+        policy.unknown = Decision(*_resolve(defaults.unknown, policy.options, f"{origin}.unknown"))
     if defaults.private is not None:
-        policy.private = Decision(defaults.private, f"{origin}.private")
+        policy.private = Decision(*_resolve(defaults.private, policy.options, f"{origin}.private"))
     for vr, action in defaults.vr.items():
-        policy.vr_defaults[vr] = Decision(action, f"{origin}.vr.{vr}")
+        policy.vr_defaults[vr] = Decision(*_resolve(action, policy.options, f"{origin}.vr.{vr}"))
+    if model.dates.anchor is not None:
+        policy.anchor = model.dates.anchor
+    if model.dates.birth_date is not None:
+        policy.birth_date = model.dates.birth_date
+    if model.clean.patterns is not None:
+        policy.clean_patterns = list(model.clean.patterns)
+    if model.clean.extra_patterns:
+        from pseudo.clean import DEFAULT_PATTERNS
+
+        base = (
+            policy.clean_patterns if policy.clean_patterns is not None else list(DEFAULT_PATTERNS)
+        )
+        policy.clean_patterns = base + list(model.clean.extra_patterns)
+
+
+BIRTH_DATE_ACTIONS = {"empty": Action.EMPTY, "shift": Action.SHIFT_DATE, "year": Action.YEAR_ONLY}
 
 
 def _apply_rules(
-    policy: CompiledPolicy, source: _SourceFile, table_keywords: dict[str, int]
+    policy: CompiledPolicy, source: _SourceFile, depth: int, table_keywords: dict[str, int]
 ) -> None:
-    claimed: dict[int, int] = {}
-    patterns: list[tuple[TagPattern, Decision]] = []
-    for index, rule in enumerate(source.model.rules):
-        line = source.line(("rules", index))
-        where = f"{_location(source.path, line)}: rules[{index}]"
-        decision = Decision(
+    model = source.model
+    compiled: list[CompiledRule] = []
+    rules: list[tuple[int | None, Rule]] = list(enumerate(model.rules))
+    if model.dates.birth_date is not None:
+        rules.append(
+            (
+                None,
+                Rule(
+                    select=["PatientBirthDate"],
+                    action=BIRTH_DATE_ACTIONS[model.dates.birth_date],
+                    why=f"dates.birth_date: {model.dates.birth_date}",
+                ),
+            )
+        )
+    for index, rule in rules:
+        loc = ("rules", index) if index is not None else ("dates", "birth_date")
+        line = source.line(loc)
+        where = f"{_location(source.path, line)}: " + (
+            f"rules[{index}]" if index is not None else "dates"
+        )
+        action, origin = _resolve(
             rule.action,
-            f"policy {source.model.name} rule {index + 1} ({source.path.name}:{line})"
+            policy.options,
+            f"policy {model.name} "
+            + (f"rule {index + 1}" if index is not None else "dates.birth_date")
+            + f" ({source.path.name}:{line})"
             + (f": {rule.why.strip()}" if rule.why else ""),
+        )
+        decision = Decision(
+            action,
+            origin,
             value=rule.value,
             max_input_length=rule.max_input_length,
+            pattern=rule.pattern,
+            replacement=rule.replacement,
         )
-        for selector in rule.select:
-            try:
-                pattern = _resolve_selector(selector, table_keywords)
-                _check_action(rule, pattern, selector)
-            except ValueError as exc:
-                raise PolicyError(f"{where}: {exc}") from exc
-            if pattern.is_exact:
-                earlier = claimed.get(pattern.value)
-                if earlier is not None and source.model.rules[earlier].action != rule.action:
-                    raise PolicyError(
-                        f"{where}: {selector} is already decided by rules[{earlier}] "
-                        f"({source.model.rules[earlier].action}); rules on one attribute conflict"
-                    )
-                claimed[pattern.value] = index
-                policy.exact_rules[pattern.value] = decision
-                policy._cache.clear()
-            else:
-                patterns.append((pattern, decision))
-    # A later file's patterns take precedence over an earlier file's; within a file, the
-    # later rule wins.
-    policy.pattern_rules[:0] = list(reversed(patterns))
+        try:
+            selectors = tuple(compile_selector(s, table_keywords) for s in rule.select)
+            excludes = tuple(compile_selector(s, table_keywords) for s in rule.exclude)
+            conditions = compile_conditions(rule.when or {}, table_keywords)
+            for selector in selectors:
+                _check_action(rule, _selector_vr(selector), selector.text)
+        except ValueError as exc:
+            raise PolicyError(f"{where}: {exc}") from exc
+        compiled.append(
+            CompiledRule(
+                id=len(policy.rules) + len(compiled),
+                file=source.path.name,
+                line=line,
+                depth=depth,
+                index=index if index is not None else len(model.rules),
+                selectors=selectors,
+                excludes=excludes,
+                conditions=conditions,
+                decision=decision,
+            )
+        )
+    _check_conflicts(source, compiled)
+    for compiled_rule in compiled:
+        policy.add_rule(compiled_rule)
+
+
+def _same_effect(a: Decision, b: Decision) -> bool:
+    return (a.action, a.value, a.pattern, a.replacement, a.max_input_length) == (
+        b.action,
+        b.value,
+        b.pattern,
+        b.replacement,
+        b.max_input_length,
+    )
+
+
+def _check_conflicts(source: _SourceFile, rules: list[CompiledRule]) -> None:
+    """Two unconditional rules of one file, equally specific, that overlap and disagree."""
+    plain = [(r, s) for r in rules if not r.conditions and not r.excludes for s in r.selectors]
+    for i, (first, a) in enumerate(plain):
+        for second, b in plain[i + 1 :]:
+            if first.id == second.id or a.specificity != b.specificity:
+                continue
+            if a.overlaps(b) and not _same_effect(first.decision, second.decision):
+                raise PolicyError(
+                    f"{_location(source.path, second.line)}: rules[{second.index}]: {b.text} "
+                    f"overlaps {a.text} of rules[{first.index}] (line {first.line}) with another "
+                    f"action ({second.decision.action} vs {first.decision.action}); rules on one "
+                    "attribute conflict"
+                )

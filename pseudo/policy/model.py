@@ -1,14 +1,16 @@
 """Pydantic models of a policy file (``policies/*.yaml``).
 
 A policy names a profile (the generated PS3.15 Table E.1-1), the PS3.15 options it applies,
-defaults for attributes the table does not list, and rules that override both. See
-``docs/policies.md`` for the reference and the order in which decisions are taken.
+defaults for attributes the table does not list, settings for dates and free-text cleaning,
+and rules that override all of these. ``docs/policies.md`` is the reference.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import re
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +29,10 @@ class Action(StrEnum):
     PSEUDONYM = "pseudonym"  # the patient's pseudonym
     ENCRYPT = "encrypt"  # reversible token (AES-SIV)
     REPLACE = "replace"  # a constant given in the rule
+    SUBSTITUTE = "substitute"  # regular-expression substitution in each value
+    YEAR_ONLY = "year_only"  # a date reduced to 1 January of its (shifted) year
+    TEMPORAL = "temporal"  # as the table's dates under the chosen temporal option
+    INSTANCE_UID = "instance_uid"  # remap, or keep under Retain UIDs
 
 
 #: PS3.15 option identifiers and their CID 7050 keywords in pydicom's code dictionary.
@@ -48,34 +54,99 @@ OPTIONS: dict[str, str] = {
 Strict = ConfigDict(extra="forbid", frozen=True)
 
 
-class Rule(BaseModel):
-    """Apply ``action`` to the attributes that ``select`` names.
+class Selector(BaseModel):
+    """Attributes chosen by several properties at once (all must hold).
 
-    ``select`` is a keyword (``PatientID``), a tag (``(0010,0020)``), a tag pattern with ``x``
-    wildcards (``(60xx,xxxx)``), or a list of these.
+    ``tag`` is a keyword, a tag or a tag pattern (``(0029,xx10)``); ``creator`` a private creator
+    string (the block number does not matter); ``vr`` a value representation; ``path`` a
+    sequence path such as ``RequestAttributesSequence[*].RequestedProcedureID``.
     """
 
     model_config = Strict
 
-    select: Annotated[list[str], Field(min_length=1)]
+    tag: str | None = None
+    creator: str | None = None
+    vr: str | None = None
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Selector:
+        if not any((self.tag, self.creator, self.vr, self.path)):
+            raise ValueError("a selector needs at least one of tag, creator, vr or path")
+        if self.path and self.tag:
+            raise ValueError("give either path or tag in one selector, not both")
+        return self
+
+
+SelectorSpec = str | Selector
+
+
+class Condition(BaseModel):
+    """A test on one attribute of the file's top level (its original value)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    equals: str | None = None
+    matches: str | None = None
+    present: bool | None = None
+    one_of: list[str] | None = Field(default=None, alias="in")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Condition:
+        given = [
+            f for f in ("equals", "matches", "present", "one_of") if getattr(self, f) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError("a condition needs exactly one of equals, matches, present or in")
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as exc:
+                raise ValueError(f"matches: not a regular expression ({exc})") from exc
+        return self
+
+
+class Rule(BaseModel):
+    """Apply ``action`` to the attributes that ``select`` names (see ``docs/policies.md``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    select: Annotated[list[SelectorSpec], Field(min_length=1)]
+    exclude: list[SelectorSpec] = Field(default_factory=list, alias="except")
     action: Action
     value: str | None = None
+    pattern: str | None = None
+    replacement: str | None = None
     max_input_length: Annotated[int | None, Field(gt=0)] = None
+    when: dict[str, str | Condition] | None = None
     why: str | None = None
 
-    @field_validator("select", mode="before")
+    @field_validator("select", "exclude", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
-        return [value] if isinstance(value, str) else value
+        return [value] if isinstance(value, str | dict) else value
 
     @model_validator(mode="after")
     def _parameters(self) -> Rule:
-        if self.action is Action.REPLACE and self.value is None:
-            raise ValueError("action 'replace' needs a 'value'")
-        if self.action is not Action.REPLACE and self.value is not None:
-            raise ValueError(f"'value' is only allowed with action 'replace', not {self.action}")
-        if self.action is not Action.ENCRYPT and self.max_input_length is not None:
-            raise ValueError("'max_input_length' is only allowed with action 'encrypt'")
+        needs = {
+            Action.REPLACE: {"value"},
+            Action.SUBSTITUTE: {"pattern", "replacement"},
+            Action.ENCRYPT: set(),
+        }
+        allowed = needs.get(self.action, set()) | (
+            {"max_input_length"} if self.action is Action.ENCRYPT else set()
+        )
+        for name in ("value", "pattern", "replacement", "max_input_length"):
+            given = getattr(self, name) is not None
+            if given and name not in allowed:
+                raise ValueError(f"'{name}' is not allowed with action '{self.action}'")
+            if not given and name in needs.get(self.action, set()):
+                raise ValueError(f"action '{self.action}' needs '{name}'")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern: not a regular expression ({exc})") from exc
         return self
 
 
@@ -100,6 +171,38 @@ class Defaults(BaseModel):
         return value
 
 
+class DateSettings(BaseModel):
+    """How dates move: the per-patient offset, optionally anchored, and the birth date."""
+
+    model_config = Strict
+
+    #: Each patient's earliest study date becomes this date; every interval is kept.
+    anchor: _dt.date | None = None
+    #: Patient's Birth Date: emptied, shifted with the patient's offset, or reduced to a year.
+    birth_date: Literal["empty", "shift", "year"] | None = None
+
+
+class CleanSettings(BaseModel):
+    """What the ``clean`` action removes from free text besides the dataset's own values."""
+
+    model_config = Strict
+
+    #: Replace the built-in patterns (dates, telephone numbers, e-mail addresses, long numbers).
+    patterns: list[str] | None = None
+    #: Patterns added to the built-in ones (or to ``patterns``).
+    extra_patterns: list[str] = Field(default_factory=list)
+
+    @field_validator("patterns", "extra_patterns")
+    @classmethod
+    def _compile(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or []:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r}: not a regular expression ({exc})") from exc
+        return value
+
+
 class PolicyFile(BaseModel):
     """One policy file as written by its author (before ``extends`` is resolved)."""
 
@@ -109,9 +212,11 @@ class PolicyFile(BaseModel):
     title: str | None = None
     description: str | None = None
     extends: str | None = None
-    profile: str | None = None
+    profile: Literal["ps3.15", "none"] | None = None
     options: list[str] = Field(default_factory=list)
     defaults: Defaults = Field(default_factory=Defaults)
+    dates: DateSettings = Field(default_factory=DateSettings)
+    clean: CleanSettings = Field(default_factory=CleanSettings)
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("options")
@@ -120,11 +225,4 @@ class PolicyFile(BaseModel):
         unknown = [option for option in value if option not in OPTIONS]
         if unknown:
             raise ValueError(f"unknown option {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
-        return value
-
-    @field_validator("profile")
-    @classmethod
-    def _known_profile(cls, value: str | None) -> str | None:
-        if value not in (None, "ps3.15"):
-            raise ValueError("the only profile is 'ps3.15' (PS3.15 Table E.1-1)")
         return value

@@ -1,0 +1,118 @@
+"""Why a policy decides what it decides about one attribute (``pseudo policy explain``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+
+from pseudo.policy.compiled import GROUP_LENGTH, Candidate, CompiledPolicy, Decision
+from pseudo.policy.selectors import Parents
+from pseudo.tags import TagPattern, standard_vr, tag_text
+
+
+@dataclass
+class Step:
+    """One rule, table row or default that could decide the attribute."""
+
+    kind: str  # rule | table | default
+    source: str
+    action: str
+    requires: list[str] = field(default_factory=list)  # conditions for a rule to apply
+
+    def to_json(self) -> dict[str, object]:
+        """Plain data for ``--json``."""
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "action": self.action,
+            "requires": self.requires,
+        }
+
+
+@dataclass
+class Explanation:
+    """The steps that can decide an attribute, highest precedence first."""
+
+    tag: int
+    name: str
+    vr: str
+    steps: list[Step]
+
+    @property
+    def decided_by(self) -> Step:
+        """The first step that applies without any requirement."""
+        return next(step for step in self.steps if not step.requires)
+
+
+def _requirements(candidate: Candidate) -> list[str]:
+    rule, selector = candidate.rule, candidate.selector
+    requires = [f"when {c.describe()}" for c in rule.conditions]
+    if selector.creator is not None:
+        requires.append(f"private creator is {selector.creator!r}")
+    if selector.parents is not None:
+        requires.append(f"inside {selector.text.rsplit('.', 1)[0]}")
+    if rule.excludes:
+        requires.append("not " + ", ".join(x.text for x in rule.excludes))
+    return requires
+
+
+def explain(policy: CompiledPolicy, tag: int, vr: str | None = None) -> Explanation:
+    """Every rule, the table row and the default that bear on ``tag``, in precedence order."""
+    vr = vr or (standard_vr(tag) or "UN").split(" or ")[0]
+    name = _name(tag)
+    if tag & 0xFFFF == 0:
+        return Explanation(tag, name, vr, [Step("default", GROUP_LENGTH, "remove")])
+    steps = [
+        Step(
+            "rule",
+            f"{c.rule.where} select {c.selector.text}: {c.rule.decision.source}",
+            c.rule.decision.action.value,
+            _requirements(c),
+        )
+        for c in policy.candidates_for(tag, vr)
+    ]
+    fallback = policy.fallback(tag, vr)
+    kind = "table" if fallback.source.startswith("PS3.15") else "default"
+    steps.append(Step(kind, fallback.source, fallback.action.value))
+    return Explanation(tag, name, vr, steps)
+
+
+def _name(tag: int) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag) or tag_text(tag)
+
+
+@dataclass
+class Occurrence:
+    """Where an attribute occurs in a file and what the policy does to it there."""
+
+    path: str
+    vr: str
+    decision: Decision
+
+
+def occurrences(policy: CompiledPolicy, ds: Dataset, pattern: TagPattern) -> list[Occurrence]:
+    """Every occurrence of attributes matching ``pattern`` in ``ds``, with its decision."""
+    from pseudo.walker import attribute_name, element_vr
+
+    active = policy.active_rules(ds) if policy.has_conditions else frozenset()
+
+    def visit(level: Dataset, prefix: str, parents: Parents) -> Iterator[Occurrence]:
+        for tag in list(level.keys()):
+            element = level.get_item(tag)
+            vr = element_vr(element, tag)
+            path = prefix + attribute_name(tag)
+            if pattern.matches(tag):
+                yield Occurrence(path, vr, policy.decide(tag, vr, level, parents, active))
+            if vr == "SQ":
+                try:
+                    items = level[tag].value
+                except Exception:
+                    continue
+                for index, item in enumerate(items):
+                    yield from visit(item, f"{path}[{index}].", (*parents, (tag, index)))
+
+    return list(visit(ds, "", ()))
