@@ -58,6 +58,23 @@ class JournalRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class PatientStateRow(SQLModel, table=True):
+    """State the operator must find again in later batches (e.g. a patient's anchored offset).
+
+    Encrypted with a key derived from the project secret: the operator can read it, a thief of
+    the database cannot. The first run to record a patient's state wins; later runs reuse it.
+    """
+
+    __tablename__ = "patient_state"
+    __table_args__ = (UniqueConstraint("project", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(index=True, max_length=64)
+    key: str = Field(max_length=160)
+    sealed: bytes
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class RunRow(SQLModel, table=True):
     """One invocation of ``pseudo run``."""
 

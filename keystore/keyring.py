@@ -13,7 +13,7 @@ from typing import Literal
 
 from keystore import crypto
 
-Purpose = Literal["token", "uid", "date", "reversible", "journal", "linkage"]
+Purpose = Literal["token", "uid", "date", "reversible", "journal", "linkage", "state"]
 
 #: HKDF labels of the sub-keys. Changing a label changes every pseudonym, UID and offset of
 #: every project, so the labels carry a version and must never be edited in place.
@@ -24,6 +24,7 @@ KEY_LABELS: dict[Purpose, str] = {
     "reversible": "pseudo/v1/reversible-token",
     "journal": "pseudo/v1/journal",
     "linkage": "pseudo/v1/linkage-digest",
+    "state": "pseudo/v1/operator-state",
 }
 
 
@@ -74,6 +75,15 @@ class Keyring:
     def decrypt_deterministic(self, ciphertext: bytes, context: str) -> bytes:
         """Reverse :meth:`encrypt_deterministic`."""
         return crypto.siv_decrypt(self._keys["reversible"], ciphertext, context.encode())
+
+    def seal_state(self, plaintext: bytes, context: bytes) -> bytes:
+        """Encrypt operator-readable state (AES-256-GCM): ``nonce | ciphertext``."""
+        nonce, ciphertext = crypto.wrap(self._keys["state"], plaintext, context)
+        return nonce + ciphertext
+
+    def open_state(self, blob: bytes, context: bytes) -> bytes:
+        """Decrypt what :meth:`seal_state` produced for the same context."""
+        return crypto.unwrap(self._keys["state"], blob[:12], blob[12:], context)
 
     def __repr__(self) -> str:
         return f"Keyring(project={self.settings.name!r})"

@@ -9,17 +9,18 @@ running the same input twice adds no duplicate.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import Engine, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from keystore import crypto
-from keystore.db import JournalRow, LinkageRow, RunRow, utcnow
+from keystore.db import JournalRow, LinkageRow, PatientStateRow, RunRow, utcnow
 from keystore.errors import DatabaseError
 from keystore.keyring import Keyring
 
@@ -70,11 +71,24 @@ class LinkageStore:
         self.engine = engine
 
     # -- writing --------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        """A session committed at the end, with database failures as one clear error."""
+        try:
+            with Session(self.engine) as session:
+                yield session
+                session.commit()
+        except SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"cannot write the linkage store: {exc.__class__.__name__}"
+            ) from exc
+
     def _insert_ignoring_duplicates(
-        self, session: Session, rows: Sequence[dict[str, object]]
+        self, session: Session, model: type[SQLModel], rows: Sequence[dict[str, object]]
     ) -> None:
+        """Insert rows, skipping those that a unique constraint already holds."""
         dialect = self.engine.dialect.name
-        table = LinkageRow.__table__  # type: ignore[attr-defined]
+        table = model.__table__  # type: ignore[attr-defined]
         for start in range(0, len(rows), 500):
             chunk = list(rows[start : start + 500])
             if dialect == "postgresql":
@@ -100,35 +114,29 @@ class LinkageStore:
         for entry in entries:
             digest = keyring.mac("linkage", entry.kind, entry.key, entry.canonical()).hex()
             unique.setdefault((entry.kind, entry.key, digest), entry)
-        try:
-            with Session(self.engine) as session:
-                existing = self._existing_digests(session, project, {k[1] for k in unique})
-                rows = [
-                    {
-                        "project": project,
-                        "kind": kind,
-                        "key": key,
-                        "pseudonym": entry.pseudonym,
-                        "digest": digest,
-                        "sealed": crypto.seal(
-                            keyring.reid_public_key,
-                            entry.canonical(),
-                            sealed_aad(project, kind, key),
-                        ),
-                        "run_id": run_id,
-                        "created_at": utcnow(),
-                    }
-                    for (kind, key, digest), entry in sorted(unique.items())
-                    if (kind, key, digest) not in existing
-                ]
-                self._insert_ignoring_duplicates(session, rows)
-                for item in journal:
-                    self._upsert_journal(session, keyring, run_id, item)
-                session.commit()
-        except SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"cannot write the linkage store: {exc.__class__.__name__}"
-            ) from exc
+        with self._transaction() as session:
+            existing = self._existing_digests(session, project, {k[1] for k in unique})
+            rows = [
+                {
+                    "project": project,
+                    "kind": kind,
+                    "key": key,
+                    "pseudonym": entry.pseudonym,
+                    "digest": digest,
+                    "sealed": crypto.seal(
+                        keyring.reid_public_key,
+                        entry.canonical(),
+                        sealed_aad(project, kind, key),
+                    ),
+                    "run_id": run_id,
+                    "created_at": utcnow(),
+                }
+                for (kind, key, digest), entry in sorted(unique.items())
+                if (kind, key, digest) not in existing
+            ]
+            self._insert_ignoring_duplicates(session, LinkageRow, rows)
+            for item in journal:
+                self._upsert_journal(session, keyring, run_id, item)
         return len(rows)
 
     @staticmethod
@@ -186,6 +194,50 @@ class LinkageStore:
                 for row in session.exec(stmt):
                     result[keyed[row.input_key]] = row
         return result
+
+    # -- operator state -------------------------------------------------------------------
+    @staticmethod
+    def _state_context(project: str, key: str) -> bytes:
+        return crypto.encode_parts("pseudo-state/1", project, key)
+
+    def states(self, keyring: Keyring, keys: Iterable[str]) -> dict[str, dict[str, object]]:
+        """The recorded operator state under each key that has one (keys are pseudonymous)."""
+        wanted = sorted(set(keys))
+        found: dict[str, dict[str, object]] = {}
+        with Session(self.engine) as session:
+            for start in range(0, len(wanted), 500):
+                stmt = select(PatientStateRow).where(
+                    PatientStateRow.project == keyring.project,
+                    col(PatientStateRow.key).in_(wanted[start : start + 500]),
+                )
+                for row in session.exec(stmt):
+                    context = self._state_context(row.project, row.key)
+                    found[row.key] = json.loads(keyring.open_state(row.sealed, context))
+        return found
+
+    def claim_states(
+        self, keyring: Keyring, proposals: Mapping[str, Mapping[str, object]]
+    ) -> dict[str, dict[str, object]]:
+        """Record ``proposals`` under keys that have no state yet; return what every key holds.
+
+        A key that already has a state (from an earlier or a concurrent run) keeps it: the
+        first run to record a patient's state wins, and every later run reuses it.
+        """
+        rows = [
+            {
+                "project": keyring.project,
+                "key": key,
+                "sealed": keyring.seal_state(
+                    json.dumps(dict(state), sort_keys=True).encode(),
+                    self._state_context(keyring.project, key),
+                ),
+                "created_at": utcnow(),
+            }
+            for key, state in sorted(proposals.items())
+        ]
+        with self._transaction() as session:
+            self._insert_ignoring_duplicates(session, PatientStateRow, rows)
+        return self.states(keyring, proposals)
 
     # -- runs -----------------------------------------------------------------------------
     def start_run(self, run_id: str, project: str, policy: str) -> None:

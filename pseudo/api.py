@@ -25,7 +25,9 @@ from pydicom.dataset import Dataset
 
 from keystore.keyring import Keyring
 from keystore.session import VaultSession
+from pseudo import anchors
 from pseudo.engine import PseudonymizedDataset, Pseudonymizer
+from pseudo.identity import read_identity
 from pseudo.policy import CompiledPolicy, load_policy
 
 __all__ = ["Project", "PseudonymizedDataset", "open_project"]
@@ -47,9 +49,18 @@ class Project:
     def pseudonymize(self, ds: Dataset, *, in_place: bool = False) -> PseudonymizedDataset:
         """Pseudonymize ``ds`` (a deep copy unless ``in_place``).
 
+        Under a policy with an anchor date, the patient's anchored offset is looked up (or
+        recorded, from this dataset's study date, if the patient is new).
         Raises :class:`pseudo.findings.RejectedFile` if the dataset cannot be processed safely.
         """
-        return self._engine.pseudonymize(ds if in_place else copy.deepcopy(ds))
+        target = ds if in_place else copy.deepcopy(ds)
+        engine = self._engine
+        if self.policy.anchor is not None:
+            day = anchors.study_date(target)
+            scans = [(read_identity(target).key, day.isoformat())] if day else []
+            offsets = anchors.resolve(self.keyring, self.policy, self._session.linkage, scans)
+            engine = Pseudonymizer(self.keyring, self.policy, offsets)
+        return engine.pseudonymize(target)
 
     def store(self, *results: PseudonymizedDataset) -> int:
         """Seal and commit the linkage records of ``results``; returns how many were new."""

@@ -30,11 +30,13 @@ from typing import Any
 
 from keystore.keyring import Keyring
 from keystore.linkage import JournalEntry, LinkageEntry, LinkageStore
-from pseudo import __version__
+from pseudo import __version__, anchors
+from pseudo.anchors import scan_file
 from pseudo.dicomio import NotDicom, read_dataset, sanitize, write_temporary
 from pseudo.engine import Pseudonymizer, quiet_pydicom
 from pseudo.findings import Finding, RejectedFile
 from pseudo.policy.compiled import CompiledPolicy
+from pseudo.tokens import pseudonym
 
 TEMP_DIR_NAME = ".pseudo-tmp"
 COMMIT_EVERY = 64
@@ -182,20 +184,33 @@ def fingerprint(path: Path, policy: CompiledPolicy) -> tuple[str, int]:
 _worker: dict[str, Any] = {}
 
 
+@dataclass(frozen=True)
+class Task:
+    """One file to process; ``anchored`` holds its patient's anchored offset, if any."""
+
+    path: str
+    fingerprint: str
+    size: int
+    anchored: tuple[tuple[str, int], ...] = ()
+
+
 def init_worker(keyring: Keyring, policy: CompiledPolicy, temp_dir: Path) -> None:
     """Prepare a worker process (or the parent, with one worker)."""
+    _worker["keyring"] = keyring
+    _worker["policy"] = policy
     _worker["engine"] = Pseudonymizer(keyring, policy)
     _worker["temp"] = temp_dir
 
 
-def process_file(task: tuple[str, str, int]) -> FileOutcome:
+def process_file(task: Task) -> FileOutcome:
     """Read, pseudonymize and write one file to a temporary name; never raise for bad input."""
-    path_text, print_, size = task
-    outcome = FileOutcome(input=path_text, fingerprint=print_, status="quarantined", size=size)
+    outcome = FileOutcome(task.path, task.fingerprint, status="quarantined", size=task.size)
     engine: Pseudonymizer = _worker["engine"]
+    if task.anchored:
+        engine = Pseudonymizer(_worker["keyring"], _worker["policy"], dict(task.anchored))
     with quiet_pydicom():
         try:
-            ds = read_dataset(Path(path_text))
+            ds = read_dataset(Path(task.path))
             result = engine.pseudonymize(ds)
             temp = write_temporary(result.dataset, _worker["temp"])
         except NotDicom as exc:
@@ -220,7 +235,7 @@ def process_file(task: tuple[str, str, int]) -> FileOutcome:
 
 def _ordered_map(
     executor: ProcessPoolExecutor | None,
-    tasks: Iterable[tuple[str, str, int]],
+    tasks: Iterable[Task],
     window: int,
 ) -> Iterator[FileOutcome]:
     """Results in input order, with at most ``window`` tasks in flight (bounded memory)."""
@@ -273,7 +288,7 @@ class Runner:
         self.temp_dir = self.output / TEMP_DIR_NAME / self.summary.run_id
         self._lock: int | None = None
 
-    def plan(self) -> tuple[list[tuple[str, str, int]], list[FileOutcome]]:
+    def plan(self) -> tuple[list[Task], list[FileOutcome]]:
         """Files to process, and files already done by an earlier run (unchanged)."""
         files = discover(self.input)
         printed = {str(p): fingerprint(p, self.policy) for p in files}
@@ -290,7 +305,7 @@ class Runner:
             ):
                 done.append(FileOutcome(path, print_, "unchanged", output=row.output, size=size))
             else:
-                todo.append((path, print_, size))
+                todo.append(Task(path, print_, size))
         return todo, done
 
     def run(self) -> RunSummary:
@@ -314,6 +329,8 @@ class Runner:
             init_worker(self.keyring, self.policy, self.temp_dir)
         batch: list[FileOutcome] = []
         try:
+            if self.policy.anchor is not None:
+                todo = self._anchor(todo, executor)
             for outcome in _ordered_map(executor, todo, window=self.workers * 8):
                 batch.append(outcome)
                 if len(batch) >= COMMIT_EVERY:
@@ -333,6 +350,23 @@ class Runner:
             self.store.finish_run(self.summary.run_id, self.summary.status, self.summary.counts)
             self._release_temporary_folder()
         return self.summary
+
+    def _anchor(self, todo: list[Task], executor: ProcessPoolExecutor | None) -> list[Task]:
+        """Resolve each patient's anchored offset with a header-only pass over the batch."""
+        paths = [task.path for task in todo]
+        scans = list(
+            executor.map(scan_file, paths, chunksize=16) if executor else map(scan_file, paths)
+        )
+        offsets = anchors.resolve(self.keyring, self.policy, self.store, scans)
+        tasks = []
+        for task, scan in zip(todo, scans, strict=True):
+            anchored: tuple[tuple[str, int], ...] = ()
+            if scan is not None:
+                patient = pseudonym(self.keyring, scan[0])
+                if patient in offsets:
+                    anchored = ((patient, offsets[patient]),)
+            tasks.append(Task(task.path, task.fingerprint, task.size, anchored))
+        return tasks
 
     def _commit(self, batch: list[FileOutcome]) -> None:
         if not batch:

@@ -73,9 +73,15 @@ def quiet_pydicom() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _drop_overlays_without_data(ds: Dataset, ctx: FileContext) -> None:
-    """An overlay plane whose Overlay Data was removed is removed whole (it would be invalid)."""
-    for group in range(0x6000, 0x6020, 2):
+def _overlay_groups(ds: Dataset) -> set[int]:
+    """Overlay groups (60xx) that hold Overlay Data."""
+    return {group for group in range(0x6000, 0x6020, 2) if (group << 16) | 0x3000 in ds}
+
+
+def _drop_overlays_without_data(ds: Dataset, ctx: FileContext, had_data: set[int]) -> None:
+    """An overlay plane whose Overlay Data the policy removed is removed whole (it would be
+    invalid, and its other attributes describe a bitmap that is gone)."""
+    for group in had_data:
         if (group << 16) | 0x3000 in ds:
             continue
         tags = [t for t in ds.keys() if t >> 16 == group]
@@ -126,8 +132,8 @@ class Pseudonymizer:
     """Applies one compiled policy with one project's keyring to datasets.
 
     ``anchored_offsets`` maps pseudonyms to their date offsets when the policy anchors each
-    patient's earliest study to a fixed date (they are resolved before the files are processed,
-    see :mod:`pseudo.anchors`); otherwise offsets are derived from the keyring.
+    patient's earliest study to a fixed date (resolved before the files are processed, see
+    :mod:`pseudo.anchors`); otherwise offsets are derived from the keyring.
     """
 
     def __init__(
@@ -138,7 +144,7 @@ class Pseudonymizer:
     ) -> None:
         self.keyring = keyring
         self.policy = policy
-        self.anchored_offsets = anchored_offsets or {}
+        self.anchored_offsets: Mapping[str, int] = anchored_offsets or {}
 
     def patient(self, identity: PatientIdentity) -> tuple[str, int]:
         """The pseudonym and date offset of a patient (the same in every run)."""
@@ -146,7 +152,7 @@ class Pseudonymizer:
         if self.policy.anchor is not None:
             offset = self.anchored_offsets.get(patient_pseudonym)
             if offset is None:
-                raise RejectedFile("no anchored date offset is known for this patient")
+                raise RejectedFile("no study date to anchor this patient's dates to")
             return patient_pseudonym, offset
         settings = self.keyring.settings
         offset = offset_in_range(
@@ -181,7 +187,9 @@ class Pseudonymizer:
 
         patient_pseudonym, offset = self.patient(identity)
         ctx = FileContext(self.keyring, self.policy, patient_pseudonym, offset)
+        overlays = _overlay_groups(ds)
         Walker(ctx, ds).walk(ds)
+        _drop_overlays_without_data(ds, ctx, overlays)
         self._finish(ds, ctx, sop_class, transfer_syntax)
 
         pseudo_study = ctx.remap(study_uid)
@@ -224,19 +232,14 @@ class Pseudonymizer:
     def _finish(self, ds: Dataset, ctx: FileContext, sop_class: str, ts: UID) -> None:
         """Mark the dataset as de-identified and give it a new, minimal file meta."""
         policy = self.policy
-        _drop_overlays_without_data(ds, ctx)
         if policy.birth_date == "year":
             _recompute_age(ds)
         for keyword in ("PatientID", "PatientName"):
             tag = {"PatientID": 0x00100020, "PatientName": 0x00100010}[keyword]
             if policy.decide(tag, "LO").action is Action.PSEUDONYM and keyword not in ds:
                 setattr(ds, keyword, ctx.pseudonym)
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = [
-            f"pseudo {__version__}",
-            f"policy {policy.name} sha256:{policy.short_hash}",
-            f"PS3.15 {policy.edition} Table E.1-1",
-        ]
+        ds.PatientIdentityRemoved = "YES" if policy.removes_identity else "NO"
+        ds.DeidentificationMethod = policy.method
         items = []
         for keyword in policy.option_codes:
             code = getattr(codes.DCM, keyword)
@@ -245,8 +248,10 @@ class Pseudonymizer:
             item.CodingSchemeDesignator = code.scheme_designator
             item.CodeMeaning = code.meaning
             items.append(item)
-        ds.DeidentificationMethodCodeSequence = Sequence(items)
-        ds.LongitudinalTemporalInformationModified = policy.temporal
+        if items:
+            ds.DeidentificationMethodCodeSequence = Sequence(items)
+        if policy.profile == "ps3.15":
+            ds.LongitudinalTemporalInformationModified = policy.temporal
 
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = UID(sop_class)

@@ -8,13 +8,14 @@ safety is decided by creator string and element byte, never by block number.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from pydicom.dataset import Dataset
 
-from pseudo.policy.paths import policies_dir
+from pseudo.resources import policies_dir
 
 
 def creator_tag(tag: int) -> int | None:
@@ -70,9 +71,10 @@ class SafePrivate:
             return False
         return (tag >> 16, creator, tag & 0xFF) in self.entries
 
-    def drop_orphan_creators(self, ds: Dataset) -> None:
-        """Remove creator elements whose block no longer holds any attribute."""
-        used = {creator_tag(int(tag)) for tag in ds.keys() if (tag >> 16) & 1}
-        for tag in [t for t in ds.keys() if (t >> 16) & 1 and self.is_creator(int(t))]:
-            if int(tag) not in used:
-                del ds[tag]
+
+def drop_orphan_creators(ds: Dataset, creators: Sequence[int]) -> None:
+    """Remove the creator elements among ``creators`` whose block holds no attribute any more."""
+    used = {creator_tag(int(tag)) for tag in ds.keys() if (tag >> 16) & 1}
+    for tag in creators:
+        if tag not in used and tag in ds:
+            del ds[tag]

@@ -20,7 +20,7 @@ from pseudo.context import FileContext
 from pseudo.findings import RejectedFile
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
-from pseudo.private import SafePrivate
+from pseudo.private import SafePrivate, drop_orphan_creators
 from pseudo.tags import standard_vr, tag_text
 from pseudo.vr import TEXT_VRS
 
@@ -84,8 +84,12 @@ class Walker:
 
     def _walk(self, ds: Dataset, prefix: str, parents: Parents) -> None:
         policy = self.ctx.policy
-        private_seen = False
+        creators = []
         for tag in list(ds.keys()):
+            if (tag >> 16) & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
+                # A private creator stays exactly as long as its block keeps an attribute.
+                creators.append(tag)
+                continue
             element = ds.get_item(tag)
             vr = element_vr(element, tag)
             if self._record_terms and tag in IDENTIFYING_TAGS:
@@ -93,18 +97,16 @@ class Walker:
             decision = policy.decide(tag, vr, ds, parents, self._active)
             path = prefix + attribute_name(tag)
             ref = ElementRef(ds, tag, vr, decision, path, parents)
-            if (tag >> 16) & 1:
-                private_seen = True
-                if decision.action is Action.CLEAN and self._safe_private is not None:
-                    self._clean_private(ds, tag)
-                    continue
+            if (tag >> 16) & 1 and decision.action is Action.CLEAN and self._safe_private:
+                self._clean_private(ds, tag)
+                continue
             if self._cleaning and decision is policy.standard and vr in TEXT_VRS:
                 # Inside a sequence being cleaned, text the table does not list is cleaned too.
                 self.defer_clean(ref)
                 continue
             HANDLERS[decision.action](ref, self)
-        if private_seen and self._safe_private is not None:
-            self._safe_private.drop_orphan_creators(ds)
+        if creators:
+            drop_orphan_creators(ds, creators)
 
     def walk_sequence(self, ref: ElementRef, *, cleaning: bool = False) -> None:
         """Process every item of the sequence ``ref`` names."""
@@ -158,7 +160,5 @@ class Walker:
     def _clean_private(self, ds: Dataset, tag: int) -> None:
         """Retain Safe Private: keep the attribute only if Table E.3.10-1 lists it."""
         assert self._safe_private is not None
-        if self._safe_private.is_safe(ds, tag):
-            return
-        if not self._safe_private.is_creator(tag):
+        if not self._safe_private.is_safe(ds, tag):
             del ds[tag]

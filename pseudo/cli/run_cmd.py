@@ -13,11 +13,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from keystore.session import VaultSession
+from pseudo import dryrun
 from pseudo.batch import FileOutcome, Runner, check_paths, write_report
 from pseudo.cli.common import (
     EXIT_ATTENTION,
     DbOption,
     PassphraseFileOption,
+    UserError,
     VaultOption,
     actor,
     err,
@@ -25,17 +27,20 @@ from pseudo.cli.common import (
     out,
     vault_path,
 )
-from pseudo.policy import load_policy
+from pseudo.policy import CompiledPolicy, load_policy
 
 
 def run_command(
     input_path: Annotated[
         Path, typer.Argument(metavar="INPUT", help="A DICOM file or a folder tree.")
     ],
-    output: Annotated[
-        Path, typer.Argument(metavar="OUTPUT", help="Output folder (not inside INPUT).")
-    ],
     project: Annotated[str, typer.Option("--project", help="Project whose keys to use.")],
+    output: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="OUTPUT", help="Output folder (not inside INPUT); not used with --dry-run."
+        ),
+    ] = None,
     policy: Annotated[
         str, typer.Option(help="Shipped policy name or a policy YAML file.")
     ] = "default",
@@ -54,6 +59,10 @@ def run_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the run counts as JSON on stdout.")
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show what would change, per attribute; write nothing."),
+    ] = False,
     vault: VaultOption = None,
     db: DbOption = None,
     passphrase_file: PassphraseFileOption = None,
@@ -64,11 +73,17 @@ def run_command(
     is written atomically after its sealed linkage records are committed. Files that are not
     DICOM are skipped; files that cannot be processed completely are quarantined (listed with
     a reason in the run report, never written). Re-running skips files already done.
-    Exits 1 if any file was quarantined.
+    Exits 1 if any file was quarantined. With --dry-run, every file is pseudonymized in memory
+    and the changes are counted per attribute; nothing is written or recorded.
 
     Example: pseudo run /data/incoming /data/export --project lung-trial
     """
     compiled = load_policy(policy)
+    if dry_run:
+        _dry_run(input_path, project, compiled, vault, db, passphrase_file, as_json)
+        return
+    if output is None:
+        raise UserError("OUTPUT is required (or use --dry-run)")
     check_paths(input_path, output)
     reports = report_dir or output.parent / f"{output.name}.pseudo-run"
     with VaultSession(vault_path(vault), db) as session:
@@ -121,6 +136,36 @@ def run_command(
         _print_summary(summary.counts, summary.outcomes, report)
     if summary.count("quarantined"):
         raise typer.Exit(EXIT_ATTENTION)
+
+
+def _dry_run(
+    source: Path,
+    project: str,
+    policy: CompiledPolicy,
+    vault: Path | None,
+    db: str | None,
+    passphrase_file: Path | None,
+    as_json: bool,
+) -> None:
+    if not source.exists():
+        raise UserError(f"{source}: input not found")
+    with VaultSession(vault_path(vault), db) as session:
+        keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
+        result = dryrun.dry_run(keyring, policy, session.linkage, source)
+    if as_json:
+        out.print_json(json.dumps(result.to_json()))
+        return
+    table = Table(
+        "attribute", "change", "count", title=f"dry run of policy {policy.name}: nothing written"
+    )
+    for (path, kind), count in sorted(result.changes.items()):
+        if kind != "kept":
+            table.add_row(path, kind, str(count))
+    out.print(table)
+    kept = sum(c for (_, kind), c in result.changes.items() if kind == "kept")
+    out.print(f"files: {result.files}; {kept} attribute values kept as they are")
+    for path, reason in result.quarantined:
+        err.print(f"[red]would quarantine[/] {path}: {reason}")
 
 
 def _print_summary(counts: dict[str, int], outcomes: list[FileOutcome], report: Path) -> None:

@@ -123,6 +123,7 @@ class CompiledPolicy:
     options: list[str]
     edition: str
     sha256: str
+    profile: str | None = None
     rules: list[CompiledRule] = field(default_factory=list)
     exact_table: dict[int, Decision] = field(default_factory=dict)
     pattern_table: list[tuple[TagPattern, Decision]] = field(default_factory=list)
@@ -156,8 +157,26 @@ class CompiledPolicy:
 
     @property
     def option_codes(self) -> list[str]:
-        """CID 7050 keywords of the profile and the options applied, in order."""
+        """CID 7050 keywords of the profile and the options applied (none without the profile)."""
+        if self.profile != "ps3.15":
+            return []
         return ["BasicApplicationConfidentialityProfile"] + [OPTIONS[o] for o in self.options]
+
+    @property
+    def removes_identity(self) -> bool:
+        """Whether Patient ID and Patient's Name are both removed or replaced."""
+        kept = (Action.KEEP, Action.CLEAN, Action.SUBSTITUTE)
+        return all(self.decide(tag, "LO").action not in kept for tag in (0x00100010, 0x00100020))
+
+    @property
+    def method(self) -> list[str]:
+        """The De-identification Method values: pseudo, the policy and its hash, the standard."""
+        from pseudo import __version__
+
+        standard = "no PS3.15 profile"
+        if self.profile == "ps3.15":
+            standard = f"PS3.15 {self.edition} Table E.1-1"
+        return [f"pseudo {__version__}", f"policy {self.name} sha256:{self.short_hash}", standard]
 
     @property
     def has_conditions(self) -> bool:

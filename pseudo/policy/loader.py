@@ -17,9 +17,9 @@ from pydicom.datadict import dictionary_VR
 
 from pseudo.policy.compiled import CompiledPolicy, CompiledRule, Decision, add_table
 from pseudo.policy.model import Action, PolicyFile, Rule
-from pseudo.policy.paths import policies_dir
 from pseudo.policy.selectors import CompiledSelector, compile_conditions, compile_selector
 from pseudo.policy.table import confidentiality_table
+from pseudo.resources import policies_dir
 from pseudo.tags import parse_tag_pattern
 from pseudo.tokens import MAX_LENGTH, TOKEN_VRS, max_reversible_input, reversible_length
 from pseudo.vr import TEXT_VRS
@@ -241,8 +241,8 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
         edition=table.edition,
         sha256=_policy_hash(chain, table.edition, table.source_sha256),
     )
-    profile = next((s.model.profile for s in reversed(chain) if s.model.profile), None)
-    if profile == "ps3.15":
+    policy.profile = next((s.model.profile for s in reversed(chain) if s.model.profile), None)
+    if policy.profile == "ps3.15":
         add_table(policy, table)
     table_keywords = _table_keywords()
     for depth, source in enumerate(chain):

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from pseudo.policy.paths import policies_dir
+from pseudo.resources import policies_dir
 
 
 @dataclass(frozen=True)

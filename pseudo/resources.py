@@ -1,4 +1,4 @@
-"""Where the shipped policies live: ``policies/`` in a checkout, ``pseudo/_policies`` in a wheel."""
+"""Where the shipped data lives: ``policies/`` in a checkout, ``pseudo/_policies`` in a wheel."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 def policies_dir() -> Path:
     """The folder of the shipped policies."""
-    package = Path(__file__).resolve().parent.parent
+    package = Path(__file__).resolve().parent
     for candidate in (package.parent / "policies", package / "_policies"):
         if (candidate / "ps3.15" / "table-e1-1.yaml").is_file():
             return candidate
