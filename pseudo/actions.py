@@ -184,6 +184,9 @@ def shift_date(ref: ElementRef, walker: Walker) -> None:
     """Move DA and DT values by the patient's offset; keep times; remove invalid dates."""
     if ref.vr == "TM":
         return
+    if ref.vr == "UN":
+        _shift_unknown(ref, walker)
+        return
     if ref.vr not in DATE_VRS:
         _unexpected(ref, walker)
         return
@@ -201,6 +204,27 @@ def shift_date(ref: ElementRef, walker: Walker) -> None:
         )
         return
     _set_strings(element, shifted.split("\\"))
+
+
+def _shift_unknown(ref: ElementRef, walker: Walker) -> None:
+    """A rule asked to shift a date whose VR the file does not say (a private attribute in an
+    implicit VR file): shift it if its bytes read as a DA or DT value, else remove it."""
+    element = _element(ref, walker)
+    raw = element.value if element is not None else None
+    try:
+        text = bytes(raw).decode("ascii").strip(" \x00") if isinstance(raw, bytes) else ""
+        vr = "DA" if len(text) == 8 and text.isdigit() else "DT"
+        shifted = shift_value(text, vr, walker.ctx.date_offset_days) if text else ""
+    except (UnicodeDecodeError, InvalidDateError):
+        shifted = ""
+    if not shifted:
+        if element is not None:
+            del ref.ds[ref.tag]
+        walker.ctx.note(ref.path, "invalid-date", "value of unknown VR is not a date; removed")
+        return
+    assert element is not None
+    data = shifted.encode("ascii")
+    element.value = data + b" " * (len(data) % 2)
 
 
 def year_only(ref: ElementRef, walker: Walker) -> None:

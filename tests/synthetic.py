@@ -47,7 +47,13 @@ def dataset() -> Dataset:
     ds.StudyDescription = "CT CHEST for DOE JOHN"
     ds.Modality = "CT"
     ds.Rows = 2
-    ds.Columns = 2
+    ds.Columns = 4
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
     ds.add_new(0x00181202, "DT", "20230104")  # DateTime of Last Calibration
     ds.add_new(0x00191010, "LO", "vendor secret")  # private, no creator
     block = ds.private_block(0x0029, "ACME 1.0", create=True)
