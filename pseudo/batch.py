@@ -20,7 +20,7 @@ import json
 import os
 import secrets
 import shutil
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -28,12 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
 from keystore.keyring import Keyring
 from keystore.linkage import JournalEntry, LinkageEntry, LinkageStore
-from pseudo import __version__, anchors
+from pseudo import __version__, anchors, verify
 from pseudo.anchors import scan_file
 from pseudo.dicomio import NotDicom, read_dataset, sanitize, write_temporary
-from pseudo.engine import Pseudonymizer, quiet_pydicom
+from pseudo.engine import PseudonymizedDataset, Pseudonymizer, quiet_pydicom
 from pseudo.findings import Finding, RejectedFile
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.tokens import pseudonym
@@ -61,6 +63,9 @@ class FileOutcome:
     size: int = 0
     linkage: list[LinkageEntry] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    verification: list[verify.Finding] = field(default_factory=list)
+    evidence: verify.PairEvidence | None = None
+    skipped_checks: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,6 +82,8 @@ class RunSummary:
     status: str = "running"
     outcomes: list[FileOutcome] = field(default_factory=list)
     new_linkage_records: int = 0
+    verified: bool = True
+    reference_findings: list[verify.Finding] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         """Number of files with this status."""
@@ -104,7 +111,17 @@ class RunSummary:
             "series": len({p[2] for p in parts}),
             "findings": sum(len(o.findings) for o in self.outcomes),
             "new_linkage_records": self.new_linkage_records,
+            "leaks": self.leaks,
+            "verification_warnings": sum(
+                1 for o in self.outcomes for f in o.verification if f.severity == "warning"
+            ),
         }
+
+    @property
+    def leaks(self) -> int:
+        """Leak-level verification findings: in quarantined files, and broken references."""
+        in_files = sum(1 for o in self.outcomes for f in o.verification if f.severity == "leak")
+        return in_files + len(self.reference_findings)
 
     def report(self) -> dict[str, Any]:
         """The run report: no identifying DICOM value, only paths, counts and reasons."""
@@ -134,9 +151,17 @@ class RunSummary:
                     "output": o.output,
                     "reason": o.reason,
                     "findings": [asdict(f) for f in o.findings],
+                    "verification": [f.to_json() for f in o.verification],
                 }
                 for o in self.outcomes
             ],
+            "verification": {
+                "enabled": self.verified,
+                "references": [f.to_json() for f in self.reference_findings],
+                "skipped_values": dict(
+                    sum((Counter(o.skipped_checks) for o in self.outcomes), Counter())
+                ),
+            },
         }
 
 
@@ -194,12 +219,13 @@ class Task:
     anchored: tuple[tuple[str, int], ...] = ()
 
 
-def init_worker(keyring: Keyring, policy: CompiledPolicy, temp_dir: Path) -> None:
+def init_worker(keyring: Keyring, policy: CompiledPolicy, temp_dir: Path, check: bool) -> None:
     """Prepare a worker process (or the parent, with one worker)."""
     _worker["keyring"] = keyring
     _worker["policy"] = policy
     _worker["engine"] = Pseudonymizer(keyring, policy)
     _worker["temp"] = temp_dir
+    _worker["verify"] = check
 
 
 def process_file(task: Task) -> FileOutcome:
@@ -211,8 +237,12 @@ def process_file(task: Task) -> FileOutcome:
     with quiet_pydicom():
         try:
             ds = read_dataset(Path(task.path))
+            pending = verify.prepare(ds, engine.policy) if _worker["verify"] else None
             result = engine.pseudonymize(ds)
             temp = write_temporary(result.dataset, _worker["temp"])
+            if pending is not None and not _verified(outcome, pending, result, temp):
+                temp.unlink(missing_ok=True)
+                return outcome
         except NotDicom as exc:
             outcome.status, outcome.reason = "skipped", f"not DICOM: {exc}"
             return outcome
@@ -231,6 +261,32 @@ def process_file(task: Task) -> FileOutcome:
     outcome.linkage = result.linkage
     outcome.findings = result.findings
     return outcome
+
+
+def _verified(
+    outcome: FileOutcome, pending: verify.Pending, result: PseudonymizedDataset, temp: Path
+) -> bool:
+    """Check the written file for residual PHI; a leak quarantines it (it is never released)."""
+    compressed = str(result.dataset.file_meta.TransferSyntaxUID) == DeflatedExplicitVRLittleEndian
+    raw = None if compressed else temp.read_bytes()
+    findings, evidence = verify.finish(
+        pending, result.dataset, result.relative_path, result.date_offset_days, raw, engine_policy()
+    )
+    outcome.verification = findings
+    outcome.evidence = evidence
+    outcome.skipped_checks = dict(pending.needles.skipped)
+    leaks = [f for f in findings if f.severity == "leak"]
+    if leaks:
+        kinds = ", ".join(sorted({f"{f.kind} at {f.path}" for f in leaks})[:5])
+        outcome.reason = f"verification found {len(leaks)} leak(s): {kinds}"
+        return False
+    return True
+
+
+def engine_policy() -> CompiledPolicy:
+    """The policy of this worker."""
+    policy: CompiledPolicy = _worker["policy"]
+    return policy
 
 
 def _ordered_map(
@@ -269,10 +325,13 @@ class Runner:
         output: Path,
         workers: int = 1,
         on_outcome: Callable[[FileOutcome], None] | None = None,
+        check: bool = True,
     ) -> None:
         self.keyring = keyring
         self.policy = policy
         self.store = store
+        self.check = check
+        self.references = verify.ReferenceCheck()
         self.input, self.output = check_paths(input_path, output)
         self.workers = max(1, workers)
         self.on_outcome = on_outcome
@@ -283,6 +342,7 @@ class Runner:
             input=self.input,
             output=self.output,
             started=now(),
+            verified=check,
         )
         self._written_this_run: dict[str, str] = {}
         self.temp_dir = self.output / TEMP_DIR_NAME / self.summary.run_id
@@ -320,13 +380,13 @@ class Runner:
             ProcessPoolExecutor(
                 max_workers=self.workers,
                 initializer=init_worker,
-                initargs=(self.keyring, self.policy, self.temp_dir),
+                initargs=(self.keyring, self.policy, self.temp_dir, self.check),
             )
             if self.workers > 1 and len(todo) > 1
             else None
         )
         if executor is None:
-            init_worker(self.keyring, self.policy, self.temp_dir)
+            init_worker(self.keyring, self.policy, self.temp_dir, self.check)
         batch: list[FileOutcome] = []
         try:
             if self.policy.anchor is not None:
@@ -338,6 +398,7 @@ class Runner:
                     batch = []
             self._commit(batch)
             batch = []
+            self.summary.reference_findings = self.references.findings()
             self.summary.status = "completed"
         except KeyboardInterrupt:
             self._commit(batch)
@@ -412,6 +473,9 @@ class Runner:
 
     def _record(self, outcome: FileOutcome) -> None:
         outcome.linkage = []
+        if outcome.evidence is not None and outcome.output:
+            self.references.add(outcome.evidence, outcome.output)
+            outcome.evidence = None
         self.summary.outcomes.append(outcome)
         if self.on_outcome is not None:
             self.on_outcome(outcome)

@@ -10,6 +10,7 @@ long identification number, keeping the clinical words around them (``smith-fina
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from datetime import date
@@ -113,22 +114,57 @@ def date_spellings(value: str) -> list[str]:
     ]
 
 
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+def word_tokens(text: str) -> list[str]:
+    """The words of a text in upper case (letters and digits of any script)."""
+    return _TOKEN.findall(text.upper())
+
+
+@functools.cache
+def _pattern_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(patterns), re.IGNORECASE) if patterns else None
+
+
 class TextCleaner:
-    """Remove known identifying terms and identifying patterns from text."""
+    """Remove known identifying terms and identifying patterns from text.
+
+    Terms are indexed by their words: a text is only searched for the terms whose every word it
+    contains, so cleaning stays fast however many identifying values a file has.
+    """
 
     def __init__(self, terms: Iterable[str], patterns: Iterable[str] = DEFAULT_PATTERNS) -> None:
-        unique = sorted(
-            {t.strip() for t in terms if len(t.strip()) >= MIN_TERM_LENGTH}, key=len, reverse=True
-        )
-        alternatives = list(patterns)
-        if unique:
-            alternatives.insert(0, _WHOLE_WORDS.format("|".join(map(re.escape, unique))))
-        self._regex = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
+        self._index: dict[str, list[str]] = {}
+        self._words: dict[str, frozenset[str]] = {}
+        for term in {t.strip() for t in terms if len(t.strip()) >= MIN_TERM_LENGTH}:
+            words = frozenset(word_tokens(term))
+            if words:
+                self._words[term] = words
+                self._index.setdefault(min(words), []).append(term)
+        self._patterns = _pattern_regex(tuple(patterns))
+
+    def _terms_in(self, text: str) -> list[str]:
+        words = set(word_tokens(text))
+        return [
+            term
+            for word in words
+            for term in self._index.get(word, ())
+            if self._words[term] <= words
+        ]
 
     def clean(self, text: str) -> str:
         """``text`` without identifying terms or patterns, whitespace tidied."""
-        if self._regex is None or not text:
+        if not text:
             return text
-        cleaned = self._regex.sub("", text)
+        terms = sorted(self._terms_in(text), key=len, reverse=True)
+        cleaned = text
+        if terms:
+            whole = _WHOLE_WORDS.format("|".join(map(re.escape, terms)))
+            cleaned = re.sub(whole, "", cleaned, flags=re.IGNORECASE)
+        if self._patterns is not None:
+            cleaned = self._patterns.sub("", cleaned)
+        if cleaned == text:
+            return text
         cleaned = re.sub(r"[ \t]{2,}", " ", cleaned)
         return re.sub(r"[ \t]+$", "", re.sub(r"^[ \t]+", "", cleaned, flags=re.M), flags=re.M)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
@@ -38,6 +39,7 @@ def element_vr(element: object, tag: int) -> str:
     return vr.split(" or ")[0] if " or " in vr else vr
 
 
+@functools.cache
 def attribute_name(tag: int) -> str:
     """Keyword of a standard attribute, else its ``(gggg,eeee)`` tag."""
     if (tag >> 16) & 1:

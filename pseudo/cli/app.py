@@ -18,6 +18,7 @@ from pseudo.cli.policy_cmds import policy_app
 from pseudo.cli.reid_cmds import reidentify_command
 from pseudo.cli.run_cmd import run_command
 from pseudo.cli.vault_cmds import project_app, vault_app
+from pseudo.cli.verify_cmd import verify_command
 from pseudo.policy import PolicyError
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.command("run")(run_command)
 app.command("reidentify")(reidentify_command)
+app.command("verify")(verify_command)
 app.command("demo")(demo_command)
 
 

@@ -59,6 +59,10 @@ def run_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the run counts as JSON on stdout.")
     ] = False,
+    no_verify: Annotated[
+        bool,
+        typer.Option("--no-verify", help="Do not check the written files for residual PHI."),
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Show what would change, per attribute; write nothing."),
@@ -114,6 +118,7 @@ def run_command(
             output,
             workers=workers or os.cpu_count() or 1,
             on_outcome=on_outcome,
+            check=not no_verify,
         )
         try:
             with progress:
@@ -134,7 +139,7 @@ def run_command(
         )
     if not quiet:
         _print_summary(summary.counts, summary.outcomes, report)
-    if summary.count("quarantined"):
+    if summary.count("quarantined") or summary.leaks:
         raise typer.Exit(EXIT_ATTENTION)
 
 

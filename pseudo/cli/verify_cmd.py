@@ -1,0 +1,89 @@
+"""``pseudo verify``: residual-PHI check of an output tree against its input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from keystore.session import VaultSession
+from pseudo.cli.common import (
+    EXIT_ATTENTION,
+    DbOption,
+    PassphraseFileOption,
+    UserError,
+    VaultOption,
+    err,
+    operator_passphrase,
+    out,
+    vault_path,
+)
+from pseudo.policy import load_policy
+from pseudo.verify_tree import verify_tree
+
+
+def verify_command(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="The original files.")],
+    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The pseudonymized files.")],
+    project: Annotated[
+        str | None,
+        typer.Option("--project", help="Pair outputs with inputs by this project's keys."),
+    ] = None,
+    policy: Annotated[str, typer.Option(help="The policy OUTPUT was made with.")] = "default",
+    show_values: Annotated[
+        bool, typer.Option("--show-values", help="Show the identifying values found.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    vault: VaultOption = None,
+    db: DbOption = None,
+    passphrase_file: PassphraseFileOption = None,
+) -> None:
+    """Search OUTPUT for every identifying value of INPUT; exit 1 on any leak.
+
+    Looks at every attribute at every depth (file meta, private attributes, sequence items,
+    structured-report content), the raw bytes and the file names, for names in their usual
+    spellings, IDs, addresses, free text, original dates, original UIDs and private values.
+    Also flags private attributes the policy does not keep, Burned In Annotation other than NO
+    and references that no longer resolve. Values are never shown without --show-values.
+    With --project, each output is paired with its input, so dates and references are checked.
+
+    Example: pseudo verify /data/incoming /data/export --project lung-trial
+    """
+    compiled = load_policy(policy)
+    for path in (input_path, output):
+        if not path.exists():
+            raise UserError(f"{path}: not found")
+    if project is None:
+        report = verify_tree(input_path, output, compiled, show_values=show_values)
+    else:
+        with VaultSession(vault_path(vault), db) as session:
+            keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
+            report = verify_tree(
+                input_path, output, compiled, keyring, session.linkage, show_values=show_values
+            )
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+    else:
+        table = Table(
+            "output", "attribute", "check", "kind", "severity", *(["value"] if show_values else [])
+        )
+        for finding in report.findings:
+            row = [finding.output, finding.path, finding.check, finding.kind, finding.severity]
+            table.add_row(*row, *([finding.value or ""] if show_values else []))
+        if report.findings:
+            out.print(table)
+        colour = "red" if report.leaks else "green"
+        err.print(
+            f"[{colour}]{report.leaks} leaks[/], {len(report.findings) - report.leaks} warnings in "
+            f"{report.outputs} output files ({report.paired} paired with their input)"
+        )
+        if report.skipped:
+            skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(report.skipped.items()))
+            err.print(f"not searched for (too short or too common): {skipped}")
+        for note in report.notes:
+            err.print(f"note: {note}")
+    if report.leaks:
+        raise typer.Exit(EXIT_ATTENTION)

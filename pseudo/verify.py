@@ -1,0 +1,624 @@
+"""Residual-PHI verification: look for every identifying input value in the outputs.
+
+From each input file, :func:`collect` takes the values that the policy removes, empties,
+replaces, tokenizes or encrypts (names in their usual spellings, IDs, addresses, free text),
+the identifying values that cleaning removes from text, every original date of the patient
+(in its usual spellings), every original instance UID and the values of private attributes that
+the policy does not keep. :func:`check` then searches an output file for them: its parsed
+dataset at every depth (file meta, private attributes, sequence items, SR content) and its raw
+bytes, and its file name. It also flags private attributes the policy does not allow, a Burned
+In Annotation that is not ``NO``, and (with :class:`ReferenceCheck`) references that no longer
+resolve. Findings name the file, the attribute path and the kind of value, never the value
+itself unless asked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
+
+from pseudo.actions import DUMMY_VALUES
+from pseudo.clean import date_spellings, word_tokens
+from pseudo.policy.compiled import CompiledPolicy
+from pseudo.policy.model import Action
+from pseudo.policy.selectors import Parents
+from pseudo.private import SafePrivate
+from pseudo.uids import is_standard_uid
+from pseudo.walker import attribute_name, element_vr
+
+MIN_LENGTH = 4
+MIN_DIGITS = 6
+#: Actions after which the original value must not be found anywhere in the output.
+GONE = frozenset(
+    {
+        Action.REMOVE,
+        Action.EMPTY,
+        Action.DUMMY,
+        Action.TOKEN,
+        Action.PSEUDONYM,
+        Action.ENCRYPT,
+        Action.REPLACE,
+        Action.REMAP_UID,
+    }
+)
+KEPT = frozenset({Action.KEEP})
+#: Modalities whose images often carry burned-in text: a missing Burned In Annotation is flagged.
+BURNED_IN_PRONE = frozenset(
+    {"US", "XA", "RF", "SC", "OT", "DX", "CR", "ES", "XC", "IO", "PX", "MG"}
+)
+_PRINTABLE = re.compile(rb"[\x20-\x7e]{6,}")
+_NUMBER = re.compile(r"[+-]?\d*\.?\d+(?:[eE][+-]?\d+)?")
+
+
+@dataclass(frozen=True)
+class Needle:
+    """An identifying value to look for, and what kind of value it is."""
+
+    text: str
+    kind: str
+    fold: bool  # match regardless of case
+
+
+@dataclass
+class Finding:
+    """Something found in an output file; ``value`` only when values were asked for."""
+
+    output: str
+    path: str
+    check: str  # leak | private-attribute | burned-in | file-name | reference
+    kind: str
+    severity: str = "leak"  # leak (fails the check) | warning
+    value: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data, without the value unless it was asked for."""
+        data = asdict(self)
+        if data["value"] is None:
+            data.pop("value")
+        return data
+
+
+@dataclass
+class Needles:
+    """The identifying values of one input file (or of several, merged)."""
+
+    items: dict[str, Needle] = field(default_factory=dict)
+    skipped: Counter[str] = field(default_factory=Counter)
+    dates: set[date] = field(default_factory=set)
+    dates_checked: bool = False
+    allowed: set[str] = field(default_factory=set)
+
+    def add_dates(self, offset_days: int | None) -> None:
+        """Add the original dates once the patient's offset is known (None: dates unchecked).
+
+        A date that is also the shifted form of another date of the patient cannot be told
+        apart from it and is skipped.
+        """
+        if offset_days is None:
+            self.skipped["dates (input and output not paired)"] += len(self.dates)
+            return
+        self.dates_checked = True
+        shifted = {d + timedelta(days=offset_days) for d in self.dates}
+        for day in sorted(self.dates):
+            if day in shifted:
+                self.skipped["dates equal to a shifted date of the same patient"] += 1
+                continue
+            for spelling in date_spellings(day.strftime("%Y%m%d"))[:4]:
+                self.add(spelling, "date", fold=False)
+
+    def add(self, text: str, kind: str, *, fold: bool = True, exact_only: bool = False) -> None:
+        """Add a value unless it is too short or too common to be evidence of a leak."""
+        text = text.strip().strip("\x00").strip()
+        if len(text) < MIN_LENGTH:
+            self.skipped["shorter than 4 characters"] += 1 if text else 0
+            return
+        measurement = "." in text or "e" in text.lower() or len(text.lstrip("+-0")) < MIN_DIGITS
+        if kind != "date" and measurement and _NUMBER.fullmatch(text):
+            self.skipped["measurements and numbers under 6 digits"] += 1
+            return
+        if text.upper() in _COMMON:
+            self.skipped["common values"] += 1
+            return
+        if text.upper() in self.allowed:
+            self.skipped["also in attributes the policy keeps"] += 1
+            return
+        key = text.upper() if fold else text
+        self.items.setdefault(key, Needle(text, kind, fold and not exact_only))
+
+    def merge(self, other: Needles) -> None:
+        """Add another file's needles."""
+        for key, needle in other.items.items():
+            self.items.setdefault(key, needle)
+        self.skipped.update(other.skipped)
+        self.dates |= other.dates
+
+    def drop(self, allowed: Iterable[str]) -> None:
+        """Forget needles equal to values that the policy legitimately keeps."""
+        self.allowed = {value.strip().upper() for value in allowed}
+        for value in allowed:
+            key = value.strip().upper()
+            for candidate in (key, value.strip()):
+                if candidate in self.items:
+                    del self.items[candidate]
+                    self.skipped["also in attributes the policy keeps"] += 1
+
+
+#: Values too common to be evidence of a leak on their own (compared in upper case).
+_COMMON_WORDS = """NONE UNKNOWN ORIGINAL PRIMARY DERIVED SECONDARY AXIAL OTHER ANONYMOUS ANON HERE
+NAME TEST DEMO SAMPLE PHANTOM DEFAULT STUDY SERIES IMAGE ROUTINE RESEARCH CLINICAL RADIOLOGY
+HOSPITAL CLINIC MEDICAL CENTER CENTRE GENERAL DEPARTMENT THERAPY HEAD BRAIN CHEST BODY PELVIS
+ABDOMEN SPINE KNEE THORAX NORMAL DOCTOR PATIENT PHYSICIAN REMOVED REDACTED NULL TRUE FALSE"""
+_COMMON = frozenset(_COMMON_WORDS.split()) | {
+    str(v).upper() for v in DUMMY_VALUES.values() if isinstance(v, str)
+}
+
+
+def _strings(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return [s for item in value for s in _strings(item)]
+    if isinstance(value, bytes):
+        return []
+    return [str(value)]
+
+
+def name_spellings(name: str) -> list[str]:
+    """``DOE^JOHN`` -> ``DOE^JOHN``, ``JOHN DOE``, ``DOE JOHN``, ``DOE, JOHN`` and the parts."""
+    group = name.split("=")[0]
+    parts = [p.strip() for p in group.split("^")]
+    family, given = [*parts, "", ""][:2]
+    spellings = [group.rstrip("^")]
+    if family and given:
+        spellings += [f"{given} {family}", f"{family} {given}", f"{family}, {given}"]
+    spellings += [p for p in parts if p]
+    return spellings
+
+
+def _kind(keyword: str, vr: str) -> str:
+    lowered = keyword.lower()
+    if vr == "PN":
+        return "person name"
+    if "address" in lowered:
+        return "address"
+    if "telephone" in lowered or "phone" in lowered:
+        return "telephone number"
+    if "institution" in lowered or "department" in lowered:
+        return "institution"
+    if lowered.endswith(("id", "ids", "number", "numbers")) or "identifier" in lowered:
+        return "identifier"
+    if vr in ("LT", "ST", "UT", "UC") or "comment" in lowered or "description" in lowered:
+        return "free text"
+    return "text"
+
+
+#: VRs whose values can carry identifying text (others are numbers or bulk data).
+SEARCHED_VRS = frozenset(
+    {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "DA", "DT", "UI", "UN", "OB"}
+)
+REFERENCE_TAGS = frozenset({0x00081155, 0x00041511})
+
+
+def _elements(ds: Dataset, parents: Parents = ()) -> Iterator[tuple[Dataset, int, str, Parents]]:
+    """Every element at every depth: (dataset holding it, tag, VR, sequences above it)."""
+    for tag in list(ds.keys()):
+        element = ds.get_item(tag)
+        vr = element_vr(element, tag)
+        yield ds, tag, vr, parents
+        if vr == "SQ":
+            try:
+                items = ds[tag].value or []
+            except Exception:
+                continue
+            for index, item in enumerate(items):
+                yield from _elements(item, (*parents, (tag, index)))
+
+
+def path_of(parents: Parents, tag: int, prefix: str = "") -> str:
+    """``ContentSequence[2].ContentSequence[0].PersonName``: the path of an attribute."""
+    return prefix + "".join(f"{attribute_name(t)}[{i}]." for t, i in parents) + attribute_name(tag)
+
+
+def collect(ds: Dataset, policy: CompiledPolicy) -> Needles:
+    """The identifying values of one input dataset (before pseudonymization).
+
+    Original dates are gathered in ``needles.dates``; :meth:`Needles.add_dates` turns them into
+    needles once the patient's offset is known.
+    """
+    needles = Needles()
+    allowed: list[str] = []
+    active = policy.active_rules(ds) if policy.has_conditions else frozenset()
+    dates = needles.dates
+    safe = SafePrivate.load()
+    for level, tag, vr, parents in _elements(ds):
+        private = bool((tag >> 16) & 1)
+        if vr == "SQ" or tag & 0xFFFF == 0 or (vr not in SEARCHED_VRS and not private):
+            continue
+        try:
+            value = level[tag].value
+        except Exception:
+            continue
+        action = policy.decide(tag, vr, level, parents, active).action
+        if private:
+            if 0x10 <= tag & 0xFFFF <= 0xFF:
+                continue  # creator strings name vendors, not people
+            if action in KEPT or (action is Action.CLEAN and safe.is_safe(level, tag)):
+                allowed.extend(_strings(value))
+                continue
+            if action in (Action.SHIFT_DATE, Action.YEAR_ONLY):
+                texts = _strings(value) or [bytes(value).decode("ascii", "replace")]
+                dates.update(d for d in map(_as_date, texts) if d)
+                continue
+            if isinstance(value, bytes):
+                runs = sorted(set(_PRINTABLE.findall(value)), key=len, reverse=True)[:20]
+                for run in runs:
+                    needles.add(run.decode("ascii"), "private value")
+            for text in _strings(value):
+                needles.add(text, "private value")
+            continue
+        if vr == "TM":
+            continue  # times of day are kept by design
+        if vr in ("DA", "DT"):
+            if action not in KEPT:
+                dates.update(d for d in map(_as_date, _strings(value)) if d)
+            else:
+                allowed.extend(_strings(value))
+            continue
+        if vr == "UI":
+            for uid in _strings(value):
+                if action in KEPT or is_standard_uid(uid):
+                    allowed.append(uid)
+                else:
+                    needles.add(uid, "instance UID", fold=False, exact_only=True)
+            continue
+        if action in KEPT:
+            allowed.extend(_strings(value))
+            continue
+        if action not in GONE:
+            continue  # cleaned or substituted text: its identifying words are needles already
+        kind = _kind(attribute_name(tag), vr)
+        for text in _strings(value):
+            if vr == "PN" or isinstance(value, PersonName):
+                for spelling in name_spellings(text):
+                    needles.add(spelling, "person name")
+            else:
+                needles.add(text, kind)
+    needles.drop(allowed)
+    return needles
+
+
+def _as_date(text: str) -> date | None:
+    text = text.strip()
+    if len(text) >= 8 and text[:8].isdigit():
+        try:
+            return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+        except ValueError:
+            return None
+    return None
+
+
+_BYTE_TOKEN = re.compile(rb"[A-Za-z0-9]+")
+
+
+class Matcher:
+    """Needles indexed by their words, for fast search of many values in text and bytes.
+
+    A needle is a candidate in a text only if every one of its words occurs in that text; only
+    candidates are confirmed with an exact, boundary-aware search. A date needle also matches
+    at the start of a longer run of digits (a DT value such as ``20230105101600``).
+    """
+
+    def __init__(self, needles: Needles) -> None:
+        self.needles = needles
+        self._by_word: dict[str, list[Needle]] = {}
+        self._dates: dict[str, Needle] = {}
+        self._special: list[Needle] = []  # not ASCII: searched as plain substrings
+        self._patterns: dict[Needle, re.Pattern[str]] = {}
+        self._words: dict[Needle, frozenset[str]] = {}
+        for needle in needles.items.values():
+            if needle.kind == "date" and needle.text.isdigit():
+                self._dates[needle.text] = needle
+                continue
+            if not needle.text.isascii():
+                self._special.append(needle)
+                continue
+            words = frozenset(word_tokens(needle.text))
+            if words:
+                self._words[needle] = words
+                self._by_word.setdefault(min(words), []).append(needle)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_word or self._dates or self._special)
+
+    def _pattern(self, needle: Needle) -> re.Pattern[str]:
+        pattern = self._patterns.get(needle)
+        if pattern is None:
+            text = re.escape(needle.text)
+            if needle.fold:
+                pattern = re.compile(rf"(?<![^\W_]){text}(?![^\W_])", re.IGNORECASE)
+            else:
+                pattern = re.compile(rf"(?<![\w.]){text}(?![\w.])")
+            self._patterns[needle] = pattern
+        return pattern
+
+    def _confirmed(self, text: str, words: set[str]) -> list[Needle]:
+        found = []
+        for word in words:
+            for needle in self._by_word.get(word, ()):
+                if self._words[needle] <= words and self._pattern(needle).search(text):
+                    found.append(needle)
+            if len(word) >= 8 and word.isdigit() and word[:8] in self._dates:
+                found.append(self._dates[word[:8]])
+        return found
+
+    def search_text(self, text: str) -> list[Needle]:
+        """The needles that occur in ``text``."""
+        found = self._confirmed(text, set(word_tokens(text)))
+        upper = text.upper()
+        found.extend(
+            n
+            for n in self._special
+            if (n.text.upper() if n.fold else n.text) in (upper if n.fold else text)
+        )
+        return found
+
+    def search_bytes(
+        self, raw: bytes, encodings: tuple[str, ...] = ("utf-8",)
+    ) -> list[tuple[Needle, int]]:
+        """The needles that occur in raw bytes, with the offset of the first occurrence."""
+        words = {w.decode("ascii").upper() for w in _BYTE_TOKEN.findall(raw)}
+        found: list[tuple[Needle, int]] = []
+        text = None
+        for needle in self._confirmed_words(words):
+            text = text if text is not None else raw.decode("latin-1")
+            match = self._pattern(needle).search(text)
+            if match:
+                found.append((needle, match.start()))
+        for needle in self._special:
+            for encoding in encodings:
+                try:
+                    offset = raw.find(needle.text.encode(encoding))
+                except (LookupError, UnicodeEncodeError):
+                    continue
+                if offset >= 0:
+                    found.append((needle, offset))
+                    break
+        return found
+
+    def _confirmed_words(self, words: set[str]) -> list[Needle]:
+        candidates = []
+        for word in words:
+            for needle in self._by_word.get(word, ()):
+                if self._words[needle] <= words:
+                    candidates.append(needle)
+            if len(word) >= 8 and word.isdigit() and word[:8] in self._dates:
+                candidates.append(self._dates[word[:8]])
+        return candidates
+
+
+def check(
+    out: Dataset,
+    relative_path: str,
+    matcher: Matcher,
+    policy: CompiledPolicy,
+    raw: bytes | None = None,
+    *,
+    active: frozenset[int] = frozenset(),
+    show_values: bool = False,
+) -> list[Finding]:
+    """Look for the matcher's needles in one output dataset, its bytes and its file name."""
+    findings: list[Finding] = []
+
+    def report(
+        path: str, check_name: str, kind: str, value: str | None, severity: str = "leak"
+    ) -> None:
+        findings.append(
+            Finding(relative_path, path, check_name, kind, severity, value if show_values else None)
+        )
+
+    seen: set[Needle] = set()
+    safe = SafePrivate.load()
+    meta = getattr(out, "file_meta", None) or Dataset()
+    elements = [("FileMeta.", e) for e in _elements(meta)] + [("", e) for e in _elements(out)]
+    for prefix, (level, tag, vr, parents) in elements:
+        private = bool((tag >> 16) & 1)
+        if vr == "SQ" or (vr not in SEARCHED_VRS and not private):
+            continue
+        try:
+            value = level[tag].value
+        except Exception:
+            continue
+        path = path_of(parents, tag, prefix)
+        if private and not 0x10 <= tag & 0xFFFF <= 0xFF:
+            action = policy.decide(tag, vr, level, parents, active).action
+            unsafe = action is Action.CLEAN and not safe.is_safe(level, tag)
+            if action is Action.REMOVE or unsafe:
+                report(
+                    path, "private-attribute", "private attribute the policy does not keep", None
+                )
+        if not matcher:
+            continue
+        texts = _strings(value)
+        if isinstance(value, bytes):
+            texts = [run.decode("ascii") for run in _PRINTABLE.findall(value)]
+        for text in texts:
+            for needle in matcher.search_text(text):
+                seen.add(needle)
+                report(path, "leak", needle.kind, needle.text)
+    if raw is not None and matcher:
+        for needle, offset in matcher.search_bytes(raw, encodings(out)):
+            if needle not in seen:
+                seen.add(needle)
+                report(f"(raw bytes at offset {offset})", "leak", needle.kind, needle.text)
+    for part in relative_path.split("/"):
+        for needle in matcher.search_text(part):
+            report("(file name)", "file-name", needle.kind, needle.text)
+    burned = str(out.get("BurnedInAnnotation", "") or "").strip().upper()
+    if burned == "YES":
+        report(
+            "BurnedInAnnotation",
+            "burned-in",
+            "Burned In Annotation is YES: text in the pixels",
+            None,
+        )
+    elif burned != "NO" and str(out.get("Modality", "")).upper() in BURNED_IN_PRONE:
+        report(
+            "BurnedInAnnotation",
+            "burned-in",
+            "Burned In Annotation is not NO: check the pixels",
+            None,
+            "warning",
+        )
+    return findings
+
+
+def encodings(ds: Dataset) -> tuple[str, ...]:
+    """Python codecs of the dataset's Specific Character Set, for searching its raw bytes."""
+    from pydicom.charset import convert_encodings
+
+    try:
+        names = convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
+    except Exception:
+        names = []
+    return tuple(dict.fromkeys([*names, "utf-8"]))
+
+
+def pixel_offset(raw: bytes) -> int:
+    """Where the top-level Pixel Data element starts in a file's bytes (or its length)."""
+    for marker in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
+        position = raw.rfind(marker)
+        if position > 0:
+            return position
+    return len(raw)
+
+
+@dataclass
+class ReferenceCheck:
+    """References across a set of outputs: each must still point at an output instance."""
+
+    input_instances: set[str] = field(default_factory=set)
+    output_instances: set[str] = field(default_factory=set)
+    pending: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def add(self, evidence: PairEvidence, relative_path: str) -> None:
+        """Record one input/output pair: its instance UIDs and its references."""
+        self.input_instances.add(evidence.input_instance)
+        self.output_instances.add(evidence.output_instance)
+        self.pending.extend((relative_path, *ref) for ref in evidence.references)
+
+    def findings(self, *, show_values: bool = False) -> list[Finding]:
+        """References whose original target is an input instance but whose value is no output's."""
+        return [
+            Finding(
+                output,
+                path,
+                "reference",
+                "reference that does not resolve",
+                "leak",
+                value if show_values else None,
+            )
+            for output, path, original, value in self.pending
+            if original in self.input_instances and value not in self.output_instances
+        ]
+
+
+def references(ds: Dataset) -> list[tuple[str, str]]:
+    """(path, value) of every Referenced SOP Instance UID at any depth."""
+    found: list[tuple[str, str]] = []
+    for level, tag, _vr, parents in _elements(ds):
+        if tag in REFERENCE_TAGS:
+            path = path_of(parents, tag)
+            found.extend((path, uid) for uid in _strings(level[tag].value))
+    return found
+
+
+@dataclass
+class PairEvidence:
+    """What one pseudonymized file contributes to the cross-file reference check."""
+
+    input_instance: str
+    output_instance: str
+    references: list[tuple[str, str, str]]  # (path, original value, output value)
+
+
+@dataclass
+class Pending:
+    """What is taken from an input before it is pseudonymized in place."""
+
+    needles: Needles
+    references: dict[str, str]
+    instance: str
+    active: frozenset[int]
+
+
+def prepare(ds: Dataset, policy: CompiledPolicy) -> Pending:
+    """Take the identifying values and references of an input before it changes."""
+    return Pending(
+        needles=collect(ds, policy),
+        references=dict(references(ds)),
+        instance=str(ds.get("SOPInstanceUID", "")),
+        active=policy.active_rules(ds) if policy.has_conditions else frozenset(),
+    )
+
+
+def finish(
+    pending: Pending,
+    out: Dataset,
+    relative_path: str,
+    offset_days: int,
+    raw: bytes | None,
+    policy: CompiledPolicy,
+) -> tuple[list[Finding], PairEvidence]:
+    """Check one output against its own input; return findings and reference evidence."""
+    pending.needles.add_dates(offset_days)
+    if raw is not None:
+        raw = raw[: pixel_offset(raw)]
+    findings = check(
+        out, relative_path, Matcher(pending.needles), policy, raw, active=pending.active
+    )
+    evidence = PairEvidence(
+        pending.instance,
+        str(out.get("SOPInstanceUID", "")),
+        [
+            (path, pending.references[path], value)
+            for path, value in references(out)
+            if path in pending.references
+        ],
+    )
+    return findings, evidence
+
+
+@dataclass
+class TreeReport:
+    """The result of verifying an output tree against its input tree."""
+
+    findings: list[Finding] = field(default_factory=list)
+    outputs: int = 0
+    paired: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def leaks(self) -> int:
+        """Findings that fail the check."""
+        return sum(1 for f in self.findings if f.severity == "leak")
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for ``--json``; values only if they were asked for."""
+        return {
+            "outputs": self.outputs,
+            "paired_with_input": self.paired,
+            "leaks": self.leaks,
+            "warnings": len(self.findings) - self.leaks,
+            "findings": [f.to_json() for f in self.findings],
+            "skipped_values": dict(self.skipped),
+            "notes": self.notes,
+        }
