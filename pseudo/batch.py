@@ -331,7 +331,7 @@ class Runner:
         self.policy = policy
         self.store = store
         self.check = check
-        self.references = verify.ReferenceCheck()
+        self.references = verify.CrossFileCheck()
         self.input, self.output = check_paths(input_path, output)
         self.workers = max(1, workers)
         self.on_outcome = on_outcome

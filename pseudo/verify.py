@@ -7,13 +7,14 @@ the identifying values that cleaning removes from text, every original date of t
 the policy does not keep. :func:`check` then searches an output file for them: its parsed
 dataset at every depth (file meta, private attributes, sequence items, SR content) and its raw
 bytes, and its file name. It also flags private attributes the policy does not allow, a Burned
-In Annotation that is not ``NO``, and (with :class:`ReferenceCheck`) references that no longer
+In Annotation that is not ``NO``, and (with :class:`CrossFileCheck`) references that no longer
 resolve. Findings name the file, the attribute path and the kind of value, never the value
 itself unless asked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -131,6 +132,8 @@ class Needles:
             self.skipped["also in attributes the policy keeps"] += 1
             return
         key = text.upper() if fold else text
+        if kind == "date":
+            key = f"date:{text}"  # a date also matches at the start of a DT: keep it apart
         self.items.setdefault(key, Needle(text, kind, fold and not exact_only))
 
     def merge(self, other: Needles) -> None:
@@ -500,23 +503,39 @@ def pixel_offset(raw: bytes) -> int:
     return len(raw)
 
 
+def uid_digest(uid: str) -> int:
+    """A compact, stable stand-in for a UID, so a whole run's UIDs fit in memory."""
+    return int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big")
+
+
 @dataclass
-class ReferenceCheck:
-    """References across a set of outputs: each must still point at an output instance."""
+class CrossFileCheck:
+    """Checks across all outputs of a run: no original instance UID of any input appears in any
+    output, and every reference that pointed at an input instance points at an output one."""
 
     input_instances: set[str] = field(default_factory=set)
     output_instances: set[str] = field(default_factory=set)
     pending: list[tuple[str, str, str, str]] = field(default_factory=list)
+    original_uids: set[int] = field(default_factory=set)
+    output_uids: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     def add(self, evidence: PairEvidence, relative_path: str) -> None:
-        """Record one input/output pair: its instance UIDs and its references."""
+        """Record one input/output pair."""
         self.input_instances.add(evidence.input_instance)
         self.output_instances.add(evidence.output_instance)
         self.pending.extend((relative_path, *ref) for ref in evidence.references)
+        self.original_uids |= evidence.original_uids
+        for digest, path in evidence.output_uids.items():
+            self.output_uids.setdefault(digest, (relative_path, path))
 
     def findings(self, *, show_values: bool = False) -> list[Finding]:
-        """References whose original target is an input instance but whose value is no output's."""
-        return [
+        """Original UIDs found in outputs, and references that no longer resolve."""
+        leaked = [
+            Finding(output, path, "leak", "instance UID", "leak")
+            for digest, (output, path) in self.output_uids.items()
+            if digest in self.original_uids
+        ]
+        broken = [
             Finding(
                 output,
                 path,
@@ -528,6 +547,7 @@ class ReferenceCheck:
             for output, path, original, value in self.pending
             if original in self.input_instances and value not in self.output_instances
         ]
+        return leaked + broken
 
 
 def references(ds: Dataset) -> list[tuple[str, str]]:
@@ -542,11 +562,13 @@ def references(ds: Dataset) -> list[tuple[str, str]]:
 
 @dataclass
 class PairEvidence:
-    """What one pseudonymized file contributes to the cross-file reference check."""
+    """What one pseudonymized file contributes to the cross-file checks."""
 
     input_instance: str
     output_instance: str
     references: list[tuple[str, str, str]]  # (path, original value, output value)
+    original_uids: set[int] = field(default_factory=set)  # digests of the input's instance UIDs
+    output_uids: dict[int, str] = field(default_factory=dict)  # digest -> path, in the output
 
 
 @dataclass
@@ -576,13 +598,21 @@ def finish(
     offset_days: int,
     raw: bytes | None,
     policy: CompiledPolicy,
+    *,
+    show_values: bool = False,
 ) -> tuple[list[Finding], PairEvidence]:
-    """Check one output against its own input; return findings and reference evidence."""
+    """Check one output against its own input; return findings and cross-file evidence."""
     pending.needles.add_dates(offset_days)
     if raw is not None:
         raw = raw[: pixel_offset(raw)]
     findings = check(
-        out, relative_path, Matcher(pending.needles), policy, raw, active=pending.active
+        out,
+        relative_path,
+        Matcher(pending.needles),
+        policy,
+        raw,
+        active=pending.active,
+        show_values=show_values,
     )
     evidence = PairEvidence(
         pending.instance,
@@ -592,8 +622,21 @@ def finish(
             for path, value in references(out)
             if path in pending.references
         ],
+        {uid_digest(n.text) for n in pending.needles.items.values() if n.kind == "instance UID"},
+        output_uids(out),
     )
     return findings, evidence
+
+
+def output_uids(ds: Dataset) -> dict[int, str]:
+    """Digest -> path of every non-standard UID in a dataset, at any depth."""
+    found: dict[int, str] = {}
+    for level, tag, vr, parents in _elements(ds):
+        if vr == "UI":
+            for uid in _strings(level[tag].value):
+                if uid and not is_standard_uid(uid):
+                    found.setdefault(uid_digest(uid), path_of(parents, tag))
+    return found
 
 
 @dataclass

@@ -67,7 +67,7 @@ def verify_tree(
     }
     report.outputs = len(outputs)
     everything = verify.Needles()
-    references = verify.ReferenceCheck()
+    references = verify.CrossFileCheck()
     paired: set[str] = set()
     engine = Pseudonymizer(keyring, policy) if keyring is not None else None
     with quiet_pydicom():
@@ -89,9 +89,9 @@ def verify_tree(
                 continue
             paired.add(relative)
             findings, evidence = verify.finish(
-                pending, out, relative, offset, _raw(out_path, out), policy
+                pending, out, relative, offset, _raw(out_path, out), policy, show_values=show_values
             )
-            report.findings.extend(_masked(findings, show_values))
+            report.findings.extend(findings)
             report.skipped.update(pending.needles.skipped)
             references.add(evidence, relative)
         report.paired = len(paired)
@@ -106,7 +106,7 @@ def verify_tree(
                 if raw is not None:
                     raw = raw[: verify.pixel_offset(raw)]
                 report.findings.extend(
-                    _masked(verify.check(out, relative, matcher, policy, raw), show_values)
+                    verify.check(out, relative, matcher, policy, raw, show_values=show_values)
                 )
             report.skipped.update(everything.skipped)
     if engine is None:
@@ -120,10 +120,3 @@ def verify_tree(
         )
     report.findings.extend(references.findings(show_values=show_values))
     return report
-
-
-def _masked(findings: list[verify.Finding], show_values: bool) -> list[verify.Finding]:
-    if not show_values:
-        for finding in findings:
-            finding.value = None
-    return findings

@@ -1,0 +1,216 @@
+"""``pseudo verify`` finds leaks planted in correct outputs, and nothing in correct outputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from tests.conftest import OPERATOR, CanaryRun, cli
+
+
+@pytest.fixture()
+def operator_env() -> Iterator[None]:
+    os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
+    yield
+    del os.environ["PSEUDO_PASSPHRASE"]
+
+
+def _verify(canary_dir: Path, output: Path, vault: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    result = cli(
+        "verify", canary_dir, output, "--project", "canary", "--vault", vault, "--json", *extra
+    )
+    assert "Traceback" not in result.stderr
+    return result.code, result.json()
+
+
+def test_correct_canary_outputs_verify_clean(
+    canary_run: CanaryRun, canary_dir: Path, operator_env: None
+) -> None:
+    code, report = _verify(canary_dir, canary_run.output, canary_run.vault)
+    assert code == 0, [f for f in report["findings"] if f["severity"] == "leak"]
+    assert report["leaks"] == 0
+    assert report["paired_with_input"] == report["outputs"] == 95
+    assert report["skipped_values"], "the report says what was not searched for"
+
+
+def _item(**values: Any) -> Dataset:
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_planted_leaks_are_found_with_file_and_path(
+    canary_run: CanaryRun,
+    canary_dir: Path,
+    answer_key: dict[str, Any],
+    operator_env: None,
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "out"
+    shutil.copytree(canary_run.output, output)
+    pairs = {
+        key: output / path.relative_to(canary_run.output) for key, path in canary_run.pairs.items()
+    }
+    files = sorted(answer_key["files"])
+    sr_key = next(k for k in files if answer_key["files"][k]["modality"] == "SR")
+    image_ref = "ReferencedImageSequence[0].ReferencedSOPInstanceUID"
+    referencing = next(
+        k
+        for k in files
+        if any(r["path"] == image_ref for r in answer_key["files"][k]["references"])
+    )
+    ct_keys = [k for k in files if answer_key["files"][k]["modality"] == "CT" and k != referencing]
+    plain, deep, dated, renamed = ct_keys[:4]
+
+    def original(key: str) -> pydicom.Dataset:
+        return pydicom.dcmread(canary_dir / key)
+
+    def surname(key: str) -> str:
+        return str(original(key).PatientName).split("^")[0]
+
+    def edit(key: str, change: Any) -> str:
+        path = pairs[key]
+        ds = pydicom.dcmread(path)
+        change(ds)
+        ds.save_as(path, enforce_file_format=True)
+        return str(path.relative_to(output))
+
+    expected: list[tuple[str, str, str]] = []  # (output, path, check)
+
+    def private(ds: pydicom.Dataset) -> None:
+        block = ds.private_block(0x0011, "LEAKY VENDOR", create=True)
+        block.add_new(0x01, "LO", str(original(plain).PatientID))
+
+    rel = edit(plain, private)
+    expected += [(rel, "(0011,1001)", "leak"), (rel, "(0011,1001)", "private-attribute")]
+
+    def three_deep(ds: pydicom.Dataset) -> None:
+        inner = _item(CodeMeaning=f"seen by {surname(deep)}")
+        middle = _item(PurposeOfReferenceCodeSequence=Sequence([inner]))
+        ds.ReferencedSeriesSequence = Sequence(
+            [_item(ReferencedInstanceSequence=Sequence([middle]))]
+        )
+
+    rel = edit(deep, three_deep)
+    path = (
+        "ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]."
+        "PurposeOfReferenceCodeSequence[0].CodeMeaning"
+    )
+    expected.append((rel, path, "leak"))
+
+    def sr_text(ds: pydicom.Dataset) -> None:
+        ds.ContentSequence = Sequence(
+            [_item(ValueType="TEXT", TextValue=f"{surname(sr_key)} reviewed")]
+        )
+
+    expected.append((edit(sr_key, sr_text), "ContentSequence[0].TextValue", "leak"))
+
+    def description(ds: pydicom.Dataset) -> None:
+        ds.StudyDescription = f"CT CHEST follow-up for {surname(plain)}"
+
+    expected.append((edit(plain, description), "StudyDescription", "leak"))
+
+    def date_in_dt(ds: pydicom.Dataset) -> None:
+        ds.AcquisitionDateTime = str(original(dated).StudyDate) + "101500"
+
+    expected.append((edit(dated, date_in_dt), "AcquisitionDateTime", "leak"))
+
+    other_uid = str(original(plain).SOPInstanceUID)
+
+    def original_uid(ds: pydicom.Dataset) -> None:
+        ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = other_uid
+
+    rel = edit(referencing, original_uid)
+    expected.append((rel, image_ref, "leak"))
+
+    target = pairs[renamed]
+    leaky_name = target.with_name(f"{original(renamed).PatientID}.dcm")
+    target.rename(leaky_name)
+    expected.append((str(leaky_name.relative_to(output)), "(file name)", "file-name"))
+
+    code, report = _verify(canary_dir, output, canary_run.vault)
+    assert code == 1
+    found = {(f["output"], f["path"], f["check"]) for f in report["findings"]}
+    for item in expected:
+        assert item in found, f"not found: {item}"
+    kinds = {(f["path"], f["kind"]) for f in report["findings"]}
+    assert ("AcquisitionDateTime", "date") in kinds
+    assert ("ReferencedImageSequence[0].ReferencedSOPInstanceUID", "instance UID") in kinds
+    assert all("value" not in f for f in report["findings"]), "values only with --show-values"
+
+    _, shown = _verify(canary_dir, output, canary_run.vault, "--show-values")
+    values = {f["path"]: f.get("value") for f in shown["findings"] if f["check"] == "leak"}
+    assert values["StudyDescription"].upper() == surname(plain).upper()
+
+
+def test_without_project_names_and_ids_are_still_found(
+    canary_run: CanaryRun, canary_dir: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    key, path = next(iter(canary_run.pairs.items()))
+    target = output / path.relative_to(canary_run.output)
+    target.parent.mkdir(parents=True)
+    ds = pydicom.dcmread(path)
+    ds.StudyDescription = f"for {str(pydicom.dcmread(canary_dir / key).PatientName).split('^')[0]}"
+    ds.save_as(target, enforce_file_format=True)
+    result = cli("verify", canary_dir, output, "--json")
+    assert result.code == 1
+    report = result.json()
+    assert [f["path"] for f in report["findings"] if f["severity"] == "leak"] == [
+        "StudyDescription"
+    ]
+    assert any("not paired" in note for note in report["notes"])
+
+
+def test_run_quarantines_a_file_whose_output_would_leak(
+    tmp_path: Path, vault: Path, env: None
+) -> None:
+    """A policy gap (here: a name kept by a rule) is caught by the run's own verification."""
+    from pseudo.demo import build_cohort
+
+    build_cohort(tmp_path / "in")
+    policy = tmp_path / "gap.yaml"
+    policy.write_text(
+        "name: gap\nextends: default\nrules:\n  - {select: StudyDescription, action: keep}\n"
+    )
+    result = cli(
+        "run",
+        tmp_path / "in",
+        tmp_path / "out",
+        "--project",
+        "trial",
+        "--vault",
+        vault,
+        "--policy",
+        policy,
+        "--json",
+        "--quiet",
+    )
+    assert result.code == 1
+    counts = result.json()
+    assert counts["quarantined"] == 18 and counts["written"] == 0 and counts["leaks"] >= 18
+    assert not list((tmp_path / "out").rglob("*.dcm")), "a leaking file is never released"
+    clean = cli(
+        "run",
+        tmp_path / "in",
+        tmp_path / "out2",
+        "--project",
+        "trial",
+        "--vault",
+        vault,
+        "--policy",
+        policy,
+        "--no-verify",
+        "--json",
+        "--quiet",
+    )
+    assert clean.code == 0 and clean.json()["written"] == 18
