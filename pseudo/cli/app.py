@@ -16,6 +16,7 @@ from pseudo.cli.common import EXIT_INTERNAL, UserError, err, exit_code_of
 from pseudo.cli.demo_cmd import demo_command
 from pseudo.cli.policy_cmds import policy_app
 from pseudo.cli.reid_cmds import reidentify_command
+from pseudo.cli.review_cmds import diff_command, dump_command, inspect_command
 from pseudo.cli.run_cmd import run_command
 from pseudo.cli.vault_cmds import project_app, vault_app
 from pseudo.cli.verify_cmd import verify_command
@@ -35,6 +36,9 @@ app.add_typer(audit_app, name="audit")
 app.command("run")(run_command)
 app.command("reidentify")(reidentify_command)
 app.command("verify")(verify_command)
+app.command("diff")(diff_command)
+app.command("inspect")(inspect_command)
+app.command("dump")(dump_command)
 app.command("demo")(demo_command)
 
 

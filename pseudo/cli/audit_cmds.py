@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from keystore.session import VaultSession
-from pseudo.cli.common import EXIT_ATTENTION, DbOption, VaultOption, err, out, vault_path
+from pseudo.cli.common import EXIT_ATTENTION, DbOption, VaultOption, emit_json, err, out, vault_path
 
 audit_app = typer.Typer(help="Show and verify the audit log.", no_args_is_help=True)
 
@@ -27,9 +27,7 @@ def audit_verify(
     with VaultSession(vault_path(vault), db) as session:
         result = session.audit.verify()
     if as_json:
-        out.print_json(
-            json.dumps({"ok": result.ok, "records": result.count, "problems": result.problems})
-        )
+        emit_json({"ok": result.ok, "records": result.count, "problems": result.problems})
     elif result.ok:
         err.print(f"[green]Audit log intact[/]: {result.count} records, hash chain verified")
     else:
@@ -71,7 +69,7 @@ def audit_show(
         for r in rows
     ]
     if as_json:
-        out.print_json(json.dumps(records))
+        emit_json(records)
         return
     table = Table("#", "time (UTC)", "actor", "action", "project", "subject", "reason", "outcome")
     for r in records:

@@ -8,6 +8,7 @@ failure; 4 internal error; 130 interrupted.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import sys
 from pathlib import Path
@@ -110,6 +111,12 @@ def operator_passphrase(file: Path | None, *, confirm: bool = False) -> str:
 def reid_passphrase(file: Path | None, *, confirm: bool = False) -> str:
     """The re-identification passphrase."""
     return read_passphrase(file, "PSEUDO_REID_PASSPHRASE", "re-identification", confirm=confirm)
+
+
+def emit_json(data: object) -> None:
+    """One JSON document on stdout (plain, fast for large documents; scripts read it)."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def actor() -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +10,7 @@ import pydicom
 import typer
 from rich.table import Table
 
-from pseudo.cli.common import UserError, err, out
+from pseudo.cli.common import UserError, emit_json, err, out
 from pseudo.policy import CompiledPolicy, load_policy, shipped_policy_names
 from pseudo.policy.explain import explain, occurrences
 from pseudo.policy.selectors import SelectorError, resolve_name
@@ -40,7 +39,7 @@ def policy_list(as_json: JsonOption = False) -> None:
             }
             for p in policies
         ]
-        out.print_json(json.dumps(rows))
+        emit_json(rows)
         return
     table = Table("policy", "title", "extends", "options", "sha256")
     for p in policies:
@@ -121,7 +120,7 @@ def policy_show(
     """
     document = effective(load_policy(name))
     if as_json:
-        out.print_json(json.dumps(document))
+        emit_json(document)
         return
     out.print(f"[bold]{document['name']}[/]: {document['title']}")
     options = ", ".join(document["options"]) or "none"
@@ -161,7 +160,7 @@ def policy_validate(
         "sha256": policy.sha256,
     }
     if as_json:
-        out.print_json(json.dumps(summary))
+        emit_json(summary)
     else:
         err.print(
             f"[green]valid[/]: {policy.name} ({' -> '.join(policy.chain)}; "
@@ -221,7 +220,7 @@ def policy_explain(
             for o in occurrences(policy, ds, pattern)
         ]
     if as_json:
-        out.print_json(json.dumps(document))
+        emit_json(document)
         return
     if "steps" in document:
         title = f"{document['tag']} {document['name']}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -14,6 +13,7 @@ from pseudo.cli.common import (
     DbOption,
     ReidPassphraseFileOption,
     VaultOption,
+    emit_json,
     out,
     reid_passphrase,
     vault_path,
@@ -60,7 +60,7 @@ def reidentify_command(
         )
     data = identity.to_json()
     if as_json:
-        out.print_json(json.dumps(data))
+        emit_json(data)
         return
     table = Table(
         title=f"Re-identified {identity.pseudonym} (project {project})", show_header=False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from pseudo.cli.common import (
     UserError,
     VaultOption,
     actor,
+    emit_json,
     err,
     operator_passphrase,
     out,
@@ -134,9 +134,7 @@ def run_command(
                 details={"run_id": summary.run_id, "policy": compiled.sha256, **summary.counts},
             )
     if as_json:
-        out.print_json(
-            json.dumps({"run_id": summary.run_id, "report": str(report), **summary.counts})
-        )
+        emit_json({"run_id": summary.run_id, "report": str(report), **summary.counts})
     if not quiet:
         _print_summary(summary.counts, summary.outcomes, report)
     if summary.count("quarantined") or summary.leaks:
@@ -158,7 +156,7 @@ def _dry_run(
         keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
         result = dryrun.dry_run(keyring, policy, session.linkage, source)
     if as_json:
-        out.print_json(json.dumps(result.to_json()))
+        emit_json(result.to_json())
         return
     table = Table(
         "attribute", "change", "count", title=f"dry run of policy {policy.name}: nothing written"

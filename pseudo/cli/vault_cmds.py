@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -16,6 +15,7 @@ from pseudo.cli.common import (
     ReidPassphraseFileOption,
     VaultOption,
     actor,
+    emit_json,
     err,
     operator_passphrase,
     out,
@@ -122,7 +122,7 @@ def project_list(
             }
         )
     if as_json:
-        out.print_json(json.dumps(rows))
+        emit_json(rows)
         return
     table = Table("project", "prefix", "date offsets (days)", "key slots", "created")
     for name in store.project_names():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from pseudo.cli.common import (
     PassphraseFileOption,
     UserError,
     VaultOption,
+    emit_json,
     err,
     operator_passphrase,
     out,
@@ -65,7 +65,7 @@ def verify_command(
                 input_path, output, compiled, keyring, session.linkage, show_values=show_values
             )
     if as_json:
-        out.print_json(json.dumps(report.to_json()))
+        emit_json(report.to_json())
     else:
         table = Table(
             "output", "attribute", "check", "kind", "severity", *(["value"] if show_values else [])
