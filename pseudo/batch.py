@@ -238,7 +238,7 @@ def process_file(task: Task) -> FileOutcome:
         try:
             ds = read_dataset(Path(task.path))
             pending = verify.prepare(ds, engine.policy) if _worker["verify"] else None
-            result = engine.pseudonymize(ds)
+            result = engine.pseudonymize(ds, pending.recorder if pending else None)
             temp = write_temporary(result.dataset, _worker["temp"])
             if pending is not None and not _verified(outcome, pending, result, temp):
                 temp.unlink(missing_ok=True)

@@ -33,7 +33,7 @@ from pseudo.identity import PatientIdentity, read_identity
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.policy.model import Action
 from pseudo.tokens import date_offset_digest, pseudonym
-from pseudo.walker import Walker
+from pseudo.walker import Recorder, Walker
 
 #: pseudo's own Implementation Class UID (a fixed 2.25 UUID-derived UID) and version name.
 IMPLEMENTATION_CLASS_UID = UID("2.25.29132904577173474198588004560027537061")
@@ -162,16 +162,17 @@ class Pseudonymizer:
         )
         return patient_pseudonym, offset
 
-    def pseudonymize(self, ds: Dataset) -> PseudonymizedDataset:
+    def pseudonymize(self, ds: Dataset, recorder: Recorder | None = None) -> PseudonymizedDataset:
         """Pseudonymize ``ds`` in place and return it with its linkage records.
 
-        Raises :class:`~pseudo.findings.RejectedFile` when the dataset cannot be processed
-        safely; ``ds`` must then be discarded.
+        ``recorder`` (see :mod:`pseudo.verify`) is told about every attribute before it
+        changes. Raises :class:`~pseudo.findings.RejectedFile` when the dataset cannot be
+        processed safely; ``ds`` must then be discarded.
         """
         with quiet_pydicom():
-            return self._pseudonymize(ds)
+            return self._pseudonymize(ds, recorder)
 
-    def _pseudonymize(self, ds: Dataset) -> PseudonymizedDataset:
+    def _pseudonymize(self, ds: Dataset, recorder: Recorder | None) -> PseudonymizedDataset:
         meta = getattr(ds, "file_meta", None)
         media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
         if DICOMDIR_SOP_CLASS in (media_class, str(ds.get("SOPClassUID", ""))):
@@ -188,7 +189,7 @@ class Pseudonymizer:
         patient_pseudonym, offset = self.patient(identity)
         ctx = FileContext(self.keyring, self.policy, patient_pseudonym, offset)
         overlays = _overlay_groups(ds)
-        Walker(ctx, ds).walk(ds)
+        Walker(ctx, ds, recorder).walk(ds)
         _drop_overlays_without_data(ds, ctx, overlays)
         self._finish(ds, ctx, sop_class, transfer_syntax)
 

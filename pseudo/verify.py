@@ -1,15 +1,16 @@
 """Residual-PHI verification: look for every identifying input value in the outputs.
 
-From each input file, :func:`collect` takes the values that the policy removes, empties,
-replaces, tokenizes or encrypts (names in their usual spellings, IDs, addresses, free text),
-the identifying values that cleaning removes from text, every original date of the patient
-(in its usual spellings), every original instance UID and the values of private attributes that
-the policy does not keep. :func:`check` then searches an output file for them: its parsed
-dataset at every depth (file meta, private attributes, sequence items, SR content) and its raw
-bytes, and its file name. It also flags private attributes the policy does not allow, a Burned
-In Annotation that is not ``NO``, and (with :class:`CrossFileCheck`) references that no longer
-resolve. Findings name the file, the attribute path and the kind of value, never the value
-itself unless asked.
+While a file is pseudonymized, a :class:`Recorder` takes, from every attribute the policy does
+not keep, the value that must not survive: values that are removed, emptied, replaced,
+tokenized or encrypted (names in their usual spellings, IDs, addresses, free text, and every
+value inside a removed sequence), the original dates of the patient (in their usual
+spellings), the original instance UIDs and the values of private attributes. :func:`check` then
+searches the output for them: first its raw bytes (one pass, by words), and, only when something
+is found there, every attribute at every depth, to name where. It also flags private attributes
+the policy does not keep, a Burned In Annotation that is not ``NO``, and the file's name.
+:class:`CrossFileCheck` looks across a run for original UIDs of other inputs and for references
+that no longer resolve. Findings name the file, the attribute path and the kind of value, never
+the value itself unless asked.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from pydicom.valuerep import PersonName
 
 from pseudo.actions import DUMMY_VALUES
 from pseudo.clean import date_spellings, word_tokens
-from pseudo.policy.compiled import CompiledPolicy
+from pseudo.policy.compiled import CompiledPolicy, Decision
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
 from pseudo.private import SafePrivate
@@ -37,26 +38,33 @@ from pseudo.walker import attribute_name, element_vr
 
 MIN_LENGTH = 4
 MIN_DIGITS = 6
-#: Actions after which the original value must not be found anywhere in the output.
-GONE = frozenset(
-    {
-        Action.REMOVE,
-        Action.EMPTY,
-        Action.DUMMY,
-        Action.TOKEN,
-        Action.PSEUDONYM,
-        Action.ENCRYPT,
-        Action.REPLACE,
-        Action.REMAP_UID,
-    }
-)
-KEPT = frozenset({Action.KEEP})
 #: Modalities whose images often carry burned-in text: a missing Burned In Annotation is flagged.
 BURNED_IN_PRONE = frozenset(
     {"US", "XA", "RF", "SC", "OT", "DX", "CR", "ES", "XC", "IO", "PX", "MG"}
 )
+#: VRs whose values can carry identifying text (others are numbers or bulk data).
+SEARCHED_VRS = frozenset(
+    {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "DA", "DT", "UI", "UN", "OB"}
+)
+REFERENCE_TAGS = frozenset({0x00081155, 0x00041511})
 _PRINTABLE = re.compile(rb"[\x20-\x7e]{6,}")
 _NUMBER = re.compile(r"[+-]?\d*\.?\d+(?:[eE][+-]?\d+)?")
+_BYTE_TOKEN = re.compile(rb"[A-Za-z0-9]+")
+_COMMON_WORDS = """NONE UNKNOWN ORIGINAL PRIMARY DERIVED SECONDARY AXIAL OTHER ANONYMOUS ANON HERE
+NAME TEST DEMO SAMPLE PHANTOM DEFAULT STUDY SERIES IMAGE ROUTINE RESEARCH CLINICAL RADIOLOGY
+HOSPITAL CLINIC MEDICAL CENTER CENTRE GENERAL DEPARTMENT THERAPY HEAD BRAIN CHEST BODY PELVIS
+ABDOMEN SPINE KNEE THORAX NORMAL DOCTOR PATIENT PHYSICIAN REMOVED REDACTED NULL TRUE FALSE"""
+#: Values too common to be evidence of a leak on their own (compared in upper case).
+_COMMON = frozenset(_COMMON_WORDS.split()) | {
+    str(v).upper() for v in DUMMY_VALUES.values() if isinstance(v, str)
+}
+#: Actions that keep a value as it is: it may legitimately appear in the output.
+_KEEPING = frozenset({Action.KEEP})
+#: Descriptive values (not identities): found in an attribute the policy keeps, they are the
+#: policy's choice, not a leak. Names, IDs, dates, UIDs, addresses are reported wherever found.
+_DESCRIPTIVE = frozenset({"private value", "text", "free text"})
+#: Actions after which nothing of a text value may remain (cleaning and substitution keep words).
+_PARTIAL = frozenset({Action.CLEAN, Action.SUBSTITUTE})
 
 
 @dataclass(frozen=True)
@@ -95,16 +103,33 @@ class Needles:
     skipped: Counter[str] = field(default_factory=Counter)
     dates: set[date] = field(default_factory=set)
     dates_checked: bool = False
-    allowed: set[str] = field(default_factory=set)
+
+    def add(self, text: str, kind: str, *, fold: bool = True) -> None:
+        """Add a value unless it is too short or too common to be evidence of a leak."""
+        text = text.strip().strip("\x00").strip()
+        if len(text) < MIN_LENGTH:
+            if text:
+                self.skipped["shorter than 4 characters"] += 1
+            return
+        measurement = "." in text or "e" in text.lower() or len(text.lstrip("+-0")) < MIN_DIGITS
+        if kind != "date" and measurement and _NUMBER.fullmatch(text):
+            self.skipped["measurements and numbers under 6 digits"] += 1
+            return
+        if text.upper() in _COMMON or is_standard_uid(text):
+            self.skipped["common values and standard UIDs"] += 1
+            return
+        key = f"date:{text}" if kind == "date" else text.upper() if fold else text
+        self.items.setdefault(key, Needle(text, kind, fold))
 
     def add_dates(self, offset_days: int | None) -> None:
-        """Add the original dates once the patient's offset is known (None: dates unchecked).
+        """Add the original dates once the patient's offset is known (None: not checked).
 
         A date that is also the shifted form of another date of the patient cannot be told
         apart from it and is skipped.
         """
         if offset_days is None:
-            self.skipped["dates (input and output not paired)"] += len(self.dates)
+            if self.dates:
+                self.skipped["dates (input and output not paired)"] += len(self.dates)
             return
         self.dates_checked = True
         shifted = {d + timedelta(days=offset_days) for d in self.dates}
@@ -115,27 +140,6 @@ class Needles:
             for spelling in date_spellings(day.strftime("%Y%m%d"))[:4]:
                 self.add(spelling, "date", fold=False)
 
-    def add(self, text: str, kind: str, *, fold: bool = True, exact_only: bool = False) -> None:
-        """Add a value unless it is too short or too common to be evidence of a leak."""
-        text = text.strip().strip("\x00").strip()
-        if len(text) < MIN_LENGTH:
-            self.skipped["shorter than 4 characters"] += 1 if text else 0
-            return
-        measurement = "." in text or "e" in text.lower() or len(text.lstrip("+-0")) < MIN_DIGITS
-        if kind != "date" and measurement and _NUMBER.fullmatch(text):
-            self.skipped["measurements and numbers under 6 digits"] += 1
-            return
-        if text.upper() in _COMMON:
-            self.skipped["common values"] += 1
-            return
-        if text.upper() in self.allowed:
-            self.skipped["also in attributes the policy keeps"] += 1
-            return
-        key = text.upper() if fold else text
-        if kind == "date":
-            key = f"date:{text}"  # a date also matches at the start of a DT: keep it apart
-        self.items.setdefault(key, Needle(text, kind, fold and not exact_only))
-
     def merge(self, other: Needles) -> None:
         """Add another file's needles."""
         for key, needle in other.items.items():
@@ -143,34 +147,12 @@ class Needles:
         self.skipped.update(other.skipped)
         self.dates |= other.dates
 
-    def drop(self, allowed: Iterable[str]) -> None:
-        """Forget needles equal to values that the policy legitimately keeps."""
-        self.allowed = {value.strip().upper() for value in allowed}
-        for value in allowed:
-            key = value.strip().upper()
-            for candidate in (key, value.strip()):
-                if candidate in self.items:
-                    del self.items[candidate]
-                    self.skipped["also in attributes the policy keeps"] += 1
-
-
-#: Values too common to be evidence of a leak on their own (compared in upper case).
-_COMMON_WORDS = """NONE UNKNOWN ORIGINAL PRIMARY DERIVED SECONDARY AXIAL OTHER ANONYMOUS ANON HERE
-NAME TEST DEMO SAMPLE PHANTOM DEFAULT STUDY SERIES IMAGE ROUTINE RESEARCH CLINICAL RADIOLOGY
-HOSPITAL CLINIC MEDICAL CENTER CENTRE GENERAL DEPARTMENT THERAPY HEAD BRAIN CHEST BODY PELVIS
-ABDOMEN SPINE KNEE THORAX NORMAL DOCTOR PATIENT PHYSICIAN REMOVED REDACTED NULL TRUE FALSE"""
-_COMMON = frozenset(_COMMON_WORDS.split()) | {
-    str(v).upper() for v in DUMMY_VALUES.values() if isinstance(v, str)
-}
-
 
 def _strings(value: Any) -> list[str]:
-    if value is None:
+    if value is None or isinstance(value, bytes):
         return []
     if isinstance(value, MultiValue | list | tuple):
         return [s for item in value for s in _strings(item)]
-    if isinstance(value, bytes):
-        return []
     return [str(value)]
 
 
@@ -186,8 +168,8 @@ def name_spellings(name: str) -> list[str]:
     return spellings
 
 
-def _kind(keyword: str, vr: str) -> str:
-    lowered = keyword.lower()
+def _kind(tag: int, vr: str) -> str:
+    lowered = attribute_name(tag).lower()
     if vr == "PN":
         return "person name"
     if "address" in lowered:
@@ -203,18 +185,20 @@ def _kind(keyword: str, vr: str) -> str:
     return "text"
 
 
-#: VRs whose values can carry identifying text (others are numbers or bulk data).
-SEARCHED_VRS = frozenset(
-    {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "DA", "DT", "UI", "UN", "OB"}
-)
-REFERENCE_TAGS = frozenset({0x00081155, 0x00041511})
+def _as_date(text: str) -> date | None:
+    text = text.strip()
+    if len(text) >= 8 and text[:8].isdigit():
+        try:
+            return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+        except ValueError:
+            return None
+    return None
 
 
 def _elements(ds: Dataset, parents: Parents = ()) -> Iterator[tuple[Dataset, int, str, Parents]]:
     """Every element at every depth: (dataset holding it, tag, VR, sequences above it)."""
     for tag in list(ds.keys()):
-        element = ds.get_item(tag)
-        vr = element_vr(element, tag)
+        vr = element_vr(ds.get_item(tag), tag)
         yield ds, tag, vr, parents
         if vr == "SQ":
             try:
@@ -230,85 +214,104 @@ def path_of(parents: Parents, tag: int, prefix: str = "") -> str:
     return prefix + "".join(f"{attribute_name(t)}[{i}]." for t, i in parents) + attribute_name(tag)
 
 
-def collect(ds: Dataset, policy: CompiledPolicy) -> Needles:
-    """The identifying values of one input dataset (before pseudonymization).
+class Recorder:
+    """Records, attribute by attribute, what must not survive pseudonymization.
 
-    Original dates are gathered in ``needles.dates``; :meth:`Needles.add_dates` turns them into
-    needles once the patient's offset is known.
+    The walker calls it for every attribute with the policy's decision, before the action
+    changes anything; :func:`collect` does the same without changing the dataset.
     """
-    needles = Needles()
-    allowed: list[str] = []
-    active = policy.active_rules(ds) if policy.has_conditions else frozenset()
-    dates = needles.dates
-    safe = SafePrivate.load()
-    for level, tag, vr, parents in _elements(ds):
+
+    def __init__(self) -> None:
+        self.needles = Needles()
+        self._safe = SafePrivate.load()
+
+    def __call__(self, ds: Dataset, tag: int, vr: str, decision: Decision) -> None:
+        action = decision.action
         private = bool((tag >> 16) & 1)
-        if vr == "SQ" or tag & 0xFFFF == 0 or (vr not in SEARCHED_VRS and not private):
-            continue
+        if action in _KEEPING or vr == "TM" or (private and 0x10 <= tag & 0xFFFF <= 0xFF):
+            return  # kept values, times of day and private creator names are not evidence
+        if private and action is Action.CLEAN and self._safe.is_safe(ds, tag):
+            return
+        if vr == "SQ":
+            if action in (Action.REMOVE, Action.EMPTY, Action.DUMMY):
+                self._subtree(ds, tag)
+            return  # kept, cleaned or remapped sequences: the walker visits their items
+        if vr not in SEARCHED_VRS and not private:
+            return
         try:
-            value = level[tag].value
+            value = ds[tag].value
         except Exception:
-            continue
-        action = policy.decide(tag, vr, level, parents, active).action
+            return
+        self._value(tag, vr, value, action, private)
+
+    def _value(self, tag: int, vr: str, value: Any, action: Action, private: bool) -> None:
+        needles = self.needles
+        if vr in ("DA", "DT") or (private and action in (Action.SHIFT_DATE, Action.YEAR_ONLY)):
+            texts = _strings(value) or (
+                [bytes(value).decode("latin-1")] if isinstance(value, bytes) else []
+            )
+            needles.dates.update(d for d in map(_as_date, texts) if d)
+            return
+        if vr == "UI":
+            for uid in _strings(value):
+                if uid and not is_standard_uid(uid):
+                    needles.add(uid, "instance UID", fold=False)
+            return
         if private:
-            if 0x10 <= tag & 0xFFFF <= 0xFF:
-                continue  # creator strings name vendors, not people
-            if action in KEPT or (action is Action.CLEAN and safe.is_safe(level, tag)):
-                allowed.extend(_strings(value))
-                continue
-            if action in (Action.SHIFT_DATE, Action.YEAR_ONLY):
-                texts = _strings(value) or [bytes(value).decode("ascii", "replace")]
-                dates.update(d for d in map(_as_date, texts) if d)
-                continue
             if isinstance(value, bytes):
                 runs = sorted(set(_PRINTABLE.findall(value)), key=len, reverse=True)[:20]
                 for run in runs:
                     needles.add(run.decode("ascii"), "private value")
             for text in _strings(value):
                 needles.add(text, "private value")
-            continue
-        if vr == "TM":
-            continue  # times of day are kept by design
-        if vr in ("DA", "DT"):
-            if action not in KEPT:
-                dates.update(d for d in map(_as_date, _strings(value)) if d)
-            else:
-                allowed.extend(_strings(value))
-            continue
-        if vr == "UI":
-            for uid in _strings(value):
-                if action in KEPT or is_standard_uid(uid):
-                    allowed.append(uid)
-                else:
-                    needles.add(uid, "instance UID", fold=False, exact_only=True)
-            continue
-        if action in KEPT:
-            allowed.extend(_strings(value))
-            continue
-        if action not in GONE:
-            continue  # cleaned or substituted text: its identifying words are needles already
-        kind = _kind(attribute_name(tag), vr)
+            return
+        if action in _PARTIAL:
+            return  # cleaned text keeps its other words; its identifying words are needles already
+        kind = _kind(tag, vr)
         for text in _strings(value):
             if vr == "PN" or isinstance(value, PersonName):
                 for spelling in name_spellings(text):
                     needles.add(spelling, "person name")
             else:
                 needles.add(text, kind)
-    needles.drop(allowed)
-    return needles
 
-
-def _as_date(text: str) -> date | None:
-    text = text.strip()
-    if len(text) >= 8 and text[:8].isdigit():
+    def _subtree(self, ds: Dataset, tag: int) -> None:
+        """Everything inside a sequence that is removed whole is gone too."""
         try:
-            return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
-        except ValueError:
-            return None
-    return None
+            items = ds[tag].value or []
+        except Exception:
+            return
+        for item in items:
+            for level, inner, vr, _ in _elements(item):
+                if vr == "SQ" or vr == "TM" or (vr not in SEARCHED_VRS and not (inner >> 16) & 1):
+                    continue
+                try:
+                    value = level[inner].value
+                except Exception:
+                    continue
+                self._value(inner, vr, value, Action.REMOVE, bool((inner >> 16) & 1))
 
 
-_BYTE_TOKEN = re.compile(rb"[A-Za-z0-9]+")
+def collect(ds: Dataset, policy: CompiledPolicy) -> Needles:
+    """The identifying values of one input dataset, without changing it (as the walker would)."""
+    recorder = Recorder()
+    active = policy.active_rules(ds) if policy.has_conditions else frozenset()
+
+    def visit(level: Dataset, parents: Parents) -> None:
+        for tag in list(level.keys()):
+            vr = element_vr(level.get_item(tag), tag)
+            decision = policy.decide(tag, vr, level, parents, active)
+            recorder(level, tag, vr, decision)
+            if vr == "SQ" and decision.action in (Action.KEEP, Action.CLEAN, Action.REMAP_UID):
+                try:
+                    items = level[tag].value or []
+                except Exception:
+                    continue
+                for index, item in enumerate(items):
+                    visit(item, (*parents, (tag, index)))
+
+    visit(ds, ())
+    return recorder.needles
 
 
 class Matcher:
@@ -322,19 +325,16 @@ class Matcher:
     def __init__(self, needles: Needles) -> None:
         self.needles = needles
         self._by_word: dict[str, list[Needle]] = {}
+        self._words: dict[Needle, frozenset[str]] = {}
         self._dates: dict[str, Needle] = {}
         self._special: list[Needle] = []  # not ASCII: searched as plain substrings
         self._patterns: dict[Needle, re.Pattern[str]] = {}
-        self._words: dict[Needle, frozenset[str]] = {}
         for needle in needles.items.values():
             if needle.kind == "date" and needle.text.isdigit():
                 self._dates[needle.text] = needle
-                continue
-            if not needle.text.isascii():
+            elif not needle.text.isascii():
                 self._special.append(needle)
-                continue
-            words = frozenset(word_tokens(needle.text))
-            if words:
+            elif words := frozenset(word_tokens(needle.text)):
                 self._words[needle] = words
                 self._by_word.setdefault(min(words), []).append(needle)
 
@@ -345,18 +345,22 @@ class Matcher:
         pattern = self._patterns.get(needle)
         if pattern is None:
             text = re.escape(needle.text)
-            if needle.fold:
+            if needle.kind == "date":
+                pattern = re.compile(
+                    rf"(?<!\d){text}" + ("" if needle.text.isdigit() else r"(?!\d)")
+                )
+            elif needle.fold:
                 pattern = re.compile(rf"(?<![^\W_]){text}(?![^\W_])", re.IGNORECASE)
             else:
                 pattern = re.compile(rf"(?<![\w.]){text}(?![\w.])")
             self._patterns[needle] = pattern
         return pattern
 
-    def _confirmed(self, text: str, words: set[str]) -> list[Needle]:
+    def _candidates(self, words: set[str]) -> list[Needle]:
         found = []
         for word in words:
             for needle in self._by_word.get(word, ()):
-                if self._words[needle] <= words and self._pattern(needle).search(text):
+                if self._words[needle] <= words:
                     found.append(needle)
             if len(word) >= 8 and word.isdigit() and word[:8] in self._dates:
                 found.append(self._dates[word[:8]])
@@ -364,13 +368,13 @@ class Matcher:
 
     def search_text(self, text: str) -> list[Needle]:
         """The needles that occur in ``text``."""
-        found = self._confirmed(text, set(word_tokens(text)))
+        found = [
+            n for n in self._candidates(set(word_tokens(text))) if self._pattern(n).search(text)
+        ]
         upper = text.upper()
-        found.extend(
-            n
-            for n in self._special
-            if (n.text.upper() if n.fold else n.text) in (upper if n.fold else text)
-        )
+        found += [
+            n for n in self._special if (n.text.upper() in upper if n.fold else n.text in text)
+        ]
         return found
 
     def search_bytes(
@@ -379,32 +383,34 @@ class Matcher:
         """The needles that occur in raw bytes, with the offset of the first occurrence."""
         words = {w.decode("ascii").upper() for w in _BYTE_TOKEN.findall(raw)}
         found: list[tuple[Needle, int]] = []
-        text = None
-        for needle in self._confirmed_words(words):
-            text = text if text is not None else raw.decode("latin-1")
-            match = self._pattern(needle).search(text)
-            if match:
-                found.append((needle, match.start()))
+        candidates = self._candidates(words)
+        if candidates:
+            text = raw.decode("latin-1")
+            for needle in candidates:
+                match = self._pattern(needle).search(text)
+                if match:
+                    found.append((needle, match.start()))
         for needle in self._special:
             for encoding in encodings:
                 try:
                     offset = raw.find(needle.text.encode(encoding))
-                except (LookupError, UnicodeEncodeError):
+                except (LookupError, UnicodeError):
                     continue
                 if offset >= 0:
                     found.append((needle, offset))
                     break
         return found
 
-    def _confirmed_words(self, words: set[str]) -> list[Needle]:
-        candidates = []
-        for word in words:
-            for needle in self._by_word.get(word, ()):
-                if self._words[needle] <= words:
-                    candidates.append(needle)
-            if len(word) >= 8 and word.isdigit() and word[:8] in self._dates:
-                candidates.append(self._dates[word[:8]])
-        return candidates
+
+def encodings(ds: Dataset) -> tuple[str, ...]:
+    """Python codecs of the dataset's Specific Character Set, for searching its raw bytes."""
+    from pydicom.charset import convert_encodings
+
+    try:
+        names = convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
+    except Exception:
+        names = []
+    return tuple(dict.fromkeys([*names, "utf-8"]))
 
 
 def check(
@@ -412,12 +418,13 @@ def check(
     relative_path: str,
     matcher: Matcher,
     policy: CompiledPolicy,
-    raw: bytes | None = None,
+    header: bytes | None = None,
     *,
     active: frozenset[int] = frozenset(),
     show_values: bool = False,
 ) -> list[Finding]:
-    """Look for the matcher's needles in one output dataset, its bytes and its file name."""
+    """Look for the matcher's needles in one output: its bytes (``header``: everything before
+    the pixel data), its attributes at every depth when needed, and its file name."""
     findings: list[Finding] = []
 
     def report(
@@ -427,39 +434,46 @@ def check(
             Finding(relative_path, path, check_name, kind, severity, value if show_values else None)
         )
 
-    seen: set[Needle] = set()
-    safe = SafePrivate.load()
     meta = getattr(out, "file_meta", None) or Dataset()
-    elements = [("FileMeta.", e) for e in _elements(meta)] + [("", e) for e in _elements(out)]
-    for prefix, (level, tag, vr, parents) in elements:
-        private = bool((tag >> 16) & 1)
-        if vr == "SQ" or (vr not in SEARCHED_VRS and not private):
-            continue
-        try:
-            value = level[tag].value
-        except Exception:
-            continue
-        path = path_of(parents, tag, prefix)
-        if private and not 0x10 <= tag & 0xFFFF <= 0xFF:
+    safe = SafePrivate.load()
+    for level, tag, vr, parents in _elements(out):
+        if (tag >> 16) & 1 and not 0x10 <= tag & 0xFFFF <= 0xFF:
             action = policy.decide(tag, vr, level, parents, active).action
-            unsafe = action is Action.CLEAN and not safe.is_safe(level, tag)
-            if action is Action.REMOVE or unsafe:
+            if action is Action.REMOVE or (action is Action.CLEAN and not safe.is_safe(level, tag)):
                 report(
-                    path, "private-attribute", "private attribute the policy does not keep", None
+                    path_of(parents, tag),
+                    "private-attribute",
+                    "private attribute the policy does not keep",
+                    None,
                 )
-        if not matcher:
-            continue
-        texts = _strings(value)
-        if isinstance(value, bytes):
-            texts = [run.decode("ascii") for run in _PRINTABLE.findall(value)]
-        for text in texts:
-            for needle in matcher.search_text(text):
-                seen.add(needle)
-                report(path, "leak", needle.kind, needle.text)
-    if raw is not None and matcher:
-        for needle, offset in matcher.search_bytes(raw, encodings(out)):
+    raw_hits = (
+        matcher.search_bytes(header, encodings(out)) if header is not None and matcher else []
+    )
+    if matcher and (header is None or raw_hits):
+        seen: set[Needle] = set()
+        elements = [("FileMeta.", e) for e in _elements(meta)] + [("", e) for e in _elements(out)]
+        for prefix, (level, tag, vr, parents) in elements:
+            if vr == "SQ" or (vr not in SEARCHED_VRS and not (tag >> 16) & 1):
+                continue
+            try:
+                value = level[tag].value
+            except Exception:
+                continue
+            texts = _strings(value)
+            if isinstance(value, bytes):
+                texts = [run.decode("ascii") for run in _PRINTABLE.findall(value)]
+            kept: bool | None = None
+            for text in texts:
+                for needle in matcher.search_text(text):
+                    seen.add(needle)
+                    if kept is None:
+                        kept = policy.decide(tag, vr, level, parents, active).action in _KEEPING
+                    equal = text.strip().upper() == needle.text.upper()
+                    if kept and (equal or needle.kind in _DESCRIPTIVE):
+                        continue  # the policy keeps this value here: its choice, not a leak
+                    report(path_of(parents, tag, prefix), "leak", needle.kind, needle.text)
+        for needle, offset in raw_hits:
             if needle not in seen:
-                seen.add(needle)
                 report(f"(raw bytes at offset {offset})", "leak", needle.kind, needle.text)
     for part in relative_path.split("/"):
         for needle in matcher.search_text(part):
@@ -483,17 +497,6 @@ def check(
     return findings
 
 
-def encodings(ds: Dataset) -> tuple[str, ...]:
-    """Python codecs of the dataset's Specific Character Set, for searching its raw bytes."""
-    from pydicom.charset import convert_encodings
-
-    try:
-        names = convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
-    except Exception:
-        names = []
-    return tuple(dict.fromkeys([*names, "utf-8"]))
-
-
 def pixel_offset(raw: bytes) -> int:
     """Where the top-level Pixel Data element starts in a file's bytes (or its length)."""
     for marker in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
@@ -506,6 +509,49 @@ def pixel_offset(raw: bytes) -> int:
 def uid_digest(uid: str) -> int:
     """A compact, stable stand-in for a UID, so a whole run's UIDs fit in memory."""
     return int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big")
+
+
+def references(ds: Dataset) -> list[tuple[str, str]]:
+    """(path, value) of every Referenced SOP Instance UID, inside sequences at any depth."""
+    found: list[tuple[str, str]] = []
+
+    def visit(level: Dataset, parents: Parents) -> None:
+        for tag in list(level.keys()):
+            if tag in REFERENCE_TAGS and parents:
+                path = path_of(parents, tag)
+                found.extend((path, uid) for uid in _strings(level[tag].value))
+            elif element_vr(level.get_item(tag), tag) == "SQ":
+                try:
+                    items = level[tag].value or []
+                except Exception:
+                    continue
+                for index, item in enumerate(items):
+                    visit(item, (*parents, (tag, index)))
+
+    visit(ds, ())
+    return found
+
+
+def output_uids(ds: Dataset, policy: CompiledPolicy, active: frozenset[int]) -> dict[int, str]:
+    """Digest -> path of every UID in a dataset that the policy does not keep as it is."""
+    found: dict[int, str] = {}
+    for level, tag, vr, parents in _elements(ds):
+        if vr == "UI" and policy.decide(tag, vr, level, parents, active).action not in _KEEPING:
+            for uid in _strings(level[tag].value):
+                if uid and not is_standard_uid(uid):
+                    found.setdefault(uid_digest(uid), path_of(parents, tag))
+    return found
+
+
+@dataclass
+class PairEvidence:
+    """What one pseudonymized file contributes to the cross-file checks."""
+
+    input_instance: str
+    output_instance: str
+    references: list[tuple[str, str, str]]  # (path, original value, output value)
+    original_uids: set[int] = field(default_factory=set)  # digests of the input's instance UIDs
+    output_uids: dict[int, str] = field(default_factory=dict)  # digest -> path, in the output
 
 
 @dataclass
@@ -550,41 +596,25 @@ class CrossFileCheck:
         return leaked + broken
 
 
-def references(ds: Dataset) -> list[tuple[str, str]]:
-    """(path, value) of every Referenced SOP Instance UID at any depth."""
-    found: list[tuple[str, str]] = []
-    for level, tag, _vr, parents in _elements(ds):
-        if tag in REFERENCE_TAGS:
-            path = path_of(parents, tag)
-            found.extend((path, uid) for uid in _strings(level[tag].value))
-    return found
-
-
-@dataclass
-class PairEvidence:
-    """What one pseudonymized file contributes to the cross-file checks."""
-
-    input_instance: str
-    output_instance: str
-    references: list[tuple[str, str, str]]  # (path, original value, output value)
-    original_uids: set[int] = field(default_factory=set)  # digests of the input's instance UIDs
-    output_uids: dict[int, str] = field(default_factory=dict)  # digest -> path, in the output
-
-
 @dataclass
 class Pending:
     """What is taken from an input before it is pseudonymized in place."""
 
-    needles: Needles
+    recorder: Recorder
     references: dict[str, str]
     instance: str
     active: frozenset[int]
 
+    @property
+    def needles(self) -> Needles:
+        """The identifying values recorded so far."""
+        return self.recorder.needles
+
 
 def prepare(ds: Dataset, policy: CompiledPolicy) -> Pending:
-    """Take the identifying values and references of an input before it changes."""
+    """Take an input's references before it changes; its values are recorded by the walker."""
     return Pending(
-        needles=collect(ds, policy),
+        recorder=Recorder(),
         references=dict(references(ds)),
         instance=str(ds.get("SOPInstanceUID", "")),
         active=policy.active_rules(ds) if policy.has_conditions else frozenset(),
@@ -603,14 +633,13 @@ def finish(
 ) -> tuple[list[Finding], PairEvidence]:
     """Check one output against its own input; return findings and cross-file evidence."""
     pending.needles.add_dates(offset_days)
-    if raw is not None:
-        raw = raw[: pixel_offset(raw)]
+    header = raw[: pixel_offset(raw)] if raw is not None else None
     findings = check(
         out,
         relative_path,
         Matcher(pending.needles),
         policy,
-        raw,
+        header,
         active=pending.active,
         show_values=show_values,
     )
@@ -623,20 +652,9 @@ def finish(
             if path in pending.references
         ],
         {uid_digest(n.text) for n in pending.needles.items.values() if n.kind == "instance UID"},
-        output_uids(out),
+        output_uids(out, policy, pending.active),
     )
     return findings, evidence
-
-
-def output_uids(ds: Dataset) -> dict[int, str]:
-    """Digest -> path of every non-standard UID in a dataset, at any depth."""
-    found: dict[int, str] = {}
-    for level, tag, vr, parents in _elements(ds):
-        if vr == "UI":
-            for uid in _strings(level[tag].value):
-                if uid and not is_standard_uid(uid):
-                    found.setdefault(uid_digest(uid), path_of(parents, tag))
-    return found
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Protocol
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
@@ -19,11 +20,19 @@ from pseudo.clean import (
 )
 from pseudo.context import FileContext
 from pseudo.findings import RejectedFile
+from pseudo.policy.compiled import Decision
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
 from pseudo.private import SafePrivate, drop_orphan_creators
 from pseudo.tags import standard_vr, tag_text
 from pseudo.vr import TEXT_VRS
+
+
+class Recorder(Protocol):
+    """Called for every attribute with its decision, before the action changes it."""
+
+    def __call__(self, ds: Dataset, tag: int, vr: str, decision: Decision) -> None: ...
+
 
 #: Deeper nesting than this is refused: no real object needs it, and a hostile file uses it.
 MAX_DEPTH = 64
@@ -60,8 +69,11 @@ class Walker:
     value of the file (names, IDs, institutions at any depth), whatever their order.
     """
 
-    def __init__(self, ctx: FileContext, original: Dataset) -> None:
+    def __init__(
+        self, ctx: FileContext, original: Dataset, recorder: Recorder | None = None
+    ) -> None:
         self.ctx = ctx
+        self._recorder = recorder
         policy = ctx.policy
         self._active = policy.active_rules(original) if policy.has_conditions else frozenset()
         self._record_terms = policy.uses(Action.CLEAN)
@@ -97,6 +109,8 @@ class Walker:
             if self._record_terms and tag in IDENTIFYING_TAGS:
                 self._remember(ds, tag)
             decision = policy.decide(tag, vr, ds, parents, self._active)
+            if self._recorder is not None:
+                self._recorder(ds, tag, vr, decision)
             path = prefix + attribute_name(tag)
             ref = ElementRef(ds, tag, vr, decision, path, parents)
             if (tag >> 16) & 1 and decision.action is Action.CLEAN and self._safe_private:

@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""Throughput and memory of ``pseudo run``, measured against a plain pydicom read+write.
+
+Builds a synthetic cohort from the DICOM files inside the pydicom package (CT, MR, JPEG,
+JPEG 2000 and multi-frame instances), then measures, in the same run on the same files:
+
+* a plain pydicom ``dcmread`` + ``save_as`` of every file (the floor of any pydicom-based tool);
+* ``pseudo run`` with one worker and with all cores, with and without the residual-PHI
+  verification;
+* GDCM's ``gdcmanon`` (PS3.15 basic profile, C++), when installed;
+* the peak memory of a worker on a multi-frame file of about 1 GB.
+
+Results go to ``benchmarks/RESULTS.md`` (with the machine described) and to stdout.
+
+Usage: python benchmarks/run.py [--instances 2000] [--big-mb 1024] [--workdir benchmarks/_work]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+HERE = Path(__file__).resolve().parent
+OPERATOR = "benchmark operator passphrase"
+REID = "benchmark re-identification passphrase"
+#: (pydicom test file, share of the cohort)
+MIX = [
+    ("CT_small.dcm", 0.40),
+    ("MR_small.dcm", 0.25),
+    ("examples_jpeg2k.dcm", 0.12),
+    ("SC_rgb_jpeg_dcmd.dcm", 0.10),
+    ("MR_small_RLE.dcm", 0.08),
+    ("multiframe", 0.05),
+]
+FRAMES = 40
+
+
+def _source(name: str) -> pydicom.Dataset:
+    path = get_testdata_file(name)
+    assert isinstance(path, str)
+    return pydicom.dcmread(path)
+
+
+def _multiframe(frames: int) -> pydicom.Dataset:
+    """A multi-frame CT-like image: CT_small's frame repeated (uncompressed)."""
+    ds = _source("CT_small.dcm")
+    frame = bytes(ds.PixelData)
+    ds.NumberOfFrames = frames
+    ds.PixelData = frame * frames
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def build_cohort(folder: Path, instances: int) -> list[Path]:
+    """Write the synthetic cohort (reused when it already exists)."""
+    marker = folder / f".complete-{instances}"
+    if marker.exists():
+        return sorted(p for p in folder.rglob("*.dcm"))
+    shutil.rmtree(folder, ignore_errors=True)
+    templates = {
+        name: (_multiframe(FRAMES) if name == "multiframe" else _source(name)) for name, _ in MIX
+    }
+    plan = [name for name, share in MIX for _ in range(round(instances * share))]
+    written = []
+    for index, name in enumerate(plan):
+        ds = templates[name]
+        patient, study = index // 20, index // 5
+        ds.PatientName = f"PATIENT^NUMBER{patient}"
+        ds.PatientID = f"MRN{100000 + patient}"
+        ds.PatientBirthDate = f"19{50 + patient % 40}0{1 + patient % 9}15"
+        ds.StudyInstanceUID = generate_uid(entropy_srcs=["bench-study", str(study)])
+        ds.SeriesInstanceUID = generate_uid(entropy_srcs=["bench-series", str(study), name])
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=["bench-instance", str(index)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.StudyDate = ds.SeriesDate = f"2020{1 + study % 12:02d}{1 + study % 28:02d}"
+        ds.AccessionNumber = f"ACC{study:06d}"
+        ds.InstitutionName = "Benchmark General Hospital"
+        path = folder / f"patient{patient:04d}" / f"study{study:05d}" / f"{index:06d}-{name}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(path.with_suffix(".dcm"), enforce_file_format=True)
+        written.append(path.with_suffix(".dcm"))
+    marker.touch()
+    return sorted(written)
+
+
+def build_big(folder: Path, megabytes: int) -> Path:
+    """One multi-frame file of about ``megabytes`` MB, written without holding it in memory."""
+    path = folder / "big" / "big-multiframe.dcm"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = _source("CT_small.dcm")
+    frame = bytes(ds.PixelData)
+    frames = max(1, megabytes * 1024 * 1024 // len(frame))
+    ds.NumberOfFrames = frames
+    ds.PatientName, ds.PatientID = "BIG^PATIENT", "MRN-BIG"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    del ds.PixelData
+    ds.save_as(path, enforce_file_format=True)
+    with path.open("ab") as handle:
+        length = len(frame) * frames
+        handle.write(b"\xe0\x7f\x10\x00OW\x00\x00" + length.to_bytes(4, "little"))
+        for _ in range(frames):
+            handle.write(frame)
+    return path
+
+
+@dataclass
+class Row:
+    """One measured configuration."""
+
+    name: str
+    seconds: float
+    files: int
+    megabytes: float
+    note: str = ""
+
+    @property
+    def files_per_second(self) -> float:
+        return self.files / self.seconds
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.megabytes / self.seconds
+
+
+def plain_pydicom(files: list[Path], target: Path) -> float:
+    """Read and write every file with pydicom (pixel data loaded, not decoded)."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    start = time.perf_counter()
+    for index, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.save_as(target / f"{index}.dcm")
+    return time.perf_counter() - start
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR)
+
+
+def pseudo_run(source: Path, target: Path, vault: Path, *extra: str) -> tuple[float, int]:
+    """One ``pseudo run`` as a user runs it; returns seconds and the peak RSS (kB) of children."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(target.parent / f"{target.name}.pseudo-run", ignore_errors=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pseudo",
+        "run",
+        str(source),
+        str(target),
+        "--project",
+        "bench",
+        "--vault",
+        str(vault),
+        "--quiet",
+        *extra,
+    ]
+    start = time.perf_counter()
+    subprocess.run(command, env=_env(), check=True)
+    seconds = time.perf_counter() - start
+    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def peak_rss(command: list[str]) -> int:
+    """Peak resident memory (kB) of one command, measured by the kernel (wait4)."""
+    process = subprocess.Popen(command, env=_env())
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"{command[3]} failed")
+    return usage.ru_maxrss
+
+
+def gdcmanon(source: Path, target: Path, work: Path) -> float | None:
+    """GDCM's PS3.15 basic-profile anonymizer on the same tree (needs a certificate)."""
+    if shutil.which("gdcmanon") is None or shutil.which("openssl") is None:
+        return None
+    key, cert = work / "gdcm-key.pem", work / "gdcm-cert.pem"
+    if not cert.exists():
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=bench",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            "gdcmanon",
+            "-e",
+            "-c",
+            str(cert),
+            "-r",
+            "--continue",
+            "-i",
+            str(source),
+            "-o",
+            str(target),
+        ],
+        check=False,
+        capture_output=True,
+    )
+    return time.perf_counter() - start
+
+
+def machine() -> str:
+    """A description of the machine."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    except OSError:
+        memory = 0
+    return (
+        f"{model}, {os.cpu_count()} cores, {memory} GiB RAM; {platform.platform()}; "
+        f"Python {platform.python_version()}, pydicom {pydicom.__version__}"
+    )
+
+
+def main() -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=2000)
+    parser.add_argument("--big-mb", type=int, default=1024)
+    parser.add_argument("--workdir", type=Path, default=HERE / "_work")
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    work = args.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / "cohort"
+    files = build_cohort(source, args.instances)
+    megabytes = sum(p.stat().st_size for p in files) / 1e6
+    cores = os.cpu_count() or 1
+
+    sys.path.insert(0, str(HERE.parent))
+    from keystore.crypto import ScryptParams
+    from keystore.session import VaultSession
+    from keystore.vault import Vault
+
+    vault = work / "vault"
+    if not (vault / "vault.json").exists():
+        Vault.init(vault)
+        with VaultSession(vault) as session:
+            session.vault.create_project(
+                "bench",
+                OPERATOR,
+                REID,
+                kdf=ScryptParams(n=2**14),
+                secret=hashlib.sha256(b"benchmark").digest(),
+            )
+
+    rows: list[Row] = []
+    plain = plain_pydicom(files, work / "plain")
+    rows.append(
+        Row("plain pydicom read+write (1 process)", plain, len(files), megabytes, "the floor")
+    )
+    for label, extra in (
+        ("pseudo run, 1 worker, verification on", ["--workers", "1"]),
+        ("pseudo run, 1 worker, --no-verify", ["--workers", "1", "--no-verify"]),
+        (f"pseudo run, {cores} workers, verification on", ["--workers", str(cores)]),
+        (f"pseudo run, {cores} workers, --no-verify", ["--workers", str(cores), "--no-verify"]),
+    ):
+        seconds, _ = pseudo_run(source, work / "out", vault, *extra)
+        rows.append(Row(label, seconds, len(files), megabytes))
+    gdcm = gdcmanon(source, work / "gdcm", work)
+    if gdcm is not None:
+        rows.append(
+            Row(
+                "gdcmanon -e (GDCM 3.0, C++, 1 process)",
+                gdcm,
+                len(files),
+                megabytes,
+                "PS3.15 basic profile, originals encrypted into the file",
+            )
+        )
+
+    big = build_big(work, args.big_mb)
+    big_mb = big.stat().st_size / 1e6
+    shutil.rmtree(work / "big-out", ignore_errors=True)
+    shutil.rmtree(work / "big-out.pseudo-run", ignore_errors=True)
+    start = time.perf_counter()
+    rss = peak_rss(
+        [
+            sys.executable,
+            "-m",
+            "pseudo",
+            "run",
+            str(big.parent),
+            str(work / "big-out"),
+            "--project",
+            "bench",
+            "--vault",
+            str(vault),
+            "--quiet",
+            "--workers",
+            "1",
+        ]
+    )
+    big_seconds = time.perf_counter() - start
+    rows.append(
+        Row(
+            f"pseudo run, 1 worker, one {big_mb:.0f} MB multi-frame file",
+            big_seconds,
+            1,
+            big_mb,
+            f"peak memory {rss / 1024:.0f} MB",
+        )
+    )
+
+    report = render(rows, plain, cores, len(files), megabytes)
+    args.output.write_text(report)
+    print(report)
+    return 0
+
+
+def render(rows: list[Row], plain: float, cores: int, files: int, megabytes: float) -> str:
+    """RESULTS.md."""
+    by_name = {r.name: r for r in rows}
+    one = by_name["pseudo run, 1 worker, verification on"]
+    many = by_name[f"pseudo run, {cores} workers, verification on"]
+    no_verify = by_name["pseudo run, 1 worker, --no-verify"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {machine()}.",
+        f"Cohort: {files} instances, {megabytes:.0f} MB, built by `benchmarks/run.py` from the "
+        "files inside pydicom (CT, MR, JPEG, JPEG 2000, RLE, 40-frame uncompressed multi-frame).",
+        f"Measured on {time.strftime('%Y-%m-%d')}; every row on the same files in the same run.",
+        "",
+        "| configuration | seconds | files/s | MB/s | files/s vs plain pydicom | note |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        ratio = f"{(row.files_per_second / (files / plain)):.2f}x" if row.files == files else ""
+        speed = f"{row.files_per_second:.1f} | {row.mb_per_second:.1f}"
+        lines.append(f"| {row.name} | {row.seconds:.1f} | {speed} | {ratio} | {row.note} |")
+    lines += [
+        "",
+        f"* Verification adds {100 * (one.seconds / no_verify.seconds - 1):.0f}% "
+        "to a one-worker run.",
+        f"* {cores} workers run {one.seconds / many.seconds:.2f}x as fast as one "
+        f"(target: at least {0.8 * cores:.1f}x).",
+        "",
+        "Run again with `python benchmarks/run.py` (about ten minutes; the cohort is cached in "
+        "`benchmarks/_work/`, which git ignores).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
