@@ -34,7 +34,7 @@ from keystore.keyring import Keyring
 from keystore.linkage import JournalEntry, LinkageEntry, LinkageStore
 from pseudo import __version__, anchors, verify
 from pseudo.anchors import scan_file
-from pseudo.dicomio import NotDicom, read_dataset, sanitize, write_temporary
+from pseudo.dicomio import NotDicom, read_source, sanitize, write_temporary
 from pseudo.engine import PseudonymizedDataset, Pseudonymizer, quiet_pydicom
 from pseudo.findings import Finding, RejectedFile
 from pseudo.policy.compiled import CompiledPolicy
@@ -236,11 +236,12 @@ def process_file(task: Task) -> FileOutcome:
         engine = Pseudonymizer(_worker["keyring"], _worker["policy"], dict(task.anchored))
     with quiet_pydicom():
         try:
-            ds = read_dataset(Path(task.path))
+            source = read_source(Path(task.path))
+            ds = source.dataset
             pending = verify.prepare(ds, engine.policy) if _worker["verify"] else None
             result = engine.pseudonymize(ds, pending.recorder if pending else None)
-            temp = write_temporary(result.dataset, _worker["temp"])
-            if pending is not None and not _verified(outcome, pending, result, temp):
+            temp, header = write_temporary(result.dataset, _worker["temp"], source.pixels)
+            if pending is not None and not _verified(outcome, pending, result, header):
                 temp.unlink(missing_ok=True)
                 return outcome
         except NotDicom as exc:
@@ -264,11 +265,11 @@ def process_file(task: Task) -> FileOutcome:
 
 
 def _verified(
-    outcome: FileOutcome, pending: verify.Pending, result: PseudonymizedDataset, temp: Path
+    outcome: FileOutcome, pending: verify.Pending, result: PseudonymizedDataset, header: bytes
 ) -> bool:
     """Check the written file for residual PHI; a leak quarantines it (it is never released)."""
     compressed = str(result.dataset.file_meta.TransferSyntaxUID) == DeflatedExplicitVRLittleEndian
-    raw = None if compressed else temp.read_bytes()
+    raw = None if compressed else header
     findings, evidence = verify.finish(
         pending, result.dataset, result.relative_path, result.date_offset_days, raw, engine_policy()
     )

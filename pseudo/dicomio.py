@@ -8,15 +8,19 @@ renames it into place only after the file's linkage records are committed.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Literal
 
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from pseudo.findings import RejectedFile
 
@@ -62,6 +66,49 @@ def _check_complete(ds: Dataset) -> None:
                 )
 
 
+_PARSE_ERRORS = (
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    NotImplementedError,
+)
+#: Pixel data tags at which the header ends and the bulk data begins.
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_COPY_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PixelSpan:
+    """Where the top-level pixel data element lies in the source file (header and value)."""
+
+    path: Path
+    start: int
+    end: int
+
+
+@dataclass
+class Source:
+    """An input file read for pseudonymization: the data set without its pixel data, and where
+    the pixel data lies, to be copied byte for byte without ever being held in memory."""
+
+    dataset: Dataset
+    pixels: PixelSpan | None
+
+
+def _fail(exc: Exception) -> RejectedFile:
+    if isinstance(exc, InvalidDicomError):
+        return RejectedFile(f"not a readable DICOM file: {sanitize(str(exc))}")
+    return RejectedFile(
+        f"cannot parse ({exc.__class__.__name__}: {sanitize(str(exc))}); truncated or corrupt"
+    )
+
+
 def read_dataset(path: Path) -> Dataset:
     """Read a DICOM file completely, or raise :class:`NotDicom` / :class:`RejectedFile`."""
     try:
@@ -70,36 +117,133 @@ def read_dataset(path: Path) -> Dataset:
         raise RejectedFile(f"cannot read: {exc.strerror}") from exc
     try:
         ds = pydicom.dcmread(path, force=(kind == "raw"))
-    except InvalidDicomError as exc:
-        raise RejectedFile(f"not a readable DICOM file: {sanitize(str(exc))}") from exc
-    except (
-        EOFError,
-        OSError,
-        ValueError,
-        KeyError,
-        IndexError,
-        TypeError,
-        NotImplementedError,
-    ) as exc:
-        raise RejectedFile(
-            f"cannot parse ({exc.__class__.__name__}: {sanitize(str(exc))}); truncated or corrupt"
-        ) from exc
+    except (InvalidDicomError, *_PARSE_ERRORS) as exc:
+        raise _fail(exc) from exc
     if len(ds) == 0:
         raise RejectedFile("empty data set")
     _check_complete(ds)
     return ds
 
 
-def write_temporary(ds: Dataset, directory: Path) -> Path:
-    """Write ``ds`` as a DICOM file into ``directory`` under a temporary name, synced to disk."""
+def read_source(path: Path) -> Source:
+    """Read everything but the top-level pixel data, and locate the pixel data in the file.
+
+    Memory stays bounded by the size of the header whatever the size of the file. Deflated
+    files (compressed as a whole) are read completely, as pydicom must inflate them.
+    """
+    try:
+        kind = sniff(path)
+    except OSError as exc:
+        raise RejectedFile(f"cannot read: {exc.strerror}") from exc
+    try:
+        with path.open("rb") as handle:
+            ds = pydicom.dcmread(handle, stop_before_pixels=True, force=(kind == "raw"))
+            position = handle.tell()
+            size = os.fstat(handle.fileno()).st_size
+            meta = getattr(ds, "file_meta", None)
+            syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+            if syntax == DeflatedExplicitVRLittleEndian:
+                return Source(read_dataset(path), None)
+            span = None
+            if position < size:
+                span = _pixel_span(handle, path, position, size, ds)
+    except (InvalidDicomError, *_PARSE_ERRORS) as exc:
+        raise _fail(exc) from exc
+    if len(ds) == 0:
+        raise RejectedFile("empty data set")
+    _check_complete(ds)
+    return Source(ds, span)
+
+
+def _pixel_span(handle: BinaryIO, path: Path, start: int, size: int, ds: Dataset) -> PixelSpan:
+    """The extent of the pixel data element at ``start``; refuse one that the file cuts short."""
+    implicit, little = getattr(ds, "original_encoding", None) or (False, True)
+    order: Literal["little", "big"] = "little" if little else "big"
+    handle.seek(start)
+    head = handle.read(8)
+    if len(head) < 8:
+        raise RejectedFile("truncated: pixel data element header cut short")
+    tag = int.from_bytes(head[0:2], order) << 16 | int.from_bytes(head[2:4], order)
+    if tag not in PIXEL_TAGS:
+        raise RejectedFile(
+            f"unexpected element ({tag >> 16:04X},{tag & 0xFFFF:04X}) where pixel data begins"
+        )
+    if implicit:
+        value_start, length = start + 8, int.from_bytes(head[4:8], order)
+    elif head[4:6] in _LONG_VRS:
+        rest = handle.read(4)
+        if len(rest) < 4:
+            raise RejectedFile("truncated: pixel data element header cut short")
+        value_start, length = start + 12, int.from_bytes(rest, order)
+    else:
+        value_start, length = start + 8, int.from_bytes(head[6:8], order)
+    end = (
+        value_start + length
+        if length != UNDEFINED_LENGTH
+        else _encapsulated_end(handle, value_start, order, size)
+    )
+    if end > size:
+        raise RejectedFile(
+            f"truncated: pixel data declares {end - value_start} bytes "
+            f"but the file holds {size - value_start}"
+        )
+    return PixelSpan(path, start, end)
+
+
+def _encapsulated_end(
+    handle: BinaryIO, position: int, order: Literal["little", "big"], size: int
+) -> int:
+    """Walk the items of encapsulated pixel data to the sequence delimiter; return its end."""
+    item, delimiter = 0xFFFEE000, 0xFFFEE0DD
+    while True:
+        handle.seek(position)
+        head = handle.read(8)
+        if len(head) < 8:
+            raise RejectedFile("truncated: encapsulated pixel data has no sequence delimiter")
+        tag = int.from_bytes(head[0:2], order) << 16 | int.from_bytes(head[2:4], order)
+        length = int.from_bytes(head[4:8], order)
+        if tag == delimiter:
+            return position + 8
+        if tag != item or length == UNDEFINED_LENGTH or position + 8 + length > size:
+            raise RejectedFile("truncated or corrupt encapsulated pixel data")
+        position += 8 + length
+
+
+def write_temporary(
+    ds: Dataset, directory: Path, pixels: PixelSpan | None = None
+) -> tuple[Path, bytes]:
+    """Write ``ds`` (then the source's pixel data, copied byte for byte) into ``directory``
+    under a temporary name, synced to disk. Returns the path and the bytes written before the
+    pixel data (for the verification of the output)."""
     directory.mkdir(parents=True, exist_ok=True)
+    header = io.BytesIO()
+    pydicom.dcmwrite(header, ds, enforce_file_format=True)
+    data = header.getvalue()
     fd, name = tempfile.mkstemp(prefix=".pseudo-", suffix=".part", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
-            pydicom.dcmwrite(handle, ds, enforce_file_format=True)
+            handle.write(data)
+            if pixels is not None:
+                with pixels.path.open("rb") as source:
+                    source.seek(pixels.start)
+                    remaining = pixels.end - pixels.start
+                    while remaining:
+                        chunk = source.read(min(_COPY_CHUNK, remaining))
+                        if not chunk:
+                            raise RejectedFile("the input file changed while it was read")
+                        handle.write(chunk)
+                        remaining -= len(chunk)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    return Path(name)
+    return Path(name), data if pixels is not None else data[: _pixel_offset(data)]
+
+
+def _pixel_offset(data: bytes) -> int:
+    for marker in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
+        position = data.rfind(marker)
+        if position > 0:
+            return position
+    return len(data)

@@ -626,14 +626,16 @@ def finish(
     out: Dataset,
     relative_path: str,
     offset_days: int,
-    raw: bytes | None,
+    header: bytes | None,
     policy: CompiledPolicy,
     *,
     show_values: bool = False,
 ) -> tuple[list[Finding], PairEvidence]:
-    """Check one output against its own input; return findings and cross-file evidence."""
+    """Check one output against its own input; return findings and cross-file evidence.
+
+    ``header`` is the output's bytes before its pixel data (None for a deflated file).
+    """
     pending.needles.add_dates(offset_days)
-    header = raw[: pixel_offset(raw)] if raw is not None else None
     findings = check(
         out,
         relative_path,

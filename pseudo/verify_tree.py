@@ -33,9 +33,11 @@ def _read(path: Path) -> Dataset | None:
 
 
 def _raw(path: Path, ds: Dataset) -> bytes | None:
+    """The file's bytes before its pixel data (None for a deflated file)."""
     if str(ds.file_meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
         return None
-    return path.read_bytes()
+    raw = path.read_bytes()
+    return raw[: verify.pixel_offset(raw)]
 
 
 def _expected_output(engine: Pseudonymizer, ds: Dataset) -> tuple[str, int] | None:
@@ -104,8 +106,6 @@ def verify_tree(
                 if out is None:
                     continue
                 raw = _raw(outputs[relative], out)
-                if raw is not None:
-                    raw = raw[: verify.pixel_offset(raw)]
                 report.findings.extend(
                     verify.check(out, relative, matcher, policy, raw, show_values=show_values)
                 )
