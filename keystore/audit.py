@@ -81,9 +81,7 @@ class AuditLog:
             with Session(self.engine) as session:
                 head = session.exec(
                     select(AuditHead).where(AuditHead.id == 1).with_for_update()
-                ).first()
-                if head is None:
-                    head = AuditHead(id=1, seq=0, hash=GENESIS)
+                ).one()
                 row = AuditRow(
                     seq=head.seq + 1,
                     timestamp=utcnow().isoformat(),

@@ -8,13 +8,15 @@ pseudonyms, never identities.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, UniqueConstraint, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlmodel import Field, SQLModel, create_engine
+from sqlmodel import Field, Session, SQLModel, create_engine
 
 from keystore.errors import DatabaseError
 
@@ -117,6 +119,35 @@ class AuditHead(SQLModel, table=True):
     hash: str = Field(default="0" * 64, max_length=64)
 
 
+def upsert(
+    session: Session,
+    model: type[SQLModel],
+    rows: Sequence[dict[str, Any]],
+    *,
+    keys: Sequence[str] = (),
+    update: Sequence[str] = (),
+) -> None:
+    """Insert rows; on a unique ``keys`` conflict, update ``update`` columns (or skip the row).
+
+    One statement per 500 rows, safe against concurrent writers (SQLite and PostgreSQL).
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("sqlite", "postgresql"):  # pragma: no cover - other back ends
+        raise DatabaseError(f"unsupported database back end {dialect!r}")
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = model.__table__  # type: ignore[attr-defined]
+    for start in range(0, len(rows), 500):
+        statement = insert(table).values(list(rows[start : start + 500]))
+        if update:
+            statement = statement.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={column: getattr(statement.excluded, column) for column in update},
+            )
+        else:
+            statement = statement.on_conflict_do_nothing()
+        session.execute(statement)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     """Make SQLite safe for several processes: WAL, a busy timeout, and immediate write locks."""
 
@@ -148,6 +179,9 @@ def connect(url: str) -> Engine:
         else:
             engine = create_engine(url, pool_pre_ping=True)
         SQLModel.metadata.create_all(engine)
+        with Session(engine) as session:
+            upsert(session, AuditHead, [{"id": 1, "seq": 0, "hash": "0" * 64}])
+            session.commit()
     except SQLAlchemyError as exc:
         raise DatabaseError(
             f"cannot open the linkage store {parsed!r}: {_first_line(exc)}"

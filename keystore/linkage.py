@@ -9,18 +9,17 @@ running the same input twice adds no duplicate.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import Engine, func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
 from keystore import crypto
-from keystore.db import JournalRow, LinkageRow, PatientStateRow, RunRow, utcnow
+from keystore.db import JournalRow, LinkageRow, PatientStateRow, RunRow, upsert, utcnow
 from keystore.errors import DatabaseError
 from keystore.keyring import Keyring
 
@@ -83,21 +82,6 @@ class LinkageStore:
                 f"cannot write the linkage store: {exc.__class__.__name__}"
             ) from exc
 
-    def _insert_ignoring_duplicates(
-        self, session: Session, model: type[SQLModel], rows: Sequence[dict[str, object]]
-    ) -> None:
-        """Insert rows, skipping those that a unique constraint already holds."""
-        dialect = self.engine.dialect.name
-        table = model.__table__  # type: ignore[attr-defined]
-        for start in range(0, len(rows), 500):
-            chunk = list(rows[start : start + 500])
-            if dialect == "postgresql":
-                session.execute(postgresql.insert(table).values(chunk).on_conflict_do_nothing())
-            elif dialect == "sqlite":
-                session.execute(sqlite.insert(table).values(chunk).on_conflict_do_nothing())
-            else:  # pragma: no cover - other back ends are not supported
-                raise DatabaseError(f"unsupported database back end {dialect!r}")
-
     def commit_batch(
         self,
         keyring: Keyring,
@@ -134,9 +118,8 @@ class LinkageStore:
                 for (kind, key, digest), entry in sorted(unique.items())
                 if (kind, key, digest) not in existing
             ]
-            self._insert_ignoring_duplicates(session, LinkageRow, rows)
-            for item in journal:
-                self._upsert_journal(session, keyring, run_id, item)
+            upsert(session, LinkageRow, rows)
+            self._record_journal(session, keyring, run_id, journal)
         return len(rows)
 
     @staticmethod
@@ -154,30 +137,25 @@ class LinkageStore:
         return found
 
     @staticmethod
-    def _upsert_journal(
-        session: Session, keyring: Keyring, run_id: str, item: JournalEntry
+    def _record_journal(
+        session: Session, keyring: Keyring, run_id: str, journal: Iterable[JournalEntry]
     ) -> None:
-        input_key = keyring.mac("journal", item.input_path).hex()
-        row = session.exec(
-            select(JournalRow).where(
-                JournalRow.project == keyring.project, JournalRow.input_key == input_key
-            )
-        ).first()
-        if row is None:
-            row = JournalRow(
-                project=keyring.project,
-                input_key=input_key,
-                fingerprint="",
-                status="",
-                run_id=run_id,
-            )
-        row.fingerprint = item.fingerprint
-        row.status = item.status
-        row.output = item.output
-        row.reason = item.reason
-        row.run_id = run_id
-        row.updated_at = utcnow()
-        session.add(row)
+        now = utcnow()
+        rows = [
+            {
+                "project": keyring.project,
+                "input_key": keyring.mac("journal", item.input_path).hex(),
+                "fingerprint": item.fingerprint,
+                "status": item.status,
+                "output": item.output,
+                "reason": item.reason,
+                "run_id": run_id,
+                "updated_at": now,
+            }
+            for item in journal
+        ]
+        columns = ("fingerprint", "status", "output", "reason", "run_id", "updated_at")
+        upsert(session, JournalRow, rows, keys=("project", "input_key"), update=columns)
 
     # -- the journal ----------------------------------------------------------------------
     def journal_lookup(self, keyring: Keyring, input_paths: Iterable[str]) -> dict[str, JournalRow]:
@@ -236,7 +214,7 @@ class LinkageStore:
             for key, state in sorted(proposals.items())
         ]
         with self._transaction() as session:
-            self._insert_ignoring_duplicates(session, PatientStateRow, rows)
+            upsert(session, PatientStateRow, rows)
         return self.states(keyring, proposals)
 
     # -- runs -----------------------------------------------------------------------------

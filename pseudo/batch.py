@@ -311,7 +311,12 @@ def _ordered_map(
 
 # -- parent side ------------------------------------------------------------------------------
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """SHA-256 of a file, read in chunks (outputs can be gigabytes)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class Runner:
@@ -345,7 +350,7 @@ class Runner:
             started=now(),
             verified=check,
         )
-        self._written_this_run: dict[str, str] = {}
+        self._written_this_run: dict[str, Path] = {}
         self.temp_dir = self.output / TEMP_DIR_NAME / self.summary.run_id
         self._lock: int | None = None
 
@@ -462,15 +467,16 @@ class Runner:
             return
         earlier = self._written_this_run.get(outcome.output)
         if earlier is None:
-            self._written_this_run[outcome.output] = _digest(Path(outcome.temp))
+            self._written_this_run[outcome.output] = Path(outcome.temp)
             return
-        if earlier != _digest(Path(outcome.temp)):
-            Path(outcome.temp).unlink(missing_ok=True)
-            outcome.status = "quarantined"
-            outcome.reason = (
-                "another input file has the same SOP Instance UID but different content"
-            )
-            outcome.temp, outcome.output, outcome.linkage = None, None, []
+        if not earlier.exists():  # renamed into place since
+            earlier = self.output / outcome.output
+        if earlier.is_file() and _digest(earlier) == _digest(Path(outcome.temp)):
+            return
+        Path(outcome.temp).unlink(missing_ok=True)
+        outcome.status = "quarantined"
+        outcome.reason = "another input file has the same SOP Instance UID but different content"
+        outcome.temp, outcome.output, outcome.linkage = None, None, []
 
     def _record(self, outcome: FileOutcome) -> None:
         outcome.linkage = []
