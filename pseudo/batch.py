@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -228,6 +229,12 @@ def init_worker(keyring: Keyring, policy: CompiledPolicy, temp_dir: Path, check:
     _worker["verify"] = check
 
 
+def init_pool_worker(keyring: Keyring, policy: CompiledPolicy, temp_dir: Path, check: bool) -> None:
+    """Prepare a worker process of a pool; Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    init_worker(keyring, policy, temp_dir, check)
+
+
 def process_file(task: Task) -> FileOutcome:
     """Read, pseudonymize and write one file to a temporary name; never raise for bad input."""
     outcome = FileOutcome(task.path, task.fingerprint, status="quarantined", size=task.size)
@@ -332,11 +339,13 @@ class Runner:
         workers: int = 1,
         on_outcome: Callable[[FileOutcome], None] | None = None,
         check: bool = True,
+        on_plan: Callable[[int, int], None] | None = None,
     ) -> None:
         self.keyring = keyring
         self.policy = policy
         self.store = store
         self.check = check
+        self.on_plan = on_plan
         self.references = verify.CrossFileCheck()
         self.input, self.output = check_paths(input_path, output)
         self.workers = max(1, workers)
@@ -379,13 +388,16 @@ class Runner:
         self.output.mkdir(parents=True, exist_ok=True)
         self._claim_temporary_folder()
         todo, done = self.plan()
+        if self.on_plan is not None:
+            sizes = sum(t.size for t in todo) + sum(o.size for o in done)
+            self.on_plan(len(todo) + len(done), sizes)
         for outcome in done:
             self._record(outcome)
         self.store.start_run(self.summary.run_id, self.keyring.project, self.policy.name)
         executor = (
             ProcessPoolExecutor(
                 max_workers=self.workers,
-                initializer=init_worker,
+                initializer=init_pool_worker,
                 initargs=(self.keyring, self.policy, self.temp_dir, self.check),
             )
             if self.workers > 1 and len(todo) > 1

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -92,24 +94,7 @@ def run_command(
     reports = report_dir or output.parent / f"{output.name}.pseudo-run"
     with VaultSession(vault_path(vault), db) as session:
         keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
-        show_progress = not quiet and sys.stderr.isatty()
-        progress = Progress(
-            TextColumn("[bold]pseudonymizing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeRemainingColumn(),
-            console=err,
-            disable=not show_progress,
-        )
-        task = progress.add_task("run", total=None, detail="")
-        counts = {"written": 0, "quarantined": 0, "skipped": 0, "unchanged": 0}
-
-        def on_outcome(outcome: FileOutcome) -> None:
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-            detail = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-            progress.update(task, advance=1, detail=detail)
-
+        progress = RunProgress(enabled=not quiet and sys.stderr.isatty())
         runner = Runner(
             keyring,
             compiled,
@@ -117,13 +102,19 @@ def run_command(
             input_path,
             output,
             workers=workers or os.cpu_count() or 1,
-            on_outcome=on_outcome,
+            on_outcome=progress.outcome,
             check=not no_verify,
+            on_plan=progress.plan,
         )
+        interrupted = False
+        previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             with progress:
-                summary = runner.run()
+                runner.run()
+        except KeyboardInterrupt:
+            interrupted = True
         finally:
+            signal.signal(signal.SIGTERM, previous)
             summary = runner.summary
             report = write_report(summary, reports)
             session.audit.append(
@@ -137,8 +128,60 @@ def run_command(
         emit_json({"run_id": summary.run_id, "report": str(report), **summary.counts})
     if not quiet:
         _print_summary(summary.counts, summary.outcomes, report)
+    if interrupted:
+        err.print("pseudo: interrupted; run the same command again to finish (nothing is lost)")
+        raise typer.Exit(130)
     if summary.count("quarantined") or summary.leaks:
         raise typer.Exit(EXIT_ATTENTION)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM stops a run as Ctrl-C does: what is done is committed, the rest is left."""
+    raise KeyboardInterrupt
+
+
+class RunProgress:
+    """A rich progress bar: files, MB/s, patients, outcomes and time left (terminals only)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]pseudonymizing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[detail]}"),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task("run", total=None, rate="", detail="")
+        self.counts: dict[str, int] = {}
+        self.patients: set[str] = set()
+        self.bytes = 0
+        self.started = time.monotonic()
+
+    def plan(self, files: int, size: int) -> None:
+        """The run knows how many files it has."""
+        self.progress.update(self.task, total=files)
+        self.started = time.monotonic()
+
+    def outcome(self, outcome: FileOutcome) -> None:
+        """One more file done."""
+        self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        self.bytes += outcome.size
+        if outcome.output:
+            self.patients.add(outcome.output.split("/", 1)[0])
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = f"{self.bytes / elapsed / 1e6:.1f} MB/s, {len(self.patients)} patients"
+        detail = ", ".join(f"{v} {k}" for k, v in self.counts.items() if v)
+        self.progress.update(self.task, advance=1, rate=rate, detail=detail)
+
+    def __enter__(self) -> RunProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
 
 
 def _dry_run(
