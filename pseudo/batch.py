@@ -20,10 +20,8 @@ import json
 import os
 import secrets
 import shutil
-import signal
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +37,7 @@ from pseudo.dicomio import NotDicom, read_source, sanitize, write_temporary
 from pseudo.engine import PseudonymizedDataset, Pseudonymizer, quiet_pydicom
 from pseudo.findings import Finding, RejectedFile
 from pseudo.policy.compiled import CompiledPolicy
+from pseudo.pools import Pool, WorkerSetup, open_pool
 from pseudo.tokens import pseudonym
 
 TEMP_DIR_NAME = ".pseudo-tmp"
@@ -207,7 +206,17 @@ def fingerprint(path: Path, policy: CompiledPolicy) -> tuple[str, int]:
 
 
 # -- worker side ------------------------------------------------------------------------------
-_worker: dict[str, Any] = {}
+@dataclass
+class _WorkerState:
+    keyring: Keyring
+    policy: CompiledPolicy
+    engine: Pseudonymizer
+    temp: Path
+    verify: bool
+
+
+#: The setups installed in this process, by run id (a Dask worker may serve several runs).
+_installed: dict[str, _WorkerState] = {}
 
 
 @dataclass(frozen=True)
@@ -217,38 +226,48 @@ class Task:
     path: str
     fingerprint: str
     size: int
+    context: str
     anchored: tuple[tuple[str, int], ...] = ()
 
 
-def init_worker(keyring: Keyring, policy: CompiledPolicy, temp_dir: Path, check: bool) -> None:
-    """Prepare a worker process (or the parent, with one worker)."""
-    _worker["keyring"] = keyring
-    _worker["policy"] = policy
-    _worker["engine"] = Pseudonymizer(keyring, policy)
-    _worker["temp"] = temp_dir
-    _worker["verify"] = check
+def install_worker(setup: WorkerSetup) -> None:
+    """Prepare this process (a worker, or the parent with one worker) for a run's tasks."""
+    _installed[setup.context] = _WorkerState(
+        setup.keyring,
+        setup.policy,
+        Pseudonymizer(setup.keyring, setup.policy),
+        setup.temp_dir,
+        setup.check,
+    )
 
 
-def init_pool_worker(keyring: Keyring, policy: CompiledPolicy, temp_dir: Path, check: bool) -> None:
-    """Prepare a worker process of a pool; Ctrl-C is the parent's to handle."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    init_worker(keyring, policy, temp_dir, check)
+def remove_worker(setup: WorkerSetup) -> None:
+    """Forget a run's keys and policy in this process."""
+    _installed.pop(setup.context, None)
+
+
+def _state(context: str) -> _WorkerState:
+    try:
+        return _installed[context]
+    except KeyError:
+        raise RuntimeError("this worker was not set up for the run (plugin missing)") from None
 
 
 def process_file(task: Task) -> FileOutcome:
     """Read, pseudonymize and write one file to a temporary name; never raise for bad input."""
     outcome = FileOutcome(task.path, task.fingerprint, status="quarantined", size=task.size)
-    engine: Pseudonymizer = _worker["engine"]
+    state = _state(task.context)
+    engine = state.engine
     if task.anchored:
-        engine = Pseudonymizer(_worker["keyring"], _worker["policy"], dict(task.anchored))
+        engine = Pseudonymizer(state.keyring, state.policy, dict(task.anchored))
     with quiet_pydicom():
         try:
             source = read_source(Path(task.path))
             ds = source.dataset
-            pending = verify.prepare(ds, engine.policy) if _worker["verify"] else None
+            pending = verify.prepare(ds, engine.policy) if state.verify else None
             result = engine.pseudonymize(ds, pending.recorder if pending else None)
-            temp, header = write_temporary(result.dataset, _worker["temp"], source.pixels)
-            if pending is not None and not _verified(outcome, pending, result, header):
+            temp, header = write_temporary(result.dataset, state.temp, source.pixels)
+            if pending is not None and not _verified(outcome, pending, result, header, state):
                 temp.unlink(missing_ok=True)
                 return outcome
         except NotDicom as exc:
@@ -272,13 +291,17 @@ def process_file(task: Task) -> FileOutcome:
 
 
 def _verified(
-    outcome: FileOutcome, pending: verify.Pending, result: PseudonymizedDataset, header: bytes
+    outcome: FileOutcome,
+    pending: verify.Pending,
+    result: PseudonymizedDataset,
+    header: bytes | None,
+    state: _WorkerState,
 ) -> bool:
     """Check the written file for residual PHI; a leak quarantines it (it is never released)."""
     compressed = str(result.dataset.file_meta.TransferSyntaxUID) == DeflatedExplicitVRLittleEndian
     raw = None if compressed else header
     findings, evidence = verify.finish(
-        pending, result.dataset, result.relative_path, result.date_offset_days, raw, engine_policy()
+        pending, result.dataset, result.relative_path, result.date_offset_days, raw, state.policy
     )
     outcome.verification = findings
     outcome.evidence = evidence
@@ -289,31 +312,6 @@ def _verified(
         outcome.reason = f"verification found {len(leaks)} leak(s): {kinds}"
         return False
     return True
-
-
-def engine_policy() -> CompiledPolicy:
-    """The policy of this worker."""
-    policy: CompiledPolicy = _worker["policy"]
-    return policy
-
-
-def _ordered_map(
-    executor: ProcessPoolExecutor | None,
-    tasks: Iterable[Task],
-    window: int,
-) -> Iterator[FileOutcome]:
-    """Results in input order, with at most ``window`` tasks in flight (bounded memory)."""
-    if executor is None:
-        for task in tasks:
-            yield process_file(task)
-        return
-    pending: deque[Future[FileOutcome]] = deque()
-    for task in tasks:
-        pending.append(executor.submit(process_file, task))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 # -- parent side ------------------------------------------------------------------------------
@@ -340,12 +338,14 @@ class Runner:
         on_outcome: Callable[[FileOutcome], None] | None = None,
         check: bool = True,
         on_plan: Callable[[int, int], None] | None = None,
+        scheduler: str | None = None,
     ) -> None:
         self.keyring = keyring
         self.policy = policy
         self.store = store
         self.check = check
         self.on_plan = on_plan
+        self.scheduler = scheduler
         self.references = verify.CrossFileCheck()
         self.input, self.output = check_paths(input_path, output)
         self.workers = max(1, workers)
@@ -380,7 +380,7 @@ class Runner:
             ):
                 done.append(FileOutcome(path, print_, "unchanged", output=row.output, size=size))
             else:
-                todo.append(Task(path, print_, size))
+                todo.append(Task(path, print_, size, self.summary.run_id))
         return todo, done
 
     def run(self) -> RunSummary:
@@ -394,22 +394,18 @@ class Runner:
         for outcome in done:
             self._record(outcome)
         self.store.start_run(self.summary.run_id, self.keyring.project, self.policy.name)
-        executor = (
-            ProcessPoolExecutor(
-                max_workers=self.workers,
-                initializer=init_pool_worker,
-                initargs=(self.keyring, self.policy, self.temp_dir, self.check),
-            )
-            if self.workers > 1 and len(todo) > 1
-            else None
+        setup = WorkerSetup(
+            self.summary.run_id, self.keyring, self.policy, self.temp_dir, self.check
         )
-        if executor is None:
-            init_worker(self.keyring, self.policy, self.temp_dir, self.check)
         batch: list[FileOutcome] = []
+        pool: Pool | None = None
         try:
+            pool = open_pool(
+                setup, install_worker, remove_worker, self.workers, len(todo), self.scheduler
+            )
             if self.policy.anchor is not None:
-                todo = self._anchor(todo, executor)
-            for outcome in _ordered_map(executor, todo, window=self.workers * 8):
+                todo = self._anchor(todo, pool)
+            for outcome in pool.ordered(process_file, todo):
                 batch.append(outcome)
                 if len(batch) >= COMMIT_EVERY:
                     self._commit(batch)
@@ -422,20 +418,20 @@ class Runner:
             self._commit(batch)
             self.summary.status = "interrupted"
             raise
+        except BaseException:
+            self.summary.status = "failed"
+            raise
         finally:
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.close()
             self.summary.finished = now()
             self.store.finish_run(self.summary.run_id, self.summary.status, self.summary.counts)
             self._release_temporary_folder()
         return self.summary
 
-    def _anchor(self, todo: list[Task], executor: ProcessPoolExecutor | None) -> list[Task]:
+    def _anchor(self, todo: list[Task], pool: Pool) -> list[Task]:
         """Resolve each patient's anchored offset with a header-only pass over the batch."""
-        paths = [task.path for task in todo]
-        scans = list(
-            executor.map(scan_file, paths, chunksize=16) if executor else map(scan_file, paths)
-        )
+        scans = list(pool.ordered(scan_file, [task.path for task in todo]))
         offsets = anchors.resolve(self.keyring, self.policy, self.store, scans)
         tasks = []
         for task, scan in zip(todo, scans, strict=True):
@@ -444,7 +440,7 @@ class Runner:
                 patient = pseudonym(self.keyring, scan[0])
                 if patient in offsets:
                     anchored = ((patient, offsets[patient]),)
-            tasks.append(Task(task.path, task.fingerprint, task.size, anchored))
+            tasks.append(Task(task.path, task.fingerprint, task.size, task.context, anchored))
         return tasks
 
     def _commit(self, batch: list[FileOutcome]) -> None:

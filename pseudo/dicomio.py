@@ -211,10 +211,11 @@ def _encapsulated_end(
 
 def write_temporary(
     ds: Dataset, directory: Path, pixels: PixelSpan | None = None
-) -> tuple[Path, bytes]:
+) -> tuple[Path, bytes | None]:
     """Write ``ds`` (then the source's pixel data, copied byte for byte) into ``directory``
-    under a temporary name, synced to disk. Returns the path and the bytes written before the
-    pixel data (for the verification of the output)."""
+    under a temporary name, synced to disk. Returns the path and every byte written but the
+    top-level pixel data, for the verification of the output (None when the data set held its
+    own pixel data, as a deflated file does: it is then checked attribute by attribute)."""
     directory.mkdir(parents=True, exist_ok=True)
     header = io.BytesIO()
     pydicom.dcmwrite(header, ds, enforce_file_format=True)
@@ -238,12 +239,25 @@ def write_temporary(
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    return Path(name), data if pixels is not None else data[: _pixel_offset(data)]
+    return Path(name), None if PIXEL_TAGS.intersection(ds.keys()) else data
 
 
-def _pixel_offset(data: bytes) -> int:
-    for marker in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
-        position = data.rfind(marker)
-        if position > 0:
-            return position
-    return len(data)
+def bytes_outside_pixels(path: Path) -> bytes | None:
+    """A file's bytes with the value of its top-level pixel data left out (what can hold
+    identifying text), or None when it cannot be located (deflated or unreadable files)."""
+    try:
+        source = read_source(path)
+    except (NotDicom, RejectedFile):
+        return None
+    meta = getattr(source.dataset, "file_meta", None)
+    if (
+        meta is not None
+        and str(meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian
+    ):
+        return None
+    with path.open("rb") as handle:
+        if source.pixels is None:
+            return handle.read()
+        head = handle.read(source.pixels.start)
+        handle.seek(source.pixels.end)
+        return head + handle.read()

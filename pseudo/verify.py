@@ -47,6 +47,15 @@ SEARCHED_VRS = frozenset(
     {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "DA", "DT", "UI", "UN", "OB"}
 )
 REFERENCE_TAGS = frozenset({0x00081155, 0x00041511})
+#: File meta elements that name the source of a file, and the kind of value they hold.
+_META_NEEDLES = {
+    0x00020003: "instance UID",  # Media Storage SOP Instance UID
+    0x00020016: "AE title",  # Source Application Entity Title
+    0x00020017: "AE title",  # Sending Application Entity Title
+    0x00020018: "AE title",  # Receiving Application Entity Title
+    0x00020100: "instance UID",  # Private Information Creator UID
+    0x00020102: "private value",  # Private Information
+}
 _PRINTABLE = re.compile(rb"[\x20-\x7e]{6,}")
 _NUMBER = re.compile(r"[+-]?\d*\.?\d+(?:[eE][+-]?\d+)?")
 _BYTE_TOKEN = re.compile(rb"[A-Za-z0-9]+")
@@ -137,7 +146,7 @@ class Needles:
             if day in shifted:
                 self.skipped["dates equal to a shifted date of the same patient"] += 1
                 continue
-            for spelling in date_spellings(day.strftime("%Y%m%d"))[:4]:
+            for spelling in date_spellings(day.strftime("%Y%m%d")):
                 self.add(spelling, "date", fold=False)
 
     def merge(self, other: Needles) -> None:
@@ -275,6 +284,26 @@ class Recorder:
             else:
                 needles.add(text, kind)
 
+    def file_meta(self, ds: Dataset) -> None:
+        """The input's file meta names its source: AE titles, private information, the
+        instance UID. The output's file meta is rebuilt, so none of them may survive."""
+        meta = getattr(ds, "file_meta", None)
+        if meta is None:
+            return
+        for tag, kind in _META_NEEDLES.items():
+            try:
+                value = meta[tag].value if tag in meta else None
+            except Exception:
+                continue
+            if isinstance(value, bytes):
+                for run in set(_PRINTABLE.findall(value)):
+                    self.needles.add(run.decode("ascii"), kind)
+            elif kind == "instance UID":
+                self._value(tag, "UI", value, Action.REMOVE, False)
+            else:
+                for text in _strings(value):
+                    self.needles.add(text, kind)
+
     def _subtree(self, ds: Dataset, tag: int) -> None:
         """Everything inside a sequence that is removed whole is gone too."""
         try:
@@ -295,6 +324,7 @@ class Recorder:
 def collect(ds: Dataset, policy: CompiledPolicy) -> Needles:
     """The identifying values of one input dataset, without changing it (as the walker would)."""
     recorder = Recorder()
+    recorder.file_meta(ds)
     active = policy.active_rules(ds) if policy.has_conditions else frozenset()
 
     def visit(level: Dataset, parents: Parents) -> None:
@@ -423,13 +453,18 @@ def check(
     active: frozenset[int] = frozenset(),
     show_values: bool = False,
 ) -> list[Finding]:
-    """Look for the matcher's needles in one output: its bytes (``header``: everything before
-    the pixel data), its attributes at every depth when needed, and its file name."""
+    """Look for the matcher's needles in one output: its bytes (``header``: every byte but the
+    top-level pixel data), its attributes at every depth when needed, and its file name. One
+    finding per attribute path and kind of value."""
     findings: list[Finding] = []
+    reported: set[tuple[str, str, str]] = set()
 
     def report(
         path: str, check_name: str, kind: str, value: str | None, severity: str = "leak"
     ) -> None:
+        if (path, check_name, kind) in reported:
+            return
+        reported.add((path, check_name, kind))
         findings.append(
             Finding(relative_path, path, check_name, kind, severity, value if show_values else None)
         )
@@ -486,7 +521,7 @@ def check(
             "Burned In Annotation is YES: text in the pixels",
             None,
         )
-    elif burned != "NO" and str(out.get("Modality", "")).upper() in BURNED_IN_PRONE:
+    elif burned != "NO" and (burned or str(out.get("Modality", "")).upper() in BURNED_IN_PRONE):
         report(
             "BurnedInAnnotation",
             "burned-in",
@@ -495,15 +530,6 @@ def check(
             "warning",
         )
     return findings
-
-
-def pixel_offset(raw: bytes) -> int:
-    """Where the top-level Pixel Data element starts in a file's bytes (or its length)."""
-    for marker in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
-        position = raw.rfind(marker)
-        if position > 0:
-            return position
-    return len(raw)
 
 
 def uid_digest(uid: str) -> int:
@@ -613,8 +639,10 @@ class Pending:
 
 def prepare(ds: Dataset, policy: CompiledPolicy) -> Pending:
     """Take an input's references before it changes; its values are recorded by the walker."""
+    recorder = Recorder()
+    recorder.file_meta(ds)
     return Pending(
-        recorder=Recorder(),
+        recorder=recorder,
         references=dict(references(ds)),
         instance=str(ds.get("SOPInstanceUID", "")),
         active=policy.active_rules(ds) if policy.has_conditions else frozenset(),

@@ -11,13 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
 from pseudo import anchors, verify
 from pseudo.batch import TEMP_DIR_NAME, discover
-from pseudo.dicomio import NotDicom, read_dataset
+from pseudo.dicomio import NotDicom, bytes_outside_pixels, read_dataset
 from pseudo.engine import Pseudonymizer, quiet_pydicom
 from pseudo.findings import RejectedFile
 from pseudo.identity import read_identity
@@ -33,11 +32,8 @@ def _read(path: Path) -> Dataset | None:
 
 
 def _raw(path: Path, ds: Dataset) -> bytes | None:
-    """The file's bytes before its pixel data (None for a deflated file)."""
-    if str(ds.file_meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
-        return None
-    raw = path.read_bytes()
-    return raw[: verify.pixel_offset(raw)]
+    """The file's bytes but its top-level pixel data (None for a deflated file)."""
+    return bytes_outside_pixels(path)
 
 
 def _expected_output(engine: Pseudonymizer, ds: Dataset) -> tuple[str, int] | None:

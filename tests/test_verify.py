@@ -214,3 +214,133 @@ def test_run_quarantines_a_file_whose_output_would_leak(
         "--quiet",
     )
     assert clean.code == 0 and clean.json()["written"] == 18
+
+
+def test_leaks_in_other_spellings_and_hidden_places_are_found(
+    canary_run: CanaryRun,
+    canary_dir: Path,
+    answer_key: dict[str, Any],
+    operator_env: None,
+    tmp_path: Path,
+) -> None:
+    """Names as `John Doe`, day-first dates, deep SR text, nested UIDs, file-meta values, text
+    after an icon's pixel data or after the pixel data, folder names, broken references."""
+    output = tmp_path / "out"
+    shutil.copytree(canary_run.output, output)
+    pairs = {
+        key: output / path.relative_to(canary_run.output) for key, path in canary_run.pairs.items()
+    }
+    files = sorted(answer_key["files"])
+
+    def of(modality: str) -> list[str]:
+        return [k for k in files if answer_key["files"][k]["modality"] == modality]
+
+    mr = of("MR")
+    sr, rtstruct, ct = of("SR")[0], of("RTSTRUCT")[0], of("CT")[0]
+
+    def original(key: str) -> pydicom.Dataset:
+        return pydicom.dcmread(canary_dir / key)
+
+    def edit(key: str, change: Any) -> str:
+        path = pairs[key]
+        ds = pydicom.dcmread(path)
+        change(ds)
+        ds.save_as(path, enforce_file_format=True)
+        return str(path.relative_to(output))
+
+    expected: list[tuple[str, str, str, str]] = []  # (output, path, check, kind)
+
+    name = original(mr[0]).PatientName
+    spelled = f"{name.given_name.title()} {name.family_name.title()}"  # DOE^JOHN -> John Doe
+    rel = edit(mr[0], lambda ds: setattr(ds, "ImageComments", f"reviewed with {spelled} today"))
+    expected.append((rel, "ImageComments", "leak", "person name"))
+
+    study_date = str(original(mr[1]).StudyDate)
+    day_first = f"{study_date[6:8]}.{study_date[4:6]}.{study_date[:4]}"
+    rel = edit(mr[1], lambda ds: setattr(ds, "ImageComments", f"prior exam on {day_first}"))
+    expected.append((rel, "ImageComments", "leak", "date"))
+
+    sr_name = original(sr).PatientName
+
+    def sr_plant(ds: pydicom.Dataset) -> None:
+        text = _item(ValueType="TEXT", TextValue=f"{sr_name.family_name} called")
+        middle = _item(ValueType="CONTAINER", ContentSequence=Sequence([text]))
+        ds.ContentSequence = Sequence(
+            [_item(ValueType="CONTAINER", ContentSequence=Sequence([middle]))]
+        )
+
+    rel = edit(sr, sr_plant)
+    path = "ContentSequence[0].ContentSequence[0].ContentSequence[0].TextValue"
+    expected.append((rel, path, "leak", "person name"))
+
+    other_uid = str(original(mr[3]).SOPInstanceUID)
+
+    def nested_uid(ds: pydicom.Dataset) -> None:
+        instance = _item(ReferencedSOPClassUID=ds.SOPClassUID, ReferencedSOPInstanceUID=other_uid)
+        ds.ReferencedSeriesSequence = Sequence(
+            [_item(ReferencedInstanceSequence=Sequence([instance]))]
+        )
+
+    rel = edit(mr[2], nested_uid)
+    path = "ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID"
+    expected.append((rel, path, "leak", "instance UID"))
+
+    source_ae = str(original(mr[4]).file_meta.SourceApplicationEntityTitle)
+    rel = edit(mr[4], lambda ds: setattr(ds, "ImageComments", f"sent by {source_ae}"))
+    expected.append((rel, "ImageComments", "leak", "AE title"))
+
+    struct_name = original(rtstruct).PatientName.family_name
+
+    def after_icon(ds: pydicom.Dataset) -> None:
+        icon = _item(Rows=1, Columns=1, BitsAllocated=8, PixelData=b"\x00\x00")
+        ds.IconImageSequence = Sequence([icon])
+        ds.TextString = f"annotated by {struct_name}"
+
+    rel = edit(rtstruct, after_icon)
+    expected.append((rel, "TextString", "leak", "person name"))
+
+    ct_id = str(original(ct).PatientID)
+    rel = edit(ct, lambda ds: setattr(ds, "DataSetTrailingPadding", f"{ct_id} ".encode()))
+    expected.append((rel, "DataSetTrailingPadding", "leak", "identifier"))
+
+    moved_key = mr[5]
+    moved = pairs[moved_key]
+    folder = output / f"for-{original(moved_key).PatientID}" / moved.name
+    folder.parent.mkdir()
+    moved.rename(folder)
+    expected.append((str(folder.relative_to(output)), "(file name)", "file-name", "identifier"))
+
+    code, report = _verify(canary_dir, output, canary_run.vault)
+    assert code == 1
+    found = {(f["output"], f["path"], f["check"], f["kind"]) for f in report["findings"]}
+    for item in expected:
+        assert item in found, f"not found: {item}"
+    paths = [(f["output"], f["path"], f["kind"]) for f in report["findings"]]
+    assert len(paths) == len(set(paths)), "one finding per file, path and kind"
+
+
+def test_broken_references_and_burned_in_text_are_flagged(
+    canary_run: CanaryRun,
+    canary_dir: Path,
+    answer_key: dict[str, Any],
+    operator_env: None,
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "out"
+    shutil.copytree(canary_run.output, output)
+    files = answer_key["files"]
+    image_ref = "ReferencedImageSequence[0].ReferencedSOPInstanceUID"
+    referencing = next(
+        k for k in sorted(files) if any(r["path"] == image_ref for r in files[k]["references"])
+    )
+    path = output / canary_run.pairs[referencing].relative_to(canary_run.output)
+    ds = pydicom.dcmread(path)
+    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "2.25.1234567890"
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(path, enforce_file_format=True)
+    code, report = _verify(canary_dir, output, canary_run.vault)
+    assert code == 1
+    rel = str(path.relative_to(output))
+    found = {(f["output"], f["path"], f["check"]) for f in report["findings"]}
+    assert (rel, image_ref, "reference") in found
+    assert (rel, "BurnedInAnnotation", "burned-in") in found

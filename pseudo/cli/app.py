@@ -21,6 +21,7 @@ from pseudo.cli.run_cmd import run_command
 from pseudo.cli.vault_cmds import project_app, vault_app
 from pseudo.cli.verify_cmd import verify_command
 from pseudo.policy import PolicyError
+from pseudo.pools import PoolError
 
 app = typer.Typer(
     name="pseudo",
@@ -58,7 +59,7 @@ def _main(
     """pseudo: pseudonymize DICOM for research, with a key vault and logged re-identification."""
 
 
-EXPECTED_ERRORS = (KeystoreError, PolicyError, RunError, UserError)
+EXPECTED_ERRORS = (KeystoreError, PolicyError, PoolError, RunError, UserError)
 
 
 def main(argv: list[str] | None = None) -> None:

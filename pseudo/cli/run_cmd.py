@@ -69,6 +69,21 @@ def run_command(
         bool,
         typer.Option("--dry-run", help="Show what would change, per attribute; write nothing."),
     ] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="Run the workers on a Dask cluster (tcp://host:8786); "
+            "INPUT and OUTPUT must be on a filesystem every worker sees at the same path.",
+        ),
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask", metavar="local:N", help="Run the workers on a local Dask cluster of N."
+        ),
+    ] = None,
     vault: VaultOption = None,
     db: DbOption = None,
     passphrase_file: PassphraseFileOption = None,
@@ -91,6 +106,10 @@ def run_command(
     if output is None:
         raise UserError("OUTPUT is required (or use --dry-run)")
     check_paths(input_path, output)
+    if scheduler and dask:
+        raise UserError("--scheduler and --dask: give one of them")
+    if dask is not None and not dask.startswith("local:"):
+        raise UserError(f"--dask {dask}: expected local:N (for a remote cluster: --scheduler)")
     reports = report_dir or output.parent / f"{output.name}.pseudo-run"
     with VaultSession(vault_path(vault), db) as session:
         keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
@@ -105,6 +124,7 @@ def run_command(
             on_outcome=progress.outcome,
             check=not no_verify,
             on_plan=progress.plan,
+            scheduler=scheduler or dask,
         )
         interrupted = False
         previous = signal.signal(signal.SIGTERM, _terminate)

@@ -1,0 +1,71 @@
+"""Runs on a Dask distributed cluster give the same bytes as local runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CANARY_SECRET, OPERATOR, CanaryRun, cli, make_vault, tree_digest
+
+distributed = pytest.importorskip("distributed", reason="dask distributed is not installed")
+
+
+def _run(source: Path, target: Path, vault: Path, *extra: str) -> None:
+    os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
+    try:
+        result = cli(
+            "run", source, target, "--project", "canary", "--vault", vault, "--quiet", *extra
+        )
+    finally:
+        del os.environ["PSEUDO_PASSPHRASE"]
+    assert result.code == 0, result.stderr
+
+
+def _installed_setups() -> list[str]:
+    from pseudo import batch
+
+    return sorted(batch._installed)
+
+
+def test_a_scheduler_address_gives_the_local_output(
+    canary_run: CanaryRun, canary_dir: Path, tmp_path: Path
+) -> None:
+    vault = make_vault(tmp_path / "vault", "canary", secret=CANARY_SECRET)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        _run(canary_dir, tmp_path / "out", vault, "--scheduler", cluster.scheduler_address)
+        with distributed.Client(cluster) as client:
+            leftovers = client.run(_installed_setups)
+    assert tree_digest(tmp_path / "out") == tree_digest(canary_run.output)
+    assert all(not setups for setups in leftovers.values()), "the run's keys left the workers"
+
+
+def test_dask_local_gives_the_local_output(
+    canary_run: CanaryRun, canary_dir: Path, tmp_path: Path
+) -> None:
+    vault = make_vault(tmp_path / "vault", "canary", secret=CANARY_SECRET)
+    _run(canary_dir, tmp_path / "out", vault, "--dask", "local:2")
+    assert tree_digest(tmp_path / "out") == tree_digest(canary_run.output)
+
+
+def test_an_unreachable_scheduler_is_one_line(vault: Path, tmp_path: Path, env: None) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "x.dcm").write_bytes(b"not dicom")
+    result = cli(
+        "run",
+        source,
+        tmp_path / "out",
+        "--project",
+        "trial",
+        "--vault",
+        vault,
+        "--scheduler",
+        "tcp://127.0.0.1:9",
+    )
+    assert result.code == 2
+    assert result.stderr.startswith("pseudo: error: --scheduler tcp://127.0.0.1:9: cannot connect")
+    assert len(result.stderr.strip().splitlines()) == 1
