@@ -65,6 +65,7 @@ class Node:
     items: list[dict[str, str]] = field(default_factory=list)
     children: dict[str, Node] = field(default_factory=dict)
     creators: set[str] = field(default_factory=set)
+    files: list[str] = field(default_factory=list)  # a series' instance files, as items
 
     @property
     def instances(self) -> int:
@@ -100,6 +101,20 @@ class Node:
         }
         if children:
             data["children"] = [child.to_json() for child in children]
+        else:
+            data["children"] = sorted(
+                (
+                    {
+                        "level": "instance",
+                        "label": item.get("SOPInstanceUID", "(no SOP Instance UID)"),
+                        "instance_number": item.get("InstanceNumber"),
+                        "sop_class": item.get("SOPClassUID"),
+                        "file": file,
+                    }
+                    for item, file in zip(items, self.files, strict=True)
+                ),
+                key=_instance_order,
+            )
         return data
 
 
@@ -130,12 +145,18 @@ def inspect_path(path: Path) -> list[Node]:
             )
             series = study.children.setdefault(series_key, Node("series", label.strip()))
             series.items.append(flat)
+            series.files.append(str(file))
             for tag in ds.keys():
                 if tag.group & 1 and 0x10 <= tag.element <= 0xFF:
                     series.creators.add(str(ds[tag].value).strip())
                 elif tag.group & 1 and (creator_tag(int(tag)) or 0) not in ds:
                     series.creators.add("(no creator)")
     return list(patients.values())
+
+
+def _instance_order(instance: dict[str, Any]) -> tuple[int, str]:
+    number = str(instance.get("instance_number") or "")
+    return (int(number) if number.lstrip("-").isdigit() else 1 << 31, str(instance["file"]))
 
 
 def count_levels(nodes: list[Node]) -> dict[str, int]:

@@ -154,8 +154,12 @@ def test_inspect(tmp_path: Path) -> None:
     assert "StudyDate" in patient["differing"] and "PatientName" not in patient["differing"]
     ct = next(s for st in patient["children"] for s in st["children"] if "CT" in s["modalities"])
     assert ct["instances"] == 2 and "InstanceNumber" in ct["differing"]
+    instances = ct["children"]
+    assert [i["level"] for i in instances] == ["instance", "instance"]
+    assert all(Path(i["file"]).is_file() and i["label"].startswith("1.") for i in instances)
     text = cli("inspect", tmp_path / "in")
     assert text.code == 0 and "patient MRN100234" in text.stdout
+    assert "instance #1 " in text.stdout
 
 
 def test_dump(tmp_path: Path) -> None:

@@ -79,7 +79,15 @@ def diff_command(
     )
 
 
+#: Instances listed under a series in the terminal (all of them are in --json).
+INSTANCES_SHOWN = 5
+
+
 def _tree(node: dict[str, Any], tree: Tree) -> None:
+    if node["level"] == "instance":
+        number = f"#{node['instance_number']} " if node.get("instance_number") else ""
+        tree.add(f"[bold]instance[/] {number}{node['label']}  [dim]{node['file']}[/]")
+        return
     details = [f"{node['instances']} instances"]
     if node["modalities"]:
         details.append("modalities " + ", ".join(node["modalities"]))
@@ -92,8 +100,12 @@ def _tree(node: dict[str, Any], tree: Tree) -> None:
         more = f" (+{len(node['differing']) - 12})" if len(node["differing"]) > 12 else ""
         details.append("differs: " + ", ".join(shown) + more)
     branch = tree.add(f"[bold]{node['level']}[/] {node['label']}  [dim]{'; '.join(details)}[/]")
-    for child in node.get("children", []):
+    children = node.get("children", [])
+    limit = INSTANCES_SHOWN if children and children[0]["level"] == "instance" else len(children)
+    for child in children[:limit]:
         _tree(child, branch)
+    if len(children) > limit:
+        branch.add(f"[dim]... {len(children) - limit} more instances (all in --json)[/]")
 
 
 def inspect_command(

@@ -67,12 +67,11 @@ def verify_command(
     if as_json:
         emit_json(report.to_json())
     else:
-        table = Table(
-            "output", "attribute", "check", "kind", "severity", *(["value"] if show_values else [])
-        )
+        table = Table("attribute", "check", "kind", "severity", *(["value"] if show_values else []))
+        table.add_column("output", overflow="fold")  # whole paths: a reviewer must find the file
         for finding in report.findings:
-            row = [finding.output, finding.path, finding.check, finding.kind, finding.severity]
-            table.add_row(*row, *([finding.value or ""] if show_values else []))
+            row = [finding.path, finding.check, finding.kind, finding.severity]
+            table.add_row(*row, *([finding.value or ""] if show_values else []), finding.output)
         if report.findings:
             out.print(table)
         colour = "red" if report.leaks else "green"
