@@ -31,7 +31,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from keystore.keyring import Keyring
 from keystore.linkage import JournalEntry, LinkageEntry, LinkageStore
-from pseudo import __version__, anchors, verify
+from pseudo import __version__, anchors, durable, verify
 from pseudo.anchors import scan_file
 from pseudo.dicomio import NotDicom, read_source, sanitize, write_temporary
 from pseudo.engine import PseudonymizedDataset, Pseudonymizer, quiet_pydicom
@@ -213,6 +213,7 @@ class _WorkerState:
     engine: Pseudonymizer
     temp: Path
     verify: bool
+    sync: bool
 
 
 #: The setups installed in this process, by run id (a Dask worker may serve several runs).
@@ -238,6 +239,7 @@ def install_worker(setup: WorkerSetup) -> None:
         Pseudonymizer(setup.keyring, setup.policy),
         setup.temp_dir,
         setup.check,
+        setup.sync_each_file,
     )
 
 
@@ -266,7 +268,9 @@ def process_file(task: Task) -> FileOutcome:
             ds = source.dataset
             pending = verify.prepare(ds, engine.policy) if state.verify else None
             result = engine.pseudonymize(ds, pending.recorder if pending else None)
-            temp, header = write_temporary(result.dataset, state.temp, source.pixels)
+            temp, header = write_temporary(
+                result.dataset, state.temp, source.pixels, sync=state.sync
+            )
             if pending is not None and not _verified(outcome, pending, result, header, state):
                 temp.unlink(missing_ok=True)
                 return outcome
@@ -287,6 +291,11 @@ def process_file(task: Task) -> FileOutcome:
     outcome.temp = str(temp)
     outcome.linkage = result.linkage
     outcome.findings = result.findings
+    if source.after_pixels:
+        tags = ", ".join(f"({t >> 16:04X},{t & 0xFFFF:04X})" for t in source.after_pixels[:8])
+        outcome.findings.append(
+            Finding("(after the pixel data)", "after-pixel-data", f"removed: {tags}")
+        )
     return outcome
 
 
@@ -360,6 +369,8 @@ class Runner:
             verified=check,
         )
         self._written_this_run: dict[str, Path] = {}
+        # Local workers write on a filesystem this process can flush once per batch.
+        self._sync_each_file = bool(scheduler) or not durable.can_sync_filesystem()
         self.temp_dir = self.output / TEMP_DIR_NAME / self.summary.run_id
         self._lock: int | None = None
 
@@ -387,19 +398,24 @@ class Runner:
         """Process every file; on Ctrl-C, commit what is done and stop."""
         self.output.mkdir(parents=True, exist_ok=True)
         self._claim_temporary_folder()
-        todo, done = self.plan()
-        if self.on_plan is not None:
-            sizes = sum(t.size for t in todo) + sum(o.size for o in done)
-            self.on_plan(len(todo) + len(done), sizes)
-        for outcome in done:
-            self._record(outcome)
-        self.store.start_run(self.summary.run_id, self.keyring.project, self.policy.name)
         setup = WorkerSetup(
-            self.summary.run_id, self.keyring, self.policy, self.temp_dir, self.check
+            self.summary.run_id,
+            self.keyring,
+            self.policy,
+            self.temp_dir,
+            self.check,
+            sync_each_file=self._sync_each_file,
         )
         batch: list[FileOutcome] = []
         pool: Pool | None = None
         try:
+            self.store.start_run(self.summary.run_id, self.keyring.project, self.policy.name)
+            todo, done = self.plan()
+            if self.on_plan is not None:
+                sizes = sum(t.size for t in todo) + sum(o.size for o in done)
+                self.on_plan(len(todo) + len(done), sizes)
+            for outcome in done:
+                self._record(outcome)
             pool = open_pool(
                 setup, install_worker, remove_worker, self.workers, len(todo), self.scheduler
             )
@@ -453,6 +469,8 @@ class Runner:
         ]
         linkage = [entry for o in batch if o.status == "written" for entry in o.linkage]
         try:
+            if not self._sync_each_file and any(o.temp for o in batch):
+                durable.sync_filesystem(self.temp_dir)  # file data on disk before the commit
             self.summary.new_linkage_records += self.store.commit_batch(
                 self.keyring, self.summary.run_id, linkage, journal
             )

@@ -12,7 +12,7 @@ import io
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -20,6 +20,7 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import data_element_generator
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from pseudo.findings import RejectedFile
@@ -38,13 +39,14 @@ def sanitize(message: str) -> str:
 
 
 def sniff(path: Path) -> str:
-    """``"part10"`` for a DICOM file with preamble, ``"raw"`` for a bare dataset, else raise."""
+    """``"part10"`` for a DICOM file, ``"no-preamble"`` for one whose 128-byte preamble is
+    missing (it starts with ``DICM``), ``"raw"`` for a bare data set, else raise."""
     with path.open("rb") as handle:
         head = handle.read(132)
     if len(head) == 132 and head[128:132] == b"DICM":
         return "part10"
     if head[:4] == b"DICM":
-        return "part10"
+        return "no-preamble"
     if len(head) >= 8:
         group = int.from_bytes(head[0:2], "little")
         vr = head[4:6]
@@ -53,17 +55,104 @@ def sniff(path: Path) -> str:
     raise NotDicom("no DICOM preamble and no recognizable data set")
 
 
-def _check_complete(ds: Dataset) -> None:
-    """Refuse a data set whose elements are shorter than their declared length (truncated)."""
+def _check_complete(ds: Dataset, size: int | None = None) -> None:
+    """Refuse a data set read to the end of its file whose elements are shorter than their
+    declared length, or that ends inside an element header (``size``: the file's length)."""
+    end = 0
     for tag in ds.keys():
         element = ds.get_item(tag)
         if isinstance(element, RawDataElement) and element.value is not None:
             length = element.length
             if length != UNDEFINED_LENGTH and len(element.value) < length:
                 raise RejectedFile(
-                    f"truncated: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares "
-                    f"{length} bytes but the file holds {len(element.value)}"
+                    f"truncated: element {_tag(tag)} declares {length} bytes but the file "
+                    f"holds {len(element.value)} (or the transfer syntax is wrong)"
                 )
+            if length != UNDEFINED_LENGTH:
+                end = max(end, element.value_tell + length)
+    if size is not None and end and 0 < size - end < 8:
+        raise RejectedFile(f"truncated: the file ends {size - end} bytes into an element header")
+
+
+def _check_unique(ds: Dataset) -> None:
+    """Refuse a data set holding an attribute twice: pydicom keeps the last copy in the place
+    of the first, so the bytes of the first copy are missing between the elements it kept.
+    Which value is the patient's is then unknown."""
+    implicit = bool(getattr(ds, "is_implicit_VR", False))
+    end: int | None = None
+    for tag in ds.keys():
+        element = ds.get_item(tag)
+        if not isinstance(element, RawDataElement) or element.length == UNDEFINED_LENGTH:
+            end = None  # a parsed sequence: its extent is not known here
+            continue
+        header = 8 if implicit or element.VR not in _LONG_VR_NAMES else 12
+        start = element.value_tell - header
+        if end is not None and start != end:
+            raise RejectedFile(
+                f"element {_tag(tag)} appears twice or out of place: the file is ambiguous"
+            )
+        end = element.value_tell + element.length
+
+
+def _tag(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+class _PrefixedFile(io.RawIOBase):
+    """A Part 10 file seen with its missing 128-byte preamble in front (zeros), so that pydicom
+    reads it as it reads any other. Positions are those of the prefixed view."""
+
+    def __init__(self, raw: BinaryIO, prefix: int = 128) -> None:
+        self._raw, self._prefix, self._position = raw, prefix, 0
+        raw.seek(0, os.SEEK_END)
+        self._size = raw.tell() + prefix
+        raw.seek(0)
+
+    @property
+    def name(self) -> str:
+        """The file's name (pydicom records it)."""
+        return str(getattr(self._raw, "name", ""))
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        done = 0
+        if self._position < self._prefix:
+            done = min(len(view), self._prefix - self._position)
+            view[:done] = bytes(done)
+            self._position += done
+        if done < len(view):
+            self._raw.seek(self._position - self._prefix)
+            data = self._raw.read(len(view) - done)
+            view[done : done + len(data)] = data
+            self._position += len(data)
+            done += len(data)
+        return done
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _open(path: Path, kind: str) -> tuple[BinaryIO, int]:
+    """The file opened for pydicom, and the shift from pydicom's positions to the file's."""
+    handle = path.open("rb")
+    if kind == "no-preamble":
+        return io.BufferedReader(_PrefixedFile(handle)), 128
+    return handle, 0
 
 
 _PARSE_ERRORS = (
@@ -80,6 +169,7 @@ PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
+_LONG_VR_NAMES = frozenset(vr.decode() for vr in _LONG_VRS)
 _COPY_CHUNK = 4 * 1024 * 1024
 
 
@@ -99,6 +189,9 @@ class Source:
 
     dataset: Dataset
     pixels: PixelSpan | None
+    #: Tags of the elements that follow the pixel data in the file. They are left out of the
+    #: output (the writer puts the pixel data last); the caller reports them.
+    after_pixels: list[int] = field(default_factory=list)
 
 
 def _fail(exc: Exception) -> RejectedFile:
@@ -116,12 +209,16 @@ def read_dataset(path: Path) -> Dataset:
     except OSError as exc:
         raise RejectedFile(f"cannot read: {exc.strerror}") from exc
     try:
-        ds = pydicom.dcmread(path, force=(kind == "raw"))
+        handle, _ = _open(path, kind)
+        with handle:
+            ds = pydicom.dcmread(handle, force=(kind == "raw"))
+            size = handle.seek(0, os.SEEK_END)
     except (InvalidDicomError, *_PARSE_ERRORS) as exc:
         raise _fail(exc) from exc
+    _check_complete(ds, size)
     if len(ds) == 0:
-        raise RejectedFile("empty data set")
-    _check_complete(ds)
+        raise RejectedFile("no data set after the file meta (an empty or truncated file)")
+    _check_unique(ds)
     return ds
 
 
@@ -136,23 +233,44 @@ def read_source(path: Path) -> Source:
     except OSError as exc:
         raise RejectedFile(f"cannot read: {exc.strerror}") from exc
     try:
-        with path.open("rb") as handle:
+        handle, shift = _open(path, kind)
+        with handle:
             ds = pydicom.dcmread(handle, stop_before_pixels=True, force=(kind == "raw"))
             position = handle.tell()
-            size = os.fstat(handle.fileno()).st_size
+            size = handle.seek(0, os.SEEK_END)
             meta = getattr(ds, "file_meta", None)
             syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
             if syntax == DeflatedExplicitVRLittleEndian:
                 return Source(read_dataset(path), None)
-            span = None
+            span = trailer = None
             if position < size:
                 span = _pixel_span(handle, path, position, size, ds)
+                if span.end < size:
+                    trailer = _trailer(handle, span.end, size, ds)
+                span = PixelSpan(path, span.start - shift, span.end - shift)
     except (InvalidDicomError, *_PARSE_ERRORS) as exc:
         raise _fail(exc) from exc
+    if span is None:  # the header reached the end of the file: its last element may be short
+        _check_complete(ds, size)
     if len(ds) == 0:
-        raise RejectedFile("empty data set")
-    _check_complete(ds)
-    return Source(ds, span)
+        raise RejectedFile("no data set after the file meta (an empty or truncated file)")
+    _check_unique(ds)
+    return Source(ds, span, trailer or [])
+
+
+def _trailer(handle: BinaryIO, start: int, size: int, ds: Dataset) -> list[int]:
+    """The tags of the elements after the pixel data (padding, signatures, private groups);
+    refuse a file that cuts one of them short. Their values are not kept (see Source)."""
+    implicit, little = getattr(ds, "original_encoding", None) or (False, True)
+    handle.seek(start)
+    tags, end = [], start
+    for element in data_element_generator(handle, implicit, little, defer_size=64):
+        tags.append(int(element.tag))
+        if isinstance(element, RawDataElement) and element.length != UNDEFINED_LENGTH:
+            end = max(end, element.value_tell + element.length)
+        if end > size:
+            raise RejectedFile(f"truncated: element {_tag(element.tag)} after the pixel data")
+    return tags
 
 
 def _pixel_span(handle: BinaryIO, path: Path, start: int, size: int, ds: Dataset) -> PixelSpan:
@@ -210,12 +328,14 @@ def _encapsulated_end(
 
 
 def write_temporary(
-    ds: Dataset, directory: Path, pixels: PixelSpan | None = None
+    ds: Dataset, directory: Path, pixels: PixelSpan | None = None, *, sync: bool = True
 ) -> tuple[Path, bytes | None]:
     """Write ``ds`` (then the source's pixel data, copied byte for byte) into ``directory``
-    under a temporary name, synced to disk. Returns the path and every byte written but the
-    top-level pixel data, for the verification of the output (None when the data set held its
-    own pixel data, as a deflated file does: it is then checked attribute by attribute)."""
+    under a temporary name, synced to disk unless ``sync`` is false (the caller then makes it
+    durable with the rest of its batch, see :mod:`pseudo.durable`). Returns the path and every
+    byte written but the top-level pixel data, for the verification of the output (None when
+    the data set held its own pixel data, as a deflated file does: it is then checked attribute
+    by attribute)."""
     directory.mkdir(parents=True, exist_ok=True)
     header = io.BytesIO()
     pydicom.dcmwrite(header, ds, enforce_file_format=True)
@@ -235,7 +355,8 @@ def write_temporary(
                         handle.write(chunk)
                         remaining -= len(chunk)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise

@@ -35,13 +35,18 @@ class PoolError(Exception):
 
 @dataclass(frozen=True)
 class WorkerSetup:
-    """What a worker needs before its first task; ``context`` names it (the run id)."""
+    """What a worker needs before its first task; ``context`` names it (the run id).
+
+    ``sync_each_file``: the worker makes each file durable itself (fsync), because the parent
+    cannot flush the filesystem it writes on (see :mod:`pseudo.durable`).
+    """
 
     context: str
     keyring: Keyring
     policy: CompiledPolicy
     temp_dir: Path
     check: bool
+    sync_each_file: bool = True
 
 
 class Installer(Protocol):

@@ -23,9 +23,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
+from pydicom.values import convert_value
 
 from pseudo.actions import DUMMY_VALUES
 from pseudo.clean import date_spellings, word_tokens
@@ -42,10 +44,13 @@ MIN_DIGITS = 6
 BURNED_IN_PRONE = frozenset(
     {"US", "XA", "RF", "SC", "OT", "DX", "CR", "ES", "XC", "IO", "PX", "MG"}
 )
-#: VRs whose values can carry identifying text (others are numbers or bulk data).
+#: VRs whose values can carry identifying text (others are numbers, bulk data, or code
+#: strings: CS values are defined terms such as TEXT or CONTAINER, never an identity).
 SEARCHED_VRS = frozenset(
-    {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "DA", "DT", "UI", "UN", "OB"}
+    {"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "DA", "DT", "UI", "UN", "OB"}
 )
+#: VRs searched in an output, where a value found in the raw bytes must be given its place.
+CHECKED_VRS = SEARCHED_VRS | {"AS", "CS", "DS", "IS", "TM"}
 REFERENCE_TAGS = frozenset({0x00081155, 0x00041511})
 #: File meta elements that name the source of a file, and the kind of value they hold.
 _META_NEEDLES = {
@@ -70,8 +75,9 @@ _COMMON = frozenset(_COMMON_WORDS.split()) | {
 #: Actions that keep a value as it is: it may legitimately appear in the output.
 _KEEPING = frozenset({Action.KEEP})
 #: Descriptive values (not identities): found in an attribute the policy keeps, they are the
-#: policy's choice, not a leak. Names, IDs, dates, UIDs, addresses are reported wherever found.
-_DESCRIPTIVE = frozenset({"private value", "text", "free text"})
+#: policy's choice, not a leak (an Institution Name TOSHIBA inside a kept Manufacturer
+#: TOSHIBA_MEC names the vendor). Names, IDs, dates, UIDs, addresses are reported wherever found.
+_DESCRIPTIVE = frozenset({"private value", "text", "free text", "institution"})
 #: Actions after which nothing of a text value may remain (cleaning and substitution keep words).
 _PARTIAL = frozenset({Action.CLEAN, Action.SUBSTITUTE})
 
@@ -218,6 +224,17 @@ def _elements(ds: Dataset, parents: Parents = ()) -> Iterator[tuple[Dataset, int
                 yield from _elements(item, (*parents, (tag, index)))
 
 
+def peek_value(ds: Dataset, tag: int, vr: str) -> Any:
+    """An attribute's value, decoded without converting the element in place (most recorded
+    values belong to attributes about to be removed: converting them would be wasted work)."""
+    element = ds.get_item(tag)
+    if isinstance(element, RawDataElement) and vr != "SQ":
+        if element.value is None:
+            return None
+        return convert_value(vr, element, ds._character_set)
+    return ds[tag].value
+
+
 def path_of(parents: Parents, tag: int, prefix: str = "") -> str:
     """``ContentSequence[2].ContentSequence[0].PersonName``: the path of an attribute."""
     return prefix + "".join(f"{attribute_name(t)}[{i}]." for t, i in parents) + attribute_name(tag)
@@ -248,7 +265,7 @@ class Recorder:
         if vr not in SEARCHED_VRS and not private:
             return
         try:
-            value = ds[tag].value
+            value = peek_value(ds, tag, vr)
         except Exception:
             return
         self._value(tag, vr, value, action, private)
@@ -315,7 +332,7 @@ class Recorder:
                 if vr == "SQ" or vr == "TM" or (vr not in SEARCHED_VRS and not (inner >> 16) & 1):
                     continue
                 try:
-                    value = level[inner].value
+                    value = peek_value(level, inner, vr)
                 except Exception:
                     continue
                 self._value(inner, vr, value, Action.REMOVE, bool((inner >> 16) & 1))
@@ -488,7 +505,7 @@ def check(
         seen: set[Needle] = set()
         elements = [("FileMeta.", e) for e in _elements(meta)] + [("", e) for e in _elements(out)]
         for prefix, (level, tag, vr, parents) in elements:
-            if vr == "SQ" or (vr not in SEARCHED_VRS and not (tag >> 16) & 1):
+            if vr == "SQ" or (vr not in CHECKED_VRS and not (tag >> 16) & 1):
                 continue
             try:
                 value = level[tag].value

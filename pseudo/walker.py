@@ -111,13 +111,26 @@ class Walker:
             decision = policy.decide(tag, vr, ds, parents, self._active)
             if self._recorder is not None:
                 self._recorder(ds, tag, vr, decision)
+            if not self._cleaning:
+                # Fast paths for most attributes: removed, or kept as they are (not sequences).
+                if decision.action is Action.REMOVE:
+                    del ds[tag]
+                    continue
+                if decision.action is Action.KEEP and vr != "SQ":
+                    continue
             path = prefix + attribute_name(tag)
             ref = ElementRef(ds, tag, vr, decision, path, parents)
             if (tag >> 16) & 1 and decision.action is Action.CLEAN and self._safe_private:
                 self._clean_private(ds, tag)
                 continue
-            if self._cleaning and decision is policy.standard and vr in TEXT_VRS:
-                # Inside a sequence being cleaned, text the table does not list is cleaned too.
+            if (
+                self._cleaning
+                and decision is policy.standard
+                and vr in TEXT_VRS
+                and not TextCleaner.is_structure(ds, tag, parents)
+            ):
+                # Inside a sequence being cleaned, text the table does not list is cleaned too;
+                # codes and the structure of SR content items (Value Type...) are not.
                 self.defer_clean(ref)
                 continue
             HANDLERS[decision.action](ref, self)
@@ -135,7 +148,8 @@ class Walker:
         self._depth += 1
         self._cleaning += int(cleaning)
         if self._depth > MAX_DEPTH:
-            raise RejectedFile(f"{ref.path}: sequences nested deeper than {MAX_DEPTH} levels")
+            tail = ".".join(ref.path.split(".")[-2:])
+            raise RejectedFile(f"sequences nested deeper than {MAX_DEPTH} levels (at ...{tail})")
         try:
             for index, item in enumerate(items):
                 self._walk(item, f"{ref.path}[{index}].", (*ref.parents, (ref.tag, index)))
@@ -150,7 +164,7 @@ class Walker:
             value = ds[tag].value
         except Exception:
             return  # an unreadable value cannot be looked for
-        for text in name_terms(value):
+        for text in name_terms(value, tag):  # name parts, IDs and their parts, phrases
             self._terms.extend(date_spellings(text) if tag == BIRTH_DATE else [text])
 
     def defer_clean(self, ref: ElementRef) -> None:

@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     try:
         app(args=args, prog_name="pseudo")
+    except KeyboardInterrupt:
+        err.print("pseudo: interrupted", markup=False)
+        sys.exit(130)
     except EXPECTED_ERRORS as exc:
         if debug:
             traceback.print_exc()
