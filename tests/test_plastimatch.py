@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.data import get_testdata_file
+from pydicom.sequence import Sequence
 from pydicom.uid import ImplicitVRLittleEndian
 
 from keystore.session import VaultSession
@@ -26,10 +27,17 @@ from tests.dicom_paths import value_at
 def _rt_chain(
     folder: Path, study_date: str, structure_set_date: str, patient: str = "P-1"
 ) -> list[Path]:
-    """An RT structure set, plan and dose of one patient, referencing each other."""
+    """A CT image, an RT structure set contoured on it, a plan and a dose of one patient.
+
+    The objects reference each other as a planning system writes them: the structure set
+    names the CT's frame of reference, study, series and image (for every contour); the plan
+    names the structure set; the dose names the plan.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in ("rtstruct.dcm", "rtplan.dcm", "rtdose.dcm"):
+    names = ("rtstruct.dcm", "rtplan.dcm", "rtdose.dcm", "CT_small.dcm")
+    chain = {}
+    study = f"1.2.826.0.1.3680043.2.1125.{patient[-1]}.{study_date}"
+    for name in names:
         ds = pydicom.dcmread(str(get_testdata_file(name)), force=True)
         if not ds.file_meta.get("TransferSyntaxUID"):  # rtstruct.dcm has no file meta
             ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
@@ -38,14 +46,45 @@ def _rt_chain(
         ds.PatientID = patient
         ds.PatientName = "SMITH^ANNA"
         ds.StudyDate = study_date
-        ds.StudyInstanceUID = f"1.2.826.0.1.3680043.2.1125.{patient[-1]}.{study_date}"
-        if name == "rtstruct.dcm":
-            ds.StructureSetDate = structure_set_date
-            ds.StructureSetLabel = "smith-final"
+        ds.StudyInstanceUID = study
+        chain[name] = ds
+    ct, struct = chain["CT_small.dcm"], chain["rtstruct.dcm"]
+    plan, dose = chain["rtplan.dcm"], chain["rtdose.dcm"]
+    struct.StructureSetDate = structure_set_date
+    struct.StructureSetLabel = "smith-final"
+    # RTSTRUCT -> CT: frame of reference, study, series and the contoured image.
+    dose.FrameOfReferenceUID = struct.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
+    ct.FrameOfReferenceUID = dose.FrameOfReferenceUID
+    ct.SeriesInstanceUID = "1.2.826.0.1.3680043.2.1125.77.1"
+    frame = struct.ReferencedFrameOfReferenceSequence[0]
+    frame.FrameOfReferenceUID = ct.FrameOfReferenceUID
+    frame.RTReferencedStudySequence[0].ReferencedSOPInstanceUID = study
+    series = frame.RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+    series.SeriesInstanceUID = ct.SeriesInstanceUID
+    series.ContourImageSequence = Sequence([_image_reference(ct)])
+    for roi in struct.StructureSetROISequence:
+        roi.ReferencedFrameOfReferenceUID = ct.FrameOfReferenceUID
+    for roi_contour in struct.ROIContourSequence:
+        for contour in roi_contour.ContourSequence:
+            contour.ContourImageSequence = Sequence([_image_reference(ct)])
+    # RTPLAN -> RTSTRUCT, RTDOSE -> RTPLAN.
+    plan.ReferencedStructureSetSequence[0].ReferencedSOPClassUID = struct.SOPClassUID
+    plan.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID = struct.SOPInstanceUID
+    dose.ReferencedRTPlanSequence[0].ReferencedSOPClassUID = plan.SOPClassUID
+    dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID = plan.SOPInstanceUID
+    written = []
+    for name in names:
         path = folder / name
-        ds.save_as(path, enforce_file_format=True)
+        chain[name].save_as(path, enforce_file_format=True)
         written.append(path)
     return written
+
+
+def _image_reference(ds: pydicom.Dataset) -> pydicom.Dataset:
+    item = pydicom.Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    return item
 
 
 def _run(
@@ -202,24 +241,57 @@ def test_substrings_can_be_removed(tmp_path: Path, vault: Path, env: None) -> No
     assert _outputs(tmp_path / "out")["RTSTRUCT"].StructureSetLabel == "final"
 
 
+def _references(ds: pydicom.Dataset, keyword: str) -> list[str]:
+    """Every value of ``keyword`` at any depth below the top level."""
+    return [
+        str(e.value)
+        for item_sequence in ds
+        if item_sequence.VR == "SQ"
+        for item in item_sequence.value
+        for e in item.iterall()
+        if e.keyword == keyword
+    ]
+
+
 def test_uids_change_and_relationships_hold(tmp_path: Path, vault: Path, env: None) -> None:
+    """Every reference of the chain resolves to the remapped UID of the output it points to."""
     files = _rt_chain(tmp_path / "in", "20200110", "20200214")
     originals = {str(pydicom.dcmread(p).Modality): pydicom.dcmread(p) for p in files}
     _run(vault, tmp_path / "in", tmp_path / "out")
     out = _outputs(tmp_path / "out")
+    assert set(out) == {"CT", "RTSTRUCT", "RTPLAN", "RTDOSE"}
     for modality, ds in out.items():
-        assert ds.SOPInstanceUID != originals[modality].SOPInstanceUID
-        assert ds.SOPInstanceUID.startswith("2.25.")
+        before = originals[modality]
+        for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
+            assert ds[keyword].value != before[keyword].value, (modality, keyword)
+            assert str(ds[keyword].value).startswith("2.25."), (modality, keyword)
+    ct, struct, plan, dose = (out[m] for m in ("CT", "RTSTRUCT", "RTPLAN", "RTDOSE"))
+    # RTPLAN -> RTSTRUCT and RTDOSE -> RTPLAN
     plan_ref = "ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID"
     dose_ref = "ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID"
-    assert value_at(originals["RTPLAN"], plan_ref) != value_at(out["RTPLAN"], plan_ref)
-    # The references point where they pointed before, now by the new UIDs.
-    if value_at(originals["RTPLAN"], plan_ref) == originals["RTSTRUCT"].SOPInstanceUID:
-        assert value_at(out["RTPLAN"], plan_ref) == out["RTSTRUCT"].SOPInstanceUID
-    if value_at(originals["RTDOSE"], dose_ref) == originals["RTPLAN"].SOPInstanceUID:
-        assert value_at(out["RTDOSE"], dose_ref) == out["RTPLAN"].SOPInstanceUID
+    assert value_at(originals["RTPLAN"], plan_ref) == originals["RTSTRUCT"].SOPInstanceUID
+    assert value_at(plan, plan_ref) == struct.SOPInstanceUID
+    assert value_at(originals["RTDOSE"], dose_ref) == originals["RTPLAN"].SOPInstanceUID
+    assert value_at(dose, dose_ref) == plan.SOPInstanceUID
+    # RTSTRUCT -> CT: every contour's image, the series, the study, the frame of reference
+    contours = sum(len(r.ContourSequence) for r in originals["RTSTRUCT"].ROIContourSequence)
+    assert contours >= 3
+    images = _references(struct, "ReferencedSOPInstanceUID")
+    assert len(images) == 1 + 1 + contours, "the study, the series' image, each contour's image"
+    assert images.count(ct.SOPInstanceUID) == 1 + contours
+    assert images.count(ct.StudyInstanceUID) == 1
+    series = "ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]"
+    series += ".RTReferencedSeriesSequence[0].SeriesInstanceUID"
+    assert value_at(struct, series) == ct.SeriesInstanceUID
+    frames = _references(struct, "FrameOfReferenceUID") + _references(
+        struct, "ReferencedFrameOfReferenceUID"
+    )
+    assert len(frames) == 1 + 3 and set(frames) == {ct.FrameOfReferenceUID}
+    assert dose.FrameOfReferenceUID == ct.FrameOfReferenceUID
+    assert ct.FrameOfReferenceUID != originals["CT"].FrameOfReferenceUID
     assert (
-        out["RTDOSE"].StudyInstanceUID
-        == out["RTPLAN"].StudyInstanceUID
-        == out["RTSTRUCT"].StudyInstanceUID
+        ct.StudyInstanceUID
+        == dose.StudyInstanceUID
+        == plan.StudyInstanceUID
+        == struct.StudyInstanceUID
     )

@@ -66,6 +66,114 @@ def write(tmp_path: Path, text: str, name: str = "site.yaml") -> Path:
         ("name: Site Policy\n", 1, "name"),
         ("name: site\nrules:\n  - select: PatientID\n    action: replace\n", 3, "needs 'value'"),
         ("name: site\nrules: [\n", None, ""),
+        # a reversible token is checked for every attribute a pattern or creator can select
+        (
+            "name: site\nextends: default\nrules:\n"
+            "  - select: ['(0008,008x)']\n    action: encrypt\n",
+            4,
+            "encrypt (0008,008x) (InstitutionName) (LO, at most 64 characters)",
+        ),
+        (
+            "name: site\nextends: default\nrules:\n"
+            "  - select: '(0008,008x)'\n    action: encrypt\n    max_input_length: 20\n",
+            4,
+            "VR SQ cannot hold a token",  # (0008,0082) Institution Code Sequence
+        ),
+        (
+            "name: site\nextends: default\nrules:\n"
+            "  - select: {creator: ACME 1.0, tag: '(0029,xx10)'}\n    action: encrypt\n"
+            "    max_input_length: 10\n",
+            4,
+            "select them with their VR",
+        ),
+        (
+            "name: site\nextends: default\nrules:\n  - select: private\n    action: encrypt\n",
+            4,
+            "the VR of private attributes is only known from a file",
+        ),
+        (
+            "name: site\nextends: default\nrules:\n"
+            "  - select: {creator: ACME 1.0, tag: '(0029,xx10)', vr: SH}\n    action: encrypt\n",
+            4,
+            "encrypt {",  # SH holds 16 characters: no reversible token fits
+        ),
+        (
+            "name: site\nextends: default\nrules:\n  - select: '(0008,00xx)'\n    action: token\n",
+            4,
+            "(VR DA cannot hold a token)",
+        ),
+        # duplicate keys
+        (
+            "name: site\nextends: default\nrules:\n  - select: Modality\n    action: keep\n"
+            "    action: remove\n",
+            6,
+            "duplicate key 'action' (first given on line 5)",
+        ),
+        (
+            "name: site\nextends: default\nrules:\n  - {select: Modality, action: keep}\n"
+            "rules:\n  - {select: Modality, action: remove}\n",
+            5,
+            "duplicate key 'rules' (first given on line 3)",
+        ),
+        # replacement values must be valid for the VR
+        (
+            "name: site\nextends: default\nrules:\n"
+            "  - {select: StudyDate, action: replace, value: yesterday}\n",
+            4,
+            "replacement value 'yesterday' is not valid for StudyDate (VR DA)",
+        ),
+        (
+            "name: site\nextends: default\nrules:\n"
+            "  - {select: Rows, action: replace, value: abc}\n",
+            4,
+            "replace cannot apply to Rows (VR US holds binary values, not text)",
+        ),
+        (
+            "name: site\nextends: default\nrules:\n"
+            "  - {select: Modality, action: replace, value: mr}\n",
+            4,
+            "replacement value 'mr' is not valid for Modality (VR CS)",
+        ),
+        (
+            "name: site\nextends: default\nrules:\n"
+            "  - {select: PatientAge, action: replace, value: '40 years'}\n",
+            4,
+            "(VR AS)",
+        ),
+        # conditional rules with the same condition and different actions
+        (
+            "name: site\nextends: default\nrules:\n"
+            "  - {select: StationName, action: keep, when: {Modality: US}}\n"
+            "  - {select: StationName, action: remove, when: {Modality: {equals: US}}}\n",
+            5,
+            "with another action (remove vs keep) under the same conditions",
+        ),
+        (
+            "name: site\nextends: default\nrules:\n"
+            "  - {select: '(0019,xx10)', action: keep, when: {Modality: {in: [MR, CT]}}}\n"
+            "  - {select: '(0019,xx10)', action: remove, when: {Modality: {in: [CT, MR]}}}\n",
+            5,
+            "rules on one attribute conflict",
+        ),
+        # misspelled keys are named, not reported as a missing key
+        (
+            "name: site\nextends: default\nrules:\n  - select: PatientID\n    acton: remove\n",
+            5,
+            "rules[0]: unknown key 'acton' (did you mean 'action'?)",
+        ),
+        (
+            "name: site\nextends: default\nrules:\n"
+            "  - select: {creatr: ACME 1.0, tag: '(0029,xx10)'}\n    action: remove\n",
+            4,
+            "unknown key 'creatr' (did you mean 'creator'?)",
+        ),
+        (
+            "name: site\nextends: default\nrules:\n  - select: StationName\n"
+            "    action: remove\n    when: {Modality: {equal: US}}\n",
+            6,
+            "unknown key 'equal' (did you mean 'equals'?)",
+        ),
+        ("name: site\nextends: default\nrulez: []\n", 3, "unknown key 'rulez'"),
     ],
 )
 def test_policy_errors_name_file_and_line(
@@ -79,6 +187,38 @@ def test_policy_errors_name_file_and_line(
     if line is not None:
         assert text_of_error.startswith(f"{path}:{line}:"), text_of_error
     assert message in text_of_error
+    assert "Field required" not in text_of_error and "valid string" not in text_of_error
+
+
+def test_conditions_that_differ_do_not_conflict(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: site\nextends: default\nrules:\n"
+        "  - {select: StationName, action: keep, when: {Modality: US}}\n"
+        "  - {select: StationName, action: remove, when: {Modality: MR}}\n"
+        "  - {select: StationName, action: keep, when: {Modality: MR, Manufacturer: GE}}\n",
+    )
+    assert len(load_policy(str(path)).rules) >= 3
+
+
+def test_a_reversible_token_of_a_private_attribute_with_its_vr(tmp_path: Path) -> None:
+    """With the VR in the selector, the length is checked before the run, and the run works."""
+    import copy
+
+    from pseudo.engine import Pseudonymizer
+    from pseudo.tokens import decrypt_token
+    from tests.synthetic import dataset, make_keyring
+
+    path = write(
+        tmp_path,
+        "name: site\nextends: default\nrules:\n"
+        "  - select: {creator: ACME 1.0, tag: '(0029,xx10)', vr: LO}\n"
+        "    action: encrypt\n    max_input_length: 24\n",
+    )
+    keyring = make_keyring()
+    out = Pseudonymizer(keyring, load_policy(str(path))).pseudonymize(copy.deepcopy(dataset()))
+    token = out.dataset[0x00291010].value
+    assert len(token) <= 64 and decrypt_token(keyring, "(0029,1010)", token) == "DOE^JOHN"
 
 
 def test_extends_cycle(tmp_path: Path) -> None:

@@ -6,21 +6,28 @@ file, the line and what is wrong.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
-from pydicom.datadict import dictionary_VR
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from pseudo.policy.compiled import CompiledPolicy, CompiledRule, Decision, add_table
 from pseudo.policy.model import Action, PolicyFile, Rule
-from pseudo.policy.selectors import CompiledSelector, compile_conditions, compile_selector
+from pseudo.policy.selectors import (
+    CompiledCondition,
+    CompiledSelector,
+    compile_conditions,
+    compile_selector,
+)
 from pseudo.policy.table import confidentiality_table
 from pseudo.resources import policies_dir
-from pseudo.tags import parse_tag_pattern
+from pseudo.tags import TagPattern, parse_tag_pattern, tag_text
 from pseudo.tokens import MAX_LENGTH, TOKEN_VRS, max_reversible_input, reversible_length
 from pseudo.vr import TEXT_VRS
 
@@ -39,6 +46,105 @@ def _location(path: Path, line: int | None) -> str:
     return f"{path}:{line}" if line else str(path)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a mapping giving one key twice.
+
+    Plain YAML keeps the last of two equal keys, so ``action: keep`` followed by
+    ``action: remove`` in one rule (or two ``rules:`` blocks) would silently drop one of them.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<' merges are explicit overrides
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base constructor reports it
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first given on line {first})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+#: Error types of pydantic, most useful first: an unknown key explains the others.
+_ERROR_RANK = {"extra_forbidden": 0}
+
+
+#: Names pydantic gives the branches of a union in an error's location (not policy keys).
+_BRANCHES = frozenset({"str", "int", "float", "bool", "list", "dict", "Selector", "Condition"})
+
+
+def _model_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` without pydantic's union-branch names (``str``, ``function-after[...]``)."""
+    return tuple(
+        part for part in loc if not (isinstance(part, str) and (part in _BRANCHES or "[" in part))
+    )
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def _known_keys(path: tuple[Any, ...]) -> list[str]:
+    """The keys allowed in the mapping that holds ``path[-1]`` (for suggestions)."""
+    from pseudo.policy.model import CleanSettings, Condition, DateSettings, Defaults, Selector
+
+    names = [part for part in path[:-1] if isinstance(part, str)]
+    model: type[BaseModel] = PolicyFile
+    if names and names[0] == "rules":
+        model = Rule
+        if "select" in names or "except" in names:
+            model = Selector
+        elif "when" in names:
+            model = Condition
+    elif names:
+        sections: dict[str, type[BaseModel]] = {
+            "defaults": Defaults,
+            "dates": DateSettings,
+            "clean": CleanSettings,
+        }
+        model = sections.get(names[0], PolicyFile)
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _rank(error: ErrorDetails) -> tuple[int, int]:
+    """Most useful first: an unknown key explains the others (a misspelled ``acton`` is why
+    ``action`` is missing); a type error inside a union branch the value was not meant for
+    comes last."""
+    in_branch = len(_model_path(error["loc"])) < len(error["loc"])
+    return (
+        _ERROR_RANK.get(error["type"], 1),
+        2 if in_branch and error["type"].endswith("_type") else 1,
+    )
+
+
+def _validation_message(exc: ValidationError) -> tuple[tuple[Any, ...], str]:
+    """The most useful error of a failed validation: where, and what is wrong."""
+    error = min(exc.errors(), key=_rank)
+    path = _model_path(error["loc"])
+    if error["type"] == "extra_forbidden" and path:
+        import difflib
+
+        key = str(path[-1])
+        close = difflib.get_close_matches(key, _known_keys(path), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        where = _dotted(path[:-1])
+        return path, (f"{where}: " if where else "") + f"unknown key '{key}'{hint}"
+    message = error["msg"].removeprefix("Value error, ")
+    return path, f"{_dotted(path)}: {message}"
+
+
 class _SourceFile:
     """A parsed YAML policy file that still knows the line of every node."""
 
@@ -50,7 +156,7 @@ class _SourceFile:
             raise PolicyError(f"{path}: cannot read policy ({exc.strerror})") from exc
         try:
             self.node = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
@@ -62,12 +168,8 @@ class _SourceFile:
         try:
             self.model = PolicyFile.model_validate(data)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"])
-            message = error["msg"].removeprefix("Value error, ")
-            raise PolicyError(
-                f"{_location(path, self.line(error['loc']))}: {where}: {message}"
-            ) from exc
+            loc, message = _validation_message(exc)
+            raise PolicyError(f"{_location(path, self.line(loc))}: {message}") from exc
 
     def line(self, loc: tuple[Any, ...]) -> int | None:
         """Line number (1-based) of the node at ``loc`` (e.g. ``('rules', 2, 'action')``)."""
@@ -134,6 +236,36 @@ def _chain(name_or_path: str) -> list[_SourceFile]:
     return chain
 
 
+#: Binary numeric VRs: a replacement value is text, which they cannot hold.
+_BINARY_VRS = frozenset(
+    {"AT", "FD", "FL", "OB", "OD", "OF", "OL", "OV", "OW", "SL", "SS", "SV", "UL", "UN", "US", "UV"}
+)
+#: VRs whose value is one string even when it holds a backslash.
+_SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+
+
+def _check_replacement(value: str, vr: str, selector: str) -> None:
+    """A replacement must be a valid value of the attribute's VR (pydicom's VR rules)."""
+    from pydicom import config
+    from pydicom.valuerep import validate_value
+
+    if vr == "SQ":
+        return  # a replaced sequence has no items
+    if vr in _BINARY_VRS:
+        raise ValueError(
+            f"replace cannot apply to {selector} (VR {vr} holds binary values, not text)"
+        )
+    parts = [value] if vr in _SINGLE_VALUED else value.split("\\")
+    for part in parts:
+        try:
+            validate_value(vr, part, config.RAISE)
+        except (ValueError, TypeError) as exc:
+            reason = str(exc).split(". Please see")[0].rstrip(".")
+            raise ValueError(
+                f"replacement value {part!r} is not valid for {selector} (VR {vr}): {reason}"
+            ) from exc
+
+
 def _check_action(rule: Rule, vr: str | None, selector: str) -> None:
     """Refuse actions that cannot work on the attribute's VR, before any file is read."""
     if vr is None:
@@ -155,8 +287,12 @@ def _check_action(rule: Rule, vr: str | None, selector: str) -> None:
         raise ValueError(f"{action} cannot apply to {selector} (VR {vr} is not a UID)")
     if action is Action.SUBSTITUTE and vr not in TEXT_VRS:
         raise ValueError(f"substitute cannot apply to {selector} (VR {vr} is not text)")
-    if action is Action.REPLACE and limit is not None and len(rule.value or "") > limit:
-        raise ValueError(f"replacement value for {selector} is longer than {vr} allows ({limit})")
+    if action is Action.REPLACE:
+        if limit is not None and len(rule.value or "") > limit:
+            raise ValueError(
+                f"replacement value for {selector} is longer than {vr} allows ({limit})"
+            )
+        _check_replacement(rule.value or "", vr, selector)
     if action is Action.ENCRYPT and limit is not None:
         longest = rule.max_input_length or limit
         needed = reversible_length(longest)
@@ -171,17 +307,82 @@ def _check_action(rule: Rule, vr: str | None, selector: str) -> None:
             )
 
 
-def _selector_vr(selector: CompiledSelector) -> str | None:
-    """The VR all attributes of a selector share, when it is known before reading a file."""
+@dataclass(frozen=True)
+class _SelectorVRs:
+    """The VRs of the attributes a selector can match, known before any file is read."""
+
+    known: dict[str, str]  # VR -> an attribute of that VR (for messages)
+    unknown: bool  # whether it can match attributes whose VR only a file tells (private)
+
+
+def _vr_alternatives(vr: str) -> list[str]:
+    return [v.strip() for v in vr.split(" or ")]
+
+
+@functools.cache
+def _dictionary_vrs() -> tuple[tuple[int, str, str], ...]:
+    """(tag, VR, keyword) of every public attribute: the dictionary, then newer table rows."""
+    from pydicom._dicom_dict import DicomDictionary
+
+    entries = [(tag, entry[0], entry[4] or tag_text(tag)) for tag, entry in DicomDictionary.items()]
+    known = set(DicomDictionary)
+    for row in confidentiality_table().rows:
+        pattern = parse_tag_pattern(row.tag) if row.tag != "private" else None
+        if pattern is not None and pattern.is_exact and row.vr and pattern.value not in known:
+            entries.append((pattern.value, row.vr, row.keyword or row.name))
+    return tuple(entries)
+
+
+@functools.cache
+def _repeater_vrs() -> tuple[tuple[TagPattern, str, str], ...]:
+    from pydicom._dicom_dict import RepeatersDictionary
+
+    result = []
+    for mask, entry in RepeatersDictionary.items():
+        pattern = parse_tag_pattern(mask)
+        if pattern is not None:
+            result.append((pattern, entry[0], entry[4] or pattern.text))
+    return tuple(result)
+
+
+def _selector_vrs(selector: CompiledSelector) -> _SelectorVRs:
+    """Every VR of the dictionary attributes a selector can match (tag patterns included)."""
     if selector.vr is not None:
-        return selector.vr
-    if selector.pattern.is_exact:
-        try:
-            vr = dictionary_VR(selector.pattern.value)
-        except KeyError:
-            return None
-        return None if " or " in vr else vr
-    return None
+        return _SelectorVRs({selector.vr: selector.text}, unknown=False)
+    if selector.private_only:
+        return _SelectorVRs({}, unknown=True)
+    pattern = selector.pattern
+    known: dict[str, str] = {}
+    for tag, vr, name in _dictionary_vrs():
+        if pattern.matches(tag):
+            for alternative in _vr_alternatives(vr):
+                known.setdefault(alternative, name)
+    for repeater, vr, name in _repeater_vrs():
+        # the repeating group overlaps the pattern where both fix the same digits equally
+        common = repeater.mask & pattern.mask
+        if not (repeater.value ^ pattern.value) & common:
+            for alternative in _vr_alternatives(vr):
+                known.setdefault(alternative, name)
+    may_be_private = not (pattern.mask >> 16) & 1 or bool((pattern.value >> 16) & 1)
+    unknown = may_be_private or (pattern.is_exact and not known)
+    return _SelectorVRs(known, unknown=unknown)
+
+
+def _check_selector(rule: Rule, selector: CompiledSelector) -> None:
+    """Check the rule's action against every VR its selector can meet."""
+    vrs = _selector_vrs(selector)
+    for vr, name in sorted(vrs.known.items()):
+        label = selector.text
+        if name != selector.text and not selector.pattern.is_exact:
+            label = f"{selector.text} ({name})"
+        _check_action(rule, vr, label)
+    if rule.action is Action.ENCRYPT and vrs.unknown:
+        what = "private attributes" if selector.private_only or vrs.known == {} else "some of them"
+        raise ValueError(
+            f"encrypt {selector.text}: the VR of {what} is only known from a file, so whether "
+            "the reversible token fits cannot be checked before the run; select them with "
+            "their VR (e.g. {tag: '(0029,xx10)', creator: ACME 1.0, vr: LO})"
+        )
 
 
 def _table_keywords() -> dict[str, int]:
@@ -333,7 +534,7 @@ def _apply_rules(
             excludes = tuple(compile_selector(s, table_keywords) for s in rule.exclude)
             conditions = compile_conditions(rule.when or {}, table_keywords)
             for selector in selectors:
-                _check_action(rule, _selector_vr(selector), selector.text)
+                _check_selector(rule, selector)
         except ValueError as exc:
             raise PolicyError(f"{where}: {exc}") from exc
         compiled.append(
@@ -364,17 +565,36 @@ def _same_effect(a: Decision, b: Decision) -> bool:
     )
 
 
+def _expected(condition: CompiledCondition) -> object:
+    if condition.kind == "matches":
+        return condition.expected.pattern
+    if condition.kind == "in":
+        return tuple(sorted(condition.expected))
+    return condition.expected
+
+
+def _condition_key(rule: CompiledRule) -> tuple[object, ...]:
+    """What decides whether a rule applies besides its selector: ``when`` and ``except``."""
+    conditions = sorted((c.tag, c.kind, _expected(c)) for c in rule.conditions)
+    excludes = sorted(x.text for x in rule.excludes)
+    return (tuple(conditions), tuple(excludes))
+
+
 def _check_conflicts(source: _SourceFile, rules: list[CompiledRule]) -> None:
-    """Two unconditional rules of one file, equally specific, that overlap and disagree."""
-    plain = [(r, s) for r in rules if not r.conditions and not r.excludes for s in r.selectors]
-    for i, (first, a) in enumerate(plain):
-        for second, b in plain[i + 1 :]:
+    """Two rules of one file that apply under the same conditions (none, or an identical
+    ``when`` and ``except``), equally specific, that overlap and disagree."""
+    plain = [(r, s, _condition_key(r)) for r in rules for s in r.selectors]
+    for i, (first, a, first_key) in enumerate(plain):
+        for second, b, second_key in plain[i + 1 :]:
             if first.id == second.id or a.specificity != b.specificity:
                 continue
+            if first_key != second_key:
+                continue
             if a.overlaps(b) and not _same_effect(first.decision, second.decision):
+                same = " under the same conditions" if first.conditions or first.excludes else ""
                 raise PolicyError(
                     f"{_location(source.path, second.line)}: rules[{second.index}]: {b.text} "
                     f"overlaps {a.text} of rules[{first.index}] (line {first.line}) with another "
-                    f"action ({second.decision.action} vs {first.decision.action}); rules on one "
-                    "attribute conflict"
+                    f"action ({second.decision.action} vs {first.decision.action}){same}; rules "
+                    "on one attribute conflict"
                 )
