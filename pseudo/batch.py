@@ -29,11 +29,12 @@ from typing import Any
 
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from keystore.errors import DatabaseError
 from keystore.keyring import Keyring
 from keystore.linkage import JournalEntry, LinkageEntry, LinkageStore
 from pseudo import __version__, anchors, durable, verify
 from pseudo.anchors import scan_file
-from pseudo.dicomio import NotDicom, read_source, sanitize, write_temporary
+from pseudo.dicomio import NotDicom, OutputFailure, read_source, sanitize, write_temporary
 from pseudo.engine import PseudonymizedDataset, Pseudonymizer, quiet_pydicom
 from pseudo.findings import Finding, RejectedFile
 from pseudo.policy.compiled import CompiledPolicy
@@ -50,13 +51,21 @@ class RunError(Exception):
     exit_code = 2
 
 
+class OutputError(RunError):
+    """The output or the linkage store cannot be written (disk full, permissions, the output
+    folder removed, the database down): the run stops; what was committed stays, nothing
+    partial is left, and running the same command again finishes the job."""
+
+    exit_code = 5
+
+
 @dataclass
 class FileOutcome:
     """What happened to one input file."""
 
     input: str
     fingerprint: str
-    status: str  # written | unchanged | skipped | quarantined
+    status: str  # written | unchanged | skipped | quarantined (| failed: never recorded)
     output: str | None = None
     reason: str | None = None
     temp: str | None = None
@@ -277,6 +286,9 @@ def process_file(task: Task) -> FileOutcome:
         except NotDicom as exc:
             outcome.status, outcome.reason = "skipped", f"not DICOM: {exc}"
             return outcome
+        except OutputFailure as exc:
+            outcome.status, outcome.reason = "failed", str(exc)
+            return outcome
         except RejectedFile as exc:
             outcome.reason = exc.reason
             return outcome
@@ -396,8 +408,11 @@ class Runner:
 
     def run(self) -> RunSummary:
         """Process every file; on Ctrl-C, commit what is done and stop."""
-        self.output.mkdir(parents=True, exist_ok=True)
-        self._claim_temporary_folder()
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+            self._claim_temporary_folder()
+        except OSError as exc:
+            raise OutputError(f"{self.output}: cannot write the output ({exc.strerror})") from exc
         setup = WorkerSetup(
             self.summary.run_id,
             self.keyring,
@@ -422,6 +437,13 @@ class Runner:
             if self.policy.anchor is not None:
                 todo = self._anchor(todo, pool)
             for outcome in pool.ordered(process_file, todo):
+                if outcome.status == "failed":
+                    self._commit(batch)  # what the workers finished before the failure
+                    batch = []
+                    raise OutputError(
+                        f"{self.output}: {outcome.reason}; the run stopped, nothing partial was "
+                        "left: run the same command again once this is fixed"
+                    )
                 batch.append(outcome)
                 if len(batch) >= COMMIT_EVERY:
                     self._commit(batch)
@@ -433,6 +455,9 @@ class Runner:
         except KeyboardInterrupt:
             self._commit(batch)
             self.summary.status = "interrupted"
+            raise
+        except OutputError:
+            self.summary.status = "failed"
             raise
         except BaseException:
             self.summary.status = "failed"
@@ -462,6 +487,14 @@ class Runner:
     def _commit(self, batch: list[FileOutcome]) -> None:
         if not batch:
             return
+        if not (self.output / TEMP_DIR_NAME / f"{self.summary.run_id}.lock").exists():
+            for outcome in batch:
+                if outcome.temp:
+                    Path(outcome.temp).unlink(missing_ok=True)
+            raise OutputError(
+                f"{self.output}: the output folder was removed or moved during the run; "
+                "run the same command again to write it completely"
+            )
         for outcome in batch:
             self._check_conflict(outcome)
         journal = [
@@ -474,16 +507,29 @@ class Runner:
             self.summary.new_linkage_records += self.store.commit_batch(
                 self.keyring, self.summary.run_id, linkage, journal
             )
-        except BaseException:
+        except BaseException as exc:
             for outcome in batch:
                 if outcome.temp:
                     Path(outcome.temp).unlink(missing_ok=True)
+            if isinstance(exc, DatabaseError):
+                raise OutputError(
+                    f"linkage store: {exc}; this batch was not released: run the same "
+                    "command again once the database is back"
+                ) from exc
+            if isinstance(exc, OSError):
+                raise OutputError(f"{self.output}: cannot flush to disk ({exc.strerror})") from exc
             raise
         for outcome in batch:
             if outcome.temp and outcome.output:
                 final = self.output / outcome.output
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(outcome.temp, final)
+                try:
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(outcome.temp, final)
+                except OSError as exc:  # committed: the next run sees the file missing
+                    raise OutputError(
+                        f"{self.output}: cannot put a file in place ({exc.strerror}); run the "
+                        "same command again once this is fixed"
+                    ) from exc
                 outcome.temp = None
             self._record(outcome)
 

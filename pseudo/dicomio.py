@@ -33,6 +33,11 @@ class NotDicom(Exception):
     """A file that is not DICOM at all; it is skipped, not quarantined."""
 
 
+class OutputFailure(Exception):
+    """The output cannot be written (disk full, permissions, folder gone): not the input's
+    fault, so the run stops instead of quarantining every file that follows."""
+
+
 def sanitize(message: str) -> str:
     """An exception message with quoted parts (which may be values) masked."""
     return _QUOTED.sub("'…'", message).splitlines()[0][:200] if message else ""
@@ -336,31 +341,49 @@ def write_temporary(
     byte written but the top-level pixel data, for the verification of the output (None when
     the data set held its own pixel data, as a deflated file does: it is then checked attribute
     by attribute)."""
-    directory.mkdir(parents=True, exist_ok=True)
     header = io.BytesIO()
     pydicom.dcmwrite(header, ds, enforce_file_format=True)
     data = header.getvalue()
-    fd, name = tempfile.mkstemp(prefix=".pseudo-", suffix=".part", dir=directory)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".pseudo-", suffix=".part", dir=directory)
+    except OSError as exc:
+        raise OutputFailure(f"cannot create a file in {directory}: {exc.strerror}") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             if pixels is not None:
-                with pixels.path.open("rb") as source:
-                    source.seek(pixels.start)
-                    remaining = pixels.end - pixels.start
-                    while remaining:
-                        chunk = source.read(min(_COPY_CHUNK, remaining))
-                        if not chunk:
-                            raise RejectedFile("the input file changed while it was read")
-                        handle.write(chunk)
-                        remaining -= len(chunk)
+                _copy_pixels(pixels, handle)
             handle.flush()
             if sync:
                 os.fsync(handle.fileno())
+    except OSError as exc:
+        Path(name).unlink(missing_ok=True)
+        raise OutputFailure(f"cannot write in {directory}: {exc.strerror}") from exc
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
     return Path(name), None if PIXEL_TAGS.intersection(ds.keys()) else data
+
+
+def _copy_pixels(pixels: PixelSpan, handle: BinaryIO) -> None:
+    """Copy the source's pixel data element into ``handle``; a failure to read the source
+    rejects the file, a failure to write is the output's (an OSError for the caller)."""
+    try:
+        source = pixels.path.open("rb")
+    except OSError as exc:
+        raise RejectedFile(f"cannot read the pixel data: {exc.strerror}") from exc
+    with source:
+        source.seek(pixels.start)
+        remaining = pixels.end - pixels.start
+        while remaining:
+            try:
+                chunk = source.read(min(_COPY_CHUNK, remaining))
+            except OSError as exc:
+                raise RejectedFile(f"cannot read the pixel data: {exc.strerror}") from exc
+            if not chunk:
+                raise RejectedFile("the input file changed while it was read")
+            handle.write(chunk)
+            remaining -= len(chunk)
 
 
 def bytes_outside_pixels(path: Path) -> bytes | None:

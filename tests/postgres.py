@@ -47,6 +47,83 @@ def unavailable() -> str | None:
     return None
 
 
+class Server:
+    """A throwaway server that a test may stop and start again (to see a run survive it)."""
+
+    def __init__(self) -> None:
+        binaries = _binaries()
+        assert binaries is not None
+        self._binaries = binaries
+        self._prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        # Not under pytest's folder: as root, that is not reachable by the postgres user.
+        self.base = Path(tempfile.mkdtemp(prefix="pseudo-test-postgres-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres")
+        self.data, self.port = self.base / "data", _free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self._run(
+            str(binaries / "initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        )
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._prefix, *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(self._binaries / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.base / "log"),
+            "-w",
+            "start",
+        )
+        import psycopg
+
+        deadline = time.time() + 30
+        while True:
+            try:
+                dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+                with psycopg.connect(dsn):
+                    return
+            except psycopg.OperationalError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop the server at once (as a crash or a network cut would)."""
+        stop = [*self._prefix, str(self._binaries / "pg_ctl"), "-D", str(self.data)]
+        subprocess.run([*stop, "-m", "immediate", "stop"], capture_output=True, timeout=60)
+
+    def remove(self) -> None:
+        """Stop the server and delete its files."""
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextmanager
+def controlled_server() -> Iterator[Server]:
+    """A running :class:`Server`, removed afterwards."""
+    handle = Server()
+    try:
+        handle.start()
+        yield handle
+    finally:
+        handle.remove()
+
+
 @contextmanager
 def server() -> Iterator[str]:
     """Yield the URL of a fresh database on a server that stops afterwards."""
@@ -54,46 +131,5 @@ def server() -> Iterator[str]:
     if given:
         yield given
         return
-    binaries = _binaries()
-    assert binaries is not None
-    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    # Not under pytest's folder: as root, that is not reachable by the postgres user.
-    base = Path(tempfile.mkdtemp(prefix="pseudo-test-postgres-"))
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-    data, port = base / "data", _free_port()
-
-    def run(*args: str) -> None:
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
-
-    run(str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    run(
-        str(binaries / "pg_ctl"),
-        "-D",
-        str(data),
-        "-o",
-        options,
-        "-l",
-        str(base / "log"),
-        "-w",
-        "start",
-    )
-    try:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-        deadline = time.time() + 30
-        import psycopg
-
-        while True:
-            try:
-                with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres"):
-                    break
-            except psycopg.OperationalError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield url
-    finally:
-        stop = [*prefix, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]
-        subprocess.run(stop, capture_output=True, timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+    with controlled_server() as handle:
+        yield handle.url

@@ -13,9 +13,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from keystore.errors import DatabaseError
 from keystore.session import VaultSession
 from pseudo import dryrun
-from pseudo.batch import FileOutcome, Runner, check_paths, write_report
+from pseudo.batch import FileOutcome, Runner, RunSummary, check_paths, write_report
 from pseudo.cli.common import (
     EXIT_ATTENTION,
     DbOption,
@@ -136,14 +137,7 @@ def run_command(
         finally:
             signal.signal(signal.SIGTERM, previous)
             summary = runner.summary
-            report = write_report(summary, reports)
-            session.audit.append(
-                "run",
-                actor(),
-                summary.status,
-                project=project,
-                details={"run_id": summary.run_id, "policy": compiled.sha256, **summary.counts},
-            )
+            report = _record_run(session, summary, reports, project, compiled.sha256)
     if as_json:
         emit_json({"run_id": summary.run_id, "report": str(report), **summary.counts})
     if not quiet:
@@ -153,6 +147,29 @@ def run_command(
         raise typer.Exit(130)
     if summary.count("quarantined") or summary.leaks:
         raise typer.Exit(EXIT_ATTENTION)
+
+
+def _record_run(
+    session: VaultSession, summary: RunSummary, reports: Path, project: str, policy: str
+) -> Path:
+    """Write the run report and the run's audit record. When the run failed because the disk
+    or the database did, these may fail too: say so in one line, do not hide the first error."""
+    report = reports / f"run-{summary.run_id}.json"
+    try:
+        report = write_report(summary, reports)
+    except OSError as exc:
+        err.print(f"pseudo: warning: cannot write the run report in {reports} ({exc.strerror})")
+    try:
+        session.audit.append(
+            "run",
+            actor(),
+            summary.status,
+            project=project,
+            details={"run_id": summary.run_id, "policy": policy, **summary.counts},
+        )
+    except DatabaseError as exc:
+        err.print(f"pseudo: warning: the run's audit record could not be written ({exc})")
+    return report
 
 
 def _terminate(signum: int, frame: object) -> None:
