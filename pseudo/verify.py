@@ -224,15 +224,32 @@ def _elements(ds: Dataset, parents: Parents = ()) -> Iterator[tuple[Dataset, int
                 yield from _elements(item, (*parents, (tag, index)))
 
 
+#: Binary numbers: measurements and counters, not searched for in outputs.
+_NUMBER_VRS = frozenset({"AT", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "OD", "OF", "OL"})
+#: VRs whose values are ASCII whatever the Specific Character Set (PS3.5 6.2).
+_ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
+
+
 def peek_value(ds: Dataset, tag: int, vr: str) -> Any:
     """An attribute's value, decoded without converting the element in place (most recorded
     values belong to attributes about to be removed: converting them would be wasted work)."""
     element = ds.get_item(tag)
     if isinstance(element, RawDataElement) and vr != "SQ":
-        if element.value is None:
+        raw = element.value
+        if raw is None:
             return None
+        if vr in _ASCII_VRS and isinstance(raw, bytes):
+            # These VRs hold only ASCII by definition: no character set to apply.
+            return raw.decode("ascii", "replace").strip(" \x00").split("\\")
         return convert_value(vr, element, ds._character_set)
     return ds[tag].value
+
+
+def _peek(ds: Dataset, tag: int, vr: str) -> Any:
+    try:
+        return peek_value(ds, tag, vr)
+    except Exception:
+        return None
 
 
 def path_of(parents: Parents, tag: int, prefix: str = "") -> str:
@@ -250,10 +267,17 @@ class Recorder:
     def __init__(self) -> None:
         self.needles = Needles()
         self._safe = SafePrivate.load()
+        #: path -> original value of every Referenced SOP Instance UID in a walked sequence
+        self.references: dict[str, str] = {}
 
-    def __call__(self, ds: Dataset, tag: int, vr: str, decision: Decision) -> None:
+    def __call__(
+        self, ds: Dataset, tag: int, vr: str, decision: Decision, parents: Parents = ()
+    ) -> None:
         action = decision.action
         private = bool((tag >> 16) & 1)
+        if parents and tag in REFERENCE_TAGS:
+            for uid in _strings(_peek(ds, tag, vr)):
+                self.references[path_of(parents, tag)] = uid
         if action in _KEEPING or vr == "TM" or (private and 0x10 <= tag & 0xFFFF <= 0xFF):
             return  # kept values, times of day and private creator names are not evidence
         if private and action is Action.CLEAN and self._safe.is_safe(ds, tag):
@@ -262,8 +286,8 @@ class Recorder:
             if action in (Action.REMOVE, Action.EMPTY, Action.DUMMY):
                 self._subtree(ds, tag)
             return  # kept, cleaned or remapped sequences: the walker visits their items
-        if vr not in SEARCHED_VRS and not private:
-            return
+        if vr not in SEARCHED_VRS and (not private or vr in _NUMBER_VRS):
+            return  # binary numbers are not searched for, private ones neither
         try:
             value = peek_value(ds, tag, vr)
         except Exception:
@@ -338,17 +362,19 @@ class Recorder:
                 self._value(inner, vr, value, Action.REMOVE, bool((inner >> 16) & 1))
 
 
-def collect(ds: Dataset, policy: CompiledPolicy) -> Needles:
-    """The identifying values of one input dataset, without changing it (as the walker would)."""
-    recorder = Recorder()
-    recorder.file_meta(ds)
+def collect(ds: Dataset, policy: CompiledPolicy, recorder: Recorder | None = None) -> Needles:
+    """The identifying values of one input dataset, without changing it (as the walker would);
+    ``recorder`` (e.g. that of :func:`prepare`) also gets the references."""
+    if recorder is None:
+        recorder = Recorder()
+        recorder.file_meta(ds)  # prepare() has done it for a recorder it made
     active = policy.active_rules(ds) if policy.has_conditions else frozenset()
 
     def visit(level: Dataset, parents: Parents) -> None:
         for tag in list(level.keys()):
             vr = element_vr(level.get_item(tag), tag)
             decision = policy.decide(tag, vr, level, parents, active)
-            recorder(level, tag, vr, decision)
+            recorder(level, tag, vr, decision, parents)
             if vr == "SQ" and decision.action in (Action.KEEP, Action.CLEAN, Action.REMAP_UID):
                 try:
                     items = level[tag].value or []
@@ -655,12 +681,12 @@ class Pending:
 
 
 def prepare(ds: Dataset, policy: CompiledPolicy) -> Pending:
-    """Take an input's references before it changes; its values are recorded by the walker."""
+    """Prepare to check one input; its values and references are recorded by the walker."""
     recorder = Recorder()
     recorder.file_meta(ds)
     return Pending(
         recorder=recorder,
-        references=dict(references(ds)),
+        references=recorder.references,  # filled as the walker goes
         instance=str(ds.get("SOPInstanceUID", "")),
         active=policy.active_rules(ds) if policy.has_conditions else frozenset(),
     )

@@ -76,7 +76,7 @@ def verify_tree(
             engine = Pseudonymizer(keyring, policy, offsets)
         for _path, ds in inputs:
             pending = verify.prepare(ds, policy)
-            pending.recorder.needles = verify.collect(ds, policy)
+            verify.collect(ds, policy, pending.recorder)
             everything.merge(pending.needles)
             expected = _expected_output(engine, ds) if engine is not None else None
             if expected is None or expected[0] not in outputs:

@@ -29,9 +29,12 @@ from pseudo.vr import TEXT_VRS
 
 
 class Recorder(Protocol):
-    """Called for every attribute with its decision, before the action changes it."""
+    """Called for every attribute with its decision and the sequences above it, before the
+    action changes it."""
 
-    def __call__(self, ds: Dataset, tag: int, vr: str, decision: Decision) -> None: ...
+    def __call__(
+        self, ds: Dataset, tag: int, vr: str, decision: Decision, parents: Parents = ()
+    ) -> None: ...
 
 
 #: Deeper nesting than this is refused: no real object needs it, and a hostile file uses it.
@@ -110,7 +113,7 @@ class Walker:
                 self._remember(ds, tag)
             decision = policy.decide(tag, vr, ds, parents, self._active)
             if self._recorder is not None:
-                self._recorder(ds, tag, vr, decision)
+                self._recorder(ds, tag, vr, decision, parents)
             if not self._cleaning:
                 # Fast paths for most attributes: removed, or kept as they are (not sequences).
                 if decision.action is Action.REMOVE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pydicom
@@ -10,11 +11,13 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from keystore.keyring import Keyring
-from pseudo.engine import Pseudonymizer
+from pseudo.dicomio import NotDicom, encode, read_source
+from pseudo.engine import Pseudonymizer, quiet_pydicom
 from pseudo.findings import RejectedFile
 from pseudo.policy import load_policy
 from pseudo.tokens import decrypt_token
 from pseudo.uids import remap_uid
+from tests.conftest import CANARY
 from tests.synthetic import dataset, make_keyring
 
 
@@ -194,3 +197,28 @@ def test_linkage_entries(keyring: Keyring) -> None:
         "accession_number": "ACC-1",
         "study_date": "20230105",
     }
+
+
+def _sources() -> list[Path]:
+    bundled = Path(pydicom.__file__).parent / "data" / "test_files"
+    files = sorted(bundled.glob("*.dcm"))
+    if CANARY.is_dir():
+        files += sorted((CANARY / "dicom").rglob("*.dcm"))
+    return files
+
+
+def test_the_fast_encoder_writes_what_pydicom_writes(keyring: Keyring) -> None:
+    """dicomio.encode writes raw elements itself: its bytes must be pydicom's, file for file."""
+    engine = Pseudonymizer(keyring, load_policy("default"))
+    compared = 0
+    with quiet_pydicom():
+        for path in _sources():
+            try:
+                result = engine.pseudonymize(read_source(path).dataset)
+            except (RejectedFile, NotDicom):
+                continue
+            expected = io.BytesIO()
+            pydicom.dcmwrite(expected, result.dataset, enforce_file_format=True)
+            assert encode(result.dataset) == expected.getvalue(), path.name
+            compared += 1
+    assert compared >= 50
