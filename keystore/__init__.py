@@ -7,6 +7,7 @@ never leave it.
 
 from keystore.audit import AuditLog, VerifyResult
 from keystore.errors import KeystoreError
+from keystore.guard import ThrottlePolicy
 from keystore.keyring import Keyring, ProjectSettings
 from keystore.linkage import JournalEntry, LinkageEntry, LinkageStore
 from keystore.reidentify import Identity, Request, reidentify
@@ -23,6 +24,7 @@ __all__ = [
     "LinkageStore",
     "ProjectSettings",
     "Request",
+    "ThrottlePolicy",
     "Vault",
     "VaultSession",
     "VerifyResult",

@@ -2,24 +2,39 @@
 
 Every record holds the SHA-256 of its predecessor, so editing, deleting or reordering any
 record breaks the chain. Truncating the end of the log is caught by two witnesses of the last
-record: the ``audit_head`` row in the database and a checkpoint file in the vault folder.
+record: the ``audit_head`` row in the database and a checkpoint file in the vault folder (a
+missing or unreadable checkpoint is a failure, never "nothing to compare"). A third witness is
+kept wherever the user likes: ``pseudo audit head`` prints the last record's number and hash,
+and ``verify(expect=[(seq, hash)])`` fails unless the chain still holds that record unchanged.
+
 Records name pseudonyms, never identities. Appending needs no key, so a refused or failed
-request (wrong passphrase, missing reason) is logged as surely as a successful one.
+request (wrong passphrase, missing reason) is logged as surely as a successful one. When the
+process holds a project's *audit key* (it opened one of the project's key slots), the record is
+also authenticated: ``mac`` is an HMAC-SHA256 of its hash under that key, and the record names
+the project and the slot (``mac_key``, ``mac_slot``, both inside the hash). Because each hash
+covers its predecessor, one authenticated record vouches for every record before it: someone
+who can write the database and the vault folder but holds no passphrase cannot rewrite any
+record that precedes an authenticated one without the check by a key holder failing.
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
+import hmac
 import json
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from keystore import crypto
 from keystore.db import AuditHead, AuditRow, utcnow
 from keystore.errors import DatabaseError
 
@@ -35,22 +50,60 @@ _HASHED_FIELDS = (
     "outcome",
     "details",
     "prev_hash",
+    "mac_key",
+    "mac_slot",
 )
+_MAC_LABEL = "pseudo-audit/1"
+_HEAD_RE = re.compile(r"^(\d+):([0-9a-f]{64})$")
+
+CheckpointState = Literal["not configured", "missing", "unreadable", "ok"]
+
+
+def os_user() -> str:
+    """Who runs this process, for the audit log: the operating-system user and host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{os.uname().nodename}"
 
 
 def record_hash(row: AuditRow) -> str:
-    """SHA-256 over the canonical JSON of a record's fields (its own hash excluded)."""
+    """SHA-256 over the canonical JSON of a record's fields (its own hash and MAC excluded)."""
     payload = {name: getattr(row, name) for name in _HASHED_FIELDS}
     data = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
+def record_mac(audit_key: bytes, digest: str) -> str:
+    """HMAC-SHA256 (hex) of a record's hash under a project's audit key."""
+    return crypto.mac(audit_key, _MAC_LABEL, digest).hex()
+
+
+def parse_head(text: str) -> tuple[int, str]:
+    """Parse ``SEQ:HASH`` as ``pseudo audit head`` prints it; ``ValueError`` if malformed."""
+    match = _HEAD_RE.match(text.strip().lower())
+    if not match:
+        raise ValueError(f"{text!r}: expected SEQ:HASH, e.g. 42:{'ab' * 32}")
+    return int(match.group(1)), match.group(2)
+
+
 @dataclass
 class VerifyResult:
-    """Outcome of :meth:`AuditLog.verify`."""
+    """Outcome of :meth:`AuditLog.verify`.
+
+    ``authenticated`` counts records whose MAC was checked with a key this process holds, the
+    last of them being ``authenticated_through``; ``unchecked`` counts records that carry a MAC
+    of a project whose key was not given.
+    """
 
     count: int
     problems: list[str] = field(default_factory=list)
+    head: tuple[int, str] = (0, GENESIS)
+    authenticated: int = 0
+    authenticated_through: int = 0
+    unchecked: int = 0
+    keyed_projects: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -64,7 +117,18 @@ class AuditLog:
     def __init__(self, engine: Engine, checkpoint: Path | None = None) -> None:
         self.engine = engine
         self.checkpoint = checkpoint
+        self._keys: dict[str, tuple[str, bytes]] = {}
 
+    # -- keys ------------------------------------------------------------------------------
+    def add_key(self, project: str, slot: str, audit_key: bytes) -> None:
+        """Authenticate this process's later records of ``project`` with its audit key."""
+        self._keys[project] = (slot, audit_key)
+
+    def has_key(self, project: str) -> bool:
+        """True when records of ``project`` are authenticated (and checked) by this process."""
+        return project in self._keys
+
+    # -- appending -------------------------------------------------------------------------
     def append(
         self,
         action: str,
@@ -77,6 +141,7 @@ class AuditLog:
         details: dict[str, Any] | None = None,
     ) -> AuditRow:
         """Append one record and return it; the write is durable when this returns."""
+        keyed = self._keys.get(project) if project is not None else None
         try:
             with Session(self.engine) as session:
                 head = session.exec(
@@ -94,8 +159,12 @@ class AuditLog:
                     details=json.dumps(details or {}, sort_keys=True, separators=(",", ":")),
                     prev_hash=head.hash,
                     hash="",
+                    mac_key=project if keyed else None,
+                    mac_slot=keyed[0] if keyed else None,
                 )
                 row.hash = record_hash(row)
+                if keyed:
+                    row.mac = record_mac(keyed[1], row.hash)
                 head.seq, head.hash = row.seq, row.hash
                 session.add(row)
                 session.add(head)
@@ -106,27 +175,44 @@ class AuditLog:
         self._write_checkpoint(row.seq, row.hash)
         return row
 
-    def _write_checkpoint(self, seq: int, digest: str) -> None:
+    # -- the vault's checkpoint ------------------------------------------------------------
+    def _write_checkpoint(self, seq: int, digest: str, *, force: bool = False) -> None:
+        """Advance the checkpoint; a missing or unreadable one is left alone unless ``force``.
+
+        Healing a checkpoint silently would let someone delete the last records and the file,
+        trigger any append (a wrong passphrase will do), and pass verification.
+        """
         if self.checkpoint is None:
             return
-        current = self._read_checkpoint()
-        if current is not None and current[0] >= seq:
+        state, current_seq, _ = self._checkpoint_state()
+        if not force and (state != "ok" or current_seq >= seq):
             return
         tmp = self.checkpoint.with_name(f".{self.checkpoint.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump({"seq": seq, "hash": digest}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, self.checkpoint)
 
-    def _read_checkpoint(self) -> tuple[int, str] | None:
-        if self.checkpoint is None or not self.checkpoint.exists():
-            return None
+    def reset_checkpoint(self) -> tuple[int, str]:
+        """Write the current last record as the vault's checkpoint (after a verified repair)."""
+        seq, digest = self.head()
+        self._write_checkpoint(seq, digest, force=True)
+        return seq, digest
+
+    def _checkpoint_state(self) -> tuple[CheckpointState, int, str]:
+        if self.checkpoint is None:
+            return "not configured", 0, ""
+        if not self.checkpoint.exists():
+            return "missing", 0, ""
         try:
             data = json.loads(self.checkpoint.read_text(encoding="utf-8"))
-            return int(data["seq"]), str(data["hash"])
+            return "ok", int(data["seq"]), str(data["hash"])
         except (OSError, ValueError, KeyError, TypeError):
-            return (-1, "")
+            return "unreadable", 0, ""
 
+    # -- reading ---------------------------------------------------------------------------
     def records(self) -> list[AuditRow]:
         """Every record, in sequence order."""
         try:
@@ -135,51 +221,111 @@ class AuditLog:
         except SQLAlchemyError as exc:
             raise DatabaseError(f"cannot read the audit log: {exc.__class__.__name__}") from exc
 
-    def verify(self) -> VerifyResult:
-        """Check the whole chain and both witnesses of its end."""
+    def last_record(self) -> AuditRow | None:
+        """The record with the highest sequence number, if any."""
+        try:
+            with Session(self.engine) as session:
+                return session.exec(
+                    select(AuditRow).order_by(col(AuditRow.seq).desc()).limit(1)
+                ).first()
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot read the audit log: {exc.__class__.__name__}") from exc
+
+    def head(self) -> tuple[int, str]:
+        """Sequence number and hash of the last record (``(0, GENESIS)`` for an empty log)."""
+        row = self.last_record()
+        return (row.seq, row.hash) if row is not None else (0, GENESIS)
+
+    # -- verifying -------------------------------------------------------------------------
+    def verify(
+        self, expect: Sequence[tuple[int, str]] = (), *, check_checkpoint: bool = True
+    ) -> VerifyResult:
+        """Check the whole chain, its witnesses, every MAC this process can check and ``expect``.
+
+        ``expect`` lists records kept outside the vault (``(seq, hash)`` from ``audit head``):
+        each must still be in the chain, unchanged.
+        """
         rows = self.records()
-        result = VerifyResult(count=len(rows))
+        result = VerifyResult(count=len(rows), keyed_projects=sorted(self._keys))
+        problems = result.problems
         previous = GENESIS
         for expected_seq, row in enumerate(rows, start=1):
             if row.seq != expected_seq:
-                result.problems.append(
+                problems.append(
                     f"record {row.seq}: expected sequence number {expected_seq} "
                     "(a record was deleted or inserted)"
                 )
             if row.prev_hash != previous:
-                result.problems.append(
+                problems.append(
                     f"record {row.seq}: does not follow the record before it "
                     "(records were deleted, inserted or reordered)"
                 )
             if record_hash(row) != row.hash:
-                result.problems.append(
-                    f"record {row.seq}: content does not match its hash (edited)"
-                )
+                problems.append(f"record {row.seq}: content does not match its hash (edited)")
+            self._check_mac(row, result)
             previous = row.hash
-            if len(result.problems) >= 20:
-                result.problems.append("... further problems not listed")
+            if len(problems) >= 20:
+                problems.append("... further problems not listed")
                 return result
         last_seq, last_hash = (rows[-1].seq, rows[-1].hash) if rows else (0, GENESIS)
+        result.head = (last_seq, last_hash)
         with Session(self.engine) as session:
             head = session.get(AuditHead, 1)
         if head is not None and (head.seq, head.hash) != (last_seq, last_hash):
-            result.problems.append(
+            problems.append(
                 f"the log ends at record {last_seq} but its head names record {head.seq} "
                 "(records were removed from the end)"
             )
-        checkpoint = self._read_checkpoint()
-        if checkpoint is not None:
-            seq, digest = checkpoint
-            by_seq = {row.seq: row.hash for row in rows}
-            if seq < 0:
-                result.problems.append(f"{self.checkpoint}: checkpoint file is unreadable")
-            elif seq > last_seq:
-                result.problems.append(
+        by_seq = {row.seq: row.hash for row in rows}
+        by_seq[0] = GENESIS
+        if check_checkpoint:
+            self._check_checkpoint(by_seq, last_seq, problems)
+        for seq, digest in expect:
+            if seq not in by_seq:
+                problems.append(
+                    f"record {seq} given with --expect is not in the log, which ends at record "
+                    f"{last_seq} (records were removed from the end)"
+                )
+            elif by_seq[seq] != digest:
+                problems.append(
+                    f"record {seq}: differs from the one given with --expect (log was rewritten)"
+                )
+        return result
+
+    def _check_mac(self, row: AuditRow, result: VerifyResult) -> None:
+        if row.mac_key is None:
+            if row.mac is not None:
+                result.problems.append(f"record {row.seq}: carries a MAC it does not declare")
+            return
+        keyed = self._keys.get(row.mac_key)
+        if keyed is None:
+            result.unchecked += 1
+            return
+        if row.mac is None or not hmac.compare_digest(row.mac, record_mac(keyed[1], row.hash)):
+            result.problems.append(
+                f"record {row.seq}: its MAC under the audit key of project {row.mac_key!r} does "
+                "not verify (forged or edited)"
+            )
+            return
+        result.authenticated += 1
+        result.authenticated_through = row.seq
+
+    def _check_checkpoint(self, by_seq: dict[int, str], last_seq: int, problems: list[str]) -> None:
+        state, seq, digest = self._checkpoint_state()
+        if state == "missing":
+            problems.append(
+                f"{self.checkpoint}: the vault's checkpoint is missing (restore it from a backup, "
+                "or re-anchor with `pseudo audit checkpoint --expect SEQ:HASH`)"
+            )
+        elif state == "unreadable":
+            problems.append(f"{self.checkpoint}: the vault's checkpoint is unreadable")
+        elif state == "ok":
+            if seq > last_seq:
+                problems.append(
                     f"the log ends at record {last_seq} but this vault saw record {seq} "
                     "(records were removed from the end)"
                 )
             elif by_seq.get(seq) != digest:
-                result.problems.append(
+                problems.append(
                     f"record {seq}: differs from the one this vault saw (log was rewritten)"
                 )
-        return result

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import struct
+import time
 import unicodedata
 from dataclasses import dataclass
 
@@ -45,11 +46,35 @@ class ScryptParams:
     p: int = 1
 
     def validate(self) -> None:
-        """Refuse parameters that are not a power of two or are too cheap to slow guessing."""
-        if self.n < 2**14 or self.n & (self.n - 1):
-            raise ValueError("scrypt n must be a power of two and at least 2**14")
-        if self.r < 8 or self.p < 1:
-            raise ValueError("scrypt r must be at least 8 and p at least 1")
+        """Refuse parameters that are too cheap to slow guessing, or absurdly expensive.
+
+        The upper bounds (n <= 2**22, r <= 32, p <= 16) keep a tampered vault file from making
+        an unlock allocate gigabytes.
+        """
+        if self.n < 2**14 or self.n > 2**22 or self.n & (self.n - 1):
+            raise ValueError("scrypt n must be a power of two from 2**14 to 2**22")
+        if not 8 <= self.r <= 32 or not 1 <= self.p <= 16:
+            raise ValueError("scrypt r must be 8..32 and p 1..16")
+
+    def to_json(self) -> dict[str, int]:
+        """The parameters as stored beside a key slot."""
+        return {"n": self.n, "r": self.r, "p": self.p}
+
+
+def time_kdf(params: ScryptParams, rounds: int = 3) -> float:
+    """Seconds one passphrase guess costs with ``params`` on this machine (best of ``rounds``)."""
+    params.validate()
+    best = float("inf")
+    for _ in range(max(1, rounds)):
+        start = time.perf_counter()
+        derive_kek("a passphrase to time", b"\x00" * 16, params)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def fingerprint(public_key: bytes) -> str:
+    """A short, non-secret name of a public key for the audit log (16 hex digits of SHA-256)."""
+    return hashlib.sha256(public_key).hexdigest()[:16]
 
 
 def normalize_passphrase(passphrase: str) -> bytes:

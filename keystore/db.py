@@ -107,6 +107,12 @@ class AuditRow(SQLModel, table=True):
     details: str = Field(default="{}")
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    #: The project whose audit key authenticates this record (hashed), or None.
+    mac_key: str | None = Field(default=None, max_length=64)
+    #: The key slot that was opened to obtain that key (hashed), or None.
+    mac_slot: str | None = Field(default=None, max_length=64)
+    #: HMAC-SHA256 of ``hash`` under the project's audit key (hex), or None.
+    mac: str | None = Field(default=None, max_length=64)
 
 
 class AuditHead(SQLModel, table=True):
@@ -117,6 +123,37 @@ class AuditHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     seq: int = 0
     hash: str = Field(default="0" * 64, max_length=64)
+
+
+class AuthFailureRow(SQLModel, table=True):
+    """Failed passphrase attempts in a row on one project and role, and when the next may start.
+
+    Every attempt counts as a failure until it succeeds (a killed process cannot skip the
+    count); a success resets the row.
+    """
+
+    __tablename__ = "auth_failure"
+
+    project: str = Field(primary_key=True, max_length=64)
+    role: str = Field(primary_key=True, max_length=16)
+    failures: int = 0
+    next_attempt: float = 0.0  # seconds since the epoch
+
+
+class ProjectKeyRow(SQLModel, table=True):
+    """The re-identification public key that a project's linkage records are sealed to.
+
+    Writers check it in the transaction that stores records, so a run that opened the project
+    before a key rotation cannot add records sealed to the old key; ``closed_at`` refuses any
+    new record once the project was closed (also for another vault sharing this database).
+    """
+
+    __tablename__ = "project_key"
+
+    project: str = Field(primary_key=True, max_length=64)
+    public_key: str = Field(max_length=64)  # hex
+    rotated_at: datetime | None = None
+    closed_at: datetime | None = None
 
 
 def upsert(

@@ -36,9 +36,18 @@ class WeakPassphraseError(KeystoreError):
 
 
 class AuthenticationError(KeystoreError):
-    """A passphrase did not open any key slot."""
+    """A passphrase did not open any key slot.
+
+    ``failures`` counts the failed attempts in a row on this project and role (this one
+    included); ``next_delay`` is how long the next attempt will wait, in seconds.
+    """
 
     exit_code = 3
+
+    def __init__(self, message: str, failures: int = 0, next_delay: float = 0.0) -> None:
+        super().__init__(message)
+        self.failures = failures
+        self.next_delay = next_delay
 
 
 class CorruptVaultError(KeystoreError):
@@ -60,4 +69,23 @@ class ReidentificationRefused(KeystoreError):
 
 
 class DatabaseError(KeystoreError):
-    """The linkage store cannot be reached or used."""
+    """The linkage store cannot be reached or used (the machine's problem, not the user's:
+    exit status 5, as for a full disk; run the same command again once it is back)."""
+
+    exit_code = 5
+
+
+class ProjectClosedError(KeystoreError):
+    """The project was closed: its re-identification key is destroyed, it takes no more data."""
+
+
+class SlotError(KeystoreError):
+    """A key slot cannot be added, found or removed as asked (e.g. the last one of its kind)."""
+
+
+class StaleKeyError(KeystoreError):
+    """The project's re-identification key changed since this keyring was opened."""
+
+
+class BackupError(KeystoreError):
+    """A backup cannot be made or restored as asked."""

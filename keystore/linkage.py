@@ -9,19 +9,36 @@ running the same input twice adds no duplicate.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, bindparam, func, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from keystore import crypto
-from keystore.db import JournalRow, LinkageRow, PatientStateRow, RunRow, upsert, utcnow
-from keystore.errors import DatabaseError
+from keystore.db import (
+    JournalRow,
+    LinkageRow,
+    PatientStateRow,
+    ProjectKeyRow,
+    RunRow,
+    upsert,
+    utcnow,
+)
+from keystore.errors import (
+    CorruptVaultError,
+    DatabaseError,
+    InvalidTokenError,
+    ProjectClosedError,
+    StaleKeyError,
+)
 from keystore.keyring import Keyring
+
+#: Rows re-sealed per statement during a key rotation.
+RESEAL_CHUNK = 500
 
 Kind = Literal["patient", "study"]
 FieldValue = str | int | None
@@ -99,6 +116,7 @@ class LinkageStore:
             digest = keyring.mac("linkage", entry.kind, entry.key, entry.canonical()).hex()
             unique.setdefault((entry.kind, entry.key, digest), entry)
         with self._transaction() as session:
+            self._check_key(session, project, keyring.reid_public_key)
             existing = self._existing_digests(session, project, {k[1] for k in unique})
             rows = [
                 {
@@ -121,6 +139,125 @@ class LinkageStore:
             upsert(session, LinkageRow, rows)
             self._record_journal(session, keyring, run_id, journal)
         return len(rows)
+
+    @staticmethod
+    def _key_row(
+        session: Session, project: str, public_key: bytes, *, share: bool
+    ) -> ProjectKeyRow:
+        """The project's key row, locked (FOR SHARE / FOR UPDATE); created on first use.
+
+        The first writer records the public key of the project file, which the operator's
+        unlock has just authenticated (settings MAC).
+        """
+        stmt = select(ProjectKeyRow).where(ProjectKeyRow.project == project)
+        row = session.exec(stmt.with_for_update(read=share)).first()
+        if row is None:
+            upsert(session, ProjectKeyRow, [{"project": project, "public_key": public_key.hex()}])
+            row = session.exec(stmt.with_for_update(read=share)).one()
+        return row
+
+    def _check_key(self, session: Session, project: str, public_key: bytes) -> None:
+        """Refuse to store records for a closed project or sealed to a superseded key."""
+        row = self._key_row(session, project, public_key, share=True)
+        if row.closed_at is not None:
+            raise ProjectClosedError(
+                f"project {project!r} was closed on {row.closed_at.date()}: it accepts no more data"
+            )
+        if row.public_key != public_key.hex():
+            raise StaleKeyError(
+                f"the re-identification key of project {project!r} was rotated after this "
+                "command opened the project (or this vault's project file is out of date): "
+                "run the command again"
+            )
+
+    def reseal_all(
+        self,
+        project: str,
+        private_key: bytes,
+        old_public: bytes,
+        new_public: bytes,
+        on_progress: Callable[[str, int], None] | None = None,
+    ) -> int:
+        """Re-seal every linkage record of ``project`` to ``new_public`` in ONE transaction.
+
+        Each record is opened with ``private_key`` and sealed afresh with the same associated
+        data; the project's key row moves to ``new_public`` in the same transaction, so a crash
+        leaves every record (and the key row) as it was. Concurrent writers wait, and those
+        that opened the project with the old key are refused afterwards. Returns the number of
+        records re-sealed.
+        """
+        done = 0
+        with self._transaction() as session:
+            row = self._key_row(session, project, old_public, share=False)
+            if row.closed_at is not None:
+                raise ProjectClosedError(f"project {project!r} was closed: nothing to rotate")
+            if row.public_key != old_public.hex():
+                raise StaleKeyError(
+                    f"the linkage store of project {project!r} is sealed to another key than "
+                    "this vault's project file (was it rotated from another vault?)"
+                )
+            table = LinkageRow.__table__  # type: ignore[attr-defined]
+            statement = (
+                update(table)
+                .where(table.c.id == bindparam("row_id"))
+                .values(sealed=bindparam("new_sealed"))
+            )
+            last_id = 0
+            while True:
+                chunk = list(
+                    session.exec(
+                        select(LinkageRow.id, LinkageRow.kind, LinkageRow.key, LinkageRow.sealed)
+                        .where(LinkageRow.project == project, col(LinkageRow.id) > last_id)
+                        .order_by(col(LinkageRow.id))
+                        .limit(RESEAL_CHUNK)
+                    )
+                )
+                if not chunk:
+                    break
+                params: list[dict[str, Any]] = []
+                for row_id, kind, key, sealed in chunk:
+                    aad = sealed_aad(project, kind, key)
+                    try:
+                        plaintext = crypto.open_sealed(private_key, sealed, aad)
+                    except InvalidTokenError as exc:
+                        raise CorruptVaultError(
+                            f"linkage record {row_id} of project {project!r} does not open with "
+                            "the current key: nothing was re-sealed"
+                        ) from exc
+                    params.append(
+                        {"row_id": row_id, "new_sealed": crypto.seal(new_public, plaintext, aad)}
+                    )
+                session.execute(statement, params)
+                done += len(chunk)
+                last_id = int(chunk[-1][0] or 0)
+                if on_progress is not None:
+                    on_progress("resealing", done)
+            row.public_key = new_public.hex()
+            row.rotated_at = utcnow()
+            session.add(row)
+        return done
+
+    def mark_closed(self, project: str, public_key: bytes) -> None:
+        """Record in the linkage store that the project is closed (no record may be added)."""
+        with self._transaction() as session:
+            row = self._key_row(session, project, public_key, share=False)
+            if row.closed_at is None:
+                row.closed_at = utcnow()
+                session.add(row)
+
+    def sealed_to(self, project: str) -> str | None:
+        """Hex of the public key the project's records are sealed to, if recorded."""
+        with Session(self.engine) as session:
+            row = session.get(ProjectKeyRow, project)
+            return row.public_key if row is not None else None
+
+    def all_records(self, project: str) -> list[LinkageRow]:
+        """Every sealed record of a project, oldest first."""
+        with Session(self.engine) as session:
+            stmt = (
+                select(LinkageRow).where(LinkageRow.project == project).order_by(col(LinkageRow.id))
+            )
+            return list(session.exec(stmt))
 
     @staticmethod
     def _existing_digests(
@@ -219,14 +356,13 @@ class LinkageStore:
 
     # -- runs -----------------------------------------------------------------------------
     def start_run(self, run_id: str, project: str, policy: str) -> None:
-        """Record that a run started."""
-        with Session(self.engine) as session:
+        """Record that a run started (:class:`DatabaseError` if the store cannot be written)."""
+        with self._transaction() as session:
             session.add(RunRow(run_id=run_id, project=project, policy=policy))
-            session.commit()
 
     def finish_run(self, run_id: str, status: str, counts: Mapping[str, int]) -> None:
-        """Record a run's end and its counts."""
-        with Session(self.engine) as session:
+        """Record a run's end and its counts (:class:`DatabaseError` if it cannot be written)."""
+        with self._transaction() as session:
             row = session.get(RunRow, run_id)
             if row is None:
                 return
@@ -234,7 +370,6 @@ class LinkageStore:
             row.status = status
             row.counts = json.dumps(dict(counts), sort_keys=True)
             session.add(row)
-            session.commit()
 
     # -- reading (for re-identification) --------------------------------------------------
     def records(self, project: str, kind: Kind, key: str) -> list[LinkageRow]:

@@ -2,7 +2,10 @@
 
 :func:`reidentify` refuses without a requester and a reason, and appends an audit record
 *before* it returns anything: a success, a refusal, a wrong passphrase and an unknown pseudonym
-are all logged. If the audit record cannot be written, nothing is revealed.
+are all logged, each naming the requester, the operating-system user and host that ran the
+command, and the key slot opened (or asked for). If the audit record cannot be written,
+nothing is revealed. Once the record is written with the opened slot, it is authenticated by
+the project's audit key.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from keystore.audit import AuditLog
+from keystore.audit import AuditLog, os_user
 from keystore.errors import (
     AuthenticationError,
     CorruptVaultError,
     InvalidTokenError,
     KeystoreError,
     NotFoundError,
+    ProjectClosedError,
     ProjectNotFoundError,
     ReidentificationRefused,
 )
@@ -97,6 +101,7 @@ def reidentify(
     """Answer a re-identification request, logging it first whatever the outcome."""
     requester = (request.requester or "").strip()
     reason = (request.reason or "").strip()
+    opened: list[str] = []
 
     def log(outcome: str, **details: Any) -> None:
         audit.append(
@@ -106,7 +111,12 @@ def reidentify(
             project=request.project,
             subject=request.subject,
             reason=reason or None,
-            details=details,
+            details={
+                "os_user": os_user(),
+                "slot": opened[0] if opened else None,
+                "slot_requested": slot,
+                **details,
+            },
         )
 
     if not requester or not reason:
@@ -119,18 +129,24 @@ def reidentify(
         log("refused: give exactly one of pseudonym or study UID")
         raise ReidentificationRefused("give exactly one of --pseudonym or --study-uid")
     try:
-        vault.project(request.project)
+        project = vault.project(request.project)
     except ProjectNotFoundError:
         log("refused: unknown project")
         raise
     try:
-        key = vault.unlock_reidentifier(request.project, passphrase(), slot)
-    except AuthenticationError:
-        log("denied: wrong passphrase")
+        vault.refuse_closed(project, "no pseudonym of it can be re-identified any more")
+    except ProjectClosedError:
+        log("refused: project closed")
+        raise
+    try:
+        key = vault.unlock_reidentifier(request.project, passphrase(), slot, audit_failure=False)
+    except AuthenticationError as exc:
+        log("denied: wrong passphrase", failures_in_a_row=exc.failures)
         raise
     except KeystoreError as exc:
         log(f"error: {exc.__class__.__name__}")
         raise
+    opened.append(key.slot)
 
     pseudonym = request.pseudonym
     study_filter: str | None = None

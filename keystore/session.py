@@ -1,4 +1,4 @@
-"""One open vault with its linkage store and audit log."""
+"""One open vault with its linkage store, audit log and passphrase guard."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from types import TracebackType
 
 from keystore.audit import AuditLog
 from keystore.db import connect
+from keystore.guard import Guard, ThrottlePolicy
 from keystore.linkage import LinkageStore
+from keystore.maintenance import recover
 from keystore.vault import Vault
 
 
@@ -18,15 +20,31 @@ class VaultSession:
 
         with VaultSession(Path("pseudo-vault")) as session:
             keyring = session.vault.unlock_operator("trial", passphrase)
+
+    The session's vault throttles and audits passphrase attempts (``throttle`` sets the
+    delays), and a key rotation that a crash interrupted is completed or discarded on opening
+    (``recovered`` says what was done).
     """
 
-    def __init__(self, vault_path: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        vault_path: Path,
+        database_url: str | None = None,
+        *,
+        throttle: ThrottlePolicy | None = None,
+    ) -> None:
         self.vault = Vault.open(vault_path)
         if database_url is None:
             self.vault.prepare_sqlite_file()
         self.engine = connect(database_url or self.vault.database_url)
         self.linkage = LinkageStore(self.engine)
         self.audit = AuditLog(self.engine, self.vault.checkpoint_path)
+        self.vault.guard = Guard(self.engine, self.audit, throttle)
+        try:
+            self.recovered = recover(self)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         """Release the database connections."""

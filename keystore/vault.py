@@ -9,41 +9,56 @@ Layout (every file owner-only, the folder 0700)::
 
 A project's 256-bit secret exists in clear only in memory. It is wrapped with AES-256-GCM under
 a key derived by scrypt from each operator's passphrase (one *operator slot* each). The project's
-X25519 re-identification private key is wrapped the same way in *re-identification slots*. The
-settings that shape pseudonyms (prefix, date-shift range, public key) are authenticated with a
-key derived from the secret, so swapping the public key in the file is detected at unlock.
+X25519 re-identification private key is held by *re-identification slots*: each slot has its
+own X25519 key pair, whose private half is wrapped under the person's scrypt-derived key and to
+whose public half the project's private key is sealed. So the project key can be rotated and
+re-sealed to every re-identifier without knowing their passphrases, and a removed slot keeps
+nothing that opens a later key. Every slot also carries the project's random *audit key*, which
+authenticates the audit records written while a slot is open. The settings that shape
+pseudonyms (prefix, date-shift range, public key) are authenticated with a key derived from the
+secret, so swapping the public key in the file is detected at unlock.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hmac
 import json
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from keystore import crypto
+from keystore.audit import GENESIS, os_user
 from keystore.db import utcnow
 from keystore.errors import (
     AuthenticationError,
     CorruptVaultError,
     InvalidNameError,
     InvalidTokenError,
+    ProjectClosedError,
     ProjectExistsError,
     ProjectNotFoundError,
+    SlotError,
     VaultExistsError,
     VaultNotFoundError,
     WeakPassphraseError,
 )
 from keystore.keyring import Keyring, ProjectSettings
 
+if TYPE_CHECKING:
+    from keystore.guard import Guard
+
 VAULT_FORMAT = "pseudo-vault/1"
-PROJECT_FORMAT = "pseudo-project/1"
+PROJECT_FORMAT = "pseudo-project/2"
+_SLOT_AAD = "pseudo-slot/2"
+_REID_SEAL_AAD = "pseudo-reid-slot/1"
+_KEY_LEN = 32
 MIN_PASSPHRASE_LENGTH = 8
 DEFAULT_DATE_SHIFT = (-3652, -1)
 
@@ -99,9 +114,27 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True, repr=False)
+class SlotContents:
+    """What an opened slot yields: the role's key and the project's audit key."""
+
+    slot: str
+    role: Role
+    key: bytes  # the project secret (operator) or re-identification private key
+    audit_key: bytes
+
+    def __repr__(self) -> str:
+        return f"SlotContents(slot={self.slot!r}, role={self.role!r})"
+
+
 @dataclass(frozen=True)
 class KeySlot:
-    """One wrapped copy of a secret, opened by one person's passphrase."""
+    """One person's way into a project, opened by their passphrase.
+
+    An operator slot wraps ``secret | audit key`` under the scrypt-derived key. A
+    re-identification slot wraps the private half of the slot's own X25519 key pair, and
+    ``sealed`` holds ``project private key | audit key`` sealed to the slot's ``public_key``.
+    """
 
     name: str
     role: Role
@@ -110,27 +143,31 @@ class KeySlot:
     nonce: bytes
     wrapped: bytes
     created: str
+    public_key: bytes = b""
+    sealed: bytes = b""
 
     def aad(self, project: str) -> bytes:
-        """Associated data binding the wrapped secret to this project, role and slot name."""
-        return crypto.encode_parts("pseudo-slot/1", project, self.role, self.name)
+        """Associated data binding the wrapped key to this project, role and slot name."""
+        return crypto.encode_parts(_SLOT_AAD, project, self.role, self.name)
+
+    def seal_aad(self, project: str) -> bytes:
+        """Associated data of a re-identification slot's sealed project key."""
+        return crypto.encode_parts(_REID_SEAL_AAD, project, self.name, self.public_key)
 
     def to_json(self) -> dict[str, Any]:
         """Serialize for the project file."""
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "role": self.role,
-            "kdf": {
-                "name": "scrypt",
-                "salt": _b64(self.salt),
-                "n": self.params.n,
-                "r": self.params.r,
-                "p": self.params.p,
-            },
+            "kdf": {"name": "scrypt", "salt": _b64(self.salt), **self.params.to_json()},
             "nonce": _b64(self.nonce),
             "wrapped": _b64(self.wrapped),
             "created": self.created,
         }
+        if self.role == "reidentifier":
+            data["public_key"] = _b64(self.public_key)
+            data["sealed"] = _b64(self.sealed)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> KeySlot:
@@ -138,14 +175,24 @@ class KeySlot:
         kdf = data["kdf"]
         if kdf.get("name") != "scrypt":
             raise CorruptVaultError(f"key slot {data.get('name')!r}: unknown KDF")
+        if data["role"] not in ("operator", "reidentifier"):
+            raise CorruptVaultError(f"key slot {data.get('name')!r}: unknown role")
+        params = crypto.ScryptParams(n=int(kdf["n"]), r=int(kdf["r"]), p=int(kdf["p"]))
+        try:
+            params.validate()
+        except ValueError as exc:
+            raise CorruptVaultError(f"key slot {data.get('name')!r}: {exc}") from exc
+        reid = data["role"] == "reidentifier"
         return cls(
             name=data["name"],
             role=data["role"],
             salt=_unb64(kdf["salt"]),
-            params=crypto.ScryptParams(n=kdf["n"], r=kdf["r"], p=kdf["p"]),
+            params=params,
             nonce=_unb64(data["nonce"]),
             wrapped=_unb64(data["wrapped"]),
             created=data["created"],
+            public_key=_unb64(data["public_key"]) if reid else b"",
+            sealed=_unb64(data["sealed"]) if reid else b"",
         )
 
     @classmethod
@@ -154,22 +201,60 @@ class KeySlot:
         project: str,
         name: str,
         role: Role,
-        secret: bytes,
+        key: bytes,
+        audit_key: bytes,
         passphrase: str,
         params: crypto.ScryptParams,
     ) -> KeySlot:
-        """Wrap ``secret`` under a key derived from ``passphrase``."""
+        """A new slot holding ``key`` and ``audit_key``, opened by ``passphrase``."""
         params.validate()
         salt = crypto.random_bytes(16)
         kek = crypto.derive_kek(passphrase, salt, params)
-        slot = cls(name, role, salt, params, b"", b"", utcnow().isoformat())
-        nonce, wrapped = crypto.wrap(kek, secret, slot.aad(project))
-        return cls(name, role, salt, params, nonce, wrapped, slot.created)
+        if role == "operator":
+            inner, public = key + audit_key, b""
+        else:
+            inner, public = crypto.generate_x25519()
+        slot = cls(name, role, salt, params, b"", b"", utcnow().isoformat(), public)
+        nonce, wrapped = crypto.wrap(kek, inner, slot.aad(project))
+        slot = replace(slot, nonce=nonce, wrapped=wrapped)
+        return slot.reseal(project, key, audit_key) if role == "reidentifier" else slot
 
-    def open(self, project: str, passphrase: str) -> bytes:
-        """Return the wrapped secret, or raise :class:`InvalidTokenError`."""
+    def reseal(self, project: str, private_key: bytes, audit_key: bytes) -> KeySlot:
+        """Seal a (new) project private key to this re-identification slot; no passphrase needed."""
+        if self.role != "reidentifier":
+            raise SlotError(f"slot {self.name!r} is not a re-identification slot")
+        sealed = crypto.seal(self.public_key, private_key + audit_key, self.seal_aad(project))
+        return replace(self, sealed=sealed)
+
+    def _inner(self, project: str, passphrase: str) -> bytes:
         kek = crypto.derive_kek(passphrase, self.salt, self.params)
         return crypto.unwrap(kek, self.nonce, self.wrapped, self.aad(project))
+
+    def open(self, project: str, passphrase: str) -> tuple[bytes, bytes]:
+        """Return ``(key, audit key)``, or raise :class:`InvalidTokenError`."""
+        inner = self._inner(project, passphrase)
+        if self.role == "operator":
+            payload = inner
+        else:
+            payload = crypto.open_sealed(inner, self.sealed, self.seal_aad(project))
+        if len(payload) != 2 * _KEY_LEN:
+            raise InvalidTokenError(f"key slot {self.name!r} holds a malformed key")
+        return payload[:_KEY_LEN], payload[_KEY_LEN:]
+
+    def rewrap(
+        self,
+        project: str,
+        passphrase: str,
+        params: crypto.ScryptParams,
+        new_passphrase: str | None = None,
+    ) -> KeySlot:
+        """The same slot under new scrypt parameters, a new salt and optionally a new passphrase."""
+        params.validate()
+        inner = self._inner(project, passphrase)
+        salt = crypto.random_bytes(16)
+        kek = crypto.derive_kek(new_passphrase or passphrase, salt, params)
+        nonce, wrapped = crypto.wrap(kek, inner, self.aad(project))
+        return replace(self, salt=salt, params=params, nonce=nonce, wrapped=wrapped)
 
 
 @dataclass
@@ -182,6 +267,7 @@ class ProjectFile:
     slots: list[KeySlot]
     created: str
     closed: bool = False
+    closed_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Serialize for ``projects/<name>.json``."""
@@ -197,6 +283,7 @@ class ProjectFile:
             "settings_mac": _b64(self.settings_mac),
             "created": self.created,
             "closed": self.closed,
+            "closed_at": self.closed_at,
             "slots": [slot.to_json() for slot in self.slots],
         }
 
@@ -204,7 +291,10 @@ class ProjectFile:
     def from_json(cls, data: dict[str, Any], path: Path) -> ProjectFile:
         """Parse a project file, raising :class:`CorruptVaultError` if it is malformed."""
         if data.get("format") != PROJECT_FORMAT:
-            raise CorruptVaultError(f"{path}: unknown project format {data.get('format')!r}")
+            raise CorruptVaultError(
+                f"{path}: unknown project format {data.get('format')!r} "
+                f"(this version of pseudo reads {PROJECT_FORMAT!r})"
+            )
         try:
             low, high = data["date_shift_days"]
             return cls(
@@ -214,6 +304,7 @@ class ProjectFile:
                 slots=[KeySlot.from_json(s) for s in data["slots"]],
                 created=data["created"],
                 closed=bool(data.get("closed", False)),
+                closed_at=data.get("closed_at"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptVaultError(f"{path}: malformed project file ({exc})") from exc
@@ -222,8 +313,17 @@ class ProjectFile:
         """The key slots of one role."""
         return [slot for slot in self.slots if slot.role == role]
 
+    def slot(self, name: str) -> KeySlot:
+        """The slot called ``name``, or raise :class:`SlotError`."""
+        for slot in self.slots:
+            if slot.name == name:
+                return slot
+        known = ", ".join(f"{s.name} ({s.role})" for s in self.slots) or "none"
+        raise SlotError(f"project {self.settings.name!r} has no key slot {name!r} (slots: {known})")
 
-def _settings_mac(secret: bytes, settings: ProjectSettings, public_key: bytes) -> bytes:
+
+def settings_mac(secret: bytes, settings: ProjectSettings, public_key: bytes) -> bytes:
+    """HMAC (settings key) over the settings that shape pseudonyms and the public key."""
     key = crypto.hkdf(secret, "pseudo/v1/settings")
     return crypto.mac(
         key,
@@ -241,12 +341,16 @@ def default_prefix(project: str) -> str:
     return letters or "P"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ReidentificationKey:
-    """The opened re-identification private key of one project."""
+    """The opened re-identification private key of one project, and the slot that gave it."""
 
     project: str
     private_key: bytes
+    slot: str = field(default="")
+
+    def __repr__(self) -> str:
+        return f"ReidentificationKey(project={self.project!r}, slot={self.slot!r})"
 
     def open(self, sealed: bytes, aad: bytes) -> bytes:
         """Open one sealed record."""
@@ -254,16 +358,23 @@ class ReidentificationKey:
 
 
 class Vault:
-    """A vault folder: projects, key slots and the location of the linkage store."""
+    """A vault folder: projects, key slots and the location of the linkage store.
+
+    Opened through :class:`keystore.session.VaultSession`, the vault has a :class:`Guard`:
+    passphrase attempts are then throttled and every failure is audited, opened audit keys
+    authenticate the session's audit records, and slot changes are audited. Slot changes
+    refuse to run without one.
+    """
 
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
         self.path = path
         self._config = config
+        self.guard: Guard | None = None
 
     # -- creation and opening -------------------------------------------------------------
     @classmethod
     def init(cls, path: Path, database_url: str | None = None) -> Vault:
-        """Create a new, empty vault folder (0700) with its configuration file."""
+        """Create a new, empty vault folder (0700) with its configuration and checkpoint."""
         path = Path(path)
         if (path / "vault.json").exists():
             raise VaultExistsError(f"{path}: a vault already exists here")
@@ -274,6 +385,8 @@ class Vault:
         if database_url:
             config["database_url"] = database_url
         _write_private_json(path / "vault.json", config)
+        # The checkpoint exists from the start, so that a missing one is always a failure.
+        _write_private_json(path / "audit-checkpoint.json", {"seq": 0, "hash": GENESIS})
         return cls(path, config)
 
     @classmethod
@@ -299,6 +412,11 @@ class Vault:
         return f"sqlite:///{(self.path / 'pseudo.db').resolve()}"
 
     @property
+    def uses_own_sqlite(self) -> bool:
+        """True when the linkage store is the SQLite file inside the vault folder."""
+        return not self._config.get("database_url")
+
+    @property
     def checkpoint_path(self) -> Path:
         """The file in which this vault remembers the last audit record it saw."""
         return self.path / "audit-checkpoint.json"
@@ -306,12 +424,17 @@ class Vault:
     def prepare_sqlite_file(self) -> None:
         """Create the default SQLite file owner-only before the database engine opens it."""
         db = self.path / "pseudo.db"
-        if not self._config.get("database_url") and not db.exists():
+        if self.uses_own_sqlite and not db.exists():
             os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
 
     # -- projects -------------------------------------------------------------------------
-    def _project_path(self, name: str) -> Path:
+    def project_path(self, name: str) -> Path:
+        """The file of project ``name`` (the name is checked first)."""
         return self.path / "projects" / f"{_check_name('project', name)}.json"
+
+    def staging_path(self, name: str) -> Path:
+        """Where a key rotation writes the project's next file before it takes effect."""
+        return self.project_path(name).with_suffix(".json.rotating")
 
     def project_names(self) -> list[str]:
         """Names of the projects in this vault, sorted."""
@@ -319,13 +442,33 @@ class Vault:
 
     def project(self, name: str) -> ProjectFile:
         """Read a project's public file."""
-        path = self._project_path(name)
+        path = self.project_path(name)
         if not path.is_file():
             known = ", ".join(self.project_names()) or "none"
             raise ProjectNotFoundError(
                 f"project {name!r} not found in {self.path} (known: {known})"
             )
         return ProjectFile.from_json(_read_json(path), path)
+
+    @contextmanager
+    def lock(self, name: str, *, blocking: bool = True) -> Iterator[bool]:
+        """Hold the project's lock (slot changes, rotation, closing, backup serialize on it).
+
+        An advisory ``flock`` on ``projects/.<name>.lock``: the kernel releases it when the
+        process dies, so a crash never leaves a stale lock. Yields False if ``blocking`` is
+        False and another process holds it.
+        """
+        path = self.path / "projects" / f".{_check_name('project', name)}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                acquired = True
+            except BlockingIOError:
+                acquired = False
+            yield acquired
+        finally:
+            os.close(fd)
 
     def create_project(
         self,
@@ -345,11 +488,13 @@ class Vault:
         ``secret`` imports an existing 256-bit project secret instead, so that a second site
         (or a restored backup) produces the same pseudonyms.
         """
-        path = self._project_path(name)
+        path = self.project_path(name)
         if path.exists():
             raise ProjectExistsError(f"project {name!r} already exists in {self.path}")
         _check_name("slot", operator_slot)
         _check_name("slot", reid_slot)
+        if operator_slot == reid_slot:
+            raise InvalidNameError("the operator and re-identification slots need different names")
         check_new_passphrase(operator_passphrase, "operator")
         check_new_passphrase(reid_passphrase, "re-identification")
         if operator_passphrase == reid_passphrase:
@@ -372,64 +517,269 @@ class Vault:
         params = kdf or crypto.ScryptParams()
         settings = ProjectSettings(name, prefix, low, high)
         reid_private, reid_public = crypto.generate_x25519()
+        audit_key = crypto.random_bytes(_KEY_LEN)
         project = ProjectFile(
             settings=settings,
             reid_public_key=reid_public,
-            settings_mac=_settings_mac(secret, settings, reid_public),
+            settings_mac=settings_mac(secret, settings, reid_public),
             slots=[
                 KeySlot.create(
-                    name, operator_slot, "operator", secret, operator_passphrase, params
+                    name, operator_slot, "operator", secret, audit_key, operator_passphrase, params
                 ),
                 KeySlot.create(
-                    name, reid_slot, "reidentifier", reid_private, reid_passphrase, params
+                    name,
+                    reid_slot,
+                    "reidentifier",
+                    reid_private,
+                    audit_key,
+                    reid_passphrase,
+                    params,
                 ),
             ],
             created=utcnow().isoformat(),
         )
         (self.path / "projects").mkdir(mode=0o700, exist_ok=True)
         _write_private_json(path, project.to_json())
+        if self.guard is not None:
+            self.guard.audit.add_key(name, operator_slot, audit_key)
         return project
 
     def save_project(self, project: ProjectFile) -> None:
         """Rewrite a project's file atomically (after adding or removing a slot)."""
-        _write_private_json(self._project_path(project.settings.name), project.to_json())
+        _write_private_json(self.project_path(project.settings.name), project.to_json())
+
+    def write_staging(self, project: ProjectFile) -> Path:
+        """Write a project's next file beside the current one (for a key rotation)."""
+        path = self.staging_path(project.settings.name)
+        _write_private_json(path, project.to_json())
+        return path
 
     # -- unlocking ------------------------------------------------------------------------
-    def _open_slot(
-        self, project: ProjectFile, role: Role, passphrase: str, slot: str | None
-    ) -> bytes:
-        candidates = [s for s in project.slots_for(role) if slot is None or s.name == slot]
+    def open_slot(
+        self,
+        project: ProjectFile,
+        role: Role | None,
+        passphrase: str,
+        slot: str | None = None,
+        *,
+        audit_failure: bool = True,
+    ) -> SlotContents:
+        """Open a slot of ``role`` (any role if None, or the slot named ``slot``).
+
+        With a guard, the attempt is throttled, a failure is recorded in the audit log (unless
+        the caller records it itself) and a success registers the project's audit key.
+        """
+        name = project.settings.name
+        candidates = [s for s in project.slots if role is None or s.role == role]
+        if slot is not None:
+            found = project.slot(slot)
+            if role is not None and found.role != role:
+                raise SlotError(f"slot {slot!r} of project {name!r} is a {found.role} slot")
+            candidates = [found]
+        what = {"operator": "operator", "reidentifier": "re-identification", None: "any"}[role]
+        if not candidates:
+            raise AuthenticationError(f"project {name!r} has no {what} slot")
+        guard = self.guard
+        attempt = guard.begin(name, role or "any") if guard is not None else None
         for candidate in candidates:
             try:
-                return candidate.open(project.settings.name, passphrase)
+                key, audit_key = candidate.open(name, passphrase)
             except InvalidTokenError:
                 continue
-        what = "operator" if role == "operator" else "re-identification"
-        raise AuthenticationError(
-            f"wrong {what} passphrase for project {project.settings.name!r}"
-            + (f" (slot {slot!r})" if slot else "")
-        )
+            if (
+                candidate.role == "reidentifier"
+                and crypto.public_from_private(key) != project.reid_public_key
+            ):
+                raise CorruptVaultError(f"project {name!r}: re-identification key does not match")
+            if guard is not None and attempt is not None:
+                guard.succeeded(attempt)
+                guard.audit.add_key(name, candidate.name, audit_key)
+            return SlotContents(candidate.name, candidate.role, key, audit_key)
+        failures = attempt.failures if attempt is not None else 0
+        next_delay = attempt.next_delay if attempt is not None else 0.0
+        if guard is not None and attempt is not None and audit_failure:
+            guard.failed(attempt, slot)
+        message = (
+            f"wrong {what} passphrase for project {name!r}"
+            if role is not None
+            else f"the passphrase opens no key slot of project {name!r}"
+        ) + (f" (slot {slot!r})" if slot else "")
+        if next_delay:
+            message += f"; {failures} failures in a row, the next attempt waits {next_delay:g} s"
+        raise AuthenticationError(message, failures=failures, next_delay=next_delay)
+
+    def refuse_closed(self, project: ProjectFile, purpose: str) -> None:
+        """Raise :class:`ProjectClosedError` if the project file or the linkage store says so."""
+        name = project.settings.name
+        when = project.closed_at if project.closed else None
+        if not project.closed and self.guard is not None:
+            closed = self.guard.closed_at(name)
+            when = closed.isoformat() if closed is not None else None
+        if project.closed or when is not None:
+            raise ProjectClosedError(
+                f"project {name!r} was closed{f' on {when[:10]}' if when else ''}: its "
+                f"re-identification key was destroyed, so {purpose}"
+            )
 
     def unlock_operator(self, name: str, passphrase: str, slot: str | None = None) -> Keyring:
-        """Open an operator slot and return the project's keyring."""
+        """Open an operator slot and return the project's keyring (refused once closed)."""
         project = self.project(name)
-        secret = self._open_slot(project, "operator", passphrase, slot)
-        expected = _settings_mac(secret, project.settings, project.reid_public_key)
+        self.refuse_closed(project, "it accepts no more data")
+        opened = self.open_slot(project, "operator", passphrase, slot)
+        self.check_settings(project, opened.key)
+        return Keyring.from_secret(opened.key, project.settings, project.reid_public_key)
+
+    @staticmethod
+    def check_settings(project: ProjectFile, secret: bytes) -> None:
+        """Raise :class:`CorruptVaultError` unless the settings MAC matches the secret."""
+        expected = settings_mac(secret, project.settings, project.reid_public_key)
         if not hmac.compare_digest(expected, project.settings_mac):
             raise CorruptVaultError(
-                f"project {name!r}: settings or public key were altered outside pseudo"
+                f"project {project.settings.name!r}: settings or public key were altered "
+                "outside pseudo"
             )
-        return Keyring.from_secret(secret, project.settings, project.reid_public_key)
 
     def unlock_reidentifier(
-        self, name: str, passphrase: str, slot: str | None = None
+        self,
+        name: str,
+        passphrase: str,
+        slot: str | None = None,
+        *,
+        audit_failure: bool = True,
     ) -> ReidentificationKey:
         """Open a re-identification slot and return the project's private key."""
         project = self.project(name)
-        private = self._open_slot(project, "reidentifier", passphrase, slot)
-        if crypto.public_from_private(private) != project.reid_public_key:
-            raise CorruptVaultError(f"project {name!r}: re-identification key does not match")
-        return ReidentificationKey(name, private)
+        self.refuse_closed(project, "no pseudonym of it can be re-identified any more")
+        opened = self.open_slot(
+            project, "reidentifier", passphrase, slot, audit_failure=audit_failure
+        )
+        return ReidentificationKey(name, opened.key, opened.slot)
+
+    def open_audit_key(self, name: str, passphrase: str) -> str:
+        """Open any slot of the project (either role) to check its audit records.
+
+        Works on closed projects too (their operator slots still hold the audit key). Returns
+        the name of the slot opened.
+        """
+        return self.open_slot(self.project(name), None, passphrase).slot
+
+    # -- slots ----------------------------------------------------------------------------
+    def _require_guard(self) -> Guard:
+        if self.guard is None:
+            raise SlotError("key slots are changed through a VaultSession (to audit the change)")
+        return self.guard
+
+    def add_slot(
+        self,
+        name: str,
+        role: Role,
+        new_slot: str,
+        new_passphrase: str,
+        *,
+        passphrase: str,
+        slot: str | None = None,
+        kdf: crypto.ScryptParams | None = None,
+    ) -> KeySlot:
+        """Add a slot of ``role`` opened by ``new_passphrase``; ``passphrase`` opens an existing
+        slot of the same role (only a holder can let someone else in). No image is touched.
+        """
+        guard = self._require_guard()
+        with self.lock(name):
+            project = self.project(name)
+            self.refuse_closed(project, "its key slots can no longer change")
+            _check_name("slot", new_slot)
+            if any(s.name == new_slot for s in project.slots):
+                raise SlotError(f"project {name!r} already has a key slot {new_slot!r}")
+            what = "operator" if role == "operator" else "re-identification"
+            check_new_passphrase(new_passphrase, f"new {what}")
+            if new_passphrase == passphrase:
+                raise WeakPassphraseError(f"the new {what} slot needs its own passphrase")
+            opened = self.open_slot(project, role, passphrase, slot)
+            if role == "operator":
+                self.check_settings(project, opened.key)
+            params = kdf or crypto.ScryptParams()
+            created = KeySlot.create(
+                name, new_slot, role, opened.key, opened.audit_key, new_passphrase, params
+            )
+            project.slots.append(created)
+            self.save_project(project)
+        guard.audit.append(
+            "slot.add",
+            os_user(),
+            "success",
+            project=name,
+            details={"role": role, "slot": new_slot, "by_slot": opened.slot, **params.to_json()},
+        )
+        return created
+
+    def remove_slot(
+        self, name: str, target: str, *, passphrase: str, slot: str | None = None
+    ) -> KeySlot:
+        """Remove slot ``target``; ``passphrase`` must open a slot of the same role (possibly the
+        one removed). The last slot of a role is never removed.
+        """
+        guard = self._require_guard()
+        with self.lock(name):
+            project = self.project(name)
+            removed = project.slot(target)
+            role = removed.role
+            if len(project.slots_for(role)) <= 1:
+                what = "operator" if role == "operator" else "re-identification"
+                raise SlotError(
+                    f"slot {target!r} is the last {what} slot of project {name!r}: "
+                    "add another one first"
+                )
+            opened = self.open_slot(project, role, passphrase, slot)
+            project.slots = [s for s in project.slots if s.name != target]
+            self.save_project(project)
+        guard.audit.append(
+            "slot.remove",
+            os_user(),
+            "success",
+            project=name,
+            details={"role": role, "slot": target, "by_slot": opened.slot},
+        )
+        return removed
+
+    def rewrap_slot(
+        self,
+        name: str,
+        target: str,
+        passphrase: str,
+        *,
+        kdf: crypto.ScryptParams,
+        new_passphrase: str | None = None,
+    ) -> KeySlot:
+        """Re-wrap slot ``target`` under new scrypt parameters (and optionally a new passphrase).
+
+        ``passphrase`` is the slot's own. The keys inside do not change, so nothing else does.
+        """
+        guard = self._require_guard()
+        kdf.validate()
+        with self.lock(name):
+            project = self.project(name)
+            old = project.slot(target)
+            what = "operator" if old.role == "operator" else "re-identification"
+            if new_passphrase is not None:
+                check_new_passphrase(new_passphrase, f"new {what}")
+            self.open_slot(project, old.role, passphrase, target)
+            new = old.rewrap(name, passphrase, kdf, new_passphrase)
+            project.slots = [new if s.name == target else s for s in project.slots]
+            self.save_project(project)
+        guard.audit.append(
+            "slot.rewrap",
+            os_user(),
+            "success",
+            project=name,
+            details={
+                "role": old.role,
+                "slot": target,
+                "from": old.params.to_json(),
+                "to": kdf.to_json(),
+                "new_passphrase": new_passphrase is not None,
+            },
+        )
+        return new
 
 
 @contextmanager

@@ -466,8 +466,15 @@ class Runner:
             if pool is not None:
                 pool.close()
             self.summary.finished = now()
-            self.store.finish_run(self.summary.run_id, self.summary.status, self.summary.counts)
-            self._release_temporary_folder()
+            try:
+                self.store.finish_run(
+                    self.summary.run_id, self.summary.status, self.summary.counts
+                )
+            except DatabaseError:
+                if self.summary.status != "failed":
+                    raise  # else the first error (the database's too, most likely) is shown
+            finally:
+                self._release_temporary_folder()
         return self.summary
 
     def _anchor(self, todo: list[Task], pool: Pool) -> list[Task]:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from keystore.audit import GENESIS, record_hash
+from keystore.db import AuditRow
 from keystore.session import VaultSession
-from tests.conftest import cli
+from tests.conftest import OPERATOR, REID, cli
 
 
-def _fill(vault: Path, n: int = 6) -> None:
+def _fill(vault: Path, n: int = 6, *, keyed: bool = False) -> None:
+    """Append ``n`` records; with ``keyed``, as a session that opened the project's slot."""
     with VaultSession(vault) as session:
+        if keyed:
+            session.vault.unlock_operator("trial", OPERATOR)
         for i in range(n):
             session.audit.append(
                 "reidentify",
@@ -94,7 +100,9 @@ def test_intact_log_verifies_and_shows(vault: Path) -> None:
     _fill(vault, 3)
     result = cli("audit", "verify", "--vault", vault, "--json")
     assert result.code == 0
-    assert result.json() == {"ok": True, "records": 3, "problems": []}
+    data = result.json()
+    assert (data["ok"], data["records"], data["problems"]) == (True, 3, [])
+    assert data["head"] == cli("audit", "head", "--vault", vault).stdout.strip()
     shown = cli("audit", "show", "--vault", vault, "--json", "--last", "2").json()
     assert [r["seq"] for r in shown] == [2, 3]
     assert shown[-1]["reason"] == "reason 2"
@@ -108,3 +116,194 @@ def test_appends_continue_the_chain_across_sessions(vault: Path) -> None:
         assert [r.seq for r in records] == [1, 2, 3, 4]
         assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(records))
         assert session.audit.verify().ok
+
+
+def _rows(con: sqlite3.Connection) -> list[AuditRow]:
+    columns = [c[1] for c in con.execute("PRAGMA table_info(audit)")]
+    return [
+        AuditRow(**dict(zip(columns, row, strict=True)))
+        for row in con.execute("SELECT * FROM audit ORDER BY seq")
+    ]
+
+
+def _rewrite_everything(vault: Path, seq: int) -> None:
+    """The reviewer's forgery: edit record ``seq``, recompute every later hash, the head row
+    and the vault's checkpoint, as someone who can write the database and the vault can."""
+    with _db(vault) as con:
+        rows = _rows(con)
+        previous = GENESIS
+        for row in rows:
+            if row.seq == seq:
+                row.reason = "nothing to see here"
+            row.prev_hash = previous
+            row.hash = record_hash(row)
+            previous = row.hash
+            con.execute(
+                "UPDATE audit SET reason = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                (row.reason, row.prev_hash, row.hash, row.seq),
+            )
+        con.execute("UPDATE audit_head SET seq = ?, hash = ?", (rows[-1].seq, previous))
+    (vault / "audit-checkpoint.json").write_text(
+        json.dumps({"seq": rows[-1].seq, "hash": previous})
+    )
+
+
+def _verify(vault: Path, *args: str) -> tuple[int, str]:
+    result = cli("audit", "verify", "--vault", vault, *args)
+    assert "Traceback" not in result.stderr
+    return result.code, result.stderr
+
+
+def test_a_full_rewrite_is_caught_by_an_external_head_and_by_the_audit_key(
+    vault: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fill(vault, 6, keyed=True)
+    head = cli("audit", "head", "--vault", vault).stdout.strip()
+    _rewrite_everything(vault, 3)
+    # Honest limit: without a key or an external head, a consistent rewrite passes.
+    assert _verify(vault)[0] == 0
+    code, stderr = _verify(vault, "--expect", head)
+    assert code == 1 and "differs from the one given with --expect" in stderr
+    monkeypatch.setenv("PSEUDO_PASSPHRASE", OPERATOR)
+    code, stderr = _verify(vault, "--project", "trial")
+    assert code == 1 and "MAC under the audit key of project 'trial'" in stderr
+
+
+def test_the_audit_key_authenticates_records_and_any_slot_opens_it(
+    vault: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fill(vault, 2)  # not keyed
+    _fill(vault, 3, keyed=True)
+    monkeypatch.setenv("PSEUDO_REID_PASSPHRASE", REID)
+    monkeypatch.delenv("PSEUDO_PASSPHRASE", raising=False)
+    result = cli("audit", "verify", "--vault", vault, "--project", "trial", "--json")
+    assert result.code == 0, result.stderr
+    data = result.json()
+    assert (data["authenticated"], data["authenticated_through"]) == (3, 5)
+    shown = cli("audit", "show", "--vault", vault, "--json").json()
+    assert [r["authenticated_by"] for r in shown] == [None, None, *["trial/operator"] * 3]
+    without = cli("audit", "verify", "--vault", vault, "--json").json()
+    assert (without["authenticated"], without["unchecked_macs"]) == (0, 3)
+    monkeypatch.setenv("PSEUDO_REID_PASSPHRASE", "not a passphrase of this project")
+    wrong = cli("audit", "verify", "--vault", vault, "--project", "trial")
+    assert wrong.code == 3 and wrong.stderr.count("\n") == 1
+
+
+def test_stripping_a_records_mac_breaks_the_chain(vault: Path) -> None:
+    _fill(vault, 4, keyed=True)
+    with _db(vault) as con:
+        con.execute("UPDATE audit SET mac = NULL, mac_key = NULL, mac_slot = NULL WHERE seq = 2")
+    assert _verify(vault)[0] == 1
+
+
+def test_a_forged_mac_is_detected_by_the_key_holder(
+    vault: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fill(vault, 3, keyed=True)
+    with _db(vault) as con:
+        con.execute("UPDATE audit SET mac = ? WHERE seq = 2", ("ab" * 32,))
+    monkeypatch.setenv("PSEUDO_PASSPHRASE", OPERATOR)
+    assert _verify(vault)[0] == 0  # the MAC is outside the hash: only a key holder can tell
+    code, stderr = _verify(vault, "--project", "trial")
+    assert code == 1 and "record 2: its MAC" in stderr
+
+
+def test_truncating_to_an_authenticated_record_needs_an_external_head(vault: Path) -> None:
+    """Honest limit: a database-and-vault writer can cut the log back to any earlier record."""
+    _fill(vault, 6, keyed=True)
+    head = cli("audit", "head", "--vault", vault).stdout.strip()
+    with _db(vault) as con:
+        con.execute("DELETE FROM audit WHERE seq >= 5")
+        seq, digest = con.execute(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        con.execute("UPDATE audit_head SET seq = ?, hash = ?", (seq, digest))
+    (vault / "audit-checkpoint.json").write_text(json.dumps({"seq": seq, "hash": digest}))
+    assert _verify(vault)[0] == 0
+    code, stderr = _verify(vault, "--expect", head)
+    assert code == 1 and "record 6 given with --expect is not in the log" in stderr
+
+
+def test_deleting_the_last_record_and_the_checkpoint_is_detected(vault: Path) -> None:
+    _fill(vault, 4)
+    with _db(vault) as con:
+        con.execute("DELETE FROM audit WHERE seq = 4")
+        seq, digest = con.execute("SELECT seq, hash FROM audit WHERE seq = 3").fetchone()
+        con.execute("UPDATE audit_head SET seq = ?, hash = ?", (seq, digest))
+    (vault / "audit-checkpoint.json").unlink()
+    code, stderr = _verify(vault)
+    assert code == 1 and "checkpoint is missing" in stderr
+    # a later append (anyone can cause one: a wrong passphrase will do) does not heal it
+    _fill(vault, 1)
+    assert not (vault / "audit-checkpoint.json").exists()
+    assert _verify(vault)[0] == 1
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"seq": "x"}'])
+def test_an_unreadable_checkpoint_is_a_failure(vault: Path, content: str) -> None:
+    _fill(vault, 2)
+    (vault / "audit-checkpoint.json").write_text(content)
+    code, stderr = _verify(vault)
+    assert code == 1 and "checkpoint is unreadable" in stderr
+    _fill(vault, 1)
+    assert (vault / "audit-checkpoint.json").read_text() == content  # not overwritten
+
+
+def test_a_new_vault_starts_with_a_checkpoint(vault: Path) -> None:
+    assert json.loads((vault / "audit-checkpoint.json").read_text()) == {"seq": 0, "hash": GENESIS}
+    assert _verify(vault, "--expect", f"0:{GENESIS}")[0] == 0
+
+
+def test_head_and_expect(vault: Path) -> None:
+    _fill(vault, 3)
+    text = cli("audit", "head", "--vault", vault)
+    assert text.code == 0
+    seq, digest = text.stdout.strip().split(":")
+    data = cli("audit", "head", "--vault", vault, "--json").json()
+    assert (data["seq"], data["hash"]) == (3, digest) and seq == "3" and data["timestamp"]
+    _fill(vault, 2)
+    assert (
+        _verify(vault, "--expect", text.stdout.strip(), "--expect", f"5:{_hash(vault, 5)}")[0] == 0
+    )
+    assert _verify(vault, "--expect", f"9:{digest}")[0] == 1
+    bad = cli("audit", "verify", "--vault", vault, "--expect", "three:abc")
+    assert bad.code == 2 and bad.stderr.count("\n") == 1 and "SEQ:HASH" in bad.stderr
+
+
+def _hash(vault: Path, seq: int) -> str:
+    with _db(vault) as con:
+        return str(con.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()[0])
+
+
+def test_checkpoint_command_reanchors_only_a_sound_log(vault: Path) -> None:
+    _fill(vault, 3)
+    head = cli("audit", "head", "--vault", vault).stdout.strip()
+    (vault / "audit-checkpoint.json").unlink()
+    with _db(vault) as con:
+        edit(con)
+    refused = cli("audit", "checkpoint", "--vault", vault, "--expect", head)
+    assert refused.code == 1 and not (vault / "audit-checkpoint.json").exists()
+    with _db(vault) as con:
+        con.execute("UPDATE audit SET reason = 'reason 2' WHERE seq = 3")  # undo the edit
+    done = cli("audit", "checkpoint", "--vault", vault, "--expect", head)
+    assert done.code == 0, done.stderr
+    assert _verify(vault)[0] == 0
+    last = cli("audit", "show", "--vault", vault, "--json", "--last", "1").json()[0]
+    assert last["action"] == "audit.checkpoint"
+
+
+def test_wrong_operator_passphrase_is_one_line_exit_3_and_audited(
+    vault: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "in").mkdir()
+    monkeypatch.setenv("PSEUDO_PASSPHRASE", "not the operator passphrase")
+    result = cli("run", tmp_path / "in", tmp_path / "out", "--project", "trial", "--vault", vault)
+    assert result.code == 3
+    assert result.stderr.strip() == "pseudo: error: wrong operator passphrase for project 'trial'"
+    last = cli("audit", "show", "--vault", vault, "--json", "--last", "1").json()[0]
+    assert (last["action"], last["outcome"], last["project"]) == (
+        "unlock",
+        "denied: wrong passphrase",
+        "trial",
+    )
+    assert last["details"]["role"] == "operator" and "@" in last["actor"]

@@ -249,7 +249,7 @@ def test_two_runs_and_a_reidentification_at_once_on_one_vault(
 
     runs = [start("a"), start("b")]
     pseudonym = sorted(p.name for p in canary_run.output.iterdir())[0]
-    answers = []
+    answers: list[int] = []
     while any(r.poll() is None for r in runs) or not answers:
         answers.append(
             subprocess.run(

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from keystore import crypto
+from keystore.audit import os_user
 from keystore.errors import (
     AuthenticationError,
     CorruptVaultError,
     InvalidNameError,
     InvalidTokenError,
     ProjectExistsError,
+    SlotError,
     VaultExistsError,
     VaultNotFoundError,
     WeakPassphraseError,
 )
+from keystore.guard import ThrottlePolicy
 from keystore.linkage import JournalEntry, LinkageEntry
 from keystore.session import VaultSession
 from keystore.vault import Vault
@@ -158,10 +163,153 @@ def test_imported_secret_reproduces_pseudonyms(tmp_path: Path) -> None:
 
 
 def test_kdf_cost_is_slow_enough_by_default() -> None:
-    import time
-
+    """The default scrypt cost makes one guess take at least 0.1 s here (best of three)."""
     params = crypto.ScryptParams()
     assert params.n >= 2**16
-    start = time.perf_counter()
-    crypto.derive_kek("a passphrase", b"0" * 16, params)
-    assert time.perf_counter() - start > 0.05
+    assert crypto.time_kdf(params, rounds=3) >= 0.1
+
+
+def test_tampered_kdf_parameters_are_refused(vault: Path) -> None:
+    path = vault / "projects" / "trial.json"
+    data = json.loads(path.read_text())
+    data["slots"][0]["kdf"]["n"] = 2**30  # would allocate a terabyte
+    path.write_text(json.dumps(data))
+    with pytest.raises(CorruptVaultError, match="scrypt n"):
+        Vault.open(vault).project("trial")
+
+
+def test_each_slot_stores_its_cost_and_rewrap_raises_it(vault: Path) -> None:
+    with VaultSession(vault) as session:
+        before = session.vault.project("trial").slot("operator")
+        assert before.params == FAST_KDF
+        ring = session.vault.unlock_operator("trial", OPERATOR)
+        raised = crypto.ScryptParams(n=2**15)
+        session.vault.rewrap_slot("trial", "operator", OPERATOR, kdf=raised)
+        stored = json.loads((vault / "projects" / "trial.json").read_text())
+        slot = next(s for s in stored["slots"] if s["name"] == "operator")
+        assert (slot["kdf"]["n"], slot["kdf"]["r"], slot["kdf"]["p"]) == (2**15, 8, 1)
+        assert base64.b64decode(slot["kdf"]["salt"]) != before.salt  # a fresh salt
+        after = session.vault.unlock_operator("trial", OPERATOR)
+        assert after.mac("token", "x") == ring.mac("token", "x")
+        with pytest.raises(AuthenticationError):
+            session.vault.rewrap_slot("trial", "operator", "not the passphrase", kdf=raised)
+        # a new passphrase replaces the old one
+        session.vault.rewrap_slot(
+            "trial", "reidentifier", REID, kdf=raised, new_passphrase="a brand new one"
+        )
+        with pytest.raises(AuthenticationError):
+            session.vault.unlock_reidentifier("trial", REID)
+        assert session.vault.unlock_reidentifier("trial", "a brand new one").slot == "reidentifier"
+        actions = [r.action for r in session.audit.records()]
+        assert actions.count("slot.rewrap") == 2
+
+
+def test_slots_are_added_and_removed_but_never_the_last_of_a_kind(vault: Path) -> None:
+    with VaultSession(vault) as session:
+        store = session.vault
+        ring = store.unlock_operator("trial", OPERATOR)
+        store.add_slot(
+            "trial",
+            "operator",
+            "op-bob",
+            "bob's operator phrase",
+            passphrase=OPERATOR,
+            kdf=FAST_KDF,
+        )
+        store.add_slot(
+            "trial",
+            "reidentifier",
+            "dpo-carol",
+            "carol's reid phrase",
+            passphrase=REID,
+            kdf=FAST_KDF,
+        )
+        # the new slots open the same keys
+        assert store.unlock_operator("trial", "bob's operator phrase").mac(
+            "uid", "1.2"
+        ) == ring.mac("uid", "1.2")
+        carol = store.unlock_reidentifier("trial", "carol's reid phrase")
+        assert carol.slot == "dpo-carol"
+        assert carol.private_key == store.unlock_reidentifier("trial", REID).private_key
+        # only a holder of the role can add to it
+        with pytest.raises(AuthenticationError):
+            store.add_slot(
+                "trial", "reidentifier", "mallory", "mallory's phrase", passphrase=OPERATOR
+            )
+        with pytest.raises(SlotError, match="already has"):
+            store.add_slot("trial", "operator", "op-bob", "x" * 12, passphrase=OPERATOR)
+        store.remove_slot("trial", "operator", passphrase="bob's operator phrase")
+        with pytest.raises(AuthenticationError):
+            store.unlock_operator("trial", OPERATOR)
+        with pytest.raises(SlotError, match="last operator slot"):
+            store.remove_slot("trial", "op-bob", passphrase="bob's operator phrase")
+        with pytest.raises(AuthenticationError):  # an operator cannot remove a re-identifier
+            store.remove_slot("trial", "dpo-carol", passphrase="bob's operator phrase")
+        store.remove_slot("trial", "dpo-carol", passphrase=REID)
+        with pytest.raises(SlotError, match="last re-identification slot"):
+            store.remove_slot("trial", "reidentifier", passphrase=REID)
+        names = {(s.name, s.role) for s in store.project("trial").slots}
+        assert names == {("op-bob", "operator"), ("reidentifier", "reidentifier")}
+        outcomes = [(r.action, r.outcome) for r in session.audit.records()]
+        assert outcomes.count(("slot.add", "success")) == 2
+        assert outcomes.count(("slot.remove", "success")) == 2
+
+
+def test_slot_changes_refuse_to_run_unaudited(vault: Path) -> None:
+    with pytest.raises(SlotError, match="VaultSession"):
+        Vault.open(vault).add_slot("trial", "operator", "x", "y" * 12, passphrase=OPERATOR)
+
+
+def test_failures_in_a_row_slow_down_and_a_success_resets(vault: Path) -> None:
+    policy = ThrottlePolicy(free_attempts=2, base_delay=0.4, max_delay=5)
+    with VaultSession(vault, throttle=policy) as session:
+        timings = []
+        for _ in range(4):
+            start = time.perf_counter()
+            with pytest.raises(AuthenticationError) as caught:
+                session.vault.unlock_operator("trial", "wrong guess")
+            timings.append(time.perf_counter() - start)
+        assert [caught.value.failures] == [4]
+        # attempts 1 and 2 are free; the 3rd waits 0.4 s after the 2nd failure, the 4th 0.8 s
+        assert timings[0] < 0.4 and timings[1] < 0.4
+        assert timings[2] >= 0.4 - 0.05
+        assert timings[3] >= 0.8 - 0.05
+        assert "the next attempt waits 1.6 s" in str(caught.value)
+        assert session.vault.guard is not None
+        assert session.vault.guard.failures("trial", "operator") == 4
+    # the count is in the database: a new session (process) sees it and waits too
+    with VaultSession(vault, throttle=policy) as session:
+        start = time.perf_counter()
+        session.vault.unlock_operator("trial", OPERATOR)
+        assert time.perf_counter() - start >= 1.6 - 0.9  # minus the time since the last failure
+        assert session.vault.guard is not None
+        assert session.vault.guard.failures("trial", "operator") == 0
+        start = time.perf_counter()
+        with pytest.raises(AuthenticationError):
+            session.vault.unlock_operator("trial", "wrong again")
+        assert time.perf_counter() - start < 0.4
+        # the re-identifier's count is separate
+        assert session.vault.guard.failures("trial", "reidentifier") == 0
+
+
+def test_every_failed_unlock_is_audited(vault: Path) -> None:
+    with VaultSession(vault) as session:
+        with pytest.raises(AuthenticationError):
+            session.vault.unlock_operator("trial", "wrong operator guess")
+        with pytest.raises(AuthenticationError):
+            session.vault.unlock_reidentifier("trial", "wrong reid guess", "reidentifier")
+        records = session.audit.records()[-2:]
+    assert [(r.action, r.outcome) for r in records] == [("unlock", "denied: wrong passphrase")] * 2
+    details = [json.loads(r.details) for r in records]
+    assert [d["role"] for d in details] == ["operator", "reidentifier"]
+    assert details[1]["slot"] == "reidentifier"
+    assert all(r.actor == os_user() and "@" in r.actor for r in records)
+    assert all("wrong" not in r.details for r in records)  # the guess itself is never logged
+
+
+def test_reid_slots_hold_their_own_key_pair(vault: Path) -> None:
+    data = json.loads((vault / "projects" / "trial.json").read_text())
+    reid = next(s for s in data["slots"] if s["role"] == "reidentifier")
+    operator = next(s for s in data["slots"] if s["role"] == "operator")
+    assert reid["public_key"] != data["reid_public_key"] and reid["sealed"]
+    assert "sealed" not in operator and "public_key" not in operator

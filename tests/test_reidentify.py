@@ -10,6 +10,7 @@ from typing import Any
 import pydicom
 import pytest
 
+from keystore.audit import os_user
 from keystore.session import VaultSession
 from tests.conftest import OPERATOR, REID, CanaryRun, cli
 
@@ -170,6 +171,13 @@ def test_refusals_are_one_line_non_zero_and_audited(
     assert record.action == "reidentify"
     assert record.outcome == outcome
     assert record.subject == f"pseudonym:{pseudonym}"
+    details = json.loads(record.details)
+    assert details["os_user"] == os_user()
+    # a refusal names no opened slot; a request that got past the passphrase names it
+    assert details["slot"] == ("reidentifier" if case == "unknown pseudonym" else None)
+    if case == "wrong passphrase":
+        assert details["failures_in_a_row"] >= 1
+        assert record.mac_key is None  # nothing was opened, so nothing authenticates it
 
 
 def test_success_is_audited_before_the_answer(canary_run: CanaryRun, reid_env: None) -> None:
@@ -192,6 +200,11 @@ def test_success_is_audited_before_the_answer(canary_run: CanaryRun, reid_env: N
         "Dr. Test (DPO)",
         "incidental finding, ticket T-1",
     )
+    details = json.loads(record.details)
+    assert (details["os_user"], details["slot"]) == (os_user(), "reidentifier")
+    assert "@" in details["os_user"]
+    # the record is authenticated by the audit key of the slot that was opened
+    assert (record.mac_key, record.mac_slot) == ("canary", "reidentifier") and record.mac
     # The audit record names the pseudonym, never the identity.
     identity = result.json()
     assert identity["patient_id"] not in json.dumps([record.details, record.subject, record.reason])

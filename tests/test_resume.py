@@ -101,7 +101,9 @@ def test_ctrl_c_stops_cleanly_with_a_summary(
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     reports = sorted((tmp_path / "out.pseudo-run").glob("run-*.json"))
-    assert json.loads(reports[-1].read_text())["status"] == "interrupted"
+    # A signal that comes before the run has started (while the vault opens) leaves no report.
+    if reports:
+        assert json.loads(reports[-1].read_text())["status"] == "interrupted"
     final = _start(canary_dir, target, vault)
     _, stderr = final.communicate(timeout=300)
     assert final.returncode == 0, stderr

@@ -17,9 +17,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from keystore.crypto import ScryptParams
 from keystore.errors import KeystoreError
 
 EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_AUTH, EXIT_INTERNAL = 0, 1, 2, 3, 4
+#: The output or the database could not be written (disk full, permissions, server down).
+EXIT_ENVIRONMENT = 5
 
 #: Messages, progress and warnings go to stderr; data goes to stdout.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -133,3 +136,53 @@ def exit_code_of(exc: BaseException) -> int:
     if isinstance(exc, KeystoreError | UserError):
         return exc.exit_code
     return int(getattr(exc, "exit_code", EXIT_USAGE))
+
+
+NewPassphraseFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--new-passphrase-file",
+        help="Read the new slot's passphrase from this file "
+        "[default: $PSEUDO_NEW_PASSPHRASE, else ask twice].",
+        show_default=False,
+    ),
+]
+ScryptNOption = Annotated[
+    int | None,
+    typer.Option(
+        "--scrypt-n",
+        help="scrypt cost n for the slot: a power of two from 16384 to 4194304 "
+        "[default: 65536, about 0.2 s per guess; see `pseudo vault kdf-time`].",
+        show_default=False,
+    ),
+]
+
+
+def new_passphrase(file: Path | None, what: str) -> str:
+    """The passphrase of a new or changed key slot (``--new-passphrase-file`` /
+    ``$PSEUDO_NEW_PASSPHRASE`` / a hidden prompt asked twice)."""
+    return read_passphrase(file, "PSEUDO_NEW_PASSPHRASE", f"new {what}", confirm=True)
+
+
+def scrypt_params(n: int | None) -> ScryptParams | None:
+    """scrypt parameters from ``--scrypt-n`` (None: the default), checked."""
+    if n is None:
+        return None
+    params = ScryptParams(n=n)
+    try:
+        params.validate()
+    except ValueError as exc:
+        raise UserError(f"--scrypt-n {n}: {exc}") from exc
+    return params
+
+
+def confirm_destruction(expected: str, what: str, yes: bool) -> None:
+    """Ask the person at the terminal to type ``expected`` (or accept ``--yes``); else refuse."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UserError(f"{what} cannot be undone: confirm with --yes (no terminal to ask)")
+    err.print(f"{what} cannot be undone.", markup=False)
+    answer = input(f"Type {expected!r} to confirm: ")
+    if answer.strip() != expected:
+        raise UserError(f"not confirmed: {what} was not done")

@@ -1,30 +1,61 @@
-"""``pseudo vault`` and ``pseudo project``: create the vault and its projects."""
+"""``pseudo vault`` and ``pseudo project``: the vault, its projects and their key slots.
+
+Besides creating them: backup and restore, adding, removing and re-wrapping key slots,
+rotating a project's re-identification key and closing a project (crypto-shredding). Each
+change is recorded in the audit log by :mod:`keystore`.
+"""
 
 from __future__ import annotations
 
+import enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from keystore import crypto, maintenance
+from keystore.audit import parse_head
 from keystore.session import VaultSession
-from keystore.vault import DEFAULT_DATE_SHIFT, Vault
+from keystore.vault import DEFAULT_DATE_SHIFT, Role, Vault
 from pseudo.cli.common import (
+    EXIT_ATTENTION,
     DbOption,
+    NewPassphraseFileOption,
     PassphraseFileOption,
     ReidPassphraseFileOption,
+    ScryptNOption,
+    UserError,
     VaultOption,
     actor,
+    confirm_destruction,
     emit_json,
     err,
+    new_passphrase,
     operator_passphrase,
     out,
     reid_passphrase,
+    scrypt_params,
     vault_path,
 )
 
-vault_app = typer.Typer(help="Create and inspect the key vault.", no_args_is_help=True)
-project_app = typer.Typer(help="Projects: one trial or study each.", no_args_is_help=True)
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+
+
+class RoleChoice(enum.StrEnum):
+    """The two kinds of key slot."""
+
+    operator = "operator"
+    reidentifier = "reidentifier"
+
+
+vault_app = typer.Typer(
+    help="The key vault: create, back up, restore; re-wrap key slots.", no_args_is_help=True
+)
+project_app = typer.Typer(
+    help="Projects (one trial or study each), their key slots, key rotation and closing.",
+    no_args_is_help=True,
+)
 
 
 @vault_app.command("init")
@@ -62,6 +93,7 @@ def project_create(
     ] = "reidentifier",
     passphrase_file: PassphraseFileOption = None,
     reid_passphrase_file: ReidPassphraseFileOption = None,
+    scrypt_n: ScryptNOption = None,
 ) -> None:
     """Create a project: a fresh secret, an operator slot and a re-identification slot.
 
@@ -81,6 +113,7 @@ def project_create(
             date_shift_days=(date_shift_min, date_shift_max),
             operator_slot=operator_slot,
             reid_slot=reid_slot,
+            kdf=scrypt_params(scrypt_n),
         )
         session.audit.append(
             "project.create",
@@ -117,14 +150,20 @@ def project_list(
                     project.settings.date_shift_min_days,
                     project.settings.date_shift_max_days,
                 ],
-                "slots": [{"name": s.name, "role": s.role} for s in project.slots],
+                "slots": [
+                    {"name": s.name, "role": s.role, "kdf": s.params.to_json()}
+                    for s in project.slots
+                ],
                 "created": project.created,
+                "closed": project.closed,
+                "closed_at": project.closed_at,
+                "reid_key": crypto.fingerprint(project.reid_public_key),
             }
         )
     if as_json:
         emit_json(rows)
         return
-    table = Table("project", "prefix", "date offsets (days)", "key slots", "created")
+    table = Table("project", "prefix", "date offsets (days)", "key slots", "created", "closed")
     for name in store.project_names():
         project = store.project(name)
         settings = project.settings
@@ -132,7 +171,293 @@ def project_list(
             name,
             settings.prefix,
             f"{settings.date_shift_min_days}..{settings.date_shift_max_days}",
-            ", ".join(f"{s.name} ({s.role})" for s in project.slots),
+            ", ".join(f"{s.name} ({s.role}, n={s.params.n})" for s in project.slots),
             project.created,
+            project.closed_at or ("yes" if project.closed else ""),
         )
     out.print(table)
+
+
+def _role_passphrase(
+    role: Role, passphrase_file: Path | None, reid_passphrase_file: Path | None
+) -> str:
+    if role == "operator":
+        return operator_passphrase(passphrase_file)
+    return reid_passphrase(reid_passphrase_file)
+
+
+def _what(role: Role) -> str:
+    return "operator" if role == "operator" else "re-identification"
+
+
+# -- key slots ------------------------------------------------------------------------------
+@project_app.command("add-slot")
+def project_add_slot(
+    name: Annotated[str, typer.Argument(help="The project.")],
+    slot: Annotated[str, typer.Argument(help="Name of the new slot (e.g. the person's).")],
+    role: Annotated[RoleChoice, typer.Option("--role", help="Kind of slot.")],
+    vault: VaultOption = None,
+    db: DbOption = None,
+    scrypt_n: ScryptNOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    reid_passphrase_file: ReidPassphraseFileOption = None,
+    new_passphrase_file: NewPassphraseFileOption = None,
+) -> None:
+    """Give one more person their own passphrase for a project, without reprocessing anything.
+
+    An existing passphrase of the same role opens the project (only a holder can let someone
+    else in); the new passphrase comes from --new-passphrase-file, $PSEUDO_NEW_PASSPHRASE or a
+    prompt asked twice.
+
+    Example: pseudo project add-slot lung-trial dpo-bob --role reidentifier
+    """
+    kind: Role = role.value
+    params = scrypt_params(scrypt_n)
+    with VaultSession(vault_path(vault), db) as session:
+        session.vault.refuse_closed(
+            session.vault.project(name), "its key slots can no longer change"
+        )
+        current = _role_passphrase(kind, passphrase_file, reid_passphrase_file)
+        fresh = new_passphrase(new_passphrase_file, _what(kind))
+        created = session.vault.add_slot(name, kind, slot, fresh, passphrase=current, kdf=params)
+    err.print(
+        f"Added {_what(kind)} slot [bold]{slot}[/] to project {name!r} "
+        f"(scrypt n={created.params.n})"
+    )
+
+
+@project_app.command("remove-slot")
+def project_remove_slot(
+    name: Annotated[str, typer.Argument(help="The project.")],
+    slot: Annotated[str, typer.Argument(help="The slot to remove.")],
+    vault: VaultOption = None,
+    db: DbOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    reid_passphrase_file: ReidPassphraseFileOption = None,
+) -> None:
+    """Remove a person's key slot; the last slot of its kind is never removed.
+
+    Needs a passphrase of a slot of the same kind (the one removed will do). Removing a
+    re-identification slot does not revoke a copy of the private key someone already opened:
+    rotate the key afterwards (`pseudo project rotate-reid-key`).
+
+    Example: pseudo project remove-slot lung-trial dpo-alice
+    """
+    store = Vault.open(vault_path(vault))
+    role = store.project(name).slot(slot).role
+    with VaultSession(vault_path(vault), db) as session:
+        session.vault.remove_slot(
+            name, slot, passphrase=_role_passphrase(role, passphrase_file, reid_passphrase_file)
+        )
+    err.print(f"Removed {_what(role)} slot [bold]{slot}[/] from project {name!r}")
+
+
+@vault_app.command("rewrap-slot")
+def vault_rewrap_slot(
+    name: Annotated[str, typer.Argument(help="The project.")],
+    slot: Annotated[str, typer.Argument(help="The slot to re-wrap.")],
+    vault: VaultOption = None,
+    db: DbOption = None,
+    scrypt_n: ScryptNOption = None,
+    change_passphrase: Annotated[
+        bool, typer.Option("--change-passphrase", help="Also give the slot a new passphrase.")
+    ] = False,
+    passphrase_file: PassphraseFileOption = None,
+    reid_passphrase_file: ReidPassphraseFileOption = None,
+    new_passphrase_file: NewPassphraseFileOption = None,
+) -> None:
+    """Re-wrap a key slot with a new scrypt cost (and optionally a new passphrase).
+
+    The slot's own passphrase is needed. The keys inside do not change, so no record, image or
+    other slot does. Raise the cost when `pseudo vault kdf-time` shows guesses got cheaper.
+
+    Example: pseudo vault rewrap-slot lung-trial operator --scrypt-n 131072
+    """
+    store = Vault.open(vault_path(vault))
+    old = store.project(name).slot(slot)
+    params = scrypt_params(scrypt_n) or crypto.ScryptParams()
+    with VaultSession(vault_path(vault), db) as session:
+        current = _role_passphrase(old.role, passphrase_file, reid_passphrase_file)
+        fresh = new_passphrase(new_passphrase_file, _what(old.role)) if change_passphrase else None
+        session.vault.rewrap_slot(name, slot, current, kdf=params, new_passphrase=fresh)
+    err.print(
+        f"Re-wrapped slot [bold]{slot}[/] of project {name!r}: scrypt n={old.params.n} -> "
+        f"n={params.n}" + (", new passphrase" if fresh else "")
+    )
+
+
+@vault_app.command("kdf-time")
+def vault_kdf_time(
+    scrypt_n: ScryptNOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure what one passphrase guess costs on this machine with a scrypt cost.
+
+    Example: pseudo vault kdf-time --scrypt-n 131072
+    """
+    params = scrypt_params(scrypt_n) or crypto.ScryptParams()
+    seconds = crypto.time_kdf(params)
+    if as_json:
+        emit_json({**params.to_json(), "seconds": round(seconds, 4)})
+        return
+    out.print(
+        f"scrypt n={params.n} r={params.r} p={params.p}: {seconds:.3f} s per guess, "
+        f"{128 * params.r * params.n // 2**20} MiB"
+    )
+
+
+# -- rotation and closing -------------------------------------------------------------------
+@project_app.command("rotate-reid-key")
+def project_rotate_reid_key(
+    name: Annotated[str, typer.Argument(help="The project.")],
+    vault: VaultOption = None,
+    db: DbOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    reid_passphrase_file: ReidPassphraseFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Give the project a new re-identification key pair and re-seal every linkage record.
+
+    All records are re-sealed in one database transaction (a crash leaves the old state);
+    every re-identification slot gets the new key without its holder's passphrase. Needs an
+    operator passphrase (it authenticates the new public key) and a re-identification one.
+    Runs that opened the project before the rotation are refused at their next commit.
+
+    Example: pseudo project rotate-reid-key lung-trial
+    """
+    with VaultSession(vault_path(vault), db) as session:
+        session.vault.refuse_closed(session.vault.project(name), "its key can no longer be rotated")
+        operator = operator_passphrase(passphrase_file)
+        reid = reid_passphrase(reid_passphrase_file)
+        rotation = maintenance.rotate_reid_key(session, name, operator, reid)
+    if as_json:
+        emit_json(
+            {
+                "project": rotation.project,
+                "records": rotation.records,
+                "slots": rotation.slots,
+                "old_key": rotation.old_key,
+                "new_key": rotation.new_key,
+            }
+        )
+        return
+    err.print(
+        f"Rotated the re-identification key of project {name!r} "
+        f"({rotation.old_key} -> {rotation.new_key}): {rotation.records} linkage records "
+        f"re-sealed, slots {', '.join(rotation.slots)} re-wrapped"
+    )
+
+
+@project_app.command("close")
+def project_close(
+    name: Annotated[str, typer.Argument(help="The project.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    destroy_secret: Annotated[
+        bool,
+        typer.Option(
+            "--destroy-secret",
+            help="Also remove every operator slot: nobody can compute a pseudonym of this "
+            "project again (needs an operator passphrase too).",
+        ),
+    ] = False,
+    vault: VaultOption = None,
+    db: DbOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    reid_passphrase_file: ReidPassphraseFileOption = None,
+) -> None:
+    """Close a project for good: destroy its re-identification key (crypto-shredding).
+
+    Every re-identification slot is removed, so the sealed linkage records can no longer be
+    opened by anyone, and the project takes no more data (`pseudo run` refuses it). Needs a
+    re-identification passphrase and a confirmation (type the project name, or --yes).
+    Backups made before the close still hold the key: destroy them too.
+
+    Example: pseudo project close lung-trial --yes
+    """
+    with VaultSession(vault_path(vault), db) as session:
+        session.vault.refuse_closed(session.vault.project(name), "there is nothing left to close")
+        confirm_destruction(
+            name, f"closing project {name!r} (destroying its re-identification key)", yes
+        )
+        reid = reid_passphrase(reid_passphrase_file)
+        operator = operator_passphrase(passphrase_file) if destroy_secret else None
+        closure = maintenance.close_project(
+            session, name, reid, destroy_secret=destroy_secret, operator_passphrase=operator
+        )
+    err.print(
+        f"Closed project [bold]{name}[/]: destroyed slots {', '.join(closure.destroyed_slots)}; "
+        f"its {closure.records} linkage records can no longer be opened"
+    )
+
+
+# -- backup and restore ---------------------------------------------------------------------
+@vault_app.command("backup")
+def vault_backup(
+    dest: Annotated[Path, typer.Argument(help="A new (or empty) folder for the backup.")],
+    vault: VaultOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Copy the vault consistently: project files, checkpoint and the SQLite database.
+
+    The database is copied with SQLite's online backup API, so runs may go on meanwhile. The
+    folder and files are owner-only; backup.json lists every file's SHA-256 and the audit head.
+    A PostgreSQL linkage store is not copied: back it up with pg_dump.
+
+    Example: pseudo vault backup /secure/backups/pseudo-2024-06-01
+    """
+    with VaultSession(vault_path(vault), db) as session:
+        if db is not None and session.vault.uses_own_sqlite:
+            raise UserError("--db: a backup copies the vault's own database; omit --db")
+        manifest = maintenance.backup(session, dest)
+    if as_json:
+        emit_json(manifest.to_json())
+        return
+    err.print(
+        f"Backed up {vault_path(vault)} to [bold]{dest}[/]: {len(manifest.files)} files, "
+        f"audit head {manifest.audit_head}"
+    )
+    if manifest.database == "external":
+        err.print(
+            "[yellow]note[/]: the linkage store is not in the vault folder and is not in this "
+            "backup: back it up with pg_dump (see docs/operations.md)"
+        )
+
+
+@vault_app.command("restore")
+def vault_restore(
+    backup: Annotated[Path, typer.Argument(help="A folder made by `pseudo vault backup`.")],
+    vault: VaultOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore a backup into a new vault folder and verify its audit log.
+
+    Every file's SHA-256 is checked against backup.json, and the restored audit log must
+    still contain the record the backup was taken at. Exits 1 if the verification fails.
+
+    Example: pseudo vault restore /secure/backups/pseudo-2024-06-01 --vault /secure/pseudo-vault
+    """
+    dest = vault_path(vault)
+    manifest = maintenance.restore(backup, dest)
+    with VaultSession(dest) as session:
+        result = session.audit.verify(expect=[parse_head(manifest.audit_head)])
+        if result.ok:
+            session.audit.append(
+                "vault.restore",
+                actor(),
+                "success",
+                details={"from": str(backup.resolve()), "audit_head": manifest.audit_head},
+            )
+    if as_json:
+        emit_json({"vault": str(dest), "ok": result.ok, "problems": result.problems})
+    elif result.ok:
+        err.print(
+            f"Restored [bold]{dest}[/] from {backup}: audit log intact up to and beyond "
+            f"record {manifest.audit_head.split(':')[0]}"
+        )
+    else:
+        err.print(f"[red]Restored {dest}, but its audit log FAILED verification[/]:")
+        for problem in result.problems:
+            err.print(f"  - {problem}")
+    if not result.ok:
+        raise typer.Exit(EXIT_ATTENTION)

@@ -1,0 +1,382 @@
+"""Key rotation, closing a project (crypto-shredding), backup and restore.
+
+Each works on an open :class:`~keystore.session.VaultSession`, holds the project's lock while
+it changes the project file, and leaves a record in the audit log.
+
+Rotation writes the project's next file beside the current one, re-seals every linkage record
+in one database transaction (which also moves the project's key row to the new public key),
+and only then puts the next file in place. A crash before the commit leaves the old state; a
+crash after it is completed the next time the vault is opened (:func:`recover`), because the
+key row in the database says which file is current.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keystore import crypto
+from keystore.audit import os_user
+from keystore.db import utcnow
+from keystore.errors import BackupError, CorruptVaultError, ProjectClosedError
+from keystore.vault import ProjectFile, Vault, settings_mac
+
+if TYPE_CHECKING:
+    from keystore.session import VaultSession
+
+BACKUP_FORMAT = "pseudo-backup/1"
+MANIFEST = "backup.json"
+
+
+# -- rotation ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rotation:
+    """What a key rotation did."""
+
+    project: str
+    records: int
+    slots: list[str]
+    old_key: str  # fingerprints, not the keys
+    new_key: str
+
+
+def rotate_reid_key(
+    session: VaultSession,
+    name: str,
+    operator_passphrase: str,
+    reid_passphrase: str,
+    *,
+    on_progress: Callable[[str, int], None] | None = None,
+) -> Rotation:
+    """Give the project a new X25519 re-identification key pair.
+
+    Needs an operator passphrase (the settings MAC over the new public key is keyed by the
+    project secret) and a re-identification passphrase (to open the records). Every linkage
+    record is re-sealed in one transaction; every re-identification slot gets the new private
+    key sealed to its own public key, so nobody's passphrase changes. ``on_progress`` is called
+    with ``("resealing", n)`` after each chunk and ``("committed", n)`` after the commit.
+    """
+    vault = session.vault
+    with vault.lock(name):
+        project = vault.project(name)
+        vault.refuse_closed(project, "its key can no longer be rotated")
+        operator = vault.open_slot(project, "operator", operator_passphrase)
+        vault.check_settings(project, operator.key)
+        reid = vault.open_slot(project, "reidentifier", reid_passphrase)
+        new_private, new_public = crypto.generate_x25519()
+        slots = [
+            s.reseal(name, new_private, reid.audit_key) if s.role == "reidentifier" else s
+            for s in project.slots
+        ]
+        following = ProjectFile(
+            settings=project.settings,
+            reid_public_key=new_public,
+            settings_mac=settings_mac(operator.key, project.settings, new_public),
+            slots=slots,
+            created=project.created,
+        )
+        old_fp, new_fp = crypto.fingerprint(project.reid_public_key), crypto.fingerprint(new_public)
+        details: dict[str, Any] = {"old_key": old_fp, "new_key": new_fp}
+        staging = vault.write_staging(following)
+        session.audit.append("reid-key.rotate", os_user(), "started", project=name, details=details)
+        try:
+            count = session.linkage.reseal_all(
+                name, reid.key, project.reid_public_key, new_public, on_progress
+            )
+        except BaseException as exc:
+            staging.unlink(missing_ok=True)
+            session.audit.append(
+                "reid-key.rotate",
+                os_user(),
+                f"failed: {exc.__class__.__name__}; nothing changed",
+                project=name,
+                details=details,
+            )
+            raise
+        if on_progress is not None:
+            on_progress("committed", count)
+        os.replace(staging, vault.project_path(name))
+    reid_slots = [s.name for s in slots if s.role == "reidentifier"]
+    session.audit.append(
+        "reid-key.rotate",
+        os_user(),
+        "success",
+        project=name,
+        details={
+            **details,
+            "records": count,
+            "slots": reid_slots,
+            "by_slots": [operator.slot, reid.slot],
+        },
+    )
+    return Rotation(name, count, reid_slots, old_fp, new_fp)
+
+
+def recover(session: VaultSession) -> list[str]:
+    """Finish or discard key rotations that a crash interrupted; return what was done.
+
+    A staging file whose public key is the one the linkage store is sealed to is put in place
+    (the records were re-sealed and committed); any other staging file is removed (the
+    transaction never committed). A project locked by a running rotation is left alone.
+    """
+    vault = session.vault
+    done: list[str] = []
+    for staging in sorted((vault.path / "projects").glob("*.json.rotating")):
+        name = staging.name.removesuffix(".json.rotating")
+        with vault.lock(name, blocking=False) as locked:
+            if not locked or not staging.exists():
+                continue
+            try:
+                following = ProjectFile.from_json(json.loads(staging.read_text()), staging)
+            except (OSError, ValueError, CorruptVaultError):
+                staging.unlink(missing_ok=True)
+                continue
+            if session.linkage.sealed_to(name) == following.reid_public_key.hex():
+                os.replace(staging, vault.project_path(name))
+                outcome = "completed after an interruption"
+            else:
+                staging.unlink()
+                outcome = "discarded after an interruption; nothing changed"
+            done.append(f"key rotation of project {name!r} {outcome}")
+        session.audit.append("reid-key.rotate", os_user(), outcome, project=name)
+    return done
+
+
+# -- closing -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Closure:
+    """What closing a project destroyed."""
+
+    project: str
+    destroyed_slots: list[str]
+    records: int
+    secret_destroyed: bool
+
+
+def close_project(
+    session: VaultSession,
+    name: str,
+    reid_passphrase: str,
+    *,
+    destroy_secret: bool = False,
+    operator_passphrase: str | None = None,
+) -> Closure:
+    """Destroy the project's re-identification key material for good (crypto-shredding).
+
+    A re-identification passphrase authorizes it. Every re-identification slot (the only
+    place the private key exists) is removed from the project file; the linkage store records
+    the project as closed, so no run adds to it. The sealed records stay, and nobody can open
+    them any more. With ``destroy_secret`` (which also needs an operator passphrase) the
+    operator slots go too, so nobody can compute a pseudonym of the project again either.
+    """
+    vault = session.vault
+    with vault.lock(name):
+        project = vault.project(name)
+        vault.refuse_closed(project, "there is nothing left to close")
+        reid = vault.open_slot(project, "reidentifier", reid_passphrase)
+        operator_slot: str | None = None
+        if destroy_secret:
+            if operator_passphrase is None:
+                raise ProjectClosedError(
+                    "destroying the project secret also needs an operator passphrase"
+                )
+            opened = vault.open_slot(project, "operator", operator_passphrase)
+            operator_slot = opened.slot
+        destroyed = [s.name for s in project.slots if s.role == "reidentifier" or destroy_secret]
+        session.audit.append(
+            "project.close",
+            os_user(),
+            "started",
+            project=name,
+            details={"slots": destroyed, "by_slot": reid.slot},
+        )
+        session.linkage.mark_closed(name, project.reid_public_key)
+        closed = ProjectFile(
+            settings=project.settings,
+            reid_public_key=project.reid_public_key,
+            settings_mac=project.settings_mac,
+            slots=[] if destroy_secret else project.slots_for("operator"),
+            created=project.created,
+            closed=True,
+            closed_at=utcnow().isoformat(),
+        )
+        vault.save_project(closed)
+        vault.staging_path(name).unlink(missing_ok=True)
+    records = session.linkage.count(name)
+    session.audit.append(
+        "project.close",
+        os_user(),
+        "success",
+        project=name,
+        details={
+            "destroyed_slots": destroyed,
+            "by_slots": [reid.slot, *([operator_slot] if operator_slot else [])],
+            "linkage_records": records,
+            "secret_destroyed": destroy_secret,
+        },
+    )
+    return Closure(name, destroyed, records, destroy_secret)
+
+
+# -- backup and restore --------------------------------------------------------------------
+@dataclass
+class BackupManifest:
+    """``backup.json``: what a backup holds and the audit head it was taken at."""
+
+    created: str
+    source: str
+    audit_head: str  # SEQ:HASH of the last audit record in the backup (or at backup time)
+    database: str  # "sqlite" (pseudo.db included) or "external" (back it up yourself)
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> SHA-256
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as written to ``backup.json``."""
+        return {
+            "format": BACKUP_FORMAT,
+            "created": self.created,
+            "source": self.source,
+            "audit_head": self.audit_head,
+            "database": self.database,
+            "files": self.files,
+        }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _copy_private(source: Path, target: Path) -> None:
+    """Copy one file, owner-only, flushed to disk."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with source.open("rb") as src, os.fdopen(fd, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+def _new_private_dir(path: Path) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise BackupError(f"{path}: exists and is not an empty folder")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    (path / "projects").mkdir(mode=0o700, exist_ok=True)
+
+
+def backup(session: VaultSession, dest: Path) -> BackupManifest:
+    """Copy the vault consistently to ``dest`` (a new, owner-only folder).
+
+    Holds every project's lock (no slot change, rotation or close meanwhile), copies the vault
+    and project files and the checkpoint, then the SQLite database with its online backup API
+    (a consistent snapshot even while runs write to it). The checkpoint is copied before the
+    database, so the copy's log always reaches it. A PostgreSQL store is not copied: back it
+    up with ``pg_dump`` (``database`` says ``external``).
+    """
+    vault = session.vault
+    dest = Path(dest)
+    if dest.resolve().is_relative_to(vault.path.resolve()):
+        raise BackupError(f"{dest}: a backup must not be inside the vault it copies")
+    _new_private_dir(dest)
+    with ExitStack() as stack:
+        for name in vault.project_names():
+            stack.enter_context(vault.lock(name))
+        files = [
+            Path("vault.json"),
+            Path("audit-checkpoint.json"),
+            *(Path("projects") / p.name for p in sorted((vault.path / "projects").glob("*.json"))),
+        ]
+        for rel in files:
+            if (vault.path / rel).exists():
+                _copy_private(vault.path / rel, dest / rel)
+        database = "external"
+        if vault.uses_own_sqlite:
+            database = "sqlite"
+            target = dest / "pseudo.db"
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            source = sqlite3.connect(vault.path / "pseudo.db", timeout=60)
+            copy = sqlite3.connect(target)
+            try:
+                source.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")
+                check = copy.execute("PRAGMA integrity_check").fetchone()
+                head = copy.execute(
+                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+            finally:
+                copy.close()
+                source.close()
+            if not check or check[0] != "ok":
+                raise BackupError(f"{target}: the copied database fails its integrity check")
+            files.append(Path("pseudo.db"))
+            seq, digest = (int(head[0]), str(head[1])) if head else session.audit.head()
+        else:
+            seq, digest = session.audit.head()
+    manifest = BackupManifest(
+        created=utcnow().isoformat(),
+        source=str(vault.path.resolve()),
+        audit_head=f"{seq}:{digest}",
+        database=database,
+        files={str(rel): _sha256(dest / rel) for rel in files if (dest / rel).exists()},
+    )
+    fd = os.open(dest / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(manifest.to_json(), handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    session.audit.append(
+        "vault.backup",
+        os_user(),
+        "success",
+        details={"destination": str(dest.resolve()), "audit_head": manifest.audit_head},
+    )
+    return manifest
+
+
+def read_manifest(backup_dir: Path) -> BackupManifest:
+    """Read and check ``backup.json`` and the hash of every file it lists."""
+    path = Path(backup_dir) / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BackupError(f"{path}: not a pseudo backup ({exc.__class__.__name__})") from exc
+    if not isinstance(data, dict) or data.get("format") != BACKUP_FORMAT:
+        raise BackupError(f"{path}: unknown backup format")
+    manifest = BackupManifest(
+        created=str(data["created"]),
+        source=str(data["source"]),
+        audit_head=str(data["audit_head"]),
+        database=str(data["database"]),
+        files={str(k): str(v) for k, v in data["files"].items()},
+    )
+    for rel, digest in manifest.files.items():
+        file = Path(backup_dir) / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise BackupError(f"{path}: lists a file outside the backup ({rel})")
+        if not file.is_file() or _sha256(file) != digest:
+            raise BackupError(f"{file}: missing or changed since the backup was made")
+    return manifest
+
+
+def restore(backup_dir: Path, dest: Path) -> BackupManifest:
+    """Restore a backup into ``dest`` (a new or empty folder), checking every file's hash.
+
+    The restored folder is a complete vault; open it and verify its audit log against the
+    manifest's head (``pseudo vault restore`` does both).
+    """
+    manifest = read_manifest(backup_dir)
+    dest = Path(dest)
+    _new_private_dir(dest)
+    for rel in manifest.files:
+        _copy_private(Path(backup_dir) / rel, dest / rel)
+    Vault.open(dest)  # fails clearly if the copy is not a vault
+    return manifest

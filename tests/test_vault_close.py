@@ -1,0 +1,168 @@
+"""``pseudo project close``: crypto-shredding a project's re-identification key."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from keystore.errors import AuthenticationError, ProjectClosedError
+from keystore.linkage import LinkageEntry
+from keystore.session import VaultSession
+from keystore.vault import KeySlot, Vault
+from tests.conftest import OPERATOR, REID, cli
+from tests.test_vault_slots import last_audit, reidentify, run_cohort
+
+
+def slot_material(vault: Path) -> list[bytes]:
+    """The wrapped and sealed bytes of every re-identification slot, as stored in base64."""
+    data = json.loads((vault / "projects" / "trial.json").read_text())
+    return [
+        value.encode()
+        for slot in data["slots"]
+        if slot["role"] == "reidentifier"
+        for value in (slot["wrapped"], slot["sealed"], slot["kdf"]["salt"])
+    ]
+
+
+def all_bytes(folder: Path) -> bytes:
+    """Every file under ``folder``, concatenated."""
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def test_closing_needs_a_confirmation(vault: Path, env: None) -> None:
+    result = cli("project", "close", "trial", "--vault", vault)
+    assert result.code == 2 and result.stderr.count("\n") == 1
+    assert "confirm with --yes" in result.stderr
+    with VaultSession(vault) as session:
+        assert session.vault.unlock_reidentifier("trial", REID).slot == "reidentifier"
+
+
+def test_a_wrong_passphrase_closes_nothing(
+    vault: Path, env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PSEUDO_REID_PASSPHRASE", OPERATOR)
+    result = cli("project", "close", "trial", "--yes", "--vault", vault)
+    assert result.code == 3
+    assert not Vault.open(vault).project("trial").closed
+    assert last_audit(vault)["outcome"] == "denied: wrong passphrase"
+
+
+def test_closing_destroys_the_reidentification_key_for_good(
+    tmp_path: Path, vault: Path, env: None
+) -> None:
+    out = run_cohort(tmp_path, vault)
+    pseudonym = next(out.iterdir()).name
+    assert reidentify(vault, pseudonym)[0] == 0
+    material = slot_material(vault)
+    old_slots = [
+        KeySlot.from_json(s)
+        for s in json.loads((vault / "projects" / "trial.json").read_text())["slots"]
+        if s["role"] == "reidentifier"
+    ]
+
+    closed = cli("project", "close", "trial", "--yes", "--vault", vault)
+    assert closed.code == 0, closed.stderr
+    assert "can no longer be opened" in closed.stderr
+
+    # Re-identification fails with one clear line (exit 2), and the refusal is audited.
+    code, _, stderr = reidentify(vault, pseudonym)
+    assert code == 2 and stderr.count("\n") == 1
+    assert "was closed" in stderr and "no pseudonym of it can be re-identified" in stderr
+    refusal = last_audit(vault)
+    assert refusal["outcome"] == "refused: project closed"
+    # No run adds to it.
+    run = cli("run", tmp_path / "in", tmp_path / "out2", "--project", "trial", "--vault", vault)
+    assert run.code == 2 and "accepts no more data" in run.stderr
+    assert not (tmp_path / "out2").exists()
+    # The close is in the audit log, authenticated, with what was destroyed.
+    records = cli("audit", "show", "--vault", vault, "--json").json()
+    close = [r for r in records if r["action"] == "project.close"]
+    assert [r["outcome"] for r in close] == ["started", "success"]
+    assert close[-1]["details"]["destroyed_slots"] == ["reidentifier"]
+    assert close[-1]["authenticated_by"] == "trial/reidentifier"
+    # Operators can still check the log with the project's audit key.
+    verified = cli("audit", "verify", "--vault", vault, "--project", "trial", "--json")
+    assert verified.code == 0 and verified.json()["authenticated_through"] == close[-1]["seq"]
+
+    # A copy of the vault taken after the close, with the old passphrase: nothing opens.
+    copy = tmp_path / "stolen-after-close"
+    shutil.copytree(vault, copy)
+    stolen = all_bytes(copy)
+    assert material and not any(m in stolen for m in material)
+    data = json.loads((copy / "projects" / "trial.json").read_text())
+    assert data["closed"] is True
+    assert [s["role"] for s in data["slots"]] == ["operator"]
+    for slot in data["slots"]:
+        with pytest.raises(Exception, match="does not open"):
+            KeySlot.from_json(slot).open("trial", REID)
+    data["closed"] = False  # even an attacker who reopens the file finds no slot
+    (copy / "projects" / "trial.json").write_text(json.dumps(data))
+    (copy / "pseudo.db").unlink()  # and no linkage-store flag
+    for name in ("pseudo.db-wal", "pseudo.db-shm"):
+        (copy / name).unlink(missing_ok=True)
+    with pytest.raises(AuthenticationError, match="no re-identification slot"):
+        Vault.open(copy).unlock_reidentifier("trial", REID)
+    # (the slots as they were before the close did open: the passphrase is right)
+    assert old_slots[0].open("trial", REID)
+
+    listed = cli("project", "list", "--vault", vault, "--json").json()[0]
+    assert listed["closed"] is True and listed["closed_at"]
+    for args in (
+        ["project", "rotate-reid-key", "trial"],
+        ["project", "close", "trial", "--yes"],
+        ["project", "add-slot", "trial", "x", "--role", "reidentifier"],
+    ):
+        refused = cli(*args, "--vault", vault)
+        assert refused.code == 2 and "was closed" in refused.stderr, args
+    assert cli("audit", "verify", "--vault", vault).code == 0
+
+
+def test_destroy_secret_removes_every_slot(tmp_path: Path, vault: Path, env: None) -> None:
+    run_cohort(tmp_path, vault)
+    result = cli("project", "close", "trial", "--yes", "--destroy-secret", "--vault", vault)
+    assert result.code == 0, result.stderr
+    data = json.loads((vault / "projects" / "trial.json").read_text())
+    assert data["slots"] == [] and data["closed"] is True
+    with VaultSession(vault) as session, pytest.raises(ProjectClosedError):
+        session.vault.unlock_operator("trial", OPERATOR)
+    assert last_audit(vault)["details"] == {
+        "destroyed_slots": ["operator", "reidentifier"],
+        "by_slots": ["reidentifier", "operator"],
+        "linkage_records": 9,
+        "secret_destroyed": True,
+    }
+
+
+def test_the_linkage_store_refuses_a_closed_project_for_a_stale_vault_too(
+    tmp_path: Path, vault: Path, env: None
+) -> None:
+    """Another vault folder sharing the database (or an old copy) still has the project open."""
+    stale = (vault / "projects" / "trial.json").read_bytes()
+    with VaultSession(vault) as session:
+        keyring = session.vault.unlock_operator("trial", OPERATOR)
+    assert cli("project", "close", "trial", "--yes", "--vault", vault).code == 0
+    (vault / "projects" / "trial.json").write_bytes(stale)
+    with VaultSession(vault) as session:
+        with pytest.raises(ProjectClosedError):
+            session.vault.unlock_operator("trial", OPERATOR)
+        entry = LinkageEntry("patient", "T-1", "T-1", {"patient_id": "MRN1"})
+        with pytest.raises(ProjectClosedError):
+            session.linkage.commit_batch(keyring, "late", [entry], [])
+        assert session.linkage.count("trial") == 0
+    pseudonym = "TRIAL-AAAAAAAAAAAAAAAA"
+    code, _, stderr = reidentify(vault, pseudonym)
+    assert code == 2 and "was closed" in stderr
+
+
+def test_closed_project_slots_are_gone_even_from_the_base64_of_the_file(
+    vault: Path, env: None
+) -> None:
+    before = (vault / "projects" / "trial.json").read_text()
+    reid = next(s for s in json.loads(before)["slots"] if s["role"] == "reidentifier")
+    assert cli("project", "close", "trial", "--yes", "--vault", vault).code == 0
+    after = (vault / "projects" / "trial.json").read_bytes()
+    assert base64.b64decode(reid["sealed"]) not in after and reid["sealed"].encode() not in after
