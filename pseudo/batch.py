@@ -467,9 +467,7 @@ class Runner:
                 pool.close()
             self.summary.finished = now()
             try:
-                self.store.finish_run(
-                    self.summary.run_id, self.summary.status, self.summary.counts
-                )
+                self.store.finish_run(self.summary.run_id, self.summary.status, self.summary.counts)
             except DatabaseError:
                 if self.summary.status != "failed":
                     raise  # else the first error (the database's too, most likely) is shown
