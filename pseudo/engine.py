@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.sr.codedict import codes
 from pydicom.uid import (
     UID,
     ExplicitVRBigEndian,
@@ -242,6 +241,8 @@ class Pseudonymizer:
         ds.PatientIdentityRemoved = "YES" if policy.removes_identity else "NO"
         ds.DeidentificationMethod = policy.method
         items = []
+        from pydicom.sr.codedict import codes  # 0.1 s to import: only when a file is done
+
         for keyword in policy.option_codes:
             code = getattr(codes.DCM, keyword)
             item = Dataset()
