@@ -139,7 +139,7 @@ def demo_command(
     out.print(result.stdout.rstrip(), markup=False)
 
     out.print(Rule("5. The audit log: every step recorded, hash chain verified"))
-    _pseudo("audit", "verify", "--vault", str(vault), env=env)
+    _pseudo("audit", "verify", "--project", "demo-trial", "--vault", str(vault), env=env)
     shown = _pseudo("audit", "show", "--vault", str(vault), env=env)
     out.print(shown.stdout.rstrip(), markup=False, highlight=False)
     identity = json.loads(result.stdout)
