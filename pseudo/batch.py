@@ -36,7 +36,7 @@ from pseudo import __version__, anchors, durable, verify
 from pseudo.anchors import scan_file
 from pseudo.dicomio import NotDicom, OutputFailure, read_source, sanitize, write_temporary
 from pseudo.engine import PseudonymizedDataset, Pseudonymizer, quiet_pydicom
-from pseudo.findings import Finding, RejectedFile
+from pseudo.findings import Finding, NotAnInstance, RejectedFile
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.pools import Pool, WorkerSetup, open_pool
 from pseudo.tokens import pseudonym
@@ -66,6 +66,7 @@ class FileOutcome:
     input: str
     fingerprint: str
     status: str  # written | unchanged | skipped | quarantined (| failed: never recorded)
+    input_id: str = ""  # keyed digest of the input path: the run report names files by it
     output: str | None = None
     reason: str | None = None
     temp: str | None = None
@@ -133,7 +134,9 @@ class RunSummary:
         return in_files + len(self.reference_findings)
 
     def report(self) -> dict[str, Any]:
-        """The run report: no identifying DICOM value, only paths, counts and reasons."""
+        """The run report: nothing identifying (no DICOM value, no input path: folders are
+        often named after patients). Input files are named by a keyed digest of their path;
+        :meth:`inputs` maps these to the paths, for the operator."""
         return {
             "format": "pseudo-run-report/1",
             "run_id": self.run_id,
@@ -147,7 +150,7 @@ class RunSummary:
                 "options": self.policy.options,
                 "standard_edition": f"PS3.15 {self.policy.edition}",
             },
-            "input": str(self.input),
+            "inputs": f"run-{self.run_id}.inputs.json",
             "output": str(self.output),
             "started": self.started,
             "finished": self.finished,
@@ -155,7 +158,7 @@ class RunSummary:
             "counts": self.counts,
             "files": [
                 {
-                    "input": o.input,
+                    "input_id": o.input_id,
                     "status": o.status,
                     "output": o.output,
                     "reason": o.reason,
@@ -172,6 +175,25 @@ class RunSummary:
                 ),
             },
         }
+
+    def inputs(self) -> dict[str, Any]:
+        """The input paths of the run, by their id in the report (identifying: operator-side)."""
+        root = self.input if self.input.is_dir() else self.input.parent
+        return {
+            "format": "pseudo-run-inputs/1",
+            "run_id": self.run_id,
+            "note": "input paths can name patients: keep this file with the input data",
+            "input": str(self.input),
+            "root": str(root),
+            "files": {o.input_id: _relative(o.input, root) for o in self.outcomes},
+        }
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
 
 
 def now() -> str:
@@ -288,6 +310,9 @@ def process_file(task: Task) -> FileOutcome:
             return outcome
         except OutputFailure as exc:
             outcome.status, outcome.reason = "failed", str(exc)
+            return outcome
+        except NotAnInstance as exc:
+            outcome.status, outcome.reason = "skipped", exc.reason
             return outcome
         except RejectedFile as exc:
             outcome.reason = exc.reason
@@ -556,6 +581,7 @@ class Runner:
         outcome.temp, outcome.output, outcome.linkage = None, None, []
 
     def _record(self, outcome: FileOutcome) -> None:
+        outcome.input_id = self.keyring.mac("journal", outcome.input).hex()[:16]
         outcome.linkage = []
         if outcome.evidence is not None and outcome.output:
             self.references.add(outcome.evidence, outcome.output)
@@ -594,10 +620,39 @@ class Runner:
 
 
 def write_report(summary: RunSummary, folder: Path) -> Path:
-    """Write the run report as JSON into ``folder``; return its path."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write the run report, and beside it the input paths it refers to, as JSON into
+    ``folder`` (owner-only); return the report's path."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = folder / f"run-{summary.run_id}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary.report(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    _write_json(folder / f"run-{summary.run_id}.inputs.json", summary.inputs())
+    _write_json(path, summary.report())
     return path
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run_reports(folder: Path) -> list[Path]:
+    """The run reports in a report folder, oldest first (not their inputs files)."""
+    return sorted(p for p in folder.glob("run-*.json") if not p.name.endswith(".inputs.json"))
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A run report with each file's ``input`` path filled in from the inputs file beside it
+    (when it is there; without it, files are known by ``input_id`` only)."""
+    report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    inputs_path = path.with_name(str(report.get("inputs") or ""))
+    if report.get("inputs") and inputs_path.is_file():
+        inputs = json.loads(inputs_path.read_text(encoding="utf-8"))
+        root = Path(inputs["root"])
+        for item in report["files"]:
+            relative = inputs["files"].get(item["input_id"])
+            if relative is not None:
+                item["input"] = str(root / relative)
+        report["input"] = inputs["input"]
+    return report

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from pseudo.batch import TEMP_DIR_NAME, discover
+from pseudo.batch import TEMP_DIR_NAME, discover, load_report, run_reports
 from pseudo.diff import Change, compare, summarize
 from pseudo.engine import quiet_pydicom
 
@@ -40,8 +39,16 @@ class TreeDiff:
     b: Path
     paired_by: str
     pairs: list[Pair] = field(default_factory=list)
+    #: Input paths can name patients: without values they are hidden (files of A are
+    #: numbered in path order instead).
+    show_paths: bool = False
     only_a: list[str] = field(default_factory=list)
     only_b: list[str] = field(default_factory=list)
+
+    @property
+    def a_label(self) -> str:
+        """A's path, or a neutral label when paths are hidden."""
+        return str(self.a) if self.show_paths else "A (path hidden: --show-values shows it)"
 
     def summary(self) -> dict[tuple[str, str], int]:
         """Counts by (attribute path with [*] for items, change)."""
@@ -74,7 +81,7 @@ class TreeDiff:
     def to_json(self, *, with_values: bool) -> dict[str, Any]:
         """The whole comparison as plain data."""
         return {
-            "a": str(self.a),
+            "a": self.a_label,
             "b": str(self.b),
             "paired_by": self.paired_by,
             "pairs": len(self.pairs),
@@ -116,13 +123,15 @@ def _pixel_key(path: Path) -> str | None:
 
 def _report_pairs(a: Path, b: Path, report: Path | None) -> dict[Path, Path]:
     """Pairs from the run report that made B from A, if there is one."""
-    candidates = [report] if report else sorted(b.parent.glob(f"{b.name}.pseudo-run/run-*.json"))
+    candidates = [report] if report else run_reports(b.parent / f"{b.name}.pseudo-run")
     pairs: dict[Path, Path] = {}
     for path in candidates:
         if path is None or not path.is_file():
             continue
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_report(path)
         for item in data.get("files", []):
+            if "input" not in item:
+                continue  # the inputs file beside the report is gone: no pairing by report
             source, output = Path(item["input"]), item.get("output")
             if output and source.is_relative_to(a.resolve()) and (b / output).is_file():
                 pairs[source] = b / output
@@ -135,8 +144,8 @@ def diff_paths(
     """Compare two files, or two trees after pairing their files."""
     with quiet_pydicom():
         if a.is_file() and b.is_file():
-            result = TreeDiff(a, b, "files")
-            _add(result, a, b, a.name, b.name, with_values)
+            result = TreeDiff(a, b, "files", show_paths=with_values)
+            _add(result, a, b, a.name if with_values else "A", b.name, with_values)
             return result
         files_a = [p for p in discover(a)]
         files_b = [p for p in discover(b) if TEMP_DIR_NAME not in p.parts]
@@ -157,20 +166,14 @@ def diff_paths(
                 if twin in remaining_b:
                     pairs[path.resolve()] = twin
                     paired_by = paired_by or "path"
-        result = TreeDiff(a, b, paired_by or "none")
-        for source in files_a:
+        result = TreeDiff(a, b, paired_by or "none", show_paths=with_values)
+        for index, source in enumerate(files_a, start=1):
+            name = str(source.relative_to(a)) if with_values else f"input {index:05d}"
             target = pairs.get(source.resolve())
             if target is None:
-                result.only_a.append(str(source.relative_to(a)))
+                result.only_a.append(name)
                 continue
-            _add(
-                result,
-                source,
-                target,
-                str(source.relative_to(a)),
-                str(target.relative_to(b)),
-                with_values,
-            )
+            _add(result, source, target, name, str(target.relative_to(b)), with_values)
         result.only_b = sorted(str(p.relative_to(b)) for p in set(files_b) - set(pairs.values()))
         return result
 

@@ -27,7 +27,7 @@ from keystore.linkage import LinkageEntry
 from pseudo import __version__
 from pseudo.context import FileContext
 from pseudo.dates import offset_in_range
-from pseudo.findings import Finding, RejectedFile
+from pseudo.findings import Finding, NotAnInstance, RejectedFile
 from pseudo.identity import PatientIdentity, read_identity
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.policy.model import Action
@@ -175,7 +175,10 @@ class Pseudonymizer:
         meta = getattr(ds, "file_meta", None)
         media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
         if DICOMDIR_SOP_CLASS in (media_class, str(ds.get("SOPClassUID", ""))):
-            raise RejectedFile("DICOMDIR: its records name patients; it is never copied")
+            raise NotAnInstance(
+                "DICOMDIR: its records name patients, it is never copied; "
+                "`pseudo dicomdir OUTPUT MEDIA` builds new media from the output"
+            )
         sop_class = _required_uid(ds, "SOPClassUID")
         transfer_syntax = original_transfer_syntax(ds)
         identity = read_identity(ds)

@@ -20,3 +20,8 @@ class RejectedFile(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NotAnInstance(RejectedFile):
+    """A DICOM file that is not an instance to pseudonymize (a DICOMDIR): skipped, listed,
+    never copied."""

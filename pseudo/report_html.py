@@ -74,7 +74,7 @@ def render(diff: TreeDiff, *, with_values: bool = False) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>pseudo diff</title>
 <style>{_STYLE}</style></head><body>
 <h1>pseudo diff</h1>
-<p>A: <code>{e(str(diff.a))}</code><br>B: <code>{e(str(diff.b))}</code><br>
+<p>A: <code>{e(diff.a_label)}</code><br>B: <code>{e(str(diff.b))}</code><br>
 {len(diff.pairs)} pairs of files (paired by {e(diff.paired_by)}); {len(diff.only_a)} only in A,
 {len(diff.only_b)} only in B. Made by pseudo {e(__version__)} on {e(generated)}.</p>
 {masked}

@@ -17,6 +17,7 @@ import pytest
 from keystore.crypto import ScryptParams
 from keystore.session import VaultSession
 from keystore.vault import Vault
+from pseudo.batch import load_report
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PSEUDO_SHARED", REPO.parent / "shared"))
@@ -158,7 +159,7 @@ def canary_run(tmp_path_factory: pytest.TempPathFactory, canary_dir: Path) -> It
     finally:
         del os.environ["PSEUDO_PASSPHRASE"]
     assert result.code == 0, result.stderr
-    report = json.loads(Path(result.json()["report"]).read_text())
+    report = load_report(Path(result.json()["report"]))
     pairs = {
         str(Path(f["input"]).relative_to(canary_dir.resolve())): output / f["output"]
         for f in report["files"]

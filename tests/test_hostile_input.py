@@ -15,6 +15,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from pseudo.batch import load_report
 from tests.conftest import OPERATOR, REPO, make_vault
 from tests.hostile import CASES, CHARSET_NAMES, Case, build_matrix
 
@@ -52,7 +53,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> MatrixRun:
         cwd=REPO,
         timeout=600,
     )
-    report = json.loads(Path(json.loads(process.stdout)["report"]).read_text())
+    report = load_report(Path(json.loads(process.stdout)["report"]))
     outcomes = {Path(f["input"]).name: f for f in report["files"]}
     return MatrixRun(process.returncode, process.stderr, report, base / "out", outcomes)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from pseudo.batch import run_reports
 from tests.conftest import CANARY_SECRET, OPERATOR, REID, REPO, make_vault
 
 TOKEN = re.compile(r"CNRY[A-Z0-9]{6}", re.IGNORECASE)
@@ -35,6 +37,9 @@ def _pseudo(*args: str | Path, env: dict[str, str]) -> str:
 def test_no_canary_in_any_message_report_or_log(
     canary_dir: Path, answer_key: dict[str, Any], tmp_path: Path
 ) -> None:
+    # Archives often name folders after patients: so does this copy of the corpus.
+    corpus, canary_dir = canary_dir, tmp_path / "DOE_CNRYF0LDER" / "dicom"
+    shutil.copytree(corpus, canary_dir)
     vault = make_vault(tmp_path / "vault", "canary", secret=CANARY_SECRET)
     env = dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR, PSEUDO_REID_PASSPHRASE=REID)
     out = tmp_path / "out"
@@ -82,8 +87,14 @@ def test_no_canary_in_any_message_report_or_log(
                 env=environment,
             )
         )
-    for report in sorted((tmp_path).glob("*.pseudo-run/run-*.json")):
+    reports = [r for f in tmp_path.glob("*.pseudo-run") for r in run_reports(f)]
+    assert len(reports) == 3
+    for report in reports:
         texts.append(report.read_text())
+        inputs = report.with_name(report.name.replace(".json", ".inputs.json"))
+        if report.parent.name == "out.pseudo-run":
+            assert "CNRYF0LDER" in inputs.read_text(), "the operator's listing names the inputs"
+        assert inputs.stat().st_mode & 0o777 == 0o600
     texts.append(_pseudo("audit", "show", "--json", "--vault", vault, env=env))
 
     everything = "\n".join(texts)

@@ -3,7 +3,6 @@ pydicom and dcmdump read back, or quarantined with a reason; none crashes the ru
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ from typing import Any
 import pydicom
 import pytest
 
+from pseudo.batch import load_report
 from tests.conftest import cli, make_vault
 
 
@@ -39,7 +39,7 @@ def public_run(tmp_path_factory: pytest.TempPathFactory, public_dir: Path) -> di
         del os.environ["PSEUDO_PASSPHRASE"]
     assert result.code in (0, 1), result.stderr
     assert "Traceback" not in result.stderr
-    report = json.loads(Path(result.json()["report"]).read_text())
+    report = load_report(Path(result.json()["report"]))
     return {"out": base / "out", "report": report}
 
 
@@ -58,8 +58,8 @@ def test_every_file_has_an_outcome(public_run: dict[str, Any], public_dir: Path)
 def test_dicomdirs_are_never_copied(public_run: dict[str, Any]) -> None:
     for outcome in public_run["report"]["files"]:
         if Path(outcome["input"]).name.startswith("DICOMDIR"):
-            assert outcome["status"] == "quarantined"
-            assert "DICOMDIR" in outcome["reason"]
+            assert outcome["status"] == "skipped" and outcome["output"] is None
+            assert "DICOMDIR" in outcome["reason"] and "pseudo dicomdir" in outcome["reason"]
 
 
 def test_outputs_read_back_with_pydicom(public_run: dict[str, Any]) -> None:

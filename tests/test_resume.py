@@ -16,6 +16,7 @@ from sqlmodel import Session, func, select
 
 from keystore.db import JournalRow, LinkageRow
 from keystore.session import VaultSession
+from pseudo.batch import run_reports
 from tests.conftest import CANARY_SECRET, OPERATOR, CanaryRun, make_vault, tree_digest
 
 
@@ -100,7 +101,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary(
         pytest.skip("the run finished before the signal arrived")
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
-    reports = sorted((tmp_path / "out.pseudo-run").glob("run-*.json"))
+    reports = run_reports(tmp_path / "out.pseudo-run")
     # A signal that comes before the run has started (while the vault opens) leaves no report.
     if reports:
         assert json.loads(reports[-1].read_text())["status"] == "interrupted"

@@ -44,11 +44,12 @@ def test_diff_of_the_canary_corpus_shows_every_canary_attribute_gone(
     assert data["paired_by"] == "run report" and data["pairs"] == 95
     by_file: dict[str, dict[str, str]] = {}
     for row in data["changes"]:
-        by_file.setdefault(row["a"], {})[row["attribute"]] = row["change"]
+        by_file.setdefault(row["b"], {})[row["attribute"]] = row["change"]
+    assert all(row["a"].startswith("input ") for row in data["changes"]), "input paths hidden"
     attributes = answer_key["attributes"]
     checked: set[str] = set()
     for key, entry in answer_key["files"].items():
-        changes = by_file[key]
+        changes = by_file[str(canary_run.pairs[key].relative_to(canary_run.output))]
         for token in entry["canaries"]:
             attribute = attributes[answer_key["canaries"][token]["a"]]["attribute"]
             assert _covered(attribute, changes), f"{key}: {attribute} not shown as removed"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -12,6 +11,7 @@ import pydicom
 import pytest
 
 from keystore.session import VaultSession
+from pseudo.batch import load_report
 from pseudo.demo import build_cohort
 from tests.conftest import CANARY_SECRET, OPERATOR, cli, make_vault, tree_digest
 
@@ -131,7 +131,7 @@ def test_bad_files_are_skipped_or_quarantined_and_the_run_goes_on(
     assert result.code == 1, "quarantined files make the run end with status 1"
     counts = result.json()
     assert counts["written"] == 18
-    report = json.loads(Path(counts["report"]).read_text())
+    report = load_report(Path(counts["report"]))
     status = {Path(f["input"]).name: (f["status"], f["reason"]) for f in report["files"]}
     assert status["notes.txt"][0] == "skipped"
     for name in ("empty.dcm", "truncated.dcm", "header-only.dcm"):

@@ -14,6 +14,7 @@ from pseudo.batch import RunError
 from pseudo.cli.audit_cmds import audit_app
 from pseudo.cli.common import EXIT_INTERNAL, UserError, err, exit_code_of
 from pseudo.cli.demo_cmd import demo_command
+from pseudo.cli.dicomdir_cmd import dicomdir_command
 from pseudo.cli.policy_cmds import policy_app
 from pseudo.cli.reid_cmds import reidentify_command
 from pseudo.cli.review_cmds import diff_command, dump_command, inspect_command
@@ -41,6 +42,7 @@ app.command("diff")(diff_command)
 app.command("inspect")(inspect_command)
 app.command("dump")(dump_command)
 app.command("demo")(demo_command)
+app.command("dicomdir")(dicomdir_command)
 
 
 def _version(value: bool) -> None:

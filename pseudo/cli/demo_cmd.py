@@ -16,6 +16,7 @@ import typer
 from rich.rule import Rule
 from rich.table import Table
 
+from pseudo.batch import load_report
 from pseudo.cli.common import UserError, err, out
 from pseudo.demo import build_cohort
 
@@ -108,7 +109,7 @@ def demo_command(
         f"{counts['written']} files written for {counts['patients']} patients, "
         f"{counts['studies']} studies; {counts['quarantined']} quarantined"
     )
-    report = json.loads(Path(counts["report"]).read_text(encoding="utf-8"))
+    report = load_report(Path(counts["report"]))
     mapping = {Path(f["input"]): target / f["output"] for f in report["files"] if f["output"]}
     before, after = _values(files[0]), _values(mapping[files[0].resolve()])
     table = Table(

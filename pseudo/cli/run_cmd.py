@@ -85,6 +85,12 @@ def run_command(
             "--dask", metavar="local:N", help="Run the workers on a local Dask cluster of N."
         ),
     ] = None,
+    show_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--show-inputs", help="Name skipped and quarantined files by their path (may identify)."
+        ),
+    ] = False,
     vault: VaultOption = None,
     db: DbOption = None,
     passphrase_file: PassphraseFileOption = None,
@@ -141,7 +147,7 @@ def run_command(
     if as_json:
         emit_json({"run_id": summary.run_id, "report": str(report), **summary.counts})
     if not quiet:
-        _print_summary(summary.counts, summary.outcomes, report)
+        _print_summary(summary.counts, summary.outcomes, report, show_inputs)
     if interrupted:
         err.print("pseudo: interrupted; run the same command again to finish (nothing is lost)")
         raise typer.Exit(130)
@@ -251,7 +257,9 @@ def _dry_run(
         err.print(f"[red]would quarantine[/] {path}: {reason}")
 
 
-def _print_summary(counts: dict[str, int], outcomes: list[FileOutcome], report: Path) -> None:
+def _print_summary(
+    counts: dict[str, int], outcomes: list[FileOutcome], report: Path, show_inputs: bool
+) -> None:
     table = Table(title="pseudo run", show_header=False)
     for key in (
         "files",
@@ -266,8 +274,16 @@ def _print_summary(counts: dict[str, int], outcomes: list[FileOutcome], report: 
     ):
         table.add_row(key, str(counts[key]))
     err.print(table)
+    listed = False
     for outcome in outcomes:
         if outcome.status in ("quarantined", "skipped"):
             colour = "red" if outcome.status == "quarantined" else "yellow"
-            err.print(f"[{colour}]{outcome.status}[/] {outcome.input}: {outcome.reason}")
+            name = outcome.input if show_inputs else f"input {outcome.input_id}"
+            err.print(f"[{colour}]{outcome.status}[/] {name}: {outcome.reason}", markup=True)
+            listed = True
     err.print(f"Run report: {report}")
+    if listed and not show_inputs:
+        inputs = report.with_name(report.name.replace(".json", ".inputs.json"))
+        err.print(
+            f"Input paths by id (they may name patients; --show-inputs prints them): {inputs}"
+        )

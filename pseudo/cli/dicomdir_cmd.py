@@ -1,0 +1,56 @@
+"""``pseudo dicomdir``: standard DICOM media (DICOMDIR) from pseudonymized output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pseudo.cli.common import UserError, emit_json, err
+from pseudo.dicomdir import DEFAULT_FILESET_ID, MediaError, build_media
+
+
+def dicomdir_command(
+    output: Annotated[
+        Path, typer.Argument(metavar="OUTPUT", help="The output folder of `pseudo run`.")
+    ],
+    media: Annotated[
+        Path,
+        typer.Argument(metavar="MEDIA", help="New (or empty) folder for the media; not in OUTPUT."),
+    ],
+    fileset_id: Annotated[
+        str,
+        typer.Option("--fileset-id", help="File-set ID: up to 16 of A-Z, 0-9, '_' and space."),
+    ] = DEFAULT_FILESET_ID,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the media's counts as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Build standard DICOM media (MEDIA/DICOMDIR and its File-set) from the .dcm files of OUTPUT.
+
+    pydicom's File-set copies every DICOM file under OUTPUT (not OUTPUT/.pseudo-tmp) into
+    MEDIA/PT000000/ST000000/SE000000/IM000000... and writes MEDIA/DICOMDIR. Its records take
+    their values from the pseudonymized files: pseudonyms, shifted dates, remapped UIDs. MEDIA
+    must be new or empty and not inside OUTPUT; on any error it is left as it was.
+
+    Example: pseudo dicomdir /data/export /data/cd-image --fileset-id LUNGTRIAL
+    """
+    try:
+        summary = build_media(output, media, fileset_id)
+    except MediaError as exc:
+        raise UserError(str(exc), exc.exit_code) from exc
+    if as_json:
+        emit_json(summary.to_json())
+    duplicates = (
+        f"; {summary.duplicates} duplicate SOP Instance UIDs left out" if summary.duplicates else ""
+    )
+    skipped = (
+        f"; {summary.skipped} .dcm files that are not DICOM skipped" if summary.skipped else ""
+    )
+    err.print(
+        f"media: {summary.instances} instances, {summary.patients} patients, "
+        f"{summary.studies} studies, {summary.series} series in {summary.media} "
+        f"(File-set ID {summary.fileset_id}){duplicates}{skipped}",
+        markup=False,
+    )
