@@ -265,6 +265,22 @@ def _creator_missing(path: Path) -> None:
     path.write_bytes(_bytes(ds))
 
 
+def _lonely_creator(path: Path) -> None:
+    """A private creator whose block holds no element."""
+    ds = _minimal()
+    ds.private_block(0x0011, "LONELY CREATOR", create=True)
+    path.write_bytes(_bytes(ds))
+
+
+def _no_transfer_syntax(path: Path) -> None:
+    """A real CT whose file meta lacks the Transfer Syntax UID (the data is explicit VR LE)."""
+    ds = _ct()
+    del ds.file_meta.TransferSyntaxUID
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
+    path.write_bytes(buffer.getvalue())
+
+
 def _duplicate(path: Path) -> None:
     """Patient ID twice (the second copy is the one a careless reader keeps)."""
     data = _bytes(_minimal())
@@ -291,11 +307,11 @@ def _png(path: Path) -> None:
 
 
 CASES: list[Case] = [
-    Case("zero-bytes.dcm", _write(b""), ("skipped", "quarantined")),
+    Case("zero-bytes.dcm", _write(b""), ("skipped",), "not dicom"),
     Case("text-named.dcm", _non_dicom, ("skipped",), "not dicom"),
     Case("png-named.dcm", _png, ("skipped",), "not dicom"),
-    Case("truncated-10.dcm", _truncated_at(10), ("skipped", "quarantined")),
-    Case("truncated-131.dcm", _truncated_at(131), ("skipped", "quarantined")),
+    Case("truncated-10.dcm", _truncated_at(10), ("skipped",), "not dicom"),
+    Case("truncated-131.dcm", _truncated_at(131), ("skipped",), "not dicom"),
     Case("truncated-in-meta.dcm", _truncated_at(170), ("quarantined",), "truncated"),
     Case("truncated-in-header.dcm", _truncated(0.05), ("quarantined",)),
     Case("truncated-in-pixels.dcm", _truncated(0.6), ("quarantined",), "truncated"),
@@ -303,19 +319,22 @@ CASES: list[Case] = [
     Case("no-preamble.dcm", _no_preamble, ("written",)),
     Case("no-file-meta.dcm", _bundled("ExplVR_LitEndNoMeta.dcm"), ("written",)),
     Case("wrong-transfer-syntax.dcm", _wrong_transfer_syntax, ("quarantined",)),
-    Case("missing-transfer-syntax.dcm", _bundled("meta_missing_tsyntax.dcm"), ("quarantined",)),
-    Case("bad-vr-bundled.dcm", _bundled("badVR.dcm"), ("written", "quarantined")),
+    Case("missing-transfer-syntax.dcm", _no_transfer_syntax, ("written",)),
+    Case(
+        "missing-ts-bundled.dcm", _bundled("meta_missing_tsyntax.dcm"), ("quarantined",), "no sop"
+    ),
+    Case("bad-vr-bundled.dcm", _bundled("badVR.dcm"), ("written",)),
     Case("rtplan-truncated.dcm", _bundled("rtplan_truncated.dcm"), ("quarantined",)),
     Case("mr-truncated.dcm", _bundled("MR_truncated.dcm"), ("quarantined",), "truncated"),
-    Case("no-meta-bundled.dcm", _bundled("no_meta.dcm"), ("skipped", "quarantined")),
-    Case("un-sequence.dcm", _bundled("UN_sequence.dcm"), ("written", "quarantined")),
+    Case("no-meta-bundled.dcm", _bundled("no_meta.dcm"), ("skipped",), "not dicom"),
+    Case("un-sequence.dcm", _bundled("UN_sequence.dcm"), ("quarantined",), "no sop"),
     Case("open-sequence.dcm", _open_sequence, ("quarantined",)),
     Case("nested-1000-removed.dcm", _deep_sequence(1000), ("written",)),
     Case("nested-1000-walked.dcm", _deep_sequence(1000, 0x1140), ("quarantined",), "deep"),
     Case("nested-5000-walked.dcm", _deep_sequence(5000, 0x1140), ("quarantined",), "deep"),
     Case("nested-30.dcm", _deep_sequence(30), ("written",)),
     Case("huge-length.dcm", _huge_length, ("quarantined",), "truncated"),
-    Case("wrong-vr.dcm", _wrong_vr, ("written", "quarantined")),
+    Case("wrong-vr.dcm", _wrong_vr, ("written",)),
     Case("un-vr.dcm", _un_vr, ("written",)),
     Case("invalid-dates.dcm", _invalid_dates, ("written",)),
     Case("uid-too-long.dcm", _long_uid, ("written",)),
@@ -325,10 +344,11 @@ CASES: list[Case] = [
     Case("charset-cyrillic.dcm", _charset("cyrillic"), ("written",)),
     Case("charset-utf8.dcm", _charset("utf8"), ("written",)),
     Case("charset-greek.dcm", _charset("greek"), ("written",)),
-    Case("charset-unknown.dcm", _unknown_charset, ("written", "quarantined")),
+    Case("charset-unknown.dcm", _unknown_charset, ("written",)),
     Case("charset-mixed.dcm", _mixed_charset, ("written",)),
     Case("private-no-creator.dcm", _creator_missing, ("written",)),
-    Case("duplicate-element.dcm", _duplicate, ("written", "quarantined")),
+    Case("creator-no-block.dcm", _lonely_creator, ("written",)),
+    Case("duplicate-element.dcm", _duplicate, ("quarantined",), "twice"),
     Case("DICOMDIR", _dicomdir, ("skipped",), "dicomdir"),
 ]
 

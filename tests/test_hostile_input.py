@@ -147,3 +147,15 @@ def test_every_written_file_is_read_back_by_dcmdump(matrix: MatrixRun) -> None:
     for path, _ in _output_bytes(matrix):
         result = subprocess.run(["dcmdump", "-q", str(path)], capture_output=True, text=True)
         assert result.returncode == 0, (path.name, result.stderr[:300])
+
+
+def test_a_private_creator_without_elements_is_dropped(matrix: MatrixRun) -> None:
+    ds = pydicom.dcmread(matrix.output / matrix.outcomes["creator-no-block.dcm"]["output"])
+    assert not [e for e in ds if e.tag.is_private], "an empty block's creator is dropped too"
+
+
+def test_a_wrong_vr_is_decided_by_the_dictionary_and_reported(matrix: MatrixRun) -> None:
+    outcome = matrix.outcomes["wrong-vr.dcm"]
+    assert any(f["code"] == "unexpected-vr" for f in outcome["findings"])
+    ds = pydicom.dcmread(matrix.output / outcome["output"])
+    assert str(ds.PatientName) == outcome["output"].split("/")[0], "the pseudonym, as PN"
