@@ -1,0 +1,120 @@
+"""What a run prints: a progress bar on a terminal only, a summary unless --quiet, and a
+summary also when Ctrl-C stops it."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import OPERATOR, REPO
+
+
+def _command(source: Path, target: Path, vault: Path, *extra: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "pseudo", "run", str(source), str(target)),
+        *("--project", "trial", "--vault", str(vault), "--workers", "1", *extra),
+    ]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR, COLUMNS="120", TERM="xterm")
+
+
+def _inputs(tmp_path: Path) -> Path:
+    from pseudo.demo import build_cohort
+
+    build_cohort(tmp_path / "in")
+    return tmp_path / "in"
+
+
+def test_a_terminal_gets_a_progress_bar_with_rate_and_patients(tmp_path: Path, vault: Path) -> None:
+    source = _inputs(tmp_path)
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        _command(source, tmp_path / "out", vault),
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+        cwd=REPO,
+    )
+    os.close(secondary)
+    shown = b""
+    while True:
+        ready, _, _ = select.select([primary], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the other end closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    process.wait(timeout=60)
+    os.close(primary)
+    text = shown.decode("utf-8", "replace")
+    assert process.returncode == 0
+    assert "pseudonymizing" in text and "18/18" in text
+    assert "MB/s" in text and "3 patients" in text
+    assert "Run report:" in text
+
+
+def test_a_pipe_gets_no_bar_and_quiet_prints_nothing(tmp_path: Path, vault: Path) -> None:
+    source = _inputs(tmp_path)
+    piped = subprocess.run(
+        _command(source, tmp_path / "out", vault),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert piped.returncode == 0
+    assert "pseudonymizing" not in piped.stderr and "MB/s" not in piped.stderr
+    assert "written" in piped.stderr and "Run report:" in piped.stderr
+    quiet = subprocess.run(
+        _command(source, tmp_path / "out2", vault, "--quiet"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+    assert len(list((tmp_path / "out2").rglob("*.dcm"))) == 18
+    assert list((tmp_path / "out2.pseudo-run").glob("run-*.json")), "a report all the same"
+
+
+def test_ctrl_c_prints_the_summary_of_what_was_done(
+    canary_dir: Path, tmp_path: Path, vault: Path
+) -> None:
+    from tests.conftest import make_vault
+
+    vault = make_vault(tmp_path / "canary-vault", "trial")
+    process = subprocess.Popen(
+        _command(canary_dir, tmp_path / "out", vault),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    deadline = time.time() + 60
+    while not list((tmp_path / "out").glob("*/*/*/*.dcm")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:
+        return  # finished before the signal: nothing to show
+    assert process.returncode == 130, stderr
+    assert "written" in stderr and "Run report:" in stderr, "the summary of what was done"
+    assert "interrupted; run the same command again" in stderr
+    assert "Traceback" not in stderr
