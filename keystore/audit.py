@@ -2,8 +2,9 @@
 
 Every record holds the SHA-256 of its predecessor, so editing, deleting or reordering any
 record breaks the chain. Truncating the end of the log is caught by two witnesses of the last
-record: the ``audit_head`` row in the database and a checkpoint file in the vault folder (a
-missing or unreadable checkpoint is a failure, never "nothing to compare"). A third witness is
+record: the ``audit_head`` row in the database and a checkpoint file in the vault folder, one
+per database the vault has used (a missing or unreadable checkpoint is a failure, never
+"nothing to compare"; a checkpoint the chain no longer holds is never advanced). A third witness is
 kept wherever the user likes: ``pseudo audit head`` prints the last record's number and hash,
 and ``verify(expect=[(seq, hash)])`` fails unless the chain still holds that record unchanged.
 
@@ -35,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from keystore import crypto
-from keystore.db import AuditHead, AuditRow, utcnow
+from keystore.db import AuditHead, AuditRow, failure, utcnow
 from keystore.errors import DatabaseError
 
 GENESIS = "0" * 64
@@ -112,11 +113,18 @@ class VerifyResult:
 
 
 class AuditLog:
-    """Append to and verify the audit log of one linkage store."""
+    """Append to and verify the audit log of one linkage store.
 
-    def __init__(self, engine: Engine, checkpoint: Path | None = None) -> None:
+    ``checkpoint`` is the vault's file for this database; ``database`` names the database (no
+    password) when it is not the vault's own, and is written into the file and the messages.
+    """
+
+    def __init__(
+        self, engine: Engine, checkpoint: Path | None = None, *, database: str | None = None
+    ) -> None:
         self.engine = engine
         self.checkpoint = checkpoint
+        self.database = database
         self._keys: dict[str, tuple[str, bytes]] = {}
 
     # -- keys ------------------------------------------------------------------------------
@@ -171,7 +179,7 @@ class AuditLog:
                 session.commit()
                 session.refresh(row)
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot write the audit log: {exc.__class__.__name__}") from exc
+            raise DatabaseError(f"cannot write the audit log: {failure(exc)}") from exc
         self._write_checkpoint(row.seq, row.hash)
         return row
 
@@ -180,20 +188,74 @@ class AuditLog:
         """Advance the checkpoint; a missing or unreadable one is left alone unless ``force``.
 
         Healing a checkpoint silently would let someone delete the last records and the file,
-        trigger any append (a wrong passphrase will do), and pass verification.
+        trigger any append (a wrong passphrase will do), and pass verification. For the same
+        reason a checkpoint naming a record the chain no longer holds (the log was cut back and
+        appended to) is not advanced past it.
         """
         if self.checkpoint is None:
             return
-        state, current_seq, _ = self._checkpoint_state()
-        if not force and (state != "ok" or current_seq >= seq):
-            return
+        state, current_seq, current_hash = self._checkpoint_state()
+        if not force:
+            if state != "ok" or current_seq >= seq:
+                return
+            if not self._holds(current_seq, current_hash):
+                return
+        self._store_checkpoint(seq, digest, exclusive=False)
+
+    def _holds(self, seq: int, digest: str) -> bool:
+        """True when the chain still holds record ``seq`` with hash ``digest``."""
+        if seq == 0:
+            return digest == GENESIS
+        try:
+            with Session(self.engine) as session:
+                row = session.get(AuditRow, seq)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot read the audit log: {failure(exc)}") from exc
+        return row is not None and row.hash == digest
+
+    def _store_checkpoint(self, seq: int, digest: str, *, exclusive: bool) -> bool:
+        """Write the checkpoint file (owner-only, flushed); with ``exclusive``, only if it does
+        not exist yet. Returns False if ``exclusive`` found one already there."""
+        assert self.checkpoint is not None
+        self.checkpoint.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data: dict[str, Any] = {"seq": seq, "hash": digest}
+        if self.database is not None:
+            data["database"] = self.database
         tmp = self.checkpoint.with_name(f".{self.checkpoint.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"seq": seq, "hash": digest}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.checkpoint)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if not exclusive:
+                os.replace(tmp, self.checkpoint)
+                return True
+            try:
+                os.link(tmp, self.checkpoint)  # atomic, and never over an existing file
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def start_checkpoint(self) -> bool:
+        """Give a database this vault has no checkpoint for its first one; True if it did.
+
+        An empty log starts at record 0 (a new database: every later record is witnessed); a
+        log that others wrote starts at its last record, once its chain and head row check out
+        (an unsound log gets no checkpoint, and verification reports both). An existing
+        checkpoint, even an unreadable one, is never replaced.
+        """
+        if self.checkpoint is None or self.checkpoint.exists():
+            return False
+        result = self.verify(check_checkpoint=False)
+        if not result.ok:
+            return False
+        try:
+            return self._store_checkpoint(*result.head, exclusive=True)
+        except OSError:  # a vault folder this process may not write: verification says so
+            return False
 
     def reset_checkpoint(self) -> tuple[int, str]:
         """Write the current last record as the vault's checkpoint (after a verified repair)."""
@@ -219,7 +281,7 @@ class AuditLog:
             with Session(self.engine) as session:
                 return list(session.exec(select(AuditRow).order_by(col(AuditRow.seq))))
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot read the audit log: {exc.__class__.__name__}") from exc
+            raise DatabaseError(f"cannot read the audit log: {failure(exc)}") from exc
 
     def last_record(self) -> AuditRow | None:
         """The record with the highest sequence number, if any."""
@@ -229,7 +291,7 @@ class AuditLog:
                     select(AuditRow).order_by(col(AuditRow.seq).desc()).limit(1)
                 ).first()
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot read the audit log: {exc.__class__.__name__}") from exc
+            raise DatabaseError(f"cannot read the audit log: {failure(exc)}") from exc
 
     def head(self) -> tuple[int, str]:
         """Sequence number and hash of the last record (``(0, GENESIS)`` for an empty log)."""
@@ -312,13 +374,14 @@ class AuditLog:
 
     def _check_checkpoint(self, by_seq: dict[int, str], last_seq: int, problems: list[str]) -> None:
         state, seq, digest = self._checkpoint_state()
+        of = f" of database {self.database}" if self.database is not None else ""
         if state == "missing":
             problems.append(
-                f"{self.checkpoint}: the vault's checkpoint is missing (restore it from a backup, "
-                "or re-anchor with `pseudo audit checkpoint --expect SEQ:HASH`)"
+                f"{self.checkpoint}: the vault's checkpoint{of} is missing (restore it from a "
+                "backup, or re-anchor with `pseudo audit checkpoint --expect SEQ:HASH`)"
             )
         elif state == "unreadable":
-            problems.append(f"{self.checkpoint}: the vault's checkpoint is unreadable")
+            problems.append(f"{self.checkpoint}: the vault's checkpoint{of} is unreadable")
         elif state == "ok":
             if seq > last_seq:
                 problems.append(

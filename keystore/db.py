@@ -8,8 +8,12 @@ pseudonyms, never identities.
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, UniqueConstraint, event
@@ -18,7 +22,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, create_engine
 
-from keystore.errors import DatabaseError
+from keystore.errors import ConfigurationError, DatabaseError
+
+#: How long a SQLite writer waits for another one's lock before it gives up (seconds).
+BUSY_TIMEOUT_VARIABLE = "PSEUDO_DB_BUSY_TIMEOUT"
+DEFAULT_BUSY_TIMEOUT = 60.0
+MAX_BUSY_TIMEOUT = 86400.0
 
 
 def utcnow() -> datetime:
@@ -170,7 +179,7 @@ def upsert(
     """
     dialect = session.get_bind().dialect.name
     if dialect not in ("sqlite", "postgresql"):  # pragma: no cover - other back ends
-        raise DatabaseError(f"unsupported database back end {dialect!r}")
+        raise ConfigurationError(f"unsupported database back end {dialect!r}")
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = model.__table__  # type: ignore[attr-defined]
     for start in range(0, len(rows), 500):
@@ -185,7 +194,61 @@ def upsert(
         session.execute(statement)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def busy_timeout() -> float:
+    """Seconds a SQLite writer waits for another writer's lock: ``$PSEUDO_DB_BUSY_TIMEOUT``
+    (default 60), or :class:`ConfigurationError` if it is not a number in (0, 86400]."""
+    text = os.environ.get(BUSY_TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_BUSY_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_BUSY_TIMEOUT:  # NaN fails too
+        raise ConfigurationError(
+            f"{BUSY_TIMEOUT_VARIABLE}={text[:40]!r}: expected the seconds a database writer "
+            f"waits for another one's lock, a number above 0 and at most {MAX_BUSY_TIMEOUT:.0f} "
+            f"(default {DEFAULT_BUSY_TIMEOUT:.0f})"
+        )
+    return seconds
+
+
+def database_identity(url: str) -> str:
+    """The database a URL names, spelled one way and without its password.
+
+    The driver is left out (``postgresql+psycopg`` and ``postgresql`` reach the same database)
+    and a SQLite path is made absolute, so that every spelling of one database gives the same
+    string; the password (also one given as a query parameter) never appears in it.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"--db: not a database URL: {url!r}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            database = str(Path(database).expanduser().resolve())
+        return f"sqlite:///{database}"
+    query = "&".join(
+        f"{key}={value}"
+        for key, value in sorted(parsed.query.items())
+        if key.lower() not in ("password", "passfile")
+    )
+    host = (parsed.host or "").lower()
+    port = f":{parsed.port}" if parsed.port else ""
+    user = f"{parsed.username}@" if parsed.username else ""
+    return f"{backend}://{user}{host}{port}/{parsed.database or ''}" + (
+        f"?{query}" if query else ""
+    )
+
+
+def database_digest(url: str) -> str:
+    """A short SHA-256 digest of :func:`database_identity` (names per-database files)."""
+    return hashlib.sha256(database_identity(url).encode("utf-8")).hexdigest()[:32]
+
+
+def _configure_sqlite(engine: Engine, timeout: float) -> None:
     """Make SQLite safe for several processes: WAL, a busy timeout, and immediate write locks."""
 
     @event.listens_for(engine, "connect")
@@ -194,7 +257,7 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(f"PRAGMA busy_timeout={max(1, round(timeout * 1000))}")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 
@@ -204,15 +267,20 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def connect(url: str) -> Engine:
-    """Open the linkage store at ``url`` and create its tables if they are missing."""
+    """Open the linkage store at ``url`` and create its tables if they are missing.
+
+    A SQLite writer waits :func:`busy_timeout` seconds for another writer's lock, then fails
+    with :class:`DatabaseError` ("database is locked").
+    """
+    timeout = busy_timeout()
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise DatabaseError(f"--db: not a database URL: {url!r}") from exc
+        raise ConfigurationError(f"--db: not a database URL: {url!r}") from exc
     try:
         if parsed.get_backend_name() == "sqlite":
-            engine = create_engine(url, connect_args={"timeout": 60})
-            _configure_sqlite(engine)
+            engine = create_engine(url, connect_args={"timeout": timeout})
+            _configure_sqlite(engine, timeout)
         else:
             engine = create_engine(url, pool_pre_ping=True)
         SQLModel.metadata.create_all(engine)
@@ -224,12 +292,35 @@ def connect(url: str) -> Engine:
             f"cannot open the linkage store {parsed!r}: {_first_line(exc)}"
         ) from exc
     except ModuleNotFoundError as exc:
-        raise DatabaseError(
+        raise ConfigurationError(
             f"no driver for {parsed.get_backend_name()}: install pseudo[postgres] ({exc.name})"
         ) from exc
     return engine
 
 
+def _locked(exc: BaseException) -> str | None:
+    """The one-line explanation of a SQLite lock that outlasted the busy timeout, else None."""
+    text = str(getattr(exc, "orig", None) or "")
+    if "database is locked" not in text and "database table is locked" not in text:
+        return None
+    try:
+        waited = f"{busy_timeout():g} s"
+    except ConfigurationError:
+        waited = "the busy timeout"
+    return (
+        f"the database is locked: another writer held it longer than {waited} "
+        f"(${BUSY_TIMEOUT_VARIABLE})"
+    )
+
+
+def failure(exc: BaseException) -> str:
+    """What a database error was, in words that carry no value of any row."""
+    return _locked(exc) or exc.__class__.__name__
+
+
 def _first_line(exc: BaseException) -> str:
+    locked = _locked(exc)
+    if locked:
+        return locked
     text = str(getattr(exc, "orig", None) or exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -89,3 +89,7 @@ class StaleKeyError(KeystoreError):
 
 class BackupError(KeystoreError):
     """A backup cannot be made or restored as asked."""
+
+
+class ConfigurationError(KeystoreError):
+    """A setting (e.g. an environment variable) has a value that cannot be used."""

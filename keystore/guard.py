@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from keystore.audit import AuditLog, os_user
-from keystore.db import AuthFailureRow, ProjectKeyRow, upsert
+from keystore.db import AuthFailureRow, ProjectKeyRow, failure, upsert
 from keystore.errors import DatabaseError
 
 
@@ -88,9 +88,7 @@ class Guard:
                 session.add(row)
                 session.commit()
         except SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"cannot record the passphrase attempt: {exc.__class__.__name__}"
-            ) from exc
+            raise DatabaseError(f"cannot record the passphrase attempt: {failure(exc)}") from exc
         wait = max(0.0, start - now)
         if wait:
             time.sleep(wait)
@@ -106,9 +104,7 @@ class Guard:
                     session.add(row)
                     session.commit()
         except SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"cannot record the passphrase attempt: {exc.__class__.__name__}"
-            ) from exc
+            raise DatabaseError(f"cannot record the passphrase attempt: {failure(exc)}") from exc
 
     def failed(self, attempt: Attempt, slot: str | None) -> None:
         """Record a failed attempt in the audit log (the count was already kept)."""
@@ -137,5 +133,5 @@ class Guard:
             with Session(self.engine) as session:
                 row = session.get(ProjectKeyRow, project)
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot read the linkage store: {exc.__class__.__name__}") from exc
+            raise DatabaseError(f"cannot read the linkage store: {failure(exc)}") from exc
         return row.closed_at if row is not None else None

@@ -25,6 +25,7 @@ from keystore.db import (
     PatientStateRow,
     ProjectKeyRow,
     RunRow,
+    failure,
     upsert,
     utcnow,
 )
@@ -95,9 +96,7 @@ class LinkageStore:
                 yield session
                 session.commit()
         except SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"cannot write the linkage store: {exc.__class__.__name__}"
-            ) from exc
+            raise DatabaseError(f"cannot write the linkage store: {failure(exc)}") from exc
 
     def commit_batch(
         self,

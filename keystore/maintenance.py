@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from keystore import crypto
 from keystore.audit import os_user
-from keystore.db import utcnow
-from keystore.errors import BackupError, CorruptVaultError, ProjectClosedError
-from keystore.vault import ProjectFile, Vault, settings_mac
+from keystore.db import busy_timeout, utcnow
+from keystore.errors import BackupError, CorruptVaultError, SlotError
+from keystore.vault import CHECKPOINT_DIR, ProjectFile, Vault, settings_mac
 
 if TYPE_CHECKING:
     from keystore.session import VaultSession
@@ -164,41 +164,58 @@ class Closure:
 def close_project(
     session: VaultSession,
     name: str,
-    reid_passphrase: str,
+    reid_passphrase: str | None,
     *,
-    destroy_secret: bool = False,
     operator_passphrase: str | None = None,
+    keep_operator_keys: bool = False,
 ) -> Closure:
-    """Destroy the project's re-identification key material for good (crypto-shredding).
+    """Anonymize a project for good: destroy its key material (crypto-shredding).
 
-    A re-identification passphrase authorizes it. Every re-identification slot (the only
-    place the private key exists) is removed from the project file; the linkage store records
-    the project as closed, so no run adds to it. The sealed records stay, and nobody can open
-    them any more. With ``destroy_secret`` (which also needs an operator passphrase) the
-    operator slots go too, so nobody can compute a pseudonym of the project again either.
+    A re-identification passphrase and an operator passphrase authorize it. Every key slot is
+    removed from the project file: the re-identification slots (the only place the private
+    key exists), so nobody can open a sealed record, and the operator slots (the only place the
+    project secret exists), so nobody can compute a pseudonym of the project again, not even of
+    a patient they know. The linkage store records the project as closed, so no run adds to it.
+    The audit key goes with the slots: the project's audit MACs can no longer be checked.
+
+    ``keep_operator_keys`` keeps the operator slots (no operator passphrase is needed then):
+    operators can still check the audit MACs, and can still compute pseudonyms. Closing such a
+    project again (without ``keep_operator_keys``) destroys those slots too; it needs only an
+    operator passphrase, as no re-identification slot is left.
     """
     vault = session.vault
+    destroy_secret = not keep_operator_keys
     with vault.lock(name):
         project = vault.project(name)
-        vault.refuse_closed(project, "there is nothing left to close")
-        reid = vault.open_slot(project, "reidentifier", reid_passphrase)
-        operator_slot: str | None = None
-        if destroy_secret:
-            if operator_passphrase is None:
-                raise ProjectClosedError(
-                    "destroying the project secret also needs an operator passphrase"
-                )
-            opened = vault.open_slot(project, "operator", operator_passphrase)
-            operator_slot = opened.slot
+        finishing = project.closed and bool(project.slots) and destroy_secret
+        if not finishing:
+            vault.refuse_closed(project, "there is nothing left to close")
+        if destroy_secret and operator_passphrase is None:
+            raise SlotError(
+                f"closing project {name!r} also destroys its project secret and needs an "
+                "operator passphrase (to keep the operator slots: --keep-operator-keys)"
+            )
+        by_slots: list[str] = []
+        if not finishing:
+            if reid_passphrase is None:
+                raise SlotError(f"closing project {name!r} needs a re-identification passphrase")
+            by_slots.append(vault.open_slot(project, "reidentifier", reid_passphrase).slot)
+        if operator_passphrase is not None and destroy_secret:
+            by_slots.append(vault.open_slot(project, "operator", operator_passphrase).slot)
         destroyed = [s.name for s in project.slots if s.role == "reidentifier" or destroy_secret]
         session.audit.append(
             "project.close",
             os_user(),
             "started",
             project=name,
-            details={"slots": destroyed, "by_slot": reid.slot},
+            details={
+                "slots": destroyed,
+                "by_slot": by_slots[0],
+                "secret_destroyed": destroy_secret,
+            },
         )
-        session.linkage.mark_closed(name, project.reid_public_key)
+        if not finishing:
+            session.linkage.mark_closed(name, project.reid_public_key)
         closed = ProjectFile(
             settings=project.settings,
             reid_public_key=project.reid_public_key,
@@ -206,7 +223,7 @@ def close_project(
             slots=[] if destroy_secret else project.slots_for("operator"),
             created=project.created,
             closed=True,
-            closed_at=utcnow().isoformat(),
+            closed_at=project.closed_at if finishing else utcnow().isoformat(),
         )
         vault.save_project(closed)
         vault.staging_path(name).unlink(missing_ok=True)
@@ -218,7 +235,7 @@ def close_project(
         project=name,
         details={
             "destroyed_slots": destroyed,
-            "by_slots": [reid.slot, *([operator_slot] if operator_slot else [])],
+            "by_slots": by_slots,
             "linkage_records": records,
             "secret_destroyed": destroy_secret,
         },
@@ -278,7 +295,8 @@ def backup(session: VaultSession, dest: Path) -> BackupManifest:
     """Copy the vault consistently to ``dest`` (a new, owner-only folder).
 
     Holds every project's lock (no slot change, rotation or close meanwhile), copies the vault
-    and project files and the checkpoint, then the SQLite database with its online backup API
+    and project files and the checkpoints (the vault's own and those of other databases it
+    used), then the SQLite database with its online backup API
     (a consistent snapshot even while runs write to it). The checkpoint is copied before the
     database, so the copy's log always reaches it. A PostgreSQL store is not copied: back it
     up with ``pg_dump`` (``database`` says ``external``).
@@ -294,17 +312,22 @@ def backup(session: VaultSession, dest: Path) -> BackupManifest:
         files = [
             Path("vault.json"),
             Path("audit-checkpoint.json"),
+            *(
+                Path(CHECKPOINT_DIR) / p.name
+                for p in sorted(vault.path.glob(f"{CHECKPOINT_DIR}/*.json"))
+            ),
             *(Path("projects") / p.name for p in sorted((vault.path / "projects").glob("*.json"))),
         ]
         for rel in files:
             if (vault.path / rel).exists():
+                (dest / rel).parent.mkdir(mode=0o700, exist_ok=True)
                 _copy_private(vault.path / rel, dest / rel)
         database = "external"
         if vault.uses_own_sqlite:
             database = "sqlite"
             target = dest / "pseudo.db"
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            source = sqlite3.connect(vault.path / "pseudo.db", timeout=60)
+            source = sqlite3.connect(vault.path / "pseudo.db", timeout=busy_timeout())
             copy = sqlite3.connect(target)
             try:
                 source.backup(copy)
@@ -377,6 +400,7 @@ def restore(backup_dir: Path, dest: Path) -> BackupManifest:
     dest = Path(dest)
     _new_private_dir(dest)
     for rel in manifest.files:
+        (dest / rel).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _copy_private(Path(backup_dir) / rel, dest / rel)
     Vault.open(dest)  # fails clearly if the copy is not a vault
     return manifest

@@ -6,7 +6,7 @@ from pathlib import Path
 from types import TracebackType
 
 from keystore.audit import AuditLog
-from keystore.db import connect
+from keystore.db import connect, database_identity
 from keystore.guard import Guard, ThrottlePolicy
 from keystore.linkage import LinkageStore
 from keystore.maintenance import recover
@@ -23,7 +23,8 @@ class VaultSession:
 
     The session's vault throttles and audits passphrase attempts (``throttle`` sets the
     delays), and a key rotation that a crash interrupted is completed or discarded on opening
-    (``recovered`` says what was done).
+    (``recovered`` says what was done). The audit log is witnessed by the vault's checkpoint of
+    that database: each database the vault uses has its own, started when it is first used.
     """
 
     def __init__(
@@ -36,11 +37,21 @@ class VaultSession:
         self.vault = Vault.open(vault_path)
         if database_url is None:
             self.vault.prepare_sqlite_file()
-        self.engine = connect(database_url or self.vault.database_url)
+        url = database_url or self.vault.database_url
+        self.engine = connect(url)
         self.linkage = LinkageStore(self.engine)
-        self.audit = AuditLog(self.engine, self.vault.checkpoint_path)
+        own = self.vault.is_own_database(database_url)
+        self.audit = AuditLog(
+            self.engine,
+            self.vault.checkpoint_path_for(database_url),
+            database=None if own else database_identity(url),
+        )
         self.vault.guard = Guard(self.engine, self.audit, throttle)
         try:
+            if not own:
+                # The first time this vault uses another database, it starts that database's
+                # own checkpoint (the vault's own one was written by `vault init`).
+                self.audit.start_checkpoint()
             self.recovered = recover(self)
         except BaseException:
             self.engine.dispose()

@@ -5,7 +5,8 @@ Layout (every file owner-only, the folder 0700)::
     vault.json               format, creation time, optional database URL
     projects/<name>.json     per project: settings, re-identification public key, key slots
     pseudo.db                the default SQLite linkage store and audit log
-    audit-checkpoint.json    the last audit record this vault saw (detects truncation)
+    audit-checkpoint.json    the last audit record this vault saw in its own database
+    audit-checkpoints/*.json the same for each other database it used (``--db``), one each
 
 A project's 256-bit secret exists in clear only in memory. It is wrapped with AES-256-GCM under
 a key derived by scrypt from each operator's passphrase (one *operator slot* each). The project's
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from keystore import crypto
 from keystore.audit import GENESIS, os_user
-from keystore.db import utcnow
+from keystore.db import database_digest, database_identity, utcnow
 from keystore.errors import (
     AuthenticationError,
     CorruptVaultError,
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
     from keystore.guard import Guard
 
 VAULT_FORMAT = "pseudo-vault/1"
+#: The folder of the checkpoints of databases other than the vault's own.
+CHECKPOINT_DIR = "audit-checkpoints"
 PROJECT_FORMAT = "pseudo-project/2"
 _SLOT_AAD = "pseudo-slot/2"
 _REID_SEAL_AAD = "pseudo-reid-slot/1"
@@ -418,8 +421,26 @@ class Vault:
 
     @property
     def checkpoint_path(self) -> Path:
-        """The file in which this vault remembers the last audit record it saw."""
+        """The file in which this vault remembers the last audit record of its own database."""
         return self.path / "audit-checkpoint.json"
+
+    def is_own_database(self, database_url: str | None) -> bool:
+        """True when ``database_url`` (None: no ``--db``) names the vault's own database."""
+        return database_url is None or database_identity(database_url) == database_identity(
+            self.database_url
+        )
+
+    def checkpoint_path_for(self, database_url: str | None) -> Path:
+        """The checkpoint of the database at ``database_url`` (None: the vault's own).
+
+        Each database has its own, so that writing to one (``--db``) does not make the
+        checkpoint of another run ahead of its log. Other databases' files are named by a
+        digest of the URL without its driver and password (a SQLite path made absolute), so the
+        same database given with or without them finds the same file.
+        """
+        if database_url is None or self.is_own_database(database_url):
+            return self.checkpoint_path
+        return self.path / CHECKPOINT_DIR / f"{database_digest(database_url)}.json"
 
     def prepare_sqlite_file(self) -> None:
         """Create the default SQLite file owner-only before the database engine opens it."""
@@ -578,7 +599,8 @@ class Vault:
             candidates = [found]
         what = {"operator": "operator", "reidentifier": "re-identification", None: "any"}[role]
         if not candidates:
-            raise AuthenticationError(f"project {name!r} has no {what} slot")
+            kind = "key" if role is None else what
+            raise AuthenticationError(f"project {name!r} has no {kind} slot")
         guard = self.guard
         attempt = guard.begin(name, role or "any") if guard is not None else None
         for candidate in candidates:
@@ -658,10 +680,24 @@ class Vault:
     def open_audit_key(self, name: str, passphrase: str) -> str:
         """Open any slot of the project (either role) to check its audit records.
 
-        Works on closed projects too (their operator slots still hold the audit key). Returns
-        the name of the slot opened.
+        Works on a project closed with its operator slots kept (they still hold the audit key);
+        a project closed for good has no slot left, and :class:`ProjectClosedError` says so.
+        Returns the name of the slot opened.
         """
-        return self.open_slot(self.project(name), None, passphrase).slot
+        return self.open_slot(self.audit_key_holder(name), None, passphrase).slot
+
+    def audit_key_holder(self, name: str) -> ProjectFile:
+        """The project, if a slot of it still holds its audit key; else :class:`ProjectClosedError`
+        (a project closed for good has no slot left)."""
+        project = self.project(name)
+        if not project.slots:
+            when = f" on {project.closed_at[:10]}" if project.closed_at else ""
+            raise ProjectClosedError(
+                f"project {name!r} was closed{when} with all of its key slots, so nobody holds "
+                "its audit key any more: its records' MACs cannot be checked "
+                "(`pseudo audit verify` without --project still checks the chain)"
+            )
+        return project
 
     # -- slots ----------------------------------------------------------------------------
     def _require_guard(self) -> Guard:

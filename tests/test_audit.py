@@ -307,3 +307,86 @@ def test_wrong_operator_passphrase_is_one_line_exit_3_and_audited(
         "trial",
     )
     assert last["details"]["role"] == "operator" and "@" in last["actor"]
+
+
+def test_appends_after_a_cut_do_not_advance_the_checkpoint_past_it(vault: Path) -> None:
+    """Cut the log back and fix the head row, then append past the witnessed record: the
+    checkpoint names a record the chain no longer holds, so it is not moved over the cut."""
+    _fill(vault, 6)
+    witnessed = json.loads((vault / "audit-checkpoint.json").read_text())
+    assert witnessed["seq"] == 6
+    with _db(vault) as con:
+        truncate_and_fix_head(con)
+    assert _verify(vault)[0] == 1
+    _fill(vault, 4)  # records 5 to 8 again, with other hashes
+    code, stderr = _verify(vault)
+    assert code == 1 and "record 6: differs from the one this vault saw" in stderr
+    assert json.loads((vault / "audit-checkpoint.json").read_text()) == witnessed
+
+
+def test_each_database_a_vault_writes_to_has_its_own_checkpoint(
+    vault: Path, tmp_path: Path
+) -> None:
+    _fill(vault, 2)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    with VaultSession(vault, other) as session:  # a new database: its checkpoint starts at 0
+        assert session.audit.checkpoint is not None
+        assert json.loads(session.audit.checkpoint.read_text())["seq"] == 0
+    _fill_at(vault, other, 3)
+    assert json.loads((vault / "audit-checkpoint.json").read_text())["seq"] == 2
+    (witness,) = (vault / "audit-checkpoints").glob("*.json")
+    data = json.loads(witness.read_text())
+    assert data["seq"] == 3 and data["database"] == f"sqlite:///{(tmp_path / 'other.db')}"
+    assert _verify(vault)[0] == 0
+    assert _verify(vault, "--db", other)[0] == 0
+    # the vault's own database named by URL is the vault's own checkpoint, not a new one
+    assert _verify(vault, "--db", f"sqlite:///{vault / 'pseudo.db'}")[0] == 0
+    assert len(list((vault / "audit-checkpoints").glob("*.json"))) == 1
+    # cutting either log back is caught by its own witness only
+    with sqlite3.connect(tmp_path / "other.db") as con:
+        truncate_and_fix_head_at(con, 2)
+    code, stderr = _verify(vault, "--db", other)
+    assert code == 1 and "this vault saw record 3" in stderr
+    assert _verify(vault)[0] == 0
+    # Honest limit: a vault-folder writer who deletes another database's witness as well gets
+    # a new one at that database's next use; only a head kept outside catches the cut then.
+    _fill_at(vault, other, 2)
+    kept = cli("audit", "head", "--vault", vault, "--db", other).stdout.strip()
+    witness.unlink()
+    with sqlite3.connect(tmp_path / "other.db") as con:
+        truncate_and_fix_head_at(con, 1)
+    assert _verify(vault, "--db", other)[0] == 0
+    code, stderr = _verify(vault, "--db", other, "--expect", kept)
+    assert code == 1 and "is not in the log" in stderr
+
+
+def test_a_database_other_vaults_wrote_to_is_witnessed_from_its_first_use(
+    vault: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import make_vault
+
+    shared = make_vault(tmp_path / "shared-vault", "other")
+    _fill(shared, 3)
+    url = f"sqlite:///{shared / 'pseudo.db'}"
+    with VaultSession(vault, url) as session:  # first use: anchored at the log's last record
+        assert session.audit.checkpoint is not None
+        assert json.loads(session.audit.checkpoint.read_text())["seq"] == 3
+    assert _verify(vault, "--db", url)[0] == 0
+    with _db(shared) as con:
+        truncate_and_fix_head_at(con, 2)
+    code, stderr = _verify(vault, "--db", url)
+    assert code == 1 and "this vault saw record 3" in stderr
+
+
+def truncate_and_fix_head_at(con: sqlite3.Connection, seq: int) -> None:
+    """Delete the records after ``seq`` and make the head row name ``seq``."""
+    con.execute("DELETE FROM audit WHERE seq > ?", (seq,))
+    digest = con.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()[0]
+    con.execute("UPDATE audit_head SET seq = ?, hash = ?", (seq, digest))
+
+
+def _fill_at(vault: Path, url: str, n: int) -> None:
+    """Append ``n`` records to the audit log of the database at ``url``."""
+    with VaultSession(vault, url) as session:
+        for i in range(n):
+            session.audit.append("test.write", "writer", "success", details={"i": i})

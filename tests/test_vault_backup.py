@@ -152,3 +152,29 @@ def test_restoring_a_backup_whose_log_was_rewritten_fails(tmp_path: Path, vault:
     (tmp_path / "bk" / "backup.json").write_text(json.dumps(manifest))
     result = cli("vault", "restore", tmp_path / "bk", "--vault", tmp_path / "r")
     assert result.code == 1 and "FAILED verification" in result.stderr
+
+
+def test_backups_keep_the_checkpoints_of_the_other_databases_a_vault_used(
+    tmp_path: Path, vault: Path
+) -> None:
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    with VaultSession(vault, other) as session:
+        for i in range(2):
+            session.audit.append("test.write", "writer", "success", details={"i": i})
+    (witness,) = (vault / "audit-checkpoints").glob("*.json")
+    rel = f"audit-checkpoints/{witness.name}"
+    made = cli("vault", "backup", tmp_path / "bk", "--vault", vault, "--json")
+    assert made.code == 0, made.stderr
+    assert rel in made.json()["files"]
+    restored = tmp_path / "restored"
+    assert cli("vault", "restore", tmp_path / "bk", "--vault", restored).code == 0
+    assert (restored / rel).read_bytes() == witness.read_bytes()
+    assert modes(restored)["audit-checkpoints"] == 0o700
+    assert modes(restored)[rel] == 0o600
+    # the restored vault still witnesses the other database: a cut there is caught
+    assert cli("audit", "verify", "--vault", restored, "--db", other).code == 0
+    with sqlite3.connect(tmp_path / "other.db") as con:
+        con.execute("DELETE FROM audit WHERE seq = 2")
+        con.execute("UPDATE audit_head SET seq = 1, hash = (SELECT hash FROM audit WHERE seq = 1)")
+    verified = cli("audit", "verify", "--vault", restored, "--db", other)
+    assert verified.code == 1 and "this vault saw record 2" in verified.stderr

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
+from keystore.db import connect
+from keystore.errors import AuthenticationError
 from keystore.session import VaultSession
 from keystore.vault import Vault
+from pseudo.demo import build_cohort
 from tests import postgres
 from tests.conftest import FAST_KDF, OPERATOR, REID, cli
+from tests.test_vault_close import all_bytes
 from tests.test_vault_rotation import (
     fill_linkage,
     kill_rotation_at,
@@ -33,17 +41,22 @@ def database() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture()
-def pg_vault(tmp_path: Path, database: str) -> Path:
-    """A vault whose linkage store is a fresh database on the server."""
+def new_database(database: str, tmp_path: Path, prefix: str = "pseudo_vault") -> str:
+    """The URL of a fresh, empty database on the server."""
     import psycopg
 
-    name = f"pseudo_vault_{os.getpid()}_{tmp_path.name[-12:].replace('-', '_')}".lower()
+    name = f"{prefix}_{os.getpid()}_{tmp_path.name[-12:].replace('-', '_')}".lower()
     host = database.split("@")[1].split("/")[0]
     admin = f"host={host.split(':')[0]} port={host.split(':')[1]} user=postgres dbname=postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    url = database.rsplit("/", 1)[0] + f"/{name}"
+    return database.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture()
+def pg_vault(tmp_path: Path, database: str) -> Path:
+    """A vault whose linkage store is a fresh database on the server."""
+    url = new_database(database, tmp_path)
     Vault.init(tmp_path / "vault", database_url=url)
     with VaultSession(tmp_path / "vault") as session:
         session.vault.create_project("trial", OPERATOR, REID, kdf=FAST_KDF)
@@ -76,7 +89,9 @@ def test_rotate_backup_and_close_on_postgresql(tmp_path: Path, pg_vault: Path, e
     # the restored vault shares the database: its (older) project file is refused there too
     code, _, stderr = reidentify(tmp_path / "restored", pseudonyms[0])
     assert code == 2 and "was closed" in stderr
-    assert cli("audit", "verify", "--vault", pg_vault, "--project", "trial").code == 0
+    assert cli("audit", "verify", "--vault", pg_vault).code == 0
+    # the close destroyed every slot of this vault, so its audit MACs cannot be checked here
+    assert cli("audit", "verify", "--vault", pg_vault, "--project", "trial").code == 2
 
 
 def test_a_rotation_killed_mid_transaction_on_postgresql_changes_nothing(
@@ -107,3 +122,71 @@ def test_failed_attempts_are_counted_in_postgresql(pg_vault: Path, env: None) ->
         assert session.vault.guard.failures("trial", "reidentifier") == 0
         outcomes = [r.outcome for r in session.audit.records() if r.action == "unlock"]
     assert outcomes == ["denied: wrong passphrase"] * 3
+
+
+def test_a_sqlite_vault_run_on_postgresql_keeps_a_checkpoint_per_database(
+    tmp_path: Path, database: str, env: None
+) -> None:
+    """The reviewer's case: a vault made with SQLite, a run with --db on PostgreSQL."""
+    vault = tmp_path / "vault"
+    assert cli("vault", "init", "--vault", vault).code == 0
+    made = cli("project", "create", "trial", "--vault", vault, "--scrypt-n", "16384")
+    assert made.code == 0, made.stderr
+    url = new_database(database, tmp_path, "pseudo_other")
+    parsed = make_url(url)
+    # with a password in the URL (the test server trusts loopback and ignores it)
+    given = (
+        url
+        if parsed.password
+        else parsed.set(password="pw-not-stored").render_as_string(hide_password=False)
+    )
+    build_cohort(tmp_path / "in")
+    for output in ("out", "out2"):  # two runs: two records in the PostgreSQL log
+        run = cli(
+            "run", tmp_path / "in", tmp_path / output, "--project", "trial",
+            "--vault", vault, "--db", given, "--quiet",
+        )  # fmt: skip
+        assert run.code == 0, run.stderr
+
+    # Each database verifies against its own witness: the vault's file, and one for --db.
+    assert _verify(vault) == (0, [])
+    assert _verify(vault, "--db", given) == (0, [])
+    assert _verify(vault, "--db", url) == (0, [])  # the same database without the password
+    own = json.loads((vault / "audit-checkpoint.json").read_text())
+    assert own["seq"] == 2  # vault.init and project.create, not the runs on PostgreSQL
+    (other,) = (vault / "audit-checkpoints").glob("*.json")
+    witness = json.loads(other.read_text())
+    assert witness["seq"] == 2 and witness["database"].startswith("postgresql://")
+    assert b"pw-not-stored" not in all_bytes(vault)
+    assert stat.S_IMODE(other.stat().st_mode) == 0o600
+    assert stat.S_IMODE(other.parent.stat().st_mode) == 0o700
+    head = cli("audit", "head", "--vault", vault, "--db", url).stdout.strip()
+    assert head == f"2:{witness['hash']}"
+
+    # Truncating the PostgreSQL log (and fixing its head row) is still detected ...
+    engine = connect(url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit WHERE seq = 2"))
+        conn.execute(
+            text("UPDATE audit_head SET seq = 1, hash = (SELECT hash FROM audit WHERE seq = 1)")
+        )
+    engine.dispose()
+    code, problems = _verify(vault, "--db", url)
+    assert code == 1 and any("this vault saw record 2" in p for p in problems), problems
+    # ... also after later appends (a wrong passphrase will do) pass the witnessed record,
+    with VaultSession(vault, url) as session:
+        for _ in range(3):
+            with pytest.raises(AuthenticationError):
+                session.vault.unlock_operator("trial", "a wrong guess")
+        assert session.audit.head()[0] == 4
+    code, problems = _verify(vault, "--db", url)
+    assert code == 1 and any("differs from the one this vault saw" in p for p in problems)
+    assert json.loads(other.read_text()) == witness  # not advanced over the cut
+    # while the vault's own database is untouched and still verifies.
+    assert _verify(vault) == (0, [])
+
+
+def _verify(vault: Path, *args: str) -> tuple[int, list[str]]:
+    result = cli("audit", "verify", "--vault", vault, *args, "--json")
+    assert "Traceback" not in result.stderr
+    return result.code, result.json()["problems"]

@@ -121,7 +121,8 @@ def audit_verify(
     """Check that no audit record was edited, deleted, reordered or truncated.
 
     Without a key, the hash chain and its witnesses (the database's head row and the vault's
-    checkpoint, which must exist) are checked, and each --expect record must still be there
+    checkpoint of that database, which must exist) are checked, and each --expect record must
+    still be there
     unchanged. With --project, records authenticated by that project's audit key are checked
     too: a forger without a passphrase cannot rewrite anything before such a record.
     Exits 1 if the check fails.
@@ -131,6 +132,7 @@ def audit_verify(
     expected = _expected(expect)
     with VaultSession(vault_path(vault), db) as session:
         for name in project or []:
+            session.vault.audit_key_holder(name)  # before asking for a passphrase
             session.vault.open_audit_key(
                 name, _audit_passphrase(name, passphrase_file, reid_passphrase_file)
             )
@@ -169,7 +171,7 @@ def audit_checkpoint(
     db: DbOption = None,
     expect: ExpectOption = None,
 ) -> None:
-    """Re-create the vault's checkpoint after it was lost, once the log checks out.
+    """Re-create the vault's checkpoint of a database after it was lost, once the log checks out.
 
     The chain is verified (without the missing checkpoint) together with every --expect
     record; only then is the last record written as the new checkpoint, and the repair is

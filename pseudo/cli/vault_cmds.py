@@ -352,12 +352,19 @@ def project_rotate_reid_key(
 def project_close(
     name: Annotated[str, typer.Argument(help="The project.")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    keep_operator_keys: Annotated[
+        bool,
+        typer.Option(
+            "--keep-operator-keys",
+            help="Keep the operator slots (the project secret and audit key): operators can "
+            "still check the project's audit MACs (`audit verify --project`), but can also "
+            "still compute the pseudonym of a patient they know. No operator passphrase needed.",
+        ),
+    ] = False,
     destroy_secret: Annotated[
         bool,
         typer.Option(
-            "--destroy-secret",
-            help="Also remove every operator slot: nobody can compute a pseudonym of this "
-            "project again (needs an operator passphrase too).",
+            "--destroy-secret", hidden=True, help="The default; accepted for older scripts."
         ),
     ] = False,
     vault: VaultOption = None,
@@ -365,29 +372,54 @@ def project_close(
     passphrase_file: PassphraseFileOption = None,
     reid_passphrase_file: ReidPassphraseFileOption = None,
 ) -> None:
-    """Close a project for good: destroy its re-identification key (crypto-shredding).
+    """Close a project for good: destroy all of its keys (crypto-shredding).
 
-    Every re-identification slot is removed, so the sealed linkage records can no longer be
-    opened by anyone, and the project takes no more data (`pseudo run` refuses it). Needs a
-    re-identification passphrase and a confirmation (type the project name, or --yes).
-    Backups made before the close still hold the key: destroy them too.
+    Every re-identification slot is removed, so nobody can open the sealed linkage records,
+    and every operator slot, so nobody can compute a pseudonym of the project again (not even
+    of a patient they know); the project takes no more data (`pseudo run` refuses it). The
+    audit key goes too: take `pseudo audit verify --project` and `pseudo audit head` first.
+    Needs a re-identification and an operator passphrase and a confirmation (type the project
+    name, or --yes); --keep-operator-keys keeps the operator slots (closing again later without
+    it destroys them, with an operator passphrase). Backups made before the close still hold
+    the keys: destroy them too.
 
     Example: pseudo project close lung-trial --yes
     """
+    if destroy_secret and keep_operator_keys:
+        raise UserError("--destroy-secret and --keep-operator-keys: give one of them")
     with VaultSession(vault_path(vault), db) as session:
-        session.vault.refuse_closed(session.vault.project(name), "there is nothing left to close")
-        confirm_destruction(
-            name, f"closing project {name!r} (destroying its re-identification key)", yes
-        )
-        reid = reid_passphrase(reid_passphrase_file)
-        operator = operator_passphrase(passphrase_file) if destroy_secret else None
+        project = session.vault.project(name)
+        # a project closed with --keep-operator-keys can be closed for good later
+        finishing = project.closed and bool(project.slots) and not keep_operator_keys
+        if not finishing:
+            session.vault.refuse_closed(project, "there is nothing left to close")
+        what = "re-identification key" if keep_operator_keys else "keys and project secret"
+        confirm_destruction(name, f"closing project {name!r} (destroying its {what})", yes)
+        reid = None if finishing else reid_passphrase(reid_passphrase_file)
+        operator = None if keep_operator_keys else operator_passphrase(passphrase_file)
         closure = maintenance.close_project(
-            session, name, reid, destroy_secret=destroy_secret, operator_passphrase=operator
+            session,
+            name,
+            reid,
+            operator_passphrase=operator,
+            keep_operator_keys=keep_operator_keys,
         )
+        seq, digest = session.audit.head()
     err.print(
         f"Closed project [bold]{name}[/]: destroyed slots {', '.join(closure.destroyed_slots)}; "
         f"its {closure.records} linkage records can no longer be opened"
+        + (
+            "; nobody can compute its pseudonyms any more"
+            if closure.secret_destroyed
+            else "; its operators can still compute pseudonyms"
+        )
     )
+    if closure.secret_destroyed:
+        err.print(
+            f"Its audit MACs can no longer be checked: keep the audit head {seq}:{digest} "
+            "outside the vault (`pseudo audit verify --expect` checks it)",
+            markup=False,
+        )
 
 
 # -- backup and restore ---------------------------------------------------------------------
