@@ -39,6 +39,7 @@ from pseudo.engine import PseudonymizedDataset, Pseudonymizer, quiet_pydicom
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.pools import Pool, WorkerSetup, open_pool
+from pseudo.tags import tag_text
 from pseudo.tokens import pseudonym
 
 TEMP_DIR_NAME = ".pseudo-tmp"
@@ -329,7 +330,7 @@ def process_file(task: Task) -> FileOutcome:
     outcome.linkage = result.linkage
     outcome.findings = result.findings
     if source.after_pixels:
-        tags = ", ".join(f"({t >> 16:04X},{t & 0xFFFF:04X})" for t in source.after_pixels[:8])
+        tags = ", ".join(tag_text(t) for t in source.after_pixels[:8])
         outcome.findings.append(
             Finding("(after the pixel data)", "after-pixel-data", f"removed: {tags}")
         )
@@ -383,7 +384,7 @@ class Runner:
         workers: int = 1,
         on_outcome: Callable[[FileOutcome], None] | None = None,
         check: bool = True,
-        on_plan: Callable[[int, int], None] | None = None,
+        on_plan: Callable[[int], None] | None = None,
         scheduler: str | None = None,
     ) -> None:
         self.keyring = keyring
@@ -452,8 +453,7 @@ class Runner:
             self.store.start_run(self.summary.run_id, self.keyring.project, self.policy.name)
             todo, done = self.plan()
             if self.on_plan is not None:
-                sizes = sum(t.size for t in todo) + sum(o.size for o in done)
-                self.on_plan(len(todo) + len(done), sizes)
+                self.on_plan(len(todo) + len(done))
             for outcome in done:
                 self._record(outcome)
             pool = open_pool(
@@ -480,9 +480,6 @@ class Runner:
         except KeyboardInterrupt:
             self._commit(batch)
             self.summary.status = "interrupted"
-            raise
-        except OutputError:
-            self.summary.status = "failed"
             raise
         except BaseException:
             self.summary.status = "failed"

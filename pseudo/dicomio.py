@@ -29,6 +29,7 @@ from pydicom.tag import tag_in_exception
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from pseudo.findings import RejectedFile
+from pseudo.tags import tag_text
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -65,47 +66,48 @@ def sniff(path: Path) -> str:
     raise NotDicom("no DICOM preamble and no recognizable data set")
 
 
-def _check_complete(ds: Dataset, size: int | None = None) -> None:
-    """Refuse a data set read to the end of its file whose elements are shorter than their
-    declared length, or that ends inside an element header (``size``: the file's length)."""
-    end = 0
-    for tag in ds.keys():
-        element = ds.get_item(tag)
-        if isinstance(element, RawDataElement) and element.value is not None:
-            length = element.length
-            if length != UNDEFINED_LENGTH and len(element.value) < length:
-                raise RejectedFile(
-                    f"truncated: element {_tag(tag)} declares {length} bytes but the file "
-                    f"holds {len(element.value)} (or the transfer syntax is wrong)"
-                )
-            if length != UNDEFINED_LENGTH:
-                end = max(end, element.value_tell + length)
-    if size is not None and end and 0 < size - end < 8:
-        raise RejectedFile(f"truncated: the file ends {size - end} bytes into an element header")
+def _validate(ds: Dataset, size: int, reached_end: bool) -> None:
+    """Refuse a data set that is not whole or not unambiguous, in one pass over its elements.
 
-
-def _check_unique(ds: Dataset) -> None:
-    """Refuse a data set holding an attribute twice: pydicom keeps the last copy in the place
-    of the first, so the bytes of the first copy are missing between the elements it kept.
-    Which value is the patient's is then unknown."""
+    When the header was read to the end of the file (``reached_end``), its last elements may be
+    cut short: shorter than their declared length, or the file ends inside an element header.
+    Always, an attribute present twice is refused: pydicom keeps the last copy in the place of
+    the first, so the bytes of the first copy are missing between the elements it kept, and
+    which value is the patient's is unknown.
+    """
     implicit = bool(getattr(ds, "is_implicit_VR", False))
-    end: int | None = None
+    truncated: RejectedFile | None = None
+    ambiguous: RejectedFile | None = None
+    last_end = 0  # the furthest end of a value
+    end: int | None = None  # the end of the previous element, when known
     for tag in ds.keys():
         element = ds.get_item(tag)
         if not isinstance(element, RawDataElement) or element.length == UNDEFINED_LENGTH:
             end = None  # a parsed sequence: its extent is not known here
             continue
-        header = 8 if implicit or element.VR not in _LONG_VR_NAMES else 12
-        start = element.value_tell - header
-        if end is not None and start != end:
-            raise RejectedFile(
-                f"element {_tag(tag)} appears twice or out of place: the file is ambiguous"
+        length = element.length
+        if reached_end and element.value is not None and len(element.value) < length:
+            truncated = truncated or RejectedFile(
+                f"truncated: element {tag_text(tag)} declares {length} bytes but the file "
+                f"holds {len(element.value)} (or the transfer syntax is wrong)"
             )
-        end = element.value_tell + element.length
-
-
-def _tag(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        last_end = max(last_end, element.value_tell + length)
+        header = 8 if implicit or element.VR not in _LONG_VR_NAMES else 12
+        if end is not None and element.value_tell - header != end and ambiguous is None:
+            ambiguous = RejectedFile(
+                f"element {tag_text(tag)} appears twice or out of place: the file is ambiguous"
+            )
+        end = element.value_tell + length
+    if truncated is not None:
+        raise truncated
+    if reached_end and last_end and 0 < size - last_end < 8:
+        raise RejectedFile(
+            f"truncated: the file ends {size - last_end} bytes into an element header"
+        )
+    if len(ds) == 0:
+        raise RejectedFile("no data set after the file meta (an empty or truncated file)")
+    if ambiguous is not None:
+        raise ambiguous
 
 
 class _PrefixedFile(io.RawIOBase):
@@ -225,10 +227,7 @@ def read_dataset(path: Path) -> Dataset:
             size = handle.seek(0, os.SEEK_END)
     except (InvalidDicomError, *_PARSE_ERRORS) as exc:
         raise _fail(exc) from exc
-    _check_complete(ds, size)
-    if len(ds) == 0:
-        raise RejectedFile("no data set after the file meta (an empty or truncated file)")
-    _check_unique(ds)
+    _validate(ds, size, reached_end=True)
     return ds
 
 
@@ -260,11 +259,7 @@ def read_source(path: Path) -> Source:
                 span = PixelSpan(path, span.start - shift, span.end - shift)
     except (InvalidDicomError, *_PARSE_ERRORS) as exc:
         raise _fail(exc) from exc
-    if span is None:  # the header reached the end of the file: its last element may be short
-        _check_complete(ds, size)
-    if len(ds) == 0:
-        raise RejectedFile("no data set after the file meta (an empty or truncated file)")
-    _check_unique(ds)
+    _validate(ds, size, reached_end=span is None)
     return Source(ds, span, trailer or [])
 
 
@@ -279,7 +274,7 @@ def _trailer(handle: BinaryIO, start: int, size: int, ds: Dataset) -> list[int]:
         if isinstance(element, RawDataElement) and element.length != UNDEFINED_LENGTH:
             end = max(end, element.value_tell + element.length)
         if end > size:
-            raise RejectedFile(f"truncated: element {_tag(element.tag)} after the pixel data")
+            raise RejectedFile(f"truncated: element {tag_text(element.tag)} after the pixel data")
     return tags
 
 
@@ -294,7 +289,7 @@ def _pixel_span(handle: BinaryIO, path: Path, start: int, size: int, ds: Dataset
     tag = int.from_bytes(head[0:2], order) << 16 | int.from_bytes(head[2:4], order)
     if tag not in PIXEL_TAGS:
         raise RejectedFile(
-            f"unexpected element ({tag >> 16:04X},{tag & 0xFFFF:04X}) where pixel data begins"
+            f"unexpected element {tag_text(tag)} where pixel data begins"
         )
     if implicit:
         value_start, length = start + 8, int.from_bytes(head[4:8], order)
@@ -447,13 +442,9 @@ def _copy_pixels(pixels: PixelSpan, handle: BinaryIO) -> None:
             remaining -= len(chunk)
 
 
-def bytes_outside_pixels(path: Path) -> bytes | None:
-    """A file's bytes with the value of its top-level pixel data left out (what can hold
-    identifying text), or None when it cannot be located (deflated or unreadable files)."""
-    try:
-        source = read_source(path)
-    except (NotDicom, RejectedFile):
-        return None
+def bytes_outside_pixels(path: Path, source: Source) -> bytes | None:
+    """The bytes of the file ``source`` was read from, with the value of its top-level pixel
+    data left out (what can hold identifying text), or None for a deflated file."""
     meta = getattr(source.dataset, "file_meta", None)
     if (
         meta is not None

@@ -16,7 +16,7 @@ from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
 from pseudo import anchors, verify
 from pseudo.batch import TEMP_DIR_NAME, discover
-from pseudo.dicomio import NotDicom, bytes_outside_pixels, read_dataset
+from pseudo.dicomio import NotDicom, bytes_outside_pixels, read_dataset, read_source
 from pseudo.engine import Pseudonymizer, quiet_pydicom
 from pseudo.findings import RejectedFile
 from pseudo.identity import read_identity
@@ -31,9 +31,16 @@ def _read(path: Path) -> Dataset | None:
         return None
 
 
-def _raw(path: Path, ds: Dataset) -> bytes | None:
-    """The file's bytes but its top-level pixel data (None for a deflated file)."""
-    return bytes_outside_pixels(path)
+def _read_output(path: Path) -> tuple[Dataset, bytes | None] | None:
+    """An output's header (its pixel data is not needed) and its bytes but the pixel data
+    (None for a deflated file). One read, unless elements follow the pixel data: they are
+    not in the header, so the whole file is read to search them by attribute too."""
+    try:
+        source = read_source(path)
+        ds = read_dataset(path) if source.after_pixels else source.dataset
+    except (NotDicom, RejectedFile):
+        return None
+    return ds, bytes_outside_pixels(path, source)
 
 
 def _expected_output(engine: Pseudonymizer, ds: Dataset) -> tuple[str, int] | None:
@@ -82,13 +89,13 @@ def verify_tree(
             if expected is None or expected[0] not in outputs:
                 continue
             relative, offset = expected
-            out_path = outputs[relative]
-            out = _read(out_path)
-            if out is None:
+            read = _read_output(outputs[relative])
+            if read is None:
                 continue
+            out, raw = read
             paired.add(relative)
             findings, evidence = verify.finish(
-                pending, out, relative, offset, _raw(out_path, out), policy, show_values=show_values
+                pending, out, relative, offset, raw, policy, show_values=show_values
             )
             report.findings.extend(findings)
             report.skipped.update(pending.needles.skipped)
@@ -98,10 +105,10 @@ def verify_tree(
         if unpaired:
             matcher = verify.Matcher(everything)
             for relative in unpaired:
-                out = _read(outputs[relative])
-                if out is None:
+                read = _read_output(outputs[relative])
+                if read is None:
                     continue
-                raw = _raw(outputs[relative], out)
+                out, raw = read
                 report.findings.extend(
                     verify.check(out, relative, matcher, policy, raw, show_values=show_values)
                 )

@@ -203,7 +203,7 @@ class RunProgress:
         self.bytes = 0
         self.started = time.monotonic()
 
-    def plan(self, files: int, size: int) -> None:
+    def plan(self, files: int) -> None:
         """The run knows how many files it has."""
         self.progress.update(self.task, total=files)
         self.started = time.monotonic()

@@ -243,9 +243,8 @@ def project_remove_slot(
 
     Example: pseudo project remove-slot lung-trial dpo-alice
     """
-    store = Vault.open(vault_path(vault))
-    role = store.project(name).slot(slot).role
     with VaultSession(vault_path(vault), db) as session:
+        role = session.vault.project(name).slot(slot).role
         session.vault.remove_slot(
             name, slot, passphrase=_role_passphrase(role, passphrase_file, reid_passphrase_file)
         )
