@@ -288,9 +288,7 @@ def _pixel_span(handle: BinaryIO, path: Path, start: int, size: int, ds: Dataset
         raise RejectedFile("truncated: pixel data element header cut short")
     tag = int.from_bytes(head[0:2], order) << 16 | int.from_bytes(head[2:4], order)
     if tag not in PIXEL_TAGS:
-        raise RejectedFile(
-            f"unexpected element {tag_text(tag)} where pixel data begins"
-        )
+        raise RejectedFile(f"unexpected element {tag_text(tag)} where pixel data begins")
     if implicit:
         value_start, length = start + 8, int.from_bytes(head[4:8], order)
     elif head[4:6] in _LONG_VRS:
