@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -110,6 +111,17 @@ def cli(*args: str | Path) -> CliResult:
         except SystemExit as exc:
             code = int(exc.code or 0)
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def run_command(
+    source: Path, target: Path, vault: Path, *extra: str, project: str = "trial"
+) -> list[str]:
+    """``pseudo run SOURCE TARGET --project P --vault V ...`` as a subprocess's argument list
+    (for the tests that need a real process: signals, memory, terminals, locks)."""
+    return [
+        *(sys.executable, "-m", "pseudo", "run", str(source), str(target)),
+        *("--project", project, "--vault", str(vault), *extra),
+    ]
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -113,6 +113,19 @@ class Server:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+def new_database(server_url: str, tmp_path: Path, prefix: str = "pseudo_vault") -> str:
+    """The URL of a fresh, empty database on the server at ``server_url``, named after the
+    test's folder (so that tests running at once never share one)."""
+    import psycopg
+
+    name = f"{prefix}_{os.getpid()}_{tmp_path.name[-12:].replace('-', '_')}".lower()
+    host = server_url.split("@")[1].split("/")[0]
+    admin = f"host={host.split(':')[0]} port={host.split(':')[1]} user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
 @contextmanager
 def controlled_server() -> Iterator[Server]:
     """A running :class:`Server`, removed afterwards."""

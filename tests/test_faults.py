@@ -30,6 +30,7 @@ from tests.conftest import (
     CanaryRun,
     cli,
     make_vault,
+    run_command,
     tree_digest,
 )
 
@@ -81,10 +82,7 @@ def _cohort(folder: Path, count: int, template: str = "CT_small.dcm") -> Path:
 
 def _run(source: Path, target: Path, vault: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            *(sys.executable, "-m", "pseudo", "run", str(source), str(target)),
-            *("--project", "trial", "--vault", str(vault), "--quiet", *extra),
-        ],
+        run_command(source, target, vault, "--quiet", *extra),
         env=dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -233,10 +231,9 @@ def test_two_runs_and_a_reidentification_at_once_on_one_vault(
 
     def start(target: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [
-                *(sys.executable, "-m", "pseudo", "run", str(canary_dir), str(tmp_path / target)),
-                *("--project", "canary", "--vault", str(vault), "--quiet", "--workers", "1"),
-            ],
+            run_command(
+                canary_dir, tmp_path / target, vault, "--quiet", "--workers", "1", project="canary"
+            ),
             env=environment,
             stderr=subprocess.PIPE,
             text=True,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from pseudo.batch import load_report
-from tests.conftest import OPERATOR, REPO, make_vault
+from tests.conftest import OPERATOR, REPO, make_vault, run_command
 from tests.hostile import CASES, CHARSET_NAMES, Case, build_matrix
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom, building bad files
@@ -43,10 +42,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> MatrixRun:
         (base / "in" / name).write_bytes(Path(source).read_bytes())
     vault = make_vault(base / "vault")
     process = subprocess.run(
-        [
-            *(sys.executable, "-m", "pseudo", "run", str(base / "in"), str(base / "out")),
-            *("--project", "trial", "--vault", str(vault), "--json", "--quiet"),
-        ],
+        run_command(base / "in", base / "out", vault, "--json", "--quiet"),
         env=dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR),
         capture_output=True,
         text=True,

@@ -33,14 +33,7 @@ def database() -> Iterator[str]:
 @pytest.fixture()
 def pg_vault(tmp_path: Path, database: str) -> Iterator[Path]:
     """A vault whose linkage store is a fresh schema-less database on the server."""
-    import psycopg
-
-    name = f"pseudo_{os.getpid()}_{tmp_path.name[-12:].replace('-', '_')}".lower()
-    host = database.split("@")[1].split("/")[0]
-    admin = f"host={host.split(':')[0]} port={host.split(':')[1]} user=postgres dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = database.rsplit("/", 1)[0] + f"/{name}"
+    url = postgres.new_database(database, tmp_path, "pseudo")
     from keystore.session import VaultSession
     from keystore.vault import Vault
 

@@ -8,18 +8,14 @@ import pty
 import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.conftest import OPERATOR, REPO
+from tests.conftest import OPERATOR, REPO, run_command
 
 
 def _command(source: Path, target: Path, vault: Path, *extra: str) -> list[str]:
-    return [
-        *(sys.executable, "-m", "pseudo", "run", str(source), str(target)),
-        *("--project", "trial", "--vault", str(vault), "--workers", "1", *extra),
-    ]
+    return run_command(source, target, vault, "--workers", "1", *extra)
 
 
 def _env() -> dict[str, str]:

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,26 +16,19 @@ from sqlmodel import Session, func, select
 from keystore.db import JournalRow, LinkageRow
 from keystore.session import VaultSession
 from pseudo.batch import run_reports
-from tests.conftest import CANARY_SECRET, OPERATOR, CanaryRun, make_vault, tree_digest
+from tests.conftest import (
+    CANARY_SECRET,
+    OPERATOR,
+    CanaryRun,
+    make_vault,
+    run_command,
+    tree_digest,
+)
 
 
 def _start(source: Path, target: Path, vault: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pseudo",
-            "run",
-            str(source),
-            str(target),
-            "--project",
-            "canary",
-            "--vault",
-            str(vault),
-            "--workers",
-            "2",
-            "--quiet",
-        ],
+        run_command(source, target, vault, "--workers", "2", "--quiet", project="canary"),
         env=dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR),
         stderr=subprocess.PIPE,
         text=True,

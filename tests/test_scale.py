@@ -6,7 +6,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
 from pseudo.demo import build_cohort
-from tests.conftest import OPERATOR, cli
+from tests.conftest import OPERATOR, cli, run_command
 from tests.memory import wait_with_peaks
 
 MEMORY_BOUND_MB = 300
@@ -50,21 +49,7 @@ def test_a_big_multiframe_file_stays_in_bounded_memory(tmp_path: Path, vault: Pa
     source.mkdir()
     _big_file(source / "big.dcm", 400)
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pseudo",
-            "run",
-            str(source),
-            str(tmp_path / "out"),
-            "--project",
-            "trial",
-            "--vault",
-            str(vault),
-            "--workers",
-            "1",
-            "--quiet",
-        ],
+        run_command(source, tmp_path / "out", vault, "--workers", "1", "--quiet"),
         env=dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR),
     )
     peaks = wait_with_peaks(process)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import text
 
 from keystore.db import connect
-from tests.conftest import OPERATOR, REPO, cli, make_vault
+from tests.conftest import OPERATOR, REPO, cli, make_vault, run_command
 
 #: How long the other writer holds the lock: well beyond the 2 s timeout, well below 60 s.
 HOLD = 20.0
@@ -64,21 +63,7 @@ def test_a_lock_held_past_the_busy_timeout_is_one_line_exit_5_then_the_run_works
     output = tmp_path / "out"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PSEUDO_")}
     environment.update(PSEUDO_PASSPHRASE=OPERATOR, PSEUDO_DB_BUSY_TIMEOUT="2")
-    command = [
-        sys.executable,
-        "-m",
-        "pseudo",
-        "run",
-        str(source),
-        str(output),
-        "--project",
-        "trial",
-        "--vault",
-        str(vault),
-        "--workers",
-        "1",
-        "--quiet",
-    ]
+    command = run_command(source, output, vault, "--workers", "1", "--quiet")
 
     writer = Writer(vault / "pseudo.db")
     # Should the timeout be ignored (60 s), the lock goes away after HOLD and the run succeeds.

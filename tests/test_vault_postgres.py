@@ -41,22 +41,10 @@ def database() -> Iterator[str]:
         yield url
 
 
-def new_database(database: str, tmp_path: Path, prefix: str = "pseudo_vault") -> str:
-    """The URL of a fresh, empty database on the server."""
-    import psycopg
-
-    name = f"{prefix}_{os.getpid()}_{tmp_path.name[-12:].replace('-', '_')}".lower()
-    host = database.split("@")[1].split("/")[0]
-    admin = f"host={host.split(':')[0]} port={host.split(':')[1]} user=postgres dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return database.rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.fixture()
 def pg_vault(tmp_path: Path, database: str) -> Path:
     """A vault whose linkage store is a fresh database on the server."""
-    url = new_database(database, tmp_path)
+    url = postgres.new_database(database, tmp_path)
     Vault.init(tmp_path / "vault", database_url=url)
     with VaultSession(tmp_path / "vault") as session:
         session.vault.create_project("trial", OPERATOR, REID, kdf=FAST_KDF)
@@ -132,7 +120,7 @@ def test_a_sqlite_vault_run_on_postgresql_keeps_a_checkpoint_per_database(
     assert cli("vault", "init", "--vault", vault).code == 0
     made = cli("project", "create", "trial", "--vault", vault, "--scrypt-n", "16384")
     assert made.code == 0, made.stderr
-    url = new_database(database, tmp_path, "pseudo_other")
+    url = postgres.new_database(database, tmp_path, "pseudo_other")
     parsed = make_url(url)
     # with a password in the URL (the test server trusts loopback and ignores it)
     given = (

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,29 @@ def test_correct_canary_outputs_verify_clean(
     assert report["skipped_values"], "the report says what was not searched for"
 
 
+@dataclass
+class CopiedOutput:
+    """A copy of the canary output to plant leaks in, and where each input's output is."""
+
+    root: Path
+    pairs: dict[str, Path]  # answer-key path -> output file in the copy
+
+    def edit(self, key: str, change: Callable[[pydicom.Dataset], None]) -> str:
+        """Change the output of input ``key``; return its path relative to the copy."""
+        path = self.pairs[key]
+        ds = pydicom.dcmread(path)
+        change(ds)
+        ds.save_as(path, enforce_file_format=True)
+        return str(path.relative_to(self.root))
+
+
+def _copy_output(canary_run: CanaryRun, tmp_path: Path) -> CopiedOutput:
+    output = tmp_path / "out"
+    shutil.copytree(canary_run.output, output)
+    pairs = {k: output / p.relative_to(canary_run.output) for k, p in canary_run.pairs.items()}
+    return CopiedOutput(output, pairs)
+
+
 def _item(**values: Any) -> Dataset:
     ds = Dataset()
     for keyword, value in values.items():
@@ -55,11 +79,8 @@ def test_planted_leaks_are_found_with_file_and_path(
     operator_env: None,
     tmp_path: Path,
 ) -> None:
-    output = tmp_path / "out"
-    shutil.copytree(canary_run.output, output)
-    pairs = {
-        key: output / path.relative_to(canary_run.output) for key, path in canary_run.pairs.items()
-    }
+    copy = _copy_output(canary_run, tmp_path)
+    output, pairs, edit = copy.root, copy.pairs, copy.edit
     files = sorted(answer_key["files"])
     sr_key = next(k for k in files if answer_key["files"][k]["modality"] == "SR")
     image_ref = "ReferencedImageSequence[0].ReferencedSOPInstanceUID"
@@ -76,13 +97,6 @@ def test_planted_leaks_are_found_with_file_and_path(
 
     def surname(key: str) -> str:
         return str(original(key).PatientName).split("^")[0]
-
-    def edit(key: str, change: Any) -> str:
-        path = pairs[key]
-        ds = pydicom.dcmread(path)
-        change(ds)
-        ds.save_as(path, enforce_file_format=True)
-        return str(path.relative_to(output))
 
     expected: list[tuple[str, str, str]] = []  # (output, path, check)
 
@@ -225,11 +239,8 @@ def test_leaks_in_other_spellings_and_hidden_places_are_found(
 ) -> None:
     """Names as `John Doe`, day-first dates, deep SR text, nested UIDs, file-meta values, text
     after an icon's pixel data or after the pixel data, folder names, broken references."""
-    output = tmp_path / "out"
-    shutil.copytree(canary_run.output, output)
-    pairs = {
-        key: output / path.relative_to(canary_run.output) for key, path in canary_run.pairs.items()
-    }
+    copy = _copy_output(canary_run, tmp_path)
+    output, pairs, edit = copy.root, copy.pairs, copy.edit
     files = sorted(answer_key["files"])
 
     def of(modality: str) -> list[str]:
@@ -240,13 +251,6 @@ def test_leaks_in_other_spellings_and_hidden_places_are_found(
 
     def original(key: str) -> pydicom.Dataset:
         return pydicom.dcmread(canary_dir / key)
-
-    def edit(key: str, change: Any) -> str:
-        path = pairs[key]
-        ds = pydicom.dcmread(path)
-        change(ds)
-        ds.save_as(path, enforce_file_format=True)
-        return str(path.relative_to(output))
 
     expected: list[tuple[str, str, str, str]] = []  # (output, path, check, kind)
 
@@ -326,21 +330,21 @@ def test_broken_references_and_burned_in_text_are_flagged(
     operator_env: None,
     tmp_path: Path,
 ) -> None:
-    output = tmp_path / "out"
-    shutil.copytree(canary_run.output, output)
+    copy = _copy_output(canary_run, tmp_path)
+    output = copy.root
     files = answer_key["files"]
     image_ref = "ReferencedImageSequence[0].ReferencedSOPInstanceUID"
     referencing = next(
         k for k in sorted(files) if any(r["path"] == image_ref for r in files[k]["references"])
     )
-    path = output / canary_run.pairs[referencing].relative_to(canary_run.output)
-    ds = pydicom.dcmread(path)
-    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "2.25.1234567890"
-    ds.BurnedInAnnotation = "YES"
-    ds.save_as(path, enforce_file_format=True)
+
+    def break_it(ds: pydicom.Dataset) -> None:
+        ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "2.25.1234567890"
+        ds.BurnedInAnnotation = "YES"
+
+    rel = copy.edit(referencing, break_it)
     code, report = _verify(canary_dir, output, canary_run.vault)
     assert code == 1
-    rel = str(path.relative_to(output))
     found = {(f["output"], f["path"], f["check"]) for f in report["findings"]}
     assert (rel, image_ref, "reference") in found
     assert (rel, "BurnedInAnnotation", "burned-in") in found
