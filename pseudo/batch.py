@@ -296,10 +296,12 @@ def process_file(task: Task) -> FileOutcome:
         engine = Pseudonymizer(state.keyring, state.policy, dict(task.anchored))
     with quiet_pydicom():
         try:
-            source = read_source(Path(task.path))
+            source = read_source(Path(task.path), engine.droppable)
             ds = source.dataset
             pending = verify.prepare(ds, engine.policy) if state.verify else None
-            result = engine.pseudonymize(ds, pending.recorder if pending else None)
+            result = engine.pseudonymize(
+                ds, pending.recorder if pending else None, source.dropped
+            )
             temp, header = write_temporary(
                 result.dataset, state.temp, source.pixels, sync=state.sync
             )

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -32,12 +33,33 @@ from pseudo.identity import PatientIdentity, read_identity
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.policy.model import Action
 from pseudo.tokens import date_offset_digest, pseudonym
-from pseudo.walker import Recorder, Walker
+from pseudo.walker import IDENTIFYING_TAGS, Recorder, Walker, decision_vr
 
 #: pseudo's own Implementation Class UID (a fixed 2.25 UUID-derived UID) and version name.
 IMPLEMENTATION_CLASS_UID = UID("2.25.29132904577173474198588004560027537061")
 IMPLEMENTATION_VERSION_NAME = f"PSEUDO_{__version__}"[:16]
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+#: Top-level attributes read by the engine or the verification besides the policy's action:
+#: never left out by the reader, whatever the policy does with them.
+ENGINE_TAGS = IDENTIFYING_TAGS | frozenset(
+    tag_for_keyword(keyword)
+    for keyword in (
+        "SpecificCharacterSet",
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "AccessionNumber",
+        "StudyDate",
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientAge",
+        "BurnedInAnnotation",
+        "Modality",
+    )
+)
 
 
 @dataclass
@@ -144,6 +166,7 @@ class Pseudonymizer:
         self.keyring = keyring
         self.policy = policy
         self.anchored_offsets: Mapping[str, int] = anchored_offsets or {}
+        self._droppable: dict[tuple[int, str | None], bool] = {}
 
     def patient(self, identity: PatientIdentity) -> tuple[str, int]:
         """The pseudonym and date offset of a patient (the same in every run)."""
@@ -161,17 +184,46 @@ class Pseudonymizer:
         )
         return patient_pseudonym, offset
 
-    def pseudonymize(self, ds: Dataset, recorder: Recorder | None = None) -> PseudonymizedDataset:
+    def droppable(self, tag: int, vr: str | None) -> bool:
+        """Whether a top-level element of this tag and VR (None in Implicit VR) is removed by
+        the policy whatever its value and the rest of the file, and nothing but the removal
+        reads it: then a reader may leave it out (see :func:`pseudo.dicomio.read_source`)."""
+        key = (tag, vr)
+        known = self._droppable.get(key)
+        if known is None:
+            known = self._droppable[key] = self._is_droppable(tag, vr)
+        return known
+
+    def _is_droppable(self, tag: int, vr: str | None) -> bool:
+        if (
+            self.policy.has_conditions
+            or tag in ENGINE_TAGS
+            or (tag >> 16) & 1
+            or 0x6000 <= tag >> 16 <= 0x601F
+        ):
+            return False
+        decision = self.policy.static_decision(tag, decision_vr(vr, tag))
+        return decision is not None and decision.action is Action.REMOVE
+
+    def pseudonymize(
+        self,
+        ds: Dataset,
+        recorder: Recorder | None = None,
+        dropped: Mapping[int, object] | None = None,
+    ) -> PseudonymizedDataset:
         """Pseudonymize ``ds`` in place and return it with its linkage records.
 
         ``recorder`` (see :mod:`pseudo.verify`) is told about every attribute before it
-        changes. Raises :class:`~pseudo.findings.RejectedFile` when the dataset cannot be
-        processed safely; ``ds`` must then be discarded.
+        changes, including those in ``dropped`` (left out by the reader, see
+        :meth:`droppable`). Raises :class:`~pseudo.findings.RejectedFile` when the dataset
+        cannot be processed safely; ``ds`` must then be discarded.
         """
         with quiet_pydicom():
-            return self._pseudonymize(ds, recorder)
+            return self._pseudonymize(ds, recorder, dropped)
 
-    def _pseudonymize(self, ds: Dataset, recorder: Recorder | None) -> PseudonymizedDataset:
+    def _pseudonymize(
+        self, ds: Dataset, recorder: Recorder | None, dropped: Mapping[int, object] | None = None
+    ) -> PseudonymizedDataset:
         meta = getattr(ds, "file_meta", None)
         media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
         if DICOMDIR_SOP_CLASS in (media_class, str(ds.get("SOPClassUID", ""))):
@@ -191,7 +243,7 @@ class Pseudonymizer:
         patient_pseudonym, offset = self.patient(identity)
         ctx = FileContext(self.keyring, self.policy, patient_pseudonym, offset)
         overlays = _overlay_groups(ds)
-        Walker(ctx, ds, recorder).walk(ds)
+        Walker(ctx, ds, recorder, dropped).walk(ds)
         _drop_overlays_without_data(ds, ctx, overlays)
         self._finish(ds, ctx, sop_class, transfer_syntax)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
 from pseudo.actions import HANDLERS, ElementRef, clean_text
@@ -45,7 +46,11 @@ BIRTH_DATE = 0x00100030
 
 def element_vr(element: object, tag: int) -> str:
     """The VR to decide by: the file's explicit VR, else the dictionary's, else ``UN``."""
-    vr = getattr(element, "VR", None)
+    return decision_vr(getattr(element, "VR", None), tag)
+
+
+def decision_vr(vr: str | None, tag: int) -> str:
+    """The VR to decide by, from the VR in the file (None in Implicit VR)."""
     if vr in (None, "UN"):
         vr = standard_vr(tag) or vr or "UN"
     return vr.split(" or ")[0] if " or " in vr else vr
@@ -57,6 +62,14 @@ def attribute_name(tag: int) -> str:
     if (tag >> 16) & 1:
         return tag_text(tag)
     return keyword_for_tag(tag) or tag_text(tag)
+
+
+def _holder(ds: Dataset, dropped: Mapping[int, object]) -> Dataset:
+    """The dropped elements in a data set of their own, decoded as ``ds`` decodes its own."""
+    holder = Dataset(dict(dropped))
+    holder.set_original_encoding(*ds.original_encoding, ds._character_set)
+    holder._parent_encoding = ds._character_set
+    return holder
 
 
 @dataclass
@@ -73,10 +86,17 @@ class Walker:
     """
 
     def __init__(
-        self, ctx: FileContext, original: Dataset, recorder: Recorder | None = None
+        self,
+        ctx: FileContext,
+        original: Dataset,
+        recorder: Recorder | None = None,
+        dropped: Mapping[int, object] | None = None,
     ) -> None:
         self.ctx = ctx
         self._recorder = recorder
+        #: Top-level elements removed before the walk (see Pseudonymizer.droppable): only the
+        #: recorder must still see them, in their place among the others.
+        self._dropped = dropped if recorder is not None and dropped else None
         policy = ctx.policy
         self._active = policy.active_rules(original) if policy.has_conditions else frozenset()
         self._record_terms = policy.uses(Action.CLEAN)
@@ -102,12 +122,24 @@ class Walker:
     def _walk(self, ds: Dataset, prefix: str, parents: Parents) -> None:
         policy = self.ctx.policy
         creators = []
-        for tag in list(ds.keys()):
+        elements = ds._dict
+        tags = list(elements)
+        dropped = None if parents else self._dropped
+        if dropped is not None:
+            tags = sorted([*tags, *dropped])
+            holder = _holder(ds, dropped)
+        for tag in tags:
+            if dropped is not None and tag in dropped:
+                vr = element_vr(dropped[tag], tag)
+                self._recorder(holder, tag, vr, policy.decide(tag, vr), ())  # type: ignore[misc]
+                continue
             if (tag >> 16) & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
                 # A private creator stays exactly as long as its block keeps an attribute.
                 creators.append(tag)
                 continue
-            element = ds.get_item(tag)
+            element = elements[tag]
+            if element.__class__ is RawDataElement and element.value is None:
+                element = ds.get_item(tag)  # an empty or deferred value: converted in place
             vr = element_vr(element, tag)
             if self._record_terms and tag in IDENTIFYING_TAGS:
                 self._remember(ds, tag)
@@ -117,7 +149,7 @@ class Walker:
             if not self._cleaning:
                 # Fast paths for most attributes: removed, or kept as they are (not sequences).
                 if decision.action is Action.REMOVE:
-                    del ds[tag]
+                    del elements[tag]
                     continue
                 if decision.action is Action.KEEP and vr != "SQ":
                     continue

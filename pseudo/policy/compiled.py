@@ -246,6 +246,13 @@ class CompiledPolicy:
             return rule.decision
         return fallback
 
+    def static_decision(self, tag: int, vr: str) -> Decision | None:
+        """The decision for this tag and VR when nothing else can change it (no rule with a
+        creator, a path or a condition applies), else None."""
+        self.decide(tag, vr)  # fills the cache
+        entry = self._cache[(tag, vr)]
+        return entry if isinstance(entry, Decision) else None
+
     def _build(self, tag: int, vr: str) -> Decision | tuple[tuple[Candidate, ...], Decision]:
         if tag & 0xFFFF == 0:
             return Decision(Action.REMOVE, GROUP_LENGTH)
