@@ -21,11 +21,11 @@ from typing import BinaryIO, Literal
 import pydicom
 from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset, FileDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import data_element_generator
-from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
 from pydicom.tag import BaseTag, tag_in_exception
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
@@ -423,7 +423,7 @@ def encode(ds: Dataset) -> bytes:
         return buffer.getvalue()
     fp = DicomBytesIO()
     fp.write(ds.preamble + b"DICM")
-    write_file_meta_info(fp, meta, enforce_standard=True)
+    _write_file_meta(fp, meta)
     fp.is_implicit_VR, fp.is_little_endian = encoding
     implicit, order = encoding[0], "<" if encoding[1] else ">"
     implicit_header = struct.Struct(order + "HHI")
@@ -439,15 +439,15 @@ def encode(ds: Dataset) -> bytes:
             isinstance(element, RawDataElement)
             and element.value is not None
             and element.length != UNDEFINED_LENGTH
-            and element.VR
+            and (element.VR or implicit)
         ):
             value, vr = element.value, element.VR
             if implicit:
                 write(implicit_header.pack(tag >> 16, tag & 0xFFFF, len(value)))
             elif vr in _LONG_VR_NAMES:
-                write(long_header.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)))
+                write(long_header.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)))  # type: ignore[union-attr]
             elif len(value) <= 0xFFFF:
-                write(short_header.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(value)))
+                write(short_header.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(value)))  # type: ignore[union-attr]
             else:
                 write_data_element(fp, element, charset)
                 continue
@@ -456,6 +456,71 @@ def encode(ds: Dataset) -> bytes:
             with tag_in_exception(tag):
                 write_data_element(fp, element, charset)
     return fp.getvalue()
+
+
+def raw_elements(ds: Dataset, syntax: UID) -> dict[BaseTag, RawDataElement]:
+    """The elements of ``ds`` encoded in ``syntax`` by pydicom and read back, still raw: they
+    are then written as they are, byte for byte what pydicom writes for ``ds``."""
+    implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = implicit, little
+    write_dataset(fp, ds)
+    fp.seek(0)
+    return {e.tag: e for e in data_element_generator(fp, implicit, little)}  # type: ignore[misc]
+
+
+_META_VRS = {0x00020001: "OB", 0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI"}
+_META_VRS |= {0x00020012: "UI", 0x00020013: "SH"}
+
+
+def new_file_meta(
+    sop_class: str, sop_instance: str, syntax: UID, implementation: str, version: str
+) -> FileMetaDataset:
+    """A minimal file meta of raw elements: what pydicom's writer adds and checks
+    (``enforce_file_format``) is there, so :func:`encode` writes it directly."""
+    values = {
+        0x00020001: b"\x00\x01",
+        0x00020002: _padded(sop_class, b"\x00"),
+        0x00020003: _padded(sop_instance, b"\x00"),
+        0x00020010: _padded(str(syntax), b"\x00"),
+        0x00020012: _padded(implementation, b"\x00"),
+        0x00020013: _padded(version, b" "),
+    }
+    group_length = sum(12 + len(v) if t == 0x00020001 else 8 + len(v) for t, v in values.items())
+    elements = {
+        BaseTag(0x00020000): RawDataElement(
+            BaseTag(0x00020000), "UL", 4, struct.pack("<L", group_length), 0, False, True
+        )
+    }
+    for tag, value in values.items():
+        key = BaseTag(tag)
+        elements[key] = RawDataElement(key, _META_VRS[tag], len(value), value, 0, False, True)
+    return FileMetaDataset(elements)
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    data = text.encode("ascii")
+    return data + pad if len(data) % 2 else data
+
+
+def _write_file_meta(fp: DicomBytesIO, meta: FileMetaDataset) -> None:
+    """Write a file meta made by :func:`new_file_meta` directly; any other through pydicom."""
+    elements = meta._dict
+    if set(elements) != {0x00020000, *_META_VRS} or not all(
+        isinstance(e, RawDataElement) and e.value for e in elements.values()
+    ):
+        write_file_meta_info(fp, meta, enforce_standard=True)
+        return
+    body = b"".join(
+        struct.pack("<HH2sHL", 2, tag & 0xFFFF, b"OB", 0, len(e.value))  # type: ignore[arg-type]
+        + e.value  # type: ignore[operator]
+        if tag == 0x00020001
+        else struct.pack("<HH2sH", 2, tag & 0xFFFF, e.VR.encode(), len(e.value))  # type: ignore[union-attr, arg-type]
+        + e.value  # type: ignore[operator]
+        for tag, e in sorted(elements.items())
+        if tag != 0x00020000
+    )
+    fp.write(struct.pack("<HH2sHL", 2, 0, b"UL", 4, len(body)) + body)
 
 
 def _copy_pixels(pixels: PixelSpan, handle: BinaryIO) -> None:

@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     UID,
@@ -28,6 +30,7 @@ from keystore.linkage import LinkageEntry
 from pseudo import __version__
 from pseudo.context import FileContext
 from pseudo.dates import offset_in_range
+from pseudo.dicomio import new_file_meta, raw_elements
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
 from pseudo.identity import PatientIdentity, read_identity
 from pseudo.policy.compiled import CompiledPolicy
@@ -149,6 +152,28 @@ def original_transfer_syntax(ds: Dataset) -> UID:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
+def _deidentification_marks(policy: CompiledPolicy) -> Dataset:
+    """The attributes that say how a file was de-identified (the same for every file)."""
+    ds = Dataset()
+    ds.PatientIdentityRemoved = "YES" if policy.removes_identity else "NO"
+    ds.DeidentificationMethod = policy.method
+    items = []
+    from pydicom.sr.codedict import codes  # 0.1 s to import: only when a file is done
+
+    for keyword in policy.option_codes:
+        code = getattr(codes.DCM, keyword)
+        item = Dataset()
+        item.CodeValue = code.value
+        item.CodingSchemeDesignator = code.scheme_designator
+        item.CodeMeaning = code.meaning
+        items.append(item)
+    if items:
+        ds.DeidentificationMethodCodeSequence = Sequence(items)
+    if policy.profile == "ps3.15":
+        ds.LongitudinalTemporalInformationModified = policy.temporal
+    return ds
+
+
 class Pseudonymizer:
     """Applies one compiled policy with one project's keyring to datasets.
 
@@ -167,6 +192,7 @@ class Pseudonymizer:
         self.policy = policy
         self.anchored_offsets: Mapping[str, int] = anchored_offsets or {}
         self._droppable: dict[tuple[int, str | None], bool] = {}
+        self._marks: dict[UID, dict[BaseTag, RawDataElement]] = {}
 
     def patient(self, identity: PatientIdentity) -> tuple[str, int]:
         """The pseudonym and date offset of a patient (the same in every run)."""
@@ -293,28 +319,15 @@ class Pseudonymizer:
             tag = {"PatientID": 0x00100020, "PatientName": 0x00100010}[keyword]
             if policy.decide(tag, "LO").action is Action.PSEUDONYM and keyword not in ds:
                 setattr(ds, keyword, ctx.pseudonym)
-        ds.PatientIdentityRemoved = "YES" if policy.removes_identity else "NO"
-        ds.DeidentificationMethod = policy.method
-        items = []
-        from pydicom.sr.codedict import codes  # 0.1 s to import: only when a file is done
-
-        for keyword in policy.option_codes:
-            code = getattr(codes.DCM, keyword)
-            item = Dataset()
-            item.CodeValue = code.value
-            item.CodingSchemeDesignator = code.scheme_designator
-            item.CodeMeaning = code.meaning
-            items.append(item)
-        if items:
-            ds.DeidentificationMethodCodeSequence = Sequence(items)
-        if policy.profile == "ps3.15":
-            ds.LongitudinalTemporalInformationModified = policy.temporal
-
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = UID(sop_class)
-        meta.MediaStorageSOPInstanceUID = UID(_required_uid(ds, "SOPInstanceUID"))
-        meta.TransferSyntaxUID = ts
-        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-        ds.file_meta = meta
+        marks = self._marks.get(ts)
+        if marks is None:
+            marks = self._marks[ts] = raw_elements(_deidentification_marks(policy), ts)
+        ds._dict.update(marks)  # shared tuples: a data set converts its own copy if it must
+        ds.file_meta = new_file_meta(
+            sop_class,
+            _required_uid(ds, "SOPInstanceUID"),
+            ts,
+            IMPLEMENTATION_CLASS_UID,
+            IMPLEMENTATION_VERSION_NAME,
+        )
         ds.preamble = b"\x00" * 128
