@@ -411,7 +411,7 @@ def encode(ds: Dataset) -> bytes:
     ``tests/test_engine.py`` checks that the bytes are identical to pydicom's.
     """
     meta = ds.file_meta
-    syntax = UID(str(meta.TransferSyntaxUID))
+    syntax = _transfer_syntax(meta)
     encoding = (syntax.is_implicit_VR, syntax.is_little_endian)
     if (
         syntax == DeflatedExplicitVRLittleEndian
@@ -496,6 +496,16 @@ def new_file_meta(
         key = BaseTag(tag)
         elements[key] = RawDataElement(key, _META_VRS[tag], len(value), value, 0, False, True)
     return FileMetaDataset(elements)
+
+
+def _transfer_syntax(meta: FileMetaDataset) -> UID:
+    """The Transfer Syntax UID of a file meta, without converting a raw element in place."""
+    element = meta.get_item(0x00020010)
+    if element is None:
+        raise AttributeError("the file meta has no Transfer Syntax UID")
+    if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
+        return UID(element.value.decode("ascii", "replace").strip(" \x00"))
+    return UID(str(element.value))
 
 
 def _padded(text: str, pad: bytes) -> bytes:
