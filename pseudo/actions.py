@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+from pydicom.values import convert_value
 
 from pseudo.clean import TextCleaner
 from pseudo.dates import InvalidDateError, shift_value
@@ -170,14 +172,49 @@ def remap_uid(ref: ElementRef, walker: Walker) -> None:
     if ref.vr != "UI":
         _unexpected(ref, walker)
         return
+    raw = _raw_ascii(ref)
+    if raw is not None:
+        try:
+            values = _strings(convert_value(ref.vr, raw))
+        except Exception:
+            values = None
+        if values is not None:
+            _store_raw(ref, raw, [walker.ctx.remap(uid) for uid in values], b"\x00")
+            return
     element = _element(ref, walker)
     if element is not None:
         _set_strings(element, [walker.ctx.remap(uid) for uid in _strings(element.value)])
 
 
+def _raw_ascii(ref: ElementRef) -> RawDataElement | None:
+    """The element if it is still raw, little endian, of the VR decided by and holds bytes: a
+    value of an ASCII-only VR (UI, DA, DT) can then be read and replaced without building a
+    pydicom element (the bytes written are those pydicom writes for the new value)."""
+    element = ref.ds._dict.get(BaseTag(ref.tag))
+    if (
+        isinstance(element, RawDataElement)
+        and element.is_little_endian
+        and element.VR in (None, ref.vr)
+        and isinstance(element.value, bytes)
+    ):
+        return element
+    return None
+
+
+def _store_raw(ref: ElementRef, raw: RawDataElement, values: list[str], pad: bytes) -> None:
+    """Replace a raw element's value by ``values`` (ASCII), encoded as pydicom writes them."""
+    data = "\\".join(values).encode("ascii")
+    if len(data) % 2:
+        data += pad
+    ref.ds._dict[raw.tag] = raw._replace(length=len(data), value=data)
+
+
 def _date_text(element: DataElement) -> str:
-    raw = element.value
-    return "\\".join(_strings(raw)) if isinstance(raw, MultiValue | list) else str(raw or "")
+    return _date_text_of(element.value)
+
+
+def _date_text_of(value: Any) -> str:
+    return "\\".join(_strings(value)) if isinstance(value, MultiValue | list) else str(value or "")
 
 
 def shift_date(ref: ElementRef, walker: Walker) -> None:
@@ -190,11 +227,20 @@ def shift_date(ref: ElementRef, walker: Walker) -> None:
     if ref.vr not in DATE_VRS:
         _unexpected(ref, walker)
         return
-    element = _element(ref, walker)
-    if element is None:
-        return
+    raw = _raw_ascii(ref)
+    text: str | None = None
+    if raw is not None:
+        try:
+            text = _date_text_of(convert_value(ref.vr, raw))
+        except Exception:
+            text = None
+    element = _element(ref, walker) if text is None else None
+    if text is None:
+        if element is None:
+            return
+        text = _date_text(element)
     try:
-        shifted = shift_value(_date_text(element), ref.vr, walker.ctx.date_offset_days)
+        shifted = shift_value(text, ref.vr, walker.ctx.date_offset_days)
     except InvalidDateError as exc:
         del ref.ds[ref.tag]
         walker.ctx.note(
@@ -202,6 +248,10 @@ def shift_date(ref: ElementRef, walker: Walker) -> None:
             "invalid-date",
             f"{ref.vr} value is not a valid date ({exc.__class__.__name__}); removed",
         )
+        return
+    if element is None:
+        assert raw is not None
+        _store_raw(ref, raw, shifted.split("\\"), b" ")
         return
     _set_strings(element, shifted.split("\\"))
 

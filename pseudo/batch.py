@@ -299,9 +299,7 @@ def process_file(task: Task) -> FileOutcome:
             source = read_source(Path(task.path), engine.droppable)
             ds = source.dataset
             pending = verify.prepare(ds, engine.policy) if state.verify else None
-            result = engine.pseudonymize(
-                ds, pending.recorder if pending else None, source.dropped
-            )
+            result = engine.pseudonymize(ds, pending.recorder if pending else None, source.dropped)
             temp, header = write_temporary(
                 result.dataset, state.temp, source.pixels, sync=state.sync
             )

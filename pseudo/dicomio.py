@@ -13,10 +13,10 @@ import os
 import re
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, cast
 
 import pydicom
 from pydicom.charset import default_encoding
@@ -445,9 +445,9 @@ def encode(ds: Dataset) -> bytes:
             if implicit:
                 write(implicit_header.pack(tag >> 16, tag & 0xFFFF, len(value)))
             elif vr in _LONG_VR_NAMES:
-                write(long_header.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)))  # type: ignore[union-attr]
+                write(long_header.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)))
             elif len(value) <= 0xFFFF:
-                write(short_header.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(value)))  # type: ignore[union-attr]
+                write(short_header.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(value)))
             else:
                 write_data_element(fp, element, charset)
                 continue
@@ -466,7 +466,8 @@ def raw_elements(ds: Dataset, syntax: UID) -> dict[BaseTag, RawDataElement]:
     fp.is_implicit_VR, fp.is_little_endian = implicit, little
     write_dataset(fp, ds)
     fp.seek(0)
-    return {e.tag: e for e in data_element_generator(fp, implicit, little)}  # type: ignore[misc]
+    stream = cast(BinaryIO, fp)
+    return {e.tag: e for e in data_element_generator(stream, implicit, little)}  # type: ignore[misc]
 
 
 _META_VRS = {0x00020001: "OB", 0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI"}
@@ -477,7 +478,8 @@ def new_file_meta(
     sop_class: str, sop_instance: str, syntax: UID, implementation: str, version: str
 ) -> FileMetaDataset:
     """A minimal file meta of raw elements: what pydicom's writer adds and checks
-    (``enforce_file_format``) is there, so :func:`encode` writes it directly."""
+    (``enforce_file_format``) is there, so :func:`encode` writes it directly (with its group
+    length, which it computes as pydicom does)."""
     values = {
         0x00020001: b"\x00\x01",
         0x00020002: _padded(sop_class, b"\x00"),
@@ -486,12 +488,7 @@ def new_file_meta(
         0x00020012: _padded(implementation, b"\x00"),
         0x00020013: _padded(version, b" "),
     }
-    group_length = sum(12 + len(v) if t == 0x00020001 else 8 + len(v) for t, v in values.items())
-    elements = {
-        BaseTag(0x00020000): RawDataElement(
-            BaseTag(0x00020000), "UL", 4, struct.pack("<L", group_length), 0, False, True
-        )
-    }
+    elements: dict[BaseTag, RawDataElement | DataElement] = {}
     for tag, value in values.items():
         key = BaseTag(tag)
         elements[key] = RawDataElement(key, _META_VRS[tag], len(value), value, 0, False, True)
@@ -516,20 +513,20 @@ def _padded(text: str, pad: bytes) -> bytes:
 def _write_file_meta(fp: DicomBytesIO, meta: FileMetaDataset) -> None:
     """Write a file meta made by :func:`new_file_meta` directly; any other through pydicom."""
     elements = meta._dict
-    if set(elements) != {0x00020000, *_META_VRS} or not all(
+    if set(elements) - {0x00020000} != set(_META_VRS) or not all(
         isinstance(e, RawDataElement) and e.value for e in elements.values()
     ):
         write_file_meta_info(fp, meta, enforce_standard=True)
         return
-    body = b"".join(
-        struct.pack("<HH2sHL", 2, tag & 0xFFFF, b"OB", 0, len(e.value))  # type: ignore[arg-type]
-        + e.value  # type: ignore[operator]
-        if tag == 0x00020001
-        else struct.pack("<HH2sH", 2, tag & 0xFFFF, e.VR.encode(), len(e.value))  # type: ignore[union-attr, arg-type]
-        + e.value  # type: ignore[operator]
-        for tag, e in sorted(elements.items())
-        if tag != 0x00020000
-    )
+    parts = []
+    for tag, element in sorted(elements.items()):
+        value = cast(bytes, element.value)
+        if tag == 0x00020001:
+            parts.append(struct.pack("<HH2sHL", 2, 1, b"OB", 0, len(value)) + value)
+        elif tag != 0x00020000:
+            vr = cast(str, element.VR).encode()
+            parts.append(struct.pack("<HH2sH", 2, tag & 0xFFFF, vr, len(value)) + value)
+    body = b"".join(parts)
     fp.write(struct.pack("<HH2sHL", 2, 0, b"UL", 4, len(body)) + body)
 
 

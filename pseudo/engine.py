@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.tag import BaseTag
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
     ExplicitVRBigEndian,
@@ -36,7 +36,7 @@ from pseudo.identity import PatientIdentity, read_identity
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.policy.model import Action
 from pseudo.tokens import date_offset_digest, pseudonym
-from pseudo.walker import IDENTIFYING_TAGS, Recorder, Walker, decision_vr
+from pseudo.walker import IDENTIFYING_TAGS, Dropped, Recorder, Walker, decision_vr
 
 #: pseudo's own Implementation Class UID (a fixed 2.25 UUID-derived UID) and version name.
 IMPLEMENTATION_CLASS_UID = UID("2.25.29132904577173474198588004560027537061")
@@ -235,7 +235,7 @@ class Pseudonymizer:
         self,
         ds: Dataset,
         recorder: Recorder | None = None,
-        dropped: Mapping[int, object] | None = None,
+        dropped: Dropped | None = None,
     ) -> PseudonymizedDataset:
         """Pseudonymize ``ds`` in place and return it with its linkage records.
 
@@ -248,7 +248,7 @@ class Pseudonymizer:
             return self._pseudonymize(ds, recorder, dropped)
 
     def _pseudonymize(
-        self, ds: Dataset, recorder: Recorder | None, dropped: Mapping[int, object] | None = None
+        self, ds: Dataset, recorder: Recorder | None, dropped: Dropped | None = None
     ) -> PseudonymizedDataset:
         meta = getattr(ds, "file_meta", None)
         media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""

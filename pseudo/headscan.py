@@ -21,6 +21,7 @@ import io
 import struct
 from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass
+from typing import cast
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
@@ -157,7 +158,7 @@ def scan(
         position = value_start + length
         if position > end_of_data:
             return None
-        value = data[value_start:position] if length else empty_value_for_VR(vr, raw=True)
+        value = data[value_start:position] if length else _empty(vr)
         key = BaseTag(tag)
         element = RawDataElement(key, vr, length, value, value_start, implicit, True)
         if drop is not None and drop(tag, vr):
@@ -178,11 +179,16 @@ def scan(
     )
 
 
+def _empty(vr: str | None) -> bytes | None:
+    """The raw value pydicom gives an element of length zero."""
+    return cast(bytes | None, empty_value_for_VR(vr, raw=True))
+
+
 def _file_meta(data: bytes) -> tuple[FileMetaDataset, int] | None:
     """The file meta (group 0002, Explicit VR Little Endian) as pydicom's reader leaves it, and
     where the data set begins; None for anything unusual."""
     position, end = 132, len(data)
-    elements: dict[BaseTag, RawDataElement] = {}
+    elements: dict[BaseTag, RawDataElement | DataElement] = {}
     while position + 8 <= end:
         group, number, raw_vr, length = _EXPLICIT.unpack_from(data, position)
         if group != 2:
@@ -202,7 +208,7 @@ def _file_meta(data: bytes) -> tuple[FileMetaDataset, int] | None:
         key = BaseTag(2 << 16 | number)
         if key in elements:
             return None
-        value = data[value_start:position] if length else empty_value_for_VR(vr, raw=True)
+        value = data[value_start:position] if length else _empty(vr)
         elements[key] = RawDataElement(key, vr, length, value, value_start, False, True)
     if not elements or list(elements) != sorted(elements):
         return None

@@ -10,6 +10,7 @@ from typing import Protocol
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 from pseudo.actions import HANDLERS, ElementRef, clean_text
 from pseudo.clean import (
@@ -38,6 +39,8 @@ class Recorder(Protocol):
     ) -> None: ...
 
 
+#: Top-level elements left out by the reader (see :meth:`Pseudonymizer.droppable`).
+Dropped = Mapping[BaseTag, DataElement | RawDataElement]
 #: Deeper nesting than this is refused: no real object needs it, and a hostile file uses it.
 MAX_DEPTH = 64
 IDENTIFYING_TAGS = frozenset(t for t in map(tag_for_keyword, IDENTIFYING_KEYWORDS) if t)
@@ -64,10 +67,11 @@ def attribute_name(tag: int) -> str:
     return keyword_for_tag(tag) or tag_text(tag)
 
 
-def _holder(ds: Dataset, dropped: Mapping[int, object]) -> Dataset:
+def _holder(ds: Dataset, dropped: Dropped) -> Dataset:
     """The dropped elements in a data set of their own, decoded as ``ds`` decodes its own."""
     holder = Dataset(dict(dropped))
-    holder.set_original_encoding(*ds.original_encoding, ds._character_set)
+    implicit, little = ds.original_encoding
+    holder.set_original_encoding(implicit, little, ds._character_set)
     holder._parent_encoding = ds._character_set
     return holder
 
@@ -90,7 +94,7 @@ class Walker:
         ctx: FileContext,
         original: Dataset,
         recorder: Recorder | None = None,
-        dropped: Mapping[int, object] | None = None,
+        dropped: Dropped | None = None,
     ) -> None:
         self.ctx = ctx
         self._recorder = recorder

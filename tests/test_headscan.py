@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from unittest import mock
 
-import pytest
 import pydicom.data
+import pytest
 from pydicom.dataelem import RawDataElement
 
 from pseudo import dicomio
@@ -36,7 +36,7 @@ def _read(path: Path) -> dicomio.Source | str:
 
 
 def _elements(ds: object) -> list[object]:
-    found = []
+    found: list[object] = []
     for tag, element in ds._dict.items():  # type: ignore[attr-defined]
         if isinstance(element, RawDataElement):
             found.append(tuple(element))
