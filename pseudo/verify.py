@@ -210,7 +210,11 @@ def _as_date(text: str) -> date | None:
     return None
 
 
-def _elements(ds: Dataset, parents: Parents = ()) -> Iterator[tuple[Dataset, int, str, Parents]]:
+#: An element found by :func:`_elements`: the data set holding it, its tag, VR and parents.
+Walked = tuple[Dataset, int, str, Parents]
+
+
+def _elements(ds: Dataset, parents: Parents = ()) -> Iterator[Walked]:
     """Every element at every depth: (dataset holding it, tag, VR, sequences above it)."""
     for tag in list(ds.keys()):
         vr = element_vr(ds.get_item(tag), tag)
@@ -495,6 +499,7 @@ def check(
     *,
     active: frozenset[int] = frozenset(),
     show_values: bool = False,
+    walked: list[Walked] | None = None,
 ) -> list[Finding]:
     """Look for the matcher's needles in one output: its bytes (``header``: every byte but the
     top-level pixel data), its attributes at every depth when needed, and its file name. One
@@ -514,7 +519,9 @@ def check(
 
     meta = getattr(out, "file_meta", None) or Dataset()
     safe = SafePrivate.load()
-    for level, tag, vr, parents in _elements(out):
+    if walked is None:
+        walked = list(_elements(out))
+    for level, tag, vr, parents in walked:
         if (tag >> 16) & 1 and not 0x10 <= tag & 0xFFFF <= 0xFF:
             action = policy.decide(tag, vr, level, parents, active).action
             if action is Action.REMOVE or (action is Action.CLEAN and not safe.is_safe(level, tag)):
@@ -529,7 +536,7 @@ def check(
     )
     if matcher and (header is None or raw_hits):
         seen: set[Needle] = set()
-        elements = [("FileMeta.", e) for e in _elements(meta)] + [("", e) for e in _elements(out)]
+        elements = [("FileMeta.", e) for e in _elements(meta)] + [("", e) for e in walked]
         for prefix, (level, tag, vr, parents) in elements:
             if vr == "SQ" or (vr not in CHECKED_VRS and not (tag >> 16) & 1):
                 continue
@@ -601,10 +608,24 @@ def references(ds: Dataset) -> list[tuple[str, str]]:
     return found
 
 
-def output_uids(ds: Dataset, policy: CompiledPolicy, active: frozenset[int]) -> dict[int, str]:
+def _references(walked: list[Walked]) -> list[tuple[str, str]]:
+    """:func:`references`, from elements already walked (the same order)."""
+    found: list[tuple[str, str]] = []
+    for level, tag, _, parents in walked:
+        if parents and tag in REFERENCE_TAGS:
+            found.extend((path_of(parents, tag), uid) for uid in _strings(level[tag].value))
+    return found
+
+
+def output_uids(
+    ds: Dataset,
+    policy: CompiledPolicy,
+    active: frozenset[int],
+    walked: list[Walked] | None = None,
+) -> dict[int, str]:
     """Digest -> path of every UID in a dataset that the policy does not keep as it is."""
     found: dict[int, str] = {}
-    for level, tag, vr, parents in _elements(ds):
+    for level, tag, vr, parents in _elements(ds) if walked is None else walked:
         if vr == "UI" and policy.decide(tag, vr, level, parents, active).action not in _KEEPING:
             for uid in _strings(level[tag].value):
                 if uid and not is_standard_uid(uid):
@@ -707,6 +728,7 @@ def finish(
     ``header`` is the output's bytes before its pixel data (None for a deflated file).
     """
     pending.needles.add_dates(offset_days)
+    walked = list(_elements(out))  # one walk of the output for every check below
     findings = check(
         out,
         relative_path,
@@ -715,17 +737,18 @@ def finish(
         header,
         active=pending.active,
         show_values=show_values,
+        walked=walked,
     )
     evidence = PairEvidence(
         pending.instance,
         str(out.get("SOPInstanceUID", "")),
         [
             (path, pending.references[path], value)
-            for path, value in references(out)
+            for path, value in _references(walked)
             if path in pending.references
         ],
         {uid_digest(n.text) for n in pending.needles.items.values() if n.kind == "instance UID"},
-        output_uids(out, policy, pending.active),
+        output_uids(out, policy, pending.active, walked),
     )
     return findings, evidence
 
