@@ -224,7 +224,7 @@ class Pseudonymizer:
         if (
             self.policy.has_conditions
             or tag in ENGINE_TAGS
-            or (tag >> 16) & 1
+            or ((tag >> 16) & 1 and 0x10 <= tag & 0xFFFF <= 0xFF)  # private creators
             or 0x6000 <= tag >> 16 <= 0x601F
         ):
             return False

@@ -15,11 +15,13 @@ import pydicom.data
 import pytest
 from pydicom.dataelem import RawDataElement
 
-from pseudo import dicomio
-from pseudo.engine import quiet_pydicom
+from pseudo import dicomio, verify
+from pseudo.engine import Pseudonymizer, quiet_pydicom
 from pseudo.findings import RejectedFile
+from pseudo.policy import load_policy
 from tests.conftest import CANARY, PUBLIC
 from tests.hostile import CASES
+from tests.synthetic import make_keyring
 
 
 def _slow(path: Path) -> dicomio.Source | str:
@@ -99,3 +101,37 @@ def test_hostile_files_read_alike_or_declined(tmp_path: Path) -> None:
             fast, slow = _read(path), _slow(path)
             if isinstance(slow, str):
                 assert fast == slow, case.name
+
+
+def _outcome(engine: Pseudonymizer, path: Path, drop: bool) -> tuple[bytes, dict[str, str], list]:
+    """Output bytes, verification needles and findings of one file, read with or without
+    leaving out the elements the policy only removes."""
+    source = dicomio.read_source(path, engine.droppable if drop else None)
+    assert bool(source.dropped) <= drop
+    pending = verify.prepare(source.dataset, engine.policy)
+    result = engine.pseudonymize(source.dataset, pending.recorder, source.dropped)
+    data = dicomio.encode(result.dataset)
+    findings, _ = verify.finish(
+        pending, result.dataset, result.relative_path, result.date_offset_days, data, engine.policy
+    )
+    needles = {key: needle.kind for key, needle in pending.needles.items.items()}
+    return data, needles, [f.to_json() for f in findings]
+
+
+@pytest.mark.parametrize("policy", ["default", "basic", "strict", "nidb-full"])
+def test_leaving_out_removed_elements_changes_nothing(policy: str) -> None:
+    """The reader may leave out what the policy only removes: the output bytes, what the
+    verification looks for (in the same order) and what it finds are the same."""
+    engine = Pseudonymizer(make_keyring(), load_policy(policy))
+    files = _corpus(Path(pydicom.data.__file__).parent / "test_files")[::3] + _corpus(CANARY)[::4]
+    dropped = 0
+    with quiet_pydicom():
+        for path in files:
+            try:
+                with_drop = _outcome(engine, path, True)
+            except (RejectedFile, dicomio.NotDicom):
+                continue
+            dropped += len(dicomio.read_source(path, engine.droppable).dropped)
+            assert with_drop == _outcome(engine, path, False), path.name
+            assert list(with_drop[1]) == list(_outcome(engine, path, False)[1]), path.name
+    assert dropped > (100 if policy == "default" else 0)
