@@ -103,7 +103,9 @@ def test_hostile_files_read_alike_or_declined(tmp_path: Path) -> None:
                 assert fast == slow, case.name
 
 
-def _outcome(engine: Pseudonymizer, path: Path, drop: bool) -> tuple[bytes, dict[str, str], list]:
+def _outcome(
+    engine: Pseudonymizer, path: Path, drop: bool
+) -> tuple[bytes, dict[str, str], list[dict[str, object]]]:
     """Output bytes, verification needles and findings of one file, read with or without
     leaving out the elements the policy only removes."""
     source = dicomio.read_source(path, engine.droppable if drop else None)
