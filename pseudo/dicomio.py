@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
 import pydicom
-from pydicom.charset import default_encoding
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import data_element_generator
 from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, tag_in_exception
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
@@ -430,12 +431,23 @@ def encode(ds: Dataset) -> bytes:
     short_header = struct.Struct(order + "HH2sH")
     long_header = struct.Struct(order + "HH2sHI")
     charset = ds.get("SpecificCharacterSet", default_encoding)
+    ascii_text = _ascii_compatible(charset)
     write = fp.write
     for tag in sorted(ds.keys()):
         if tag & 0xFFFF == 0 and tag >> 16 > 6:
             continue  # retired group lengths are not written (PS3.5 7.2), as pydicom does
         element = ds.get_item(tag)
-        if (
+        data = _ascii_value(element, ascii_text) if element.__class__ is DataElement else None
+        if data is not None:
+            vr = element.VR
+            if implicit:
+                write(implicit_header.pack(tag >> 16, tag & 0xFFFF, len(data)))
+            elif vr in _LONG_VR_NAMES:
+                write(long_header.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(data)))
+            else:
+                write(short_header.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(data)))
+            write(data)
+        elif (
             isinstance(element, RawDataElement)
             and element.value is not None
             and element.length != UNDEFINED_LENGTH
@@ -528,6 +540,43 @@ def _write_file_meta(fp: DicomBytesIO, meta: FileMetaDataset) -> None:
             parts.append(struct.pack("<HH2sH", 2, tag & 0xFFFF, vr, len(value)) + value)
     body = b"".join(parts)
     fp.write(struct.pack("<HH2sHL", 2, 0, b"UL", 4, len(body)) + body)
+
+
+#: String VRs pydicom writes as their values joined by backslashes, padded to even length.
+_ASCII_PADDING = {vr: b" " for vr in ("AE", "AS", "CS", "DA", "DT", "TM", "UR")} | {"UI": b"\x00"}
+#: ... and those whose values are encoded with the character set (the same bytes for ASCII
+#: text in the character sets of ``_ASCII_CHARSETS``). Not PN: pydicom may write a person
+#: name's original bytes.
+_TEXT_PADDING = {vr: b" " for vr in ("LO", "LT", "SH", "ST", "UC", "UT")}
+_ASCII_CHARSETS = frozenset({"iso8859", "latin_1", "UTF8", "utf_8"})
+
+
+def _ascii_compatible(charset: object) -> bool:
+    """Whether ASCII text is encoded as ASCII bytes in this Specific Character Set."""
+    try:
+        return set(convert_encodings(charset)) <= _ASCII_CHARSETS  # type: ignore[arg-type]
+    except Exception:
+        return False
+
+
+def _ascii_value(element: DataElement, ascii_text: bool) -> bytes | None:
+    """The value bytes pydicom writes for a converted string element holding only ASCII text,
+    or None when pydicom must write it (anything else: numbers, bytes, other text)."""
+    vr = element.VR
+    pad = _ASCII_PADDING.get(vr) or (_TEXT_PADDING.get(vr) if ascii_text else None)
+    if pad is None or element.is_undefined_length:
+        return None
+    value = element.value
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, MultiValue | list) and all(isinstance(v, str) for v in value):
+        text = "\\".join(str(v) for v in value)
+    else:
+        return None
+    if not text.isascii() or len(text) > 0xFFFE:
+        return None
+    data = text.encode("ascii")
+    return data + pad if len(data) % 2 else data
 
 
 def _copy_pixels(pixels: PixelSpan, handle: BinaryIO) -> None:

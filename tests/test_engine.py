@@ -222,3 +222,53 @@ def test_the_fast_encoder_writes_what_pydicom_writes(keyring: Keyring) -> None:
             assert encode(result.dataset) == expected.getvalue(), path.name
             compared += 1
     assert compared >= 50
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+@pytest.mark.parametrize("charset", [None, "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 87"])
+def test_the_fast_encoder_writes_changed_strings_as_pydicom_does(
+    syntax: str, charset: str | None
+) -> None:
+    """Changed string values (not raw) of every string VR, single and multiple, odd and even,
+    empty, ASCII and not, in both VR encodings and several character sets: pydicom's bytes."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import UID
+
+    ds = Dataset()
+    if charset:
+        ds.SpecificCharacterSet = charset
+    values = {
+        "AE": ["STATION1", "AE"],
+        "AS": ["045Y"],
+        "CS": ["ORIGINAL", "PRIMARY", "AXIAL"],
+        "DA": ["20230105", "2023"],
+        "DT": ["20230105101600.1"],
+        "TM": ["1016", "101600.123456"],
+        "UI": ["1.2.3", "1.2.34"],
+        "UR": ["http://example.org/a"],
+        "LO": ["Odd", "Évian", "even"],
+        "SH": ["ACC1"],
+        "ST": ["some text."],
+        "LT": ["a longer text\\with a backslash"],
+        "UC": ["UC value"],
+        "UT": ["café"],
+        "PN": ["DOE^JOHN"],
+    }
+    element = 0x1000
+    for vr, texts in values.items():
+        for subset in ([texts[0]], texts, [], [""], texts[:1] * 2):
+            element += 1
+            value = subset[0] if len(subset) == 1 else subset
+            ds.add_new(0x00190000 | element, vr, value)  # private: any VR is allowed
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.7")
+    meta.MediaStorageSOPInstanceUID = UID("1.2.3.4")
+    meta.TransferSyntaxUID = UID(syntax)
+    ds.file_meta = meta
+    ds.preamble = b"\x00" * 128
+    ds.set_original_encoding(syntax.endswith(".2"), True, ds._character_set)
+    with quiet_pydicom():
+        expected = io.BytesIO()
+        pydicom.dcmwrite(expected, ds, enforce_file_format=True)
+        assert encode(ds) == expected.getvalue()
