@@ -433,7 +433,7 @@ def encode(ds: Dataset) -> bytes:
     charset = ds.get("SpecificCharacterSet", default_encoding)
     ascii_text = _ascii_compatible(charset)
     write = fp.write
-    for tag in sorted(ds.keys()):
+    for tag in sorted(ds.keys(), key=int):  # int: BaseTag compares in Python
         if tag & 0xFFFF == 0 and tag >> 16 > 6:
             continue  # retired group lengths are not written (PS3.5 7.2), as pydicom does
         element = ds.get_item(tag)

@@ -234,9 +234,10 @@ _NUMBER_VRS = frozenset({"AT", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "
 _ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
 
 
-def peek_value(ds: Dataset, tag: int, vr: str) -> Any:
+def peek_value(ds: Dataset, tag: int, vr: str, charset: Any = None) -> Any:
     """An attribute's value, decoded without converting the element in place (most recorded
-    values belong to attributes about to be removed: converting them would be wasted work)."""
+    values belong to attributes about to be removed: converting them would be wasted work).
+    ``charset``: the data set's encodings, when the caller knows them already."""
     element = ds.get_item(tag)
     if isinstance(element, RawDataElement) and vr != "SQ":
         raw = element.value
@@ -245,7 +246,7 @@ def peek_value(ds: Dataset, tag: int, vr: str) -> Any:
         if vr in _ASCII_VRS and isinstance(raw, bytes):
             # These VRs hold only ASCII by definition: no character set to apply.
             return raw.decode("ascii", "replace").strip(" \x00").split("\\")
-        return convert_value(vr, element, ds._character_set)
+        return convert_value(vr, element, ds._character_set if charset is None else charset)
     return ds[tag].value
 
 
@@ -273,6 +274,8 @@ class Recorder:
         self._safe = SafePrivate.load()
         #: path -> original value of every Referenced SOP Instance UID in a walked sequence
         self.references: dict[str, str] = {}
+        #: id -> encodings of the data sets seen (pydicom works them out again at every call)
+        self._charsets: dict[int, Any] = {}
 
     def __call__(
         self, ds: Dataset, tag: int, vr: str, decision: Decision, parents: Parents = ()
@@ -292,8 +295,11 @@ class Recorder:
             return  # kept, cleaned or remapped sequences: the walker visits their items
         if vr not in SEARCHED_VRS and (not private or vr in _NUMBER_VRS):
             return  # binary numbers are not searched for, private ones neither
+        charset = self._charsets.get(id(ds))
+        if charset is None:
+            charset = self._charsets[id(ds)] = ds._character_set
         try:
-            value = peek_value(ds, tag, vr)
+            value = peek_value(ds, tag, vr, charset)
         except Exception:
             return
         self._value(tag, vr, value, action, private)

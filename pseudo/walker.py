@@ -130,7 +130,7 @@ class Walker:
         tags = list(elements)
         dropped = None if parents else self._dropped
         if dropped is not None:
-            tags = sorted([*tags, *dropped])
+            tags = sorted([*tags, *dropped], key=int)  # int: BaseTag compares in Python
             holder = _holder(ds, dropped)
         for tag in tags:
             if dropped is not None and tag in dropped:
