@@ -126,15 +126,17 @@ class Needles:
             if text:
                 self.skipped["shorter than 4 characters"] += 1
             return
-        measurement = "." in text or "e" in text.lower() or len(text.lstrip("+-0")) < MIN_DIGITS
+        upper = text.upper()
+        measurement = "." in text or "E" in upper or len(text.lstrip("+-0")) < MIN_DIGITS
         if kind != "date" and measurement and _NUMBER.fullmatch(text):
             self.skipped["measurements and numbers under 6 digits"] += 1
             return
-        if text.upper() in _COMMON or is_standard_uid(text):
+        if upper in _COMMON or is_standard_uid(text):
             self.skipped["common values and standard UIDs"] += 1
             return
-        key = f"date:{text}" if kind == "date" else text.upper() if fold else text
-        self.items.setdefault(key, Needle(text, kind, fold))
+        key = f"date:{text}" if kind == "date" else upper if fold else text
+        if key not in self.items:  # the first kind recorded for a value stays
+            self.items[key] = Needle(text, kind, fold)
 
     def add_dates(self, offset_days: int | None) -> None:
         """Add the original dates once the patient's offset is known (None: not checked).
@@ -464,7 +466,7 @@ class Matcher:
         self, raw: bytes, encodings: tuple[str, ...] = ("utf-8",)
     ) -> list[tuple[Needle, int]]:
         """The needles that occur in raw bytes, with the offset of the first occurrence."""
-        words = {w.decode("ascii").upper() for w in _BYTE_TOKEN.findall(raw)}
+        words = {w.decode("ascii") for w in set(_BYTE_TOKEN.findall(raw.upper()))}
         found: list[tuple[Needle, int]] = []
         candidates = self._candidates(words)
         if candidates:
