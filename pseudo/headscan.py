@@ -135,16 +135,10 @@ def scan(
             _, _, length = _IMPLICIT.unpack_from(data, position)
             vr, value_start = None, position + 8
         else:
-            _, _, raw_vr, length = _EXPLICIT.unpack_from(data, position)
-            vr = _VRS.get(raw_vr)
-            if vr is None:
+            header = _explicit_header(data, position)
+            if header is None:
                 return None
-            value_start = position + 8
-            if raw_vr in _LONG:
-                if value_start + 4 > end_of_data:
-                    return None
-                (length,) = _UL.unpack_from(data, value_start)
-                value_start += 4
+            vr, length, value_start = header
         if length == _UNDEFINED:
             parsed = _undefined_length(data, position, implicit, encoding)
             if parsed is None:
@@ -184,24 +178,35 @@ def _empty(vr: str | None) -> bytes | None:
     return cast(bytes | None, empty_value_for_VR(vr, raw=True))
 
 
+def _explicit_header(data: bytes, position: int) -> tuple[str, int, int] | None:
+    """VR, length and where the value begins of the Explicit VR element at ``position`` (at
+    least 8 bytes are there); None for an unknown VR or a header cut short."""
+    _, _, raw_vr, length = _EXPLICIT.unpack_from(data, position)
+    vr = _VRS.get(raw_vr)
+    if vr is None:
+        return None
+    value_start = position + 8
+    if raw_vr in _LONG:
+        if value_start + 4 > len(data):
+            return None
+        (length,) = _UL.unpack_from(data, value_start)
+        value_start += 4
+    return vr, length, value_start
+
+
 def _file_meta(data: bytes) -> tuple[FileMetaDataset, int] | None:
     """The file meta (group 0002, Explicit VR Little Endian) as pydicom's reader leaves it, and
     where the data set begins; None for anything unusual."""
     position, end = 132, len(data)
     elements: dict[BaseTag, RawDataElement | DataElement] = {}
     while position + 8 <= end:
-        group, number, raw_vr, length = _EXPLICIT.unpack_from(data, position)
+        group, number = _TAG.unpack_from(data, position)
         if group != 2:
             break
-        vr = _VRS.get(raw_vr)
-        if vr is None:
+        header = _explicit_header(data, position)
+        if header is None:
             return None
-        value_start = position + 8
-        if raw_vr in _LONG:
-            if value_start + 4 > end:
-                return None
-            (length,) = _UL.unpack_from(data, value_start)
-            value_start += 4
+        vr, length, value_start = header
         position = value_start + length
         if length == _UNDEFINED or position > end:
             return None
