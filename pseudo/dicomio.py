@@ -250,8 +250,10 @@ def read_source(path: Path, drop: Drop | None = None) -> Source:
     """
     try:
         fast = _read_scanned(path, drop)
-    except (OSError, *_PARSE_ERRORS):
-        fast = None  # read again below, where the problem is named
+    except RejectedFile:
+        raise
+    except Exception:
+        fast = None  # read again below by pydicom, whose findings name the problem
     if fast is not None:
         return fast
     try:
