@@ -218,8 +218,8 @@ Walked = tuple[Dataset, int, str, Parents]
 
 def _elements(ds: Dataset, parents: Parents = ()) -> Iterator[Walked]:
     """Every element at every depth: (dataset holding it, tag, VR, sequences above it)."""
-    for tag in list(ds.keys()):
-        vr = element_vr(ds.get_item(tag), tag)
+    for tag, element in list(ds._dict.items()):
+        vr = element_vr(element, tag)  # the VR only: a raw element is not converted here
         yield ds, tag, vr, parents
         if vr == "SQ":
             try:
