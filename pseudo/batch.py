@@ -293,7 +293,7 @@ def process_file(task: Task) -> FileOutcome:
     state = _state(task.context)
     engine = state.engine
     if task.anchored:
-        engine = Pseudonymizer(state.keyring, state.policy, dict(task.anchored))
+        engine = engine.with_offsets(dict(task.anchored))
     with quiet_pydicom():
         try:
             source = read_source(Path(task.path), engine.droppable)

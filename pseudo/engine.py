@@ -194,6 +194,12 @@ class Pseudonymizer:
         self._droppable: dict[tuple[int, str | None], bool] = {}
         self._marks: dict[UID, dict[BaseTag, RawDataElement]] = {}
 
+    def with_offsets(self, anchored_offsets: Mapping[str, int]) -> Pseudonymizer:
+        """The same pseudonymizer with anchored date offsets (and the same caches)."""
+        other = Pseudonymizer(self.keyring, self.policy, anchored_offsets)
+        other._droppable, other._marks = self._droppable, self._marks
+        return other
+
     def patient(self, identity: PatientIdentity) -> tuple[str, int]:
         """The pseudonym and date offset of a patient (the same in every run)."""
         patient_pseudonym = pseudonym(self.keyring, identity.key)
