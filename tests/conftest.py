@@ -178,3 +178,12 @@ def canary_run(tmp_path_factory: pytest.TempPathFactory, canary_dir: Path) -> It
         if f["output"]
     }
     yield CanaryRun(vault_path, output, report, pairs)
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    """The URL of a throwaway PostgreSQL server, one per test module (see tests/postgres.py)."""
+    from tests import postgres
+
+    with postgres.server() as url:
+        yield url

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 
 def _binaries() -> Path | None:
     found = shutil.which("initdb")
@@ -111,6 +113,14 @@ class Server:
         """Stop the server and delete its files."""
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def needs_server() -> pytest.MarkDecorator:
+    """Skip unless a server can be started (never skipped in CI: there, a missing server fails)."""
+    reason = unavailable()
+    return pytest.mark.skipif(
+        reason is not None and not os.environ.get("PSEUDO_CI"), reason=str(reason)
+    )
 
 
 def new_database(server_url: str, tmp_path: Path, prefix: str = "pseudo_vault") -> str:

@@ -189,10 +189,7 @@ def test_a_locked_sqlite_store_is_waited_for(tmp_path: Path, vault: Path) -> Non
     assert len(list((tmp_path / "out").rglob("*.dcm"))) == 5
 
 
-@pytest.mark.skipif(
-    postgres.unavailable() is not None and not os.environ.get("PSEUDO_CI"),
-    reason=str(postgres.unavailable()),
-)
+@postgres.needs_server()
 def test_postgresql_down_then_up(tmp_path: Path, reference: tuple[Path, dict[str, str]]) -> None:
     from keystore.session import VaultSession
     from keystore.vault import Vault

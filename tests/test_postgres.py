@@ -18,16 +18,7 @@ from pseudo.demo import build_cohort
 from tests import postgres
 from tests.conftest import FAST_KDF, OPERATOR, REID, cli
 
-pytestmark = pytest.mark.skipif(
-    postgres.unavailable() is not None and not os.environ.get("PSEUDO_CI"),
-    reason=str(postgres.unavailable()),
-)
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    with postgres.server() as url:
-        yield url
+pytestmark = postgres.needs_server()
 
 
 @pytest.fixture()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,16 +27,7 @@ from tests.test_vault_rotation import (
 )
 from tests.test_vault_slots import reidentify, run_cohort
 
-pytestmark = pytest.mark.skipif(
-    postgres.unavailable() is not None and not os.environ.get("PSEUDO_CI"),
-    reason=str(postgres.unavailable()),
-)
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    with postgres.server() as url:
-        yield url
+pytestmark = postgres.needs_server()
 
 
 @pytest.fixture()
