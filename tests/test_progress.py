@@ -64,25 +64,18 @@ def test_a_terminal_gets_a_progress_bar_with_rate_and_patients(tmp_path: Path, v
 
 def test_a_pipe_gets_no_bar_and_quiet_prints_nothing(tmp_path: Path, vault: Path) -> None:
     source = _inputs(tmp_path)
-    piped = subprocess.run(
-        _command(source, tmp_path / "out", vault),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+
+    def run(output: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        command = _command(source, tmp_path / output, vault, *extra)
+        return subprocess.run(
+            command, env=_env(), capture_output=True, text=True, cwd=REPO, timeout=120
+        )
+
+    piped = run("out")
     assert piped.returncode == 0
     assert "pseudonymizing" not in piped.stderr and "MB/s" not in piped.stderr
     assert "written" in piped.stderr and "Run report:" in piped.stderr
-    quiet = subprocess.run(
-        _command(source, tmp_path / "out2", vault, "--quiet"),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    quiet = run("out2", "--quiet")
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
     assert len(list((tmp_path / "out2").rglob("*.dcm"))) == 18
     assert list((tmp_path / "out2.pseudo-run").glob("run-*.json")), "a report all the same"
