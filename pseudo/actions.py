@@ -172,18 +172,34 @@ def remap_uid(ref: ElementRef, walker: Walker) -> None:
     if ref.vr != "UI":
         _unexpected(ref, walker)
         return
+    read = _read_ascii(ref, walker)
+    if read is not None:
+        value, holder = read
+        _replace_ascii(ref, holder, [walker.ctx.remap(uid) for uid in _strings(value)], b"\x00")
+
+
+def _read_ascii(ref: ElementRef, walker: Walker) -> tuple[Any, DataElement | RawDataElement] | None:
+    """The value of an attribute of an ASCII-only VR (UI, DA, DT) and what holds it: the raw
+    element when it can be read without building a pydicom element, else the converted one;
+    None (the attribute removed) if the value is unreadable."""
     raw = _raw_ascii(ref)
     if raw is not None:
         try:
-            values = _strings(convert_value(ref.vr, raw))
+            return convert_value(ref.vr, raw), raw
         except Exception:
-            values = None
-        if values is not None:
-            _store_raw(ref, raw, [walker.ctx.remap(uid) for uid in values], b"\x00")
-            return
+            pass  # converted below, where an unreadable value is dealt with
     element = _element(ref, walker)
-    if element is not None:
-        _set_strings(element, [walker.ctx.remap(uid) for uid in _strings(element.value)])
+    return None if element is None else (element.value, element)
+
+
+def _replace_ascii(
+    ref: ElementRef, holder: DataElement | RawDataElement, values: list[str], pad: bytes
+) -> None:
+    """Give the attribute ``values``, in the kind of element :func:`_read_ascii` found."""
+    if isinstance(holder, RawDataElement):
+        _store_raw(ref, holder, values, pad)
+    else:
+        _set_strings(holder, values)
 
 
 def _raw_ascii(ref: ElementRef) -> RawDataElement | None:
@@ -209,11 +225,7 @@ def _store_raw(ref: ElementRef, raw: RawDataElement, values: list[str], pad: byt
     ref.ds._dict[raw.tag] = raw._replace(length=len(data), value=data)
 
 
-def _date_text(element: DataElement) -> str:
-    return _date_text_of(element.value)
-
-
-def _date_text_of(value: Any) -> str:
+def _date_text(value: Any) -> str:
     return "\\".join(_strings(value)) if isinstance(value, MultiValue | list) else str(value or "")
 
 
@@ -227,20 +239,12 @@ def shift_date(ref: ElementRef, walker: Walker) -> None:
     if ref.vr not in DATE_VRS:
         _unexpected(ref, walker)
         return
-    raw = _raw_ascii(ref)
-    text: str | None = None
-    if raw is not None:
-        try:
-            text = _date_text_of(convert_value(ref.vr, raw))
-        except Exception:
-            text = None
-    element = _element(ref, walker) if text is None else None
-    if text is None:
-        if element is None:
-            return
-        text = _date_text(element)
+    read = _read_ascii(ref, walker)
+    if read is None:
+        return
+    value, holder = read
     try:
-        shifted = shift_value(text, ref.vr, walker.ctx.date_offset_days)
+        shifted = shift_value(_date_text(value), ref.vr, walker.ctx.date_offset_days)
     except InvalidDateError as exc:
         del ref.ds[ref.tag]
         walker.ctx.note(
@@ -249,11 +253,7 @@ def shift_date(ref: ElementRef, walker: Walker) -> None:
             f"{ref.vr} value is not a valid date ({exc.__class__.__name__}); removed",
         )
         return
-    if element is None:
-        assert raw is not None
-        _store_raw(ref, raw, shifted.split("\\"), b" ")
-        return
-    _set_strings(element, shifted.split("\\"))
+    _replace_ascii(ref, holder, shifted.split("\\"), b" ")
 
 
 def _shift_unknown(ref: ElementRef, walker: Walker) -> None:
@@ -285,7 +285,7 @@ def year_only(ref: ElementRef, walker: Walker) -> None:
     element = _element(ref, walker)
     if element is None:
         return
-    text = _date_text(element)
+    text = _date_text(element.value)
     days = walker.ctx.date_offset_days if walker.ctx.policy.temporal == "MODIFIED" else 0
     try:
         shifted = shift_value(text, ref.vr, days)

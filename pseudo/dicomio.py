@@ -289,12 +289,15 @@ def _read_scanned(path: Path, drop: Drop | None = None) -> Source | None:
         scanned = headscan.scan(handle.read(min(size, headscan.HEAD_BYTES)), size, drop)
         if scanned is None:
             return None
-        body = Dataset(scanned.elements)
-        body.set_original_encoding(scanned.is_implicit_vr, True, scanned.encoding)
         ds = FileDataset(
-            handle, body, scanned.preamble, scanned.file_meta, scanned.is_implicit_vr, True
+            handle,
+            scanned.elements,
+            scanned.preamble,
+            scanned.file_meta,
+            scanned.is_implicit_vr,
+            True,
         )
-        ds.set_original_encoding(scanned.is_implicit_vr, True, body._character_set)
+        ds.set_original_encoding(scanned.is_implicit_vr, True, ds._character_set)
         for tag in scanned.empty:
             ds.get_item(tag)  # converts an empty element in place, as _validate does
         span, trailer = None, []

@@ -60,7 +60,6 @@ class ScannedHeader:
     file_meta: FileMetaDataset
     elements: dict[BaseTag, RawDataElement | DataElement]
     is_implicit_vr: bool
-    encoding: str | MutableSequence[str]
     #: Where the top-level pixel data element begins, or None when the file has none.
     pixel_start: int | None
     #: Tags of the elements whose raw value is None (empty binary values), which pydicom
@@ -168,9 +167,7 @@ def scan(
             return None  # the header goes on beyond the buffer
     if not elements:
         return None
-    return ScannedHeader(
-        data[:128], file_meta, elements, implicit, encoding, pixel_start, empty, dropped
-    )
+    return ScannedHeader(data[:128], file_meta, elements, implicit, pixel_start, empty, dropped)
 
 
 def _empty(vr: str | None) -> bytes | None:

@@ -595,29 +595,8 @@ def uid_digest(uid: str) -> int:
     return int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big")
 
 
-def references(ds: Dataset) -> list[tuple[str, str]]:
-    """(path, value) of every Referenced SOP Instance UID, inside sequences at any depth."""
-    found: list[tuple[str, str]] = []
-
-    def visit(level: Dataset, parents: Parents) -> None:
-        for tag in list(level.keys()):
-            if tag in REFERENCE_TAGS and parents:
-                path = path_of(parents, tag)
-                found.extend((path, uid) for uid in _strings(level[tag].value))
-            elif element_vr(level.get_item(tag), tag) == "SQ":
-                try:
-                    items = level[tag].value or []
-                except Exception:
-                    continue
-                for index, item in enumerate(items):
-                    visit(item, (*parents, (tag, index)))
-
-    visit(ds, ())
-    return found
-
-
 def _references(walked: list[Walked]) -> list[tuple[str, str]]:
-    """:func:`references`, from elements already walked (the same order)."""
+    """(path, value) of every Referenced SOP Instance UID inside sequences, at any depth."""
     found: list[tuple[str, str]] = []
     for level, tag, _, parents in walked:
         if parents and tag in REFERENCE_TAGS:
@@ -626,14 +605,12 @@ def _references(walked: list[Walked]) -> list[tuple[str, str]]:
 
 
 def output_uids(
-    ds: Dataset,
-    policy: CompiledPolicy,
-    active: frozenset[int],
-    walked: list[Walked] | None = None,
+    walked: list[Walked], policy: CompiledPolicy, active: frozenset[int]
 ) -> dict[int, str]:
-    """Digest -> path of every UID in a dataset that the policy does not keep as it is."""
+    """Digest -> path of every UID among the elements of an output (see :func:`_elements`)
+    that the policy does not keep as it is."""
     found: dict[int, str] = {}
-    for level, tag, vr, parents in _elements(ds) if walked is None else walked:
+    for level, tag, vr, parents in walked:
         if vr == "UI" and policy.decide(tag, vr, level, parents, active).action not in _KEEPING:
             for uid in _strings(level[tag].value):
                 if uid and not is_standard_uid(uid):
@@ -756,7 +733,7 @@ def finish(
             if path in pending.references
         ],
         {uid_digest(n.text) for n in pending.needles.items.values() if n.kind == "instance UID"},
-        output_uids(out, policy, pending.active, walked),
+        output_uids(walked, policy, pending.active),
     )
     return findings, evidence
 
