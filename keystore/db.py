@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, UniqueConstraint, event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, create_engine
@@ -175,23 +174,28 @@ def upsert(
 ) -> None:
     """Insert rows; on a unique ``keys`` conflict, update ``update`` columns (or skip the row).
 
-    One statement per 500 rows, safe against concurrent writers (SQLite and PostgreSQL).
+    One statement executed for all rows (an "executemany", which SQLAlchemy batches into
+    multi-row INSERTs and compiles once per process), safe against concurrent writers (SQLite
+    and PostgreSQL).
     """
+    if not rows:
+        return
     dialect = session.get_bind().dialect.name
     if dialect not in ("sqlite", "postgresql"):  # pragma: no cover - other back ends
         raise ConfigurationError(f"unsupported database back end {dialect!r}")
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = model.__table__  # type: ignore[attr-defined]
-    for start in range(0, len(rows), 500):
-        statement = insert(table).values(list(rows[start : start + 500]))
-        if update:
-            statement = statement.on_conflict_do_update(
-                index_elements=list(keys),
-                set_={column: getattr(statement.excluded, column) for column in update},
-            )
-        else:
-            statement = statement.on_conflict_do_nothing()
-        session.execute(statement)
+    if dialect == "postgresql":  # imported here: a SQLite run need not load PostgreSQL's
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(model.__table__)  # type: ignore[attr-defined]
+    if update:
+        statement = statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={column: getattr(statement.excluded, column) for column in update},
+        )
+    else:
+        statement = statement.on_conflict_do_nothing()
+    session.execute(statement, list(rows))
 
 
 def busy_timeout() -> float:

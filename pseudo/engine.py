@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from pydicom import config
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -86,14 +87,24 @@ class PseudonymizedDataset:
 
 @contextmanager
 def quiet_pydicom() -> Iterator[None]:
-    """Silence pydicom's warnings and log: they can quote identifying values."""
+    """Silence pydicom's warnings and log: they can quote identifying values.
+
+    pydicom's value validation is switched off meanwhile: in its default mode it only warns,
+    and those warnings are silenced here, so it would cost time and change nothing.
+    """
     logger = logging.getLogger("pydicom")
     level, logger.level = logger.level, logging.CRITICAL + 1
+    settings = config.settings
+    modes = settings.reading_validation_mode, settings.writing_validation_mode
+    # A caller that asked pydicom to refuse invalid values keeps that.
+    quiet = modes if config.RAISE in modes else (config.IGNORE, config.IGNORE)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        settings.reading_validation_mode, settings.writing_validation_mode = quiet
         try:
             yield
         finally:
+            settings.reading_validation_mode, settings.writing_validation_mode = modes
             logger.setLevel(level)
 
 
