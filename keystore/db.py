@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, UniqueConstraint, event
 from sqlalchemy.engine import make_url
@@ -22,6 +22,10 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, create_engine
 
 from keystore.errors import ConfigurationError, DatabaseError
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+    from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 
 #: How long a SQLite writer waits for another one's lock before it gives up (seconds).
 BUSY_TIMEOUT_VARIABLE = "PSEUDO_DB_BUSY_TIMEOUT"
@@ -183,11 +187,16 @@ def upsert(
     dialect = session.get_bind().dialect.name
     if dialect not in ("sqlite", "postgresql"):  # pragma: no cover - other back ends
         raise ConfigurationError(f"unsupported database back end {dialect!r}")
+    table = model.__table__  # type: ignore[attr-defined]
+    statement: PostgresInsert | SQLiteInsert
     if dialect == "postgresql":  # imported here: a SQLite run need not load PostgreSQL's
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert as postgres_insert
+
+        statement = postgres_insert(table)
     else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(model.__table__)  # type: ignore[attr-defined]
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table)
     if update:
         statement = statement.on_conflict_do_update(
             index_elements=list(keys),

@@ -15,13 +15,14 @@ the value itself unless asked.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -63,7 +64,10 @@ _META_NEEDLES = {
 }
 _PRINTABLE = re.compile(rb"[\x20-\x7e]{6,}")
 _NUMBER = re.compile(r"[+-]?\d*\.?\d+(?:[eE][+-]?\d+)?")
-_BYTE_TOKEN = re.compile(rb"[A-Za-z0-9]+")
+#: Words of raw bytes (decoded as Latin-1): runs of ASCII letters and digits.
+_ASCII_TOKEN = re.compile(r"[A-Za-z0-9]+")
+#: Those words that are runs of at least 8 digits (where a date needle can begin).
+_DIGIT_RUN = re.compile(r"(?<![A-Za-z0-9])[0-9]{8,}(?![A-Za-z0-9])")
 _COMMON_WORDS = """NONE UNKNOWN ORIGINAL PRIMARY DERIVED SECONDARY AXIAL OTHER ANONYMOUS ANON HERE
 NAME TEST DEMO SAMPLE PHANTOM DEFAULT STUDY SERIES IMAGE ROUTINE RESEARCH CLINICAL RADIOLOGY
 HOSPITAL CLINIC MEDICAL CENTER CENTRE GENERAL DEPARTMENT THERAPY HEAD BRAIN CHEST BODY PELVIS
@@ -82,9 +86,9 @@ _DESCRIPTIVE = frozenset({"private value", "text", "free text", "institution"})
 _PARTIAL = frozenset({Action.CLEAN, Action.SUBSTITUTE})
 
 
-@dataclass(frozen=True)
-class Needle:
-    """An identifying value to look for, and what kind of value it is."""
+class Needle(NamedTuple):
+    """An identifying value to look for, and what kind of value it is (a tuple: needles are
+    hashed in every search, and a tuple hashes in C)."""
 
     text: str
     kind: str
@@ -150,12 +154,17 @@ class Needles:
             return
         self.dates_checked = True
         shifted = {d + timedelta(days=offset_days) for d in self.dates}
+        items = self.items
         for day in sorted(self.dates):
             if day in shifted:
                 self.skipped["dates equal to a shifted date of the same patient"] += 1
                 continue
-            for spelling in date_spellings(day.strftime("%Y%m%d")):
-                self.add(spelling, "date", fold=False)
+            for spelling in _spellings(day):
+                # What add() would do: a spelling is long enough, not a number or a UID.
+                if spelling in _COMMON:
+                    self.skipped["common values and standard UIDs"] += 1
+                elif (key := f"date:{spelling}") not in items:
+                    items[key] = Needle(spelling, "date", False)
 
     def merge(self, other: Needles) -> None:
         """Add another file's needles."""
@@ -163,6 +172,18 @@ class Needles:
             self.items.setdefault(key, needle)
         self.skipped.update(other.skipped)
         self.dates |= other.dates
+
+
+@functools.lru_cache(maxsize=4096)
+def _spellings(day: date) -> tuple[str, ...]:
+    """The spellings of a date searched for (a patient's dates recur in each of their files)."""
+    return tuple(date_spellings(day.strftime("%Y%m%d")))
+
+
+@functools.lru_cache(maxsize=8192)
+def _needle_words(text: str) -> frozenset[str]:
+    """The words of a needle (values recur across the files of a study)."""
+    return frozenset(word_tokens(text))
 
 
 def _strings(value: Any) -> list[str]:
@@ -216,6 +237,27 @@ def _as_date(text: str) -> date | None:
 Walked = tuple[Dataset, int, str, Parents]
 
 
+#: Items of raw sequences met lately, by the identity of the raw element: the pseudonymizer
+#: puts the same prebuilt De-identification Method Code Sequence into every output, and it
+#: need be parsed only once. The element is kept, so its identity cannot be reused meanwhile.
+_RECENT_SEQUENCES: dict[int, tuple[RawDataElement, list[Dataset]]] = {}
+_RECENT_LIMIT = 8
+
+
+def _items(ds: Dataset, tag: int, element: Any) -> list[Dataset]:
+    """The items of a sequence element (raw or not) of ``ds``."""
+    if not isinstance(element, RawDataElement):
+        return list(element.value or [])
+    recent = _RECENT_SEQUENCES.get(id(element))
+    if recent is not None and recent[0] is element:
+        return recent[1]
+    items = list(ds[tag].value or [])
+    if len(_RECENT_SEQUENCES) >= _RECENT_LIMIT:
+        del _RECENT_SEQUENCES[next(iter(_RECENT_SEQUENCES))]
+    _RECENT_SEQUENCES[id(element)] = (element, items)
+    return items
+
+
 def _elements(ds: Dataset, parents: Parents = ()) -> Iterator[Walked]:
     """Every element at every depth: (dataset holding it, tag, VR, sequences above it)."""
     for tag, element in list(ds._dict.items()):
@@ -223,7 +265,7 @@ def _elements(ds: Dataset, parents: Parents = ()) -> Iterator[Walked]:
         yield ds, tag, vr, parents
         if vr == "SQ":
             try:
-                items = ds[tag].value or []
+                items = _items(ds, tag, element)
             except Exception:
                 continue
             for index, item in enumerate(items):
@@ -399,6 +441,17 @@ def collect(ds: Dataset, policy: CompiledPolicy, recorder: Recorder | None = Non
     return recorder.needles
 
 
+@functools.lru_cache(maxsize=4096)
+def _needle_pattern(needle: Needle) -> re.Pattern[str]:
+    """The boundary-aware search for one needle (compiled once: values recur across files)."""
+    text = re.escape(needle.text)
+    if needle.kind == "date":
+        return re.compile(rf"(?<!\d){text}" + ("" if needle.text.isdigit() else r"(?!\d)"))
+    if needle.fold:
+        return re.compile(rf"(?<![^\W_]){text}(?![^\W_])", re.IGNORECASE)
+    return re.compile(rf"(?<![\w.]){text}(?![\w.])")
+
+
 class Matcher:
     """Needles indexed by their words, for fast search of many values in text and bytes.
 
@@ -413,48 +466,36 @@ class Matcher:
         self._words: dict[Needle, frozenset[str]] = {}
         self._dates: dict[str, Needle] = {}
         self._special: list[Needle] = []  # not ASCII: searched as plain substrings
-        self._patterns: dict[Needle, re.Pattern[str]] = {}
         for needle in needles.items.values():
             if needle.kind == "date" and needle.text.isdigit():
                 self._dates[needle.text] = needle
             elif not needle.text.isascii():
                 self._special.append(needle)
-            elif words := frozenset(word_tokens(needle.text)):
+            elif words := _needle_words(needle.text):
                 self._words[needle] = words
                 self._by_word.setdefault(min(words), []).append(needle)
 
     def __bool__(self) -> bool:
         return bool(self._by_word or self._dates or self._special)
 
-    def _pattern(self, needle: Needle) -> re.Pattern[str]:
-        pattern = self._patterns.get(needle)
-        if pattern is None:
-            text = re.escape(needle.text)
-            if needle.kind == "date":
-                pattern = re.compile(
-                    rf"(?<!\d){text}" + ("" if needle.text.isdigit() else r"(?!\d)")
-                )
-            elif needle.fold:
-                pattern = re.compile(rf"(?<![^\W_]){text}(?![^\W_])", re.IGNORECASE)
-            else:
-                pattern = re.compile(rf"(?<![\w.]){text}(?![\w.])")
-            self._patterns[needle] = pattern
-        return pattern
-
-    def _candidates(self, words: set[str]) -> list[Needle]:
+    def _candidates(self, words: set[str], digit_runs: Iterable[str] | None = None) -> list[Needle]:
+        """Needles all of whose words are among ``words``, and date needles that begin a run of
+        at least 8 digits (``digit_runs``: those runs, when the caller has them already)."""
         found = []
-        for word in words:
-            for needle in self._by_word.get(word, ()):
+        for word in words & self._by_word.keys():
+            for needle in self._by_word[word]:
                 if self._words[needle] <= words:
                     found.append(needle)
-            if len(word) >= 8 and word.isdigit() and word[:8] in self._dates:
-                found.append(self._dates[word[:8]])
+        if self._dates:
+            for word in words if digit_runs is None else digit_runs:
+                if len(word) >= 8 and word.isdigit() and word[:8] in self._dates:
+                    found.append(self._dates[word[:8]])
         return found
 
     def search_text(self, text: str) -> list[Needle]:
         """The needles that occur in ``text``."""
         found = [
-            n for n in self._candidates(set(word_tokens(text))) if self._pattern(n).search(text)
+            n for n in self._candidates(set(word_tokens(text))) if _needle_pattern(n).search(text)
         ]
         upper = text.upper()
         found += [
@@ -466,13 +507,14 @@ class Matcher:
         self, raw: bytes, encodings: tuple[str, ...] = ("utf-8",)
     ) -> list[tuple[Needle, int]]:
         """The needles that occur in raw bytes, with the offset of the first occurrence."""
-        words = {w.decode("ascii") for w in set(_BYTE_TOKEN.findall(raw.upper()))}
+        upper = raw.upper().decode("latin-1")  # bytes.upper() changes ASCII letters only
+        words = set(_ASCII_TOKEN.findall(upper))
         found: list[tuple[Needle, int]] = []
-        candidates = self._candidates(words)
+        candidates = self._candidates(words, _DIGIT_RUN.findall(upper) if self._dates else ())
         if candidates:
             text = raw.decode("latin-1")
             for needle in candidates:
-                match = self._pattern(needle).search(text)
+                match = _needle_pattern(needle).search(text)
                 if match:
                     found.append((needle, match.start()))
         for needle in self._special:
@@ -484,6 +526,7 @@ class Matcher:
                 if offset >= 0:
                     found.append((needle, offset))
                     break
+        found.sort(key=lambda hit: hit[1])  # in file order, whatever the order of the sets above
         return found
 
 

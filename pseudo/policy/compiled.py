@@ -226,10 +226,10 @@ class CompiledPolicy:
         (the conditional rules that hold for this file) matter only to rules with a creator,
         a path or a condition.
         """
-        entry = self._cache.get((tag, vr))
+        key = (int(tag), vr)  # a plain int: a pydicom BaseTag would compare in Python
+        entry = self._cache.get(key)
         if entry is None:
-            entry = self._build(tag, vr)
-            self._cache[(tag, vr)] = entry
+            entry = self._cache[key] = self._build(tag, vr)
         if isinstance(entry, Decision):
             return entry
         candidates, fallback = entry
@@ -250,7 +250,7 @@ class CompiledPolicy:
         """The decision for this tag and VR when nothing else can change it (no rule with a
         creator, a path or a condition applies), else None."""
         self.decide(tag, vr)  # fills the cache
-        entry = self._cache[(tag, vr)]
+        entry = self._cache[(int(tag), vr)]
         return entry if isinstance(entry, Decision) else None
 
     def _build(self, tag: int, vr: str) -> Decision | tuple[tuple[Candidate, ...], Decision]:
