@@ -19,7 +19,7 @@ import functools
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any, NamedTuple
@@ -64,10 +64,15 @@ _META_NEEDLES = {
 }
 _PRINTABLE = re.compile(rb"[\x20-\x7e]{6,}")
 _NUMBER = re.compile(r"[+-]?\d*\.?\d+(?:[eE][+-]?\d+)?")
-#: Words of raw bytes (decoded as Latin-1): runs of ASCII letters and digits.
-_ASCII_TOKEN = re.compile(r"[A-Za-z0-9]+")
-#: Those words that are runs of at least 8 digits (where a date needle can begin).
-_DIGIT_RUN = re.compile(r"(?<![A-Za-z0-9])[0-9]{8,}(?![A-Za-z0-9])")
+#: Raw bytes to their words: ASCII letters upper-cased, digits kept, every other byte a space.
+_WORD_BYTES = bytes(
+    byte - 32
+    if 0x61 <= byte <= 0x7A
+    else byte
+    if chr(byte).isascii() and chr(byte).isalnum()
+    else 0x20
+    for byte in range(256)
+)
 _COMMON_WORDS = """NONE UNKNOWN ORIGINAL PRIMARY DERIVED SECONDARY AXIAL OTHER ANONYMOUS ANON HERE
 NAME TEST DEMO SAMPLE PHANTOM DEFAULT STUDY SERIES IMAGE ROUTINE RESEARCH CLINICAL RADIOLOGY
 HOSPITAL CLINIC MEDICAL CENTER CENTRE GENERAL DEPARTMENT THERAPY HEAD BRAIN CHEST BODY PELVIS
@@ -478,16 +483,16 @@ class Matcher:
     def __bool__(self) -> bool:
         return bool(self._by_word or self._dates or self._special)
 
-    def _candidates(self, words: set[str], digit_runs: Iterable[str] | None = None) -> list[Needle]:
-        """Needles all of whose words are among ``words``, and date needles that begin a run of
-        at least 8 digits (``digit_runs``: those runs, when the caller has them already)."""
+    def _candidates(self, words: set[str], dates: bool = True) -> list[Needle]:
+        """Needles all of whose words are among ``words``, and (``dates``: unless the caller
+        knows none can be) date needles that begin a word of at least 8 digits."""
         found = []
         for word in words & self._by_word.keys():
             for needle in self._by_word[word]:
                 if self._words[needle] <= words:
                     found.append(needle)
-        if self._dates:
-            for word in words if digit_runs is None else digit_runs:
+        if dates and self._dates:
+            for word in words:
                 if len(word) >= 8 and word.isdigit() and word[:8] in self._dates:
                     found.append(self._dates[word[:8]])
         return found
@@ -507,13 +512,18 @@ class Matcher:
         self, raw: bytes, encodings: tuple[str, ...] = ("utf-8",)
     ) -> list[tuple[Needle, int]]:
         """The needles that occur in raw bytes, with the offset of the first occurrence."""
-        upper = raw.upper().decode("latin-1")  # bytes.upper() changes ASCII letters only
-        words = set(_ASCII_TOKEN.findall(upper))
+        words_text = raw.translate(_WORD_BYTES).decode("ascii")
+        words = set(words_text.split())
         found: list[tuple[Needle, int]] = []
-        candidates = self._candidates(words, _DIGIT_RUN.findall(upper) if self._dates else ())
+        candidates = self._candidates(words, any(day in words_text for day in self._dates))
         if candidates:
             text = raw.decode("latin-1")
+            upper = raw.upper().decode("latin-1")  # bytes.upper() changes ASCII letters only
             for needle in candidates:
+                # The plain substring test first: most candidates fail it, and the pattern's
+                # leading look-behind makes the regular expression try every position.
+                if needle.text.upper() not in upper if needle.fold else needle.text not in text:
+                    continue
                 match = _needle_pattern(needle).search(text)
                 if match:
                     found.append((needle, match.start()))
