@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom import config
 from pydicom.datadict import tag_for_keyword
@@ -185,6 +186,17 @@ def _deidentification_marks(policy: CompiledPolicy) -> Dataset:
     return ds
 
 
+#: Entries a cache of the pseudonymizer holds before it is emptied (about 10 MB).
+CACHE_LIMIT = 50_000
+
+
+def _bounded(cache: dict[Any, Any]) -> dict[Any, Any]:
+    """``cache``, emptied first if it has grown to :data:`CACHE_LIMIT` entries."""
+    if len(cache) >= CACHE_LIMIT:
+        cache.clear()
+    return cache
+
+
 class Pseudonymizer:
     """Applies one compiled policy with one project's keyring to datasets.
 
@@ -204,27 +216,36 @@ class Pseudonymizer:
         self.anchored_offsets: Mapping[str, int] = anchored_offsets or {}
         self._droppable: dict[tuple[int, str | None], bool] = {}
         self._marks: dict[UID, dict[BaseTag, RawDataElement]] = {}
+        # Pure functions of the keyring, kept across the files of a run (a study's and a
+        # patient's values recur in each of their files); emptied when they grow large.
+        self._uids: dict[str, str] = {}
+        self._patients: dict[tuple[str, ...], tuple[str, int]] = {}
 
     def with_offsets(self, anchored_offsets: Mapping[str, int]) -> Pseudonymizer:
         """The same pseudonymizer with anchored date offsets (and the same caches)."""
         other = Pseudonymizer(self.keyring, self.policy, anchored_offsets)
         other._droppable, other._marks = self._droppable, self._marks
+        other._uids, other._patients = self._uids, self._patients
         return other
 
     def patient(self, identity: PatientIdentity) -> tuple[str, int]:
         """The pseudonym and date offset of a patient (the same in every run)."""
-        patient_pseudonym = pseudonym(self.keyring, identity.key)
+        known = self._patients.get(identity.key)
+        if known is None:
+            settings = self.keyring.settings
+            offset = offset_in_range(
+                date_offset_digest(self.keyring, identity.key),
+                settings.date_shift_min_days,
+                settings.date_shift_max_days,
+            )
+            known = pseudonym(self.keyring, identity.key), offset
+            _bounded(self._patients)[identity.key] = known
+        patient_pseudonym, offset = known
         if self.policy.anchor is not None:
-            offset = self.anchored_offsets.get(patient_pseudonym)
-            if offset is None:
+            anchored = self.anchored_offsets.get(patient_pseudonym)
+            if anchored is None:
                 raise RejectedFile("no study date to anchor this patient's dates to")
-            return patient_pseudonym, offset
-        settings = self.keyring.settings
-        offset = offset_in_range(
-            date_offset_digest(self.keyring, identity.key),
-            settings.date_shift_min_days,
-            settings.date_shift_max_days,
-        )
+            return patient_pseudonym, anchored
         return patient_pseudonym, offset
 
     def droppable(self, tag: int, vr: str | None) -> bool:
@@ -284,7 +305,9 @@ class Pseudonymizer:
         study_date = str(ds.get("StudyDate") or "").strip()
 
         patient_pseudonym, offset = self.patient(identity)
-        ctx = FileContext(self.keyring, self.policy, patient_pseudonym, offset)
+        ctx = FileContext(
+            self.keyring, self.policy, patient_pseudonym, offset, _uids=_bounded(self._uids)
+        )
         overlays = _overlay_groups(ds)
         Walker(ctx, ds, recorder, dropped).walk(ds)
         _drop_overlays_without_data(ds, ctx, overlays)
