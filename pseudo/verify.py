@@ -192,6 +192,8 @@ def _needle_words(text: str) -> frozenset[str]:
 
 
 def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):  # the common case first (UIDs are strings too)
+        return [str(value)]
     if value is None or isinstance(value, bytes):
         return []
     if isinstance(value, MultiValue | list | tuple):
@@ -281,6 +283,11 @@ def _elements(ds: Dataset, parents: Parents = ()) -> Iterator[Walked]:
 _NUMBER_VRS = frozenset({"AT", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "OD", "OF", "OL"})
 #: VRs whose values are ASCII whatever the Specific Character Set (PS3.5 6.2).
 _ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
+#: VRs pydicom gives as the raw bytes.
+_BYTES_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+#: Text VRs in the Specific Character Set, one value (backslash is text) or several.
+_SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+_PLAIN_TEXT_VRS = _SINGLE_TEXT_VRS | {"LO", "SH", "UC"}
 
 
 def peek_value(ds: Dataset, tag: int, vr: str, charset: Any = None) -> Any:
@@ -292,9 +299,19 @@ def peek_value(ds: Dataset, tag: int, vr: str, charset: Any = None) -> Any:
         raw = element.value
         if raw is None:
             return None
-        if vr in _ASCII_VRS and isinstance(raw, bytes):
-            # These VRs hold only ASCII by definition: no character set to apply.
-            return raw.decode("ascii", "replace").strip(" \x00").split("\\")
+        if isinstance(raw, bytes):
+            if vr in _BYTES_VRS:
+                return raw  # what pydicom's conversion gives too
+            if vr in _ASCII_VRS:
+                # These VRs hold only ASCII by definition: no character set to apply.
+                return raw.decode("ascii", "replace").strip(" \x00").split("\\")
+            if vr in _PLAIN_TEXT_VRS and raw.isascii() and 0x1B not in raw:
+                # ASCII without an ISO 2022 escape reads the same in every character set
+                # DICOM defines: pydicom's decoding would give these strings.
+                text = raw.decode("ascii")
+                if vr in _SINGLE_TEXT_VRS:
+                    return text.rstrip("\x00 ")
+                return [value.rstrip("\x00 ") for value in text.split("\\")]
         return convert_value(vr, element, ds._character_set if charset is None else charset)
     return ds[tag].value
 
@@ -391,8 +408,10 @@ class Recorder:
         if meta is None:
             return
         for tag, kind in _META_NEEDLES.items():
+            if tag not in meta._dict:
+                continue
             try:
-                value = meta[tag].value if tag in meta else None
+                value = peek_value(meta, tag, element_vr(meta._dict[tag], tag))
             except Exception:
                 continue
             if isinstance(value, bytes):
