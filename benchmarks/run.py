@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
@@ -35,6 +35,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 HERE = Path(__file__).resolve().parent
+GDCM_NAME = "gdcmanon -e (GDCM 3.0, C++, 1 process)"
 OPERATOR = "benchmark operator passphrase"
 REID = "benchmark re-identification passphrase"
 #: (pydicom test file, share of the cohort)
@@ -121,13 +122,15 @@ def build_big(folder: Path, megabytes: int) -> Path:
 
 @dataclass
 class Row:
-    """One measured configuration (the median of its repeats)."""
+    """One measured configuration: the median of its rounds (``rounds``: each round's seconds,
+    measured beside the other configurations of that round)."""
 
     name: str
     seconds: float
     files: int
     megabytes: float
     note: str = ""
+    rounds: list[float] = field(default_factory=list)
 
     @property
     def files_per_second(self) -> float:
@@ -286,7 +289,7 @@ def main() -> int:
     parser.add_argument("--big-mb", type=int, default=1024)
     parser.add_argument("--workdir", type=Path, default=HERE / "_work")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per row (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds (medians)")
     args = parser.parse_args()
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -310,58 +313,92 @@ def main() -> int:
                 secret=hashlib.sha256(b"benchmark").digest(),
             )
 
-    rows: list[Row] = []
     repeats = args.repeats
     n = len(files)
+    parents: dict[str, list[int]] = {}
+    workers_peak: dict[str, list[int]] = {}
 
-    def plain_row(workers: int) -> Row:
-        seconds = median_of(repeats, lambda: plain_pydicom(files, work / "plain", work, workers))
-        label = f"plain pydicom read+write, {workers} process{'es' if workers > 1 else ''}"
-        return Row(label, seconds, n, megabytes, "the floor of any pydicom-based tool")
-
-    def pseudo_row(label: str, *extra: str) -> Row:
-        parents: list[int] = []
-        workers: list[int] = []
-
+    def pseudo_once(label: str, *extra: str) -> Callable[[], float]:
         def once() -> float:
             seconds, parent, worker = pseudo_run(source, work / "out", vault, *extra)
-            parents.append(parent)
-            workers.append(worker)
+            parents.setdefault(label, []).append(parent)
+            workers_peak.setdefault(label, []).append(worker)
             return seconds
 
-        seconds = median_of(repeats, once)
-        memory = f"peak memory: command {max(parents) / 1024:.0f} MB"
-        if max(workers):
-            memory += f", largest worker {max(workers) / 1024:.0f} MB"
-        return Row(label, seconds, n, megabytes, memory)
+        return once
 
+    plain_1_name = "plain pydicom read+write, 1 process"
+    plain_n_name = f"plain pydicom read+write, {cores} processes"
+    configurations: list[tuple[str, Callable[[], float]]] = [
+        (plain_1_name, lambda: plain_pydicom(files, work / "plain", work, 1)),
+        (
+            "pseudo run, 1 worker, verification on",
+            pseudo_once("pseudo run, 1 worker, verification on", "--workers", "1"),
+        ),
+        (
+            "pseudo run, 1 worker, --no-verify",
+            pseudo_once("pseudo run, 1 worker, --no-verify", "--workers", "1", "--no-verify"),
+        ),
+        (plain_n_name, lambda: plain_pydicom(files, work / "plain", work, cores)),
+        (
+            f"pseudo run, {cores} workers, verification on",
+            pseudo_once(f"pseudo run, {cores} workers, verification on", "--workers", str(cores)),
+        ),
+        (
+            f"pseudo run, {cores} workers, --no-verify",
+            pseudo_once(
+                f"pseudo run, {cores} workers, --no-verify",
+                "--workers",
+                str(cores),
+                "--no-verify",
+            ),
+        ),
+    ]
+    gdcm_rounds: list[float] = []
+    gdcm_written: list[int] = []
+    if gdcmanon(source, work / "gdcm", work) is not None:  # installed: measured in the rounds
+
+        def gdcm_once() -> float:
+            result = gdcmanon(source, work / "gdcm", work)
+            assert result is not None
+            gdcm_rounds.append(result[0])
+            gdcm_written.append(result[1])
+            return result[0]
+
+        configurations.append((GDCM_NAME, gdcm_once))
+    for path in files:  # the page cache warm for every configuration, the first one too
+        path.read_bytes()
     empty = work / "empty"
     empty.mkdir(exist_ok=True)
     startup = median_of(repeats, lambda: pseudo_run(empty, work / "empty-out", vault)[0])
-    plain_1 = plain_row(1)
-    rows.append(plain_1)
-    rows.append(pseudo_row("pseudo run, 1 worker, verification on", "--workers", "1"))
-    rows.append(pseudo_row("pseudo run, 1 worker, --no-verify", "--workers", "1", "--no-verify"))
-    plain_n = plain_row(cores)
-    rows.append(plain_n)
-    rows.append(
-        pseudo_row(f"pseudo run, {cores} workers, verification on", "--workers", str(cores))
-    )
-    rows.append(
-        pseudo_row(
-            f"pseudo run, {cores} workers, --no-verify", "--workers", str(cores), "--no-verify"
-        )
-    )
-    gdcm = gdcmanon(source, work / "gdcm", work)
-    if gdcm is not None:
-        seconds, written = gdcm
+    # Rounds: every configuration once per round, the order rotated from round to round, so a
+    # slow minute of a shared machine weighs on all of them alike (see render: paired ratios).
+    measured: dict[str, list[float]] = {name: [] for name, _ in configurations}
+    for round_number in range(repeats):
+        shift = round_number % len(configurations)
+        for name, measure in configurations[shift:] + configurations[:shift]:
+            measured[name].append(measure())
+    rows: list[Row] = []
+    for name, _ in configurations:
+        if name == GDCM_NAME:
+            continue
+        note = "the floor of any pydicom-based tool"
+        if name in parents:
+            note = f"peak memory: command {max(parents[name]) / 1024:.0f} MB"
+            if max(workers_peak[name]):
+                note += f", largest worker {max(workers_peak[name]) / 1024:.0f} MB"
+        seconds = statistics.median(measured[name])
+        rows.append(Row(name, seconds, n, megabytes, note, measured[name]))
+    if gdcm_rounds:
         rows.append(
             Row(
-                "gdcmanon -e (GDCM 3.0, C++, 1 process)",
-                seconds,
+                GDCM_NAME,
+                statistics.median(gdcm_rounds),
                 n,
                 megabytes,
-                f"PS3.15 basic profile, originals encrypted into each file; {written} files out",
+                f"PS3.15 basic profile, originals encrypted into each file; {gdcm_written[-1]} "
+                "files out",
+                gdcm_rounds,
             )
         )
 
@@ -384,12 +421,28 @@ def main() -> int:
     return 0
 
 
+def paired(row: Row, baseline: Row) -> list[float]:
+    """How many times the files/s of ``baseline`` ``row`` does, round by round (each ratio of
+    two commands run one after the other)."""
+    return [base / seconds for seconds, base in zip(row.rounds, baseline.rounds, strict=True)]
+
+
+def spread(values: list[float], unit: str = "x", scale: float = 1.0, offset: float = 0.0) -> str:
+    """``median (lowest-highest)`` of per-round values."""
+    low, mid, high = (
+        offset + scale * v for v in (min(values), statistics.median(values), max(values))
+    )
+    if unit == "%":
+        return f"{mid:.0f}% ({low:.0f}-{high:.0f}%)"
+    return f"{mid:.2f}x ({low:.2f}-{high:.2f}x)"
+
+
 def render(
     rows: list[Row], cores: int, files: int, megabytes: float, startup: float, repeats: int
 ) -> str:
     """RESULTS.md."""
     by_name = {r.name: r for r in rows}
-    gdcm = next((r for r in rows if r.name.startswith("gdcmanon")), None)
+    gdcm = by_name.get(GDCM_NAME)
     one = by_name["pseudo run, 1 worker, verification on"]
     one_fast = by_name["pseudo run, 1 worker, --no-verify"]
     many = by_name[f"pseudo run, {cores} workers, verification on"]
@@ -401,10 +454,13 @@ def render(
         f"Machine: {machine()}.",
         f"Cohort: {files} instances, {megabytes:.0f} MB, built by `benchmarks/run.py` from the "
         "files inside pydicom (CT, MR, JPEG, JPEG 2000, RLE, 40-frame uncompressed multi-frame).",
-        f"Measured on {time.strftime('%Y-%m-%d')}; every row on the same files in the same run, "
-        f"each the median of {repeats} runs; every row is a command as a user runs it "
-        f"(interpreter start, imports and unlocking the vault included: {startup:.2f} s for "
-        "`pseudo run` on an empty folder).",
+        f"Measured on {time.strftime('%Y-%m-%d')} in {repeats} rounds: each round runs every "
+        "configuration once, on the same files, in an order rotated from round to round; "
+        "seconds are the median over the rounds, and a ratio is the median (lowest-highest) of "
+        "the ratios of each round, so that a slow minute of a shared machine weighs on both "
+        "sides of a ratio. Every row is a command as a user runs it (interpreter start, "
+        f"imports and unlocking the vault included: {startup:.2f} s for `pseudo run` on an "
+        "empty folder).",
         "",
         "| configuration | seconds | files/s | MB/s | files/s vs plain pydicom (same processes) "
         "| note |",
@@ -412,24 +468,27 @@ def render(
     ]
     for row in rows:
         baseline = plain_n if f"{cores} " in row.name and cores > 1 else plain_1
-        ratio = (
-            f"{row.files_per_second / baseline.files_per_second:.2f}x" if row.files == files else ""
-        )
+        ratio = ""
+        if row is baseline:
+            ratio = "1.00x"
+        elif row.rounds and row.files == files:
+            ratio = spread(paired(row, baseline))
         speed = f"{row.files_per_second:.1f} | {row.mb_per_second:.1f}"
         lines.append(f"| {row.name} | {row.seconds:.1f} | {speed} | {ratio} | {row.note} |")
+    overhead = paired(one_fast, one)  # no-verify files/s over verify files/s, i.e. verify/no
     lines += [
         "",
-        f"* Verification adds {100 * (one.seconds / one_fast.seconds - 1):.0f}% to a one-worker "
-        "run (target: under 50%).",
-        f"* With one worker `pseudo run` does {one.seconds and plain_1.seconds / one.seconds:.2f}x "
-        "the files/s of a plain pydicom read+write "
-        f"({plain_1.seconds / one_fast.seconds:.2f}x without verification; target 1.0x).",
-        f"* {cores} workers run {one.seconds / many.seconds:.2f}x as fast as one "
+        f"* Verification adds {spread(overhead, '%', 100, -100)} to a one-worker run "
+        "(target: under 50%).",
+        f"* With one worker `pseudo run` does {spread(paired(one, plain_1))} the files/s of a "
+        f"plain pydicom read+write ({spread(paired(one_fast, plain_1))} without verification; "
+        "target 1.0x).",
+        f"* {cores} workers run {spread(paired(many, one))} as fast as one "
         f"(target: at least {0.8 * cores:.1f}x).",
         *(
             [
-                f"* With all cores `pseudo run` does {gdcm.seconds / many.seconds:.2f}x the "
-                "files/s of `gdcmanon` on one core (goal: 1.0x)."
+                f"* With all cores `pseudo run` does {spread(paired(many, gdcm))} the files/s "
+                "of `gdcmanon` on one core (goal: 1.0x)."
             ]
             if gdcm
             else []
