@@ -334,6 +334,15 @@ def _dictionary_vrs() -> tuple[tuple[int, str, str], ...]:
 
 
 @functools.cache
+def _dictionary_vrs_by_tag() -> dict[int, list[tuple[int, str, str]]]:
+    """The entries of :func:`_dictionary_vrs` by tag (for selectors of one tag)."""
+    by_tag: dict[int, list[tuple[int, str, str]]] = {}
+    for entry in _dictionary_vrs():
+        by_tag.setdefault(entry[0], []).append(entry)
+    return by_tag
+
+
+@functools.cache
 def _repeater_vrs() -> tuple[tuple[TagPattern, str, str], ...]:
     from pydicom._dicom_dict import RepeatersDictionary
 
@@ -353,7 +362,10 @@ def _selector_vrs(selector: CompiledSelector) -> _SelectorVRs:
         return _SelectorVRs({}, unknown=True)
     pattern = selector.pattern
     known: dict[str, str] = {}
-    for tag, vr, name in _dictionary_vrs():
+    entries = (
+        _dictionary_vrs_by_tag().get(pattern.value, []) if pattern.is_exact else _dictionary_vrs()
+    )
+    for tag, vr, name in entries:
         if pattern.matches(tag):
             for alternative in _vr_alternatives(vr):
                 known.setdefault(alternative, name)
