@@ -8,11 +8,11 @@ safety is decided by creator string and element byte, never by block number.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from pydicom.dataset import Dataset
 
 from pseudo.resources import policies_dir
@@ -45,11 +45,9 @@ class SafePrivate:
     @functools.cache
     def load(cls) -> SafePrivate:
         """Read the generated table."""
-        path = policies_dir() / "ps3.15" / "table-e3-10-1.yaml"
+        path = policies_dir() / "ps3.15" / "table-e3-10-1.json"
         with path.open(encoding="utf-8") as handle:
-            data: dict[str, Any] = yaml.load(
-                handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            )
+            data: dict[str, Any] = json.load(handle)
         entries = set()
         for row in data["rows"]:
             group = int(row["tag"][1:5], 16)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pseudo.policy import Action, load_policy
 from pseudo.policy.compiled import CODE_ACTIONS, COMBINED_CODES, table_decision
 from pseudo.policy.table import confidentiality_table
 from tests.conftest import REFERENCE, REPO, need
 
-GENERATED = REPO / "policies" / "ps3.15" / "table-e1-1.yaml"
+GENERATED = REPO / "policies" / "ps3.15" / "table-e1-1.json"
 SUPPLEMENT_TAGS = {
     "(003A,0020)",
     "(003A,0203)",
@@ -65,7 +65,7 @@ def test_every_row_matches_the_standard_row_by_row() -> None:
 
 
 def test_edition_and_sources_are_recorded() -> None:
-    document = yaml.safe_load(GENERATED.read_text())
+    document = json.loads(GENERATED.read_text())
     assert document["edition"] == "2025c+2026c"
     assert document["source"]["file"] == "table_E.1-1_2025c_normalized.csv"
     assert document["cross_check"] == {
@@ -96,7 +96,7 @@ def test_the_generator_reproduces_the_committed_tables(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    for name in ("table-e1-1.yaml", "table-e3-10-1.yaml"):
+    for name in ("table-e1-1.json", "table-e3-10-1.json"):
         assert (tmp_path / name).read_bytes() == (GENERATED.parent / name).read_bytes(), name
 
 
@@ -144,5 +144,5 @@ def test_safe_private_table_matches_the_standard() -> None:
     for tr in body.iter(f"{ns}tr"):
         cells = [" ".join("".join(td.itertext()).split()) for td in tr]
         expected.add((cells[0].upper().replace("XX", "xx"), cells[1]))
-    generated = yaml.safe_load((GENERATED.parent / "table-e3-10-1.yaml").read_text())
+    generated = json.loads((GENERATED.parent / "table-e3-10-1.json").read_text())
     assert {(r["tag"], r["creator"]) for r in generated["rows"]} == expected
