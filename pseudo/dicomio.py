@@ -238,7 +238,7 @@ def read_dataset(path: Path) -> Dataset:
     return ds
 
 
-def read_source(path: Path, drop: Drop | None = None) -> Source:
+def read_source(path: Path, drop: Drop | None = None, *, keep_dropped: bool = True) -> Source:
     """Read everything but the top-level pixel data, and locate the pixel data in the file.
 
     Memory stays bounded by the size of the header whatever the size of the file. Deflated
@@ -246,10 +246,11 @@ def read_source(path: Path, drop: Drop | None = None) -> Source:
     files are read by :mod:`pseudo.headscan` (the same data set, faster), the others by pydicom.
 
     ``drop(tag, vr)`` names top-level elements the caller would only delete: when the fast
-    reader reads the file, they are left out of the data set and put in ``Source.dropped``.
+    reader reads the file, they are left out of the data set and put in ``Source.dropped``
+    (unless ``keep_dropped`` is false: nothing but a verification would read them).
     """
     try:
-        fast = _read_scanned(path, drop)
+        fast = _read_scanned(path, drop, keep_dropped)
     except RejectedFile:
         raise
     except Exception:
@@ -282,11 +283,12 @@ def read_source(path: Path, drop: Drop | None = None) -> Source:
     return Source(ds, span, trailer or [])
 
 
-def _read_scanned(path: Path, drop: Drop | None = None) -> Source | None:
+def _read_scanned(path: Path, drop: Drop | None = None, keep_dropped: bool = True) -> Source | None:
     """The source read by :func:`pseudo.headscan.scan`, or None if pydicom must read it."""
     with path.open("rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        scanned = headscan.scan(handle.read(min(size, headscan.HEAD_BYTES)), size, drop)
+        data = handle.read(min(size, headscan.HEAD_BYTES))
+        scanned = headscan.scan(data, size, drop, keep_dropped)
         if scanned is None:
             return None
         ds = FileDataset(

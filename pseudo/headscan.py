@@ -86,13 +86,17 @@ def _implicit_for(file_meta: FileMetaDataset) -> bool | None:
 
 
 def scan(
-    data: bytes, file_size: int, drop: Callable[[int, str | None], bool] | None = None
+    data: bytes,
+    file_size: int,
+    drop: Callable[[int, str | None], bool] | None = None,
+    keep_dropped: bool = True,
 ) -> ScannedHeader | None:
     """Read the header held in ``data`` (the first bytes of a file of ``file_size`` bytes), or
     return None when pydicom must read this file itself.
 
     Elements for which ``drop(tag, vr)`` is true (the VR is None in Implicit VR) are not put in
-    the data set but in :attr:`ScannedHeader.dropped`: the caller would only delete them.
+    the data set but in :attr:`ScannedHeader.dropped` (unless ``keep_dropped`` is false: then
+    they are not built at all): the caller would only delete them.
     """
     if len(data) < 132 or data[128:132] != b"DICM":
         return None
@@ -143,18 +147,21 @@ def scan(
             if parsed is None:
                 return None
             element, position = parsed
-            if drop is not None and drop(tag, vr):
-                dropped[element.tag] = element
-            else:
+            if drop is None or not drop(tag, vr):
                 elements[element.tag] = element
+            elif keep_dropped:
+                dropped[element.tag] = element
             continue
         position = value_start + length
         if position > end_of_data:
             return None
+        dropping = drop is not None and drop(tag, vr)
+        if dropping and not keep_dropped:
+            continue
         value = data[value_start:position] if length else _empty(vr)
         key = BaseTag(tag)
         element = RawDataElement(key, vr, length, value, value_start, implicit, True)
-        if drop is not None and drop(tag, vr):
+        if dropping:
             dropped[key] = element
             continue
         elements[key] = element
