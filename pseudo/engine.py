@@ -12,9 +12,10 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydicom import config
+from pydicom.charset import default_encoding
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -138,9 +139,30 @@ def _recompute_age(ds: Dataset) -> None:
     ds.PatientAge = f"{max(years, 0):03d}Y"
 
 
+#: The tags of the UIDs every file must have.
+_UID_TAGS: dict[str, int] = {
+    keyword: tag_for_keyword(keyword)  # type: ignore[misc]
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+}
+
+
+def _uid_text(ds: Dataset, keyword: str) -> str:
+    """``str(ds.get(keyword) or "")`` for a UID; a single value still raw (as read, or as
+    remapped) is decoded as pydicom would, without building its element."""
+    element = ds._dict.get(cast(BaseTag, _UID_TAGS[keyword]))
+    if (
+        isinstance(element, RawDataElement)
+        and element.VR in (None, "UI")
+        and isinstance(raw := element.value, bytes)
+        and b"\\" not in raw
+    ):
+        return raw.decode(default_encoding).rstrip("\x00 ")
+    return str(ds.get(keyword) or "")
+
+
 def _required_uid(ds: Dataset, keyword: str) -> str:
     try:
-        value = str(ds.get(keyword) or "").strip()
+        value = _uid_text(ds, keyword).strip()
     except Exception as exc:
         raise RejectedFile(f"{keyword} cannot be read ({exc.__class__.__name__})") from exc
     if not value:
