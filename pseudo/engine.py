@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -92,8 +93,26 @@ def quiet_pydicom() -> Iterator[None]:
     """Silence pydicom's warnings and log: they can quote identifying values.
 
     pydicom's value validation is switched off meanwhile: in its default mode it only warns,
-    and those warnings are silenced here, so it would cost time and change nothing.
+    and those warnings are silenced here, so it would cost time and change nothing. Inside an
+    active ``quiet_pydicom()`` of the same thread, it changes nothing more.
     """
+    if getattr(_quiet, "active", False):
+        yield
+        return
+    _quiet.active = True
+    try:
+        with _silenced():
+            yield
+    finally:
+        _quiet.active = False
+
+
+#: Per thread: whether :func:`quiet_pydicom` is active.
+_quiet = threading.local()
+
+
+@contextmanager
+def _silenced() -> Iterator[None]:
     logger = logging.getLogger("pydicom")
     level, logger.level = logger.level, logging.CRITICAL + 1
     settings = config.settings
