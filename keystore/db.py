@@ -8,6 +8,7 @@ pseudonyms, never identities.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -187,6 +188,15 @@ def upsert(
     dialect = session.get_bind().dialect.name
     if dialect not in ("sqlite", "postgresql"):  # pragma: no cover - other back ends
         raise ConfigurationError(f"unsupported database back end {dialect!r}")
+    statement = _upsert_statement(dialect, model, tuple(keys), tuple(update))
+    session.execute(statement, list(rows))
+
+
+@functools.cache
+def _upsert_statement(
+    dialect: str, model: type[SQLModel], keys: tuple[str, ...], update: tuple[str, ...]
+) -> PostgresInsert | SQLiteInsert:
+    """The statement of :func:`upsert` (built once: statements are immutable)."""
     table = model.__table__  # type: ignore[attr-defined]
     statement: PostgresInsert | SQLiteInsert
     if dialect == "postgresql":  # imported here: a SQLite run need not load PostgreSQL's
@@ -198,13 +208,11 @@ def upsert(
 
         statement = sqlite_insert(table)
     if update:
-        statement = statement.on_conflict_do_update(
+        return statement.on_conflict_do_update(
             index_elements=list(keys),
             set_={column: getattr(statement.excluded, column) for column in update},
         )
-    else:
-        statement = statement.on_conflict_do_nothing()
-    session.execute(statement, list(rows))
+    return statement.on_conflict_do_nothing()
 
 
 def busy_timeout() -> float:
