@@ -11,7 +11,6 @@ cluster write on a shared filesystem the parent cannot flush, so they sync each 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 from pathlib import Path
@@ -21,11 +20,8 @@ from typing import Any
 @functools.cache
 def _libc_syncfs() -> Any | None:
     """The C library's ``syncfs``, if this system has one."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        function = ctypes.CDLL(name, use_errno=True).syncfs
+    try:  # the symbols this process has loaded already (no ldconfig run to find the library)
+        function = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         return None
     function.argtypes = [ctypes.c_int]
