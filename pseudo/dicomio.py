@@ -594,8 +594,9 @@ def _copy_pixels(pixels: PixelSpan, handle: BinaryIO) -> None:
     except OSError as exc:
         raise RejectedFile(f"cannot read the pixel data: {exc.strerror}") from exc
     with source:
-        source.seek(pixels.start)
-        remaining = pixels.end - pixels.start
+        position = _kernel_copy(source, handle, pixels.start, pixels.end)
+        remaining = pixels.end - position
+        source.seek(position)
         while remaining:
             try:
                 chunk = source.read(min(_COPY_CHUNK, remaining))
@@ -605,6 +606,29 @@ def _copy_pixels(pixels: PixelSpan, handle: BinaryIO) -> None:
                 raise RejectedFile("the input file changed while it was read")
             handle.write(chunk)
             remaining -= len(chunk)
+
+
+def _kernel_copy(source: BinaryIO, handle: BinaryIO, start: int, end: int) -> int:
+    """Copy bytes ``start`` to ``end`` of ``source`` to the end of ``handle`` in the kernel
+    (``copy_file_range``: the pixels do not pass through this process) as far as it can; the
+    position in ``source`` reached. Where the kernel cannot (another system, filesystems it
+    cannot copy between) or an error stops it, the caller's loop goes on from there and names
+    the error."""
+    if not hasattr(os, "copy_file_range"):
+        return start
+    handle.flush()  # what is buffered goes first; the copy appends at the file's position
+    position = start
+    try:
+        while position < end:
+            copied = os.copy_file_range(
+                source.fileno(), handle.fileno(), min(_COPY_CHUNK, end - position), position
+            )
+            if not copied:
+                break  # the source is shorter than it was: the loop finds out
+            position += copied
+    except OSError:
+        pass
+    return position
 
 
 def bytes_outside_pixels(path: Path, source: Source) -> bytes | None:
