@@ -11,7 +11,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from keystore.keyring import Keyring
-from pseudo.dicomio import NotDicom, encode, read_source
+from pseudo.dicomio import NotDicom, encode, read_source, write_temporary
 from pseudo.engine import Pseudonymizer, quiet_pydicom
 from pseudo.findings import RejectedFile
 from pseudo.policy import load_policy
@@ -272,3 +272,30 @@ def test_the_fast_encoder_writes_changed_strings_as_pydicom_does(
         expected = io.BytesIO()
         pydicom.dcmwrite(expected, ds, enforce_file_format=True)
         assert encode(ds) == expected.getvalue()
+
+
+def test_the_pixel_data_is_copied_byte_for_byte_and_a_shrunk_source_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The pixel data goes from input to output in the kernel where it can (copy_file_range);
+    the copy is exact, and a source cut short after its header was read is refused, never
+    written in part."""
+    source_path = tmp_path / "in.dcm"
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.save_as(source_path)
+    pixels = bytes(ds.PixelData)
+    source = read_source(source_path)
+    assert source.pixels is not None
+    out, _ = write_temporary(source.dataset, tmp_path, source.pixels, sync=False)
+    written = out.read_bytes()
+    assert written.endswith(pixels)
+    assert pydicom.dcmread(out).PixelData == pixels
+
+    source = read_source(source_path)
+    assert source.pixels is not None
+    with source_path.open("r+b") as handle:
+        handle.truncate(source.pixels.start + 100)
+    before = set(tmp_path.iterdir())
+    with pytest.raises(RejectedFile, match="changed while it was read"):
+        write_temporary(source.dataset, tmp_path, source.pixels, sync=False)
+    assert set(tmp_path.iterdir()) == before  # no partial file left
