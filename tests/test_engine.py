@@ -281,7 +281,9 @@ def test_the_pixel_data_is_copied_byte_for_byte_and_a_shrunk_source_is_refused(
     the copy is exact, and a source cut short after its header was read is refused, never
     written in part."""
     source_path = tmp_path / "in.dcm"
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    template = get_testdata_file("CT_small.dcm")
+    assert isinstance(template, str)
+    ds = pydicom.dcmread(template)
     ds.save_as(source_path)
     pixels = bytes(ds.PixelData)
     source = read_source(source_path)
