@@ -8,6 +8,8 @@ the verification's share (the same three stages with the recorder and the check 
 output, minus the above), and a plain pydicom ``dcmread`` + ``save_as`` of the same file.
 
 Usage: python benchmarks/stages.py [--step 4] [--workdir benchmarks/_work]
+(with the test dependencies installed, ``pip install -e '.[test]'``: it makes its vault as the
+tests do)
 """
 
 from __future__ import annotations
