@@ -188,6 +188,8 @@ def upsert(
     dialect = session.get_bind().dialect.name
     if dialect not in ("sqlite", "postgresql"):  # pragma: no cover - other back ends
         raise ConfigurationError(f"unsupported database back end {dialect!r}")
+    if update:  # one row per key, the last (what a driver does with duplicates varies)
+        rows = list({tuple(row[key] for key in keys): row for row in rows}.values())
     statement = _upsert_statement(dialect, model, tuple(keys), tuple(update))
     session.execute(statement, list(rows))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -93,40 +93,50 @@ def quiet_pydicom() -> Iterator[None]:
     """Silence pydicom's warnings and log: they can quote identifying values.
 
     pydicom's value validation is switched off meanwhile: in its default mode it only warns,
-    and those warnings are silenced here, so it would cost time and change nothing. Inside an
-    active ``quiet_pydicom()`` of the same thread, it changes nothing more.
+    and those warnings are silenced here, so it would cost time and change nothing. The state
+    is process-wide, so is this: the first of overlapping uses (nested, or in other threads)
+    silences, the last one restores.
     """
-    if getattr(_quiet, "active", False):
-        yield
-        return
-    _quiet.active = True
+    global _quiet_depth, _quiet_restore
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_restore = _silence()
+        _quiet_depth += 1
     try:
-        with _silenced():
-            yield
+        yield
     finally:
-        _quiet.active = False
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0 and _quiet_restore is not None:
+                _quiet_restore()
+                _quiet_restore = None
 
 
-#: Per thread: whether :func:`quiet_pydicom` is active.
-_quiet = threading.local()
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_restore: Callable[[], None] | None = None
 
 
-@contextmanager
-def _silenced() -> Iterator[None]:
+def _silence() -> Callable[[], None]:
+    """Silence pydicom; return what restores it as it was."""
     logger = logging.getLogger("pydicom")
     level, logger.level = logger.level, logging.CRITICAL + 1
     settings = config.settings
-    modes = settings.reading_validation_mode, settings.writing_validation_mode
-    # A caller that asked pydicom to refuse invalid values keeps that.
-    quiet = modes if config.RAISE in modes else (config.IGNORE, config.IGNORE)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        settings.reading_validation_mode, settings.writing_validation_mode = quiet
-        try:
-            yield
-        finally:
-            settings.reading_validation_mode, settings.writing_validation_mode = modes
-            logger.setLevel(level)
+    # The stored modes (as pydicom's own disable_value_validation keeps them: an unset mode
+    # stays unset); a caller that asked pydicom to refuse invalid values keeps that.
+    stored = settings._reading_validation_mode, settings._writing_validation_mode
+    if config.RAISE not in (settings.reading_validation_mode, settings.writing_validation_mode):
+        settings.reading_validation_mode = settings.writing_validation_mode = config.IGNORE
+    filters = warnings.catch_warnings()
+    filters.__enter__()
+    warnings.simplefilter("ignore")
+
+    def restore() -> None:
+        filters.__exit__(None, None, None)
+        settings._reading_validation_mode, settings._writing_validation_mode = stored
+        logger.setLevel(level)
+
+    return restore
 
 
 def _overlay_groups(ds: Dataset) -> set[int]:
@@ -170,7 +180,8 @@ def _uid_text(ds: Dataset, keyword: str) -> str:
     remapped) is decoded as pydicom would, without building its element."""
     element = ds._dict.get(cast(BaseTag, _UID_TAGS[keyword]))
     if (
-        isinstance(element, RawDataElement)
+        config.settings.reading_validation_mode != config.RAISE  # else pydicom checks it
+        and isinstance(element, RawDataElement)
         and element.VR in (None, "UI")
         and isinstance(raw := element.value, bytes)
         and b"\\" not in raw

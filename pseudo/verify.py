@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -249,19 +250,22 @@ Walked = tuple[Dataset, int, str, Parents]
 #: need be parsed only once. The element is kept, so its identity cannot be reused meanwhile.
 _RECENT_SEQUENCES: dict[int, tuple[RawDataElement, list[Dataset]]] = {}
 _RECENT_LIMIT = 8
+_RECENT_LOCK = threading.Lock()
 
 
 def _items(ds: Dataset, tag: int, element: Any) -> list[Dataset]:
     """The items of a sequence element (raw or not) of ``ds``."""
     if not isinstance(element, RawDataElement):
         return list(element.value or [])
-    recent = _RECENT_SEQUENCES.get(id(element))
+    with _RECENT_LOCK:  # a Dask worker may run several threads
+        recent = _RECENT_SEQUENCES.get(id(element))
     if recent is not None and recent[0] is element:
         return recent[1]
     items = list(ds[tag].value or [])
-    if len(_RECENT_SEQUENCES) >= _RECENT_LIMIT:
-        del _RECENT_SEQUENCES[next(iter(_RECENT_SEQUENCES))]
-    _RECENT_SEQUENCES[id(element)] = (element, items)
+    with _RECENT_LOCK:
+        while len(_RECENT_SEQUENCES) >= _RECENT_LIMIT:
+            del _RECENT_SEQUENCES[next(iter(_RECENT_SEQUENCES))]
+        _RECENT_SEQUENCES[id(element)] = (element, items)
     return items
 
 
@@ -302,9 +306,10 @@ def peek_value(ds: Dataset, tag: int, vr: str, charset: Any = None) -> Any:
         if isinstance(raw, bytes):
             if vr in _BYTES_VRS:
                 return raw  # what pydicom's conversion gives too
-            if vr in _ASCII_VRS:
-                # These VRs hold only ASCII by definition: no character set to apply.
-                return raw.decode("ascii", "replace").strip(" \x00").split("\\")
+            if vr in _ASCII_VRS and raw.isascii():
+                # These VRs hold only ASCII by definition: no character set to apply (a value
+                # that breaks the rule is decoded by pydicom below, as it would be anyway).
+                return raw.decode("ascii").strip(" \x00").split("\\")
             if vr in _PLAIN_TEXT_VRS and raw.isascii() and 0x1B not in raw:
                 # ASCII without an ISO 2022 escape reads the same in every character set
                 # DICOM defines: pydicom's decoding would give these strings.

@@ -348,3 +348,66 @@ def test_broken_references_and_burned_in_text_are_flagged(
     found = {(f["output"], f["path"], f["check"]) for f in report["findings"]}
     assert (rel, image_ref, "reference") in found
     assert (rel, "BurnedInAnnotation", "burned-in") in found
+
+
+def test_a_non_ascii_file_meta_ae_title_is_looked_for_as_pydicom_decodes_it() -> None:
+    """An AE title is ASCII by the standard, but a station may write Latin-1: the needle must
+    be the text pydicom reads (STATIÉN1), not a replacement character that matches nothing."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.tag import Tag
+
+    from pseudo.verify import Recorder
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    tag = Tag(0x00020016)  # Source Application Entity Title
+    ds.file_meta._dict[tag] = RawDataElement(tag, "AE", 8, b"STATI\xc9N1", 0, False, True)
+    recorder = Recorder()
+    recorder.file_meta(ds)
+    assert [n.text for n in recorder.needles.items.values()] == ["STATIÉN1"]
+
+
+def test_quiet_pydicom_restores_pydicom_after_overlapping_threads() -> None:
+    """Silencing is process-wide: the first of overlapping uses silences, the last restores,
+    whatever the order in which threads leave."""
+    import logging
+    import threading
+
+    from pydicom import config
+
+    from pseudo.engine import quiet_pydicom
+
+    before = (
+        config.settings._reading_validation_mode,
+        config.settings._writing_validation_mode,
+        logging.getLogger("pydicom").level,
+    )
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def first() -> None:
+        with quiet_pydicom():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with quiet_pydicom():
+            second_in.set()
+            first_out.wait(5)
+            seen.append(config.settings.reading_validation_mode)  # still silenced
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert seen == [config.IGNORE]
+    after = (
+        config.settings._reading_validation_mode,
+        config.settings._writing_validation_mode,
+        logging.getLogger("pydicom").level,
+    )
+    assert after == before
