@@ -514,14 +514,26 @@ def new_file_meta(
     return FileMetaDataset(elements)
 
 
+def raw_uid(element: object) -> str | None:
+    """The value of a still raw, single-valued UI element, decoded as pydicom decodes it but
+    without building the element; None for any other element."""
+    if (
+        isinstance(element, RawDataElement)
+        and element.VR in (None, "UI")
+        and isinstance(raw := element.value, bytes)
+        and b"\\" not in raw
+    ):
+        return raw.decode(default_encoding).rstrip("\x00 ")
+    return None
+
+
 def _transfer_syntax(meta: FileMetaDataset) -> UID:
     """The Transfer Syntax UID of a file meta, without converting a raw element in place."""
     element = meta.get_item(0x00020010)
     if element is None:
         raise AttributeError("the file meta has no Transfer Syntax UID")
-    if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
-        return UID(element.value.decode("ascii", "replace").strip(" \x00"))
-    return UID(str(element.value))
+    text = raw_uid(element)
+    return UID(str(element.value) if text is None else text)
 
 
 def _padded(text: str, pad: bytes) -> bytes:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pydicom import config
-from pydicom.charset import default_encoding
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -34,7 +33,7 @@ from keystore.linkage import LinkageEntry
 from pseudo import __version__
 from pseudo.context import FileContext
 from pseudo.dates import offset_in_range
-from pseudo.dicomio import new_file_meta, raw_elements
+from pseudo.dicomio import new_file_meta, raw_elements, raw_uid
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
 from pseudo.identity import PatientIdentity, read_identity
 from pseudo.policy.compiled import CompiledPolicy
@@ -176,17 +175,12 @@ _UID_TAGS: dict[str, int] = {
 
 
 def _uid_text(ds: Dataset, keyword: str) -> str:
-    """``str(ds.get(keyword) or "")`` for a UID; a single value still raw (as read, or as
-    remapped) is decoded as pydicom would, without building its element."""
-    element = ds._dict.get(cast(BaseTag, _UID_TAGS[keyword]))
-    if (
-        config.settings.reading_validation_mode != config.RAISE  # else pydicom checks it
-        and isinstance(element, RawDataElement)
-        and element.VR in (None, "UI")
-        and isinstance(raw := element.value, bytes)
-        and b"\\" not in raw
-    ):
-        return raw.decode(default_encoding).rstrip("\x00 ")
+    """``str(ds.get(keyword) or "")`` for a UID, without building the element of a single raw
+    value (as read, or as remapped) unless pydicom must check it."""
+    if config.settings.reading_validation_mode != config.RAISE:
+        text = raw_uid(ds._dict.get(cast(BaseTag, _UID_TAGS[keyword])))
+        if text is not None:
+            return text
     return str(ds.get(keyword) or "")
 
 

@@ -137,17 +137,11 @@ def scan(
         if implicit:
             _, _, length = _IMPLICIT.unpack_from(data, position)
             vr, value_start = None, position + 8
-        else:  # _explicit_header, inlined: this loop runs for every element of every file
-            _, _, raw_vr, length = _EXPLICIT.unpack_from(data, position)
-            vr = _VRS.get(raw_vr)
-            if vr is None:
+        else:
+            header = _explicit_header(data, position)
+            if header is None:
                 return None
-            value_start = position + 8
-            if raw_vr in _LONG:
-                if value_start + 4 > end_of_data:
-                    return None
-                (length,) = _UL.unpack_from(data, value_start)
-                value_start += 4
+            vr, length, value_start = header
         if length == _UNDEFINED:
             parsed = _undefined_length(data, position, implicit, encoding)
             if parsed is None:
