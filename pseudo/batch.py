@@ -3,7 +3,9 @@
 The order of events for one file makes a crash harmless at any point:
 
 1. a worker reads the input, pseudonymizes it and writes a temporary file in the output tree;
-2. the parent commits the file's sealed linkage records and its journal row in one transaction;
+2. the parent flushes the file to disk, then commits its sealed linkage records and its journal
+   row in one transaction (a batch at a time; the flush runs on a background thread while the
+   workers go on with the next batch, and the commit follows once it is done);
 3. only then is the temporary file renamed to its final, pseudonymous path.
 
 A crash before 2 leaves only a temporary file (removed by the next run); a crash between 2 and
@@ -22,6 +24,7 @@ import secrets
 import shutil
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -411,6 +414,9 @@ class Runner:
         self._sync_each_file = bool(scheduler) or not durable.can_sync_filesystem()
         self.temp_dir = self.output / TEMP_DIR_NAME / self.summary.run_id
         self._lock: int | None = None
+        self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pseudo-flush")
+        #: the batch whose files are being flushed to disk, not yet committed
+        self._flushing: tuple[list[FileOutcome], Future[None]] | None = None
 
     def plan(self) -> tuple[list[Task], list[FileOutcome]]:
         """Files to process, and files already done by an earlier run (unchanged)."""
@@ -463,21 +469,26 @@ class Runner:
                 todo = self._anchor(todo, pool)
             for outcome in pool.ordered(process_file, todo):
                 if outcome.status == "failed":
-                    self._commit(batch)  # what the workers finished before the failure
-                    batch = []
+                    self._commit_flushed()
+                    finished, batch = batch, []
+                    self._commit(finished)  # what the workers finished before the failure
                     raise OutputError(
                         f"{self.output}: {outcome.reason}; the run stopped, nothing partial was "
                         "left: run the same command again once this is fixed"
                     )
                 batch.append(outcome)
                 if len(batch) >= COMMIT_EVERY:
-                    self._commit(batch)
-                    batch = []
-            self._commit(batch)
-            batch = []
+                    # handed over before it is committed: a commit that Ctrl-C interrupts is
+                    # never tried a second time (its files are gone; the next run redoes them)
+                    full, batch = batch, []
+                    self._commit_later(full)
+            self._commit_flushed()
+            last, batch = batch, []
+            self._commit(last)
             self.summary.reference_findings = self.references.findings()
             self.summary.status = "completed"
         except KeyboardInterrupt:
+            self._commit_flushed()
             self._commit(batch)
             self.summary.status = "interrupted"
             raise
@@ -485,6 +496,7 @@ class Runner:
             self.summary.status = "failed"
             raise
         finally:
+            self._flusher.shutdown(wait=True)  # a batch not committed stays uncommitted
             if pool is not None:
                 pool.close()
             self.summary.finished = now()
@@ -511,7 +523,26 @@ class Runner:
             tasks.append(Task(task.path, task.fingerprint, task.size, task.context, anchored))
         return tasks
 
-    def _commit(self, batch: list[FileOutcome]) -> None:
+    def _commit_later(self, batch: list[FileOutcome]) -> None:
+        """Start flushing ``batch`` to disk in the background; commit the batch before it."""
+        self._commit_flushed()
+        if self._sync_each_file or not any(o.temp for o in batch):
+            self._commit(batch)
+            return
+        self._flushing = (batch, self._flusher.submit(durable.sync_filesystem, self.temp_dir))
+
+    def _commit_flushed(self) -> None:
+        """Commit the batch being flushed, once its flush is done."""
+        if self._flushing is None:
+            return
+        batch, flush = self._flushing
+        flush.exception()  # waits; a Ctrl-C here leaves the batch to the interrupt's commit
+        self._flushing = None  # from here on, a Ctrl-C does not try this batch again
+        self._commit(batch, flush)
+
+    def _commit(self, batch: list[FileOutcome], flushed: Future[None] | None = None) -> None:
+        """Commit ``batch``: files on disk (flushed here, or by ``flushed``), then linkage and
+        journal in one transaction, then the files renamed into place."""
         if not batch:
             return
         if not (self.output / TEMP_DIR_NAME / f"{self.summary.run_id}.lock").exists():
@@ -529,8 +560,10 @@ class Runner:
         ]
         linkage = [entry for o in batch if o.status == "written" for entry in o.linkage]
         try:
-            if not self._sync_each_file and any(o.temp for o in batch):
-                durable.sync_filesystem(self.temp_dir)  # file data on disk before the commit
+            if flushed is not None:
+                flushed.result()  # file data on disk before the commit
+            elif not self._sync_each_file and any(o.temp for o in batch):
+                durable.sync_filesystem(self.temp_dir)
             self.summary.new_linkage_records += self.store.commit_batch(
                 self.keyring, self.summary.run_id, linkage, journal
             )

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -122,6 +123,16 @@ def run_command(
         *(sys.executable, "-m", "pseudo", "run", str(source), str(target)),
         *("--project", project, "--vault", str(vault), *extra),
     ]
+
+
+def wait_until_writing(target: Path, timeout: float = 60) -> None:
+    """Wait until a run has begun writing files under ``target`` (its temporary ``.part``
+    files, or files already in place): the moment to interrupt it mid-way."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if next(target.rglob("*.part"), None) or next(target.glob("*/*/*/*.dcm"), None):
+            return
+        time.sleep(0.02)
 
 
 def tree_digest(root: Path) -> dict[str, str]:

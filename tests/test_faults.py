@@ -4,6 +4,7 @@ output file, and running the same command again finishes the job."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -32,6 +33,7 @@ from tests.conftest import (
     make_vault,
     run_command,
     tree_digest,
+    wait_until_writing,
 )
 
 EXIT_ENVIRONMENT = 5
@@ -156,9 +158,7 @@ def test_an_output_folder_removed_mid_run(
     vault = make_vault(tmp_path / "vault", secret=CANARY_SECRET)
     target = tmp_path / "out"
     process = _run(source, target, vault, "--workers", "1")
-    deadline = time.time() + 60
-    while not list(target.glob("*/*/*/*.dcm")) and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until_writing(target)
     shutil.rmtree(target, ignore_errors=True)
     code, stderr = _finish(process)
     if code == 0:
@@ -203,9 +203,7 @@ def test_postgresql_down_then_up(tmp_path: Path, reference: tuple[Path, dict[str
             )
         target = tmp_path / "out"
         process = _run(source, target, tmp_path / "vault", "--workers", "1")
-        deadline = time.time() + 60
-        while not list(target.glob("*/*/*/*.dcm")) and time.time() < deadline:
-            time.sleep(0.05)
+        wait_until_writing(target)
         server.stop()
         code, stderr = _finish(process)
         if code == 0:
@@ -270,3 +268,37 @@ def test_two_runs_and_a_reidentification_at_once_on_one_vault(
     with VaultSession(vault) as session, Session(session.engine) as db:
         rows = db.exec(select(func.count()).select_from(LinkageRow)).one()
     assert rows == 8 + 20, "no duplicate and no missing linkage record"
+
+
+@pytest.mark.usefixtures("env")
+def test_a_failed_flush_to_disk_puts_nothing_of_its_batch_in_place(
+    tmp_path: Path, vault: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch is flushed to disk in the background while the next one is processed; when
+    that flush fails, the run stops with one line, the batch is neither committed nor put in
+    place, and running again finishes the job."""
+    from pseudo import durable
+
+    source = _cohort(tmp_path / "in", 150)
+    flushes: list[Path] = []
+    flush = durable.sync_filesystem
+
+    def second_flush_fails(folder: Path) -> None:
+        flushes.append(folder)
+        if len(flushes) == 2:  # the second batch's
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        flush(folder)
+
+    monkeypatch.setattr(durable, "sync_filesystem", second_flush_fails)
+    target = tmp_path / "out"
+    args = ("run", source, target, "--project", "trial", "--vault", vault, "--workers", "1")
+    failed = cli(*args, "--quiet")
+    assert failed.code == EXIT_ENVIRONMENT
+    assert "cannot flush to disk (Input/output error)" in _one_line(failed.stderr)
+    _no_partial_files(target)
+    assert len(list(target.rglob("*.dcm"))) == 64, "the first batch, and nothing after it"
+    monkeypatch.setattr(durable, "sync_filesystem", flush)
+    rerun = cli(*args, "--json")
+    assert rerun.code == 0, rerun.stderr
+    assert rerun.json()["written"] == 150 - 64 and rerun.json()["unchanged"] == 64
+    assert len(list(target.rglob("*.dcm"))) == 150

@@ -8,10 +8,9 @@ import pty
 import select
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from tests.conftest import OPERATOR, REPO, run_command
+from tests.conftest import OPERATOR, REPO, run_command, wait_until_writing
 
 
 def _command(source: Path, target: Path, vault: Path, *extra: str) -> list[str]:
@@ -96,9 +95,7 @@ def test_ctrl_c_prints_the_summary_of_what_was_done(
         cwd=REPO,
         start_new_session=True,
     )
-    deadline = time.time() + 60
-    while not list((tmp_path / "out").glob("*/*/*/*.dcm")) and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until_writing(tmp_path / "out")
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     if process.returncode == 0:
