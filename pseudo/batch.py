@@ -583,8 +583,7 @@ class Runner:
             if outcome.temp and outcome.output:
                 final = self.output / outcome.output
                 try:
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(outcome.temp, final)
+                    _put_in_place(Path(outcome.temp), final)
                 except OSError as exc:  # committed: the next run sees the file missing
                     raise OutputError(
                         f"{self.output}: cannot put a file in place ({exc.strerror}); run the "
@@ -647,6 +646,16 @@ class Runner:
             self._lock = None
         with contextlib.suppress(OSError):  # another run may still use it
             root.rmdir()
+
+
+def _put_in_place(temp: Path, final: Path) -> None:
+    """Rename ``temp`` to ``final``, making ``final``'s folder the first time it is missing
+    (a series' folder: not looked for again for each of its files)."""
+    try:
+        os.replace(temp, final)
+    except FileNotFoundError:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp, final)
 
 
 def write_report(summary: RunSummary, folder: Path) -> Path:
