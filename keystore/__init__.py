@@ -3,30 +3,42 @@
 The pseudonymization engine asks this package for a :class:`~keystore.keyring.Keyring` and
 hands it plain dictionaries of identifiers to seal. Passphrases, key files and private keys
 never leave it.
+
+The names below are loaded on first use, so that a command that only reads the vault's key
+files (:mod:`keystore.vault`) does not load the database layers.
 """
 
-from keystore.audit import AuditLog, VerifyResult
-from keystore.errors import KeystoreError
-from keystore.guard import ThrottlePolicy
-from keystore.keyring import Keyring, ProjectSettings
-from keystore.linkage import JournalEntry, LinkageEntry, LinkageStore
-from keystore.reidentify import Identity, Request, reidentify
-from keystore.session import VaultSession
-from keystore.vault import Vault
+from __future__ import annotations
 
-__all__ = [
-    "AuditLog",
-    "Identity",
-    "JournalEntry",
-    "Keyring",
-    "KeystoreError",
-    "LinkageEntry",
-    "LinkageStore",
-    "ProjectSettings",
-    "Request",
-    "ThrottlePolicy",
-    "Vault",
-    "VaultSession",
-    "VerifyResult",
-    "reidentify",
-]
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "AuditLog": "keystore.audit",
+    "VerifyResult": "keystore.audit",
+    "KeystoreError": "keystore.errors",
+    "ThrottlePolicy": "keystore.guard",
+    "Keyring": "keystore.keyring",
+    "ProjectSettings": "keystore.keyring",
+    "JournalEntry": "keystore.linkage",
+    "LinkageEntry": "keystore.linkage",
+    "LinkageStore": "keystore.linkage",
+    "Identity": "keystore.reidentify",
+    "Request": "keystore.reidentify",
+    "reidentify": "keystore.reidentify",
+    "VaultSession": "keystore.session",
+    "Vault": "keystore.vault",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name's module when the name is first used."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keystore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # as ``from module import name`` here did (``reidentify`` too)
+    return value

@@ -20,7 +20,6 @@ record that precedes an authenticated one without the check by a key holder fail
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import hmac
 import json
@@ -36,10 +35,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from keystore import crypto
-from keystore.db import AuditHead, AuditRow, failure, utcnow
+from keystore.db import AuditHead, AuditRow, failure
 from keystore.errors import DatabaseError
+from keystore.stamps import GENESIS, utcnow
 
-GENESIS = "0" * 64
 _HASHED_FIELDS = (
     "seq",
     "timestamp",
@@ -58,15 +57,6 @@ _MAC_LABEL = "pseudo-audit/1"
 _HEAD_RE = re.compile(r"^(\d+):([0-9a-f]{64})$")
 
 CheckpointState = Literal["not configured", "missing", "unreadable", "ok"]
-
-
-def os_user() -> str:
-    """Who runs this process, for the audit log: the operating-system user and host."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{os.uname().nodename}"
 
 
 def record_hash(row: AuditRow) -> str:

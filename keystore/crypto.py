@@ -12,8 +12,11 @@ import hashlib
 import hmac
 import os
 import struct
+import threading
 import time
 import unicodedata
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -87,9 +90,49 @@ def normalize_passphrase(passphrase: str) -> bytes:
 
 
 def derive_kek(passphrase: str, salt: bytes, params: ScryptParams) -> bytes:
-    """Stretch a passphrase into a 256-bit key-encryption key with scrypt."""
+    """Stretch a passphrase into a 256-bit key-encryption key with scrypt (or take the key
+    that :func:`derive_kek_soon` derived for the same inputs)."""
+    with _SOON_LOCK:
+        soon = _SOON.pop((passphrase, salt, params), None)
+    if soon is not None:
+        return soon.result()
+    return _scrypt(passphrase, salt, params)
+
+
+def _scrypt(passphrase: str, salt: bytes, params: ScryptParams) -> bytes:
     kdf = Scrypt(salt=salt, length=32, n=params.n, r=params.r, p=params.p)
     return kdf.derive(normalize_passphrase(passphrase))
+
+
+#: Keys being derived in the background, by (passphrase, salt, parameters); each is taken out
+#: by the one :func:`derive_kek` call it was derived for.
+_SOON: dict[tuple[str, bytes, ScryptParams], Future[bytes]] = {}
+_SOON_LOCK = threading.Lock()
+
+
+def derive_kek_soon(passphrase: str, slots: Sequence[tuple[bytes, ScryptParams]]) -> None:
+    """Start deriving the keys of ``slots`` (salt, parameters) from ``passphrase`` on a
+    background thread, one after the other, for :func:`derive_kek` to take when it is asked.
+
+    scrypt runs outside Python's interpreter lock, so a command can go on loading meanwhile:
+    an unlock costs no time of its own. Nothing is revealed before it is asked for, so a
+    passphrase guard still decides whether and when an attempt is made.
+    """
+    soon: dict[tuple[str, bytes, ScryptParams], Future[bytes]] = {
+        (passphrase, salt, params): Future() for salt, params in slots
+    }
+    with _SOON_LOCK:
+        _SOON.update(soon)
+
+    def derive() -> None:
+        for (text, salt, params), future in soon.items():
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(_scrypt(text, salt, params))
+                except BaseException as exc:  # handed to the caller of derive_kek
+                    future.set_exception(exc)
+
+    threading.Thread(target=derive, name="pseudo-unlock", daemon=True).start()
 
 
 def hkdf(secret: bytes, label: str, length: int = 32) -> bytes:

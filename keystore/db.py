@@ -13,7 +13,7 @@ import hashlib
 import math
 import os
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, create_engine
 
 from keystore.errors import ConfigurationError, DatabaseError
+from keystore.stamps import utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
@@ -32,11 +33,6 @@ if TYPE_CHECKING:
 BUSY_TIMEOUT_VARIABLE = "PSEUDO_DB_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT = 60.0
 MAX_BUSY_TIMEOUT = 86400.0
-
-
-def utcnow() -> datetime:
-    """The current time in UTC, without microseconds noise in the audit log."""
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 class LinkageRow(SQLModel, table=True):

@@ -23,9 +23,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from keystore.audit import AuditLog, os_user
+from keystore.audit import AuditLog
 from keystore.db import AuthFailureRow, ProjectKeyRow, failure, upsert
 from keystore.errors import DatabaseError
+from keystore.stamps import os_user
 
 
 @dataclass(frozen=True)

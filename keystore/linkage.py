@@ -27,7 +27,6 @@ from keystore.db import (
     RunRow,
     failure,
     upsert,
-    utcnow,
 )
 from keystore.errors import (
     CorruptVaultError,
@@ -37,6 +36,7 @@ from keystore.errors import (
     StaleKeyError,
 )
 from keystore.keyring import Keyring
+from keystore.stamps import utcnow
 
 #: Rows re-sealed per statement during a key rotation.
 RESEAL_CHUNK = 500

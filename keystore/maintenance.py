@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keystore import crypto
-from keystore.audit import os_user
-from keystore.db import busy_timeout, utcnow
+from keystore.db import busy_timeout
 from keystore.errors import BackupError, CorruptVaultError, SlotError
+from keystore.stamps import os_user, utcnow
 from keystore.vault import CHECKPOINT_DIR, ProjectFile, Vault, settings_mac
 
 if TYPE_CHECKING:

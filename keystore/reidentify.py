@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from keystore.audit import AuditLog, os_user
+from keystore.audit import AuditLog
 from keystore.errors import (
     AuthenticationError,
     CorruptVaultError,
@@ -27,6 +27,7 @@ from keystore.errors import (
     ReidentificationRefused,
 )
 from keystore.linkage import LinkageStore, sealed_aad
+from keystore.stamps import os_user
 from keystore.vault import ReidentificationKey, Vault
 
 ACTION = "reidentify"

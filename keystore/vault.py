@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from keystore import crypto
-from keystore.audit import GENESIS, os_user
-from keystore.db import database_digest, database_identity, utcnow
 from keystore.errors import (
     AuthenticationError,
     CorruptVaultError,
@@ -51,6 +49,7 @@ from keystore.errors import (
     WeakPassphraseError,
 )
 from keystore.keyring import Keyring, ProjectSettings
+from keystore.stamps import GENESIS, os_user, utcnow
 
 if TYPE_CHECKING:
     from keystore.guard import Guard
@@ -426,6 +425,8 @@ class Vault:
 
     def is_own_database(self, database_url: str | None) -> bool:
         """True when ``database_url`` (None: no ``--db``) names the vault's own database."""
+        from keystore.db import database_identity  # the database layers load when needed
+
         return database_url is None or database_identity(database_url) == database_identity(
             self.database_url
         )
@@ -440,6 +441,8 @@ class Vault:
         """
         if database_url is None or self.is_own_database(database_url):
             return self.checkpoint_path
+        from keystore.db import database_digest
+
         return self.path / CHECKPOINT_DIR / f"{database_digest(database_url)}.json"
 
     def prepare_sqlite_file(self) -> None:
@@ -642,6 +645,14 @@ class Vault:
                 f"project {name!r} was closed{f' on {when[:10]}' if when else ''}: its "
                 f"re-identification key was destroyed, so {purpose}"
             )
+
+    def unlock_operator_soon(self, name: str, passphrase: str) -> None:
+        """Start deriving the keys of project ``name``'s operator slots from ``passphrase`` in
+        the background (see :func:`keystore.crypto.derive_kek_soon`), for a command to load
+        what it needs meanwhile; :meth:`unlock_operator` then finds them ready. Opens nothing,
+        reveals nothing, and the passphrase guard still applies to the unlock itself."""
+        slots = self.project(name).slots_for("operator")
+        crypto.derive_kek_soon(passphrase, [(slot.salt, slot.params) for slot in slots])
 
     def unlock_operator(self, name: str, passphrase: str, slot: str | None = None) -> Keyring:
         """Open an operator slot and return the project's keyring (refused once closed)."""

@@ -39,6 +39,7 @@ from pseudo import __version__, anchors, durable, verify
 from pseudo.anchors import scan_file
 from pseudo.dicomio import NotDicom, OutputFailure, read_source, sanitize, write_temporary
 from pseudo.engine import PseudonymizedDataset, Pseudonymizer, quiet_pydicom
+from pseudo.errors import PseudoError
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.pools import Pool, WorkerSetup, open_pool
@@ -49,10 +50,8 @@ TEMP_DIR_NAME = ".pseudo-tmp"
 COMMIT_EVERY = 64
 
 
-class RunError(Exception):
+class RunError(PseudoError):
     """The run cannot start (bad paths); nothing was written."""
-
-    exit_code = 2
 
 
 class OutputError(RunError):

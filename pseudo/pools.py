@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from keystore.keyring import Keyring
+from pseudo.errors import PseudoError
 from pseudo.policy.compiled import CompiledPolicy
 
 T = TypeVar("T")
@@ -32,10 +33,8 @@ R = TypeVar("R")
 CHUNK = 8
 
 
-class PoolError(Exception):
+class PoolError(PseudoError):
     """The pool cannot be started (e.g. the Dask scheduler is unreachable)."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from keystore.audit import GENESIS, record_hash
+from keystore.audit import record_hash
 from keystore.db import AuditRow
 from keystore.session import VaultSession
+from keystore.stamps import GENESIS
 from tests.conftest import OPERATOR, REID, cli
 
 

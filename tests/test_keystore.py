@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from keystore import crypto
-from keystore.audit import os_user
 from keystore.errors import (
     AuthenticationError,
     CorruptVaultError,
@@ -26,8 +27,9 @@ from keystore.errors import (
 from keystore.guard import ThrottlePolicy
 from keystore.linkage import JournalEntry, LinkageEntry
 from keystore.session import VaultSession
+from keystore.stamps import os_user
 from keystore.vault import Vault
-from tests.conftest import FAST_KDF, OPERATOR, REID, make_vault
+from tests.conftest import FAST_KDF, OPERATOR, REID, REPO, make_vault
 
 
 def test_seal_opens_only_with_the_private_key_and_its_row() -> None:
@@ -79,6 +81,39 @@ def test_unlock_and_wrong_passphrases(vault: Path) -> None:
     with pytest.raises(AuthenticationError):
         store.unlock_reidentifier("trial", OPERATOR)
     assert store.unlock_reidentifier("trial", REID).project == "trial"
+
+
+def test_an_unlock_started_early_gives_the_same_keys_and_the_same_refusals(vault: Path) -> None:
+    """``pseudo run`` starts the operator's key derivation while it loads; the unlock that
+    follows must open exactly what it would have, and refuse (and audit) exactly the same."""
+    expected = Vault.open(vault).unlock_operator("trial", OPERATOR)
+    Vault.open(vault).unlock_operator_soon("trial", OPERATOR)
+    assert len(crypto._SOON) == 1, "one operator slot: one derivation under way"
+    with VaultSession(vault) as session:
+        keyring = session.vault.unlock_operator("trial", OPERATOR)
+        assert not crypto._SOON, "taken by the unlock it was derived for"
+        assert keyring == expected and keyring._keys == expected._keys
+        session.vault.unlock_operator_soon("trial", "a wrong guess")
+        with pytest.raises(AuthenticationError):
+            session.vault.unlock_operator("trial", "a wrong guess")
+        assert session.audit.records()[-1].outcome == "denied: wrong passphrase"
+    Vault.open(vault).unlock_operator_soon("trial", OPERATOR)
+    with pytest.raises(AuthenticationError):  # derived for OPERATOR; not used for another
+        Vault.open(vault).unlock_operator("trial", "another guess")
+    crypto._SOON.clear()
+
+
+def test_run_starts_unlocking_before_it_loads_pydicom_and_the_database() -> None:
+    """What ``pseudo run`` imports before its unlock starts: neither pydicom nor SQLAlchemy,
+    or the key derivation no longer overlaps their loading."""
+    code = (
+        "import sys, pseudo.cli.app, pseudo.cli.run_cmd, keystore.vault;"
+        "print(sorted(m for m in ('pydicom', 'sqlalchemy', 'sqlmodel') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert loaded.stdout.strip() == "[]"
 
 
 def test_swapped_public_key_is_detected(vault: Path) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import pydicom
 import pytest
 
-from keystore.audit import os_user
 from keystore.session import VaultSession
+from keystore.stamps import os_user
 from tests.conftest import OPERATOR, REID, CanaryRun, cli
 
 REQUEST = ("--requester", "Dr. Test (DPO)", "--reason", "incidental finding, ticket T-1")

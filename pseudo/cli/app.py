@@ -2,47 +2,76 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.main
+from typer.core import TyperGroup
 
 from keystore.errors import KeystoreError
 from pseudo import __version__
-from pseudo.batch import RunError
-from pseudo.cli.audit_cmds import audit_app
-from pseudo.cli.common import EXIT_INTERNAL, UserError, err, exit_code_of
-from pseudo.cli.demo_cmd import demo_command
-from pseudo.cli.dicomdir_cmd import dicomdir_command
-from pseudo.cli.policy_cmds import policy_app
-from pseudo.cli.reid_cmds import reidentify_command
-from pseudo.cli.review_cmds import diff_command, dump_command, inspect_command
-from pseudo.cli.run_cmd import run_command
-from pseudo.cli.vault_cmds import project_app, vault_app
-from pseudo.cli.verify_cmd import verify_command
-from pseudo.policy import PolicyError
-from pseudo.pools import PoolError
+from pseudo.cli.common import EXIT_INTERNAL, err, exit_code_of
+from pseudo.errors import PseudoError
+
+#: Each subcommand (or group) and where it is defined, in the order ``--help`` lists them.
+#: A command loads only its own module: ``pseudo run`` does not import what ``pseudo diff``
+#: needs, and starts unlocking the vault before it loads the database layers.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("pseudo.cli.run_cmd", "run_command"),
+    "reidentify": ("pseudo.cli.reid_cmds", "reidentify_command"),
+    "verify": ("pseudo.cli.verify_cmd", "verify_command"),
+    "diff": ("pseudo.cli.review_cmds", "diff_command"),
+    "inspect": ("pseudo.cli.review_cmds", "inspect_command"),
+    "dump": ("pseudo.cli.review_cmds", "dump_command"),
+    "demo": ("pseudo.cli.demo_cmd", "demo_command"),
+    "dicomdir": ("pseudo.cli.dicomdir_cmd", "dicomdir_command"),
+    "vault": ("pseudo.cli.vault_cmds", "vault_app"),
+    "project": ("pseudo.cli.vault_cmds", "project_app"),
+    "policy": ("pseudo.cli.policy_cmds", "policy_app"),
+    "audit": ("pseudo.cli.audit_cmds", "audit_app"),
+}
+
+
+class LazyCommands(TyperGroup):
+    """The top-level group: a subcommand's module is imported when the subcommand is used."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """Every subcommand, in the order of :data:`COMMANDS`."""
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The subcommand ``cmd_name`` (None if there is none), loaded on first use."""
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, name = COMMANDS[cmd_name]
+            target = getattr(importlib.import_module(module), name)
+            # Built as a subcommand of a group made like ``app``, as if registered there.
+            holder = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+            holder.callback()(_no_options)
+            if isinstance(target, typer.Typer):
+                holder.add_typer(target, name=cmd_name)
+            else:
+                holder.command(cmd_name)(target)
+            group = typer.main.get_command(holder)
+            assert isinstance(group, TyperGroup)
+            self.commands[cmd_name] = group.commands[cmd_name]
+        return self.commands.get(cmd_name)
+
+
+def _no_options() -> None:
+    """The callback of a subcommand's holder group (never run)."""
+
 
 app = typer.Typer(
     name="pseudo",
     help="Pseudonymize DICOM for research; re-identify only through a logged request.",
+    cls=LazyCommands,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.add_typer(vault_app, name="vault")
-app.add_typer(project_app, name="project")
-app.add_typer(policy_app, name="policy")
-app.add_typer(audit_app, name="audit")
-app.command("run")(run_command)
-app.command("reidentify")(reidentify_command)
-app.command("verify")(verify_command)
-app.command("diff")(diff_command)
-app.command("inspect")(inspect_command)
-app.command("dump")(dump_command)
-app.command("demo")(demo_command)
-app.command("dicomdir")(dicomdir_command)
 
 
 def _version(value: bool) -> None:
@@ -61,7 +90,8 @@ def _main(
     """pseudo: pseudonymize DICOM for research, with a key vault and logged re-identification."""
 
 
-EXPECTED_ERRORS = (KeystoreError, PolicyError, PoolError, RunError, UserError)
+#: Errors of the user's making: one line, no traceback.
+EXPECTED_ERRORS = (KeystoreError, PseudoError)
 
 
 def main(argv: list[str] | None = None) -> None:

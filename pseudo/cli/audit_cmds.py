@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from keystore.audit import GENESIS, VerifyResult, parse_head
+from keystore.audit import VerifyResult, parse_head
 from keystore.session import VaultSession
+from keystore.stamps import GENESIS
 from pseudo.cli.common import (
     EXIT_ATTENTION,
     DbOption,

@@ -19,6 +19,8 @@ from rich.console import Console
 
 from keystore.crypto import ScryptParams
 from keystore.errors import KeystoreError
+from keystore.stamps import os_user
+from pseudo.errors import PseudoError
 
 EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_AUTH, EXIT_INTERNAL = 0, 1, 2, 3, 4
 #: The output or the database could not be written (disk full, permissions, server down).
@@ -29,7 +31,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
-class UserError(Exception):
+class UserError(PseudoError):
     """A problem with what the user asked; printed as one line."""
 
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
@@ -111,6 +113,18 @@ def operator_passphrase(file: Path | None, *, confirm: bool = False) -> str:
     return read_passphrase(file, "PSEUDO_PASSPHRASE", "operator", confirm=confirm)
 
 
+def given_operator_passphrase(file: Path | None) -> str | None:
+    """The operator passphrase when it is given without asking (a file, the environment);
+    None when it would be asked for or cannot be read (:func:`operator_passphrase` then says
+    why, at the point where the command needs it)."""
+    if file is None and not os.environ.get("PSEUDO_PASSPHRASE"):
+        return None
+    try:
+        return operator_passphrase(file)
+    except UserError:
+        return None
+
+
 def reid_passphrase(file: Path | None, *, confirm: bool = False) -> str:
     """The re-identification passphrase."""
     return read_passphrase(file, "PSEUDO_REID_PASSPHRASE", "re-identification", confirm=confirm)
@@ -124,18 +138,14 @@ def emit_json(data: object) -> None:
 
 def actor() -> str:
     """Who runs this command, for the audit log: the operating-system user and host."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{os.uname().nodename}"
+    return os_user()
 
 
 def exit_code_of(exc: BaseException) -> int:
     """The exit status that an expected error maps to."""
-    if isinstance(exc, KeystoreError | UserError):
+    if isinstance(exc, KeystoreError | PseudoError):
         return exc.exit_code
-    return int(getattr(exc, "exit_code", EXIT_USAGE))
+    return EXIT_USAGE
 
 
 NewPassphraseFileOption = Annotated[

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from keystore.errors import DatabaseError
-from keystore.session import VaultSession
-from pseudo import dryrun
-from pseudo.batch import FileOutcome, Runner, RunSummary, check_paths, write_report
+from keystore.errors import DatabaseError, KeystoreError
 from pseudo.cli.common import (
     EXIT_ATTENTION,
     DbOption,
@@ -26,11 +24,17 @@ from pseudo.cli.common import (
     actor,
     emit_json,
     err,
+    given_operator_passphrase,
     operator_passphrase,
     out,
     vault_path,
 )
-from pseudo.policy import CompiledPolicy, load_policy
+from pseudo.errors import PseudoError
+
+if TYPE_CHECKING:
+    from keystore.session import VaultSession
+    from pseudo.batch import FileOutcome, RunSummary
+    from pseudo.policy import CompiledPolicy
 
 
 def run_command(
@@ -106,6 +110,11 @@ def run_command(
 
     Example: pseudo run /data/incoming /data/export --project lung-trial
     """
+    _unlock_soon(vault, project, passphrase_file)  # while the modules below load
+    from keystore.session import VaultSession
+    from pseudo.batch import Runner, check_paths
+    from pseudo.policy import load_policy
+
     compiled = load_policy(policy)
     if dry_run:
         _dry_run(input_path, project, compiled, vault, db, passphrase_file, as_json)
@@ -155,11 +164,26 @@ def run_command(
         raise typer.Exit(EXIT_ATTENTION)
 
 
+def _unlock_soon(vault: Path | None, project: str, passphrase_file: Path | None) -> None:
+    """Start deriving the project's operator keys (scrypt, outside the interpreter lock) while
+    the command loads pydicom and the database layers, when the passphrase is given without
+    asking. Any problem is left to the unlock itself, to report where it always does."""
+    passphrase = given_operator_passphrase(passphrase_file)
+    if passphrase is None:
+        return
+    from keystore.vault import Vault
+
+    with contextlib.suppress(KeystoreError, PseudoError, OSError):
+        Vault.open(vault_path(vault)).unlock_operator_soon(project, passphrase)
+
+
 def _record_run(
     session: VaultSession, summary: RunSummary, reports: Path, project: str, policy: str
 ) -> Path:
     """Write the run report and the run's audit record. When the run failed because the disk
     or the database did, these may fail too: say so in one line, do not hide the first error."""
+    from pseudo.batch import write_report
+
     report = reports / f"run-{summary.run_id}.json"
     try:
         report = write_report(summary, reports)
@@ -236,6 +260,9 @@ def _dry_run(
     passphrase_file: Path | None,
     as_json: bool,
 ) -> None:
+    from keystore.session import VaultSession
+    from pseudo import dryrun
+
     if not source.exists():
         raise UserError(f"{source}: input not found")
     with VaultSession(vault_path(vault), db) as session:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from pseudo.errors import PseudoError
 from pseudo.policy.compiled import CompiledPolicy, CompiledRule, Decision, add_table
 from pseudo.policy.model import Action, PolicyFile, Rule
 from pseudo.policy.selectors import (
@@ -36,10 +37,8 @@ MAX_EXTENDS_DEPTH = 10
 MAX_PSEUDONYM_LENGTH = 29
 
 
-class PolicyError(Exception):
+class PolicyError(PseudoError):
     """A policy that cannot be used; the message names the file and line."""
-
-    exit_code = 2
 
 
 def _location(path: Path, line: int | None) -> str:
