@@ -47,6 +47,15 @@ def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     assert "Example" in result.stdout
 
 
+def test_defaults_written_in_help_texts_are_shown() -> None:
+    """A help text's ``[default: ...]`` is not taken for Rich markup and dropped."""
+    result = cli("run", "--help")
+    assert result.code == 0
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "Worker processes [default: all cores]." in text
+    assert "Vault folder [default: $PSEUDO_VAULT, else ./pseudo-vault]." in text
+
+
 def test_version() -> None:
     result = cli("--version")
     assert result.code == 0 and result.stdout.startswith("pseudo ")

@@ -48,7 +48,7 @@ VaultOption = Annotated[
     Path | None,
     typer.Option(
         "--vault",
-        help="Vault folder [default: $PSEUDO_VAULT, else ./pseudo-vault].",
+        help="Vault folder \\[default: $PSEUDO_VAULT, else ./pseudo-vault].",
         show_default=False,
     ),
 ]
@@ -64,7 +64,8 @@ PassphraseFileOption = Annotated[
     Path | None,
     typer.Option(
         "--passphrase-file",
-        help="Read the operator passphrase from this file [default: $PSEUDO_PASSPHRASE, else ask].",
+        help="Read the operator passphrase from this file "
+        "\\[default: $PSEUDO_PASSPHRASE, else ask].",
         show_default=False,
     ),
 ]
@@ -73,7 +74,7 @@ ReidPassphraseFileOption = Annotated[
     typer.Option(
         "--reid-passphrase-file",
         help="Read the re-identification passphrase from this file "
-        "[default: $PSEUDO_REID_PASSPHRASE, else ask].",
+        "\\[default: $PSEUDO_REID_PASSPHRASE, else ask].",
         show_default=False,
     ),
 ]
@@ -153,7 +154,7 @@ NewPassphraseFileOption = Annotated[
     typer.Option(
         "--new-passphrase-file",
         help="Read the new slot's passphrase from this file "
-        "[default: $PSEUDO_NEW_PASSPHRASE, else ask twice].",
+        "\\[default: $PSEUDO_NEW_PASSPHRASE, else ask twice].",
         show_default=False,
     ),
 ]
@@ -162,7 +163,7 @@ ScryptNOption = Annotated[
     typer.Option(
         "--scrypt-n",
         help="scrypt cost n for the slot: a power of two from 16384 to 4194304 "
-        "[default: 65536, about 0.2 s per guess; see `pseudo vault kdf-time`].",
+        "\\[default: 65536, about 0.2 s per guess; see `pseudo vault kdf-time`].",
         show_default=False,
     ),
 ]

@@ -52,12 +52,12 @@ def run_command(
         str, typer.Option(help="Shipped policy name or a policy YAML file.")
     ] = "default",
     workers: Annotated[
-        int, typer.Option(help="Worker processes [default: all cores].", show_default=False)
+        int, typer.Option(help="Worker processes \\[default: all cores].", show_default=False)
     ] = 0,
     report_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Where run reports go [default: OUTPUT.pseudo-run/].", show_default=False
+            help="Where run reports go \\[default: OUTPUT.pseudo-run/].", show_default=False
         ),
     ] = None,
     quiet: Annotated[
