@@ -193,10 +193,8 @@ class RunSummary:
 
 
 def _relative(path: str, root: Path) -> str:
-    try:
-        return str(Path(path).relative_to(root))
-    except ValueError:
-        return path
+    prefix = str(root).rstrip(os.sep) + os.sep  # a string test: pathlib costs 30 us a file
+    return path[len(prefix) :] if path.startswith(prefix) else path
 
 
 def now() -> str:
@@ -671,8 +669,26 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(data, indent=2) + "\n")
+        handle.write(_json_text(data))
     os.replace(tmp, path)
+
+
+def _json_text(data: dict[str, Any]) -> str:
+    """``data`` as JSON, one top-level key a line and, in a list or mapping of many, one
+    entry a line: as readable as an indented dump, and written by the C encoder (an indented
+    dump is pure Python: seconds for the report of a run of 100,000 files)."""
+    lines = []
+    for key, value in data.items():
+        name = json.dumps(key)
+        if isinstance(value, list) and len(value) > 1:
+            entries = ",\n    ".join(json.dumps(item) for item in value)
+            lines.append(f"  {name}: [\n    {entries}\n  ]")
+        elif isinstance(value, dict) and len(value) > 1:
+            entries = ",\n    ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"  {name}: {{\n    {entries}\n  }}")
+        else:
+            lines.append(f"  {name}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def run_reports(folder: Path) -> list[Path]:
