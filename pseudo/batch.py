@@ -296,7 +296,8 @@ def process_file(task: Task) -> FileOutcome:
         engine = engine.with_offsets(dict(task.anchored))
     with quiet_pydicom():
         try:
-            source = read_source(Path(task.path), engine.droppable, keep_dropped=state.verify)
+            keep = verify.records_removed if state.verify else False
+            source = read_source(Path(task.path), engine.droppable, keep_dropped=keep)
             ds = source.dataset
             pending = verify.prepare(ds, engine.policy) if state.verify else None
             result = engine.pseudonymize(ds, pending.recorder if pending else None, source.dropped)

@@ -238,7 +238,9 @@ def read_dataset(path: Path) -> Dataset:
     return ds
 
 
-def read_source(path: Path, drop: Drop | None = None, *, keep_dropped: bool = True) -> Source:
+def read_source(
+    path: Path, drop: Drop | None = None, *, keep_dropped: bool | Drop = True
+) -> Source:
     """Read everything but the top-level pixel data, and locate the pixel data in the file.
 
     Memory stays bounded by the size of the header whatever the size of the file. Deflated
@@ -246,8 +248,9 @@ def read_source(path: Path, drop: Drop | None = None, *, keep_dropped: bool = Tr
     files are read by :mod:`pseudo.headscan` (the same data set, faster), the others by pydicom.
 
     ``drop(tag, vr)`` names top-level elements the caller would only delete: when the fast
-    reader reads the file, they are left out of the data set and put in ``Source.dropped``
-    (unless ``keep_dropped`` is false: nothing but a verification would read them).
+    reader reads the file, they are left out of the data set and put in ``Source.dropped``:
+    all of them, none (``keep_dropped`` false: nothing but a verification reads them), or
+    those for which ``keep_dropped(tag, vr)`` is true (those a verification reads).
     """
     try:
         fast = _read_scanned(path, drop, keep_dropped)
@@ -283,7 +286,9 @@ def read_source(path: Path, drop: Drop | None = None, *, keep_dropped: bool = Tr
     return Source(ds, span, trailer or [])
 
 
-def _read_scanned(path: Path, drop: Drop | None = None, keep_dropped: bool = True) -> Source | None:
+def _read_scanned(
+    path: Path, drop: Drop | None = None, keep_dropped: bool | Drop = True
+) -> Source | None:
     """The source read by :func:`pseudo.headscan.scan`, or None if pydicom must read it."""
     with path.open("rb") as handle:
         size = os.fstat(handle.fileno()).st_size

@@ -85,19 +85,29 @@ def _implicit_for(file_meta: FileMetaDataset) -> bool | None:
     return False  # Explicit VR Little Endian and every encapsulated syntax
 
 
+def _every(tag: int, vr: str | None) -> bool:
+    return True
+
+
+def _none(tag: int, vr: str | None) -> bool:
+    return False
+
+
 def scan(
     data: bytes,
     file_size: int,
     drop: Callable[[int, str | None], bool] | None = None,
-    keep_dropped: bool = True,
+    keep_dropped: bool | Callable[[int, str | None], bool] = True,
 ) -> ScannedHeader | None:
     """Read the header held in ``data`` (the first bytes of a file of ``file_size`` bytes), or
     return None when pydicom must read this file itself.
 
     Elements for which ``drop(tag, vr)`` is true (the VR is None in Implicit VR) are not put in
-    the data set but in :attr:`ScannedHeader.dropped` (unless ``keep_dropped`` is false: then
-    they are not built at all): the caller would only delete them.
+    the data set: the caller would only delete them. ``keep_dropped`` says which of them are
+    built all the same and put in :attr:`ScannedHeader.dropped`: all (true), none (false), or
+    those for which ``keep_dropped(tag, vr)`` is true; the others are not built at all.
     """
+    keep = keep_dropped if callable(keep_dropped) else (_every if keep_dropped else _none)
     if len(data) < 132 or data[128:132] != b"DICM":
         return None
     parsed_meta = _file_meta(data)
@@ -149,14 +159,14 @@ def scan(
             element, position = parsed
             if drop is None or not drop(tag, vr):
                 elements[element.tag] = element
-            elif keep_dropped:
+            elif keep(tag, vr):
                 dropped[element.tag] = element
             continue
         position = value_start + length
         if position > end_of_data:
             return None
         dropping = drop is not None and drop(tag, vr)
-        if dropping and not keep_dropped:
+        if dropping and not keep(tag, vr):
             continue
         value = data[value_start:position] if length else _empty(vr)
         key = BaseTag(tag)

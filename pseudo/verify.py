@@ -333,6 +333,21 @@ def path_of(parents: Parents, tag: int, prefix: str = "") -> str:
     return prefix + "".join(f"{attribute_name(t)}[{i}]." for t, i in parents) + attribute_name(tag)
 
 
+def _searched(vr: str, private: bool) -> bool:
+    """Whether the values of a removed or changed attribute of this VR are looked for in the
+    output: text, dates, UIDs, bytes; binary numbers are not, private ones neither."""
+    return vr in SEARCHED_VRS or (private and vr not in _NUMBER_VRS)
+
+
+def records_removed(tag: int, vr: str | None) -> bool:
+    """Whether :class:`Recorder` reads anything of a top-level attribute that the policy
+    removes (None: a VR not known yet, as in Implicit VR): a reader that leaves such attributes
+    out of the data set need build only these for a verification."""
+    if vr is None or vr == "SQ":
+        return True
+    return vr != "TM" and _searched(vr, bool((tag >> 16) & 1))
+
+
 class Recorder:
     """Records, attribute by attribute, what must not survive pseudonymization.
 
@@ -364,8 +379,8 @@ class Recorder:
             if action in (Action.REMOVE, Action.EMPTY, Action.DUMMY):
                 self._subtree(ds, tag)
             return  # kept, cleaned or remapped sequences: the walker visits their items
-        if vr not in SEARCHED_VRS and (not private or vr in _NUMBER_VRS):
-            return  # binary numbers are not searched for, private ones neither
+        if not _searched(vr, private):
+            return
         charset = self._charsets.get(id(ds))
         if charset is None:
             charset = self._charsets[id(ds)] = ds._character_set

@@ -108,7 +108,9 @@ def _outcome(
 ) -> tuple[bytes, dict[str, str], list[dict[str, object]]]:
     """Output bytes, verification needles and findings of one file, read with or without
     leaving out the elements the policy only removes."""
-    source = dicomio.read_source(path, engine.droppable if drop else None)
+    # Of what is left out, only what the verification reads is built (as ``pseudo run`` does).
+    keep = verify.records_removed
+    source = dicomio.read_source(path, engine.droppable if drop else None, keep_dropped=keep)
     assert bool(source.dropped) <= drop
     pending = verify.prepare(source.dataset, engine.policy)
     result = engine.pseudonymize(source.dataset, pending.recorder, source.dropped)
