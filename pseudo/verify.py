@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 from pydicom.values import convert_value
 
@@ -173,11 +174,16 @@ class Needles:
                     items[key] = Needle(spelling, "date", False)
 
     def merge(self, other: Needles) -> None:
-        """Add another file's needles."""
+        """Add another file's (or value's) needles."""
+        items = self.items
         for key, needle in other.items.items():
-            self.items.setdefault(key, needle)
-        self.skipped.update(other.skipped)
-        self.dates |= other.dates
+            if key not in items:
+                items[key] = needle
+        skipped = self.skipped
+        for reason, count in other.skipped.items():
+            skipped[reason] += count
+        if other.dates:
+            self.dates |= other.dates
 
 
 @functools.lru_cache(maxsize=4096)
@@ -385,41 +391,20 @@ class Recorder:
         if charset is None:
             charset = self._charsets[id(ds)] = ds._character_set
         try:
+            element = ds.get_item(tag)
+            if private and isinstance(element, RawDataElement):
+                raw = element.value
+                if raw.__class__ is bytes and len(raw) <= _RECURRING_BYTES:
+                    key = (element.VR, raw, element.is_implicit_VR, element.is_little_endian)
+                    self.needles.merge(_private_needles(tag, vr, key, action, tuple(charset)))
+                    return
             value = peek_value(ds, tag, vr, charset)
         except Exception:
             return
         self._value(tag, vr, value, action, private)
 
     def _value(self, tag: int, vr: str, value: Any, action: Action, private: bool) -> None:
-        needles = self.needles
-        if vr in ("DA", "DT") or (private and action in (Action.SHIFT_DATE, Action.YEAR_ONLY)):
-            texts = _strings(value) or (
-                [bytes(value).decode("latin-1")] if isinstance(value, bytes) else []
-            )
-            needles.dates.update(d for d in map(_as_date, texts) if d)
-            return
-        if vr == "UI":
-            for uid in _strings(value):
-                if uid and not is_standard_uid(uid):
-                    needles.add(uid, "instance UID", fold=False)
-            return
-        if private:
-            if isinstance(value, bytes):
-                runs = sorted(set(_PRINTABLE.findall(value)), key=len, reverse=True)[:20]
-                for run in runs:
-                    needles.add(run.decode("ascii"), "private value")
-            for text in _strings(value):
-                needles.add(text, "private value")
-            return
-        if action in _PARTIAL:
-            return  # cleaned text keeps its other words; its identifying words are needles already
-        kind = _kind(tag, vr)
-        for text in _strings(value):
-            if vr == "PN" or isinstance(value, PersonName):
-                for spelling in name_spellings(text):
-                    needles.add(spelling, "person name")
-            else:
-                needles.add(text, kind)
+        _record_value(self.needles, tag, vr, value, action, private)
 
     def file_meta(self, ds: Dataset) -> None:
         """The input's file meta names its source: AE titles, private information, the
@@ -458,6 +443,60 @@ class Recorder:
                 except Exception:
                     continue
                 self._value(inner, vr, value, Action.REMOVE, bool((inner >> 16) & 1))
+
+
+#: Private values at most this long are recorded once per process, by their bytes.
+_RECURRING_BYTES = 1024
+
+
+@functools.lru_cache(maxsize=4096)
+def _private_needles(
+    tag: int, vr: str, raw: tuple[str | None, bytes, bool, bool], action: Action, charset: Any
+) -> Needles:
+    """What recording one private value adds (``raw``: the element's VR, value and encoding),
+    worked out once: a scanner's private attributes hold the same values file after file."""
+    element_vr, value, implicit, little = raw
+    holder = Dataset()
+    holder._dict[BaseTag(tag)] = RawDataElement(
+        BaseTag(tag), element_vr, len(value), value, 0, implicit, little
+    )
+    needles = Needles()
+    _record_value(needles, tag, vr, peek_value(holder, tag, vr, list(charset)), action, True)
+    return needles
+
+
+def _record_value(
+    needles: Needles, tag: int, vr: str, value: Any, action: Action, private: bool
+) -> None:
+    """Add to ``needles`` what one attribute's value must not leave in an output."""
+    if vr in ("DA", "DT") or (private and action in (Action.SHIFT_DATE, Action.YEAR_ONLY)):
+        texts = _strings(value) or (
+            [bytes(value).decode("latin-1")] if isinstance(value, bytes) else []
+        )
+        needles.dates.update(d for d in map(_as_date, texts) if d)
+        return
+    if vr == "UI":
+        for uid in _strings(value):
+            if uid and not is_standard_uid(uid):
+                needles.add(uid, "instance UID", fold=False)
+        return
+    if private:
+        if isinstance(value, bytes):
+            runs = sorted(set(_PRINTABLE.findall(value)), key=len, reverse=True)[:20]
+            for run in runs:
+                needles.add(run.decode("ascii"), "private value")
+        for text in _strings(value):
+            needles.add(text, "private value")
+        return
+    if action in _PARTIAL:
+        return  # cleaned text keeps its other words; its identifying words are needles already
+    kind = _kind(tag, vr)
+    for text in _strings(value):
+        if vr == "PN" or isinstance(value, PersonName):
+            for spelling in name_spellings(text):
+                needles.add(spelling, "person name")
+        else:
+            needles.add(text, kind)
 
 
 def collect(ds: Dataset, policy: CompiledPolicy, recorder: Recorder | None = None) -> Needles:
