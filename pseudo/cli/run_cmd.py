@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -144,12 +145,16 @@ def run_command(
         )
         interrupted = False
         previous = signal.signal(signal.SIGTERM, _terminate)
+        # What is loaded by now lives as long as the run: the garbage collector need not go
+        # through it again at each full collection (nor touch it in forked workers).
+        gc.freeze()
         try:
             with progress:
                 runner.run()
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            gc.unfreeze()
             signal.signal(signal.SIGTERM, previous)
             summary = runner.summary
             report = _record_run(session, summary, reports, project, compiled.sha256)
