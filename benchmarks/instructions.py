@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Instructions per file of ``pseudo``'s per-file work, counted by valgrind: a measure that does
+not depend on the speed of a shared machine, to compare two versions of the code.
+
+Runs the work of one worker (read, pseudonymize, verify or not, write) inside one process on
+every ``--step``-th file of the cohort that ``benchmarks/run.py`` builds, under valgrind's
+cachegrind, twice: on those files and on the first of them only; the difference divided by the
+number of files less one is the count per file without the one-off costs (imports, the vault,
+the first file's caches). The hash seed is fixed, so a count repeats to the instruction.
+
+Usage: python benchmarks/instructions.py [--verify] [--step 20] [--workdir benchmarks/_work]
+(needs valgrind, and the test dependencies: ``pip install -e '.[test]'``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+LOOP = """
+import sys, tempfile
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from keystore.session import VaultSession
+from pseudo import batch
+from pseudo.policy import load_policy
+from pseudo.pools import WorkerSetup
+from tests.conftest import OPERATOR, make_vault
+files = [Path(p) for p in Path(sys.argv[2]).read_text().split("\\n") if p]
+with VaultSession(make_vault(Path(tempfile.mkdtemp()) / "vault")) as session:
+    keyring = session.vault.unlock_operator("trial", OPERATOR)
+out = Path(tempfile.mkdtemp())
+setup = WorkerSetup("count", keyring, load_policy("default"), out, sys.argv[3] == "1", False)
+batch.install_worker(setup)
+for path in files:
+    outcome = batch.process_file(batch.Task(str(path), "", 0, "count"))
+    if outcome.temp:
+        Path(outcome.temp).unlink()
+"""
+
+
+def count(files: list[Path], verify: bool) -> int:
+    """Instructions of the loop over ``files`` (valgrind's ``I refs``)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        listing = Path(scratch) / "files.txt"
+        listing.write_text("\n".join(str(p) for p in files))
+        command = [
+            *("valgrind", "--tool=cachegrind", "--cache-sim=no"),
+            "--cachegrind-out-file=/dev/null",
+            *(sys.executable, "-c", LOOP, str(HERE.parent), str(listing), str(int(verify))),
+        ]
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    found = re.search(r"I\s+refs:\s+([\d,]+)", result.stderr)
+    if found is None:
+        raise SystemExit(f"valgrind gave no instruction count:\n{result.stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def main() -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--verify", action="store_true", help="with the verification")
+    parser.add_argument("--step", type=int, default=20, help="every STEP-th cohort file")
+    parser.add_argument("--workdir", type=Path, default=HERE / "_work")
+    args = parser.parse_args()
+    files = sorted((args.workdir / "cohort").rglob("*.dcm"))[:: args.step]
+    if len(files) < 2:
+        raise SystemExit(f"{args.workdir}/cohort: no cohort (run benchmarks/run.py first)")
+    per_file = (count(files, args.verify) - count(files[:1], args.verify)) // (len(files) - 1)
+    mode = "with" if args.verify else "without"
+    print(f"{per_file / 1e6:.2f} M instructions per file {mode} verification ({len(files)} files)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
