@@ -647,11 +647,13 @@ class Vault:
             )
 
     def unlock_operator_soon(self, name: str, passphrase: str) -> None:
-        """Start deriving the keys of project ``name``'s operator slots from ``passphrase`` in
+        """Start deriving the key of project ``name``'s first operator slot from ``passphrase`` in
         the background (see :func:`keystore.crypto.derive_kek_soon`), for a command to load
-        what it needs meanwhile; :meth:`unlock_operator` then finds them ready. Opens nothing,
+        what it needs meanwhile; :meth:`unlock_operator` then finds it ready. Opens nothing,
         reveals nothing, and the passphrase guard still applies to the unlock itself."""
-        slots = self.project(name).slots_for("operator")
+        # The slot an unlock tries first (most projects have one operator slot): deriving for
+        # the others too would keep a core busy for nothing once the first opens.
+        slots = self.project(name).slots_for("operator")[:1]
         crypto.derive_kek_soon(passphrase, [(slot.salt, slot.params) for slot in slots])
 
     def unlock_operator(self, name: str, passphrase: str, slot: str | None = None) -> Keyring:
