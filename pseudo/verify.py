@@ -28,7 +28,6 @@ from typing import Any, NamedTuple
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 from pydicom.values import convert_value
 
@@ -395,15 +394,13 @@ class Recorder:
             if private and isinstance(element, RawDataElement):
                 raw = element.value
                 if raw.__class__ is bytes and len(raw) <= _RECURRING_BYTES:
-                    key = (element.VR, raw, element.is_implicit_VR, element.is_little_endian)
-                    self.needles.merge(_private_needles(tag, vr, key, action, tuple(charset)))
+                    # the same value at another place in another file: the same needles
+                    anywhere = element._replace(value_tell=0)
+                    self.needles.merge(_private_needles(anywhere, vr, action, tuple(charset)))
                     return
             value = peek_value(ds, tag, vr, charset)
         except Exception:
             return
-        self._value(tag, vr, value, action, private)
-
-    def _value(self, tag: int, vr: str, value: Any, action: Action, private: bool) -> None:
         _record_value(self.needles, tag, vr, value, action, private)
 
     def file_meta(self, ds: Dataset) -> None:
@@ -423,7 +420,7 @@ class Recorder:
                 for run in set(_PRINTABLE.findall(value)):
                     self.needles.add(run.decode("ascii"), kind)
             elif kind == "instance UID":
-                self._value(tag, "UI", value, Action.REMOVE, False)
+                _record_value(self.needles, tag, "UI", value, Action.REMOVE, False)
             else:
                 for text in _strings(value):
                     self.needles.add(text, kind)
@@ -442,7 +439,8 @@ class Recorder:
                     value = peek_value(level, inner, vr)
                 except Exception:
                     continue
-                self._value(inner, vr, value, Action.REMOVE, bool((inner >> 16) & 1))
+                private = bool((inner >> 16) & 1)
+                _record_value(self.needles, inner, vr, value, Action.REMOVE, private)
 
 
 #: Private values at most this long are recorded once per process, by their bytes.
@@ -451,17 +449,15 @@ _RECURRING_BYTES = 1024
 
 @functools.lru_cache(maxsize=4096)
 def _private_needles(
-    tag: int, vr: str, raw: tuple[str | None, bytes, bool, bool], action: Action, charset: Any
+    element: RawDataElement, vr: str, action: Action, charset: tuple[str, ...]
 ) -> Needles:
-    """What recording one private value adds (``raw``: the element's VR, value and encoding),
-    worked out once: a scanner's private attributes hold the same values file after file."""
-    element_vr, value, implicit, little = raw
+    """What recording one raw private element adds, worked out once: a scanner's private
+    attributes hold the same values file after file."""
     holder = Dataset()
-    holder._dict[BaseTag(tag)] = RawDataElement(
-        BaseTag(tag), element_vr, len(value), value, 0, implicit, little
-    )
+    holder._dict[element.tag] = element
+    value = peek_value(holder, element.tag, vr, list(charset))
     needles = Needles()
-    _record_value(needles, tag, vr, peek_value(holder, tag, vr, list(charset)), action, True)
+    _record_value(needles, element.tag, vr, value, action, True)
     return needles
 
 
