@@ -119,7 +119,10 @@ _quiet_restore: Callable[[], None] | None = None
 def _silence() -> Callable[[], None]:
     """Silence pydicom; return what restores it as it was."""
     logger = logging.getLogger("pydicom")
-    level, logger.level = logger.level, logging.CRITICAL + 1
+    level = logger.level
+    # setLevel, not an assignment: it also clears what every logger has cached of its
+    # effective level, without which a warning logged before would stay enabled here
+    logger.setLevel(logging.CRITICAL + 1)
     settings = config.settings
     # The stored modes (as pydicom's own disable_value_validation keeps them: an unset mode
     # stays unset); a caller that asked pydicom to refuse invalid values keeps that.

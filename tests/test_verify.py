@@ -368,6 +368,28 @@ def test_a_non_ascii_file_meta_ae_title_is_looked_for_as_pydicom_decodes_it() ->
     assert [n.text for n in recorder.needles.items.values()] == ["STATIÉN1"]
 
 
+def test_quiet_pydicom_silences_loggers_that_logged_before(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pydicom warning logged before (which makes the logger cache "warnings enabled") is
+    no reason for one to get through while pydicom is silenced: they can quote values."""
+    import logging
+
+    from pseudo.engine import quiet_pydicom
+
+    loggers = [logging.getLogger("pydicom"), logging.getLogger("pydicom.pixels.utils")]
+    with caplog.at_level(logging.WARNING):
+        for logger in loggers:
+            logger.warning("before")
+        with quiet_pydicom():
+            for logger in loggers:
+                logger.warning("DOE^JANE inside")
+        for logger in loggers:
+            logger.warning("after")
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == ["before", "before", "after", "after"]
+
+
 def test_quiet_pydicom_restores_pydicom_after_overlapping_threads() -> None:
     """Silencing is process-wide: the first of overlapping uses silences, the last restores,
     whatever the order in which threads leave."""
