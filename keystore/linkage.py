@@ -67,13 +67,21 @@ class LinkageEntry:
 
 @dataclass(frozen=True)
 class JournalEntry:
-    """The outcome for one input file: ``written``, ``quarantined`` or ``skipped``."""
+    """The outcome for one input file: ``written``, ``quarantined`` or ``skipped``.
 
-    input_path: str
+    ``input_key`` names the file by :func:`journal_key` of its path."""
+
+    input_key: str
     fingerprint: str
     status: str
     output: str | None = None
     reason: str | None = None
+
+
+def journal_key(keyring: Keyring, input_path: str) -> str:
+    """The journal's name for an input file: a keyed digest of its path (paths can name
+    patients). Worked out once per file by the caller, which needs it more than once."""
+    return keyring.mac("journal", input_path).hex()
 
 
 def sealed_aad(project: str, kind: str, key: str) -> bytes:
@@ -110,10 +118,14 @@ class LinkageStore:
         Returns the number of linkage records that were new.
         """
         project = keyring.project
-        unique: dict[tuple[str, str, str], LinkageEntry] = {}
+        # a batch repeats its patients and studies file after file: one digest for each
+        first: dict[tuple[str, str, bytes], LinkageEntry] = {}
         for entry in entries:
-            digest = keyring.mac("linkage", entry.kind, entry.key, entry.canonical()).hex()
-            unique.setdefault((entry.kind, entry.key, digest), entry)
+            first.setdefault((entry.kind, entry.key, entry.canonical()), entry)
+        unique: dict[tuple[str, str, str], tuple[LinkageEntry, bytes]] = {
+            (kind, key, keyring.mac("linkage", kind, key, canonical).hex()): (entry, canonical)
+            for (kind, key, canonical), entry in first.items()
+        }
         with self._transaction() as session:
             self._check_key(session, project, keyring.reid_public_key)
             existing = self._existing_digests(session, project, {k[1] for k in unique})
@@ -125,14 +137,12 @@ class LinkageStore:
                     "pseudonym": entry.pseudonym,
                     "digest": digest,
                     "sealed": crypto.seal(
-                        keyring.reid_public_key,
-                        entry.canonical(),
-                        sealed_aad(project, kind, key),
+                        keyring.reid_public_key, canonical, sealed_aad(project, kind, key)
                     ),
                     "run_id": run_id,
                     "created_at": utcnow(),
                 }
-                for (kind, key, digest), entry in sorted(unique.items())
+                for (kind, key, digest), (entry, canonical) in sorted(unique.items())
                 if (kind, key, digest) not in existing
             ]
             upsert(session, LinkageRow, rows)
@@ -280,7 +290,7 @@ class LinkageStore:
         rows = [
             {
                 "project": keyring.project,
-                "input_key": keyring.mac("journal", item.input_path).hex(),
+                "input_key": item.input_key,
                 "fingerprint": item.fingerprint,
                 "status": item.status,
                 "output": item.output,
@@ -294,11 +304,10 @@ class LinkageStore:
         upsert(session, JournalRow, rows, keys=("project", "input_key"), update=columns)
 
     # -- the journal ----------------------------------------------------------------------
-    def journal_lookup(self, keyring: Keyring, input_paths: Iterable[str]) -> dict[str, JournalRow]:
-        """Journal rows of the given input files, by path (for resuming a run)."""
-        keyed = {keyring.mac("journal", path).hex(): path for path in input_paths}
+    def journal_lookup(self, keyring: Keyring, input_keys: Iterable[str]) -> dict[str, JournalRow]:
+        """Journal rows of the given input files (by :func:`journal_key`), for resuming a run."""
         result: dict[str, JournalRow] = {}
-        keys = sorted(keyed)
+        keys = sorted(set(input_keys))
         with Session(self.engine) as session:
             for start in range(0, len(keys), 500):
                 stmt = select(JournalRow).where(
@@ -306,7 +315,7 @@ class LinkageStore:
                     col(JournalRow.input_key).in_(keys[start : start + 500]),
                 )
                 for row in session.exec(stmt):
-                    result[keyed[row.input_key]] = row
+                    result[row.input_key] = row
         return result
 
     # -- operator state -------------------------------------------------------------------

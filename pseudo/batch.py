@@ -34,7 +34,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from keystore.errors import DatabaseError
 from keystore.keyring import Keyring
-from keystore.linkage import JournalEntry, LinkageEntry, LinkageStore
+from keystore.linkage import JournalEntry, LinkageEntry, LinkageStore, journal_key
 from pseudo import __version__, anchors, durable, verify
 from pseudo.anchors import scan_file
 from pseudo.dicomio import NotDicom, OutputFailure, read_source, sanitize, write_temporary
@@ -407,7 +407,9 @@ class Runner:
             started=now(),
             verified=check,
         )
-        self._written_this_run: dict[str, Path] = {}
+        self._written_this_run: dict[str, str] = {}  # output -> its temporary file
+        #: the journal's key of each input path not yet recorded (worked out once a file)
+        self._input_keys: dict[str, str] = {}
         # Local workers write on a filesystem this process can flush once per batch.
         self._sync_each_file = bool(scheduler) or not durable.can_sync_filesystem()
         self.temp_dir = self.output / TEMP_DIR_NAME / self.summary.run_id
@@ -420,10 +422,12 @@ class Runner:
         """Files to process, and files already done by an earlier run (unchanged)."""
         files = discover(self.input)
         printed = {str(p): fingerprint(p, self.policy) for p in files}
-        journal = self.store.journal_lookup(self.keyring, printed)
+        keys = self._input_keys
+        keys.update((path, journal_key(self.keyring, path)) for path in printed)
+        journal = self.store.journal_lookup(self.keyring, keys.values())
         todo, done = [], []
         for path, (print_, size) in printed.items():
-            row = journal.get(path)
+            row = journal.get(keys[path])
             if (
                 row is not None
                 and row.status == "written"
@@ -554,7 +558,8 @@ class Runner:
         for outcome in batch:
             self._check_conflict(outcome)
         journal = [
-            JournalEntry(o.input, o.fingerprint, o.status, o.output, o.reason) for o in batch
+            JournalEntry(self._input_keys[o.input], o.fingerprint, o.status, o.output, o.reason)
+            for o in batch
         ]
         linkage = [entry for o in batch if o.status == "written" for entry in o.linkage]
         try:
@@ -577,11 +582,11 @@ class Runner:
             if isinstance(exc, OSError):
                 raise OutputError(f"{self.output}: cannot flush to disk ({exc.strerror})") from exc
             raise
+        output = str(self.output)
         for outcome in batch:
             if outcome.temp and outcome.output:
-                final = self.output / outcome.output
                 try:
-                    _put_in_place(Path(outcome.temp), final)
+                    _put_in_place(outcome.temp, os.path.join(output, outcome.output))
                 except OSError as exc:  # committed: the next run sees the file missing
                     raise OutputError(
                         f"{self.output}: cannot put a file in place ({exc.strerror}); run the "
@@ -594,10 +599,11 @@ class Runner:
         """Two inputs of this run that give one output path must give the same bytes."""
         if outcome.status != "written" or not outcome.output or not outcome.temp:
             return
-        earlier = self._written_this_run.get(outcome.output)
-        if earlier is None:
-            self._written_this_run[outcome.output] = Path(outcome.temp)
+        earlier_name = self._written_this_run.get(outcome.output)
+        if earlier_name is None:
+            self._written_this_run[outcome.output] = outcome.temp
             return
+        earlier = Path(earlier_name)
         if not earlier.exists():  # renamed into place since
             earlier = self.output / outcome.output
         if earlier.is_file() and _digest(earlier) == _digest(Path(outcome.temp)):
@@ -608,7 +614,7 @@ class Runner:
         outcome.temp, outcome.output, outcome.linkage = None, None, []
 
     def _record(self, outcome: FileOutcome) -> None:
-        outcome.input_id = self.keyring.mac("journal", outcome.input).hex()[:16]
+        outcome.input_id = self._input_keys.pop(outcome.input)[:16]
         outcome.linkage = []
         if outcome.evidence is not None and outcome.output:
             self.references.add(outcome.evidence, outcome.output)
@@ -646,13 +652,14 @@ class Runner:
             root.rmdir()
 
 
-def _put_in_place(temp: Path, final: Path) -> None:
+def _put_in_place(temp: str, final: str) -> None:
     """Rename ``temp`` to ``final``, making ``final``'s folder the first time it is missing
-    (a series' folder: not looked for again for each of its files)."""
+    (a series' folder: not looked for again for each of its files). Plain strings: pathlib
+    would cost more than the rename."""
     try:
         os.replace(temp, final)
     except FileNotFoundError:
-        final.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
         os.replace(temp, final)
 
 

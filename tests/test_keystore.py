@@ -25,7 +25,7 @@ from keystore.errors import (
     WeakPassphraseError,
 )
 from keystore.guard import ThrottlePolicy
-from keystore.linkage import JournalEntry, LinkageEntry
+from keystore.linkage import JournalEntry, LinkageEntry, journal_key
 from keystore.session import VaultSession
 from keystore.stamps import os_user
 from keystore.vault import Vault
@@ -167,7 +167,7 @@ def test_linkage_dedup_and_sealing(vault: Path) -> None:
             ),
             LinkageEntry("study", "2.25.1", "T-1", {"study_uid": "1.2.3"}),
         ]
-        journal = [JournalEntry("/in/a.dcm", "1:2:h", "written", "T-1/a.dcm")]
+        journal = [JournalEntry(journal_key(keyring, "/in/a.dcm"), "1:2:h", "written", "T-1/a.dcm")]
         assert session.linkage.commit_batch(keyring, "run-1", entries, journal) == 2
         assert session.linkage.commit_batch(keyring, "run-2", entries, journal) == 0
         variant = LinkageEntry(
@@ -182,9 +182,11 @@ def test_linkage_dedup_and_sealing(vault: Path) -> None:
 
         opened = json.loads(key.open(rows[0].sealed, sealed_aad("trial", "patient", "T-1")))
         assert opened["patient_name"] == "DOE^JOHN"
-        journal_rows = session.linkage.journal_lookup(keyring, ["/in/a.dcm", "/in/b.dcm"])
-        assert set(journal_rows) == {"/in/a.dcm"}
-        assert "/in/a.dcm" not in journal_rows["/in/a.dcm"].input_key
+        keys = [journal_key(keyring, "/in/a.dcm"), journal_key(keyring, "/in/b.dcm")]
+        journal_rows = session.linkage.journal_lookup(keyring, keys)
+        assert set(journal_rows) == {keys[0]}
+        assert "/in/a.dcm" not in keys[0]
+        assert journal_rows[keys[0]].output == "T-1/a.dcm"
 
 
 def test_imported_secret_reproduces_pseudonyms(tmp_path: Path) -> None:

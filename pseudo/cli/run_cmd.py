@@ -226,6 +226,7 @@ class RunProgress:
             console=err,
             disable=not enabled,
         )
+        self.enabled = enabled
         self.task = self.progress.add_task("run", total=None, rate="", detail="")
         self.counts: dict[str, int] = {}
         self.patients: set[str] = set()
@@ -239,6 +240,8 @@ class RunProgress:
 
     def outcome(self, outcome: FileOutcome) -> None:
         """One more file done."""
+        if not self.enabled:
+            return
         self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
         self.bytes += outcome.size
         if outcome.output:
