@@ -408,8 +408,6 @@ class Runner:
             verified=check,
         )
         self._written_this_run: dict[str, str] = {}  # output -> its temporary file
-        #: the journal's key of each input path not yet recorded (worked out once a file)
-        self._input_keys: dict[str, str] = {}
         # Local workers write on a filesystem this process can flush once per batch.
         self._sync_each_file = bool(scheduler) or not durable.can_sync_filesystem()
         self.temp_dir = self.output / TEMP_DIR_NAME / self.summary.run_id
@@ -422,8 +420,7 @@ class Runner:
         """Files to process, and files already done by an earlier run (unchanged)."""
         files = discover(self.input)
         printed = {str(p): fingerprint(p, self.policy) for p in files}
-        keys = self._input_keys
-        keys.update((path, journal_key(self.keyring, path)) for path in printed)
+        keys = {path: journal_key(self.keyring, path) for path in printed}
         journal = self.store.journal_lookup(self.keyring, keys.values())
         todo, done = [], []
         for path, (print_, size) in printed.items():
@@ -435,7 +432,16 @@ class Runner:
                 and row.output
                 and (self.output / row.output).is_file()
             ):
-                done.append(FileOutcome(path, print_, "unchanged", output=row.output, size=size))
+                done.append(
+                    FileOutcome(
+                        path,
+                        print_,
+                        "unchanged",
+                        output=row.output,
+                        size=size,
+                        input_id=keys[path][:16],
+                    )
+                )
             else:
                 todo.append(Task(path, print_, size, self.summary.run_id))
         return todo, done
@@ -557,10 +563,11 @@ class Runner:
             )
         for outcome in batch:
             self._check_conflict(outcome)
-        journal = [
-            JournalEntry(self._input_keys[o.input], o.fingerprint, o.status, o.output, o.reason)
-            for o in batch
-        ]
+        journal = []
+        for o in batch:
+            key = journal_key(self.keyring, o.input)
+            o.input_id = key[:16]  # the report's name for the file: the same digest
+            journal.append(JournalEntry(key, o.fingerprint, o.status, o.output, o.reason))
         linkage = [entry for o in batch if o.status == "written" for entry in o.linkage]
         try:
             if flushed is not None:
@@ -614,7 +621,6 @@ class Runner:
         outcome.temp, outcome.output, outcome.linkage = None, None, []
 
     def _record(self, outcome: FileOutcome) -> None:
-        outcome.input_id = self._input_keys.pop(outcome.input)[:16]
         outcome.linkage = []
         if outcome.evidence is not None and outcome.output:
             self.references.add(outcome.evidence, outcome.output)
