@@ -525,7 +525,7 @@ def render(
         "the ratios of each round, so that a slow minute of a shared machine weighs on both "
         "sides of a ratio. Every row is a command as a user runs it (interpreter start, "
         f"imports and unlocking the vault included: {startup:.2f} s for `pseudo run` on an "
-        "empty folder).",
+        "empty folder; `pseudo` and `keystore` byte-compiled first, as an installed copy is).",
         "",
         "| configuration | seconds | files/s | MB/s | files/s vs plain pydicom (same processes) "
         "| note |",
