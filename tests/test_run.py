@@ -75,6 +75,23 @@ def test_rerun_adds_nothing_and_changes_nothing(
         assert session.linkage.count("trial") == records
 
 
+def test_the_report_names_an_input_by_the_same_id_in_every_run(
+    vault: Path, cohort: Path, tmp_path: Path, env: None
+) -> None:
+    """The run report names input files by a keyed digest of their path, the same whether a
+    file is written or found unchanged, and its inputs file maps each id back to its path."""
+    target = tmp_path / "out"
+    ids = []
+    for expected in ("written", "unchanged"):
+        report = load_report(Path(run(vault, cohort, target)["report"]))
+        assert {item["status"] for item in report["files"]} == {expected}
+        ids.append({item["input_id"]: item["input"] for item in report["files"]})
+    first, second = ids
+    assert first == second
+    assert sorted(first.values()) == sorted(str(p) for p in cohort.rglob("*") if p.is_file())
+    assert all(re.fullmatch(r"[0-9a-f]{16}", input_id) for input_id in first)
+
+
 def test_a_deleted_output_is_written_again(
     vault: Path, cohort: Path, tmp_path: Path, env: None
 ) -> None:
