@@ -92,6 +92,30 @@ def test_the_report_names_an_input_by_the_same_id_in_every_run(
     assert all(re.fullmatch(r"[0-9a-f]{16}", input_id) for input_id in first)
 
 
+def test_discovery_takes_regular_files_and_links_to_them_in_order(tmp_path: Path) -> None:
+    """Input discovery: regular files and links to regular files, sorted folder by folder;
+    no broken link, no FIFO, no link to a folder followed; sizes and times as ``stat`` has
+    them (the fingerprint of a re-run)."""
+    import os
+
+    from pseudo.batch import discover, inventory
+
+    root = tmp_path / "in"
+    (root / "b-sub").mkdir(parents=True)
+    (root / "a.dcm").write_bytes(b"a" * 3)
+    (root / "b-sub" / "c.dcm").write_bytes(b"c" * 5)
+    (root / "link-to-a").symlink_to(root / "a.dcm")
+    (root / "broken").symlink_to(root / "missing")
+    (root / "folder-link").symlink_to(root / "b-sub", target_is_directory=True)
+    os.mkfifo(root / "fifo")
+    expected = [root / "a.dcm", root / "link-to-a", root / "b-sub" / "c.dcm"]
+    assert discover(root) == expected
+    assert inventory(root) == [
+        (str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in expected
+    ]
+    assert discover(root / "a.dcm") == [root / "a.dcm"]
+
+
 def test_a_deleted_output_is_written_again(
     vault: Path, cohort: Path, tmp_path: Path, env: None
 ) -> None:
