@@ -181,27 +181,22 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR)
 
 
+def fresh_run_command(source: Path, target: Path, vault: Path, *extra: str) -> list[str]:
+    """The ``pseudo run`` command of the benchmark, its output and run reports removed first."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(target.parent / f"{target.name}.pseudo-run", ignore_errors=True)
+    return [
+        *(sys.executable, "-m", "pseudo", "run", str(source), str(target)),
+        *("--project", "bench", "--vault", str(vault), "--quiet", *extra),
+    ]
+
+
 def pseudo_run(source: Path, target: Path, vault: Path, *extra: str) -> tuple[float, int, int]:
     """One ``pseudo run`` as a user runs it; seconds, and the peak resident memory (kB) of the
     command and of its largest worker process (polled ``VmHWM``, see ``tests/memory.py``)."""
     from tests.memory import wait_with_peaks
 
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.rmtree(target.parent / f"{target.name}.pseudo-run", ignore_errors=True)
-    command = [
-        sys.executable,
-        "-m",
-        "pseudo",
-        "run",
-        str(source),
-        str(target),
-        "--project",
-        "bench",
-        "--vault",
-        str(vault),
-        "--quiet",
-        *extra,
-    ]
+    command = fresh_run_command(source, target, vault, *extra)
     start = time.perf_counter()
     process = subprocess.Popen(command, env=_env(), cwd=HERE.parent)
     peaks = wait_with_peaks(process)
@@ -242,19 +237,10 @@ def two_at_once(halves: tuple[Path, Path], work: Path, vaults: tuple[Path, Path]
     """Two ``pseudo run --workers 1`` at the same time, each on half of the patients with its
     own copy of the vault: two processes that share nothing (no parent, no database), the
     most that two processes of this code can give on this machine at this minute."""
-    commands, targets = [], []
-    for index, (half, vault) in enumerate(zip(halves, vaults, strict=True)):
-        target = work / f"out-half-{index}"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.rmtree(target.parent / f"{target.name}.pseudo-run", ignore_errors=True)
-        targets.append(target)
-        commands.append(
-            [
-                *(sys.executable, "-m", "pseudo", "run", str(half), str(target)),
-                *("--project", "bench", "--vault", str(vault), "--quiet", "--workers", "1"),
-                "--no-verify",
-            ]
-        )
+    commands = [
+        fresh_run_command(half, work / f"out-half-{index}", vault, "--workers", "1", "--no-verify")
+        for index, (half, vault) in enumerate(zip(halves, vaults, strict=True))
+    ]
     start = time.perf_counter()
     processes = [subprocess.Popen(c, env=_env(), cwd=HERE.parent) for c in commands]
     codes = [process.wait() for process in processes]

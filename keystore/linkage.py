@@ -320,10 +320,14 @@ class LinkageStore:
         one of them, and an ORM row costs about 2 KB."""
         result: dict[str, JournalState] = {}
         keys = sorted(set(input_keys))
-        columns = (JournalRow.input_key, JournalRow.fingerprint, JournalRow.status)
         with Session(self.engine) as session:
             for start in range(0, len(keys), 500):
-                stmt = select(*columns, JournalRow.output).where(
+                stmt = select(
+                    JournalRow.input_key,
+                    JournalRow.fingerprint,
+                    JournalRow.status,
+                    JournalRow.output,
+                ).where(
                     JournalRow.project == keyring.project,
                     col(JournalRow.input_key).in_(keys[start : start + 500]),
                 )

@@ -66,8 +66,8 @@ class OutputError(RunError):
 
 @dataclass(slots=True)
 class FileOutcome:
-    """What happened to one input file (the parent keeps one per file for the run report:
-    slots, and only what the report needs once the file is recorded)."""
+    """What happened to one input file (the parent keeps one per file for the run report,
+    hence slots)."""
 
     input: str
     fingerprint: str

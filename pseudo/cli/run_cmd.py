@@ -226,7 +226,6 @@ class RunProgress:
             console=err,
             disable=not enabled,
         )
-        self.enabled = enabled
         self.task = self.progress.add_task("run", total=None, rate="", detail="")
         self.counts: dict[str, int] = {}
         self.patients: set[str] = set()
@@ -240,8 +239,8 @@ class RunProgress:
 
     def outcome(self, outcome: FileOutcome) -> None:
         """One more file done."""
-        if not self.enabled:
-            return
+        if self.progress.disable:
+            return  # no bar: nothing to count or format
         self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
         self.bytes += outcome.size
         if outcome.output:
