@@ -29,9 +29,9 @@ import sys, tempfile
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from keystore.session import VaultSession
-from pseudo import batch
+from pseudo.batch import runner as batch
 from pseudo.policy import load_policy
-from pseudo.pools import WorkerSetup
+from pseudo.batch.pools import WorkerSetup
 from tests.conftest import OPERATOR, make_vault
 files = [Path(p) for p in Path(sys.argv[2]).read_text().split("\\n") if p]
 with VaultSession(make_vault(Path(tempfile.mkdtemp()) / "vault")) as session:

@@ -26,11 +26,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from keystore.session import VaultSession  # noqa: E402
-from pseudo import batch  # noqa: E402
-from pseudo.dicomio import read_source, write_temporary  # noqa: E402
-from pseudo.engine import Pseudonymizer, quiet_pydicom  # noqa: E402
+from pseudo.batch import runner as batch  # noqa: E402
+from pseudo.batch.pools import WorkerSetup  # noqa: E402
+from pseudo.deid.engine import Pseudonymizer  # noqa: E402
+from pseudo.io.dicomio import read_source, write_temporary  # noqa: E402
+from pseudo.io.pydicom_internals import quiet_pydicom  # noqa: E402
 from pseudo.policy import load_policy  # noqa: E402
-from pseudo.pools import WorkerSetup  # noqa: E402
 from tests.conftest import OPERATOR, make_vault  # noqa: E402
 
 

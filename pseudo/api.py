@@ -25,9 +25,9 @@ from pydicom.dataset import Dataset
 
 from keystore.keyring import Keyring
 from keystore.session import VaultSession
-from pseudo import anchors
-from pseudo.engine import PseudonymizedDataset, Pseudonymizer
-from pseudo.identity import read_identity
+from pseudo.deid import anchors
+from pseudo.deid.engine import PseudonymizedDataset, Pseudonymizer
+from pseudo.deid.identity import read_identity
 from pseudo.policy import CompiledPolicy, load_policy
 
 __all__ = ["Project", "PseudonymizedDataset", "open_project"]

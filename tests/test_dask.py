@@ -24,7 +24,7 @@ def _run(source: Path, target: Path, vault: Path, *extra: str) -> None:
 
 
 def _installed_setups() -> list[str]:
-    from pseudo import batch
+    from pseudo.batch import runner as batch
 
     return sorted(batch._installed)
 

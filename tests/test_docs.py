@@ -36,13 +36,13 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from pseudo.engine import Pseudonymizer
-from pseudo.identity import read_identity
+from pseudo.deid.engine import Pseudonymizer
+from pseudo.deid.identity import read_identity
+from pseudo.deid.tokens import decrypt_token, pseudonym
+from pseudo.deid.walker import element_vr
+from pseudo.dicom.tags import parse_tag_pattern, tag_text
 from pseudo.policy import Action, CompiledPolicy, load_policy
 from pseudo.policy.selectors import SPECIFICITY, Parents
-from pseudo.tags import parse_tag_pattern, tag_text
-from pseudo.tokens import decrypt_token, pseudonym
-from pseudo.walker import element_vr
 from tests.conftest import REPO
 from tests.synthetic import dataset, make_keyring
 

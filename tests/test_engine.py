@@ -11,12 +11,13 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from keystore.keyring import Keyring
-from pseudo.dicomio import NotDicom, encode, read_source, write_temporary
-from pseudo.engine import Pseudonymizer, quiet_pydicom
+from pseudo.deid.engine import Pseudonymizer
+from pseudo.deid.tokens import decrypt_token
+from pseudo.deid.uids import remap_uid
 from pseudo.findings import RejectedFile
+from pseudo.io.dicomio import NotDicom, encode, read_source, write_temporary
+from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.policy import load_policy
-from pseudo.tokens import decrypt_token
-from pseudo.uids import remap_uid
 from tests.conftest import CANARY
 from tests.synthetic import dataset, make_keyring
 
@@ -40,7 +41,7 @@ def test_default_policy_on_a_synthetic_dataset(keyring: Keyring) -> None:
     assert out.StudyID != "STUDY7"
     assert out.StudyTime == "101500"  # times kept
     offset = Pseudonymizer(keyring, load_policy("default")).patient(
-        __import__("pseudo.identity", fromlist=["read_identity"]).read_identity(dataset())
+        __import__("pseudo.deid.identity", fromlist=["read_identity"]).read_identity(dataset())
     )[1]
     assert -100 <= offset <= -1
     from datetime import date, timedelta

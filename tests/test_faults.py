@@ -277,7 +277,7 @@ def test_a_failed_flush_to_disk_puts_nothing_of_its_batch_in_place(
     """A batch is flushed to disk in the background while the next one is processed; when
     that flush fails, the run stops with one line, the batch is neither committed nor put in
     place, and running again finishes the job."""
-    from pseudo import durable
+    from pseudo.io import durable
 
     source = _cohort(tmp_path / "in", 150)
     flushes: list[Path] = []

@@ -1,7 +1,7 @@
 """The fast header reader builds exactly the data set pydicom builds, or declines.
 
 Every file at hand is read both ways: pydicom's bundled files, the public and canary corpora,
-and every hostile case. Where :mod:`pseudo.headscan` accepts a file, its data set must equal
+and every hostile case. Where :mod:`pseudo.io.headscan` accepts a file, its data set must equal
 pydicom's element for element (tag, VR, length, raw value, position), with the same file meta,
 preamble, encodings and pixel data position.
 """
@@ -15,10 +15,12 @@ import pydicom.data
 import pytest
 from pydicom.dataelem import RawDataElement
 
-from pseudo import dicomio, verify
-from pseudo.engine import Pseudonymizer, quiet_pydicom
+from pseudo.deid.engine import Pseudonymizer
 from pseudo.findings import RejectedFile
+from pseudo.io import dicomio
+from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.policy import load_policy
+from pseudo.verify import core as verify
 from tests.conftest import CANARY, PUBLIC
 from tests.hostile import CASES
 from tests.synthetic import make_keyring

@@ -197,7 +197,7 @@ def test_private_tags_can_be_kept(tmp_path: Path, vault: Path, env: None, public
     _run(vault, source, tmp_path / "out", policy)
     out = next(pydicom.dcmread(p) for p in (tmp_path / "out").rglob("*.dcm"))
     before = pydicom.dcmread(original)
-    from pseudo.private import SafePrivate
+    from pseudo.dicom.private import SafePrivate
 
     safe = SafePrivate.load()
     kept = [

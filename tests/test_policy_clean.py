@@ -12,8 +12,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from pseudo.clean import TextCleaner, name_terms
-from pseudo.engine import Pseudonymizer
+from pseudo.deid.clean import TextCleaner, name_terms
+from pseudo.deid.engine import Pseudonymizer
 from pseudo.policy import load_policy
 from tests.conftest import CANARY, need
 from tests.synthetic import dataset, make_keyring
@@ -167,7 +167,7 @@ def test_a_local_code_meaning_outside_sr_is_still_cleaned(tmp_path: Path) -> Non
     ],
 )
 def test_extra_patterns_with_flags_compile(text: str, expected: str) -> None:
-    from pseudo.clean import DEFAULT_PATTERNS
+    from pseudo.deid.clean import DEFAULT_PATTERNS
 
     cleaner = TextCleaner(["DOE"], [*DEFAULT_PATTERNS, r"(?i)\bMRN[- ]?\d+\b"])
     assert cleaner.clean(text) == expected

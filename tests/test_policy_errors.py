@@ -205,8 +205,8 @@ def test_a_reversible_token_of_a_private_attribute_with_its_vr(tmp_path: Path) -
     """With the VR in the selector, the length is checked before the run, and the run works."""
     import copy
 
-    from pseudo.engine import Pseudonymizer
-    from pseudo.tokens import decrypt_token
+    from pseudo.deid.engine import Pseudonymizer
+    from pseudo.deid.tokens import decrypt_token
     from tests.synthetic import dataset, make_keyring
 
     path = write(

@@ -9,10 +9,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from pseudo.engine import Pseudonymizer
+from pseudo.deid.engine import Pseudonymizer
+from pseudo.dicom.tags import parse_tag_pattern
 from pseudo.policy import Action, load_policy, shipped_policy_names
 from pseudo.policy.table import confidentiality_table
-from pseudo.tags import parse_tag_pattern
 from tests.conftest import PUBLIC, REPO, cli, need
 from tests.synthetic import dataset, make_keyring
 

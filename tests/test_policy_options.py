@@ -21,13 +21,13 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from keystore.keyring import Keyring, ProjectSettings
-from pseudo.diff import compare
-from pseudo.engine import Pseudonymizer
+from pseudo.deid.engine import Pseudonymizer
+from pseudo.dicom.private import SafePrivate
+from pseudo.dicom.tags import parse_tag_pattern
+from pseudo.dicom.vr import DATE_VRS
 from pseudo.policy import load_policy
 from pseudo.policy.table import confidentiality_table
-from pseudo.private import SafePrivate
-from pseudo.tags import parse_tag_pattern
-from pseudo.vr import DATE_VRS
+from pseudo.review.diff import compare
 from tests.conftest import CANARY, PUBLIC, need
 
 OPTIONS = [

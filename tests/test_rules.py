@@ -10,9 +10,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from pseudo.engine import Pseudonymizer
+from pseudo.deid.engine import Pseudonymizer
+from pseudo.deid.tokens import decrypt_token
 from pseudo.policy import Action, PolicyError, load_policy
-from pseudo.tokens import decrypt_token
 from tests.synthetic import dataset, make_keyring
 
 KEYRING = make_keyring()
@@ -276,8 +276,8 @@ def test_anchor_in_the_engine(tmp_path: Path) -> None:
 
     with pytest.raises(RejectedFile, match="anchor"):
         engine.pseudonymize(copy.deepcopy(ds))
-    from pseudo.identity import read_identity
-    from pseudo.tokens import pseudonym
+    from pseudo.deid.identity import read_identity
+    from pseudo.deid.tokens import pseudonym
 
     patient = pseudonym(KEYRING, read_identity(ds).key)
     offset = (date(2000, 1, 1) - date(2023, 1, 5)).days

@@ -111,7 +111,7 @@ def test_a_grown_input_processes_only_the_new_files_with_the_same_pseudonyms(
 def cli_token(accession: str, vault: Path) -> str:
     """The token the project's keys give an Accession Number (to pair input and output)."""
     from keystore.session import VaultSession
-    from pseudo.tokens import hmac_token
+    from pseudo.deid.tokens import hmac_token
 
     with VaultSession(vault) as session:
         keyring = session.vault.unlock_operator("trial", OPERATOR)

@@ -357,7 +357,7 @@ def test_a_non_ascii_file_meta_ae_title_is_looked_for_as_pydicom_decodes_it() ->
     from pydicom.dataset import FileMetaDataset
     from pydicom.tag import Tag
 
-    from pseudo.verify import Recorder
+    from pseudo.verify.core import Recorder
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -375,7 +375,7 @@ def test_quiet_pydicom_silences_loggers_that_logged_before(
     no reason for one to get through while pydicom is silenced: they can quote values."""
     import logging
 
-    from pseudo.engine import quiet_pydicom
+    from pseudo.io.pydicom_internals import quiet_pydicom
 
     loggers = [logging.getLogger("pydicom"), logging.getLogger("pydicom.pixels.utils")]
     with caplog.at_level(logging.WARNING):
@@ -398,7 +398,7 @@ def test_quiet_pydicom_restores_pydicom_after_overlapping_threads() -> None:
 
     from pydicom import config
 
-    from pseudo.engine import quiet_pydicom
+    from pseudo.io.pydicom_internals import quiet_pydicom
 
     before = (
         config.settings._reading_validation_mode,

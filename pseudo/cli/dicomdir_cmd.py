@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pseudo.cli.common import UserError, emit_json, err
-from pseudo.dicomdir import DEFAULT_FILESET_ID, MediaError, build_media
+from pseudo.review.dicomdir import DEFAULT_FILESET_ID, MediaError, build_media
 
 
 def dicomdir_command(

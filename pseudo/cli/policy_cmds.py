@@ -11,11 +11,11 @@ import typer
 from rich.table import Table
 
 from pseudo.cli.common import UserError, emit_json, err, out
+from pseudo.dicom.tags import parse_tag_pattern, tag_text
 from pseudo.policy import CompiledPolicy, load_policy, shipped_policy_names
 from pseudo.policy.explain import explain, occurrences
 from pseudo.policy.selectors import SelectorError, resolve_name
 from pseudo.policy.table import confidentiality_table
-from pseudo.tags import parse_tag_pattern, tag_text
 
 policy_app = typer.Typer(help="List, show, validate and explain policies.", no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]

@@ -11,11 +11,11 @@ from rich.table import Table
 from rich.tree import Tree
 
 from pseudo.cli.common import UserError, emit_json, err, out
-from pseudo.diff_tree import diff_paths
-from pseudo.dump import dump_file
-from pseudo.engine import quiet_pydicom
-from pseudo.inspect_tree import count_levels, inspect_path
-from pseudo.report_html import render
+from pseudo.io.pydicom_internals import quiet_pydicom
+from pseudo.review.diff_tree import diff_paths
+from pseudo.review.dump import dump_file
+from pseudo.review.inspect_tree import count_levels, inspect_path
+from pseudo.review.report_html import render
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 ShowValues = Annotated[bool, typer.Option("--show-values", help="Include the values themselves.")]

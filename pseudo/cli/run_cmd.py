@@ -34,7 +34,7 @@ from pseudo.errors import PseudoError
 
 if TYPE_CHECKING:
     from keystore.session import VaultSession
-    from pseudo.batch import FileOutcome, RunSummary
+    from pseudo.batch.runner import FileOutcome, RunSummary
     from pseudo.policy import CompiledPolicy
 
 
@@ -113,7 +113,7 @@ def run_command(
     """
     _unlock_soon(vault, project, passphrase_file)  # while the modules below load
     from keystore.session import VaultSession
-    from pseudo.batch import Runner, check_paths
+    from pseudo.batch.runner import Runner, check_paths
     from pseudo.policy import load_policy
 
     compiled = load_policy(policy)
@@ -187,7 +187,7 @@ def _record_run(
 ) -> Path:
     """Write the run report and the run's audit record. When the run failed because the disk
     or the database did, these may fail too: say so in one line, do not hide the first error."""
-    from pseudo.batch import write_report
+    from pseudo.batch.runner import write_report
 
     report = reports / f"run-{summary.run_id}.json"
     try:
@@ -268,7 +268,7 @@ def _dry_run(
     as_json: bool,
 ) -> None:
     from keystore.session import VaultSession
-    from pseudo import dryrun
+    from pseudo.batch import dryrun
 
     if not source.exists():
         raise UserError(f"{source}: input not found")

@@ -22,7 +22,7 @@ from pseudo.cli.common import (
     vault_path,
 )
 from pseudo.policy import load_policy
-from pseudo.verify_tree import verify_tree
+from pseudo.verify.tree import verify_tree
 
 
 def verify_command(

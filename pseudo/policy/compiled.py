@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
+from pseudo.dicom.tags import TagPattern, is_standard, parse_tag_pattern
 from pseudo.policy.model import OPTIONS, Action
 from pseudo.policy.selectors import CompiledCondition, CompiledSelector, Parents
 from pseudo.policy.table import ConfidentialityTable, TableRow
-from pseudo.tags import TagPattern, is_standard, parse_tag_pattern
 
 #: Reduction of the table's combined codes (see the module docstring).
 COMBINED_CODES = {"X/Z": "X", "X/D": "X", "Z/D": "Z", "X/Z/D": "X", "X/Z/U*": "U"}

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
+from pseudo.dicom.tags import TagPattern, standard_vr, tag_text
 from pseudo.policy.compiled import GROUP_LENGTH, Candidate, CompiledPolicy, Decision
 from pseudo.policy.selectors import Parents
-from pseudo.tags import TagPattern, standard_vr, tag_text
 
 
 @dataclass
@@ -96,7 +96,7 @@ class Occurrence:
 
 def occurrences(policy: CompiledPolicy, ds: Dataset, pattern: TagPattern) -> list[Occurrence]:
     """Every occurrence of attributes matching ``pattern`` in ``ds``, with its decision."""
-    from pseudo.walker import attribute_name, element_vr
+    from pseudo.deid.walker import attribute_name, element_vr
 
     active = policy.active_rules(ds) if policy.has_conditions else frozenset()
 

@@ -17,6 +17,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from pseudo.deid.tokens import MAX_LENGTH, TOKEN_VRS, max_reversible_input, reversible_length
+from pseudo.dicom.tags import TagPattern, parse_tag_pattern, tag_text
+from pseudo.dicom.vr import TEXT_VRS
 from pseudo.errors import PseudoError
 from pseudo.policy.compiled import CompiledPolicy, CompiledRule, Decision, add_table
 from pseudo.policy.model import Action, PolicyFile, Rule
@@ -28,9 +31,6 @@ from pseudo.policy.selectors import (
 )
 from pseudo.policy.table import confidentiality_table
 from pseudo.resources import policies_dir
-from pseudo.tags import TagPattern, parse_tag_pattern, tag_text
-from pseudo.tokens import MAX_LENGTH, TOKEN_VRS, max_reversible_input, reversible_length
-from pseudo.vr import TEXT_VRS
 
 MAX_EXTENDS_DEPTH = 10
 #: Longest patient pseudonym: a 12-character prefix, a dash and 16 token characters.
@@ -490,7 +490,7 @@ def _apply_settings(policy: CompiledPolicy, source: _SourceFile) -> None:
     if model.clean.patterns is not None:
         policy.clean_patterns = list(model.clean.patterns)
     if model.clean.extra_patterns:
-        from pseudo.clean import DEFAULT_PATTERNS
+        from pseudo.deid.clean import DEFAULT_PATTERNS
 
         base = (
             policy.clean_patterns if policy.clean_patterns is not None else list(DEFAULT_PATTERNS)

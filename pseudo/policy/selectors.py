@@ -15,8 +15,8 @@ from typing import Any
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
-from pseudo.private import creator_of
-from pseudo.tags import TagPattern, keyword_tag, parse_tag_pattern, tag_text
+from pseudo.dicom.private import creator_of
+from pseudo.dicom.tags import TagPattern, keyword_tag, parse_tag_pattern, tag_text
 
 #: Specificity of selector kinds: the most specific rule about an attribute decides.
 SPECIFICITY = {"path": 5, "exact": 4, "creator": 4, "pattern": 3, "private": 2, "vr": 1}

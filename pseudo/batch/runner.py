@@ -37,16 +37,20 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from keystore.errors import DatabaseError
 from keystore.keyring import Keyring
 from keystore.linkage import JournalEntry, LinkageEntry, LinkageStore, journal_key
-from pseudo import __version__, anchors, durable, verify
-from pseudo.anchors import scan_file
-from pseudo.dicomio import NotDicom, OutputFailure, read_source, sanitize, write_temporary
-from pseudo.engine import PseudonymizedDataset, Pseudonymizer, quiet_pydicom
+from pseudo import __version__
+from pseudo.batch.pools import Pool, WorkerSetup, open_pool
+from pseudo.deid import anchors
+from pseudo.deid.anchors import scan_file
+from pseudo.deid.engine import PseudonymizedDataset, Pseudonymizer
+from pseudo.deid.tokens import pseudonym
+from pseudo.dicom.tags import tag_text
 from pseudo.errors import PseudoError
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
+from pseudo.io import durable
+from pseudo.io.dicomio import NotDicom, OutputFailure, read_source, sanitize, write_temporary
+from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.policy.compiled import CompiledPolicy
-from pseudo.pools import Pool, WorkerSetup, open_pool
-from pseudo.tags import tag_text
-from pseudo.tokens import pseudonym
+from pseudo.verify import core as verify
 
 TEMP_DIR_NAME = ".pseudo-tmp"
 COMMIT_EVERY = 64

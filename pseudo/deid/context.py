@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from keystore.keyring import Keyring
-from pseudo.clean import TextCleaner
+from pseudo.deid.clean import TextCleaner
+from pseudo.deid.uids import remap_uid
 from pseudo.findings import Finding
 from pseudo.policy.compiled import CompiledPolicy
-from pseudo.uids import remap_uid
 
 
 @dataclass

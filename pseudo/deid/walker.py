@@ -12,22 +12,22 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from pseudo.actions import HANDLERS, ElementRef, clean_text
-from pseudo.clean import (
+from pseudo.deid.actions import HANDLERS, ElementRef, clean_text
+from pseudo.deid.clean import (
     DEFAULT_PATTERNS,
     IDENTIFYING_KEYWORDS,
     TextCleaner,
     date_spellings,
     name_terms,
 )
-from pseudo.context import FileContext
+from pseudo.deid.context import FileContext
+from pseudo.dicom.private import SafePrivate, drop_orphan_creators
+from pseudo.dicom.tags import standard_vr, tag_text
+from pseudo.dicom.vr import TEXT_VRS
 from pseudo.findings import RejectedFile
 from pseudo.policy.compiled import Decision
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
-from pseudo.private import SafePrivate, drop_orphan_creators
-from pseudo.tags import standard_vr, tag_text
-from pseudo.vr import TEXT_VRS
 
 
 class Recorder(Protocol):

@@ -42,7 +42,7 @@ class WorkerSetup:
     """What a worker needs before its first task; ``context`` names it (the run id).
 
     ``sync_each_file``: the worker makes each file durable itself (fsync), because the parent
-    cannot flush the filesystem it writes on (see :mod:`pseudo.durable`).
+    cannot flush the filesystem it writes on (see :mod:`pseudo.io.durable`).
     """
 
     context: str
@@ -171,7 +171,7 @@ class DaskPool:
             raise PoolError(
                 "Dask is not installed: pip install 'pseudo[dask]' (dask distributed)"
             ) from exc
-        from pseudo.dask_plugin import SetupPlugin
+        from pseudo.batch.dask_plugin import SetupPlugin
 
         self._cluster: Any = None
         try:

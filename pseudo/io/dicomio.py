@@ -30,9 +30,9 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, tag_in_exception
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from pseudo import headscan
+from pseudo.dicom.tags import tag_text
 from pseudo.findings import RejectedFile
-from pseudo.tags import tag_text
+from pseudo.io import headscan
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 #: ``drop(tag, vr)``: whether the caller would only delete this top-level element.
@@ -245,7 +245,7 @@ def read_source(
 
     Memory stays bounded by the size of the header whatever the size of the file. Deflated
     files (compressed as a whole) are read completely, as pydicom must inflate them. Ordinary
-    files are read by :mod:`pseudo.headscan` (the same data set, faster), the others by pydicom.
+    files are read by :mod:`pseudo.io.headscan` (the same data set, faster), the others by pydicom.
 
     ``drop(tag, vr)`` names top-level elements the caller would only delete: when the fast
     reader reads the file, they are left out of the data set and put in ``Source.dropped``:
@@ -289,7 +289,7 @@ def read_source(
 def _read_scanned(
     path: Path, drop: Drop | None = None, keep_dropped: bool | Drop = True
 ) -> Source | None:
-    """The source read by :func:`pseudo.headscan.scan`, or None if pydicom must read it."""
+    """The source read by :func:`pseudo.io.headscan.scan`, or None if pydicom must read it."""
     with path.open("rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         data = handle.read(min(size, headscan.HEAD_BYTES))
@@ -387,7 +387,7 @@ def write_temporary(
 ) -> tuple[Path, bytes | None]:
     """Write ``ds`` (then the source's pixel data, copied byte for byte) into ``directory``
     under a temporary name, synced to disk unless ``sync`` is false (the caller then makes it
-    durable with the rest of its batch, see :mod:`pseudo.durable`). Returns the path and every
+    durable with the rest of its batch, see :mod:`pseudo.io.durable`). Returns the path and every
     byte written but the top-level pixel data, for the verification of the output (None when
     the data set held its own pixel data, as a deflated file does: it is then checked attribute
     by attribute)."""

@@ -7,11 +7,7 @@
 
 from __future__ import annotations
 
-import logging
-import threading
-import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -31,15 +27,16 @@ from pydicom.uid import (
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageEntry
 from pseudo import __version__
-from pseudo.context import FileContext
-from pseudo.dates import offset_in_range
-from pseudo.dicomio import new_file_meta, raw_elements, raw_uid
+from pseudo.deid.context import FileContext
+from pseudo.deid.dates import offset_in_range
+from pseudo.deid.identity import PatientIdentity, read_identity
+from pseudo.deid.tokens import date_offset_digest, pseudonym
+from pseudo.deid.walker import IDENTIFYING_TAGS, Dropped, Recorder, Walker, decision_vr
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
-from pseudo.identity import PatientIdentity, read_identity
+from pseudo.io.dicomio import new_file_meta, raw_elements, raw_uid
+from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.policy.model import Action
-from pseudo.tokens import date_offset_digest, pseudonym
-from pseudo.walker import IDENTIFYING_TAGS, Dropped, Recorder, Walker, decision_vr
 
 #: pseudo's own Implementation Class UID (a fixed 2.25 UUID-derived UID) and version name.
 IMPLEMENTATION_CLASS_UID = UID("2.25.29132904577173474198588004560027537061")
@@ -85,60 +82,6 @@ class PseudonymizedDataset:
     def relative_path(self) -> str:
         """Output path built only from pseudonymous values."""
         return f"{self.pseudonym}/{self.study_uid}/{self.series_uid}/{self.sop_instance_uid}.dcm"
-
-
-@contextmanager
-def quiet_pydicom() -> Iterator[None]:
-    """Silence pydicom's warnings and log: they can quote identifying values.
-
-    pydicom's value validation is switched off meanwhile: in its default mode it only warns,
-    and those warnings are silenced here, so it would cost time and change nothing. The state
-    is process-wide, so is this: the first of overlapping uses (nested, or in other threads)
-    silences, the last one restores.
-    """
-    global _quiet_depth, _quiet_restore
-    with _quiet_lock:
-        if _quiet_depth == 0:
-            _quiet_restore = _silence()
-        _quiet_depth += 1
-    try:
-        yield
-    finally:
-        with _quiet_lock:
-            _quiet_depth -= 1
-            if _quiet_depth == 0 and _quiet_restore is not None:
-                _quiet_restore()
-                _quiet_restore = None
-
-
-_quiet_lock = threading.Lock()
-_quiet_depth = 0
-_quiet_restore: Callable[[], None] | None = None
-
-
-def _silence() -> Callable[[], None]:
-    """Silence pydicom; return what restores it as it was."""
-    logger = logging.getLogger("pydicom")
-    level = logger.level
-    # setLevel, not an assignment: it also clears what every logger has cached of its
-    # effective level, without which a warning logged before would stay enabled here
-    logger.setLevel(logging.CRITICAL + 1)
-    settings = config.settings
-    # The stored modes (as pydicom's own disable_value_validation keeps them: an unset mode
-    # stays unset); a caller that asked pydicom to refuse invalid values keeps that.
-    stored = settings._reading_validation_mode, settings._writing_validation_mode
-    if config.RAISE not in (settings.reading_validation_mode, settings.writing_validation_mode):
-        settings.reading_validation_mode = settings.writing_validation_mode = config.IGNORE
-    filters = warnings.catch_warnings()
-    filters.__enter__()
-    warnings.simplefilter("ignore")
-
-    def restore() -> None:
-        filters.__exit__(None, None, None)
-        settings._reading_validation_mode, settings._writing_validation_mode = stored
-        logger.setLevel(level)
-
-    return restore
 
 
 def _overlay_groups(ds: Dataset) -> set[int]:
@@ -251,7 +194,7 @@ class Pseudonymizer:
 
     ``anchored_offsets`` maps pseudonyms to their date offsets when the policy anchors each
     patient's earliest study to a fixed date (resolved before the files are processed, see
-    :mod:`pseudo.anchors`); otherwise offsets are derived from the keyring.
+    :mod:`pseudo.deid.anchors`); otherwise offsets are derived from the keyring.
     """
 
     def __init__(
@@ -300,7 +243,7 @@ class Pseudonymizer:
     def droppable(self, tag: int, vr: str | None) -> bool:
         """Whether a top-level element of this tag and VR (None in Implicit VR) is removed by
         the policy whatever its value and the rest of the file, and nothing but the removal
-        reads it: then a reader may leave it out (see :func:`pseudo.dicomio.read_source`)."""
+        reads it: then a reader may leave it out (see :func:`pseudo.io.dicomio.read_source`)."""
         key = (tag, vr)
         known = self._droppable.get(key)
         if known is None:
@@ -326,7 +269,7 @@ class Pseudonymizer:
     ) -> PseudonymizedDataset:
         """Pseudonymize ``ds`` in place and return it with its linkage records.
 
-        ``recorder`` (see :mod:`pseudo.verify`) is told about every attribute before it
+        ``recorder`` (see :mod:`pseudo.verify.core`) is told about every attribute before it
         changes, including those in ``dropped`` (left out by the reader, see
         :meth:`droppable`). Raises :class:`~pseudo.findings.RejectedFile` when the dataset
         cannot be processed safely; ``ds`` must then be discarded.

@@ -12,8 +12,8 @@ import json
 from datetime import UTC, datetime
 
 from pseudo import __version__
-from pseudo.diff import KINDS
-from pseudo.diff_tree import TreeDiff
+from pseudo.review.diff import KINDS
+from pseudo.review.diff_tree import TreeDiff
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }

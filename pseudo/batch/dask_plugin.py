@@ -1,6 +1,6 @@
 """The Dask worker plugin that installs a run's setup on every worker of a cluster.
 
-Kept apart from :mod:`pseudo.pools` so that only runs that use Dask import ``distributed``.
+Kept apart from :mod:`pseudo.batch.pools` so that only runs that use Dask import ``distributed``.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from pseudo.pools import Installer, WorkerSetup
+from pseudo.batch.pools import Installer, WorkerSetup
 
 
 class SetupPlugin(WorkerPlugin):
-    """Installs one run's :class:`~pseudo.pools.WorkerSetup` when a worker starts or joins,
+    """Installs one run's :class:`~pseudo.batch.pools.WorkerSetup` when a worker starts or joins,
     and removes it when the run unregisters the plugin."""
 
     def __init__(self, setup: WorkerSetup, install: Installer, remove: Installer) -> None:

@@ -9,13 +9,14 @@ from typing import Any
 
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
-from pseudo import anchors
-from pseudo.batch import discover
-from pseudo.dicomio import NotDicom, read_dataset, sanitize
-from pseudo.diff import compare, summarize
-from pseudo.engine import Pseudonymizer, quiet_pydicom
+from pseudo.batch.runner import discover
+from pseudo.deid import anchors
+from pseudo.deid.engine import Pseudonymizer
 from pseudo.findings import RejectedFile
+from pseudo.io.dicomio import NotDicom, read_dataset, sanitize
+from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.policy.compiled import CompiledPolicy
+from pseudo.review.diff import compare, summarize
 
 
 @dataclass

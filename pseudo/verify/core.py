@@ -31,14 +31,14 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 from pydicom.values import convert_value
 
-from pseudo.actions import DUMMY_VALUES
-from pseudo.clean import date_spellings, word_tokens
+from pseudo.deid.actions import DUMMY_VALUES
+from pseudo.deid.clean import date_spellings, word_tokens
+from pseudo.deid.uids import is_standard_uid
+from pseudo.deid.walker import attribute_name, element_vr
+from pseudo.dicom.private import SafePrivate
 from pseudo.policy.compiled import CompiledPolicy, Decision
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
-from pseudo.private import SafePrivate
-from pseudo.uids import is_standard_uid
-from pseudo.walker import attribute_name, element_vr
 
 MIN_LENGTH = 4
 MIN_DIGITS = 6

@@ -15,10 +15,10 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from pseudo.batch import TEMP_DIR_NAME, discover
-from pseudo.engine import quiet_pydicom
-from pseudo.private import creator_tag
-from pseudo.walker import attribute_name, element_vr
+from pseudo.batch.runner import TEMP_DIR_NAME, discover
+from pseudo.deid.walker import attribute_name, element_vr
+from pseudo.dicom.private import creator_tag
+from pseudo.io.pydicom_internals import quiet_pydicom
 
 DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 _SKIP_VRS = {"SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN"}

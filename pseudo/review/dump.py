@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from pseudo.private import creator_of
-from pseudo.walker import attribute_name, element_vr
+from pseudo.deid.walker import attribute_name, element_vr
+from pseudo.dicom.private import creator_of
 
 MAX_TEXT = 120
 

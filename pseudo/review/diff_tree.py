@@ -17,9 +17,9 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from pseudo.batch import TEMP_DIR_NAME, discover, load_report, run_reports
-from pseudo.diff import Change, compare, summarize
-from pseudo.engine import quiet_pydicom
+from pseudo.batch.runner import TEMP_DIR_NAME, discover, load_report, run_reports
+from pseudo.io.pydicom_internals import quiet_pydicom
+from pseudo.review.diff import Change, compare, summarize
 
 
 @dataclass

@@ -17,9 +17,9 @@ from pydicom.dataset import Dataset
 
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
-from pseudo.identity import read_identity
+from pseudo.deid.identity import read_identity
+from pseudo.deid.tokens import pseudonym
 from pseudo.policy.compiled import CompiledPolicy
-from pseudo.tokens import pseudonym
 
 #: Attributes read by the header-only pass.
 SCAN_TAGS = [

@@ -19,17 +19,17 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.values import convert_value
 
-from pseudo.clean import TextCleaner
-from pseudo.dates import InvalidDateError, shift_value
+from pseudo.deid.clean import TextCleaner
+from pseudo.deid.dates import InvalidDateError, shift_value
+from pseudo.deid.tokens import MAX_LENGTH, TOKEN_VRS, encrypt_token, hmac_token
+from pseudo.dicom.vr import DATE_VRS, STRING_VRS, TEXT_VRS
 from pseudo.findings import RejectedFile
 from pseudo.policy.compiled import Decision
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
-from pseudo.tokens import MAX_LENGTH, TOKEN_VRS, encrypt_token, hmac_token
-from pseudo.vr import DATE_VRS, STRING_VRS, TEXT_VRS
 
 if TYPE_CHECKING:
-    from pseudo.walker import Walker
+    from pseudo.deid.walker import Walker
 
 #: Dummy values (action D): fixed, meaningless and valid for the VR.
 DUMMY_VALUES: dict[str, Any] = {

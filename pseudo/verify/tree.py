@@ -14,14 +14,16 @@ from pydicom.dataset import Dataset
 
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
-from pseudo import anchors, verify
-from pseudo.batch import TEMP_DIR_NAME, discover
-from pseudo.dicomio import NotDicom, bytes_outside_pixels, read_dataset, read_source
-from pseudo.engine import Pseudonymizer, quiet_pydicom
+from pseudo.batch.runner import TEMP_DIR_NAME, discover
+from pseudo.deid import anchors
+from pseudo.deid.engine import Pseudonymizer
+from pseudo.deid.identity import read_identity
+from pseudo.deid.uids import remap_uid
 from pseudo.findings import RejectedFile
-from pseudo.identity import read_identity
+from pseudo.io.dicomio import NotDicom, bytes_outside_pixels, read_dataset, read_source
+from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.policy.compiled import CompiledPolicy
-from pseudo.uids import remap_uid
+from pseudo.verify import core as verify
 
 
 def _read(path: Path) -> Dataset | None:

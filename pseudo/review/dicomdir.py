@@ -28,9 +28,9 @@ import pydicom
 from pydicom.fileset import FileSet
 from pydicom.uid import MediaStorageDirectoryStorage
 
-from pseudo.batch import TEMP_DIR_NAME, discover
-from pseudo.dicomio import NotDicom, sanitize, sniff
-from pseudo.engine import quiet_pydicom
+from pseudo.batch.runner import TEMP_DIR_NAME, discover
+from pseudo.io.dicomio import NotDicom, sanitize, sniff
+from pseudo.io.pydicom_internals import quiet_pydicom
 
 #: The File-set ID written when none is given: says nothing about the data.
 DEFAULT_FILESET_ID = "PSEUDO"

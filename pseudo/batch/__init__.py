@@ -1,0 +1,1 @@
+"""Trees of files: discovery, worker pools and Dask, the runner and its commit, reports."""

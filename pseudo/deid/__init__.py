@@ -1,0 +1,1 @@
+"""One dataset: the walker, the actions, dates, UIDs, tokens, identity and the engine."""

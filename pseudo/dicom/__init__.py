@@ -1,0 +1,1 @@
+"""DICOM vocabulary: tags, value representations, private creators."""

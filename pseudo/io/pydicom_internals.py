@@ -1,0 +1,72 @@
+"""Every use of pydicom's private API, in one place.
+
+pydicom keeps some of what pseudo needs behind underscores: a data set's element mapping
+(``Dataset._dict``, read without converting raw elements), the data dictionaries
+(``pydicom._dicom_dict``) and the stored validation modes (``config.settings._*``). A pydicom
+upgrade that changes one of them breaks here, and ``tests/test_pydicom_internals.py`` says
+what is relied on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pydicom import config
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's warnings and log: they can quote identifying values.
+
+    pydicom's value validation is switched off meanwhile: in its default mode it only warns,
+    and those warnings are silenced here, so it would cost time and change nothing. The state
+    is process-wide, so is this: the first of overlapping uses (nested, or in other threads)
+    silences, the last one restores.
+    """
+    global _quiet_depth, _quiet_restore
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_restore = _silence()
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0 and _quiet_restore is not None:
+                _quiet_restore()
+                _quiet_restore = None
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_restore: Callable[[], None] | None = None
+
+
+def _silence() -> Callable[[], None]:
+    """Silence pydicom; return what restores it as it was."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    # setLevel, not an assignment: it also clears what every logger has cached of its
+    # effective level, without which a warning logged before would stay enabled here
+    logger.setLevel(logging.CRITICAL + 1)
+    settings = config.settings
+    # The stored modes (as pydicom's own disable_value_validation keeps them: an unset mode
+    # stays unset); a caller that asked pydicom to refuse invalid values keeps that.
+    stored = settings._reading_validation_mode, settings._writing_validation_mode
+    if config.RAISE not in (settings.reading_validation_mode, settings.writing_validation_mode):
+        settings.reading_validation_mode = settings.writing_validation_mode = config.IGNORE
+    filters = warnings.catch_warnings()
+    filters.__enter__()
+    warnings.simplefilter("ignore")
+
+    def restore() -> None:
+        filters.__exit__(None, None, None)
+        settings._reading_validation_mode, settings._writing_validation_mode = stored
+        logger.setLevel(level)
+
+    return restore

@@ -1,0 +1,1 @@
+"""What a reviewer looks at: diff, inspect, dump, the HTML report, DICOMDIR."""
