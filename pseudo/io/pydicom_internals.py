@@ -14,8 +14,11 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
 from pydicom import config
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 
 @contextmanager
@@ -70,3 +73,10 @@ def _silence() -> Callable[[], None]:
         logger.setLevel(level)
 
     return restore
+
+
+def element_map(ds: Dataset) -> dict[BaseTag, Any]:
+    """The data set's own mapping of tags to elements (``DataElement`` or, not yet converted,
+    ``RawDataElement``): reading it does not convert raw elements, as ``ds[tag]`` would, and
+    writing it stores an element (raw or not) without checks."""
+    return cast("dict[BaseTag, Any]", ds._dict)
