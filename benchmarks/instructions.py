@@ -29,7 +29,7 @@ import sys, tempfile
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from keystore.session import VaultSession
-from pseudo.batch import runner as batch
+from pseudo.batch import worker as batch
 from pseudo.policy import load_policy
 from pseudo.batch.pools import WorkerSetup
 from tests.conftest import OPERATOR, make_vault

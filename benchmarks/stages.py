@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from keystore.session import VaultSession  # noqa: E402
-from pseudo.batch import runner as batch  # noqa: E402
+from pseudo.batch import worker as batch  # noqa: E402
 from pseudo.batch.pools import WorkerSetup  # noqa: E402
 from pseudo.deid.engine import Pseudonymizer  # noqa: E402
 from pseudo.io.dicomio import read_source, write_temporary  # noqa: E402

@@ -19,7 +19,7 @@ import pytest
 from keystore.crypto import ScryptParams
 from keystore.session import VaultSession
 from keystore.vault import Vault
-from pseudo.batch.runner import load_report
+from pseudo.batch.report import load_report
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PSEUDO_SHARED", REPO.parent / "shared"))

@@ -36,7 +36,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from keystore.keyring import Keyring, ProjectSettings
-from pseudo.batch import runner as batch
+from pseudo.batch import worker as batch
 from pseudo.batch.pools import WorkerSetup
 from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.policy import CompiledPolicy, load_policy

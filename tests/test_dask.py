@@ -24,7 +24,7 @@ def _run(source: Path, target: Path, vault: Path, *extra: str) -> None:
 
 
 def _installed_setups() -> list[str]:
-    from pseudo.batch import runner as batch
+    from pseudo.batch import worker as batch
 
     return sorted(batch._installed)
 

@@ -14,7 +14,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from pseudo.batch.runner import load_report
+from pseudo.batch.report import load_report
 from tests.conftest import OPERATOR, REPO, make_vault, run_command
 from tests.hostile import CASES, CHARSET_NAMES, Case, build_matrix
 

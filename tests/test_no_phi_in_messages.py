@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pseudo.batch.runner import run_reports
+from pseudo.batch.report import run_reports
 from tests.conftest import CANARY_SECRET, OPERATOR, REID, REPO, make_vault
 
 TOKEN = re.compile(r"CNRY[A-Z0-9]{6}", re.IGNORECASE)

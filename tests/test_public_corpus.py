@@ -12,7 +12,7 @@ from typing import Any
 import pydicom
 import pytest
 
-from pseudo.batch.runner import load_report
+from pseudo.batch.report import load_report
 from tests.conftest import cli, make_vault
 
 

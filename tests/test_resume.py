@@ -15,7 +15,7 @@ from sqlmodel import Session, func, select
 
 from keystore.db import JournalRow, LinkageRow
 from keystore.session import VaultSession
-from pseudo.batch.runner import run_reports
+from pseudo.batch.report import run_reports
 from tests.conftest import (
     CANARY_SECRET,
     OPERATOR,

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from keystore.session import VaultSession
-from pseudo.batch.runner import load_report
+from pseudo.batch.report import load_report
 from pseudo.demo import build_cohort
 from tests.conftest import CANARY_SECRET, OPERATOR, cli, make_vault, tree_digest
 
@@ -98,7 +98,7 @@ def test_discovery_takes_regular_files_and_links_to_them_in_order(tmp_path: Path
     them (the fingerprint of a re-run)."""
     import os
 
-    from pseudo.batch.runner import discover, inventory
+    from pseudo.io.listing import discover, inventory
 
     root = tmp_path / "in"
     (root / "b-sub").mkdir(parents=True)

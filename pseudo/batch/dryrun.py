@@ -1,22 +1,35 @@
-"""``pseudo run --dry-run``: what would change, per attribute, writing nothing."""
+"""``pseudo run --dry-run``: what would change, per attribute, writing nothing.
+
+Every file goes through the same per-file pipeline as a real run (read, pseudonymize, write,
+verify), into a temporary folder that is thrown away; so a dry run and a run agree on every
+file's fate.
+"""
 
 from __future__ import annotations
 
-import copy
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydicom.dataset import Dataset
+
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
-from pseudo.batch.runner import discover
 from pseudo.deid import anchors
-from pseudo.deid.engine import Pseudonymizer
-from pseudo.findings import RejectedFile
-from pseudo.io.dicomio import NotDicom, read_dataset, sanitize
-from pseudo.io.pydicom_internals import quiet_pydicom
+from pseudo.io.listing import discover
+from pseudo.pipeline.outcome import FileStatus
+from pseudo.pipeline.process import FileProcessor
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.review.diff import compare, summarize
+
+#: A dry run's name for each fate of a file.
+FATES = {
+    FileStatus.WRITTEN: "would write",
+    FileStatus.SKIPPED: "skip",
+    FileStatus.QUARANTINED: "quarantine",
+    FileStatus.FAILED: "quarantine",
+}
 
 
 @dataclass
@@ -28,6 +41,13 @@ class DryRun:
     )
     changes: dict[tuple[str, str], int] = field(default_factory=dict)
     quarantined: list[tuple[str, str]] = field(default_factory=list)
+    #: each input's fate, by path, as a real run would record it
+    outcomes: dict[str, FileStatus] = field(default_factory=dict)
+
+    def count_changes(self, original: Dataset, pseudonymized: Dataset) -> None:
+        """Add what changed between one input and its output."""
+        for key, count in summarize(compare(original, pseudonymized)).items():
+            self.changes[key] = self.changes.get(key, 0) + count
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
@@ -41,36 +61,30 @@ class DryRun:
         }
 
 
-def dry_run(keyring: Keyring, policy: CompiledPolicy, store: LinkageStore, source: Path) -> DryRun:
-    """Pseudonymize every file of ``source`` in memory and count what would change."""
+def dry_run(
+    keyring: Keyring,
+    policy: CompiledPolicy,
+    store: LinkageStore,
+    source: Path,
+    *,
+    check: bool = True,
+) -> DryRun:
+    """Pseudonymize every file of ``source`` as a run would, keep nothing, count what would
+    change. Anchored offsets are looked up, never recorded."""
     result = DryRun()
     paths = discover(source)
-    engine = Pseudonymizer(keyring, policy)
+    offsets = None
     if policy.anchor is not None:
         scans = [anchors.scan_file(str(p)) for p in paths]
-        engine = Pseudonymizer(
-            keyring, policy, anchors.resolve(keyring, policy, store, scans, record=False)
-        )
-    for path in paths:
-        with quiet_pydicom():
-            try:
-                original = read_dataset(path)
-                pseudonymized = engine.pseudonymize(copy.deepcopy(original)).dataset
-            except NotDicom:
-                result.files["skip"] += 1
-                continue
-            except RejectedFile as exc:
-                result.files["quarantine"] += 1
-                result.quarantined.append((str(path), exc.reason))
-                continue
-            except Exception as exc:
-                result.files["quarantine"] += 1
-                result.quarantined.append(
-                    (str(path), f"cannot process ({exc.__class__.__name__}: {sanitize(str(exc))})")
-                )
-                continue
-            changes = compare(original, pseudonymized)
-        result.files["would write"] += 1
-        for key, count in summarize(changes).items():
-            result.changes[key] = result.changes.get(key, 0) + count
+        offsets = anchors.resolve(keyring, policy, store, scans, record=False)
+    processor = FileProcessor(keyring, policy, check=check, anchored_offsets=offsets)
+    with tempfile.TemporaryDirectory(prefix="pseudo-dry-run-") as temp:
+        for path in paths:
+            outcome = processor.process(
+                path, Path(temp), sync=False, keep_output=False, inspect=result.count_changes
+            )
+            result.outcomes[str(path)] = outcome.status
+            result.files[FATES[outcome.status]] += 1
+            if outcome.status in (FileStatus.QUARANTINED, FileStatus.FAILED):
+                result.quarantined.append((str(path), outcome.reason or ""))
     return result

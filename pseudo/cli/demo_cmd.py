@@ -16,7 +16,7 @@ import typer
 from rich.rule import Rule
 from rich.table import Table
 
-from pseudo.batch.runner import load_report
+from pseudo.batch.report import load_report
 from pseudo.cli.common import UserError, err, out
 from pseudo.demo import build_cohort
 

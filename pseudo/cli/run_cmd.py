@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from keystore.errors import DatabaseError, KeystoreError
+from keystore.errors import KeystoreError
 from pseudo.cli.common import (
     EXIT_ATTENTION,
     DbOption,
@@ -33,8 +33,8 @@ from pseudo.cli.common import (
 from pseudo.errors import PseudoError
 
 if TYPE_CHECKING:
-    from keystore.session import VaultSession
-    from pseudo.batch.runner import FileOutcome, RunSummary
+    from pseudo.batch.report import RunSummary
+    from pseudo.pipeline.outcome import FileOutcome
     from pseudo.policy import CompiledPolicy
 
 
@@ -113,12 +113,15 @@ def run_command(
     """
     _unlock_soon(vault, project, passphrase_file)  # while the modules below load
     from keystore.session import VaultSession
-    from pseudo.batch.runner import Runner, check_paths
+    from pseudo.batch.discovery import check_paths
+    from pseudo.batch.runner import Runner
     from pseudo.policy import load_policy
 
     compiled = load_policy(policy)
     if dry_run:
-        _dry_run(input_path, project, compiled, vault, db, passphrase_file, as_json)
+        _dry_run(
+            input_path, project, compiled, vault, db, passphrase_file, as_json, not no_verify
+        )
         return
     if output is None:
         raise UserError("OUTPUT is required (or use --dry-run)")
@@ -142,6 +145,8 @@ def run_command(
             check=not no_verify,
             on_plan=progress.plan,
             scheduler=scheduler or dask,
+            audit=session.audit,
+            actor=actor(),
         )
         interrupted = False
         previous = signal.signal(signal.SIGTERM, _terminate)
@@ -157,7 +162,12 @@ def run_command(
             gc.unfreeze()
             signal.signal(signal.SIGTERM, previous)
             summary = runner.summary
-            report = _record_run(session, summary, reports, project, compiled.sha256)
+            report = _write_report(summary, reports)
+            if runner.audit_error is not None:
+                err.print(
+                    f"pseudo: warning: the run's audit record could not be written "
+                    f"({runner.audit_error})"
+                )
     if as_json:
         emit_json({"run_id": summary.run_id, "report": str(report), **summary.counts})
     if not quiet:
@@ -182,28 +192,16 @@ def _unlock_soon(vault: Path | None, project: str, passphrase_file: Path | None)
         Vault.open(vault_path(vault)).unlock_operator_soon(project, passphrase)
 
 
-def _record_run(
-    session: VaultSession, summary: RunSummary, reports: Path, project: str, policy: str
-) -> Path:
-    """Write the run report and the run's audit record. When the run failed because the disk
-    or the database did, these may fail too: say so in one line, do not hide the first error."""
-    from pseudo.batch.runner import write_report
+def _write_report(summary: RunSummary, reports: Path) -> Path:
+    """Write the run report. When the run failed because the disk did, this may fail too:
+    say so in one line, do not hide the first error."""
+    from pseudo.batch.report import write_report
 
     report = reports / f"run-{summary.run_id}.json"
     try:
         report = write_report(summary, reports)
     except OSError as exc:
         err.print(f"pseudo: warning: cannot write the run report in {reports} ({exc.strerror})")
-    try:
-        session.audit.append(
-            "run",
-            actor(),
-            summary.status,
-            project=project,
-            details={"run_id": summary.run_id, "policy": policy, **summary.counts},
-        )
-    except DatabaseError as exc:
-        err.print(f"pseudo: warning: the run's audit record could not be written ({exc})")
     return report
 
 
@@ -266,6 +264,7 @@ def _dry_run(
     db: str | None,
     passphrase_file: Path | None,
     as_json: bool,
+    check: bool,
 ) -> None:
     from keystore.session import VaultSession
     from pseudo.batch import dryrun
@@ -274,7 +273,7 @@ def _dry_run(
         raise UserError(f"{source}: input not found")
     with VaultSession(vault_path(vault), db) as session:
         keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
-        result = dryrun.dry_run(keyring, policy, session.linkage, source)
+        result = dryrun.dry_run(keyring, policy, session.linkage, source, check=check)
     if as_json:
         emit_json(result.to_json())
         return

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from keystore.session import VaultSession
+from pseudo.batch.verify_tree import verify_tree
 from pseudo.cli.common import (
     EXIT_ATTENTION,
     DbOption,
@@ -22,7 +23,6 @@ from pseudo.cli.common import (
     vault_path,
 )
 from pseudo.policy import load_policy
-from pseudo.verify.tree import verify_tree
 
 
 def verify_command(

@@ -34,7 +34,8 @@ from pseudo.deid.tokens import date_offset_digest, pseudonym
 from pseudo.deid.walker import IDENTIFYING_TAGS, Dropped, Recorder, Walker, decision_vr
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
 from pseudo.io.dicomio import new_file_meta, raw_elements, raw_uid
-from pseudo.io.pydicom_internals import quiet_pydicom
+from pseudo.io.layout import output_path
+from pseudo.io.pydicom_internals import element_map, quiet_pydicom
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.policy.model import Action
 
@@ -81,7 +82,7 @@ class PseudonymizedDataset:
     @property
     def relative_path(self) -> str:
         """Output path built only from pseudonymous values."""
-        return f"{self.pseudonym}/{self.study_uid}/{self.series_uid}/{self.sop_instance_uid}.dcm"
+        return output_path(self.pseudonym, self.study_uid, self.series_uid, self.sop_instance_uid)
 
 
 def _overlay_groups(ds: Dataset) -> set[int]:
@@ -124,7 +125,7 @@ def _uid_text(ds: Dataset, keyword: str) -> str:
     """``str(ds.get(keyword) or "")`` for a UID, without building the element of a single raw
     value (as read, or as remapped) unless pydicom must check it."""
     if config.settings.reading_validation_mode != config.RAISE:
-        text = raw_uid(ds._dict.get(cast(BaseTag, _UID_TAGS[keyword])))
+        text = raw_uid(element_map(ds).get(cast(BaseTag, _UID_TAGS[keyword])))
         if text is not None:
             return text
     return str(ds.get(keyword) or "")
@@ -354,7 +355,7 @@ class Pseudonymizer:
         marks = self._marks.get(ts)
         if marks is None:
             marks = self._marks[ts] = raw_elements(_deidentification_marks(policy), ts)
-        ds._dict.update(marks)  # shared tuples: a data set converts its own copy if it must
+        element_map(ds).update(marks)  # shared tuples: a data set converts its own copy if it must
         ds.file_meta = new_file_meta(
             sop_class,
             _required_uid(ds, "SOPInstanceUID"),

@@ -28,8 +28,10 @@ import pydicom
 from pydicom.fileset import FileSet
 from pydicom.uid import MediaStorageDirectoryStorage
 
-from pseudo.batch.runner import TEMP_DIR_NAME, discover
+from pseudo.errors import ErrorKind
 from pseudo.io.dicomio import NotDicom, sanitize, sniff
+from pseudo.io.layout import TEMP_DIR_NAME
+from pseudo.io.listing import discover
 from pseudo.io.pydicom_internals import quiet_pydicom
 
 #: The File-set ID written when none is given: says nothing about the data.
@@ -46,9 +48,9 @@ _NO_ATTRIBUTE = re.compile(r"has no attribute '([A-Za-z0-9_]+)'")
 class MediaError(Exception):
     """The media cannot be built; nothing was left in MEDIA. Printed as one line."""
 
-    def __init__(self, message: str, exit_code: int = 2) -> None:
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.USAGE) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,8 @@ def build_media(output: Path, media: Path, fileset_id: str = DEFAULT_FILESET_ID)
         try:
             work.mkdir(parents=True)
         except OSError as exc:
-            raise MediaError(f"{media}: cannot create ({exc.strerror})", exit_code=5) from exc
+            error = MediaError(f"{media}: cannot create ({exc.strerror})", ErrorKind.UNAVAILABLE)
+            raise error from exc
         moved: list[Path] = []
         done = False
         try:
@@ -227,7 +230,8 @@ def build_media(output: Path, media: Path, fileset_id: str = DEFAULT_FILESET_ID)
             done = True
         except OSError as exc:
             reason = exc.strerror or exc.__class__.__name__
-            raise MediaError(f"{media}: cannot write the media ({reason})", exit_code=5) from exc
+            error = MediaError(f"{media}: cannot write the media ({reason})", ErrorKind.UNAVAILABLE)
+            raise error from exc
         finally:
             shutil.rmtree(work, ignore_errors=True)
             if not done:

@@ -17,7 +17,9 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from pseudo.batch.runner import TEMP_DIR_NAME, discover, load_report, run_reports
+from pseudo.batch.report import load_report, run_reports
+from pseudo.io.layout import TEMP_DIR_NAME
+from pseudo.io.listing import discover
 from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.review.diff import Change, compare, summarize
 

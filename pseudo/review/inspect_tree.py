@@ -15,9 +15,10 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from pseudo.batch.runner import TEMP_DIR_NAME, discover
 from pseudo.deid.walker import attribute_name, element_vr
 from pseudo.dicom.private import creator_tag
+from pseudo.io.layout import TEMP_DIR_NAME
+from pseudo.io.listing import discover
 from pseudo.io.pydicom_internals import quiet_pydicom
 
 DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")

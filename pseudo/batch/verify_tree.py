@@ -14,14 +14,13 @@ from pydicom.dataset import Dataset
 
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
-from pseudo.batch.runner import TEMP_DIR_NAME, discover
 from pseudo.deid import anchors
-from pseudo.deid.engine import Pseudonymizer
-from pseudo.deid.identity import read_identity
-from pseudo.deid.uids import remap_uid
 from pseudo.findings import RejectedFile
 from pseudo.io.dicomio import NotDicom, bytes_outside_pixels, read_dataset, read_source
+from pseudo.io.layout import TEMP_DIR_NAME
+from pseudo.io.listing import discover
 from pseudo.io.pydicom_internals import quiet_pydicom
+from pseudo.pipeline.process import FileProcessor
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.verify import core as verify
 
@@ -45,15 +44,17 @@ def _read_output(path: Path) -> tuple[Dataset, bytes | None] | None:
     return ds, bytes_outside_pixels(path, source)
 
 
-def _expected_output(engine: Pseudonymizer, ds: Dataset) -> tuple[str, int] | None:
-    """The relative output path and date offset this input would get with these keys."""
+def _expected(processor: FileProcessor, path: Path) -> tuple[str, int, verify.Pending] | None:
+    """Where the pipeline puts this input's output, its date offset, and what to look for in
+    it (the values the pipeline recorded on the way); None if it would not write it."""
     try:
-        pseudonym, offset = engine.patient(read_identity(ds))
-        parts = [str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)]
-    except (RejectedFile, AttributeError):
+        prepared = processor.prepare(path)
+    except Exception:  # quarantined or skipped by a run: no output to pair
         return None
-    study, series, sop = (remap_uid(engine.keyring, uid) for uid in parts)
-    return f"{pseudonym}/{study}/{series}/{sop}.dcm", offset
+    if prepared.pending is None:
+        return None
+    result = prepared.result
+    return result.relative_path, result.date_offset_days, prepared.pending
 
 
 def verify_tree(
@@ -76,21 +77,27 @@ def verify_tree(
     everything = verify.Needles()
     references = verify.CrossFileCheck()
     paired: set[str] = set()
-    engine = Pseudonymizer(keyring, policy) if keyring is not None else None
-    with quiet_pydicom():
-        inputs = [(path, ds) for path in discover(source) if (ds := _read(path)) is not None]
-        if engine is not None and keyring is not None and policy.anchor is not None and store:
-            scans = [anchors.scan_file(str(path)) for path, _ in inputs]
+    processor = None
+    if keyring is not None:
+        offsets = None
+        if policy.anchor is not None and store is not None:
+            scans = [anchors.scan_file(str(path)) for path in discover(source)]
             offsets = anchors.resolve(keyring, policy, store, scans, record=False)
-            engine = Pseudonymizer(keyring, policy, offsets)
-        for _path, ds in inputs:
-            pending = verify.prepare(ds, policy)
-            verify.collect(ds, policy, pending.recorder)
-            everything.merge(pending.needles)
-            expected = _expected_output(engine, ds) if engine is not None else None
-            if expected is None or expected[0] not in outputs:
+        processor = FileProcessor(keyring, policy, anchored_offsets=offsets)
+    with quiet_pydicom():
+        for path in discover(source):
+            expected = _expected(processor, path) if processor is not None else None
+            if expected is None:
+                # not paired (no keys, or the input would not be written): its values are
+                # still looked for in the outputs that have no input
+                ds = _read(path)
+                if ds is not None:
+                    everything.merge(verify.collect(ds, policy))
                 continue
-            relative, offset = expected
+            relative, offset, pending = expected
+            everything.merge(pending.needles)
+            if relative not in outputs:
+                continue
             read = _read_output(outputs[relative])
             if read is None:
                 continue
@@ -115,7 +122,7 @@ def verify_tree(
                     verify.check(out, relative, matcher, policy, raw, show_values=show_values)
                 )
             report.skipped.update(everything.skipped)
-    if engine is None:
+    if processor is None:
         report.notes.append(
             "outputs were not paired with inputs (no --project): dates and references not checked"
         )

@@ -1,0 +1,208 @@
+"""The crash-safe commit protocol of a run, in one place.
+
+The order of events for one file makes a crash harmless at any point:
+
+1. a worker reads the input, pseudonymizes it and writes a temporary file in the output tree
+   (``.pseudo-tmp/<run id>/``, locked by the run);
+2. the parent flushes the file to disk, then commits its sealed linkage records and its journal
+   row in one transaction (a batch at a time; the flush runs on a background thread while the
+   workers go on with the next batch, and the commit follows once it is done);
+3. only then is the temporary file renamed to its final, pseudonymous path.
+
+A crash before 2 leaves only a temporary file (removed by the next run); a crash between 2 and
+3 leaves a journal row whose output is missing, and the next run writes it again (byte for byte
+the same). Workers never touch the database; the parent never parses DICOM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from keystore.errors import DatabaseError
+from keystore.keyring import Keyring
+from keystore.linkage import JournalEntry, LinkageStore, journal_key
+from pseudo.batch.errors import OutputError
+from pseudo.io import durable
+from pseudo.io.layout import TEMP_DIR_NAME
+from pseudo.pipeline.outcome import FileOutcome, FileStatus
+
+
+class Committer:
+    """Commits the outcomes of one run in batches: files on disk, then linkage and journal in
+    one transaction, then the files renamed into place; hands each committed outcome to
+    ``record``."""
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        store: LinkageStore,
+        output: Path,
+        run_id: str,
+        record: Callable[[FileOutcome], None],
+        *,
+        sync_each_file: bool,
+    ) -> None:
+        self.keyring = keyring
+        self.store = store
+        self.output = output
+        self.run_id = run_id
+        self.record = record
+        #: workers sync each file themselves (a filesystem this process cannot flush at once)
+        self._sync_each_file = sync_each_file
+        self.temp_dir = output / TEMP_DIR_NAME / run_id
+        self.new_linkage_records = 0
+        self._written_this_run: dict[str, str] = {}  # output -> its temporary file
+        self._lock: int | None = None
+        self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pseudo-flush")
+        #: the batch whose files are being flushed to disk, not yet committed
+        self._flushing: tuple[list[FileOutcome], Future[None]] | None = None
+
+    def close(self) -> None:
+        """Wait for a background flush to end; a batch not committed stays uncommitted."""
+        self._flusher.shutdown(wait=True)
+
+    def commit_later(self, batch: list[FileOutcome]) -> None:
+        """Start flushing ``batch`` to disk in the background; commit the batch before it."""
+        self.commit_flushed()
+        if self._sync_each_file or not any(o.temp for o in batch):
+            self.commit(batch)
+            return
+        self._flushing = (batch, self._flusher.submit(durable.sync_filesystem, self.temp_dir))
+
+    def commit_flushed(self) -> None:
+        """Commit the batch being flushed, once its flush is done."""
+        if self._flushing is None:
+            return
+        batch, flush = self._flushing
+        flush.exception()  # waits; a Ctrl-C here leaves the batch to the interrupt's commit
+        self._flushing = None  # from here on, a Ctrl-C does not try this batch again
+        self.commit(batch, flush)
+
+    def commit(self, batch: list[FileOutcome], flushed: Future[None] | None = None) -> None:
+        """Commit ``batch``: files on disk (flushed here, or by ``flushed``), then linkage and
+        journal in one transaction, then the files renamed into place."""
+        if not batch:
+            return
+        if not (self.output / TEMP_DIR_NAME / f"{self.run_id}.lock").exists():
+            for outcome in batch:
+                if outcome.temp:
+                    Path(outcome.temp).unlink(missing_ok=True)
+            raise OutputError(
+                f"{self.output}: the output folder was removed or moved during the run; "
+                "run the same command again to write it completely"
+            )
+        for outcome in batch:
+            self._check_conflict(outcome)
+        journal = []
+        for o in batch:
+            key = journal_key(self.keyring, o.input)
+            o.input_id = key[:16]  # the report's name for the file: the same digest
+            journal.append(JournalEntry(key, o.fingerprint, o.status, o.output, o.reason))
+        linkage = [entry for o in batch if o.status == FileStatus.WRITTEN for entry in o.linkage]
+        try:
+            if flushed is not None:
+                flushed.result()  # file data on disk before the commit
+            elif not self._sync_each_file and any(o.temp for o in batch):
+                durable.sync_filesystem(self.temp_dir)
+            self.new_linkage_records += self.store.commit_batch(
+                self.keyring, self.run_id, linkage, journal
+            )
+        except BaseException as exc:
+            for outcome in batch:
+                if outcome.temp:
+                    Path(outcome.temp).unlink(missing_ok=True)
+            if isinstance(exc, DatabaseError):
+                raise OutputError(
+                    f"linkage store: {exc}; this batch was not released: run the same "
+                    "command again once the database is back"
+                ) from exc
+            if isinstance(exc, OSError):
+                raise OutputError(f"{self.output}: cannot flush to disk ({exc.strerror})") from exc
+            raise
+        output = str(self.output)
+        for outcome in batch:
+            if outcome.temp and outcome.output:
+                try:
+                    _put_in_place(outcome.temp, os.path.join(output, outcome.output))
+                except OSError as exc:  # committed: the next run sees the file missing
+                    raise OutputError(
+                        f"{self.output}: cannot put a file in place ({exc.strerror}); run the "
+                        "same command again once this is fixed"
+                    ) from exc
+                outcome.temp = None
+            self.record(outcome)
+
+    def _check_conflict(self, outcome: FileOutcome) -> None:
+        """Two inputs of this run that give one output path must give the same bytes."""
+        if outcome.status != FileStatus.WRITTEN or not outcome.output or not outcome.temp:
+            return
+        earlier_name = self._written_this_run.get(outcome.output)
+        if earlier_name is None:
+            self._written_this_run[outcome.output] = outcome.temp
+            return
+        earlier = Path(earlier_name)
+        if not earlier.exists():  # renamed into place since
+            earlier = self.output / outcome.output
+        if earlier.is_file() and _digest(earlier) == _digest(Path(outcome.temp)):
+            return
+        Path(outcome.temp).unlink(missing_ok=True)
+        outcome.status = FileStatus.QUARANTINED
+        outcome.reason = "another input file has the same SOP Instance UID but different content"
+        outcome.temp, outcome.output, outcome.linkage = None, None, []
+
+    def claim(self) -> None:
+        """Lock this run's temporary folder; remove those of runs that died (unlocked)."""
+        root = self.output / TEMP_DIR_NAME
+        root.mkdir(exist_ok=True)
+        for lock_path in root.glob("*.lock"):
+            fd = os.open(lock_path, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a run that is still going
+            finally:
+                os.close(fd)
+            shutil.rmtree(root / lock_path.stem, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+        self._lock = os.open(root / f"{self.run_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self.temp_dir.mkdir(exist_ok=True)
+
+    def release(self) -> None:
+        """Remove this run's temporary folder (what was not committed in it is dropped) and
+        unlock it."""
+        root = self.output / TEMP_DIR_NAME
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        (root / f"{self.run_id}.lock").unlink(missing_ok=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+        with contextlib.suppress(OSError):  # another run may still use it
+            root.rmdir()
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of a file, read in chunks (outputs can be gigabytes)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _put_in_place(temp: str, final: str) -> None:
+    """Rename ``temp`` to ``final``, making ``final``'s folder the first time it is missing
+    (a series' folder: not looked for again for each of its files). Plain strings: pathlib
+    would cost more than the rename."""
+    try:
+        os.replace(temp, final)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(temp, final)

@@ -1,0 +1,200 @@
+"""A run's summary and its report: counts, outcomes, and the JSON files beside the output."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pseudo import __version__
+from pseudo.pipeline.outcome import FileOutcome
+from pseudo.policy.compiled import CompiledPolicy
+from pseudo.verify import core as verify
+
+
+@dataclass
+class RunSummary:
+    """Counts and outcomes of one run; :meth:`report` is the machine-readable run report."""
+
+    run_id: str
+    project: str
+    policy: CompiledPolicy
+    input: Path
+    output: Path
+    started: str
+    finished: str = ""
+    status: str = "running"
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    new_linkage_records: int = 0
+    verified: bool = True
+    reference_findings: list[verify.Finding] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        """Number of files with this status."""
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    def _outputs(self) -> list[list[str]]:
+        return [
+            o.output.split("/")
+            for o in self.outcomes
+            if o.output and o.status in ("written", "unchanged")
+        ]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Files by status, and the patients, studies and series in the output."""
+        parts = self._outputs()
+        return {
+            "files": len(self.outcomes),
+            "written": self.count("written"),
+            "unchanged": self.count("unchanged"),
+            "skipped": self.count("skipped"),
+            "quarantined": self.count("quarantined"),
+            "patients": len({p[0] for p in parts}),
+            "studies": len({p[1] for p in parts}),
+            "series": len({p[2] for p in parts}),
+            "findings": sum(len(o.findings) for o in self.outcomes),
+            "new_linkage_records": self.new_linkage_records,
+            "leaks": self.leaks,
+            "verification_warnings": sum(
+                1 for o in self.outcomes for f in o.verification if f.severity == "warning"
+            ),
+        }
+
+    @property
+    def leaks(self) -> int:
+        """Leak-level verification findings: in quarantined files, and broken references."""
+        in_files = sum(1 for o in self.outcomes for f in o.verification if f.severity == "leak")
+        return in_files + len(self.reference_findings)
+
+    def report(self) -> dict[str, Any]:
+        """The run report: nothing identifying (no DICOM value, no input path: folders are
+        often named after patients). Input files are named by a keyed digest of their path;
+        :meth:`inputs` maps these to the paths, for the operator."""
+        return {
+            "format": "pseudo-run-report/1",
+            "run_id": self.run_id,
+            "pseudo_version": __version__,
+            "project": self.project,
+            "policy": {
+                "name": self.policy.name,
+                "title": self.policy.title,
+                "sha256": self.policy.sha256,
+                "chain": self.policy.chain,
+                "options": self.policy.options,
+                "standard_edition": f"PS3.15 {self.policy.edition}",
+            },
+            "inputs": f"run-{self.run_id}.inputs.json",
+            "output": str(self.output),
+            "started": self.started,
+            "finished": self.finished,
+            "status": self.status,
+            "counts": self.counts,
+            "files": [
+                {
+                    "input_id": o.input_id,
+                    "status": o.status,
+                    "output": o.output,
+                    "reason": o.reason,
+                    "findings": [asdict(f) for f in o.findings],
+                    "verification": [f.to_json() for f in o.verification],
+                }
+                for o in self.outcomes
+            ],
+            "verification": {
+                "enabled": self.verified,
+                "references": [f.to_json() for f in self.reference_findings],
+                "skipped_values": dict(
+                    sum((Counter(o.skipped_checks) for o in self.outcomes), Counter())
+                ),
+            },
+        }
+
+    def inputs(self) -> dict[str, Any]:
+        """The input paths of the run, by their id in the report (identifying: operator-side)."""
+        root = self.input if self.input.is_dir() else self.input.parent
+        return {
+            "format": "pseudo-run-inputs/1",
+            "run_id": self.run_id,
+            "note": "input paths can name patients: keep this file with the input data",
+            "input": str(self.input),
+            "root": str(root),
+            "files": {o.input_id: _relative(o.input, root) for o in self.outcomes},
+        }
+
+
+def _relative(path: str, root: Path) -> str:
+    prefix = str(root).rstrip(os.sep) + os.sep  # a string test: pathlib costs 30 us a file
+    return path[len(prefix) :] if path.startswith(prefix) else path
+
+
+def now() -> str:
+    """The current UTC time in ISO 8601."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def new_run_id() -> str:
+    """A sortable, unique run identifier."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def write_report(summary: RunSummary, folder: Path) -> Path:
+    """Write the run report, and beside it the input paths it refers to, as JSON into
+    ``folder`` (owner-only); return the report's path."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / f"run-{summary.run_id}.json"
+    _write_json(folder / f"run-{summary.run_id}.inputs.json", summary.inputs())
+    _write_json(path, summary.report())
+    return path
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(_json_text(data))
+    os.replace(tmp, path)
+
+
+def _json_text(data: dict[str, Any]) -> str:
+    """``data`` as JSON, one top-level key a line and, in a list or mapping of many, one
+    entry a line: as readable as an indented dump, and written by the C encoder (an indented
+    dump is pure Python: seconds for the report of a run of 100,000 files)."""
+    lines = []
+    for key, value in data.items():
+        name = json.dumps(key)
+        if isinstance(value, list) and len(value) > 1:
+            entries = ",\n    ".join(json.dumps(item) for item in value)
+            lines.append(f"  {name}: [\n    {entries}\n  ]")
+        elif isinstance(value, dict) and len(value) > 1:
+            entries = ",\n    ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"  {name}: {{\n    {entries}\n  }}")
+        else:
+            lines.append(f"  {name}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def run_reports(folder: Path) -> list[Path]:
+    """The run reports in a report folder, oldest first (not their inputs files)."""
+    return sorted(p for p in folder.glob("run-*.json") if not p.name.endswith(".inputs.json"))
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A run report with each file's ``input`` path filled in from the inputs file beside it
+    (when it is there; without it, files are known by ``input_id`` only)."""
+    report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    inputs_path = path.with_name(str(report.get("inputs") or ""))
+    if report.get("inputs") and inputs_path.is_file():
+        inputs = json.loads(inputs_path.read_text(encoding="utf-8"))
+        root = Path(inputs["root"])
+        for item in report["files"]:
+            relative = inputs["files"].get(item["input_id"])
+            if relative is not None:
+                item["input"] = str(root / relative)
+        report["input"] = inputs["input"]
+    return report

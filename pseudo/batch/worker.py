@@ -1,0 +1,70 @@
+"""The worker side of a run: one task is one file, handed to the per-file pipeline.
+
+A worker (a local process, a Dask worker, or the parent itself with one worker) installs a
+run's setup once, then processes the run's tasks; it never touches the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pseudo.batch.pools import WorkerSetup
+from pseudo.pipeline.outcome import FileOutcome
+from pseudo.pipeline.process import Anchored, FileProcessor
+
+
+@dataclass
+class _WorkerState:
+    processor: FileProcessor
+    temp: Path
+    sync: bool
+
+
+#: The setups installed in this process, by run id (a Dask worker may serve several runs).
+_installed: dict[str, _WorkerState] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One file to process; ``anchored`` holds its patient's anchored offset, if any."""
+
+    path: str
+    fingerprint: str
+    size: int
+    context: str
+    anchored: Anchored = ()
+
+
+def install_worker(setup: WorkerSetup) -> None:
+    """Prepare this process (a worker, or the parent with one worker) for a run's tasks."""
+    _installed[setup.context] = _WorkerState(
+        FileProcessor(setup.keyring, setup.policy, check=setup.check),
+        setup.temp_dir,
+        setup.sync_each_file,
+    )
+
+
+def remove_worker(setup: WorkerSetup) -> None:
+    """Forget a run's keys and policy in this process."""
+    _installed.pop(setup.context, None)
+
+
+def _state(context: str) -> _WorkerState:
+    try:
+        return _installed[context]
+    except KeyError:
+        raise RuntimeError("this worker was not set up for the run (plugin missing)") from None
+
+
+def process_file(task: Task) -> FileOutcome:
+    """Pseudonymize one file of a run to a temporary name; never raise for bad input."""
+    state = _state(task.context)
+    return state.processor.process(
+        Path(task.path),
+        state.temp,
+        fingerprint=task.fingerprint,
+        size=task.size,
+        anchored=task.anchored,
+        sync=state.sync,
+    )

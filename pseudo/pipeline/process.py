@@ -1,0 +1,193 @@
+"""The per-file path: read -> pseudonymize -> write to a temporary name -> verify -> outcome.
+
+One :class:`FileProcessor` serves every caller: the workers of ``pseudo run`` (which then
+commit the outcome, see :mod:`pseudo.batch.commit`), ``--dry-run`` (which throws the written
+file away and keeps the changes), ``pseudo verify`` (which needs only where each input's
+output is and what to look for in it) and the Python API (a data set in memory). None of them
+repeats a step, so they cannot disagree on what happens to a file.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from keystore.keyring import Keyring
+from pseudo.deid.engine import PseudonymizedDataset, Pseudonymizer
+from pseudo.dicom.tags import tag_text
+from pseudo.findings import Finding, NotAnInstance, RejectedFile
+from pseudo.io.dicomio import (
+    PIXEL_TAGS,
+    NotDicom,
+    OutputFailure,
+    Source,
+    encode,
+    read_source,
+    sanitize,
+    write_temporary,
+)
+from pseudo.io.pydicom_internals import quiet_pydicom
+from pseudo.pipeline.outcome import FileOutcome, FileStatus
+from pseudo.policy.compiled import CompiledPolicy
+from pseudo.verify import core as verify
+
+#: A patient's anchored date offset, as a task carries it: ((pseudonym, offset days),) or ().
+Anchored = tuple[tuple[str, int], ...]
+
+
+@dataclass
+class Prepared:
+    """An input read and pseudonymized in memory, not yet written."""
+
+    source: Source
+    result: PseudonymizedDataset
+    #: what the verification looks for in the output (None when verification is off)
+    pending: verify.Pending | None
+    #: the input as read, before pseudonymization (only when asked for: a dry run's diff)
+    original: Dataset | None = None
+
+
+class FileProcessor:
+    """Pseudonymizes files one at a time with one project's keys and one policy."""
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        policy: CompiledPolicy,
+        *,
+        check: bool = True,
+        anchored_offsets: Mapping[str, int] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.check = check
+        self.engine = Pseudonymizer(keyring, policy, anchored_offsets)
+
+    def prepare(self, path: Path, *, anchored: Anchored = (), original: bool = False) -> Prepared:
+        """Read ``path`` and pseudonymize it in memory.
+
+        Raises :class:`NotDicom`, :class:`~pseudo.findings.NotAnInstance` or
+        :class:`~pseudo.findings.RejectedFile` (and, for a hostile file, anything else: the
+        callers that must never stop use :meth:`process`). With ``original``, every attribute
+        is read and a copy of the input is kept for a diff.
+        """
+        engine = self.engine.with_offsets(dict(anchored)) if anchored else self.engine
+        keep = verify.records_removed if self.check else False
+        source = read_source(path, None if original else engine.droppable, keep_dropped=keep)
+        ds = source.dataset
+        before = copy.deepcopy(ds) if original else None
+        pending = verify.prepare(ds, self.policy) if self.check else None
+        result = engine.pseudonymize(ds, pending.recorder if pending else None, source.dropped)
+        return Prepared(source, result, pending, before)
+
+    def process(
+        self,
+        path: Path,
+        temp_dir: Path,
+        *,
+        fingerprint: str = "",
+        size: int = 0,
+        anchored: Anchored = (),
+        sync: bool = True,
+        keep_output: bool = True,
+        inspect: Callable[[Dataset, Dataset], None] | None = None,
+    ) -> FileOutcome:
+        """Pseudonymize one file into a temporary file in ``temp_dir`` and verify it; never
+        raise for bad input (a hostile file is quarantined, never stops a batch).
+
+        The outcome is ``written`` with the temporary file in ``outcome.temp`` (removed again
+        unless ``keep_output``), or ``skipped`` / ``quarantined`` with a reason and nothing
+        left on disk, or ``failed`` when the output cannot be written. ``inspect(input,
+        output)``, when given, is shown each written file's data set before and after (a dry
+        run counts the changes).
+        """
+        outcome = FileOutcome(str(path), fingerprint, FileStatus.QUARANTINED, size=size)
+        with quiet_pydicom():
+            try:
+                prepared = self.prepare(path, anchored=anchored, original=inspect is not None)
+                result = prepared.result
+                temp, header = write_temporary(
+                    result.dataset, temp_dir, prepared.source.pixels, sync=sync
+                )
+                pending = prepared.pending
+                if pending is not None and not self._verified(outcome, pending, result, header):
+                    temp.unlink(missing_ok=True)
+                    return outcome
+                if inspect is not None and prepared.original is not None:
+                    inspect(prepared.original, result.dataset)
+            except NotDicom as exc:
+                outcome.status, outcome.reason = FileStatus.SKIPPED, f"not DICOM: {exc}"
+                return outcome
+            except OutputFailure as exc:
+                outcome.status, outcome.reason = FileStatus.FAILED, str(exc)
+                return outcome
+            except NotAnInstance as exc:
+                outcome.status, outcome.reason = FileStatus.SKIPPED, exc.reason
+                return outcome
+            except RejectedFile as exc:
+                outcome.reason = exc.reason
+                return outcome
+            except RecursionError:
+                outcome.reason = "nesting too deep to parse"
+                return outcome
+            except Exception as exc:
+                outcome.reason = f"cannot process ({exc.__class__.__name__}: {sanitize(str(exc))})"
+                return outcome
+        if keep_output:
+            outcome.temp = str(temp)
+        else:
+            temp.unlink(missing_ok=True)
+        outcome.status = FileStatus.WRITTEN
+        outcome.output = result.relative_path
+        outcome.linkage = result.linkage
+        outcome.findings = result.findings
+        after = prepared.source.after_pixels
+        if after:
+            tags = ", ".join(tag_text(t) for t in after[:8])
+            outcome.findings.append(
+                Finding("(after the pixel data)", "after-pixel-data", f"removed: {tags}")
+            )
+        return outcome
+
+    def pseudonymize_dataset(self, ds: Dataset) -> PseudonymizedDataset:
+        """Pseudonymize a data set held in memory (in place) and verify the result as a run
+        verifies a written file; raise :class:`~pseudo.findings.RejectedFile` when it cannot
+        be pseudonymized safely or the verification finds a leak."""
+        with quiet_pydicom():
+            pending = verify.prepare(ds, self.policy) if self.check else None
+            result = self.engine.pseudonymize(ds, pending.recorder if pending else None)
+            if pending is not None:
+                pixels = PIXEL_TAGS.intersection(result.dataset.keys())
+                header = None if pixels else encode(result.dataset)  # pixels: by attribute
+                outcome = FileOutcome("(data set)", "", FileStatus.QUARANTINED)
+                if not self._verified(outcome, pending, result, header):
+                    raise RejectedFile(outcome.reason or "verification found a leak")
+        return result
+
+    def _verified(
+        self,
+        outcome: FileOutcome,
+        pending: verify.Pending,
+        result: PseudonymizedDataset,
+        header: bytes | None,
+    ) -> bool:
+        """Check the written output for residual PHI; a leak quarantines the file (it is
+        never released)."""
+        syntax = str(result.dataset.file_meta.TransferSyntaxUID)
+        raw = None if syntax == DeflatedExplicitVRLittleEndian else header
+        findings, evidence = verify.finish(
+            pending, result.dataset, result.relative_path, result.date_offset_days, raw, self.policy
+        )
+        outcome.verification = findings
+        outcome.evidence = evidence
+        outcome.skipped_checks = dict(pending.needles.skipped)
+        leaks = [f for f in findings if f.severity == "leak"]
+        if leaks:
+            kinds = ", ".join(sorted({f"{f.kind} at {f.path}" for f in leaks})[:5])
+            outcome.reason = f"verification found {len(leaks)} leak(s): {kinds}"
+            return False
+        return True
