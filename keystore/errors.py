@@ -1,14 +1,35 @@
-"""Exceptions raised by the key store.
+"""Exceptions raised by the key store, and the kinds of error that callers tell apart.
 
 Every error carries a one-line message meant for the person at the terminal; none of them ever
-contains a secret or an identifying value.
+contains a secret or an identifying value. Each class says what *kind* of error it is
+(:class:`ErrorKind`); the command line maps a kind to its exit status, here nothing knows of
+processes or exit codes.
 """
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorKind(enum.Enum):
+    """What kind of problem an expected error is, for the caller to react to (and the command
+    line to map to an exit status) without importing the module that raised it."""
+
+    #: the job ran, but its result needs a look (e.g. an unknown pseudonym)
+    ATTENTION = "attention"
+    #: a usage or configuration problem: a bad argument, name, policy or setting
+    USAGE = "usage"
+    #: a passphrase opened no key slot
+    AUTHENTICATION = "authentication"
+    #: the output or the database cannot be written or reached (disk full, permissions,
+    #: server down): the same command succeeds once that is fixed
+    UNAVAILABLE = "unavailable"
 
 
 class KeystoreError(Exception):
     """Base class of every error raised by :mod:`keystore`."""
 
-    exit_code = 2
+    kind = ErrorKind.USAGE
 
 
 class VaultNotFoundError(KeystoreError):
@@ -42,7 +63,7 @@ class AuthenticationError(KeystoreError):
     included); ``next_delay`` is how long the next attempt will wait, in seconds.
     """
 
-    exit_code = 3
+    kind = ErrorKind.AUTHENTICATION
 
     def __init__(self, message: str, failures: int = 0, next_delay: float = 0.0) -> None:
         super().__init__(message)
@@ -61,7 +82,7 @@ class InvalidTokenError(KeystoreError):
 class NotFoundError(KeystoreError):
     """A pseudonym or study UID has no linkage record."""
 
-    exit_code = 1
+    kind = ErrorKind.ATTENTION
 
 
 class ReidentificationRefused(KeystoreError):
@@ -69,10 +90,10 @@ class ReidentificationRefused(KeystoreError):
 
 
 class DatabaseError(KeystoreError):
-    """The linkage store cannot be reached or used (the machine's problem, not the user's:
-    exit status 5, as for a full disk; run the same command again once it is back)."""
+    """The linkage store cannot be reached or used (the machine's problem, not the user's, as
+    for a full disk; run the same command again once it is back)."""
 
-    exit_code = 5
+    kind = ErrorKind.UNAVAILABLE
 
 
 class ProjectClosedError(KeystoreError):

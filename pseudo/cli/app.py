@@ -11,10 +11,8 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from keystore.errors import KeystoreError
 from pseudo import __version__
-from pseudo.cli.common import EXIT_INTERNAL, err, exit_code_of
-from pseudo.errors import PseudoError
+from pseudo.cli.common import ExitCode, err, error_kind, exit_code_of
 
 #: Each subcommand (or group) and where it is defined, in the order ``--help`` lists them.
 #: A command loads only its own module: ``pseudo run`` does not import what ``pseudo diff``
@@ -90,16 +88,13 @@ def _main(
     """pseudo: pseudonymize DICOM for research, with a key vault and logged re-identification."""
 
 
-#: Errors of the user's making: one line, no traceback.
-EXPECTED_ERRORS = (KeystoreError, PseudoError)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: one line per error, documented exit codes.
 
-    Usage errors are reported by typer (exit 2); errors of the user's making raised by
-    :mod:`pseudo` or :mod:`keystore` become one line on stderr; anything else is an internal
-    error, shown with its traceback only under ``--debug``.
+    Usage errors are reported by typer (exit 2); the expected errors raised by :mod:`pseudo`
+    or :mod:`keystore` (those with an :class:`~keystore.errors.ErrorKind`, told apart without
+    importing their modules) become one line on stderr and the exit status of their kind;
+    anything else is an internal error, shown with its traceback only under ``--debug``.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
@@ -107,18 +102,16 @@ def main(argv: list[str] | None = None) -> None:
         app(args=args, prog_name="pseudo")
     except KeyboardInterrupt:
         err.print("pseudo: interrupted", markup=False)
-        sys.exit(130)
-    except EXPECTED_ERRORS as exc:
-        if debug:
-            traceback.print_exc()
-        err.print(f"pseudo: error: {exc}", markup=False)
-        sys.exit(exit_code_of(exc))
+        sys.exit(ExitCode.INTERRUPTED.value)
     except Exception as exc:
         if debug:
             traceback.print_exc()
+        if error_kind(exc) is not None:
+            err.print(f"pseudo: error: {exc}", markup=False)
+            sys.exit(exit_code_of(exc).value)
         err.print(
             f"pseudo: internal error ({exc.__class__.__name__}); "
             "run again with --debug for details",
             markup=False,
         )
-        sys.exit(EXIT_INTERNAL)
+        sys.exit(ExitCode.INTERNAL.value)

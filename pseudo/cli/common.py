@@ -1,12 +1,16 @@
 """Shared pieces of the command line: console, options, passphrases and exit codes.
 
-Exit codes: 0 success; 1 the job ran but something needs attention (quarantined files, a
-failed audit check, an unknown pseudonym); 2 usage or configuration error; 3 authentication
-failure; 4 internal error; 130 interrupted.
+Exit codes (:class:`ExitCode`): 0 success; 1 the job ran but something needs attention
+(quarantined files, a failed audit check, an unknown pseudonym); 2 usage or configuration
+error; 3 authentication failure; 4 internal error; 5 the output or the database could not be
+written; 130 interrupted. The layers below never name an exit code: an expected error carries
+an :class:`~keystore.errors.ErrorKind`, and :func:`exit_code_of` is the one place that maps a
+kind to a code.
 """
 
 from __future__ import annotations
 
+import enum
 import getpass
 import json
 import os
@@ -18,13 +22,38 @@ import typer
 from rich.console import Console
 
 from keystore.crypto import ScryptParams
-from keystore.errors import KeystoreError
+from keystore.errors import ErrorKind
 from keystore.stamps import os_user
 from pseudo.errors import PseudoError
 
-EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_AUTH, EXIT_INTERNAL = 0, 1, 2, 3, 4
-#: The output or the database could not be written (disk full, permissions, server down).
-EXIT_ENVIRONMENT = 5
+
+class ExitCode(enum.IntEnum):
+    """The exit statuses of ``pseudo``, as README.md documents them."""
+
+    OK = 0
+    ATTENTION = 1
+    USAGE = 2
+    AUTHENTICATION = 3
+    INTERNAL = 4
+    #: the output or the database could not be written (disk full, permissions, server down)
+    UNAVAILABLE = 5
+    INTERRUPTED = 130
+
+
+#: The exit status of each kind of expected error.
+EXIT_CODES: dict[ErrorKind, ExitCode] = {
+    ErrorKind.ATTENTION: ExitCode.ATTENTION,
+    ErrorKind.USAGE: ExitCode.USAGE,
+    ErrorKind.AUTHENTICATION: ExitCode.AUTHENTICATION,
+    ErrorKind.UNAVAILABLE: ExitCode.UNAVAILABLE,
+}
+
+EXIT_OK, EXIT_ATTENTION, EXIT_USAGE = ExitCode.OK, ExitCode.ATTENTION, ExitCode.USAGE
+EXIT_AUTH, EXIT_INTERNAL, EXIT_ENVIRONMENT = (
+    ExitCode.AUTHENTICATION,
+    ExitCode.INTERNAL,
+    ExitCode.UNAVAILABLE,
+)
 
 #: Messages, progress and warnings go to stderr; data goes to stdout.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -34,9 +63,9 @@ out = Console(highlight=False, soft_wrap=True)
 class UserError(PseudoError):
     """A problem with what the user asked; printed as one line."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.USAGE) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.kind = kind
 
 
 def default_vault() -> Path:
@@ -142,11 +171,17 @@ def actor() -> str:
     return os_user()
 
 
-def exit_code_of(exc: BaseException) -> int:
-    """The exit status that an expected error maps to."""
-    if isinstance(exc, KeystoreError | PseudoError):
-        return exc.exit_code
-    return EXIT_USAGE
+def error_kind(exc: BaseException) -> ErrorKind | None:
+    """The kind of an expected error (one of :mod:`keystore` or :mod:`pseudo`), None for any
+    other exception (a bug). Read from the error's ``kind``: the classes need not be imported."""
+    kind = getattr(exc, "kind", None)
+    return kind if isinstance(kind, ErrorKind) else None
+
+
+def exit_code_of(exc: BaseException) -> ExitCode:
+    """The exit status of an error: its kind's, or 4 (internal) for an unexpected one."""
+    kind = error_kind(exc)
+    return EXIT_CODES[kind] if kind is not None else ExitCode.INTERNAL
 
 
 NewPassphraseFileOption = Annotated[

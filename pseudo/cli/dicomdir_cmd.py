@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pseudo.cli.common import UserError, emit_json, err
-from pseudo.review.dicomdir import DEFAULT_FILESET_ID, MediaError, build_media
+from pseudo.cli.common import emit_json, err
+from pseudo.review.dicomdir import DEFAULT_FILESET_ID, build_media
 
 
 def dicomdir_command(
@@ -36,10 +36,7 @@ def dicomdir_command(
 
     Example: pseudo dicomdir /data/export /data/cd-image --fileset-id LUNGTRIAL
     """
-    try:
-        summary = build_media(output, media, fileset_id)
-    except MediaError as exc:
-        raise UserError(str(exc), exc.exit_code) from exc
+    summary = build_media(output, media, fileset_id)  # a MediaError is one line, by its kind
     if as_json:
         emit_json(summary.to_json())
     duplicates = (
