@@ -12,7 +12,14 @@ Example::
         result.dataset.save_as(result.relative_path.replace("/", "_"), enforce_file_format=True)
 
 The same keys give the same pseudonyms, UIDs and date offsets as ``pseudo run``, so files
-pseudonymized here and on the command line belong to one consistent cohort.
+pseudonymized here and on the command line belong to one consistent cohort. Both go through
+the same per-file pipeline (:mod:`pseudo.pipeline`): a data set is verified for residual PHI
+as a written file is, and :meth:`Project.run` is ``pseudo run`` itself (journal, resume,
+crash-safe commit, run report and audit record)::
+
+    with open_project("pseudo-vault", "lung-trial", passphrase=secret) as project:
+        summary = project.run("/data/incoming", "/data/export", workers=4)
+        print(summary.counts)
 """
 
 from __future__ import annotations
@@ -25,9 +32,12 @@ from pydicom.dataset import Dataset
 
 from keystore.keyring import Keyring
 from keystore.session import VaultSession
+from pseudo.batch.report import RunSummary, write_report
+from pseudo.batch.runner import Runner
 from pseudo.deid import anchors
-from pseudo.deid.engine import PseudonymizedDataset, Pseudonymizer
+from pseudo.deid.engine import PseudonymizedDataset
 from pseudo.deid.identity import read_identity
+from pseudo.pipeline.process import FileProcessor
 from pseudo.policy import CompiledPolicy, load_policy
 
 __all__ = ["Project", "PseudonymizedDataset", "open_project"]
@@ -42,7 +52,7 @@ class Project:
         self._session = session
         self.keyring = keyring
         self.policy = policy
-        self._engine = Pseudonymizer(keyring, policy)
+        self._processor = FileProcessor(keyring, policy)
         self._actor = actor
         self._stored = 0
 
@@ -50,17 +60,48 @@ class Project:
         """Pseudonymize ``ds`` (a deep copy unless ``in_place``).
 
         Under a policy with an anchor date, the patient's anchored offset is looked up (or
-        recorded, from this dataset's study date, if the patient is new).
-        Raises :class:`pseudo.findings.RejectedFile` if the dataset cannot be processed safely.
+        recorded, from this dataset's study date, if the patient is new). The result is
+        verified for residual PHI as ``pseudo run`` verifies a written file.
+        Raises :class:`pseudo.findings.RejectedFile` if the dataset cannot be processed safely
+        or the verification finds an identifying value in the result.
         """
         target = ds if in_place else copy.deepcopy(ds)
-        engine = self._engine
+        processor = self._processor
         if self.policy.anchor is not None:
             day = anchors.study_date(target)
             scans = [(read_identity(target).key, day.isoformat())] if day else []
             offsets = anchors.resolve(self.keyring, self.policy, self._session.linkage, scans)
-            engine = Pseudonymizer(self.keyring, self.policy, offsets)
-        return engine.pseudonymize(target)
+            processor = FileProcessor(self.keyring, self.policy, anchored_offsets=offsets)
+        return processor.pseudonymize_dataset(target)
+
+    def run(
+        self,
+        source: str | Path,
+        output: str | Path,
+        *,
+        workers: int = 1,
+        verify: bool = True,
+        report_dir: str | Path | None = None,
+    ) -> RunSummary:
+        """``pseudo run SOURCE OUTPUT``: pseudonymize a file or a tree into ``output``, with the
+        journal (a re-run skips what is done), the crash-safe commit, the run report (in
+        ``report_dir``, default ``OUTPUT.pseudo-run/``) and the run's audit record."""
+        out = Path(output)
+        runner = Runner(
+            self.keyring,
+            self.policy,
+            self._session.linkage,
+            Path(source),
+            out,
+            workers=workers,
+            check=verify,
+            audit=self._session.audit,
+            actor=self._actor,
+        )
+        summary = runner.run()
+        reports = Path(report_dir) if report_dir else out.parent / f"{out.name}.pseudo-run"
+        write_report(summary, reports)
+        return summary
 
     def store(self, *results: PseudonymizedDataset) -> int:
         """Seal and commit the linkage records of ``results``; returns how many were new."""

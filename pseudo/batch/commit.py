@@ -58,7 +58,7 @@ class Committer:
         self._sync_each_file = sync_each_file
         self.temp_dir = output / TEMP_DIR_NAME / run_id
         self.new_linkage_records = 0
-        self._written_this_run: dict[str, str] = {}  # output -> its temporary file
+        self.same_output = SameOutputCheck(output)
         self._lock: int | None = None
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pseudo-flush")
         #: the batch whose files are being flushed to disk, not yet committed
@@ -99,7 +99,7 @@ class Committer:
                 "run the same command again to write it completely"
             )
         for outcome in batch:
-            self._check_conflict(outcome)
+            self.same_output.check(outcome)
         journal = []
         for o in batch:
             key = journal_key(self.keyring, o.input)
@@ -139,24 +139,6 @@ class Committer:
                 outcome.temp = None
             self.record(outcome)
 
-    def _check_conflict(self, outcome: FileOutcome) -> None:
-        """Two inputs of this run that give one output path must give the same bytes."""
-        if outcome.status != FileStatus.WRITTEN or not outcome.output or not outcome.temp:
-            return
-        earlier_name = self._written_this_run.get(outcome.output)
-        if earlier_name is None:
-            self._written_this_run[outcome.output] = outcome.temp
-            return
-        earlier = Path(earlier_name)
-        if not earlier.exists():  # renamed into place since
-            earlier = self.output / outcome.output
-        if earlier.is_file() and _digest(earlier) == _digest(Path(outcome.temp)):
-            return
-        Path(outcome.temp).unlink(missing_ok=True)
-        outcome.status = FileStatus.QUARANTINED
-        outcome.reason = "another input file has the same SOP Instance UID but different content"
-        outcome.temp, outcome.output, outcome.linkage = None, None, []
-
     def claim(self) -> None:
         """Lock this run's temporary folder; remove those of runs that died (unlocked)."""
         root = self.output / TEMP_DIR_NAME
@@ -186,6 +168,44 @@ class Committer:
             self._lock = None
         with contextlib.suppress(OSError):  # another run may still use it
             root.rmdir()
+
+
+class SameOutputCheck:
+    """Two inputs of one run that give one output path (the same SOP Instance UID) must give
+    the same bytes; the later one of a pair that differs is quarantined, never written over
+    the first. A run and a dry run both hold their outcomes to it.
+
+    ``output`` is the folder outputs are renamed into; without it (a dry run, whose temporary
+    files are thrown away), each first output's digest is kept instead of its file.
+    """
+
+    def __init__(self, output: Path | None) -> None:
+        self.output = output
+        self._seen: dict[str, str] = {}  # output -> its temporary file (or its digest)
+
+    def check(self, outcome: FileOutcome) -> None:
+        """Quarantine ``outcome`` (and remove its temporary file) if an earlier outcome of
+        the run gave the same output path with other bytes."""
+        if outcome.status != FileStatus.WRITTEN or not outcome.output or not outcome.temp:
+            return
+        earlier_name = self._seen.get(outcome.output)
+        if earlier_name is None:
+            first = outcome.temp if self.output is not None else _digest(Path(outcome.temp))
+            self._seen[outcome.output] = first
+            return
+        if self.output is None:
+            same = earlier_name == _digest(Path(outcome.temp))
+        else:
+            earlier = Path(earlier_name)
+            if not earlier.exists():  # renamed into place since
+                earlier = self.output / outcome.output
+            same = earlier.is_file() and _digest(earlier) == _digest(Path(outcome.temp))
+        if same:
+            return
+        Path(outcome.temp).unlink(missing_ok=True)
+        outcome.status = FileStatus.QUARANTINED
+        outcome.reason = "another input file has the same SOP Instance UID but different content"
+        outcome.temp, outcome.output, outcome.linkage = None, None, []
 
 
 def _digest(path: Path) -> str:

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
+from pseudo.batch.commit import SameOutputCheck
 from pseudo.deid import anchors
 from pseudo.io.listing import discover
 from pseudo.pipeline.outcome import FileStatus
@@ -78,11 +79,13 @@ def dry_run(
         scans = [anchors.scan_file(str(p)) for p in paths]
         offsets = anchors.resolve(keyring, policy, store, scans, record=False)
     processor = FileProcessor(keyring, policy, check=check, anchored_offsets=offsets)
+    same_output = SameOutputCheck(None)
     with tempfile.TemporaryDirectory(prefix="pseudo-dry-run-") as temp:
         for path in paths:
-            outcome = processor.process(
-                path, Path(temp), sync=False, keep_output=False, inspect=result.count_changes
-            )
+            outcome = processor.process(path, Path(temp), sync=False, inspect=result.count_changes)
+            same_output.check(outcome)
+            if outcome.temp:
+                Path(outcome.temp).unlink()
             result.outcomes[str(path)] = outcome.status
             result.files[FATES[outcome.status]] += 1
             if outcome.status in (FileStatus.QUARANTINED, FileStatus.FAILED):
