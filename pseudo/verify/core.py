@@ -36,6 +36,7 @@ from pseudo.deid.clean import date_spellings, word_tokens
 from pseudo.deid.uids import is_standard_uid
 from pseudo.deid.walker import attribute_name, element_vr
 from pseudo.dicom.private import SafePrivate
+from pseudo.io.pydicom_internals import character_set, element_map
 from pseudo.policy.compiled import CompiledPolicy, Decision
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
@@ -54,6 +55,11 @@ SEARCHED_VRS = frozenset(
 #: VRs searched in an output, where a value found in the raw bytes must be given its place.
 CHECKED_VRS = SEARCHED_VRS | {"AS", "CS", "DS", "IS", "TM"}
 REFERENCE_TAGS = frozenset({0x00081155, 0x00041511})
+#: Binary VRs: in a standard attribute they hold numbers, pixels, curves or profiles (ICC
+#: profiles, LUTs, waveforms, overlays, icons), never text, and are not searched for words.
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+#: Standard binary attributes that do carry text: Encapsulated Document (PDF, CDA).
+_BINARY_WITH_TEXT = frozenset({0x00420011})
 #: File meta elements that name the source of a file, and the kind of value they hold.
 _META_NEEDLES = {
     0x00020003: "instance UID",  # Media Storage SOP Instance UID
@@ -88,6 +94,8 @@ _KEEPING = frozenset({Action.KEEP})
 #: policy's choice, not a leak (an Institution Name TOSHIBA inside a kept Manufacturer
 #: TOSHIBA_MEC names the vendor). Names, IDs, dates, UIDs, addresses are reported wherever found.
 _DESCRIPTIVE = frozenset({"private value", "text", "free text", "institution"})
+#: Kept values of an input, by where they are: (sequences above, tag) -> the value as read.
+KeptValues = dict[tuple[Parents, int], Any]
 #: Actions after which nothing of a text value may remain (cleaning and substitution keep words).
 _PARTIAL = frozenset({Action.CLEAN, Action.SUBSTITUTE})
 
@@ -107,7 +115,7 @@ class Finding:
 
     output: str
     path: str
-    check: str  # leak | private-attribute | burned-in | file-name | reference
+    check: str  # leak | kept-value | private-attribute | burned-in | file-name | reference
     kind: str
     severity: str = "leak"  # leak (fails the check) | warning
     value: str | None = None
@@ -276,7 +284,7 @@ def _items(ds: Dataset, tag: int, element: Any) -> list[Dataset]:
 
 def _elements(ds: Dataset, parents: Parents = ()) -> Iterator[Walked]:
     """Every element at every depth: (dataset holding it, tag, VR, sequences above it)."""
-    for tag, element in list(ds._dict.items()):
+    for tag, element in list(element_map(ds).items()):
         vr = element_vr(element, tag)  # the VR only: a raw element is not converted here
         yield ds, tag, vr, parents
         if vr == "SQ":
@@ -322,7 +330,7 @@ def peek_value(ds: Dataset, tag: int, vr: str, charset: Any = None) -> Any:
                 if vr in _SINGLE_TEXT_VRS:
                     return text.rstrip("\x00 ")
                 return [value.rstrip("\x00 ") for value in text.split("\\")]
-        return convert_value(vr, element, ds._character_set if charset is None else charset)
+        return convert_value(vr, element, character_set(ds) if charset is None else charset)
     return ds[tag].value
 
 
@@ -367,6 +375,9 @@ class Recorder:
         self.references: dict[str, str] = {}
         #: id -> encodings of the data sets seen (pydicom works them out again at every call)
         self._charsets: dict[int, Any] = {}
+        #: the input's value of every attribute the policy keeps: a needle found there in the
+        #: output is the policy's choice when the input had it at the same place
+        self.kept: KeptValues = {}
 
     def __call__(
         self, ds: Dataset, tag: int, vr: str, decision: Decision, parents: Parents = ()
@@ -376,8 +387,12 @@ class Recorder:
         if parents and tag in REFERENCE_TAGS:
             for uid in _strings(_peek(ds, tag, vr)):
                 self.references[path_of(parents, tag)] = uid
-        if action in _KEEPING or vr == "TM" or (private and 0x10 <= tag & 0xFFFF <= 0xFF):
-            return  # kept values, times of day and private creator names are not evidence
+        if action in _KEEPING:
+            if vr != "SQ":
+                self.kept[(parents, tag)] = _snapshot(ds, tag)
+            return  # kept values are not evidence of themselves
+        if vr == "TM" or (private and 0x10 <= tag & 0xFFFF <= 0xFF):
+            return  # times of day and private creator names are not evidence
         if private and action is Action.CLEAN and self._safe.is_safe(ds, tag):
             return
         if vr == "SQ":
@@ -388,7 +403,7 @@ class Recorder:
             return
         charset = self._charsets.get(id(ds))
         if charset is None:
-            charset = self._charsets[id(ds)] = ds._character_set
+            charset = self._charsets[id(ds)] = character_set(ds)
         try:
             element = ds.get_item(tag)
             if private and isinstance(element, RawDataElement):
@@ -410,10 +425,10 @@ class Recorder:
         if meta is None:
             return
         for tag, kind in _META_NEEDLES.items():
-            if tag not in meta._dict:
+            if tag not in (elements := element_map(meta)):
                 continue
             try:
-                value = peek_value(meta, tag, element_vr(meta._dict[tag], tag))
+                value = peek_value(meta, tag, element_vr(elements[tag], tag))
             except Exception:
                 continue
             if isinstance(value, bytes):
@@ -443,6 +458,28 @@ class Recorder:
                 _record_value(self.needles, inner, vr, value, Action.REMOVE, private)
 
 
+def _snapshot(ds: Dataset, tag: int) -> Any:
+    """The value of an element as it is now, in a form later changes cannot alter (the raw
+    bytes of an element not converted yet; a tuple for several values)."""
+    element = element_map(ds).get(tag)
+    return None if element is None else _snapshot_of(element)
+
+
+def _snapshot_of(element: Any) -> Any:
+    """What :func:`_snapshot` would give for an element."""
+    value = element.value
+    return tuple(value) if isinstance(value, MultiValue | list) else value
+
+
+def _snapshot_text(value: Any) -> str:
+    """A kept value as text to search in (bytes as Latin-1: needles there are ASCII words)."""
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, tuple):
+        return "\\".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
 #: Private values at most this long are recorded once per process, by their bytes.
 _RECURRING_BYTES = 1024
 
@@ -454,7 +491,7 @@ def _private_needles(
     """What recording one raw private element adds, worked out once: a scanner's private
     attributes hold the same values file after file."""
     holder = Dataset()
-    holder._dict[element.tag] = element
+    element_map(holder)[element.tag] = element
     value = peek_value(holder, element.tag, vr, list(charset))
     needles = Needles()
     _record_value(needles, element.tag, vr, value, action, True)
@@ -635,10 +672,19 @@ def check(
     active: frozenset[int] = frozenset(),
     show_values: bool = False,
     walked: list[Walked] | None = None,
+    kept: KeptValues | None = None,
 ) -> list[Finding]:
     """Look for the matcher's needles in one output: its bytes (``header``: every byte but the
     top-level pixel data), its attributes at every depth when needed, and its file name. One
-    finding per attribute path and kind of value."""
+    finding per attribute path and kind of value.
+
+    Text values are searched by whole words; standard binary values (ICC profiles, LUTs,
+    waveforms, overlays, icons) are not searched, private and unknown ones are, in their
+    printable runs. A needle in an attribute the policy keeps, that the input held at the
+    same place (``kept``, from :class:`Recorder`; without it: any value the policy keeps), is
+    the policy's choice: a warning for names, IDs, dates and UIDs, nothing for descriptive
+    values. Anywhere else it is a leak.
+    """
     findings: list[Finding] = []
     reported: set[tuple[str, str, str]] = set()
 
@@ -669,12 +715,24 @@ def check(
     raw_hits = (
         matcher.search_bytes(header, encodings(out)) if header is not None and matcher else []
     )
+    chosen: set[str] = set()  # values in which a needle is the policy's choice
     if matcher and (header is None or raw_hits):
         seen: set[Needle] = set()
+        binary: list[bytes] = []  # standard binary values: not text, not searched
         elements = [("FileMeta.", e) for e in _elements(meta)] + [("", e) for e in walked]
         for prefix, (level, tag, vr, parents) in elements:
-            if vr == "SQ" or (vr not in CHECKED_VRS and not (tag >> 16) & 1):
-                continue
+            private = bool((tag >> 16) & 1)
+            if vr == "SQ" or (vr not in CHECKED_VRS and not private):
+                if vr in _BINARY_VRS and tag not in _BINARY_WITH_TEXT and raw_hits:
+                    try:
+                        value = level[tag].value
+                    except Exception:
+                        continue
+                    if isinstance(value, bytes):
+                        binary.append(value)
+                elif tag not in _BINARY_WITH_TEXT:
+                    continue
+            before = element_map(level).get(tag)  # as it was written: reading converts it
             try:
                 value = level[tag].value
             except Exception:
@@ -682,22 +740,36 @@ def check(
             texts = _strings(value)
             if isinstance(value, bytes):
                 texts = [run.decode("ascii") for run in _PRINTABLE.findall(value)]
-            kept: bool | None = None
+            of_itself: dict[Needle, bool] = {}
             for text in texts:
                 for needle in matcher.search_text(text):
                     seen.add(needle)
-                    if kept is None:
-                        kept = policy.decide(tag, vr, level, parents, active).action in _KEEPING
-                    equal = text.strip().upper() == needle.text.upper()
-                    if kept and (equal or needle.kind in _DESCRIPTIVE):
-                        continue  # the policy keeps this value here: its choice, not a leak
-                    report(path_of(parents, tag, prefix), "leak", needle.kind, needle.text)
+                    if needle not in of_itself:
+                        where = (level, tag, vr, parents, active)
+                        if prefix and tag == 0x00020003:  # repeats the SOP Instance UID
+                            where, before = (out, 0x00080018, "UI", (), active), None
+                        elif prefix:  # the rebuilt file meta keeps nothing of the input
+                            where = None
+                        of_itself[needle] = where is not None and _chosen(
+                            needle, matcher, policy, kept, where, before
+                        )
+                    path = path_of(parents, tag, prefix)
+                    if not of_itself[needle]:
+                        report(path, "leak", needle.kind, needle.text)
+                        continue
+                    chosen.add(text.strip())
+                    if needle.kind not in _DESCRIPTIVE:
+                        report(path, "kept-value", needle.kind, needle.text, "warning")
         for needle, offset in raw_hits:
-            if needle not in seen:
+            if needle not in seen and not _inside(needle, header or b"", binary):
                 report(f"(raw bytes at offset {offset})", "leak", needle.kind, needle.text)
     for part in relative_path.split("/"):
         for needle in matcher.search_text(part):
-            report("(file name)", "file-name", needle.kind, needle.text)
+            stem = part.removesuffix(".dcm")
+            if stem in chosen:  # e.g. a UID the policy keeps, which holds a date
+                report("(file name)", "kept-value", needle.kind, needle.text, "warning")
+            else:
+                report("(file name)", "file-name", needle.kind, needle.text)
     burned = str(out.get("BurnedInAnnotation", "") or "").strip().upper()
     if burned == "YES":
         report(
@@ -715,6 +787,40 @@ def check(
             "warning",
         )
     return findings
+
+
+def _chosen(
+    needle: Needle,
+    matcher: Matcher,
+    policy: CompiledPolicy,
+    kept: KeptValues | None,
+    where: tuple[Dataset, int, str, Parents, frozenset[int]],
+    before: Any,
+) -> bool:
+    """Whether a needle found in an output attribute is there by the policy's choice: the
+    policy keeps the attribute and (when the input's kept values are known) the input held
+    the needle at the same place (``before``: the output's element as written, if known)."""
+    level, tag, vr, parents, active = where
+    if kept is None:
+        return policy.decide(tag, vr, level, parents, active).action in _KEEPING
+    key = (parents, tag)
+    if key not in kept:
+        return False
+    value = kept[key]
+    if before is not None and value == _snapshot_of(before):
+        return True  # the attribute is as the input had it
+    return needle in matcher.search_text(_snapshot_text(value))
+
+
+def _inside(needle: Needle, header: bytes, binary: list[bytes]) -> bool:
+    """Whether every occurrence of a needle in the raw bytes is inside a standard binary value
+    (an ICC profile's ``tech`` tag is not the operator TECH)."""
+    if not binary:
+        return False
+    pattern = _needle_pattern(needle)
+    total = len(pattern.findall(header.decode("latin-1")))
+    inside = sum(len(pattern.findall(value.decode("latin-1"))) for value in binary)
+    return 0 < total <= inside
 
 
 def uid_digest(uid: str) -> int:
@@ -850,6 +956,7 @@ def finish(
         active=pending.active,
         show_values=show_values,
         walked=walked,
+        kept=pending.recorder.kept,
     )
     evidence = PairEvidence(
         pending.instance,
