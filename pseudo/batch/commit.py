@@ -55,7 +55,7 @@ class Committer:
         self.run_id = run_id
         self.record = record
         #: workers sync each file themselves (a filesystem this process cannot flush at once)
-        self._sync_each_file = sync_each_file
+        self.sync_each_file = sync_each_file
         self.temp_dir = output / TEMP_DIR_NAME / run_id
         self.new_linkage_records = 0
         self.same_output = SameOutputCheck(output)
@@ -71,7 +71,7 @@ class Committer:
     def commit_later(self, batch: list[FileOutcome]) -> None:
         """Start flushing ``batch`` to disk in the background; commit the batch before it."""
         self.commit_flushed()
-        if self._sync_each_file or not any(o.temp for o in batch):
+        if self.sync_each_file or not any(o.temp for o in batch):
             self.commit(batch)
             return
         self._flushing = (batch, self._flusher.submit(durable.sync_filesystem, self.temp_dir))
@@ -109,7 +109,7 @@ class Committer:
         try:
             if flushed is not None:
                 flushed.result()  # file data on disk before the commit
-            elif not self._sync_each_file and any(o.temp for o in batch):
+            elif not self.sync_each_file and any(o.temp for o in batch):
                 durable.sync_filesystem(self.temp_dir)
             self.new_linkage_records += self.store.commit_batch(
                 self.keyring, self.run_id, linkage, journal

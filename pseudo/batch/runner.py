@@ -140,7 +140,7 @@ class Runner:
             self.policy,
             self.temp_dir,
             self.check,
-            sync_each_file=committer._sync_each_file,
+            sync_each_file=committer.sync_each_file,
         )
         batch: list[FileOutcome] = []
         pool: Pool | None = None
