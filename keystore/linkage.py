@@ -3,7 +3,8 @@
 The pseudonymizing station holds only the project's public key: it seals each record with
 :func:`keystore.crypto.seal` and can never read one back. A keyed digest of each record's
 content (not of any single identifier) lets a re-run recognize a record it already stored, so
-running the same input twice adds no duplicate.
+running the same input twice adds no duplicate. What a sealed record holds is defined once, in
+:mod:`keystore.records`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, bindparam, func, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,33 +37,12 @@ from keystore.errors import (
     StaleKeyError,
 )
 from keystore.keyring import Keyring
+from keystore.records import Kind
+from keystore.records import LinkageEntry as LinkageEntry  # re-exported for the writers
 from keystore.stamps import utcnow
 
 #: Rows re-sealed per statement during a key rotation.
 RESEAL_CHUNK = 500
-
-Kind = Literal["patient", "study"]
-FieldValue = str | int | None
-
-
-@dataclass(frozen=True)
-class LinkageEntry:
-    """An identity to seal: ``fields`` are the original identifiers behind ``key``.
-
-    ``key`` is the pseudonymous value the record is found by (the patient pseudonym, or the
-    pseudonymous Study Instance UID), ``pseudonym`` the patient it belongs to.
-    """
-
-    kind: Kind
-    key: str
-    pseudonym: str
-    fields: Mapping[str, FieldValue]
-
-    def canonical(self) -> bytes:
-        """The content as canonical JSON, the plaintext that gets sealed."""
-        return json.dumps(
-            dict(self.fields), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
 
 
 @dataclass(frozen=True)

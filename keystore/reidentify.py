@@ -10,7 +10,6 @@ the project's audit key.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from keystore.errors import (
     ReidentificationRefused,
 )
 from keystore.linkage import LinkageStore, sealed_aad
+from keystore.records import PatientRecordV1, SealedRecord, StudyRecordV1, open_record
 from keystore.stamps import os_user
 from keystore.vault import ReidentificationKey, Vault
 
@@ -83,12 +83,12 @@ class Request:
         return f"study:{self.study_uid}"
 
 
-def _open_all(key: ReidentificationKey, rows: list[Any]) -> list[dict[str, Any]]:
-    opened = []
-    for row in rows:
-        plaintext = key.open(row.sealed, sealed_aad(row.project, row.kind, row.key))
-        opened.append(json.loads(plaintext))
-    return opened
+def _open_all(key: ReidentificationKey, rows: list[Any]) -> list[SealedRecord]:
+    """Open the sealed records of ``rows`` (:class:`InvalidTokenError` if one does not open)."""
+    return [
+        open_record(row.kind, key.open(row.sealed, sealed_aad(row.project, row.kind, row.key)))
+        for row in rows
+    ]
 
 
 def reidentify(
@@ -175,28 +175,28 @@ def reidentify(
             f"a linkage record of {pseudonym} does not open with this project's key"
         ) from exc
 
-    first = patients[0]
+    first, *others = [p for p in patients if isinstance(p, PatientRecordV1)]
     identity = Identity(
         project=request.project,
         pseudonym=pseudonym,
-        patient_id=first.get("patient_id"),
-        issuer_of_patient_id=first.get("issuer_of_patient_id"),
-        patient_name=first.get("patient_name"),
-        patient_birth_date=first.get("patient_birth_date"),
-        date_offset_days=first.get("date_offset_days"),
-        other_identities=patients[1:],
+        patient_id=first.patient_id,
+        issuer_of_patient_id=first.issuer_of_patient_id,
+        patient_name=first.patient_name,
+        patient_birth_date=first.patient_birth_date,
+        date_offset_days=first.date_offset_days,
+        other_identities=[other.to_fields() for other in others],
     )
     seen: set[str] = set()
-    for row, data in zip(study_rows, studies, strict=True):
-        if row.key in seen:
+    for row, study in zip(study_rows, studies, strict=True):
+        if row.key in seen or not isinstance(study, StudyRecordV1):
             continue
         seen.add(row.key)
         identity.studies.append(
             StudyIdentity(
                 pseudo_study_uid=row.key,
-                study_uid=data.get("study_uid"),
-                accession_number=data.get("accession_number"),
-                study_date=data.get("study_date"),
+                study_uid=study.study_uid,
+                accession_number=study.accession_number,
+                study_date=study.study_date,
             )
         )
     # The audit record is written before anything is revealed; if it fails, we raise.

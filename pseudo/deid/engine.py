@@ -25,7 +25,7 @@ from pydicom.uid import (
 )
 
 from keystore.keyring import Keyring
-from keystore.linkage import LinkageEntry
+from keystore.records import LinkageEntry, PatientRecordV1, StudyRecordV1
 from pseudo import __version__
 from pseudo.deid.context import FileContext
 from pseudo.deid.dates import offset_in_range
@@ -308,28 +308,26 @@ class Pseudonymizer:
 
         pseudo_study = ctx.remap(study_uid)
         linkage = [
-            LinkageEntry(
-                "patient",
+            LinkageEntry.of(
                 patient_pseudonym,
                 patient_pseudonym,
-                {
-                    "patient_id": identity.patient_id or None,
-                    "issuer_of_patient_id": identity.issuer or None,
-                    "patient_name": identity.name or None,
-                    "patient_birth_date": identity.birth_date or None,
-                    "date_offset_days": offset,
-                    "identity_basis": identity.basis,
-                },
+                PatientRecordV1(
+                    patient_id=identity.patient_id or None,
+                    issuer_of_patient_id=identity.issuer or None,
+                    patient_name=identity.name or None,
+                    patient_birth_date=identity.birth_date or None,
+                    date_offset_days=offset,
+                    identity_basis=identity.basis,
+                ),
             ),
-            LinkageEntry(
-                "study",
+            LinkageEntry.of(
                 pseudo_study,
                 patient_pseudonym,
-                {
-                    "study_uid": study_uid,
-                    "accession_number": accession or None,
-                    "study_date": study_date or None,
-                },
+                StudyRecordV1(
+                    study_uid=study_uid,
+                    accession_number=accession or None,
+                    study_date=study_date or None,
+                ),
             ),
         ]
         return PseudonymizedDataset(
