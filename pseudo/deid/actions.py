@@ -24,6 +24,7 @@ from pseudo.deid.dates import InvalidDateError, shift_value
 from pseudo.deid.tokens import MAX_LENGTH, TOKEN_VRS, encrypt_token, hmac_token
 from pseudo.dicom.vr import DATE_VRS, STRING_VRS, TEXT_VRS
 from pseudo.findings import RejectedFile
+from pseudo.io.pydicom_internals import element_map
 from pseudo.policy.compiled import Decision
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
@@ -206,7 +207,7 @@ def _raw_ascii(ref: ElementRef) -> RawDataElement | None:
     """The element if it is still raw, little endian, of the VR decided by and holds bytes: a
     value of an ASCII-only VR (UI, DA, DT) can then be read and replaced without building a
     pydicom element (the bytes written are those pydicom writes for the new value)."""
-    element = ref.ds._dict.get(BaseTag(ref.tag))
+    element = element_map(ref.ds).get(BaseTag(ref.tag))
     if (
         isinstance(element, RawDataElement)
         and element.is_little_endian
@@ -222,7 +223,7 @@ def _store_raw(ref: ElementRef, raw: RawDataElement, values: list[str], pad: byt
     data = "\\".join(values).encode("ascii")
     if len(data) % 2:
         data += pad
-    ref.ds._dict[raw.tag] = raw._replace(length=len(data), value=data)
+    element_map(ref.ds)[raw.tag] = raw._replace(length=len(data), value=data)
 
 
 def _date_text(value: Any) -> str:

@@ -25,6 +25,7 @@ from pseudo.dicom.private import SafePrivate, drop_orphan_creators
 from pseudo.dicom.tags import standard_vr, tag_text
 from pseudo.dicom.vr import TEXT_VRS
 from pseudo.findings import RejectedFile
+from pseudo.io.pydicom_internals import character_set, element_map, inherit_character_set
 from pseudo.policy.compiled import Decision
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
@@ -71,8 +72,9 @@ def _holder(ds: Dataset, dropped: Dropped) -> Dataset:
     """The dropped elements in a data set of their own, decoded as ``ds`` decodes its own."""
     holder = Dataset(dict(dropped))
     implicit, little = ds.original_encoding
-    holder.set_original_encoding(implicit, little, ds._character_set)
-    holder._parent_encoding = ds._character_set
+    encodings = character_set(ds)
+    holder.set_original_encoding(implicit, little, encodings)
+    inherit_character_set(holder, encodings)
     return holder
 
 
@@ -126,7 +128,7 @@ class Walker:
     def _walk(self, ds: Dataset, prefix: str, parents: Parents) -> None:
         policy = self.ctx.policy
         creators = []
-        elements = ds._dict
+        elements = element_map(ds)
         tags = list(elements)
         dropped = None if parents else self._dropped
         if dropped is not None:

@@ -33,6 +33,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pseudo.dicom.tags import tag_text
 from pseudo.findings import RejectedFile
 from pseudo.io import headscan
+from pseudo.io.pydicom_internals import character_set, element_map
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 #: ``drop(tag, vr)``: whether the caller would only delete this top-level element.
@@ -304,7 +305,7 @@ def _read_scanned(
             scanned.is_implicit_vr,
             True,
         )
-        ds.set_original_encoding(scanned.is_implicit_vr, True, ds._character_set)
+        ds.set_original_encoding(scanned.is_implicit_vr, True, character_set(ds))
         for tag in scanned.empty:
             ds.get_item(tag)  # converts an empty element in place, as _validate does
         span, trailer = None, []
@@ -429,7 +430,7 @@ def encode(ds: Dataset) -> bytes:
     if (
         syntax == DeflatedExplicitVRLittleEndian
         or tuple(getattr(ds, "original_encoding", (None, None))) != encoding
-        or ds.original_character_set != ds._character_set
+        or ds.original_character_set != character_set(ds)
     ):
         buffer = io.BytesIO()
         pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
@@ -548,7 +549,7 @@ def _padded(text: str, pad: bytes) -> bytes:
 
 def _write_file_meta(fp: DicomBytesIO, meta: FileMetaDataset) -> None:
     """Write a file meta made by :func:`new_file_meta` directly; any other through pydicom."""
-    elements = meta._dict
+    elements = element_map(meta)
     if set(elements) - {0x00020000} != set(_META_VRS) or not all(
         isinstance(e, RawDataElement) and e.value for e in elements.values()
     ):

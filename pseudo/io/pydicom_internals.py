@@ -80,3 +80,39 @@ def element_map(ds: Dataset) -> dict[BaseTag, Any]:
     ``RawDataElement``): reading it does not convert raw elements, as ``ds[tag]`` would, and
     writing it stores an element (raw or not) without checks."""
     return cast("dict[BaseTag, Any]", ds._dict)
+
+
+def character_set(ds: Dataset) -> str | list[str]:
+    """The Python encodings ``ds`` decodes its text with (``Dataset._character_set``): those of
+    its own Specific Character Set, else those it inherits from the data set it is nested in."""
+    return ds._character_set
+
+
+def inherit_character_set(ds: Dataset, encodings: str | list[str]) -> None:
+    """Make ``ds`` decode text as an item nested in a data set whose character set is
+    ``encodings`` would (``Dataset._parent_encoding``, which pydicom sets on the items of a
+    sequence): it applies unless ``ds`` has a Specific Character Set of its own."""
+    ds._parent_encoding = encodings
+
+
+#: A data dictionary entry: (VR, VM, name, retired, keyword); retired is ``"Retired"`` or
+#: ``""``, and the keyword is ``""`` for a few attributes that have none.
+DictionaryEntry = tuple[str, str, str, str, str]
+
+
+def dictionary_entries() -> dict[int, DictionaryEntry]:
+    """pydicom's data dictionary (``pydicom._dicom_dict.DicomDictionary``): each public tag
+    and its entry. The mapping itself, not a copy (entries added with
+    ``pydicom.datadict.add_dict_entries`` are in it): do not change it."""
+    from pydicom._dicom_dict import DicomDictionary
+
+    return DicomDictionary
+
+
+def repeater_entries() -> dict[str, DictionaryEntry]:
+    """pydicom's dictionary of repeating groups (``pydicom._dicom_dict.RepeatersDictionary``):
+    entries keyed by a tag mask of 8 hex digits with ``x`` for a repeating digit
+    (``"60xx3000"``). The mapping itself, not a copy: do not change it."""
+    from pydicom._dicom_dict import RepeatersDictionary
+
+    return RepeatersDictionary

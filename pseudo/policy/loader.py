@@ -21,6 +21,7 @@ from pseudo.deid.tokens import MAX_LENGTH, TOKEN_VRS, max_reversible_input, reve
 from pseudo.dicom.tags import TagPattern, parse_tag_pattern, tag_text
 from pseudo.dicom.vr import TEXT_VRS
 from pseudo.errors import PseudoError
+from pseudo.io.pydicom_internals import dictionary_entries, repeater_entries
 from pseudo.policy.compiled import CompiledPolicy, CompiledRule, Decision, add_table
 from pseudo.policy.model import Action, PolicyFile, Rule
 from pseudo.policy.selectors import (
@@ -321,10 +322,9 @@ def _vr_alternatives(vr: str) -> list[str]:
 @functools.cache
 def _dictionary_vrs() -> tuple[tuple[int, str, str], ...]:
     """(tag, VR, keyword) of every public attribute: the dictionary, then newer table rows."""
-    from pydicom._dicom_dict import DicomDictionary
-
-    entries = [(tag, entry[0], entry[4] or tag_text(tag)) for tag, entry in DicomDictionary.items()]
-    known = set(DicomDictionary)
+    dictionary = dictionary_entries()
+    entries = [(tag, entry[0], entry[4] or tag_text(tag)) for tag, entry in dictionary.items()]
+    known = set(dictionary)
     for row in confidentiality_table().rows:
         pattern = parse_tag_pattern(row.tag) if row.tag != "private" else None
         if pattern is not None and pattern.is_exact and row.vr and pattern.value not in known:
@@ -343,10 +343,8 @@ def _dictionary_vrs_by_tag() -> dict[int, list[tuple[int, str, str]]]:
 
 @functools.cache
 def _repeater_vrs() -> tuple[tuple[TagPattern, str, str], ...]:
-    from pydicom._dicom_dict import RepeatersDictionary
-
     result = []
-    for mask, entry in RepeatersDictionary.items():
+    for mask, entry in repeater_entries().items():
         pattern = parse_tag_pattern(mask)
         if pattern is not None:
             result.append((pattern, entry[0], entry[4] or pattern.text))

@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 
 from pseudo.dicom.private import creator_of
 from pseudo.dicom.tags import TagPattern, keyword_tag, parse_tag_pattern, tag_text
+from pseudo.io.pydicom_internals import dictionary_entries, repeater_entries
 
 #: Specificity of selector kinds: the most specific rule about an attribute decides.
 SPECIFICITY = {"path": 5, "exact": 4, "creator": 4, "pattern": 3, "private": 2, "vr": 1}
@@ -44,9 +45,7 @@ def resolve_name(text: str, extra_keywords: dict[str, int]) -> TagPattern:
 def _suggest(keyword: str) -> str:
     import difflib
 
-    from pydicom._dicom_dict import DicomDictionary
-
-    names = [entry[4] for entry in DicomDictionary.values() if entry[4]]
+    names = [entry[4] for entry in dictionary_entries().values() if entry[4]]
     close = difflib.get_close_matches(keyword, names, n=3)
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
@@ -202,11 +201,9 @@ def _check_pattern(pattern: TagPattern, text: str) -> None:
     """A pattern for a public group must match something in the data dictionary."""
     if pattern.is_exact or (_may_be_odd(pattern) and (pattern.mask >> 16) & 1):
         return
-    from pydicom._dicom_dict import DicomDictionary, RepeatersDictionary
-
-    if any(pattern.matches(tag) for tag in DicomDictionary):
+    if any(pattern.matches(tag) for tag in dictionary_entries()):
         return
-    if any(pattern.matches(int(mask.replace("x", "0"), 16)) for mask in RepeatersDictionary):
+    if any(pattern.matches(int(mask.replace("x", "0"), 16)) for mask in repeater_entries()):
         return
     raise SelectorError(f"tag pattern {text!r} matches no attribute of the data dictionary")
 
