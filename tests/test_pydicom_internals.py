@@ -101,10 +101,11 @@ def test_dataset_keeps_raw_elements_in_its_element_map_until_accessed() -> None:
     ds = pydicom.dcmread(_bundled("CT_small.dcm"), stop_before_pixels=True)
     elements = element_map(ds)
     tag = BaseTag(0x00100010)
-    converted = [t for t, e in elements.items() if not isinstance(e, RawDataElement)]
-    assert converted == [0x00080005]
+    assert [t for t, e in elements.items() if not isinstance(e, RawDataElement)] == [0x00080005]
     raw = elements[tag]
-    assert ds.get_item(tag) is raw and elements[tag] is raw
+    assert isinstance(raw, RawDataElement) and isinstance(raw.value, bytes)
+    held: object = ds.get_item(tag)  # pydicom types it DataElement; it is the raw tuple
+    assert held is raw and elements[tag] is raw
     assert raw.value_tell > 0 and raw.length == len(raw.value)
     converted = ds[tag]
     assert isinstance(converted, DataElement) and elements[tag] is converted
