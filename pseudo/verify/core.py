@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 from pydicom.values import convert_value
 
@@ -428,7 +429,7 @@ class Recorder:
             if tag not in (elements := element_map(meta)):
                 continue
             try:
-                value = peek_value(meta, tag, element_vr(elements[tag], tag))
+                value = peek_value(meta, tag, element_vr(elements[BaseTag(tag)], tag))
             except Exception:
                 continue
             if isinstance(value, bytes):
@@ -461,7 +462,7 @@ class Recorder:
 def _snapshot(ds: Dataset, tag: int) -> Any:
     """The value of an element as it is now, in a form later changes cannot alter (the raw
     bytes of an element not converted yet; a tuple for several values)."""
-    element = element_map(ds).get(tag)
+    element = element_map(ds).get(BaseTag(tag))
     return None if element is None else _snapshot_of(element)
 
 
@@ -732,7 +733,7 @@ def check(
                         binary.append(value)
                 elif tag not in _BINARY_WITH_TEXT:
                     continue
-            before = element_map(level).get(tag)  # as it was written: reading converts it
+            before = element_map(level).get(BaseTag(tag))  # as it was written: reading converts it
             try:
                 value = level[tag].value
             except Exception:
@@ -745,6 +746,7 @@ def check(
                 for needle in matcher.search_text(text):
                     seen.add(needle)
                     if needle not in of_itself:
+                        where: tuple[Dataset, int, str, Parents, frozenset[int]] | None
                         where = (level, tag, vr, parents, active)
                         if prefix and tag == 0x00020003:  # repeats the SOP Instance UID
                             where, before = (out, 0x00080018, "UI", (), active), None
