@@ -228,7 +228,9 @@ def name_spellings(name: str) -> list[str]:
     return spellings
 
 
+@functools.lru_cache(maxsize=8192)
 def _kind(tag: int, vr: str) -> str:
+    """The kind of value an attribute holds, by its name (worked out once per attribute)."""
     lowered = attribute_name(tag).lower()
     if vr == "PN":
         return "person name"
