@@ -15,15 +15,20 @@ from typing import Any
 
 #: public name -> the module that defines it
 _EXPORTS = {
+    "AuditAction": "keystore.actions",
+    "AuditOutcome": "keystore.actions",
     "AuditLog": "keystore.audit",
     "VerifyResult": "keystore.audit",
+    "ErrorKind": "keystore.errors",
     "KeystoreError": "keystore.errors",
     "ThrottlePolicy": "keystore.guard",
     "Keyring": "keystore.keyring",
     "ProjectSettings": "keystore.keyring",
     "JournalEntry": "keystore.linkage",
-    "LinkageEntry": "keystore.linkage",
+    "LinkageEntry": "keystore.records",
     "LinkageStore": "keystore.linkage",
+    "PatientRecordV1": "keystore.records",
+    "StudyRecordV1": "keystore.records",
     "Identity": "keystore.reidentify",
     "Request": "keystore.reidentify",
     "reidentify": "keystore.reidentify",

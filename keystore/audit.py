@@ -35,9 +35,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from keystore import crypto
+from keystore.actions import AuditAction, AuditOutcome
 from keystore.db import AuditHead, AuditRow, failure
 from keystore.errors import DatabaseError
-from keystore.stamps import GENESIS, utcnow
+from keystore.stamps import GENESIS, os_user, utcnow
 
 _HASHED_FIELDS = (
     "seq",
@@ -129,16 +130,23 @@ class AuditLog:
     # -- appending -------------------------------------------------------------------------
     def append(
         self,
-        action: str,
+        action: AuditAction | str,
         actor: str,
-        outcome: str,
+        outcome: AuditOutcome | str,
         *,
         project: str | None = None,
         subject: str | None = None,
         reason: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> AuditRow:
-        """Append one record and return it; the write is durable when this returns."""
+        """Append one record and return it; the write is durable when this returns.
+
+        ``action`` is an :class:`AuditAction` (or its value; any other string is a
+        ``ValueError``); ``outcome`` an :class:`AuditOutcome` or a string that names a cause
+        (:func:`keystore.actions.outcome_with`).
+        """
+        action = AuditAction(action).value
+        outcome = str(outcome.value if isinstance(outcome, AuditOutcome) else outcome)
         keyed = self._keys.get(project) if project is not None else None
         try:
             with Session(self.engine) as session:
@@ -172,6 +180,40 @@ class AuditLog:
             raise DatabaseError(f"cannot write the audit log: {failure(exc)}") from exc
         self._write_checkpoint(row.seq, row.hash)
         return row
+
+    def record_run(
+        self,
+        run_id: str,
+        project: str,
+        policy: str,
+        outcome: AuditOutcome | str,
+        counts: dict[str, int] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> AuditRow:
+        """The record of a run of ``project`` under ``policy`` (its name or hash):
+        :attr:`AuditOutcome.STARTED` when it starts, and how it ended (``RUN_COMPLETED``,
+        ``RUN_INTERRUPTED``, ``RUN_FAILED``) with its counts of files by outcome."""
+        return self.append(
+            AuditAction.RUN,
+            actor or os_user(),
+            outcome,
+            project=project,
+            details={"run_id": run_id, "policy": policy, **(counts or {})},
+        )
+
+    def record_api_session(
+        self, project: str, datasets: int, policy: str, *, actor: str | None = None
+    ) -> AuditRow:
+        """The record of a Python API session that pseudonymized ``datasets`` data sets of
+        ``project`` under ``policy`` (its hash)."""
+        return self.append(
+            AuditAction.PSEUDONYMIZE_API,
+            actor or os_user(),
+            AuditOutcome.SUCCESS,
+            project=project,
+            details={"datasets": datasets, "policy": policy},
+        )
 
     # -- the vault's checkpoint ------------------------------------------------------------
     def _write_checkpoint(self, seq: int, digest: str, *, force: bool = False) -> None:
@@ -252,6 +294,29 @@ class AuditLog:
         seq, digest = self.head()
         self._write_checkpoint(seq, digest, force=True)
         return seq, digest
+
+    def repair_checkpoint(
+        self, expect: Sequence[tuple[int, str]] = (), *, actor: str | None = None
+    ) -> VerifyResult:
+        """Re-create a lost checkpoint once the log checks out, and record the repair.
+
+        The chain is verified without the checkpoint, with every ``expect`` record (kept
+        outside the vault); only if that passes is the last record written as the new
+        checkpoint (``head`` of the result) and an ``audit.checkpoint`` record appended.
+        Otherwise nothing changes and the result lists the problems.
+        """
+        result = self.verify(expect=expect, check_checkpoint=False)
+        if not result.ok:
+            return result
+        seq, digest = self.reset_checkpoint()
+        result.head = (seq, digest)
+        self.append(
+            AuditAction.AUDIT_CHECKPOINT,
+            actor or os_user(),
+            AuditOutcome.SUCCESS,
+            details={"head": f"{seq}:{digest}", "expected": [f"{s}:{h}" for s, h in expect]},
+        )
+        return result
 
     def _checkpoint_state(self) -> tuple[CheckpointState, int, str]:
         if self.checkpoint is None:

@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
+from keystore.actions import AuditAction, AuditOutcome
 from keystore.audit import AuditLog
 from keystore.db import AuthFailureRow, ProjectKeyRow, failure, upsert
 from keystore.errors import DatabaseError
@@ -110,9 +111,9 @@ class Guard:
     def failed(self, attempt: Attempt, slot: str | None) -> None:
         """Record a failed attempt in the audit log (the count was already kept)."""
         self.audit.append(
-            "unlock",
+            AuditAction.UNLOCK,
             os_user(),
-            "denied: wrong passphrase",
+            AuditOutcome.WRONG_PASSPHRASE,
             project=attempt.project,
             details={
                 "role": attempt.role,

@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keystore import crypto
+from keystore.actions import AuditAction, AuditOutcome, outcome_with
 from keystore.db import busy_timeout
 from keystore.errors import BackupError, CorruptVaultError, SlotError
 from keystore.stamps import os_user, utcnow
 from keystore.vault import CHECKPOINT_DIR, ProjectFile, Vault, settings_mac
 
 if TYPE_CHECKING:
+    from keystore.audit import VerifyResult
     from keystore.session import VaultSession
 
 BACKUP_FORMAT = "pseudo-backup/1"
@@ -55,6 +57,7 @@ def rotate_reid_key(
     reid_passphrase: str,
     *,
     on_progress: Callable[[str, int], None] | None = None,
+    actor: str | None = None,
 ) -> Rotation:
     """Give the project a new X25519 re-identification key pair.
 
@@ -62,9 +65,12 @@ def rotate_reid_key(
     project secret) and a re-identification passphrase (to open the records). Every linkage
     record is re-sealed in one transaction; every re-identification slot gets the new private
     key sealed to its own public key, so nobody's passphrase changes. ``on_progress`` is called
-    with ``("resealing", n)`` after each chunk and ``("committed", n)`` after the commit.
+    with ``("resealing", n)`` after each chunk and ``("committed", n)`` after the commit. The
+    rotation is recorded in the audit log (by ``actor``, default the operating-system user and
+    host) when it starts and when it ends.
     """
     vault = session.vault
+    who = actor or os_user()
     with vault.lock(name):
         project = vault.project(name)
         vault.refuse_closed(project, "its key can no longer be rotated")
@@ -86,7 +92,9 @@ def rotate_reid_key(
         old_fp, new_fp = crypto.fingerprint(project.reid_public_key), crypto.fingerprint(new_public)
         details: dict[str, Any] = {"old_key": old_fp, "new_key": new_fp}
         staging = vault.write_staging(following)
-        session.audit.append("reid-key.rotate", os_user(), "started", project=name, details=details)
+        session.audit.append(
+            AuditAction.REID_KEY_ROTATE, who, AuditOutcome.STARTED, project=name, details=details
+        )
         try:
             count = session.linkage.reseal_all(
                 name, reid.key, project.reid_public_key, new_public, on_progress
@@ -94,9 +102,9 @@ def rotate_reid_key(
         except BaseException as exc:
             staging.unlink(missing_ok=True)
             session.audit.append(
-                "reid-key.rotate",
-                os_user(),
-                f"failed: {exc.__class__.__name__}; nothing changed",
+                AuditAction.REID_KEY_ROTATE,
+                who,
+                outcome_with(AuditOutcome.FAILED, f"{exc.__class__.__name__}; nothing changed"),
                 project=name,
                 details=details,
             )
@@ -106,9 +114,9 @@ def rotate_reid_key(
         os.replace(staging, vault.project_path(name))
     reid_slots = [s.name for s in slots if s.role == "reidentifier"]
     session.audit.append(
-        "reid-key.rotate",
-        os_user(),
-        "success",
+        AuditAction.REID_KEY_ROTATE,
+        who,
+        AuditOutcome.SUCCESS,
         project=name,
         details={
             **details,
@@ -141,12 +149,12 @@ def recover(session: VaultSession) -> list[str]:
                 continue
             if session.linkage.sealed_to(name) == following.reid_public_key.hex():
                 os.replace(staging, vault.project_path(name))
-                outcome = "completed after an interruption"
+                outcome = AuditOutcome.ROTATION_COMPLETED
             else:
                 staging.unlink()
-                outcome = "discarded after an interruption; nothing changed"
-            done.append(f"key rotation of project {name!r} {outcome}")
-        session.audit.append("reid-key.rotate", os_user(), outcome, project=name)
+                outcome = AuditOutcome.ROTATION_DISCARDED
+            done.append(f"key rotation of project {name!r} {outcome.value}")
+        session.audit.append(AuditAction.REID_KEY_ROTATE, os_user(), outcome, project=name)
     return done
 
 
@@ -168,6 +176,7 @@ def close_project(
     *,
     operator_passphrase: str | None = None,
     keep_operator_keys: bool = False,
+    actor: str | None = None,
 ) -> Closure:
     """Anonymize a project for good: destroy its key material (crypto-shredding).
 
@@ -182,8 +191,12 @@ def close_project(
     operators can still check the audit MACs, and can still compute pseudonyms. Closing such a
     project again (without ``keep_operator_keys``) destroys those slots too; it needs only an
     operator passphrase, as no re-identification slot is left.
+
+    Recorded in the audit log (by ``actor``, default the operating-system user and host) when
+    it starts and when it ends.
     """
     vault = session.vault
+    who = actor or os_user()
     destroy_secret = not keep_operator_keys
     with vault.lock(name):
         project = vault.project(name)
@@ -204,9 +217,9 @@ def close_project(
             by_slots.append(vault.open_slot(project, "operator", operator_passphrase).slot)
         destroyed = [s.name for s in project.slots if s.role == "reidentifier" or destroy_secret]
         session.audit.append(
-            "project.close",
-            os_user(),
-            "started",
+            AuditAction.PROJECT_CLOSE,
+            who,
+            AuditOutcome.STARTED,
             project=name,
             details={
                 "slots": destroyed,
@@ -229,9 +242,9 @@ def close_project(
         vault.staging_path(name).unlink(missing_ok=True)
     records = session.linkage.count(name)
     session.audit.append(
-        "project.close",
-        os_user(),
-        "success",
+        AuditAction.PROJECT_CLOSE,
+        who,
+        AuditOutcome.SUCCESS,
         project=name,
         details={
             "destroyed_slots": destroyed,
@@ -291,7 +304,7 @@ def _new_private_dir(path: Path) -> None:
     (path / "projects").mkdir(mode=0o700, exist_ok=True)
 
 
-def backup(session: VaultSession, dest: Path) -> BackupManifest:
+def backup(session: VaultSession, dest: Path, *, actor: str | None = None) -> BackupManifest:
     """Copy the vault consistently to ``dest`` (a new, owner-only folder).
 
     Holds every project's lock (no slot change, rotation or close meanwhile), copies the vault
@@ -299,7 +312,8 @@ def backup(session: VaultSession, dest: Path) -> BackupManifest:
     used), then the SQLite database with its online backup API
     (a consistent snapshot even while runs write to it). The checkpoint is copied before the
     database, so the copy's log always reaches it. A PostgreSQL store is not copied: back it
-    up with ``pg_dump`` (``database`` says ``external``).
+    up with ``pg_dump`` (``database`` says ``external``). The backup is recorded in the audit
+    log (by ``actor``, default the operating-system user and host).
     """
     vault = session.vault
     dest = Path(dest)
@@ -357,9 +371,9 @@ def backup(session: VaultSession, dest: Path) -> BackupManifest:
         json.dump(manifest.to_json(), handle, indent=2, sort_keys=True)
         handle.write("\n")
     session.audit.append(
-        "vault.backup",
-        os_user(),
-        "success",
+        AuditAction.VAULT_BACKUP,
+        actor or os_user(),
+        AuditOutcome.SUCCESS,
         details={"destination": str(dest.resolve()), "audit_head": manifest.audit_head},
     )
     return manifest
@@ -390,12 +404,25 @@ def read_manifest(backup_dir: Path) -> BackupManifest:
     return manifest
 
 
-def restore(backup_dir: Path, dest: Path) -> BackupManifest:
+@dataclass(frozen=True)
+class Restoration:
+    """What a restore did: the backup's manifest, and the check of the restored audit log."""
+
+    manifest: BackupManifest
+    verified: VerifyResult
+
+
+def restore(backup_dir: Path, dest: Path, *, actor: str | None = None) -> Restoration:
     """Restore a backup into ``dest`` (a new or empty folder), checking every file's hash.
 
-    The restored folder is a complete vault; open it and verify its audit log against the
-    manifest's head (``pseudo vault restore`` does both).
+    The restored vault is then opened and its audit log verified, the record the backup was
+    taken at included (it must still be there, unchanged). If it checks out, the restore is
+    recorded in the restored log (by ``actor``, default the operating-system user and host);
+    if not, ``verified`` lists the problems and nothing is recorded.
     """
+    from keystore.audit import parse_head
+    from keystore.session import VaultSession
+
     manifest = read_manifest(backup_dir)
     dest = Path(dest)
     _new_private_dir(dest)
@@ -403,4 +430,16 @@ def restore(backup_dir: Path, dest: Path) -> BackupManifest:
         (dest / rel).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _copy_private(Path(backup_dir) / rel, dest / rel)
     Vault.open(dest)  # fails clearly if the copy is not a vault
-    return manifest
+    with VaultSession(dest) as session:
+        result = session.audit.verify(expect=[parse_head(manifest.audit_head)])
+        if result.ok:
+            session.audit.append(
+                AuditAction.VAULT_RESTORE,
+                actor or os_user(),
+                AuditOutcome.SUCCESS,
+                details={
+                    "from": str(Path(backup_dir).resolve()),
+                    "audit_head": manifest.audit_head,
+                },
+            )
+    return Restoration(manifest, result)

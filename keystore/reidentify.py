@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from keystore.actions import AuditAction, AuditOutcome, outcome_with
 from keystore.audit import AuditLog
 from keystore.errors import (
     AuthenticationError,
@@ -30,7 +31,8 @@ from keystore.records import PatientRecordV1, SealedRecord, StudyRecordV1, open_
 from keystore.stamps import os_user
 from keystore.vault import ReidentificationKey, Vault
 
-ACTION = "reidentify"
+#: The action of every record :func:`reidentify` writes.
+ACTION = AuditAction.REIDENTIFY
 
 
 @dataclass
@@ -104,7 +106,7 @@ def reidentify(
     reason = (request.reason or "").strip()
     opened: list[str] = []
 
-    def log(outcome: str, **details: Any) -> None:
+    def log(outcome: AuditOutcome | str, **details: Any) -> None:
         audit.append(
             ACTION,
             requester or "(not given)",
@@ -124,28 +126,28 @@ def reidentify(
         missing = " and ".join(
             name for name, value in (("--requester", requester), ("--reason", reason)) if not value
         )
-        log(f"refused: missing {missing.replace('--', '')}")
+        log(outcome_with(AuditOutcome.REFUSED, f"missing {missing.replace('--', '')}"))
         raise ReidentificationRefused(f"re-identification refused: {missing} is required")
     if bool(request.pseudonym) == bool(request.study_uid):
-        log("refused: give exactly one of pseudonym or study UID")
+        log(AuditOutcome.AMBIGUOUS_REQUEST)
         raise ReidentificationRefused("give exactly one of --pseudonym or --study-uid")
     try:
         project = vault.project(request.project)
     except ProjectNotFoundError:
-        log("refused: unknown project")
+        log(AuditOutcome.UNKNOWN_PROJECT)
         raise
     try:
         vault.refuse_closed(project, "no pseudonym of it can be re-identified any more")
     except ProjectClosedError:
-        log("refused: project closed")
+        log(AuditOutcome.PROJECT_CLOSED)
         raise
     try:
         key = vault.unlock_reidentifier(request.project, passphrase(), slot, audit_failure=False)
     except AuthenticationError as exc:
-        log("denied: wrong passphrase", failures_in_a_row=exc.failures)
+        log(AuditOutcome.WRONG_PASSPHRASE, failures_in_a_row=exc.failures)
         raise
     except KeystoreError as exc:
-        log(f"error: {exc.__class__.__name__}")
+        log(outcome_with(AuditOutcome.ERROR, exc.__class__.__name__))
         raise
     opened.append(key.slot)
 
@@ -154,14 +156,14 @@ def reidentify(
     if request.study_uid:
         study_rows = linkage.records(request.project, "study", request.study_uid)
         if not study_rows:
-            log("not found")
+            log(AuditOutcome.NOT_FOUND)
             raise NotFoundError(f"study UID {request.study_uid} not found in {request.project!r}")
         pseudonym = study_rows[0].pseudonym
         study_filter = request.study_uid
     assert pseudonym is not None
     patient_rows = linkage.records(request.project, "patient", pseudonym)
     if not patient_rows:
-        log("not found")
+        log(AuditOutcome.NOT_FOUND)
         raise NotFoundError(f"pseudonym {pseudonym} not found in project {request.project!r}")
     try:
         patients = _open_all(key, patient_rows)
@@ -170,7 +172,7 @@ def reidentify(
             study_rows = [row for row in study_rows if row.key == study_filter]
         studies = _open_all(key, study_rows)
     except InvalidTokenError as exc:
-        log("error: a sealed record does not open")
+        log(AuditOutcome.SEALED_RECORD_UNREADABLE)
         raise CorruptVaultError(
             f"a linkage record of {pseudonym} does not open with this project's key"
         ) from exc
@@ -200,5 +202,5 @@ def reidentify(
             )
         )
     # The audit record is written before anything is revealed; if it fails, we raise.
-    log("success", pseudonym=pseudonym, studies=len(identity.studies))
+    log(AuditOutcome.SUCCESS, pseudonym=pseudonym, studies=len(identity.studies))
     return identity

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from keystore import crypto
+from keystore.actions import AuditAction, AuditOutcome
 from keystore.errors import (
     AuthenticationError,
     CorruptVaultError,
@@ -364,8 +365,10 @@ class Vault:
 
     Opened through :class:`keystore.session.VaultSession`, the vault has a :class:`Guard`:
     passphrase attempts are then throttled and every failure is audited, opened audit keys
-    authenticate the session's audit records, and slot changes are audited. Slot changes
-    refuse to run without one.
+    authenticate the session's audit records, and creating a project and changing its slots
+    are audited: they refuse to run without one. Each operation that changes the vault writes
+    its own audit record (:meth:`init` too), so a script that uses these classes leaves the
+    same records as the command line.
     """
 
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
@@ -375,8 +378,14 @@ class Vault:
 
     # -- creation and opening -------------------------------------------------------------
     @classmethod
-    def init(cls, path: Path, database_url: str | None = None) -> Vault:
-        """Create a new, empty vault folder (0700) with its configuration and checkpoint."""
+    def init(
+        cls, path: Path, database_url: str | None = None, *, actor: str | None = None
+    ) -> Vault:
+        """Create a new, empty vault folder (0700) with its configuration and checkpoint, and
+        its linkage store and audit log, whose first record says who (``actor``, default the
+        operating-system user and host) created the vault."""
+        from keystore.session import VaultSession  # the database layers load when needed
+
         path = Path(path)
         if (path / "vault.json").exists():
             raise VaultExistsError(f"{path}: a vault already exists here")
@@ -389,6 +398,13 @@ class Vault:
         _write_private_json(path / "vault.json", config)
         # The checkpoint exists from the start, so that a missing one is always a failure.
         _write_private_json(path / "audit-checkpoint.json", {"seq": 0, "hash": GENESIS})
+        with VaultSession(path) as session:
+            session.audit.append(
+                AuditAction.VAULT_INIT,
+                actor or os_user(),
+                AuditOutcome.SUCCESS,
+                details={"path": str(path)},
+            )
         return cls(path, config)
 
     @classmethod
@@ -506,12 +522,16 @@ class Vault:
         reid_slot: str = "reidentifier",
         secret: bytes | None = None,
         kdf: crypto.ScryptParams | None = None,
+        actor: str | None = None,
     ) -> ProjectFile:
         """Create a project with a fresh secret, one operator slot and one re-identification slot.
 
         ``secret`` imports an existing 256-bit project secret instead, so that a second site
-        (or a restored backup) produces the same pseudonyms.
+        (or a restored backup) produces the same pseudonyms. The creation is recorded in the
+        audit log (by ``actor``, default the operating-system user and host), authenticated by
+        the new project's audit key.
         """
+        guard = self._require_guard()
         path = self.project_path(name)
         if path.exists():
             raise ProjectExistsError(f"project {name!r} already exists in {self.path}")
@@ -564,8 +584,14 @@ class Vault:
         )
         (self.path / "projects").mkdir(mode=0o700, exist_ok=True)
         _write_private_json(path, project.to_json())
-        if self.guard is not None:
-            self.guard.audit.add_key(name, operator_slot, audit_key)
+        guard.audit.add_key(name, operator_slot, audit_key)
+        guard.audit.append(
+            AuditAction.PROJECT_CREATE,
+            actor or os_user(),
+            AuditOutcome.SUCCESS,
+            project=name,
+            details={"prefix": prefix, "slots": [operator_slot, reid_slot]},
+        )
         return project
 
     def save_project(self, project: ProjectFile) -> None:
@@ -715,7 +741,9 @@ class Vault:
     # -- slots ----------------------------------------------------------------------------
     def _require_guard(self) -> Guard:
         if self.guard is None:
-            raise SlotError("key slots are changed through a VaultSession (to audit the change)")
+            raise SlotError(
+                "projects and key slots are changed through a VaultSession (to audit the change)"
+            )
         return self.guard
 
     def add_slot(
@@ -728,9 +756,12 @@ class Vault:
         passphrase: str,
         slot: str | None = None,
         kdf: crypto.ScryptParams | None = None,
+        actor: str | None = None,
     ) -> KeySlot:
         """Add a slot of ``role`` opened by ``new_passphrase``; ``passphrase`` opens an existing
         slot of the same role (only a holder can let someone else in). No image is touched.
+        The change is recorded in the audit log (by ``actor``, default the operating-system
+        user and host).
         """
         guard = self._require_guard()
         with self.lock(name):
@@ -753,19 +784,26 @@ class Vault:
             project.slots.append(created)
             self.save_project(project)
         guard.audit.append(
-            "slot.add",
-            os_user(),
-            "success",
+            AuditAction.SLOT_ADD,
+            actor or os_user(),
+            AuditOutcome.SUCCESS,
             project=name,
             details={"role": role, "slot": new_slot, "by_slot": opened.slot, **params.to_json()},
         )
         return created
 
     def remove_slot(
-        self, name: str, target: str, *, passphrase: str, slot: str | None = None
+        self,
+        name: str,
+        target: str,
+        *,
+        passphrase: str,
+        slot: str | None = None,
+        actor: str | None = None,
     ) -> KeySlot:
         """Remove slot ``target``; ``passphrase`` must open a slot of the same role (possibly the
-        one removed). The last slot of a role is never removed.
+        one removed). The last slot of a role is never removed. The change is recorded in the
+        audit log (by ``actor``, default the operating-system user and host).
         """
         guard = self._require_guard()
         with self.lock(name):
@@ -782,9 +820,9 @@ class Vault:
             project.slots = [s for s in project.slots if s.name != target]
             self.save_project(project)
         guard.audit.append(
-            "slot.remove",
-            os_user(),
-            "success",
+            AuditAction.SLOT_REMOVE,
+            actor or os_user(),
+            AuditOutcome.SUCCESS,
             project=name,
             details={"role": role, "slot": target, "by_slot": opened.slot},
         )
@@ -798,10 +836,13 @@ class Vault:
         *,
         kdf: crypto.ScryptParams,
         new_passphrase: str | None = None,
+        actor: str | None = None,
     ) -> KeySlot:
         """Re-wrap slot ``target`` under new scrypt parameters (and optionally a new passphrase).
 
         ``passphrase`` is the slot's own. The keys inside do not change, so nothing else does.
+        The change is recorded in the audit log (by ``actor``, default the operating-system
+        user and host).
         """
         guard = self._require_guard()
         kdf.validate()
@@ -816,9 +857,9 @@ class Vault:
             project.slots = [new if s.name == target else s for s in project.slots]
             self.save_project(project)
         guard.audit.append(
-            "slot.rewrap",
-            os_user(),
-            "success",
+            AuditAction.SLOT_REWRAP,
+            actor or os_user(),
+            AuditOutcome.SUCCESS,
             project=name,
             details={
                 "role": old.role,

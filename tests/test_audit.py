@@ -14,7 +14,11 @@ from keystore.audit import record_hash
 from keystore.db import AuditRow
 from keystore.session import VaultSession
 from keystore.stamps import GENESIS
+from keystore.vault import Vault
 from tests.conftest import OPERATOR, REID, cli
+
+#: The records a test vault starts with: ``vault.init`` and ``project.create`` (keyed).
+BASE = 2
 
 
 def _fill(vault: Path, n: int = 6, *, keyed: bool = False) -> None:
@@ -102,10 +106,10 @@ def test_intact_log_verifies_and_shows(vault: Path) -> None:
     result = cli("audit", "verify", "--vault", vault, "--json")
     assert result.code == 0
     data = result.json()
-    assert (data["ok"], data["records"], data["problems"]) == (True, 3, [])
+    assert (data["ok"], data["records"], data["problems"]) == (True, BASE + 3, [])
     assert data["head"] == cli("audit", "head", "--vault", vault).stdout.strip()
     shown = cli("audit", "show", "--vault", vault, "--json", "--last", "2").json()
-    assert [r["seq"] for r in shown] == [2, 3]
+    assert [r["seq"] for r in shown] == [BASE + 2, BASE + 3]
     assert shown[-1]["reason"] == "reason 2"
 
 
@@ -114,7 +118,7 @@ def test_appends_continue_the_chain_across_sessions(vault: Path) -> None:
     _fill(vault, 2)
     with VaultSession(vault) as session:
         records = session.audit.records()
-        assert [r.seq for r in records] == [1, 2, 3, 4]
+        assert [r.seq for r in records] == list(range(1, BASE + 5))
         assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(records))
         assert session.audit.verify().ok
 
@@ -180,11 +184,18 @@ def test_the_audit_key_authenticates_records_and_any_slot_opens_it(
     result = cli("audit", "verify", "--vault", vault, "--project", "trial", "--json")
     assert result.code == 0, result.stderr
     data = result.json()
-    assert (data["authenticated"], data["authenticated_through"]) == (3, 5)
+    assert (data["authenticated"], data["authenticated_through"]) == (4, 7)
     shown = cli("audit", "show", "--vault", vault, "--json").json()
-    assert [r["authenticated_by"] for r in shown] == [None, None, *["trial/operator"] * 3]
+    assert [r["action"] for r in shown][:BASE] == ["vault.init", "project.create"]
+    assert [r["authenticated_by"] for r in shown] == [
+        None,  # vault.init: no project
+        "trial/operator",  # project.create: by the new project's audit key
+        None,
+        None,
+        *["trial/operator"] * 3,
+    ]
     without = cli("audit", "verify", "--vault", vault, "--json").json()
-    assert (without["authenticated"], without["unchecked_macs"]) == (0, 3)
+    assert (without["authenticated"], without["unchecked_macs"]) == (0, 4)
     monkeypatch.setenv("PSEUDO_REID_PASSPHRASE", "not a passphrase of this project")
     wrong = cli("audit", "verify", "--vault", vault, "--project", "trial")
     assert wrong.code == 3 and wrong.stderr.count("\n") == 1
@@ -222,7 +233,7 @@ def test_truncating_to_an_authenticated_record_needs_an_external_head(vault: Pat
     (vault / "audit-checkpoint.json").write_text(json.dumps({"seq": seq, "hash": digest}))
     assert _verify(vault)[0] == 0
     code, stderr = _verify(vault, "--expect", head)
-    assert code == 1 and "record 6 given with --expect is not in the log" in stderr
+    assert code == 1 and f"record {BASE + 6} given with --expect is not in the log" in stderr
 
 
 def test_deleting_the_last_record_and_the_checkpoint_is_detected(vault: Path) -> None:
@@ -250,9 +261,14 @@ def test_an_unreadable_checkpoint_is_a_failure(vault: Path, content: str) -> Non
     assert (vault / "audit-checkpoint.json").read_text() == content  # not overwritten
 
 
-def test_a_new_vault_starts_with_a_checkpoint(vault: Path) -> None:
-    assert json.loads((vault / "audit-checkpoint.json").read_text()) == {"seq": 0, "hash": GENESIS}
-    assert _verify(vault, "--expect", f"0:{GENESIS}")[0] == 0
+def test_a_new_vault_starts_with_a_checkpoint(tmp_path: Path) -> None:
+    """``Vault.init`` writes the checkpoint, then the vault's first record, which it witnesses."""
+    Vault.init(tmp_path / "v")
+    assert json.loads((tmp_path / "v" / "audit-checkpoint.json").read_text()) == {
+        "seq": 1,
+        "hash": _hash(tmp_path / "v", 1),
+    }
+    assert _verify(tmp_path / "v", "--expect", f"0:{GENESIS}")[0] == 0
 
 
 def test_head_and_expect(vault: Path) -> None:
@@ -261,7 +277,8 @@ def test_head_and_expect(vault: Path) -> None:
     assert text.code == 0
     seq, digest = text.stdout.strip().split(":")
     data = cli("audit", "head", "--vault", vault, "--json").json()
-    assert (data["seq"], data["hash"]) == (3, digest) and seq == "3" and data["timestamp"]
+    assert (data["seq"], data["hash"]) == (BASE + 3, digest) and seq == str(BASE + 3)
+    assert data["timestamp"]
     _fill(vault, 2)
     assert (
         _verify(vault, "--expect", text.stdout.strip(), "--expect", f"5:{_hash(vault, 5)}")[0] == 0
@@ -285,7 +302,7 @@ def test_checkpoint_command_reanchors_only_a_sound_log(vault: Path) -> None:
     refused = cli("audit", "checkpoint", "--vault", vault, "--expect", head)
     assert refused.code == 1 and not (vault / "audit-checkpoint.json").exists()
     with _db(vault) as con:
-        con.execute("UPDATE audit SET reason = 'reason 2' WHERE seq = 3")  # undo the edit
+        con.execute("UPDATE audit SET reason = 'reason 0' WHERE seq = 3")  # undo the edit
     done = cli("audit", "checkpoint", "--vault", vault, "--expect", head)
     assert done.code == 0, done.stderr
     assert _verify(vault)[0] == 0
@@ -315,13 +332,13 @@ def test_appends_after_a_cut_do_not_advance_the_checkpoint_past_it(vault: Path) 
     checkpoint names a record the chain no longer holds, so it is not moved over the cut."""
     _fill(vault, 6)
     witnessed = json.loads((vault / "audit-checkpoint.json").read_text())
-    assert witnessed["seq"] == 6
+    assert witnessed["seq"] == BASE + 6
     with _db(vault) as con:
         truncate_and_fix_head(con)
     assert _verify(vault)[0] == 1
     _fill(vault, 4)  # records 5 to 8 again, with other hashes
     code, stderr = _verify(vault)
-    assert code == 1 and "record 6: differs from the one this vault saw" in stderr
+    assert code == 1 and f"record {BASE + 6}: differs from the one this vault saw" in stderr
     assert json.loads((vault / "audit-checkpoint.json").read_text()) == witnessed
 
 
@@ -334,7 +351,7 @@ def test_each_database_a_vault_writes_to_has_its_own_checkpoint(
         assert session.audit.checkpoint is not None
         assert json.loads(session.audit.checkpoint.read_text())["seq"] == 0
     _fill_at(vault, other, 3)
-    assert json.loads((vault / "audit-checkpoint.json").read_text())["seq"] == 2
+    assert json.loads((vault / "audit-checkpoint.json").read_text())["seq"] == BASE + 2
     (witness,) = (vault / "audit-checkpoints").glob("*.json")
     data = json.loads(witness.read_text())
     assert data["seq"] == 3 and data["database"] == f"sqlite:///{(tmp_path / 'other.db')}"
@@ -371,12 +388,12 @@ def test_a_database_other_vaults_wrote_to_is_witnessed_from_its_first_use(
     url = f"sqlite:///{shared / 'pseudo.db'}"
     with VaultSession(vault, url) as session:  # first use: anchored at the log's last record
         assert session.audit.checkpoint is not None
-        assert json.loads(session.audit.checkpoint.read_text())["seq"] == 3
+        assert json.loads(session.audit.checkpoint.read_text())["seq"] == BASE + 3
     assert _verify(vault, "--db", url)[0] == 0
     with _db(shared) as con:
-        truncate_and_fix_head_at(con, 2)
+        truncate_and_fix_head_at(con, BASE + 2)
     code, stderr = _verify(vault, "--db", url)
-    assert code == 1 and "this vault saw record 3" in stderr
+    assert code == 1 and f"this vault saw record {BASE + 3}" in stderr
 
 
 def truncate_and_fix_head_at(con: sqlite3.Connection, seq: int) -> None:
@@ -390,4 +407,78 @@ def _fill_at(vault: Path, url: str, n: int) -> None:
     """Append ``n`` records to the audit log of the database at ``url``."""
     with VaultSession(vault, url) as session:
         for i in range(n):
-            session.audit.append("test.write", "writer", "success", details={"i": i})
+            session.audit.append("run", "writer", "success", details={"i": i})
+
+
+def _actions(vault: Path) -> list[tuple[str, str, str | None, str]]:
+    with VaultSession(vault) as session:
+        return [(r.action, r.outcome, r.project, r.actor) for r in session.audit.records()]
+
+
+def test_a_script_leaves_the_records_that_the_command_line_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every record is written by the keystore operation itself, not by the command line."""
+    from keystore import maintenance
+    from keystore.stamps import os_user
+    from tests.conftest import FAST_KDF
+
+    monkeypatch.setenv("PSEUDO_PASSPHRASE", OPERATOR)
+    monkeypatch.setenv("PSEUDO_REID_PASSPHRASE", REID)
+    monkeypatch.setenv("PSEUDO_NEW_PASSPHRASE", "bob's own passphrase")
+    by_cli, by_script = tmp_path / "cli", tmp_path / "script"
+    fast = ("--scrypt-n", "16384")
+    for args in (
+        ("vault", "init"),
+        ("project", "create", "trial", *fast),
+        ("project", "add-slot", "trial", "bob", "--role", "operator", *fast),
+        ("vault", "rewrap-slot", "trial", "operator", *fast),
+        ("project", "remove-slot", "trial", "bob"),
+        ("vault", "backup", tmp_path / "cli-backup"),
+    ):
+        assert cli(*args, "--vault", by_cli).code == 0, args
+    assert cli("vault", "restore", tmp_path / "cli-backup", "--vault", tmp_path / "cli-2").code == 0
+
+    Vault.init(by_script)
+    with VaultSession(by_script) as session:
+        store = session.vault
+        store.create_project("trial", OPERATOR, REID, kdf=FAST_KDF)
+        store.add_slot("trial", "operator", "bob", "bob's own passphrase", passphrase=OPERATOR)
+        store.rewrap_slot("trial", "operator", OPERATOR, kdf=FAST_KDF)
+        store.remove_slot("trial", "bob", passphrase=OPERATOR)
+        maintenance.backup(session, tmp_path / "script-backup")
+    restored = maintenance.restore(tmp_path / "script-backup", tmp_path / "script-2")
+    assert restored.verified.ok
+
+    expected = [
+        ("vault.init", "success", None, os_user()),
+        ("project.create", "success", "trial", os_user()),
+        ("slot.add", "success", "trial", os_user()),
+        ("slot.rewrap", "success", "trial", os_user()),
+        ("slot.remove", "success", "trial", os_user()),
+        ("vault.backup", "success", None, os_user()),
+    ]
+    assert _actions(by_cli) == _actions(by_script) == expected
+    restore = ("vault.restore", "success", None, os_user())
+    # the backup holds the log as it was before its own record
+    assert (
+        _actions(tmp_path / "cli-2")
+        == _actions(tmp_path / "script-2")
+        == [
+            *expected[:-1],
+            restore,
+        ]
+    )
+
+
+def test_an_action_outside_the_enum_is_refused(vault: Path) -> None:
+    """The log holds only known actions, each an :class:`AuditAction` (or its value)."""
+    from keystore.actions import AuditAction, AuditOutcome
+
+    with VaultSession(vault) as session:
+        row = session.audit.append(AuditAction.RUN, "someone", AuditOutcome.RUN_COMPLETED)
+        assert (row.action, row.outcome) == ("run", "completed")
+        assert type(row.action) is str and type(row.outcome) is str  # hashed as plain strings
+        with pytest.raises(ValueError):
+            session.audit.append("run.typo", "someone", "success")
+        assert session.audit.verify().ok

@@ -139,3 +139,42 @@ def test_the_demo_runs_as_a_user_would(tmp_path: Path) -> None:
     assert '"patient_name": "DOE^JANE"' in result.stdout
     assert "Audit log intact" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_each_kind_of_error_has_its_documented_exit_status() -> None:
+    """The one mapping from an error's kind to the exit status README.md documents; an error
+    is classified by its ``kind``, so the command line need not import the class."""
+    from keystore.errors import (
+        AuthenticationError,
+        DatabaseError,
+        ErrorKind,
+        NotFoundError,
+        ProjectNotFoundError,
+    )
+    from pseudo.batch.errors import OutputError
+    from pseudo.cli.common import EXIT_CODES, ExitCode, UserError, exit_code_of
+    from pseudo.errors import PseudoError
+    from pseudo.review.dicomdir import MediaError
+
+    assert set(EXIT_CODES) == set(ErrorKind)
+    assert [int(code) for code in ExitCode] == [0, 1, 2, 3, 4, 5, 130]
+
+    class Elsewhere(Exception):
+        """An error of a module the command line never imported."""
+
+        kind = ErrorKind.UNAVAILABLE
+
+    expected = {
+        NotFoundError("x"): 1,
+        ProjectNotFoundError("x"): 2,
+        PseudoError("x"): 2,
+        UserError("x"): 2,
+        MediaError("x"): 2,
+        AuthenticationError("x"): 3,
+        ValueError("x"): 4,  # not an expected error: internal
+        DatabaseError("x"): 5,
+        OutputError("x"): 5,
+        MediaError("x", ErrorKind.UNAVAILABLE): 5,
+        Elsewhere("x"): 5,
+    }
+    assert [exit_code_of(e) for e in expected] == list(expected.values())

@@ -140,20 +140,24 @@ def test_changed_prefix_is_detected(vault: Path) -> None:
 def test_creation_rules(tmp_path: Path) -> None:
     with pytest.raises(VaultNotFoundError):
         Vault.open(tmp_path / "nowhere")
-    store = Vault.init(tmp_path / "v")
+    Vault.init(tmp_path / "v")
     with pytest.raises(VaultExistsError):
         Vault.init(tmp_path / "v")
-    with pytest.raises(WeakPassphraseError):
-        store.create_project("p", "short", REID, kdf=FAST_KDF)
-    with pytest.raises(WeakPassphraseError, match="must differ"):
-        store.create_project("p", OPERATOR, OPERATOR, kdf=FAST_KDF)
-    with pytest.raises(InvalidNameError):
-        store.create_project("../evil", OPERATOR, REID, kdf=FAST_KDF)
-    with pytest.raises(InvalidNameError):
-        store.create_project("p", OPERATOR, REID, prefix="lower", kdf=FAST_KDF)
-    store.create_project("p", OPERATOR, REID, kdf=FAST_KDF)
-    with pytest.raises(ProjectExistsError):
+    with pytest.raises(SlotError, match="through a VaultSession"):  # it could not be audited
+        Vault.open(tmp_path / "v").create_project("p", OPERATOR, REID, kdf=FAST_KDF)
+    with VaultSession(tmp_path / "v") as session:
+        store = session.vault
+        with pytest.raises(WeakPassphraseError):
+            store.create_project("p", "short", REID, kdf=FAST_KDF)
+        with pytest.raises(WeakPassphraseError, match="must differ"):
+            store.create_project("p", OPERATOR, OPERATOR, kdf=FAST_KDF)
+        with pytest.raises(InvalidNameError):
+            store.create_project("../evil", OPERATOR, REID, kdf=FAST_KDF)
+        with pytest.raises(InvalidNameError):
+            store.create_project("p", OPERATOR, REID, prefix="lower", kdf=FAST_KDF)
         store.create_project("p", OPERATOR, REID, kdf=FAST_KDF)
+        with pytest.raises(ProjectExistsError):
+            store.create_project("p", OPERATOR, REID, kdf=FAST_KDF)
     with pytest.raises(ValueError):
         crypto.ScryptParams(n=1024).validate()
 

@@ -77,7 +77,7 @@ from keystore.session import VaultSession
 with VaultSession(Path(sys.argv[1])) as session:
     Path(sys.argv[2]).write_text("started")
     for i in range(400):
-        session.audit.append("test.write", "writer", "success", details={"i": i})
+        session.audit.append("run", "writer", "success", details={"i": i})
 """
 
 
@@ -140,7 +140,7 @@ def test_backup_refuses_a_used_or_nested_destination(tmp_path: Path, vault: Path
 def test_restoring_a_backup_whose_log_was_rewritten_fails(tmp_path: Path, vault: Path) -> None:
     with VaultSession(vault) as session:
         for i in range(3):
-            session.audit.append("test.write", "writer", "success", details={"i": i})
+            session.audit.append("run", "writer", "success", details={"i": i})
     assert cli("vault", "backup", tmp_path / "bk", "--vault", vault).code == 0
     manifest = json.loads((tmp_path / "bk" / "backup.json").read_text())
     # the backup's own database is edited and its hash in the manifest updated to match
@@ -160,7 +160,7 @@ def test_backups_keep_the_checkpoints_of_the_other_databases_a_vault_used(
     other = f"sqlite:///{tmp_path / 'other.db'}"
     with VaultSession(vault, other) as session:
         for i in range(2):
-            session.audit.append("test.write", "writer", "success", details={"i": i})
+            session.audit.append("run", "writer", "success", details={"i": i})
     (witness,) = (vault / "audit-checkpoints").glob("*.json")
     rel = f"audit-checkpoints/{witness.name}"
     made = cli("vault", "backup", tmp_path / "bk", "--vault", vault, "--json")

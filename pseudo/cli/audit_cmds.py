@@ -182,19 +182,13 @@ def audit_checkpoint(
     """
     expected = _expected(expect)
     with VaultSession(vault_path(vault), db) as session:
-        result = session.audit.verify(expect=expected, check_checkpoint=False)
-        if result.ok:
-            seq, digest = session.audit.reset_checkpoint()
-            session.audit.append(
-                "audit.checkpoint",
-                actor(),
-                "success",
-                details={"head": f"{seq}:{digest}", "expected": [f"{s}:{h}" for s, h in expected]},
-            )
+        result = session.audit.repair_checkpoint(expected, actor=actor())
     if not result.ok:
         _report(result, False)
         raise typer.Exit(EXIT_ATTENTION)
-    err.print(f"Checkpoint re-created at record {seq} (anchored by {len(expected)} --expect)")
+    err.print(
+        f"Checkpoint re-created at record {result.head[0]} (anchored by {len(expected)} --expect)"
+    )
 
 
 @audit_app.command("show")

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from keystore import crypto, maintenance
-from keystore.audit import parse_head
+from keystore.db import database_identity
 from keystore.session import VaultSession
 from keystore.vault import DEFAULT_DATE_SHIFT, Role, Vault
 from pseudo.cli.common import (
@@ -65,10 +65,9 @@ def vault_init(vault: VaultOption = None, db: DbOption = None) -> None:
     Example: pseudo vault init --vault /secure/pseudo-vault
     """
     path = vault_path(vault)
-    Vault.init(path, database_url=db)
-    with VaultSession(path) as session:
-        session.audit.append("vault.init", actor(), "success", details={"path": str(path)})
-        err.print(f"Created vault [bold]{path}[/] (linkage store: {session.engine.url!r})")
+    created = Vault.init(path, database_url=db, actor=actor())
+    store = database_identity(created.database_url)  # no password
+    err.print(f"Created vault [bold]{path}[/] (linkage store: {store})")
 
 
 @project_app.command("create")
@@ -114,13 +113,7 @@ def project_create(
             operator_slot=operator_slot,
             reid_slot=reid_slot,
             kdf=scrypt_params(scrypt_n),
-        )
-        session.audit.append(
-            "project.create",
-            actor(),
-            "success",
-            project=name,
-            details={"prefix": project.settings.prefix, "slots": [operator_slot, reid_slot]},
+            actor=actor(),
         )
     err.print(
         f"Created project [bold]{name}[/]: pseudonyms {project.settings.prefix}-…, "
@@ -219,7 +212,9 @@ def project_add_slot(
         )
         current = _role_passphrase(kind, passphrase_file, reid_passphrase_file)
         fresh = new_passphrase(new_passphrase_file, _what(kind))
-        created = session.vault.add_slot(name, kind, slot, fresh, passphrase=current, kdf=params)
+        created = session.vault.add_slot(
+            name, kind, slot, fresh, passphrase=current, kdf=params, actor=actor()
+        )
     err.print(
         f"Added {_what(kind)} slot [bold]{slot}[/] to project {name!r} "
         f"(scrypt n={created.params.n})"
@@ -246,7 +241,10 @@ def project_remove_slot(
     with VaultSession(vault_path(vault), db) as session:
         role = session.vault.project(name).slot(slot).role
         session.vault.remove_slot(
-            name, slot, passphrase=_role_passphrase(role, passphrase_file, reid_passphrase_file)
+            name,
+            slot,
+            passphrase=_role_passphrase(role, passphrase_file, reid_passphrase_file),
+            actor=actor(),
         )
     err.print(f"Removed {_what(role)} slot [bold]{slot}[/] from project {name!r}")
 
@@ -278,7 +276,9 @@ def vault_rewrap_slot(
     with VaultSession(vault_path(vault), db) as session:
         current = _role_passphrase(old.role, passphrase_file, reid_passphrase_file)
         fresh = new_passphrase(new_passphrase_file, _what(old.role)) if change_passphrase else None
-        session.vault.rewrap_slot(name, slot, current, kdf=params, new_passphrase=fresh)
+        session.vault.rewrap_slot(
+            name, slot, current, kdf=params, new_passphrase=fresh, actor=actor()
+        )
     err.print(
         f"Re-wrapped slot [bold]{slot}[/] of project {name!r}: scrypt n={old.params.n} -> "
         f"n={params.n}" + (", new passphrase" if fresh else "")
@@ -328,7 +328,7 @@ def project_rotate_reid_key(
         session.vault.refuse_closed(session.vault.project(name), "its key can no longer be rotated")
         operator = operator_passphrase(passphrase_file)
         reid = reid_passphrase(reid_passphrase_file)
-        rotation = maintenance.rotate_reid_key(session, name, operator, reid)
+        rotation = maintenance.rotate_reid_key(session, name, operator, reid, actor=actor())
     if as_json:
         emit_json(
             {
@@ -402,6 +402,7 @@ def project_close(
             reid,
             operator_passphrase=operator,
             keep_operator_keys=keep_operator_keys,
+            actor=actor(),
         )
         seq, digest = session.audit.head()
     err.print(
@@ -440,7 +441,7 @@ def vault_backup(
     with VaultSession(vault_path(vault), db) as session:
         if db is not None and session.vault.uses_own_sqlite:
             raise UserError("--db: a backup copies the vault's own database; omit --db")
-        manifest = maintenance.backup(session, dest)
+        manifest = maintenance.backup(session, dest, actor=actor())
     if as_json:
         emit_json(manifest.to_json())
         return
@@ -469,16 +470,8 @@ def vault_restore(
     Example: pseudo vault restore /secure/backups/pseudo-2024-06-01 --vault /secure/pseudo-vault
     """
     dest = vault_path(vault)
-    manifest = maintenance.restore(backup, dest)
-    with VaultSession(dest) as session:
-        result = session.audit.verify(expect=[parse_head(manifest.audit_head)])
-        if result.ok:
-            session.audit.append(
-                "vault.restore",
-                actor(),
-                "success",
-                details={"from": str(backup.resolve()), "audit_head": manifest.audit_head},
-            )
+    restoration = maintenance.restore(backup, dest, actor=actor())
+    manifest, result = restoration.manifest, restoration.verified
     if as_json:
         emit_json({"vault": str(dest), "ok": result.ok, "problems": result.problems})
     elif result.ok:

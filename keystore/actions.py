@@ -1,0 +1,65 @@
+"""What the audit log records: the actions and the fixed outcomes, as enums.
+
+The values are the strings stored in the log since its first release. Records already stored
+are hashed over them, so a value must never change; a new action gets a new member.
+
+Kept apart from :mod:`keystore.audit` so that naming an action does not load the database
+layers.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class AuditAction(enum.StrEnum):
+    """Every kind of audit record, each written by the keystore operation that does it."""
+
+    VAULT_INIT = "vault.init"
+    VAULT_BACKUP = "vault.backup"
+    VAULT_RESTORE = "vault.restore"
+    PROJECT_CREATE = "project.create"
+    PROJECT_CLOSE = "project.close"
+    SLOT_ADD = "slot.add"
+    SLOT_REMOVE = "slot.remove"
+    SLOT_REWRAP = "slot.rewrap"
+    UNLOCK = "unlock"
+    REID_KEY_ROTATE = "reid-key.rotate"
+    REIDENTIFY = "reidentify"
+    AUDIT_CHECKPOINT = "audit.checkpoint"
+    RUN = "run"
+    PSEUDONYMIZE_API = "pseudonymize.api"
+
+
+class AuditOutcome(enum.StrEnum):
+    """The fixed outcomes of audit records.
+
+    An outcome that names a cause is a member's value, a colon and the cause (e.g.
+    ``refused: missing reason``, ``failed: DatabaseError; nothing changed``): see
+    :func:`outcome_with`.
+    """
+
+    SUCCESS = "success"
+    STARTED = "started"
+    NOT_FOUND = "not found"
+    REFUSED = "refused"
+    DENIED = "denied"
+    ERROR = "error"
+    FAILED = "failed"
+    WRONG_PASSPHRASE = "denied: wrong passphrase"
+    UNKNOWN_PROJECT = "refused: unknown project"
+    PROJECT_CLOSED = "refused: project closed"
+    AMBIGUOUS_REQUEST = "refused: give exactly one of pseudonym or study UID"
+    SEALED_RECORD_UNREADABLE = "error: a sealed record does not open"
+    #: a key rotation that a crash interrupted, finished or undone when the vault is opened
+    ROTATION_COMPLETED = "completed after an interruption"
+    ROTATION_DISCARDED = "discarded after an interruption; nothing changed"
+    #: how a run ended (``run`` records)
+    RUN_COMPLETED = "completed"
+    RUN_INTERRUPTED = "interrupted"
+    RUN_FAILED = "failed"  # an alias of FAILED
+
+
+def outcome_with(verdict: AuditOutcome, cause: str) -> str:
+    """An outcome naming its cause: ``"refused: missing reason"`` (never an identifying value)."""
+    return f"{verdict.value}: {cause}"
