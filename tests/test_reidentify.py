@@ -237,3 +237,44 @@ def test_audit_verify_passes_after_all_this(canary_run: CanaryRun) -> None:
     for record in shown:
         actions[record["action"]] += 1
     assert actions["run"] >= 1
+
+
+# -- the sealed record model ----------------------------------------------------------------
+def test_the_record_model_writes_the_format_of_every_earlier_version() -> None:
+    """The writer's plaintext is the canonical JSON that 0.1.0 sealed, byte for byte (the
+    record pinned by tests/test_known_answers.py), and the reader opens it as that record."""
+    from keystore.records import LinkageEntry, PatientRecordV1, open_record
+    from tests.test_known_answers import SEALED_PLAINTEXT
+
+    record = PatientRecordV1(
+        patient_id="PAT-0001",
+        issuer_of_patient_id="ISSUER-A",
+        patient_name="KNOWN^ANSWER",
+        patient_birth_date="19700101",
+        date_offset_days=-167,
+        identity_basis="patient-id",
+    )
+    assert record.plaintext() == SEALED_PLAINTEXT
+    entry = LinkageEntry.of("KAT-X", "KAT-X", record)
+    assert (entry.kind, entry.canonical()) == ("patient", SEALED_PLAINTEXT)
+    assert (
+        entry.canonical()
+        == LinkageEntry("patient", "KAT-X", "KAT-X", dict(entry.fields)).canonical()
+    )
+    assert open_record("patient", SEALED_PLAINTEXT) == record
+
+
+def test_the_record_reader_accepts_old_objects_and_refuses_unknown_ones() -> None:
+    from keystore.errors import InvalidTokenError
+    from keystore.records import LinkageEntry, StudyRecordV1, open_record
+
+    # a field missing from an object (a partial record) reads as None
+    assert open_record("study", b'{"study_uid":"1.2.3"}') == StudyRecordV1(study_uid="1.2.3")
+    for bad in (b"not json", b"[1, 2]", b'{"format": 2, "study_uid": "1.2.3"}', b"\xff"):
+        with pytest.raises(InvalidTokenError) as caught:
+            open_record("study", bad)
+        assert "1.2.3" not in str(caught.value)  # no identifying value in the message
+    with pytest.raises(ValueError, match="unknown fields patient_nmae"):
+        LinkageEntry("patient", "T-1", "T-1", {"patient_nmae": "DOE^JOHN"})
+    with pytest.raises(ValueError, match="kind"):
+        LinkageEntry("series", "T-1", "T-1", {})  # type: ignore[arg-type]
