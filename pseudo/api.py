@@ -113,12 +113,8 @@ class Project:
     def close(self) -> None:
         """Record the session in the audit log and release the database."""
         if self._stored:
-            self._session.audit.append(
-                "pseudonymize.api",
-                self._actor,
-                "success",
-                project=self.keyring.project,
-                details={"datasets": self._stored, "policy": self.policy.sha256},
+            self._session.audit.record_api_session(
+                self.keyring.project, self._stored, self.policy.sha256, actor=self._actor
             )
         self._session.close()
 

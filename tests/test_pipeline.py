@@ -6,6 +6,7 @@ They all go through :mod:`pseudo.pipeline`; these tests hold them to it on the c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,7 +92,13 @@ def test_the_api_runs_the_pipeline_with_journal_verification_and_audit(
     assert len(list((tmp_path / "reports").glob("run-*.inputs.json"))) == 2
     with VaultSession(vault) as opened:
         runs = [r for r in opened.audit.records() if r.action == "run"]
-    assert [(r.actor, r.outcome) for r in runs] == [("a script", "completed")] * 2
+    assert [(r.actor, r.outcome) for r in runs] == [
+        ("a script", "started"),
+        ("a script", "completed"),
+    ] * 2
+    started, ended = (json.loads(r.details) for r in runs[:2])
+    assert started["run_id"] == ended["run_id"] == first.run_id
+    assert ended["written"] == len(files) and "written" not in started
 
 
 def test_the_api_quarantines_a_data_set_whose_result_would_leak(

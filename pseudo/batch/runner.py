@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keystore.actions import AuditOutcome
 from keystore.errors import DatabaseError
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore, journal_key
@@ -39,8 +40,9 @@ COMMIT_EVERY = 64
 class Runner:
     """Runs one ``pseudo run``; commits linkage and journal, renames outputs, counts.
 
-    With ``audit``, the run leaves its record in the audit log when it ends (whatever the
-    caller: the CLI, the Python API or a script), in the name of ``actor``.
+    With ``audit``, the run leaves its records in the audit log (whatever the caller: the CLI,
+    the Python API or a script), in the name of ``actor``: ``started`` before any file is
+    released, and how it ended, with its counts.
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class Runner:
         pool: Pool | None = None
         try:
             self.store.start_run(self.summary.run_id, self.keyring.project, self.policy.name)
+            self._audit_start()
             todo, done = self.plan()
             if self.on_plan is not None:
                 self.on_plan(len(todo) + len(done))
@@ -200,22 +203,31 @@ class Runner:
                 self._audit()
         return self.summary
 
+    def _audit_start(self) -> None:
+        """The run's first audit record, written before any file is released: a run killed
+        later shows in the log as started and not finished."""
+        if self.audit is not None:
+            self.audit.record_run(
+                self.summary.run_id,
+                self.keyring.project,
+                self.policy.sha256,
+                AuditOutcome.STARTED,
+                actor=self.actor,
+            )
+
     def _audit(self) -> None:
-        """The run's audit record. When the run failed because the database did, this may
-        fail too: the first error is the one shown."""
+        """The run's last audit record: how it ended, with its counts. When the run failed
+        because the database did, this may fail too: the first error is the one shown."""
         if self.audit is None:
             return
         try:
-            self.audit.append(
-                "run",
-                self.actor,
+            self.audit.record_run(
+                self.summary.run_id,
+                self.keyring.project,
+                self.policy.sha256,
                 self.summary.status,
-                project=self.keyring.project,
-                details={
-                    "run_id": self.summary.run_id,
-                    "policy": self.policy.sha256,
-                    **self.summary.counts,
-                },
+                self.summary.counts,
+                actor=self.actor,
             )
         except DatabaseError as exc:
             self.audit_error = exc
