@@ -20,7 +20,8 @@ from pseudo.findings import RejectedFile
 from pseudo.io import dicomio
 from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.policy import load_policy
-from pseudo.verify import core as verify
+from pseudo.verify.check import finish
+from pseudo.verify.recording import prepare, records_removed
 from tests.conftest import CANARY, PUBLIC
 from tests.hostile import CASES
 from tests.synthetic import make_keyring
@@ -111,13 +112,13 @@ def _outcome(
     """Output bytes, verification needles and findings of one file, read with or without
     leaving out the elements the policy only removes."""
     # Of what is left out, only what the verification reads is built (as ``pseudo run`` does).
-    keep = verify.records_removed
+    keep = records_removed
     source = dicomio.read_source(path, engine.droppable if drop else None, keep_dropped=keep)
     assert bool(source.dropped) <= drop
-    pending = verify.prepare(source.dataset, engine.policy)
+    pending = prepare(source.dataset, engine.policy)
     result = engine.pseudonymize(source.dataset, pending.recorder, source.dropped)
     data = dicomio.encode(result.dataset)
-    findings, _ = verify.finish(
+    findings, _ = finish(
         pending, result.dataset, result.relative_path, result.date_offset_days, data, engine.policy
     )
     needles = {key: needle.kind for key, needle in pending.needles.items.items()}

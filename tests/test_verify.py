@@ -367,7 +367,7 @@ def test_a_non_ascii_file_meta_ae_title_is_looked_for_as_pydicom_decodes_it() ->
     from pydicom.dataset import FileMetaDataset
     from pydicom.tag import Tag
 
-    from pseudo.verify.core import Recorder
+    from pseudo.verify.recording import Recorder
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()

@@ -21,7 +21,9 @@ from keystore.keyring import Keyring
 from keystore.session import VaultSession
 from pseudo.deid.engine import Pseudonymizer
 from pseudo.policy import CompiledPolicy, load_policy
-from pseudo.verify import core as verify
+from pseudo.verify.check import finish
+from pseudo.verify.finding import VerificationFinding
+from pseudo.verify.recording import Pending, prepare
 from tests.conftest import OPERATOR, PUBLIC, SHARED, cli, make_vault
 
 POLICIES = ["default", "basic", "strict", "nidb-anonymize", "nidb-full"]
@@ -44,7 +46,7 @@ class Pseudonymized:
     """One input pseudonymized in memory, with what its verification recorded."""
 
     source: Dataset  # the input, untouched
-    pending: verify.Pending
+    pending: Pending
     output: Dataset
     relative_path: str
     offset: int
@@ -54,13 +56,13 @@ class Pseudonymized:
         self,
         change: Callable[[Dataset], None] | None = None,
         relative_path: str | None = None,
-    ) -> list[verify.Finding]:
+    ) -> list[VerificationFinding]:
         """Verify the output (after ``change``), from its written bytes, as a run does."""
         if change is not None:
             change(self.output)
         buffer = io.BytesIO()
         self.output.save_as(buffer, enforce_file_format=True)
-        found, _ = verify.finish(
+        found, _ = finish(
             self.pending,
             self.output,
             relative_path or self.relative_path,
@@ -76,14 +78,14 @@ def pseudonymize(ds: Dataset, keyring: Keyring, policy: str = "default") -> Pseu
     compiled = load_policy(policy)
     source = copy.deepcopy(ds)
     work = copy.deepcopy(ds)
-    pending = verify.prepare(work, compiled)
+    pending = prepare(work, compiled)
     result = Pseudonymizer(keyring, compiled).pseudonymize(work, pending.recorder)
     return Pseudonymized(
         source, pending, result.dataset, result.relative_path, result.date_offset_days, compiled
     )
 
 
-def leaks(findings: list[verify.Finding]) -> dict[str, str]:
+def leaks(findings: list[VerificationFinding]) -> dict[str, str]:
     """Path -> kind of every finding that quarantines."""
     return {f.path: f.kind for f in findings if f.severity == "leak"}
 

@@ -14,7 +14,7 @@ from typing import Any
 from pseudo import __version__
 from pseudo.pipeline.outcome import FileOutcome
 from pseudo.policy.compiled import CompiledPolicy
-from pseudo.verify import core as verify
+from pseudo.verify.finding import VerificationFinding
 
 
 @dataclass
@@ -32,7 +32,7 @@ class RunSummary:
     outcomes: list[FileOutcome] = field(default_factory=list)
     new_linkage_records: int = 0
     verified: bool = True
-    reference_findings: list[verify.Finding] = field(default_factory=list)
+    reference_findings: list[VerificationFinding] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         """Number of files with this status."""

@@ -28,7 +28,7 @@ from pseudo.io import durable
 from pseudo.io.listing import inventory
 from pseudo.pipeline.outcome import FileOutcome, FileStatus
 from pseudo.policy.compiled import CompiledPolicy
-from pseudo.verify import core as verify
+from pseudo.verify.crossfile import CrossFileCheck
 
 if TYPE_CHECKING:
     from keystore.audit import AuditLog
@@ -69,7 +69,7 @@ class Runner:
         self.scheduler = scheduler
         self.audit = audit
         self.actor = actor
-        self.references = verify.CrossFileCheck()
+        self.references = CrossFileCheck()
         self.input, self.output = check_paths(input_path, output)
         self.workers = max(1, workers)
         self.on_outcome = on_outcome

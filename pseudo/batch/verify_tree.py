@@ -22,7 +22,12 @@ from pseudo.io.listing import discover
 from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.pipeline.process import FileProcessor
 from pseudo.policy.compiled import CompiledPolicy
-from pseudo.verify import core as verify
+from pseudo.verify.check import check, finish
+from pseudo.verify.crossfile import CrossFileCheck
+from pseudo.verify.matching import Matcher
+from pseudo.verify.needles import Needles
+from pseudo.verify.recording import Pending, collect
+from pseudo.verify.report import TreeReport
 
 
 def _read(path: Path) -> Dataset | None:
@@ -44,7 +49,7 @@ def _read_output(path: Path) -> tuple[Dataset, bytes | None] | None:
     return ds, bytes_outside_pixels(path, source)
 
 
-def _expected(processor: FileProcessor, path: Path) -> tuple[str, int, verify.Pending] | None:
+def _expected(processor: FileProcessor, path: Path) -> tuple[str, int, Pending] | None:
     """Where the pipeline puts this input's output, its date offset, and what to look for in
     it (the values the pipeline recorded on the way); None if it would not write it."""
     try:
@@ -65,17 +70,17 @@ def verify_tree(
     store: LinkageStore | None = None,
     *,
     show_values: bool = False,
-) -> verify.TreeReport:
+) -> TreeReport:
     """Verify every output file under ``target`` against the inputs under ``source``."""
-    report = verify.TreeReport()
+    report = TreeReport()
     outputs = {
         str(p.relative_to(target)): p
         for p in discover(target)
         if TEMP_DIR_NAME not in p.parts and p.suffix == ".dcm"
     }
     report.outputs = len(outputs)
-    everything = verify.Needles()
-    references = verify.CrossFileCheck()
+    everything = Needles()
+    references = CrossFileCheck()
     paired: set[str] = set()
     processor = None
     if keyring is not None:
@@ -92,7 +97,7 @@ def verify_tree(
                 # still looked for in the outputs that have no input
                 ds = _read(path)
                 if ds is not None:
-                    everything.merge(verify.collect(ds, policy))
+                    everything.merge(collect(ds, policy))
                 continue
             relative, offset, pending = expected
             everything.merge(pending.needles)
@@ -103,7 +108,7 @@ def verify_tree(
                 continue
             out, raw = read
             paired.add(relative)
-            findings, evidence = verify.finish(
+            findings, evidence = finish(
                 pending, out, relative, offset, raw, policy, show_values=show_values
             )
             report.findings.extend(findings)
@@ -112,14 +117,14 @@ def verify_tree(
         report.paired = len(paired)
         unpaired = [r for r in outputs if r not in paired]
         if unpaired:
-            matcher = verify.Matcher(everything)
+            matcher = Matcher(everything)
             for relative in unpaired:
                 read = _read_output(outputs[relative])
                 if read is None:
                     continue
                 out, raw = read
                 report.findings.extend(
-                    verify.check(out, relative, matcher, policy, raw, show_values=show_values)
+                    check(out, relative, matcher, policy, raw, show_values=show_values)
                 )
             report.skipped.update(everything.skipped)
     if processor is None:

@@ -270,7 +270,7 @@ class Pseudonymizer:
     ) -> PseudonymizedDataset:
         """Pseudonymize ``ds`` in place and return it with its linkage records.
 
-        ``recorder`` (see :mod:`pseudo.verify.core`) is told about every attribute before it
+        ``recorder`` (see :mod:`pseudo.verify.recording`) is told about every attribute before it
         changes, including those in ``dropped`` (left out by the reader, see
         :meth:`droppable`). Raises :class:`~pseudo.findings.RejectedFile` when the dataset
         cannot be processed safely; ``ds`` must then be discarded.

@@ -7,7 +7,8 @@ from enum import StrEnum
 
 from keystore.linkage import LinkageEntry
 from pseudo.findings import Finding
-from pseudo.verify import core as verify
+from pseudo.verify.crossfile import PairEvidence
+from pseudo.verify.finding import VerificationFinding
 
 
 class FileStatus(StrEnum):
@@ -40,6 +41,6 @@ class FileOutcome:
     size: int = 0
     linkage: list[LinkageEntry] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    verification: list[verify.Finding] = field(default_factory=list)
-    evidence: verify.PairEvidence | None = None
+    verification: list[VerificationFinding] = field(default_factory=list)
+    evidence: PairEvidence | None = None
     skipped_checks: dict[str, int] = field(default_factory=dict)

@@ -34,7 +34,8 @@ from pseudo.io.dicomio import (
 from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.pipeline.outcome import FileOutcome, FileStatus
 from pseudo.policy.compiled import CompiledPolicy
-from pseudo.verify import core as verify
+from pseudo.verify import check as checking
+from pseudo.verify import recording
 
 #: A patient's anchored date offset, as a task carries it: ((pseudonym, offset days),) or ().
 Anchored = tuple[tuple[str, int], ...]
@@ -47,7 +48,7 @@ class Prepared:
     source: Source
     result: PseudonymizedDataset
     #: what the verification looks for in the output (None when verification is off)
-    pending: verify.Pending | None
+    pending: recording.Pending | None
     #: the input as read, before pseudonymization (only when asked for: a dry run's diff)
     original: Dataset | None = None
 
@@ -76,11 +77,11 @@ class FileProcessor:
         is read and a copy of the input is kept for a diff.
         """
         engine = self.engine.with_offsets(dict(anchored)) if anchored else self.engine
-        keep = verify.records_removed if self.check else False
+        keep = recording.records_removed if self.check else False
         source = read_source(path, None if original else engine.droppable, keep_dropped=keep)
         ds = source.dataset
         before = copy.deepcopy(ds) if original else None
-        pending = verify.prepare(ds, self.policy) if self.check else None
+        pending = recording.prepare(ds, self.policy) if self.check else None
         result = engine.pseudonymize(ds, pending.recorder if pending else None, source.dropped)
         return Prepared(source, result, pending, before)
 
@@ -158,7 +159,7 @@ class FileProcessor:
         verifies a written file; raise :class:`~pseudo.findings.RejectedFile` when it cannot
         be pseudonymized safely or the verification finds a leak."""
         with quiet_pydicom():
-            pending = verify.prepare(ds, self.policy) if self.check else None
+            pending = recording.prepare(ds, self.policy) if self.check else None
             result = self.engine.pseudonymize(ds, pending.recorder if pending else None)
             if pending is not None:
                 pixels = PIXEL_TAGS.intersection(result.dataset.keys())
@@ -171,7 +172,7 @@ class FileProcessor:
     def _verified(
         self,
         outcome: FileOutcome,
-        pending: verify.Pending,
+        pending: recording.Pending,
         result: PseudonymizedDataset,
         header: bytes | None,
     ) -> bool:
@@ -179,7 +180,7 @@ class FileProcessor:
         never released)."""
         syntax = str(result.dataset.file_meta.TransferSyntaxUID)
         raw = None if syntax == DeflatedExplicitVRLittleEndian else header
-        findings, evidence = verify.finish(
+        findings, evidence = checking.finish(
             pending, result.dataset, result.relative_path, result.date_offset_days, raw, self.policy
         )
         outcome.verification = findings

@@ -1,0 +1,119 @@
+"""Searching text and raw bytes for many needles at once, by whole words."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from pseudo.deid.clean import word_tokens
+from pseudo.verify.needles import Needle, Needles
+
+#: Raw bytes to their words: ASCII letters upper-cased, digits kept, every other byte a space.
+_WORD_BYTES = bytes(
+    byte - 32
+    if 0x61 <= byte <= 0x7A
+    else byte
+    if chr(byte).isascii() and chr(byte).isalnum()
+    else 0x20
+    for byte in range(256)
+)
+
+
+@functools.lru_cache(maxsize=8192)
+def _needle_words(text: str) -> frozenset[str]:
+    """The words of a needle (values recur across the files of a study)."""
+    return frozenset(word_tokens(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def needle_pattern(needle: Needle) -> re.Pattern[str]:
+    """The boundary-aware search for one needle (compiled once: values recur across files)."""
+    text = re.escape(needle.text)
+    if needle.kind == "date":
+        return re.compile(rf"(?<!\d){text}" + ("" if needle.text.isdigit() else r"(?!\d)"))
+    if needle.fold:
+        return re.compile(rf"(?<![^\W_]){text}(?![^\W_])", re.IGNORECASE)
+    return re.compile(rf"(?<![\w.]){text}(?![\w.])")
+
+
+class Matcher:
+    """Needles indexed by their words, for fast search of many values in text and bytes.
+
+    A needle is a candidate in a text only if every one of its words occurs in that text; only
+    candidates are confirmed with an exact, boundary-aware search. A date needle also matches
+    at the start of a longer run of digits (a DT value such as ``20230105101600``).
+    """
+
+    def __init__(self, needles: Needles) -> None:
+        self.needles = needles
+        self._by_word: dict[str, list[Needle]] = {}
+        self._words: dict[Needle, frozenset[str]] = {}
+        self._dates: dict[str, Needle] = {}
+        self._special: list[Needle] = []  # not ASCII: searched as plain substrings
+        for needle in needles.items.values():
+            if needle.kind == "date" and needle.text.isdigit():
+                self._dates[needle.text] = needle
+            elif not needle.text.isascii():
+                self._special.append(needle)
+            elif words := _needle_words(needle.text):
+                self._words[needle] = words
+                self._by_word.setdefault(min(words), []).append(needle)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_word or self._dates or self._special)
+
+    def _candidates(self, words: set[str], dates: bool = True) -> list[Needle]:
+        """Needles all of whose words are among ``words``, and (``dates``: unless the caller
+        knows none can be) date needles that begin a word of at least 8 digits."""
+        found = []
+        for word in words & self._by_word.keys():
+            for needle in self._by_word[word]:
+                if self._words[needle] <= words:
+                    found.append(needle)
+        if dates and self._dates:
+            for word in words:
+                if len(word) >= 8 and word.isdigit() and word[:8] in self._dates:
+                    found.append(self._dates[word[:8]])
+        return found
+
+    def search_text(self, text: str) -> list[Needle]:
+        """The needles that occur in ``text``."""
+        found = [
+            n for n in self._candidates(set(word_tokens(text))) if needle_pattern(n).search(text)
+        ]
+        upper = text.upper()
+        found += [
+            n for n in self._special if (n.text.upper() in upper if n.fold else n.text in text)
+        ]
+        return found
+
+    def search_bytes(
+        self, raw: bytes, encodings: tuple[str, ...] = ("utf-8",)
+    ) -> list[tuple[Needle, int]]:
+        """The needles that occur in raw bytes, with the offset of the first occurrence."""
+        words_text = raw.translate(_WORD_BYTES).decode("ascii")
+        words = set(words_text.split())
+        found: list[tuple[Needle, int]] = []
+        candidates = self._candidates(words, any(day in words_text for day in self._dates))
+        if candidates:
+            text = raw.decode("latin-1")
+            upper = raw.upper().decode("latin-1")  # bytes.upper() changes ASCII letters only
+            for needle in candidates:
+                # The plain substring test first: most candidates fail it, and the pattern's
+                # leading look-behind makes the regular expression try every position.
+                if needle.text.upper() not in upper if needle.fold else needle.text not in text:
+                    continue
+                match = needle_pattern(needle).search(text)
+                if match:
+                    found.append((needle, match.start()))
+        for needle in self._special:
+            for encoding in encodings:
+                try:
+                    offset = raw.find(needle.text.encode(encoding))
+                except (LookupError, UnicodeError):
+                    continue
+                if offset >= 0:
+                    found.append((needle, offset))
+                    break
+        found.sort(key=lambda hit: hit[1])  # in file order, whatever the order of the sets above
+        return found

@@ -1,0 +1,119 @@
+"""What to look for in an output: the identifying values of its input (needles), in the
+spellings in which they may appear, less those too short or too common to be evidence."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import NamedTuple
+
+from pseudo.deid.actions import DUMMY_VALUES
+from pseudo.deid.clean import date_spellings
+from pseudo.deid.uids import is_standard_uid
+
+MIN_LENGTH = 4
+MIN_DIGITS = 6
+_NUMBER = re.compile(r"[+-]?\d*\.?\d+(?:[eE][+-]?\d+)?")
+_COMMON_WORDS = """NONE UNKNOWN ORIGINAL PRIMARY DERIVED SECONDARY AXIAL OTHER ANONYMOUS ANON HERE
+NAME TEST DEMO SAMPLE PHANTOM DEFAULT STUDY SERIES IMAGE ROUTINE RESEARCH CLINICAL RADIOLOGY
+HOSPITAL CLINIC MEDICAL CENTER CENTRE GENERAL DEPARTMENT THERAPY HEAD BRAIN CHEST BODY PELVIS
+ABDOMEN SPINE KNEE THORAX NORMAL DOCTOR PATIENT PHYSICIAN REMOVED REDACTED NULL TRUE FALSE"""
+#: Values too common to be evidence of a leak on their own (compared in upper case).
+_COMMON = frozenset(_COMMON_WORDS.split()) | {
+    str(v).upper() for v in DUMMY_VALUES.values() if isinstance(v, str)
+}
+
+
+class Needle(NamedTuple):
+    """An identifying value to look for, and what kind of value it is (a tuple: needles are
+    hashed in every search, and a tuple hashes in C)."""
+
+    text: str
+    kind: str
+    fold: bool  # match regardless of case
+
+
+@dataclass
+class Needles:
+    """The identifying values of one input file (or of several, merged)."""
+
+    items: dict[str, Needle] = field(default_factory=dict)
+    skipped: Counter[str] = field(default_factory=Counter)
+    dates: set[date] = field(default_factory=set)
+    dates_checked: bool = False
+
+    def add(self, text: str, kind: str, *, fold: bool = True) -> None:
+        """Add a value unless it is too short or too common to be evidence of a leak."""
+        text = text.strip().strip("\x00").strip()
+        if len(text) < MIN_LENGTH:
+            if text:
+                self.skipped["shorter than 4 characters"] += 1
+            return
+        upper = text.upper()
+        measurement = "." in text or "E" in upper or len(text.lstrip("+-0")) < MIN_DIGITS
+        if kind != "date" and measurement and _NUMBER.fullmatch(text):
+            self.skipped["measurements and numbers under 6 digits"] += 1
+            return
+        if upper in _COMMON or is_standard_uid(text):
+            self.skipped["common values and standard UIDs"] += 1
+            return
+        key = f"date:{text}" if kind == "date" else upper if fold else text
+        if key not in self.items:  # the first kind recorded for a value stays
+            self.items[key] = Needle(text, kind, fold)
+
+    def add_dates(self, offset_days: int | None) -> None:
+        """Add the original dates once the patient's offset is known (None: not checked).
+
+        A date that is also the shifted form of another date of the patient cannot be told
+        apart from it and is skipped.
+        """
+        if offset_days is None:
+            if self.dates:
+                self.skipped["dates (input and output not paired)"] += len(self.dates)
+            return
+        self.dates_checked = True
+        shifted = {d + timedelta(days=offset_days) for d in self.dates}
+        items = self.items
+        for day in sorted(self.dates):
+            if day in shifted:
+                self.skipped["dates equal to a shifted date of the same patient"] += 1
+                continue
+            for spelling in _spellings(day):
+                # What add() would do: a spelling is long enough, not a number or a UID.
+                if spelling in _COMMON:
+                    self.skipped["common values and standard UIDs"] += 1
+                elif (key := f"date:{spelling}") not in items:
+                    items[key] = Needle(spelling, "date", False)
+
+    def merge(self, other: Needles) -> None:
+        """Add another file's (or value's) needles."""
+        items = self.items
+        for key, needle in other.items.items():
+            if key not in items:
+                items[key] = needle
+        skipped = self.skipped
+        for reason, count in other.skipped.items():
+            skipped[reason] += count
+        if other.dates:
+            self.dates |= other.dates
+
+
+@functools.lru_cache(maxsize=4096)
+def _spellings(day: date) -> tuple[str, ...]:
+    """The spellings of a date searched for (a patient's dates recur in each of their files)."""
+    return tuple(date_spellings(day.strftime("%Y%m%d")))
+
+
+def name_spellings(name: str) -> list[str]:
+    """``DOE^JOHN`` -> ``DOE^JOHN``, ``JOHN DOE``, ``DOE JOHN``, ``DOE, JOHN`` and the parts."""
+    group = name.split("=")[0]
+    parts = [p.strip() for p in group.split("^")]
+    family, given = [*parts, "", ""][:2]
+    spellings = [group.rstrip("^")]
+    if family and given:
+        spellings += [f"{given} {family}", f"{family} {given}", f"{family}, {given}"]
+    spellings += [p for p in parts if p]
+    return spellings

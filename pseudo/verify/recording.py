@@ -1,0 +1,306 @@
+"""Recording, while a file is pseudonymized, every value of its input that must not survive.
+
+A :class:`Recorder` takes, from every attribute the policy does not keep, the value that must
+not survive: values that are removed, emptied, replaced, tokenized or encrypted (names in their
+usual spellings, IDs, addresses, free text, and every value inside a removed sequence), the
+original dates of the patient, the original instance UIDs and the values of private
+attributes; and the input's value of every attribute the policy keeps.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
+from pydicom.valuerep import PersonName
+
+from pseudo.deid.uids import is_standard_uid
+from pseudo.deid.walker import attribute_name, element_vr
+from pseudo.dicom.private import SafePrivate
+from pseudo.io.pydicom_internals import character_set, element_map
+from pseudo.policy.compiled import CompiledPolicy, Decision
+from pseudo.policy.model import Action
+from pseudo.policy.selectors import Parents
+from pseudo.verify.elements import (
+    PRINTABLE,
+    elements,
+    path_of,
+    peek,
+    peek_value,
+    snapshot,
+    strings,
+)
+from pseudo.verify.needles import Needles, name_spellings
+
+#: VRs whose values can carry identifying text (others are numbers, bulk data, or code
+#: strings: CS values are defined terms such as TEXT or CONTAINER, never an identity).
+SEARCHED_VRS = frozenset(
+    {"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "DA", "DT", "UI", "UN", "OB"}
+)
+#: Referenced SOP Instance UID and Referenced File ID: references checked across files.
+REFERENCE_TAGS = frozenset({0x00081155, 0x00041511})
+#: File meta elements that name the source of a file, and the kind of value they hold.
+_META_NEEDLES = {
+    0x00020003: "instance UID",  # Media Storage SOP Instance UID
+    0x00020016: "AE title",  # Source Application Entity Title
+    0x00020017: "AE title",  # Sending Application Entity Title
+    0x00020018: "AE title",  # Receiving Application Entity Title
+    0x00020100: "instance UID",  # Private Information Creator UID
+    0x00020102: "private value",  # Private Information
+}
+#: Actions that keep a value as it is: it may legitimately appear in the output.
+KEEPING = frozenset({Action.KEEP})
+#: Kept values of an input, by where they are: (sequences above, tag) -> the value as read.
+KeptValues = dict[tuple[Parents, int], Any]
+#: Actions after which nothing of a text value may remain (cleaning and substitution keep words).
+_PARTIAL = frozenset({Action.CLEAN, Action.SUBSTITUTE})
+#: Binary numbers: measurements and counters, not searched for in outputs.
+_NUMBER_VRS = frozenset({"AT", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "OD", "OF", "OL"})
+#: Private values at most this long are recorded once per process, by their bytes.
+_RECURRING_BYTES = 1024
+
+
+@functools.lru_cache(maxsize=8192)
+def _kind(tag: int, vr: str) -> str:
+    """The kind of value an attribute holds, by its name (worked out once per attribute)."""
+    lowered = attribute_name(tag).lower()
+    if vr == "PN":
+        return "person name"
+    if "address" in lowered:
+        return "address"
+    if "telephone" in lowered or "phone" in lowered:
+        return "telephone number"
+    if "institution" in lowered or "department" in lowered:
+        return "institution"
+    if lowered.endswith(("id", "ids", "number", "numbers")) or "identifier" in lowered:
+        return "identifier"
+    if vr in ("LT", "ST", "UT", "UC") or "comment" in lowered or "description" in lowered:
+        return "free text"
+    return "text"
+
+
+def _as_date(text: str) -> date | None:
+    text = text.strip()
+    if len(text) >= 8 and text[:8].isdigit():
+        try:
+            return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+        except ValueError:
+            return None
+    return None
+
+
+def _searched(vr: str, private: bool) -> bool:
+    """Whether the values of a removed or changed attribute of this VR are looked for in the
+    output: text, dates, UIDs, bytes; binary numbers are not, private ones neither."""
+    return vr in SEARCHED_VRS or (private and vr not in _NUMBER_VRS)
+
+
+def records_removed(tag: int, vr: str | None) -> bool:
+    """Whether :class:`Recorder` reads anything of a top-level attribute that the policy
+    removes (None: a VR not known yet, as in Implicit VR): a reader that leaves such attributes
+    out of the data set need build only these for a verification."""
+    if vr is None or vr == "SQ":
+        return True
+    return vr != "TM" and _searched(vr, bool((tag >> 16) & 1))
+
+
+class Recorder:
+    """Records, attribute by attribute, what must not survive pseudonymization.
+
+    The walker calls it for every attribute with the policy's decision, before the action
+    changes anything; :func:`collect` does the same without changing the dataset.
+    """
+
+    def __init__(self) -> None:
+        self.needles = Needles()
+        self._safe = SafePrivate.load()
+        #: path -> original value of every Referenced SOP Instance UID in a walked sequence
+        self.references: dict[str, str] = {}
+        #: id -> encodings of the data sets seen (pydicom works them out again at every call)
+        self._charsets: dict[int, Any] = {}
+        #: the input's value of every attribute the policy keeps: a needle found there in the
+        #: output is the policy's choice when the input had it at the same place
+        self.kept: KeptValues = {}
+
+    def __call__(
+        self, ds: Dataset, tag: int, vr: str, decision: Decision, parents: Parents = ()
+    ) -> None:
+        action = decision.action
+        private = bool((tag >> 16) & 1)
+        if parents and tag in REFERENCE_TAGS:
+            for uid in strings(peek(ds, tag, vr)):
+                self.references[path_of(parents, tag)] = uid
+        if action in KEEPING:
+            if vr != "SQ":
+                self.kept[(parents, tag)] = snapshot(ds, tag)
+            return  # kept values are not evidence of themselves
+        if vr == "TM" or (private and 0x10 <= tag & 0xFFFF <= 0xFF):
+            return  # times of day and private creator names are not evidence
+        if private and action is Action.CLEAN and self._safe.is_safe(ds, tag):
+            return
+        if vr == "SQ":
+            if action in (Action.REMOVE, Action.EMPTY, Action.DUMMY):
+                self._subtree(ds, tag)
+            return  # kept, cleaned or remapped sequences: the walker visits their items
+        if not _searched(vr, private):
+            return
+        charset = self._charsets.get(id(ds))
+        if charset is None:
+            charset = self._charsets[id(ds)] = character_set(ds)
+        try:
+            element = ds.get_item(tag)
+            if private and isinstance(element, RawDataElement):
+                raw = element.value
+                if raw.__class__ is bytes and len(raw) <= _RECURRING_BYTES:
+                    # the same value at another place in another file: the same needles
+                    anywhere = element._replace(value_tell=0)
+                    self.needles.merge(_private_needles(anywhere, vr, action, tuple(charset)))
+                    return
+            value = peek_value(ds, tag, vr, charset)
+        except Exception:
+            return
+        _record_value(self.needles, tag, vr, value, action, private)
+
+    def file_meta(self, ds: Dataset) -> None:
+        """The input's file meta names its source: AE titles, private information, the
+        instance UID. The output's file meta is rebuilt, so none of them may survive."""
+        meta = getattr(ds, "file_meta", None)
+        if meta is None:
+            return
+        for tag, kind in _META_NEEDLES.items():
+            if tag not in (found := element_map(meta)):
+                continue
+            try:
+                value = peek_value(meta, tag, element_vr(found[BaseTag(tag)], tag))
+            except Exception:
+                continue
+            if isinstance(value, bytes):
+                for run in set(PRINTABLE.findall(value)):
+                    self.needles.add(run.decode("ascii"), kind)
+            elif kind == "instance UID":
+                _record_value(self.needles, tag, "UI", value, Action.REMOVE, False)
+            else:
+                for text in strings(value):
+                    self.needles.add(text, kind)
+
+    def _subtree(self, ds: Dataset, tag: int) -> None:
+        """Everything inside a sequence that is removed whole is gone too."""
+        try:
+            items = ds[tag].value or []
+        except Exception:
+            return
+        for item in items:
+            for level, inner, vr, _ in elements(item):
+                if vr == "SQ" or vr == "TM" or (vr not in SEARCHED_VRS and not (inner >> 16) & 1):
+                    continue
+                try:
+                    value = peek_value(level, inner, vr)
+                except Exception:
+                    continue
+                private = bool((inner >> 16) & 1)
+                _record_value(self.needles, inner, vr, value, Action.REMOVE, private)
+
+
+@functools.lru_cache(maxsize=4096)
+def _private_needles(
+    element: RawDataElement, vr: str, action: Action, charset: tuple[str, ...]
+) -> Needles:
+    """What recording one raw private element adds, worked out once: a scanner's private
+    attributes hold the same values file after file."""
+    holder = Dataset()
+    element_map(holder)[element.tag] = element
+    value = peek_value(holder, element.tag, vr, list(charset))
+    needles = Needles()
+    _record_value(needles, element.tag, vr, value, action, True)
+    return needles
+
+
+def _record_value(
+    needles: Needles, tag: int, vr: str, value: Any, action: Action, private: bool
+) -> None:
+    """Add to ``needles`` what one attribute's value must not leave in an output."""
+    if vr in ("DA", "DT") or (private and action in (Action.SHIFT_DATE, Action.YEAR_ONLY)):
+        texts = strings(value) or (
+            [bytes(value).decode("latin-1")] if isinstance(value, bytes) else []
+        )
+        needles.dates.update(d for d in map(_as_date, texts) if d)
+        return
+    if vr == "UI":
+        for uid in strings(value):
+            if uid and not is_standard_uid(uid):
+                needles.add(uid, "instance UID", fold=False)
+        return
+    if private:
+        if isinstance(value, bytes):
+            runs = sorted(set(PRINTABLE.findall(value)), key=len, reverse=True)[:20]
+            for run in runs:
+                needles.add(run.decode("ascii"), "private value")
+        for text in strings(value):
+            needles.add(text, "private value")
+        return
+    if action in _PARTIAL:
+        return  # cleaned text keeps its other words; its identifying words are needles already
+    kind = _kind(tag, vr)
+    for text in strings(value):
+        if vr == "PN" or isinstance(value, PersonName):
+            for spelling in name_spellings(text):
+                needles.add(spelling, "person name")
+        else:
+            needles.add(text, kind)
+
+
+def collect(ds: Dataset, policy: CompiledPolicy, recorder: Recorder | None = None) -> Needles:
+    """The identifying values of one input dataset, without changing it (as the walker would);
+    ``recorder`` (e.g. that of :func:`prepare`) also gets the references."""
+    if recorder is None:
+        recorder = Recorder()
+        recorder.file_meta(ds)  # prepare() has done it for a recorder it made
+    active = policy.active_rules(ds) if policy.has_conditions else frozenset()
+
+    def visit(level: Dataset, parents: Parents) -> None:
+        for tag in list(level.keys()):
+            vr = element_vr(level.get_item(tag), tag)
+            decision = policy.decide(tag, vr, level, parents, active)
+            recorder(level, tag, vr, decision, parents)
+            if vr == "SQ" and decision.action in (Action.KEEP, Action.CLEAN, Action.REMAP_UID):
+                try:
+                    items = level[tag].value or []
+                except Exception:
+                    continue
+                for index, item in enumerate(items):
+                    visit(item, (*parents, (tag, index)))
+
+    visit(ds, ())
+    return recorder.needles
+
+
+@dataclass
+class Pending:
+    """What is taken from an input before it is pseudonymized in place."""
+
+    recorder: Recorder
+    references: dict[str, str]
+    instance: str
+    active: frozenset[int]
+
+    @property
+    def needles(self) -> Needles:
+        """The identifying values recorded so far."""
+        return self.recorder.needles
+
+
+def prepare(ds: Dataset, policy: CompiledPolicy) -> Pending:
+    """Prepare to check one input; its values and references are recorded by the walker."""
+    recorder = Recorder()
+    recorder.file_meta(ds)
+    return Pending(
+        recorder=recorder,
+        references=recorder.references,  # filled as the walker goes
+        instance=str(ds.get("SOPInstanceUID", "")),
+        active=policy.active_rules(ds) if policy.has_conditions else frozenset(),
+    )
