@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from keystore.linkage import LinkageEntry
+from keystore.records import LinkageEntry
 from pseudo.findings import Finding
 from pseudo.verify.crossfile import PairEvidence
 from pseudo.verify.finding import VerificationFinding
