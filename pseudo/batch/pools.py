@@ -7,16 +7,28 @@ a :class:`WorkerSetup` (keys, policy, temporary folder) that each worker install
 its first task: a ``ProcessPoolExecutor`` initializer locally, a Dask ``WorkerPlugin`` on a
 cluster. The setup is keyed by the run's id, so runs of different projects can share one
 cluster without seeing each other's keys.
+
+Local worker processes are bounded and watched (docs/hardening.md): each one limits its own
+address space (``PSEUDO_WORKER_MEMORY_MB``, default :data:`DEFAULT_WORKER_MEMORY_MB`; ``0``
+for no limit), exits within a second of its parent's death (it holds the run's keys), and a
+worker that dies mid-task (killed for memory, a crash in a library) is replaced: the files it
+may have been processing are run again one at a time, and the one that kills a worker again
+is handed to ``lost`` (the run quarantines it) while the others go on, in input order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import resource
 import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -31,6 +43,10 @@ R = TypeVar("R")
 #: Tasks sent to a worker process together: one round trip (pickling, wake-ups, a future)
 #: per chunk instead of per file. Small enough that the workers end a run nearly together.
 CHUNK = 8
+#: Default bound on the address space of a local worker process, in MiB.
+DEFAULT_WORKER_MEMORY_MB = 4096
+#: How often a local worker checks that its parent is alive, in seconds.
+PARENT_CHECK_SECONDS = 0.5
 
 
 class PoolError(PseudoError):
@@ -65,8 +81,11 @@ class Pool(Protocol):
     #: how many tasks run at the same time
     width: int
 
-    def ordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        """``map(fn, items)``, with a bounded number of tasks in flight."""
+    def ordered(
+        self, fn: Callable[[T], R], items: Iterable[T], lost: Callable[[T], R] | None = None
+    ) -> Iterator[R]:
+        """``map(fn, items)``, with a bounded number of tasks in flight; ``lost(item)`` is the
+        result of an item whose worker process died processing it (else the pool raises)."""
         ...
 
     def close(self) -> None:
@@ -83,8 +102,10 @@ class InlinePool:
         self._setup, self._remove = setup, remove
         install(setup)
 
-    def ordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        """Results one by one, in order."""
+    def ordered(
+        self, fn: Callable[[T], R], items: Iterable[T], lost: Callable[[T], R] | None = None
+    ) -> Iterator[R]:
+        """Results one by one, in order (a task cannot outlive this process)."""
         return map(fn, items)
 
     def close(self) -> None:
@@ -92,9 +113,51 @@ class InlinePool:
         self._remove(self._setup)
 
 
-def _ignore_interrupt_then(install: Installer, setup: WorkerSetup) -> None:
-    """Initializer of a local worker process: Ctrl-C is the parent's to handle."""
+def worker_memory() -> int:
+    """The address-space bound of a local worker in bytes (0: none), from
+    ``PSEUDO_WORKER_MEMORY_MB`` or :data:`DEFAULT_WORKER_MEMORY_MB`."""
+    text = os.environ.get("PSEUDO_WORKER_MEMORY_MB", "").strip()
+    megabytes = int(text) if text.isdigit() else DEFAULT_WORKER_MEMORY_MB
+    return megabytes * 1024 * 1024
+
+
+def _limit_memory(limit: int) -> None:
+    """Lower this process's address-space limit to ``limit`` bytes (never raise it)."""
+    if limit <= 0:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft == resource.RLIM_INFINITY or limit < soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit this worker as soon as its parent is gone: an orphan would hold the run's keys.
+
+    A daemon thread compares ``os.getppid()`` with the parent's pid (the worker is re-parented
+    when its parent dies) every :data:`PARENT_CHECK_SECONDS`.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(70)
+
+    if os.getppid() != parent:
+        os._exit(70)
+    threading.Thread(target=watch, name="pseudo-parent-watch", daemon=True).start()
+
+
+def _init_local_worker(install: Installer, setup: WorkerSetup, parent: int, memory: int) -> None:
+    """Initializer of a local worker process: Ctrl-C is the parent's to handle, SIGTERM (the
+    pool stopping a worker) ends it quietly; the worker dies with its parent and stays within
+    its memory bound."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _exit_with_parent(parent)
+    _limit_memory(memory)
     install(setup)
 
 
@@ -139,17 +202,84 @@ def _ordered_chunks(
 
 
 class ProcessPool:
-    """Local worker processes (``concurrent.futures``), one per core by default."""
+    """Local worker processes (``concurrent.futures``), one per core by default; a worker
+    that dies is replaced (see the module's docstring)."""
 
     def __init__(self, setup: WorkerSetup, install: Installer, workers: int) -> None:
         self.width = workers
-        self._executor = ProcessPoolExecutor(
-            max_workers=workers, initializer=_ignore_interrupt_then, initargs=(install, setup)
+        self._initargs = (install, setup, os.getpid(), worker_memory())
+        #: how many times a worker died and the pool was started again
+        self.restarts = 0
+        self._executor = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.width, initializer=_init_local_worker, initargs=self._initargs
         )
 
-    def ordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        """Results in order, sent in chunks; a bounded number in flight keeps memory bounded."""
-        return _ordered_chunks(self._executor.submit, fn, items, self.width)
+    def _restart(self) -> None:
+        """Replace a broken executor (a worker died) by a new one."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.restarts += 1
+        self._executor = self._start()
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """``executor.submit``, or a failed future when the pool broke meanwhile."""
+        try:
+            return self._executor.submit(fn, *args)
+        except BrokenProcessPool as exc:
+            future: Future[Any] = Future()
+            future.set_exception(exc)
+            return future
+
+    def ordered(
+        self, fn: Callable[[T], R], items: Iterable[T], lost: Callable[[T], R] | None = None
+    ) -> Iterator[R]:
+        """Results in order, sent in chunks; a bounded number in flight keeps memory bounded.
+
+        When a worker dies, every chunk not finished is a suspect: the pool is started again
+        and the suspects are run one at a time, so that a second death names its file.
+        """
+        chunks = _chunked(items, CHUNK)
+        pending: deque[tuple[list[T], Future[list[R]]]] = deque()
+
+        def fill() -> None:
+            while len(pending) < self.width * 2:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    return
+                pending.append((chunk, self._submit(_map_chunk, fn, chunk)))
+
+        fill()
+        while pending:
+            chunk, future = pending.popleft()
+            try:
+                results = future.result()
+            except BrokenProcessPool:
+                held = [(chunk, future), *pending]
+                pending.clear()
+                self._restart()
+                for suspect_chunk, suspect in held:
+                    if suspect.done() and suspect.exception() is None:
+                        yield from suspect.result()
+                    else:
+                        for item in suspect_chunk:
+                            yield self._alone(fn, item, lost)
+                fill()
+                continue
+            yield from results
+            fill()
+
+    def _alone(self, fn: Callable[[T], R], item: T, lost: Callable[[T], R] | None) -> R:
+        """Run one task with nothing else in flight; if its worker dies, it is ``lost``."""
+        try:
+            result: R = self._submit(fn, item).result()
+            return result
+        except BrokenProcessPool:
+            self._restart()
+            if lost is None:
+                raise PoolError("a worker process died and the task cannot be retried") from None
+            return lost(item)
 
     def close(self) -> None:
         """Wait for running tasks, cancel queued ones."""
@@ -195,8 +325,11 @@ class DaskPool:
         threads = sum(self._client.nthreads().values())
         self.width = max(1, threads)
 
-    def ordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        """Results in order, sent in chunks, a bounded number per worker thread in flight."""
+    def ordered(
+        self, fn: Callable[[T], R], items: Iterable[T], lost: Callable[[T], R] | None = None
+    ) -> Iterator[R]:
+        """Results in order, sent in chunks, a bounded number per worker thread in flight
+        (a Dask worker that dies is replaced and its tasks rescheduled by Dask itself)."""
         return _ordered_chunks(
             functools.partial(self._client.submit, pure=False), fn, items, self.width
         )

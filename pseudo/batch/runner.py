@@ -20,7 +20,14 @@ from pseudo.batch.discovery import check_paths, fingerprint
 from pseudo.batch.errors import OutputError
 from pseudo.batch.pools import Pool, WorkerSetup, open_pool
 from pseudo.batch.report import RunSummary, new_run_id, now
-from pseudo.batch.worker import Task, install_worker, process_file, remove_worker
+from pseudo.batch.worker import (
+    Task,
+    install_worker,
+    lost_file,
+    lost_scan,
+    process_file,
+    remove_worker,
+)
 from pseudo.deid import anchors
 from pseudo.deid.anchors import scan_file
 from pseudo.deid.tokens import pseudonym
@@ -159,7 +166,7 @@ class Runner:
             )
             if self.policy.anchor is not None:
                 todo = self._anchor(todo, pool)
-            for outcome in pool.ordered(process_file, todo):
+            for outcome in pool.ordered(process_file, todo, lost_file):
                 if outcome.status == FileStatus.FAILED:
                     committer.commit_flushed()
                     finished, batch = batch, []
@@ -234,7 +241,7 @@ class Runner:
 
     def _anchor(self, todo: list[Task], pool: Pool) -> list[Task]:
         """Resolve each patient's anchored offset with a header-only pass over the batch."""
-        scans = list(pool.ordered(scan_file, [task.path for task in todo]))
+        scans = list(pool.ordered(scan_file, [task.path for task in todo], lost_scan))
         offsets = anchors.resolve(self.keyring, self.policy, self.store, scans)
         tasks = []
         for task, scan in zip(todo, scans, strict=True):

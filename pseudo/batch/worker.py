@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pseudo.batch.pools import WorkerSetup
-from pseudo.pipeline.outcome import FileOutcome
+from pseudo.pipeline.outcome import FileOutcome, FileStatus
 from pseudo.pipeline.process import Anchored, FileProcessor
 
 
@@ -68,3 +68,23 @@ def process_file(task: Task) -> FileOutcome:
         anchored=task.anchored,
         sync=state.sync,
     )
+
+
+#: The reason given for a file whose worker process died while processing it.
+WORKER_DIED = (
+    "the worker processing it died (out of memory? see PSEUDO_WORKER_MEMORY_MB); "
+    "nothing was written"
+)
+
+
+def lost_file(task: Task) -> FileOutcome:
+    """The outcome of a file whose worker died processing it (twice: once among others, once
+    alone): quarantined, so that one file cannot stop the run."""
+    return FileOutcome(
+        task.path, task.fingerprint, FileStatus.QUARANTINED, size=task.size, reason=WORKER_DIED
+    )
+
+
+def lost_scan(path: str) -> None:
+    """The header scan of a file whose worker died: no scan (the real pass decides)."""
+    return None

@@ -33,6 +33,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pseudo.dicom.tags import tag_text
 from pseudo.findings import RejectedFile
 from pseudo.io import headscan
+from pseudo.io.inflate import check_inflated_size, deflated_start
 from pseudo.io.pydicom_internals import character_set, element_map
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -222,8 +223,19 @@ def _fail(exc: Exception) -> RejectedFile:
     )
 
 
-def read_dataset(path: Path) -> Dataset:
-    """Read a DICOM file completely, or raise :class:`NotDicom` / :class:`RejectedFile`."""
+def _bound_inflation(handle: BinaryIO, kind: str) -> None:
+    """Refuse a deflated file whose data set inflates beyond the bound (see
+    :mod:`pseudo.io.inflate`) before pydicom inflates it in one piece; rewind the handle."""
+    if kind != "raw":
+        start = deflated_start(handle, 132)
+        if start is not None:
+            check_inflated_size(handle, start)
+    handle.seek(0)
+
+
+def read_dataset(path: Path, *, bounded: bool = False) -> Dataset:
+    """Read a DICOM file completely, or raise :class:`NotDicom` / :class:`RejectedFile`
+    (``bounded``: the caller has already checked what a deflated file inflates to)."""
     try:
         kind = sniff(path)
     except OSError as exc:
@@ -231,6 +243,8 @@ def read_dataset(path: Path) -> Dataset:
     try:
         handle, _ = _open(path, kind)
         with handle:
+            if not bounded:
+                _bound_inflation(handle, kind)
             ds = pydicom.dcmread(handle, force=(kind == "raw"))
             size = handle.seek(0, os.SEEK_END)
     except (InvalidDicomError, *_PARSE_ERRORS) as exc:
@@ -268,13 +282,14 @@ def read_source(
     try:
         handle, shift = _open(path, kind)
         with handle:
+            _bound_inflation(handle, kind)
             ds = pydicom.dcmread(handle, stop_before_pixels=True, force=(kind == "raw"))
             position = handle.tell()
             size = handle.seek(0, os.SEEK_END)
             meta = getattr(ds, "file_meta", None)
             syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
             if syntax == DeflatedExplicitVRLittleEndian:
-                return Source(read_dataset(path), None)
+                return Source(read_dataset(path, bounded=True), None)
             span = trailer = None
             if position < size:
                 span = _pixel_span(handle, path, position, size, ds)

@@ -1,0 +1,212 @@
+"""No input can stop a batch: a deflate bomb under a memory limit, a worker that dies, the
+parent killed under its workers, symlinks and special files in INPUT, and a temporary folder
+that is a symlink (issue 16, docs/hardening.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from pseudo.batch.report import load_report
+from tests.conftest import OPERATOR, REPO, make_vault, run_command, tree_digest
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+GOOD = ["MR_small.dcm", "rtplan.dcm", "waveform_ecg.dcm", "CT_small.dcm"]
+GIB = 1024**3
+SECRET = bytes(range(32))
+
+
+def _good(folder: Path, names: list[str] = GOOD, copies: int = 1) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        source = get_testdata_file(name)
+        assert isinstance(source, str)
+        ds = pydicom.dcmread(source)
+        for copy in range(copies):
+            if copies > 1:  # distinct instances
+                ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.511.{copy}.{len(name)}"
+            ds.save_as(folder / f"{copy:03d}-{name}")
+
+
+def deflate_bomb(path: Path, inflated: int = GIB) -> None:
+    """A deflated file of about 1 MB whose data set inflates to ``inflated`` bytes: a private
+    OB element of zeros (zlib compresses zeros about 1000:1), built without holding it."""
+    source = get_testdata_file("MR_small.dcm")
+    assert isinstance(source, str)
+    ds = pydicom.dcmread(source)
+    del ds.PixelData
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    head = pydicom.filebase.DicomBytesIO()
+    pydicom.dcmwrite(head, ds, enforce_file_format=True)
+    data = head.getvalue()
+    # the meta's end: preamble, DICM, then group 2 (its length is the first element's value)
+    meta_end = 132 + 12 + int.from_bytes(data[140:144], "little")
+    body = zlib.decompress(data[meta_end:], -zlib.MAX_WBITS)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [compressor.compress(body)]
+    header = (0x0009).to_bytes(2, "little") + (0x1010).to_bytes(2, "little") + b"OB\0\0"
+    parts.append(compressor.compress(header + inflated.to_bytes(4, "little")))
+    zeros = bytes(16 * 1024 * 1024)
+    for _ in range(inflated // len(zeros)):
+        parts.append(compressor.compress(zeros))
+    parts.append(compressor.flush())
+    path.write_bytes(data[:meta_end] + b"".join(parts))
+
+
+def _limit_memory(limit: int) -> Any:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def _run(
+    source: Path, target: Path, vault: Path, *extra: str, limit: int | None = None
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    process = subprocess.run(
+        run_command(source, target, vault, "--json", "--quiet", *extra),
+        env=dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        preexec_fn=_limit_memory(limit) if limit else None,
+    )
+    assert "Traceback" not in process.stderr, process.stderr[-3000:]
+    report = load_report(Path(json.loads(process.stdout)["report"]))
+    return process, report
+
+
+def _by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {Path(f["input"]).name: f for f in report["files"]}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_deflate_bomb_under_a_memory_limit_is_quarantined(tmp_path: Path, workers: str) -> None:
+    source = tmp_path / "in"
+    _good(source)
+    deflate_bomb(source / "bomb.dcm")
+    assert (source / "bomb.dcm").stat().st_size < 4 * 1024 * 1024
+    vault = make_vault(tmp_path / "vault")
+    limit = 3 * GIB // 2
+    for attempt in ("first", "rerun"):
+        process, report = _run(source, tmp_path / "out", vault, "--workers", workers, limit=limit)
+        assert process.returncode == 1, (attempt, process.stderr[-2000:])
+        files = _by_name(report)
+        bomb = files["bomb.dcm"]
+        assert bomb["status"] == "quarantined"
+        assert "inflates beyond" in bomb["reason"]
+        for name in GOOD:
+            assert files[f"000-{name}"]["status"] in ("written", "unchanged"), files[f"000-{name}"]
+    assert len(list((tmp_path / "out").glob("*/*/*/*.dcm"))) == len(GOOD)
+
+
+#: ``pseudo`` with a fault planted: a worker process that picks up a file named ``*killer*``
+#: dies at once (SIGKILL), as one killed for memory does.
+KILLER = """
+import os, signal, sys
+from pseudo.pipeline import process
+parent, original = os.getpid(), process.FileProcessor.process
+def process_or_die(self, path, *args, **kwargs):
+    if "killer" in path.name and os.getpid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, path, *args, **kwargs)
+process.FileProcessor.process = process_or_die
+from pseudo.cli.app import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_worker_that_dies_is_replaced_and_its_file_quarantined(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    _good(source, copies=5)  # 20 files, in chunks of 8
+    killer = source / "001-killer.dcm"
+    ds = pydicom.dcmread(source / "000-MR_small.dcm")
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.10.511.99"
+    ds.save_as(killer)
+    vault = make_vault(tmp_path / "vault", secret=SECRET)
+    command = run_command(source, tmp_path / "out", vault, "--json", "--quiet", "--workers", "2")
+    command[1:3] = ["-c", KILLER]
+    process = subprocess.run(
+        command,
+        env=dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert "Traceback" not in process.stderr, process.stderr[-3000:]
+    assert process.returncode == 1, process.stderr[-2000:]
+    report = load_report(Path(json.loads(process.stdout)["report"]))
+    files = _by_name(report)
+    assert files[killer.name]["status"] == "quarantined"
+    assert "worker processing it died" in files[killer.name]["reason"]
+    others = {name: f["status"] for name, f in files.items() if name != killer.name}
+    assert len(others) == 20 and set(others.values()) == {"written"}, others
+    # the same outputs as a run without the fault, in one process
+    killer.unlink()
+    _run(source, tmp_path / "out1", make_vault(tmp_path / "v1", secret=SECRET), "--workers", "1")
+    assert tree_digest(tmp_path / "out") == tree_digest(tmp_path / "out1")
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_killing_the_parent_leaves_no_worker_behind(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    _good(source, copies=60)
+    vault = make_vault(tmp_path / "vault")
+    target = tmp_path / "out"
+    process = subprocess.Popen(
+        run_command(source, target, vault, "--quiet", "--workers", "2"),
+        env=dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not next(target.rglob("*.part"), None):
+            time.sleep(0.01)
+        workers = _children(process.pid)
+        assert workers, "the run has worker processes"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        deadline = time.time() + 5
+        while time.time() < deadline and any(_alive(pid) for pid in workers):
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _alive(pid)], "orphaned workers remain"
+    finally:
+        if process.poll() is None:
+            process.kill()
