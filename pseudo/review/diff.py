@@ -9,7 +9,7 @@ not repeat identifying values by default.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from pseudo.deid.walker import attribute_name, element_vr
+from pseudo.dicom.private import creator_of
 from pseudo.dicom.vr import TEXT_VRS
 
 KINDS = ("removed", "emptied", "replaced", "shifted", "remapped", "cleaned", "kept", "added")
@@ -34,6 +35,8 @@ class Change:
     detail: str = ""
     before: str | None = None
     after: str | None = None
+    #: The private creator of a private attribute (from the dataset that holds it), else None.
+    creator: str | None = None
 
     @property
     def generic_path(self) -> str:
@@ -120,6 +123,7 @@ class _ChangeFactory:
     old: Any
     new: Any
     with_values: bool
+    creator: str | None = None
 
     def __call__(self, kind: str, detail: str = "") -> Change:
         keep = self.with_values
@@ -131,7 +135,18 @@ class _ChangeFactory:
             detail,
             _text(self.old) if keep and kind != "added" else None,
             _text(self.new) if keep and kind != "removed" else None,
+            self.creator,
         )
+
+
+def _creator(ds: Dataset, tag: int) -> str | None:
+    """The private creator of a private attribute of ``ds`` (None for standard ones)."""
+    if not (tag >> 16) & 1:
+        return None
+    try:
+        return creator_of(ds, tag)
+    except Exception:
+        return None
 
 
 def _compare(
@@ -147,7 +162,8 @@ def _compare(
         old = _value(before, tag) if in_before else None
         new = _value(after, tag) if in_after else None
 
-        change = _ChangeFactory(path, text_tag, vr, old, new, with_values)
+        creator = _creator(before if in_before else after, tag)
+        change = _ChangeFactory(path, text_tag, vr, old, new, with_values, creator)
         if not in_after:
             out.append(change("removed"))
         elif not in_before:
@@ -159,10 +175,11 @@ def _compare(
                 continue
             for index in range(max(len(old_items), len(new_items))):
                 item_path = f"{path}[{index}]."
+                item = Change(item_path.rstrip("."), text_tag, vr, "", "item", creator=creator)
                 if index >= len(new_items):
-                    out.append(Change(item_path.rstrip("."), text_tag, vr, "removed", "item"))
+                    out.append(replace(item, kind="removed"))
                 elif index >= len(old_items):
-                    out.append(Change(item_path.rstrip("."), text_tag, vr, "added", "item"))
+                    out.append(replace(item, kind="added"))
                 else:
                     _compare(old_items[index], new_items[index], item_path, out, with_values)
         else:

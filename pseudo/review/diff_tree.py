@@ -24,6 +24,21 @@ from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.review.diff import Change, compare, summarize
 
 
+@dataclass(frozen=True)
+class Place:
+    """The patient and study of a pair, told by B's pseudonymous values.
+
+    A label is only B's value when it differs from A's (so it was pseudonymized); an unchanged
+    value is kept as a grouping key but never shown. Keys stay in memory: they are not written
+    to any report.
+    """
+
+    patient_key: str = ""
+    patient_label: str = ""
+    study_key: str = ""
+    study_label: str = ""
+
+
 @dataclass
 class Pair:
     """Two files compared, and what changed between them."""
@@ -31,6 +46,8 @@ class Pair:
     a: str
     b: str
     changes: list[Change]
+    #: Where B belongs, for grouping (see :func:`where`).
+    place: Place = field(default_factory=Place)
 
 
 @dataclass
@@ -73,6 +90,7 @@ class TreeDiff:
                     "vr": change.vr,
                     "change": change.kind,
                     "detail": change.detail,
+                    "creator": change.creator or "",
                 }
                 if with_values:
                     row["before"] = change.before or ""
@@ -100,13 +118,28 @@ class TreeDiff:
         """One CSV row per attribute per pair."""
         rows = self.rows(with_values=with_values)
         buffer = io.StringIO()
-        fields = ["a", "b", "attribute", "tag", "vr", "change", "detail"]
+        fields = ["a", "b", "attribute", "tag", "vr", "change", "detail", "creator"]
         writer = csv.DictWriter(
             buffer, fieldnames=fields + (["before", "after"] if with_values else [])
         )
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue()
+
+
+def _changed(before: Dataset, after: Dataset, keyword: str) -> tuple[str, str]:
+    """B's value of ``keyword`` (the grouping key) and the same value if it may be shown."""
+    old, new = str(before.get(keyword, "") or ""), str(after.get(keyword, "") or "")
+    return new, (new if new and new != old else "")
+
+
+def where(before: Dataset, after: Dataset) -> Place:
+    """The patient and study that B belongs to, with labels safe to show."""
+    patient, patient_label = _changed(before, after, "PatientID")
+    study, study_uid = _changed(before, after, "StudyInstanceUID")
+    _, study_date = _changed(before, after, "StudyDate")
+    label = " ".join(part for part in (study_date, study_uid) if part)
+    return Place(patient, patient_label, study, label)
 
 
 def _read(path: Path) -> Dataset | None:
@@ -187,4 +220,5 @@ def _add(result: TreeDiff, a: Path, b: Path, name_a: str, name_b: str, with_valu
             name_a if before else name_b
         )
         return
-    result.pairs.append(Pair(name_a, name_b, compare(before, after, with_values=with_values)))
+    changes = compare(before, after, with_values=with_values)
+    result.pairs.append(Pair(name_a, name_b, changes, where(before, after)))

@@ -1,133 +1,155 @@
 """A single, self-contained HTML page of a ``pseudo diff``, to review and archive.
 
 No external resource is loaded: the style sheet and the filtering script are inline, so the page
-opens anywhere, offline, years later. A reviewer filters by change and by attribute; the rows
-are embedded as data and drawn page by page.
+opens anywhere, offline, years later. The page opens on a summary per patient and study (counts
+of each change); below it the changes themselves, filtered (changed only by default; by change,
+by attribute, by patient or study) and drawn a page at a time from rows embedded as compact data
+(see :mod:`pseudo.review.report_data`). An images section closes the page.
+
+Patients and studies are labelled by B's values only where they differ from A's (pseudonyms,
+shifted dates, new UIDs); values themselves are left out unless asked for.
 """
 
 from __future__ import annotations
 
 import html
-import json
 from datetime import UTC, datetime
 
 from pseudo import __version__
 from pseudo.review.diff import KINDS
 from pseudo.review.diff_tree import TreeDiff
+from pseudo.review.report_data import ReportData, StudyCounts, build
+from pseudo.review.report_page import SCRIPT, STYLE
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
-h1 { font-size: 1.4rem; } table { border-collapse: collapse; width: 100%; font-size: .85rem; }
-th, td { border: 1px solid #ccc; padding: .25rem .5rem; text-align: left; vertical-align: top; }
-th { background: #f2f2f2; position: sticky; top: 0; }
-tr.removed td.change, tr.emptied td.change { color: #a00; }
-tr.replaced td.change, tr.remapped td.change, tr.shifted td.change { color: #a60; }
-tr.cleaned td.change { color: #06a; } tr.kept td.change { color: #080; }
-#controls { margin: 1rem 0; display: flex; gap: 1rem; align-items: center; }
-.summary td:last-child { text-align: right; } code { font-size: .85rem; }
-"""
-
-_SCRIPT = """
-const data = JSON.parse(document.getElementById('data').textContent);
-const body = document.querySelector('#changes tbody');
-const PAGE = 1000;
-let matched = [], shown = 0;
-function cell(text, cls) {
-  const td = document.createElement('td');
-  if (cls) td.className = cls;
-  td.textContent = text;
-  return td;
-}
-function more() {
-  const stop = Math.min(matched.length, shown + PAGE);
-  const fragment = document.createDocumentFragment();
-  for (; shown < stop; shown++) {
-    const r = data.rows[matched[shown]];
-    const tr = document.createElement('tr');
-    tr.className = r[4];
-    tr.dataset.kind = r[4];
-    tr.dataset.attribute = r[1];
-    tr.append(cell(data.files[r[0]]), cell(r[1]), cell(r[2]), cell(r[3]), cell(r[4], 'change'),
-              cell(r[5]));
-    for (const value of r.slice(6)) tr.append(cell(value));
-    fragment.append(tr);
-  }
-  body.append(fragment);
-  const rest = matched.length - shown;
-  document.getElementById('count').textContent = matched.length + ' of ' + data.rows.length +
-    ' rows' + (rest ? ' (first ' + shown + ' shown)' : '');
-  document.getElementById('more').hidden = !rest;
-}
-function applyFilter() {
-  const kind = document.getElementById('kind').value;
-  const text = document.getElementById('attribute').value.toLowerCase();
-  matched = [];
-  data.rows.forEach((r, i) => {
-    if ((!kind || r[4] === kind) && (!text || r[1].toLowerCase().includes(text))) matched.push(i);
-  });
-  body.replaceChildren();
-  shown = 0;
-  more();
-}
-document.getElementById('kind').addEventListener('change', applyFilter);
-document.getElementById('attribute').addEventListener('input', applyFilter);
-document.getElementById('more').addEventListener('click', more);
-applyFilter();
-"""
+_e = html.escape
 
 
-def _data(diff: TreeDiff, with_values: bool) -> str:
-    """Every row as compact JSON (file names listed once), safe inside a script element."""
-    files: dict[str, int] = {}
-    rows = []
-    for row in diff.rows(with_values=with_values):
-        index = files.setdefault(row["b"], len(files))
-        values = [row["before"], row["after"]] if with_values else []
-        rows.append(
-            [index, row["attribute"], row["tag"], row["vr"], row["change"], row["detail"], *values]
-        )
-    text = json.dumps({"files": list(files), "rows": rows}, separators=(",", ":"))
-    return text.replace("</", "<\\/")
+def short_uid(text: str, keep: int = 8) -> str:
+    """A long UID (or any long word) as its first and last ``keep`` characters."""
+    return " ".join(
+        f"{word[:keep]}\u2026{word[-keep:]}" if len(word) > 2 * keep + 3 else word
+        for word in text.split(" ")
+    )
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return "".join(
+        f'<td class="n{" zero" if not counts[k] else ""}">{counts[k]}</td>' for k in KINDS
+    )
+
+
+def _study_row(data: ReportData, index: int, study: StudyCounts, first: bool) -> str:
+    patient = data.patients[study.patient]
+    cells = f'<td title="{_e(patient)}">{_e(patient) if first else ""}</td>'
+    cells += f'<td title="{_e(study.label)}">{_e(short_uid(study.label))}</td>'
+    return (
+        f'<tr data-where="s{index}">{cells}<td class="n">{study.files}</td>'
+        f"{_counts(study.counts)}</tr>"
+    )
+
+
+def _summary(data: ReportData) -> str:
+    """The per-patient / per-study table; a click on a row filters the changes to it."""
+    total = dict.fromkeys(KINDS, 0)
+    for study in data.studies:
+        for kind, count in study.counts.items():
+            total[kind] += count
+    files = sum(study.files for study in data.studies)
+    rows = [
+        f'<tr class="total" data-where=""><td>all patients</td><td>{len(data.studies)} studies'
+        f'</td><td class="n">{files}</td>{_counts(total)}</tr>'
+    ]
+    seen: set[int] = set()
+    for index, study in enumerate(data.studies):
+        rows.append(_study_row(data, index, study, study.patient not in seen))
+        seen.add(study.patient)
+    heads = "".join(f'<th class="n">{k}</th>' for k in KINDS)
+    return (
+        '<div class="wrap"><table id="summary"><thead><tr><th>patient</th><th>study</th>'
+        f'<th class="n">files</th>{heads}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+    )
+
+
+def _where_options(data: ReportData) -> str:
+    """The patient / study filter: every patient, each followed by its studies."""
+    options = ['<option value="">all patients and studies</option>']
+    for patient_index, patient in enumerate(data.patients):
+        options.append(f'<option value="p{patient_index}">{_e(patient)}</option>')
+        for index, study in enumerate(data.studies):
+            if study.patient == patient_index:
+                label = f"\u2003study {short_uid(study.label)}"
+                options.append(f'<option value="s{index}">{_e(label)}</option>')
+    return "".join(options)
+
+
+def _attribute_list(data: ReportData) -> str:
+    """Suggestions for the attribute filter: every attribute name (items collapsed)."""
+    names = sorted({str(a[0]).rsplit(".", 1)[-1] for a in data.payload["attrs"]})
+    return "".join(f'<option value="{_e(name)}">' for name in names)
+
+
+def _controls(data: ReportData) -> str:
+    kinds = "".join(f'<option value="{k}">{k}</option>' for k in KINDS)
+    return f"""<div id="controls">
+<label><input id="changed" type="checkbox" checked> changed only</label>
+<label>Change <select id="kind"><option value="">any</option>{kinds}</select></label>
+<label>Attribute <input id="attribute" type="search" list="attributes"
+ placeholder="name, tag or creator"></label><datalist id="attributes">{_attribute_list(data)}
+</datalist>
+<label>Patient <select id="where">{_where_options(data)}</select></label>
+<span id="pager"><button id="prev">&larr; previous</button><span id="page"></span>
+<button id="next">next &rarr;</button></span>
+<span id="count"></span></div>"""
+
+
+def _changes_table(with_values: bool) -> str:
+    values = '<col class="value"><col class="value">' if with_values else ""
+    value_heads = "<th>before</th><th>after</th>" if with_values else ""
+    return (
+        '<table id="changes"><colgroup><col class="attribute"><col class="change">'
+        f'<col class="detail">{values}<col class="tag"><col class="vr"></colgroup>'
+        f"<thead><tr><th>attribute</th><th>change</th><th>detail</th>{value_heads}"
+        "<th>tag</th><th>VR</th></tr></thead><tbody></tbody></table>"
+    )
+
+
+def _images() -> str:
+    """The images section: a place for thumbnails and burned-in text findings."""
+    return (
+        '<section id="images"><h2>Images</h2>'
+        '<p id="images-note">No thumbnails in this report: pixel data is not drawn, '
+        "so that the report carries no burned-in text.</p>"
+        '<div id="thumbnails"></div></section>'
+    )
+
+
+def _header(diff: TreeDiff, with_values: bool) -> str:
+    masked = "" if with_values else " Values are not shown (--show-values shows them)."
+    generated = datetime.now(UTC).replace(microsecond=0).isoformat()
+    return (
+        f'<h1>pseudo diff</h1><p class="meta">A: <code>{_e(diff.a_label)}</code> &middot; '
+        f"B: <code>{_e(str(diff.b))}</code><br>{len(diff.pairs)} pairs of files (paired by "
+        f"{_e(diff.paired_by)}); {len(diff.only_a)} only in A, {len(diff.only_b)} only in B. "
+        f"pseudo {_e(__version__)}, {_e(generated)}.{masked}</p>"
+    )
 
 
 def render(diff: TreeDiff, *, with_values: bool = False) -> str:
-    """The page, as a string: the rows are data, drawn a thousand at a time, so that a trial's
-    review (hundreds of thousands of rows) still opens quickly."""
-    e = html.escape
-    summary_rows = "".join(
-        f"<tr><td><code>{e(path)}</code></td><td>{e(kind)}</td><td>{count}</td></tr>"
-        for (path, kind), count in sorted(diff.summary().items())
-        if kind != "kept"
-    )
-    value_heads = "<th>before</th><th>after</th>" if with_values else ""
-    options = "".join(f'<option value="{k}">{k}</option>' for k in KINDS)
-    masked = (
-        ""
-        if with_values
-        else "<p>Values are not shown (run with --show-values to include them).</p>"
-    )
-    generated = datetime.now(UTC).replace(microsecond=0).isoformat()
+    """The page, as a string: a summary, then the rows drawn a page at a time from data, so that
+    a trial's review (hundreds of thousands of rows) still opens quickly."""
+    data = build(diff, with_values=with_values)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>pseudo diff</title>
-<style>{_STYLE}</style></head><body>
-<h1>pseudo diff</h1>
-<p>A: <code>{e(diff.a_label)}</code><br>B: <code>{e(str(diff.b))}</code><br>
-{len(diff.pairs)} pairs of files (paired by {e(diff.paired_by)}); {len(diff.only_a)} only in A,
-{len(diff.only_b)} only in B. Made by pseudo {e(__version__)} on {e(generated)}.</p>
-{masked}
-<h2>Summary</h2>
-<table class="summary"><thead><tr><th>attribute</th><th>change</th><th>count</th></tr></thead>
-<tbody>{summary_rows}</tbody></table>
-<h2>Every attribute</h2>
-<div id="controls">
-<label>Change <select id="kind"><option value="">all</option>{options}</select></label>
-<label>Attribute <input id="attribute" type="search" placeholder="e.g. PatientName"></label>
-<span id="count"></span></div>
-<table id="changes"><thead><tr><th>file (B)</th><th>attribute</th><th>tag</th><th>VR</th>
-<th>change</th><th>detail</th>{value_heads}</tr></thead>
-<tbody></tbody></table>
-<p><button id="more" hidden>Show 1000 more</button></p>
-<script type="application/json" id="data">{_data(diff, with_values)}</script>
-<script>{_SCRIPT}</script>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{STYLE}</style></head><body>
+{_header(diff, with_values)}
+<h2>Summary by patient and study</h2>
+{_summary(data)}
+<h2>Changes</h2>
+{_controls(data)}
+{_changes_table(with_values)}
+{_images()}
+<script type="application/json" id="data">{data.json()}</script>
+<script>{SCRIPT}</script>
 </body></html>
 """
