@@ -11,7 +11,7 @@ the project's audit key.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from keystore.actions import AuditAction, AuditOutcome, outcome_with
@@ -85,6 +85,34 @@ class Request:
         return f"study:{self.study_uid}"
 
 
+def normalize_pseudonym(value: str | None) -> str | None:
+    """A pseudonym as the linkage table stores it: surrounding spaces removed, upper case.
+
+    Pseudonyms are a project prefix (upper-case letters and digits), a dash and upper-case
+    base32 (:mod:`pseudo.deid.tokens`), so ``" trial-u4er7go2xrmhsy5d "`` copied from a mail
+    is the pseudonym ``TRIAL-U4ER7GO2XRMHSY5D``. An empty value stays empty (None).
+    """
+    if value is None:
+        return None
+    return value.strip().upper() or None
+
+
+def normalize_uid(value: str | None) -> str | None:
+    """A UID without surrounding spaces (and the NUL padding a DICOM value may carry)."""
+    if value is None:
+        return None
+    return value.strip().strip("\0").strip() or None
+
+
+def normalized(request: Request) -> Request:
+    """The request with its pseudonym and Study UID normalized, as every lookup needs them."""
+    return replace(
+        request,
+        pseudonym=normalize_pseudonym(request.pseudonym),
+        study_uid=normalize_uid(request.study_uid),
+    )
+
+
 def _open_all(key: ReidentificationKey, rows: list[Any]) -> list[SealedRecord]:
     """Open the sealed records of ``rows`` (:class:`InvalidTokenError` if one does not open)."""
     return [
@@ -101,7 +129,12 @@ def reidentify(
     passphrase: Callable[[], str],
     slot: str | None = None,
 ) -> Identity:
-    """Answer a re-identification request, logging it first whatever the outcome."""
+    """Answer a re-identification request, logging it first whatever the outcome.
+
+    The pseudonym and the Study UID are normalized first (:func:`normalized`): case and
+    surrounding spaces do not make a known pseudonym "not found".
+    """
+    request = normalized(request)
     requester = (request.requester or "").strip()
     reason = (request.reason or "").strip()
     opened: list[str] = []
@@ -127,7 +160,8 @@ def reidentify(
             name for name, value in (("--requester", requester), ("--reason", reason)) if not value
         )
         log(outcome_with(AuditOutcome.REFUSED, f"missing {missing.replace('--', '')}"))
-        raise ReidentificationRefused(f"re-identification refused: {missing} is required")
+        verb = "are" if " and " in missing else "is"
+        raise ReidentificationRefused(f"re-identification refused: {missing} {verb} required")
     if bool(request.pseudonym) == bool(request.study_uid):
         log(AuditOutcome.AMBIGUOUS_REQUEST)
         raise ReidentificationRefused("give exactly one of --pseudonym or --study-uid")

@@ -12,7 +12,8 @@ import typer.main
 from typer.core import TyperGroup
 
 from pseudo import __version__
-from pseudo.cli.common import ExitCode, err, error_kind, exit_code_of
+from pseudo.cli.common import ExitCode, err, error_kind, exit_code_of, printable
+from pseudo.cli.helpformat import PseudoContext, tidy
 
 #: Each subcommand (or group) and where it is defined, in the order ``--help`` lists them.
 #: A command loads only its own module: ``pseudo run`` does not import what ``pseudo diff``
@@ -32,9 +33,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("pseudo.cli.audit_cmds", "audit_app"),
 }
 
+#: How ``--help`` is formatted: click's plain layout (None), not typer's Rich panels. Click
+#: re-flows the paragraphs of a docstring to the terminal (at most 80 columns), gives an
+#: option's name its own line when it is long instead of truncating it, and shows no metavar
+#: on flags; Rich panels squeeze every column of the option table into 80 columns and cut
+#: long option names and environment variables ("--reid-passphrase-fi…").
+HELP_MARKUP = None
+
 
 class LazyCommands(TyperGroup):
     """The top-level group: a subcommand's module is imported when the subcommand is used."""
+
+    context_class = PseudoContext
 
     def list_commands(self, ctx: Any) -> list[str]:
         """Every subcommand, in the order of :data:`COMMANDS`."""
@@ -46,7 +56,9 @@ class LazyCommands(TyperGroup):
             module, name = COMMANDS[cmd_name]
             target = getattr(importlib.import_module(module), name)
             # Built as a subcommand of a group made like ``app``, as if registered there.
-            holder = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+            holder = typer.Typer(
+                add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=HELP_MARKUP
+            )
             holder.callback()(_no_options)
             if isinstance(target, typer.Typer):
                 holder.add_typer(target, name=cmd_name)
@@ -54,7 +66,7 @@ class LazyCommands(TyperGroup):
                 holder.command(cmd_name)(target)
             group = typer.main.get_command(holder)
             assert isinstance(group, TyperGroup)
-            self.commands[cmd_name] = group.commands[cmd_name]
+            self.commands[cmd_name] = tidy(group.commands[cmd_name])
         return self.commands.get(cmd_name)
 
 
@@ -67,6 +79,7 @@ app = typer.Typer(
     help="Pseudonymize DICOM for research; re-identify only through a logged request.",
     cls=LazyCommands,
     no_args_is_help=True,
+    rich_markup_mode=HELP_MARKUP,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -107,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         if error_kind(exc) is not None:
-            err.print(f"pseudo: error: {exc}", markup=False)
+            err.print(f"pseudo: error: {printable(exc)}", markup=False)
             sys.exit(exit_code_of(exc).value)
         err.print(
             f"pseudo: internal error ({exc.__class__.__name__}); "

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from keystore.audit import VerifyResult, parse_head
 from keystore.session import VaultSession
 from keystore.stamps import GENESIS
+from pseudo.cli.audit_view import (
+    Selection,
+    action_option,
+    blocks,
+    record_dict,
+    since_option,
+    table,
+    to_csv,
+    use_table,
+)
 from pseudo.cli.common import (
     EXIT_ATTENTION,
     DbOption,
@@ -195,46 +204,64 @@ def audit_checkpoint(
 def audit_show(
     vault: VaultOption = None,
     db: DbOption = None,
+    project: Annotated[
+        str | None, typer.Option("--project", help="Only the records of this project.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="DATE",
+            help="Only records from this date (2026-12-01) or time (2026-12-01T09:30, UTC) on.",
+        ),
+    ] = None,
+    action: Annotated[
+        str | None,
+        typer.Option(
+            "--action",
+            metavar="ACTION",
+            help="Only records of this action: reidentify, run, unlock, slot.add, "
+            "project.create, ... (the action column).",
+        ),
+    ] = None,
+    who: Annotated[
+        str | None,
+        typer.Option(
+            "--actor",
+            metavar="TEXT",
+            help="Only records whose actor (requester, user@host) contains TEXT, any case.",
+        ),
+    ] = None,
+    last: Annotated[
+        int | None, typer.Option("--last", metavar="N", help="Only the last N records chosen.")
+    ] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header row on stdout.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
-    last: Annotated[int | None, typer.Option(help="Only the last N records.")] = None,
 ) -> None:
-    """Print the audit log (who, when, what, why, outcome).
+    """Print the audit log: who did what, when, why, with which key slot, and the outcome.
 
-    Example: pseudo audit show --last 20
+    A terminal of 120 columns or more gets a table; a narrower one, or a pipe, gets one block
+    per record with one field a line, every value whole (a re-identification shows its
+    requester, reason, pseudonym or UID, time, outcome and key slot). --csv and --json give
+    every field, for a spreadsheet or a script. The filters combine.
+
+    Example: pseudo audit show --project lung-trial --action reidentify --since 2026-01-01
     """
+    if as_csv and as_json:
+        raise UserError("--csv and --json: give one of them")
+    selection = Selection(project, since_option(since), action_option(action), who, last)
     with VaultSession(vault_path(vault), db) as session:
         rows = session.audit.records()
-    if last is not None:
-        rows = rows[-last:] if last > 0 else []
-    records = [
-        {
-            "seq": r.seq,
-            "timestamp": r.timestamp,
-            "actor": r.actor,
-            "action": r.action,
-            "project": r.project,
-            "subject": r.subject,
-            "reason": r.reason,
-            "outcome": r.outcome,
-            "details": json.loads(r.details),
-            "hash": r.hash,
-            "authenticated_by": f"{r.mac_key}/{r.mac_slot}" if r.mac_key else None,
-        }
-        for r in rows
-    ]
+    records = selection.apply([record_dict(row) for row in rows])
     if as_json:
         emit_json(records)
-        return
-    table = Table("#", "time (UTC)", "actor", "action", "project", "subject", "reason", "outcome")
-    for r in records:
-        table.add_row(
-            str(r["seq"]),
-            r["timestamp"],
-            r["actor"],
-            r["action"],
-            r["project"] or "",
-            r["subject"] or "",
-            r["reason"] or "",
-            r["outcome"],
-        )
-    out.print(table)
+    elif as_csv:
+        sys.stdout.write(to_csv(records))
+        sys.stdout.flush()
+    elif not records:
+        err.print("no audit records match", markup=False)
+    elif use_table(out):
+        out.print(table(records))
+    else:
+        for line in blocks(records):
+            out.print(line)

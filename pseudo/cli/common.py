@@ -14,12 +14,14 @@ import enum
 import getpass
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from keystore.crypto import ScryptParams
 from keystore.errors import ErrorKind
@@ -60,6 +62,26 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
+#: Control characters (C0 but tab and newline, DEL, C1): a terminal would act on them.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: object) -> str:
+    """Text from a file or a user with every control character shown as ``\\xNN``.
+
+    An escape sequence in a requester, a reason, a patient name or a file name would otherwise
+    reach the terminal and recolour, hide or rewrite what is shown. Tabs and newlines stay.
+    For a string printed with ``markup=False`` or put into a :class:`rich.text.Text`.
+    """
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(text))
+
+
+def safe(text: object) -> str:
+    """Untrusted text for a Rich markup string or a table cell: :func:`printable`, and every
+    ``[`` that would open a markup tag escaped, so ``[/]`` or ``[red]`` is shown as it is."""
+    return escape(printable(text))
+
+
 class UserError(PseudoError):
     """A problem with what the user asked; printed as one line."""
 
@@ -77,7 +99,7 @@ VaultOption = Annotated[
     Path | None,
     typer.Option(
         "--vault",
-        help="Vault folder \\[default: $PSEUDO_VAULT, else ./pseudo-vault].",
+        help="Vault folder [default: $PSEUDO_VAULT, else ./pseudo-vault].",
         show_default=False,
     ),
 ]
@@ -93,8 +115,7 @@ PassphraseFileOption = Annotated[
     Path | None,
     typer.Option(
         "--passphrase-file",
-        help="Read the operator passphrase from this file "
-        "\\[default: $PSEUDO_PASSPHRASE, else ask].",
+        help="Read the operator passphrase from this file [default: $PSEUDO_PASSPHRASE, else ask].",
         show_default=False,
     ),
 ]
@@ -103,7 +124,7 @@ ReidPassphraseFileOption = Annotated[
     typer.Option(
         "--reid-passphrase-file",
         help="Read the re-identification passphrase from this file "
-        "\\[default: $PSEUDO_REID_PASSPHRASE, else ask].",
+        "[default: $PSEUDO_REID_PASSPHRASE, else ask].",
         show_default=False,
     ),
 ]
@@ -189,7 +210,7 @@ NewPassphraseFileOption = Annotated[
     typer.Option(
         "--new-passphrase-file",
         help="Read the new slot's passphrase from this file "
-        "\\[default: $PSEUDO_NEW_PASSPHRASE, else ask twice].",
+        "[default: $PSEUDO_NEW_PASSPHRASE, else ask twice].",
         show_default=False,
     ),
 ]
@@ -198,7 +219,7 @@ ScryptNOption = Annotated[
     typer.Option(
         "--scrypt-n",
         help="scrypt cost n for the slot: a power of two from 16384 to 4194304 "
-        "\\[default: 65536, about 0.2 s per guess; see `pseudo vault kdf-time`].",
+        "[default: 65536, about 0.2 s per guess; see `pseudo vault kdf-time`].",
         show_default=False,
     ),
 ]
@@ -232,3 +253,23 @@ def confirm_destruction(expected: str, what: str, yes: bool) -> None:
     answer = input(f"Type {expected!r} to confirm: ")
     if answer.strip() != expected:
         raise UserError(f"not confirmed: {what} was not done")
+
+
+def print_fields(console: Console, title: str, rows: list[tuple[str, str]]) -> None:
+    """Labelled values: a two-column table on a terminal (long values fold, never cut), plain
+    ``label: value`` lines in a pipe. Values are untrusted text (see :func:`printable`)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    if not console.is_terminal:
+        console.print(printable(title), markup=False)
+        width = max((len(label) for label, _ in rows), default=0) + 1
+        for label, value in rows:
+            console.print(f"  {label + ':':<{width}} {printable(value)}", markup=False)
+        return
+    table = Table(title=Text(printable(title)), show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for label, value in rows:
+        table.add_row(label, Text(printable(value)))
+    console.print(table)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from keystore.reidentify import Request, reidentify
+from keystore.reidentify import Identity, Request, reidentify
 from keystore.session import VaultSession
 from pseudo.cli.common import (
     DbOption,
@@ -15,6 +14,7 @@ from pseudo.cli.common import (
     VaultOption,
     emit_json,
     out,
+    print_fields,
     reid_passphrase,
     vault_path,
 )
@@ -58,25 +58,35 @@ def reidentify_command(
             lambda: reid_passphrase(reid_passphrase_file),
             slot,
         )
-    data = identity.to_json()
     if as_json:
-        emit_json(data)
+        emit_json(identity.to_json())
         return
-    table = Table(
-        title=f"Re-identified {identity.pseudonym} (project {project})", show_header=False
-    )
-    for key in (
-        "patient_id",
-        "issuer_of_patient_id",
-        "patient_name",
-        "patient_birth_date",
-        "date_offset_days",
-    ):
-        table.add_row(key.replace("_", " "), "" if data[key] is None else str(data[key]))
-    for study in identity.studies:
-        table.add_row(
-            "study",
-            f"{study.study_uid} (accession {study.accession_number or '-'}, "
-            f"date {study.study_date or '-'}) <- {study.pseudo_study_uid}",
-        )
-    out.print(table)
+    title = f"Re-identified {identity.pseudonym} (project {project})"
+    print_fields(out, title, identity_rows(identity))
+
+
+def identity_rows(identity: Identity) -> list[tuple[str, str]]:
+    """The labelled lines of a re-identification: which values are the original (identifying)
+    ones and which the pseudonymous ones, said on each line."""
+    rows = [
+        ("pseudonym", identity.pseudonym),
+        ("original patient ID", identity.patient_id or "-"),
+        ("original issuer of patient ID", identity.issuer_of_patient_id or "-"),
+        ("original patient name", identity.patient_name or "-"),
+        ("original birth date", identity.patient_birth_date or "-"),
+        ("date offset (days)", _number(identity.date_offset_days)),
+    ]
+    for number, study in enumerate(identity.studies, start=1):
+        rows += [
+            (f"study {number}: pseudonymous UID", study.pseudo_study_uid),
+            (f"study {number}: original UID", study.study_uid or "-"),
+            (f"study {number}: original accession", study.accession_number or "-"),
+            (f"study {number}: original date", study.study_date or "-"),
+        ]
+    if identity.other_identities:
+        rows.append(("other identities", f"{len(identity.other_identities)} (all in --json)"))
+    return rows
+
+
+def _number(value: int | None) -> str:
+    return "-" if value is None else str(value)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from keystore.errors import KeystoreError
 from pseudo.cli.common import (
@@ -28,6 +29,8 @@ from pseudo.cli.common import (
     given_operator_passphrase,
     operator_passphrase,
     out,
+    print_fields,
+    printable,
     vault_path,
 )
 from pseudo.errors import PseudoError
@@ -53,12 +56,12 @@ def run_command(
         str, typer.Option(help="Shipped policy name or a policy YAML file.")
     ] = "default",
     workers: Annotated[
-        int, typer.Option(help="Worker processes \\[default: all cores].", show_default=False)
+        int, typer.Option(help="Worker processes [default: all cores].", show_default=False)
     ] = 0,
     report_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Where run reports go \\[default: OUTPUT.pseudo-run/].", show_default=False
+            help="Where run reports go [default: OUTPUT.pseudo-run/].", show_default=False
         ),
     ] = None,
     quiet: Annotated[
@@ -119,9 +122,7 @@ def run_command(
 
     compiled = load_policy(policy)
     if dry_run:
-        _dry_run(
-            input_path, project, compiled, vault, db, passphrase_file, as_json, not no_verify
-        )
+        _dry_run(input_path, project, compiled, vault, db, passphrase_file, as_json, not no_verify)
         return
     if output is None:
         raise UserError("OUTPUT is required (or use --dry-run)")
@@ -171,7 +172,7 @@ def run_command(
     if as_json:
         emit_json({"run_id": summary.run_id, "report": str(report), **summary.counts})
     if not quiet:
-        _print_summary(summary.counts, summary.outcomes, report, show_inputs)
+        _print_summary(summary, report, show_inputs)
     if interrupted:
         err.print("pseudo: interrupted; run the same command again to finish (nothing is lost)")
         raise typer.Exit(130)
@@ -287,36 +288,55 @@ def _dry_run(
     kept = sum(c for (_, kind), c in result.changes.items() if kind == "kept")
     out.print(f"files: {result.files}; {kept} attribute values kept as they are")
     for path, reason in result.quarantined:
-        err.print(f"[red]would quarantine[/] {path}: {reason}")
+        err.print(
+            Text.assemble(("would quarantine", "red"), f" {printable(path)}: {printable(reason)}")
+        )
 
 
-def _print_summary(
-    counts: dict[str, int], outcomes: list[FileOutcome], report: Path, show_inputs: bool
-) -> None:
-    table = Table(title="pseudo run", show_header=False)
-    for key in (
-        "files",
-        "written",
-        "unchanged",
-        "skipped",
-        "quarantined",
-        "patients",
-        "studies",
-        "series",
-        "findings",
-    ):
-        table.add_row(key, str(counts[key]))
-    err.print(table)
+def _print_summary(summary: RunSummary, report: Path, show_inputs: bool) -> None:
+    """What a person reads after a run: the counts, the skipped and quarantined files, the
+    verification findings grouped by kind, and where the run report is."""
+    counts = summary.counts
+    keys = ["files", "written", "unchanged", "skipped", "quarantined"]
+    keys += ["patients", "studies", "series", "findings"]
+    print_fields(err, "pseudo run", [(key, str(counts[key])) for key in keys])
     listed = False
-    for outcome in outcomes:
+    for outcome in summary.outcomes:
         if outcome.status in ("quarantined", "skipped"):
             colour = "red" if outcome.status == "quarantined" else "yellow"
             name = outcome.input if show_inputs else f"input {outcome.input_id}"
-            err.print(f"[{colour}]{outcome.status}[/] {name}: {outcome.reason}", markup=True)
+            err.print(
+                Text.assemble(
+                    (outcome.status, colour), f" {printable(name)}: {printable(outcome.reason)}"
+                )
+            )
             listed = True
-    err.print(f"Run report: {report}")
+    _print_findings(summary)
+    err.print(f"Run report: {printable(report)}", markup=False)
     if listed and not show_inputs:
         inputs = report.with_name(report.name.replace(".json", ".inputs.json"))
         err.print(
-            f"Input paths by id (they may name patients; --show-inputs prints them): {inputs}"
+            "Input paths by id (they may name patients; --show-inputs prints them): "
+            f"{printable(inputs)}",
+            markup=False,
         )
+
+
+def _print_findings(summary: RunSummary) -> None:
+    """The verification findings of the files released (those of quarantined files are their
+    reason, above) and of the references between files, identical ones once with a count."""
+    from pseudo.cli.findings_view import group_findings, group_lines
+
+    findings = [
+        finding
+        for outcome in summary.outcomes
+        if outcome.status != "quarantined"
+        for finding in outcome.verification
+    ]
+    findings += summary.reference_findings
+    if not findings:
+        return
+    leaks = sum(1 for finding in findings if finding.severity == "leak")
+    err.print(f"verification: {leaks} leaks, {len(findings) - leaks} warnings", markup=False)
+    for line in group_lines(group_findings(findings)):
+        err.print(line)

@@ -76,7 +76,7 @@ def project_create(
     vault: VaultOption = None,
     db: DbOption = None,
     prefix: Annotated[
-        str | None, typer.Option(help="Pseudonym prefix \\[default: from the project name].")
+        str | None, typer.Option(help="Pseudonym prefix [default: from the project name].")
     ] = None,
     date_shift_min: Annotated[
         int, typer.Option(help="Smallest date offset in days.")

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from keystore.session import VaultSession
 from pseudo.batch.verify_tree import verify_tree
@@ -20,8 +19,10 @@ from pseudo.cli.common import (
     err,
     operator_passphrase,
     out,
+    printable,
     vault_path,
 )
+from pseudo.cli.findings_view import group_findings, group_lines
 from pseudo.policy import load_policy
 
 
@@ -49,6 +50,8 @@ def verify_command(
     Also flags private attributes the policy does not keep, Burned In Annotation other than NO
     and references that no longer resolve. Values are never shown without --show-values.
     With --project, each output is paired with its input, so dates and references are checked.
+    Identical findings are printed once with the number of files and the first few of them;
+    --json lists every finding.
 
     Example: pseudo verify /data/incoming /data/export --project lung-trial
     """
@@ -67,13 +70,10 @@ def verify_command(
     if as_json:
         emit_json(report.to_json())
     else:
-        table = Table("attribute", "check", "kind", "severity", *(["value"] if show_values else []))
-        table.add_column("output", overflow="fold")  # whole paths: a reviewer must find the file
-        for finding in report.findings:
-            row = [finding.path, finding.check, finding.kind, finding.severity]
-            table.add_row(*row, *([finding.value or ""] if show_values else []), finding.output)
+        for line in group_lines(group_findings(report.findings)):
+            out.print(line)
         if report.findings:
-            out.print(table)
+            err.print("(paths shortened; --json lists every finding with its whole path)")
         colour = "red" if report.leaks else "green"
         err.print(
             f"[{colour}]{report.leaks} leaks[/], {len(report.findings) - report.leaks} warnings in "
@@ -83,6 +83,6 @@ def verify_command(
             skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(report.skipped.items()))
             err.print(f"not searched for (too short or too common): {skipped}")
         for note in report.notes:
-            err.print(f"note: {note}")
+            err.print(f"note: {printable(note)}", markup=False)
     if report.leaks:
         raise typer.Exit(EXIT_ATTENTION)
