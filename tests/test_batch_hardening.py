@@ -210,3 +210,82 @@ def test_killing_the_parent_leaves_no_worker_behind(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_links_and_special_files_in_input_are_followed_or_listed(tmp_path: Path) -> None:
+    """A linked folder is read (each real folder once: a loop is listed, not walked); FIFOs,
+    sockets, dangling links and link loops are listed as skipped with their reason."""
+    import socket
+
+    source = tmp_path / "in"
+    elsewhere = tmp_path / "elsewhere"
+    _good(elsewhere, ["MR_small.dcm"])
+    _good(source / "plain", ["CT_small.dcm"])
+    (source / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (source / "plain" / "loop").symlink_to(source, target_is_directory=True)
+    (source / "dangling.dcm").symlink_to(tmp_path / "missing.dcm")
+    (source / "self-loop").symlink_to(source / "self-loop")
+    os.mkfifo(source / "fifo.dcm")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(source / "socket.dcm"))
+    try:
+        process, report = _run(source, tmp_path / "out", make_vault(tmp_path / "vault"))
+    finally:
+        server.close()
+    assert process.returncode == 0, process.stderr[-2000:]
+    files = _by_name(report)
+    assert files["000-MR_small.dcm"]["status"] == "written"  # through the linked folder
+    assert files["000-CT_small.dcm"]["status"] == "written"
+    reasons = {name: (f["status"], f["reason"]) for name, f in files.items() if "MR" not in name}
+    assert reasons["loop"] == ("skipped", "a link to a folder already listed: not read twice")
+    assert reasons["dangling.dcm"] == ("skipped", "a link whose target does not exist: not read")
+    assert reasons["self-loop"] == ("skipped", "a link that loops: not read")
+    assert reasons["fifo.dcm"] == ("skipped", "a FIFO (named pipe): not read")
+    assert reasons["socket.dcm"] == ("skipped", "a socket: not read")
+    assert len(list((tmp_path / "out").glob("*/*/*/*.dcm"))) == 2
+
+
+def test_a_link_into_the_output_is_not_read(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    _good(source, ["CT_small.dcm"])
+    (tmp_path / "out").mkdir()
+    (source / "out-link").symlink_to(tmp_path / "out", target_is_directory=True)
+    vault = make_vault(tmp_path / "vault")
+    _run(source, tmp_path / "out", vault)
+    process, report = _run(source, tmp_path / "out", vault)
+    files = _by_name(report)
+    assert files["out-link"]["status"] == "skipped", files
+    assert [f["status"] for f in report["files"]].count("unchanged") == 1
+
+
+@pytest.mark.parametrize("which", ["root", "run"])
+def test_a_temporary_folder_that_is_a_link_is_refused(tmp_path: Path, which: str) -> None:
+    source = tmp_path / "in"
+    _good(source, ["CT_small.dcm", "MR_small.dcm"])
+    target, outside = tmp_path / "out", tmp_path / "outside"
+    target.mkdir()
+    outside.mkdir()
+    if which == "root":
+        (target / ".pseudo-tmp").symlink_to(outside, target_is_directory=True)
+    else:  # a dead run's folder left as a link, with its lock: cleaned up, never followed
+        (target / ".pseudo-tmp").mkdir()
+        (target / ".pseudo-tmp" / "dead.lock").symlink_to(outside / "victim.lock")
+        (outside / "victim.lock").write_text("keep")
+        (target / ".pseudo-tmp" / "dead").symlink_to(outside, target_is_directory=True)
+    process = subprocess.run(
+        run_command(source, target, make_vault(tmp_path / "vault"), "--quiet"),
+        env=dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert "Traceback" not in process.stderr
+    if which == "root":
+        assert process.returncode == 2, process.stderr
+        assert "link" in process.stderr and len(process.stderr.strip().splitlines()) == 1
+        assert not list(target.glob("*/*/*/*.dcm"))
+    else:
+        assert process.returncode == 0, process.stderr
+        assert (outside / "victim.lock").read_text() == "keep"
+    assert [p.name for p in outside.iterdir()] == (["victim.lock"] if which == "run" else [])

@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 from keystore.errors import DatabaseError
 from keystore.keyring import Keyring
 from keystore.linkage import JournalEntry, LinkageStore, journal_key
-from pseudo.batch.errors import OutputError
+from pseudo.batch.errors import OutputError, RunError
 from pseudo.io import durable
 from pseudo.io.layout import TEMP_DIR_NAME
 from pseudo.pipeline.outcome import FileOutcome, FileStatus
@@ -142,9 +143,14 @@ class Committer:
     def claim(self) -> None:
         """Lock this run's temporary folder; remove those of runs that died (unlocked)."""
         root = self.output / TEMP_DIR_NAME
-        root.mkdir(exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            root.mkdir()
+        _refuse_link(root, self.output)
         for lock_path in root.glob("*.lock"):
-            fd = os.open(lock_path, os.O_RDWR)
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
+            except OSError:
+                continue  # a link planted as a lock: never followed, never removed through
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -153,9 +159,13 @@ class Committer:
                 os.close(fd)
             shutil.rmtree(root / lock_path.stem, ignore_errors=True)
             lock_path.unlink(missing_ok=True)
-        self._lock = os.open(root / f"{self.run_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._lock = os.open(
+            root / f"{self.run_id}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
+        )
         fcntl.flock(self._lock, fcntl.LOCK_EX)
-        self.temp_dir.mkdir(exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            self.temp_dir.mkdir()
+        _refuse_link(self.temp_dir, self.output)
 
     def release(self) -> None:
         """Remove this run's temporary folder (what was not committed in it is dropped) and
@@ -168,6 +178,20 @@ class Committer:
             self._lock = None
         with contextlib.suppress(OSError):  # another run may still use it
             root.rmdir()
+
+
+def _refuse_link(folder: Path, output: Path) -> None:
+    """Refuse a temporary folder that is a link, or not a folder, or resolves outside OUTPUT:
+    the workers would write the pseudonymized files (and their linkage) wherever it points."""
+    status = os.lstat(folder)
+    inside = os.path.realpath(folder) == os.path.join(
+        os.path.realpath(output), folder.relative_to(output)
+    )
+    if stat.S_ISLNK(status.st_mode) or not stat.S_ISDIR(status.st_mode) or not inside:
+        raise RunError(
+            f"{folder}: a temporary folder that is a link or not a folder is refused (nothing is "
+            "written outside the output folder); remove it and run again"
+        )
 
 
 class SameOutputCheck:

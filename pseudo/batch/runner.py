@@ -32,7 +32,7 @@ from pseudo.deid import anchors
 from pseudo.deid.anchors import scan_file
 from pseudo.deid.tokens import pseudonym
 from pseudo.io import durable
-from pseudo.io.listing import inventory
+from pseudo.io.listing import scan_tree
 from pseudo.pipeline.outcome import FileOutcome, FileStatus
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.verify.crossfile import CrossFileCheck
@@ -105,13 +105,24 @@ class Runner:
 
     def plan(self) -> tuple[list[Task], list[FileOutcome]]:
         """Files to process, and files already done by an earlier run (unchanged)."""
+        listing = scan_tree(self.input, exclude=self.output)
         printed = {
             path: (fingerprint(size, mtime, self.policy), size)
-            for path, size, mtime in inventory(self.input)
+            for path, size, mtime in listing.files
         }
         keys = {path: journal_key(self.keyring, path) for path in printed}
         journal = self.store.journal_lookup(self.keyring, keys.values())
         todo, done = [], []
+        for path, reason in listing.skipped:  # FIFOs, dangling links...: listed, never read
+            done.append(
+                FileOutcome(
+                    path,
+                    "",
+                    FileStatus.SKIPPED,
+                    reason=reason,
+                    input_id=journal_key(self.keyring, path)[:16],
+                )
+            )
         for path, (print_, size) in printed.items():
             row = journal.get(keys[path])
             if (
