@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pydicom
 import typer
-from rich.table import Table
-from rich.tree import Tree
+from rich.text import Text
 
 from pseudo.cli.common import UserError, emit_json, err, out
+from pseudo.io.dicomio import NotDicom, sniff
 from pseudo.io.pydicom_internals import quiet_pydicom
-from pseudo.review.diff_tree import diff_paths
+from pseudo.review.diff_text import TextDiff, summary_lines
+from pseudo.review.diff_tree import TreeDiff, diff_paths
 from pseudo.review.dump import dump_file
+from pseudo.review.inspect_text import inspect_lines
 from pseudo.review.inspect_tree import count_levels, inspect_path
+from pseudo.review.report_data import UNCHANGED
 from pseudo.review.report_html import render
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
@@ -35,12 +40,19 @@ def diff_command(
     ] = None,
     as_json: JsonOption = False,
     show_values: ShowValues = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List unchanged (kept) attributes too.")
+    ] = False,
+    summary: Annotated[
+        bool, typer.Option("--summary", help="Counts per attribute and change, across files.")
+    ] = False,
 ) -> None:
     """Compare two files or trees: per attribute removed, emptied, replaced, shifted, remapped,
     cleaned, kept or added, at every depth.
 
     Trees are paired by the run report beside B (B.pseudo-run/), else by identical pixel data,
-    else by path. Values are masked unless --show-values.
+    else by path. Prints one line per change, grouped by file (--all adds the unchanged ones;
+    --summary counts them across files instead). Values are masked unless --show-values.
 
     Example: pseudo diff /data/incoming /data/export --html review.html
     """
@@ -61,51 +73,35 @@ def diff_command(
         emit_json(result.to_json(with_values=show_values))
     if as_json or csv_path is not None:
         return
-    if len(result.pairs) == 1:
-        table = Table(
-            "attribute", "VR", "change", "detail", *(["before", "after"] if show_values else [])
-        )
-        for change in result.pairs[0].changes:
-            values = [change.before or "", change.after or ""] if show_values else []
-            table.add_row(change.path, change.vr, change.kind, change.detail, *values)
-    else:
-        table = Table("attribute", "change", "files")
-        for (attribute, kind), count in sorted(result.summary().items()):
-            table.add_row(attribute, kind, str(count))
-    out.print(table)
+    _print_diff(result, show_all=show_all, summary=summary)
+    hidden = sum(1 for p in result.pairs for c in p.changes if c.kind in UNCHANGED)
+    unchanged = "" if show_all or not hidden else f"; {hidden} unchanged not shown (--all)"
     err.print(
-        f"{len(result.pairs)} pairs (by {result.paired_by}); "
-        f"{len(result.only_a)} only in A, {len(result.only_b)} only in B"
+        f"{len(result.pairs)} pairs (by {result.paired_by}){unchanged}; "
+        f"{len(result.only_a)} only in A, {len(result.only_b)} only in B",
+        markup=False,
     )
 
 
-#: Instances listed under a series in the terminal (all of them are in --json).
-INSTANCES_SHOWN = 5
-
-
-def _tree(node: dict[str, Any], tree: Tree) -> None:
-    if node["level"] == "instance":
-        number = f"#{node['instance_number']} " if node.get("instance_number") else ""
-        tree.add(f"[bold]instance[/] {number}{node['label']}  [dim]{node['file']}[/]")
+def _print_lines(lines: Iterable[str], bold: Callable[[str], bool] = lambda _: False) -> None:
+    """Plain lines on stdout (fast) when it is not a terminal, else through rich."""
+    if not out.is_terminal:
+        for line in lines:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
         return
-    details = [f"{node['instances']} instances"]
-    if node["modalities"]:
-        details.append("modalities " + ", ".join(node["modalities"]))
-    if node["date_range"]:
-        details.append("dates " + "..".join(dict.fromkeys(node["date_range"])))
-    if node["private_creators"]:
-        details.append("private: " + ", ".join(node["private_creators"]))
-    if node["differing"]:
-        shown = node["differing"][:12]
-        more = f" (+{len(node['differing']) - 12})" if len(node["differing"]) > 12 else ""
-        details.append("differs: " + ", ".join(shown) + more)
-    branch = tree.add(f"[bold]{node['level']}[/] {node['label']}  [dim]{'; '.join(details)}[/]")
-    children = node.get("children", [])
-    limit = INSTANCES_SHOWN if children and children[0]["level"] == "instance" else len(children)
-    for child in children[:limit]:
-        _tree(child, branch)
-    if len(children) > limit:
-        branch.add(f"[dim]... {len(children) - limit} more instances (all in --json)[/]")
+    for line in lines:
+        out.print(Text(line, style="bold" if bold(line) else ""))
+
+
+def _print_diff(result: TreeDiff, *, show_all: bool, summary: bool) -> None:
+    """The changes (or the counts) as plain lines; headers in bold on a terminal."""
+    if summary:
+        lines: Iterable[str] = summary_lines(result, show_all=show_all)
+    else:
+        lines = TextDiff(result, width=out.width, show_all=show_all).lines()
+    heading = "attribute " if summary else "file "
+    _print_lines(lines, lambda line: line.startswith(heading))
 
 
 def inspect_command(
@@ -127,10 +123,7 @@ def inspect_command(
     if as_json:
         emit_json({"counts": counts, "patients": patients})
         return
-    tree = Tree(f"[bold]{path}[/]")
-    for patient in patients:
-        _tree(patient, tree)
-    out.print(tree)
+    _print_lines(inspect_lines(path, patients, out.width))
     err.print(", ".join(f"{count} {level}" for level, count in counts.items()) or "no DICOM files")
 
 
@@ -142,6 +135,14 @@ def dump_command(
 
     Example: pseudo dump scan.dcm
     """
+    if not file.exists():
+        raise UserError(f"{file}: not found")
+    try:
+        sniff(file)
+    except NotDicom as exc:
+        raise UserError(f"{file}: not a DICOM file ({exc})") from exc
+    except OSError as exc:
+        raise UserError(f"{file}: cannot be read ({exc.__class__.__name__})") from exc
     try:
         with quiet_pydicom():
             ds = pydicom.dcmread(file, force=True)
