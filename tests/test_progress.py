@@ -10,7 +10,15 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.conftest import OPERATOR, REPO, run_command, wait_until_writing
+from tests.conftest import OPERATOR, REPO, run_command
+from tests.events import (
+    DEADLINE,
+    new_run,
+    ready_for_ctrl_c,
+    stop_mid_run,
+    temporary_files,
+    wait_for,
+)
 
 
 def _command(source: Path, target: Path, vault: Path, *extra: str) -> list[str]:
@@ -55,7 +63,7 @@ def test_a_terminal_gets_a_progress_bar_with_rate_and_patients(tmp_path: Path, v
     process.wait(timeout=60)
     os.close(primary)
     text = shown.decode("utf-8", "replace")
-    assert process.returncode == 0
+    assert process.returncode == 0, text
     assert "pseudonymizing" in text and "18/18" in text
     assert "MB/s" in text and "3 patients" in text
     assert "Run report:" in text
@@ -83,6 +91,8 @@ def test_a_pipe_gets_no_bar_and_quiet_prints_nothing(tmp_path: Path, vault: Path
 def test_ctrl_c_prints_the_summary_of_what_was_done(
     canary_dir: Path, tmp_path: Path, vault: Path
 ) -> None:
+    """SIGINT to the process group once the run handles it and has written a first file, while
+    the test holds the vault's write lock (so the run has files left to commit)."""
     from tests.conftest import make_vault
 
     vault = make_vault(tmp_path / "canary-vault", "trial")
@@ -95,11 +105,12 @@ def test_ctrl_c_prints_the_summary_of_what_was_done(
         cwd=REPO,
         start_new_session=True,
     )
-    wait_until_writing(tmp_path / "out")
-    os.killpg(process.pid, signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    if process.returncode == 0:
-        return  # finished before the signal: nothing to show
+    target = tmp_path / "out"
+    run = wait_for(lambda: new_run(target, set()), "the run's lock file", process)
+    wait_for(lambda: temporary_files(target, run), "a first temporary file", process)
+    wait_for(lambda: ready_for_ctrl_c(process.pid, workers=1), "Ctrl-C handled", process)
+    stop_mid_run(process, vault, run, signal.SIGINT, before_commit=95)
+    _, stderr = process.communicate(timeout=DEADLINE)
     assert process.returncode == 130, stderr
     assert "written" in stderr and "Run report:" in stderr, "the summary of what was done"
     assert "interrupted; run the same command again" in stderr

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import subprocess
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,15 @@ from tests.conftest import (
     make_vault,
     run_command,
     tree_digest,
+)
+from tests.events import (
+    DEADLINE,
+    new_run,
+    ready_for_ctrl_c,
+    runs,
+    stop_mid_run,
+    temporary_files,
+    wait_for,
 )
 
 
@@ -53,51 +62,87 @@ def _outputs_and_leftovers(target: Path) -> tuple[dict[str, str], list[Path]]:
     return tree_digest(target), leftovers
 
 
-@pytest.mark.parametrize("delays", [(1.2, 1.7, 2.2, 2.7, 3.2)])
-def test_sigkill_at_any_point_then_rerun_gives_the_uninterrupted_output(
-    canary_run: CanaryRun, canary_dir: Path, tmp_path: Path, delays: tuple[float, ...]
+def _kill_when(
+    source: Path,
+    target: Path,
+    vault: Path,
+    files: Callable[[int], bool] | None = None,
+    held: bool = False,
 ) -> None:
+    """Start a run and SIGKILL its whole process group once it has its lock file, or once
+    ``files(number of its temporary files)`` holds; the kill is sent while the test holds the
+    vault's write lock, so the run cannot have committed everything by then. ``held``: take
+    the lock as soon as the workers have written a first file (the run needs the database
+    before that, not after until it commits), and wait for ``files`` under it."""
+    known = runs(target)
+    process = _start(source, target, vault)
+    try:
+        run = wait_for(lambda: new_run(target, known), "the run's lock file", process)
+        event = None
+        if files is not None:
+            wanted = (lambda count: count > 0) if held else files
+            wait_for(lambda: wanted(len(temporary_files(target, run))), "temporary files", process)
+        if files is not None and held:
+            check = files
+            event = ("all temporary files", lambda: check(len(temporary_files(target, run))))
+        stop_mid_run(process, vault, run, signal.SIGKILL, before_commit=JOURNAL, then=event)
+    finally:
+        process.wait(timeout=DEADLINE)
+
+
+#: Journal rows of a complete run over the canary corpus: one per input file.
+JOURNAL = 95
+
+
+def test_sigkill_at_any_point_then_rerun_gives_the_uninterrupted_output(
+    canary_run: CanaryRun, canary_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL as the run starts, as its workers write, and once they have written everything
+    while the parent waits to commit; each time the next run picks up what the last one left."""
     vault = make_vault(tmp_path / "vault", "canary", secret=CANARY_SECRET)
     target = tmp_path / "out"
-    kills = 0
-    for delay in delays:
-        process = _start(canary_dir, target, vault)
-        time.sleep(delay)
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            kills += 1
-        process.wait(timeout=60)
-    assert kills >= 2, "the run was killed mid-way at least twice"
+    outputs = len(tree_digest(canary_run.output))
+    # as the run starts: nothing written yet
+    _kill_when(canary_dir, target, vault)
+    # as the workers write: some temporary files, nothing committed
+    _kill_when(canary_dir, target, vault, files=lambda count: count > 0)
+    # every file written to its temporary name, the parent waiting to commit
+    _kill_when(canary_dir, target, vault, files=lambda count: count >= outputs, held=True)
     final = _start(canary_dir, target, vault)
-    _, stderr = final.communicate(timeout=300)
+    _, stderr = final.communicate(timeout=DEADLINE)
     assert final.returncode == 0, stderr
-    outputs, leftovers = _outputs_and_leftovers(target)
-    assert outputs == tree_digest(canary_run.output), "byte-identical to an uninterrupted run"
+    outputs_now, leftovers = _outputs_and_leftovers(target)
+    assert outputs_now == tree_digest(canary_run.output), "byte-identical to an uninterrupted run"
     assert not leftovers
     rows, keys, journal = _store_counts(vault)
     assert rows == keys == 8 + 20, "no duplicate and no missing linkage record"
-    assert journal == 95
+    assert journal == JOURNAL
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_stops_cleanly_with_a_summary(
     canary_run: CanaryRun, canary_dir: Path, tmp_path: Path, signum: int
 ) -> None:
+    """The signal goes to the whole process group once the run handles it (its workers are up
+    and ignore SIGINT) and before it has committed every file (the test holds the vault's
+    write lock meanwhile): the run commits what it has, says so, and exits 130."""
     vault = make_vault(tmp_path / "vault", "canary", secret=CANARY_SECRET)
     target = tmp_path / "out"
     process = _start(canary_dir, target, vault)
-    time.sleep(1.8)
-    os.killpg(process.pid, signum)  # as a terminal sends Ctrl-C to the whole process group
-    _, stderr = process.communicate(timeout=120)
-    if process.returncode == 0:
-        pytest.skip("the run finished before the signal arrived")
+    run = wait_for(lambda: new_run(target, set()), "the run's lock file", process)
+    wait_for(
+        lambda: ready_for_ctrl_c(process.pid, workers=2), "the run's workers to be up", process
+    )
+    stop_mid_run(process, vault, run, signum, before_commit=JOURNAL)
+    _, stderr = process.communicate(timeout=DEADLINE)
     assert process.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert "interrupted; run the same command again" in stderr and "Traceback" not in stderr
     reports = run_reports(tmp_path / "out.pseudo-run")
-    # A signal that comes before the run has started (while the vault opens) leaves no report.
-    if reports:
-        assert json.loads(reports[-1].read_text())["status"] == "interrupted"
+    assert len(reports) == 1
+    assert json.loads(reports[0].read_text())["status"] == "interrupted"
+    _, _, journal = _store_counts(vault)
+    assert journal < JOURNAL, "stopped before the end"
     final = _start(canary_dir, target, vault)
-    _, stderr = final.communicate(timeout=300)
+    _, stderr = final.communicate(timeout=DEADLINE)
     assert final.returncode == 0, stderr
     assert tree_digest(target) == tree_digest(canary_run.output)

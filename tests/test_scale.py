@@ -10,6 +10,7 @@ from datetime import date
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -44,6 +45,7 @@ def _tail_digest(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.slow
 def test_a_big_multiframe_file_stays_in_bounded_memory(tmp_path: Path, vault: Path) -> None:
     source = tmp_path / "in"
     source.mkdir()
@@ -62,6 +64,7 @@ def test_a_big_multiframe_file_stays_in_bounded_memory(tmp_path: Path, vault: Pa
     assert _tail_digest(output, pixels) == _tail_digest(source / "big.dcm", pixels)
 
 
+@pytest.mark.slow
 def test_a_grown_input_processes_only_the_new_files_with_the_same_pseudonyms(
     tmp_path: Path, vault: Path, env: None
 ) -> None:
