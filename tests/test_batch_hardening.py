@@ -252,7 +252,7 @@ def test_a_link_into_the_output_is_not_read(tmp_path: Path) -> None:
     (source / "out-link").symlink_to(tmp_path / "out", target_is_directory=True)
     vault = make_vault(tmp_path / "vault")
     _run(source, tmp_path / "out", vault)
-    process, report = _run(source, tmp_path / "out", vault)
+    _, report = _run(source, tmp_path / "out", vault)
     files = _by_name(report)
     assert files["out-link"]["status"] == "skipped", files
     assert [f["status"] for f in report["files"]].count("unchanged") == 1
@@ -289,3 +289,38 @@ def test_a_temporary_folder_that_is_a_link_is_refused(tmp_path: Path, which: str
         assert process.returncode == 0, process.stderr
         assert (outside / "victim.lock").read_text() == "keep"
     assert [p.name for p in outside.iterdir()] == (["victim.lock"] if which == "run" else [])
+
+
+def test_instance_uids_under_the_dicom_root_are_remapped(tmp_path: Path) -> None:
+    """Only UIDs that PS3.6 registers are kept; study, series, instance and frame of
+    reference UIDs under 1.2.840.10008 are remapped like any other."""
+    from pseudo.deid.uids import is_standard_uid
+
+    source = tmp_path / "in"
+    source.mkdir()
+    original = get_testdata_file("CT_small.dcm")
+    assert isinstance(original, str)
+    ds = pydicom.dcmread(original)
+    planted = {
+        "StudyInstanceUID": "1.2.840.10008.999.1",
+        "SeriesInstanceUID": "1.2.840.10008.1.2.3.4",
+        "SOPInstanceUID": "1.2.840.10008.5.1.4.1.1.2.7",
+        "FrameOfReferenceUID": "1.2.840.10008.1.4.1.1.77",
+    }
+    for keyword, uid in planted.items():
+        setattr(ds, keyword, uid)
+    ds.file_meta.MediaStorageSOPInstanceUID = planted["SOPInstanceUID"]
+    kept = {"SOPClassUID": ds.SOPClassUID}
+    ds.save_as(source / "root-uids.dcm")
+    _, report = _run(source, tmp_path / "out", make_vault(tmp_path / "vault"))
+    assert _by_name(report)["root-uids.dcm"]["status"] == "written"
+    (written,) = (tmp_path / "out").glob("*/*/*/*.dcm")
+    out = pydicom.dcmread(written)
+    for keyword, uid in planted.items():
+        assert not is_standard_uid(uid)
+        assert str(out.get(keyword, "")).startswith("2.25."), keyword
+    assert b"1.2.840.10008.999" not in written.read_bytes()
+    assert str(out.SOPClassUID) == kept["SOPClassUID"]
+    assert str(out.file_meta.TransferSyntaxUID) == str(ds.file_meta.TransferSyntaxUID)
+    for registered in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.4.1.1", "1.2.840.10008.2.16.4"):
+        assert is_standard_uid(registered)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from keystore.keyring import Keyring
+from pseudo.io.pydicom_internals import registered_uids
 
-#: UIDs registered by DICOM (SOP classes, transfer syntaxes, coding schemes...) live here and
-#: are never remapped: they name kinds of things, not instances.
+#: The DICOM root: what PS3.6 registers lives under it, but so can any instance UID.
 STANDARD_ROOT = "1.2.840.10008."
+#: UIDs registered by PS3.6 (SOP classes, transfer syntaxes, coding schemes, well-known frames
+#: of reference and SOP instances): they name kinds of things, not instances, and are kept.
+REGISTERED = registered_uids()
 
 
 def is_standard_uid(uid: str) -> bool:
-    """Whether ``uid`` is registered under the DICOM root ``1.2.840.10008``."""
-    return uid.startswith(STANDARD_ROOT)
+    """Whether ``uid`` is one that PS3.6 registers (exactly: an instance, series, study or
+    frame of reference UID under ``1.2.840.10008`` is not)."""
+    return uid in REGISTERED
 
 
 def remap_uid(keyring: Keyring, uid: str) -> str:
@@ -19,7 +23,7 @@ def remap_uid(keyring: Keyring, uid: str) -> str:
 
     The 128-bit integer is the first half of an HMAC of the original UID, with the version and
     variant bits of an RFC 9562 version-8 UUID set, as the ``2.25`` root asks for a UUID.
-    Standard UIDs and empty values are returned unchanged.
+    UIDs registered by PS3.6 and empty values are returned unchanged.
     """
     uid = uid.strip().rstrip("\x00")
     if not uid or is_standard_uid(uid):

@@ -116,3 +116,12 @@ def repeater_entries() -> dict[str, DictionaryEntry]:
     from pydicom._dicom_dict import RepeatersDictionary
 
     return RepeatersDictionary
+
+
+def registered_uids() -> frozenset[str]:
+    """Every UID that PS3.6 registers (Tables A-1 and A-2: SOP classes, transfer syntaxes,
+    well-known SOP instances and frames of reference, coding schemes, ...), from pydicom's copy
+    of the standard's table (``pydicom._uid_dict.UID_dictionary``, private)."""
+    from pydicom._uid_dict import UID_dictionary
+
+    return frozenset(UID_dictionary)
