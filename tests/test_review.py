@@ -1,10 +1,10 @@
-"""``pseudo diff``, ``pseudo inspect`` and ``pseudo dump``; the HTML report in a real browser."""
+"""``pseudo diff``, ``pseudo inspect`` and ``pseudo dump`` (the HTML report in a real browser and
+the 80-column output: tests/test_review_views.py)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 import shutil
@@ -107,52 +107,6 @@ def _browser() -> Any:
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
 
-def test_html_report_loads_and_filters_in_a_real_browser(
-    tmp_path: Path, vault: Path, env: None
-) -> None:
-    build_cohort(tmp_path / "in")
-    cli("run", tmp_path / "in", tmp_path / "out", "--project", "trial", "--vault", vault, "--quiet")
-    report = tmp_path / "review.html"
-    result = cli("diff", tmp_path / "in", tmp_path / "out", "--html", report)
-    assert result.code == 0
-    page = report.read_text()
-    assert "<script src" not in page and "<link" not in page, "self-contained"
-    assert "DOE^JANE" not in page and "MRN100234" not in page, "values are masked"
-    data = json.loads(
-        page.split('<script type="application/json" id="data">')[1].split("</script>")[0]
-    )
-    total = len(data["rows"])
-    removed = sum(1 for row in data["rows"] if row[4] == "removed")
-    page_size = 1000
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
-
-    browser = _browser()
-    try:
-        browser.get(report.as_uri())
-        assert browser.title == "pseudo diff"
-        rendered = (
-            "return [...document.querySelectorAll('#changes tbody tr')]"
-            ".filter(r => r.offsetParent !== null).map(r => r.dataset.kind)"
-        )
-        assert total > page_size, "enough rows to need more than one page"
-        assert len(browser.execute_script(rendered)) == page_size
-        count = browser.find_element(By.ID, "count")
-        assert count.text == f"{total} of {total} rows (first {page_size} shown)"
-        browser.find_element(By.ID, "more").click()
-        assert len(browser.execute_script(rendered)) == min(total, 2 * page_size)
-        Select(browser.find_element(By.ID, "kind")).select_by_value("removed")
-        kinds = browser.execute_script(rendered)
-        assert len(kinds) == min(removed, page_size) and set(kinds) == {"removed"}
-        first = browser.find_element(By.CSS_SELECTOR, "#changes tbody tr:not([hidden])")
-        assert first.is_displayed() and "removed" in first.get_attribute("class")
-        browser.find_element(By.ID, "attribute").send_keys("StudyDescription")
-        assert len(browser.execute_script(rendered)) == 18
-        assert browser.find_element(By.ID, "count").text == f"18 of {total} rows"
-    finally:
-        browser.quit()
-
-
 def test_inspect(tmp_path: Path) -> None:
     build_cohort(tmp_path / "in")
     data = cli("inspect", tmp_path / "in", "--json").json()
@@ -169,7 +123,7 @@ def test_inspect(tmp_path: Path) -> None:
     assert all(Path(i["file"]).is_file() and i["label"].startswith("1.") for i in instances)
     text = cli("inspect", tmp_path / "in")
     assert text.code == 0 and "patient MRN100234" in text.stdout
-    assert "instance #1 " in text.stdout
+    assert re.search(r"instance #1\s", text.stdout)
 
 
 def test_dump(tmp_path: Path) -> None:
