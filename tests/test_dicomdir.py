@@ -231,7 +231,9 @@ def test_refuses_output_without_dicom(pseudonymized: Pseudonymized, tmp_path: Pa
     _one_line_error(cli("dicomdir", tmp_path / "missing", tmp_path / "media"), "not found")
 
 
-def test_a_file_the_fileset_refuses_is_named(pseudonymized: Pseudonymized, tmp_path: Path) -> None:
+def test_a_file_the_fileset_refuses_is_left_out_and_listed(
+    pseudonymized: Pseudonymized, tmp_path: Path
+) -> None:
     output = tmp_path / "out"
     shutil.copytree(pseudonymized.output, output)
     broken = _outputs(output)[-1]
@@ -239,14 +241,59 @@ def test_a_file_the_fileset_refuses_is_named(pseudonymized: Pseudonymized, tmp_p
     del ds.SOPClassUID
     ds.save_as(broken)
     media = tmp_path / "media"
-    _one_line_error(cli("dicomdir", output, media), str(broken), "SOPClassUID")
-    assert not media.exists()  # nothing half-built is left
+    result = cli("dicomdir", output, media, "--json")
+    assert result.code == 1, result.stderr  # built, but something needs attention
+    summary = result.json()
+    assert summary["instances"] == pseudonymized.written - 1
+    assert summary["refused"] == [
+        {"file": str(broken.relative_to(output)), "reason": "it has no SOPClassUID"}
+    ]
+    assert "1 files left off the media:" in result.stderr
+    assert f"{broken.relative_to(output)}: it has no SOPClassUID" in result.stderr
+    assert (media / "DICOMDIR").is_file()
+    assert len(FileSet(media / "DICOMDIR")) == pseudonymized.written - 1
+    # When nothing can be put on media, nothing is built.
+    for path in _outputs(output):
+        ds = pydicom.dcmread(path)
+        ds.pop("SOPClassUID", None)
+        ds.save_as(path)
     empty = tmp_path / "empty"
     empty.mkdir()
-    _one_line_error(cli("dicomdir", output, empty), str(broken))
+    _one_line_error(cli("dicomdir", output, empty), "none of its", "SOPClassUID")
     assert empty.is_dir() and not any(empty.iterdir())  # an empty MEDIA stays as it was
+
+
+def test_an_empty_study_id_is_numbered_in_the_dicomdir_only(
+    pseudonymized: Pseudonymized, tmp_path: Path
+) -> None:
+    """Study ID is Type 1 in a STUDY record (PS3.3 F.5) but Type 2 in an instance."""
+    output = tmp_path / "out"
+    shutil.copytree(pseudonymized.output, output)
+    for path in _outputs(output):
+        ds = pydicom.dcmread(path)
+        ds.StudyID = ""
+        ds.save_as(path)
+    media = tmp_path / "media"
+    result = cli("dicomdir", output, media, "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["instances"] == pseudonymized.written and summary["refused"] == []
+    assert summary["invented_study_ids"] == summary["studies"] > 0
+    assert "numbered in the DICOMDIR" in result.stderr
+    dicomdir = pydicom.dcmread(media / "DICOMDIR")
+    studies = [r for r in dicomdir.DirectoryRecordSequence if r.DirectoryRecordType == "STUDY"]
+    assert sorted(str(r.StudyID) for r in studies) == [
+        str(n) for n in range(1, len(studies) + 1)
+    ]
+    copied = [p for p in media.rglob("*") if p.is_file() and p.name != "DICOMDIR"]
+    assert copied and {pydicom.dcmread(p).get("StudyID") for p in copied} == {""}
+
+
+def test_a_dicomdir_in_output_is_refused(pseudonymized: Pseudonymized, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    shutil.copytree(pseudonymized.output, output)
+    media = tmp_path / "media"
     # A DICOMDIR (with its patients' names) dropped into OUTPUT is refused, not copied.
-    broken.unlink()
     shutil.copy(pseudonymized.source / "DICOMDIR", output / "DICOMDIR.dcm")
     _one_line_error(cli("dicomdir", output, media), "DICOMDIR.dcm", "is a DICOMDIR")
     assert not media.exists()

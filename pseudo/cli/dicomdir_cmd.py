@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pseudo.cli.common import emit_json, err
+from pseudo.cli.common import EXIT_ATTENTION, emit_json, err, printable
 from pseudo.review.dicomdir import DEFAULT_FILESET_ID, build_media
 
 
@@ -34,6 +34,10 @@ def dicomdir_command(
     their values from the pseudonymized files: pseudonyms, shifted dates, remapped UIDs. MEDIA
     must be new or empty and not inside OUTPUT; on any error it is left as it was.
 
+    A file the File-set cannot index is left off the media and listed with the reason (exit
+    1); the rest is built. A study whose Study ID is empty (the DICOMDIR's STUDY record needs
+    one) gets its number on the media as Study ID, in the DICOMDIR only.
+
     Example: pseudo dicomdir /data/export /data/cd-image --fileset-id LUNGTRIAL
     """
     summary = build_media(output, media, fileset_id)  # a MediaError is one line, by its kind
@@ -45,9 +49,19 @@ def dicomdir_command(
     skipped = (
         f"; {summary.skipped} .dcm files that are not DICOM skipped" if summary.skipped else ""
     )
+    invented = (
+        f"; {summary.invented_study_ids} studies without a Study ID numbered in the DICOMDIR"
+        if summary.invented_study_ids
+        else ""
+    )
     err.print(
         f"media: {summary.instances} instances, {summary.patients} patients, "
-        f"{summary.studies} studies, {summary.series} series in {summary.media} "
-        f"(File-set ID {summary.fileset_id}){duplicates}{skipped}",
+        f"{summary.studies} studies, {summary.series} series in {printable(summary.media)} "
+        f"(File-set ID {summary.fileset_id}){duplicates}{skipped}{invented}",
         markup=False,
     )
+    if summary.refused:
+        err.print(f"{len(summary.refused)} files left off the media:", markup=False)
+        for file, reason in summary.refused:
+            err.print(f"  {printable(file)}: {printable(reason)}", markup=False)
+        raise typer.Exit(EXIT_ATTENTION)

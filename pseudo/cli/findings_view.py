@@ -64,11 +64,11 @@ def group_findings(findings: Iterable[FindingLike]) -> list[FindingGroup]:
 
 def short_path(path: str) -> str:
     """An output path with each long part (a UID, a pseudonym) cut to its start and end:
-    ``TRIAL-IHCXU2LBLOUAJCZX/2.25.6…42073367127/...``, so that a path fits an 80-column line;
+    ``TRIAL-IHCXU2LBLOUAJCZX/2.25.6…73367127/...``, so that a path fits an 80-column line;
     the parts stay in order and each keeps its most distinctive end."""
     parts = path.split("/")
     return "/".join(
-        part if len(part) <= LONG_PART else f"{part[:6]}…{part[-11:]}" for part in parts
+        part if len(part) <= LONG_PART else f"{part[:6]}…{part[-8:]}" for part in parts
     )
 
 

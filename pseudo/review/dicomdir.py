@@ -10,6 +10,18 @@ pseudonyms, shifted dates, tokens and remapped UIDs.
 The media is built in a hidden folder inside MEDIA (pydicom's staging copies included, so
 nothing lands in the system's temporary folder) and moved into place only when pydicom has
 written and re-read the DICOMDIR: an error leaves MEDIA as it was.
+
+A file the File-set cannot index is left off the media and listed (with why, naming no
+value); the rest is built. One case is filled instead, as the standard allows: the STUDY
+directory record's Study ID (0020,0010) is Type 1 (PS3.3 F.5, Study Keys: Study Date, Study
+Time and Study ID are Type 1; Study Description and Accession Number Type 2), while in an
+instance it is Type 2 (General Study module) and often empty: the input had none, or the
+policy emptied it (PS3.15 Table E.1-1 gives it action Z). Skipping those files would leave
+most real outputs without media, so the STUDY record of such a study gets an invented Study
+ID, the study's number on the media (1, 2, ...), like other media creators do (dcmmkdir
+``--invent``). It is written in the DICOMDIR only; the instance copied onto the media keeps its
+empty Study ID, and the number says nothing about the patient. Any other missing Type 1 key
+(Study Date, Modality, Series Number, ...) is not invented: that file is skipped and listed.
 """
 
 from __future__ import annotations
@@ -19,13 +31,14 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
-from pydicom.fileset import FileSet
+from pydicom.dataset import Dataset
+from pydicom.fileset import DIRECTORY_RECORDERS, FileSet
 from pydicom.uid import MediaStorageDirectoryStorage
 
 from pseudo.errors import ErrorKind
@@ -67,6 +80,10 @@ class MediaSummary:
     series: int
     skipped: int
     duplicates: int
+    #: files left off the media: (path relative to OUTPUT, why), naming no value
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    #: studies whose STUDY record got an invented Study ID (their own was empty)
+    invented_study_ids: int = 0
 
     def to_json(self) -> dict[str, object]:
         """The summary as a JSON-ready dictionary (paths as strings)."""
@@ -81,6 +98,8 @@ class MediaSummary:
             "series": self.series,
             "skipped": self.skipped,
             "duplicates": self.duplicates,
+            "refused": [{"file": file, "reason": reason} for file, reason in self.refused],
+            "invented_study_ids": self.invented_study_ids,
         }
 
 
@@ -164,8 +183,47 @@ def _staging_in(folder: Path) -> Iterator[None]:
         tempfile.tempdir = previous
 
 
-def _add_all(fileset: FileSet, files: list[Path]) -> None:
-    """Add every file to the File-set; the first that pydicom refuses stops with its name."""
+class StudyIds:
+    """Invents the Study ID of a STUDY record whose instance has none (see the module's
+    docstring): the study's number on the media, the same for every instance of the study."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, str] = {}
+
+    def record(self, original: Callable[[Dataset], Dataset], ds: Dataset) -> Dataset:
+        """The STUDY record of ``ds`` made by pydicom's ``original`` recorder, from a copy of
+        ``ds`` with an invented Study ID when its own is missing or empty."""
+        if str(ds.get("StudyID") or "").strip():
+            return original(ds)
+        study = str(ds.get("StudyInstanceUID") or "")
+        number = self.numbers.setdefault(study, str(len(self.numbers) + 1))
+        present, own = "StudyID" in ds, ds.get("StudyID")
+        ds.StudyID = number
+        try:
+            return original(ds)
+        finally:  # the instance is copied onto the media with its own Study ID
+            if present:
+                ds.StudyID = own
+            else:
+                del ds.StudyID
+
+
+@contextmanager
+def _inventing(ids: StudyIds) -> Iterator[None]:
+    """pydicom's STUDY recorder, with :class:`StudyIds` filling an empty Study ID, while the
+    media is built (pydicom's documented way to change how records are made)."""
+    original = DIRECTORY_RECORDERS["STUDY"]
+    DIRECTORY_RECORDERS["STUDY"] = lambda ds: ids.record(original, ds)
+    try:
+        yield
+    finally:
+        DIRECTORY_RECORDERS["STUDY"] = original
+
+
+def _add_all(fileset: FileSet, files: list[Path], output: Path) -> list[tuple[str, str]]:
+    """Add every file to the File-set; returns those pydicom refuses (path relative to
+    OUTPUT, why), which are left off the media. A DICOMDIR among them stops the build."""
+    refused: list[tuple[str, str]] = []
     for path in files:
         try:
             ds = pydicom.dcmread(path)
@@ -177,7 +235,14 @@ def _add_all(fileset: FileSet, files: list[Path]) -> None:
         except OSError as exc:
             raise MediaError(f"{path}: cannot read ({exc.strerror})") from exc
         except Exception as exc:
-            raise MediaError(f"{path}: cannot be put on the media: {_refusal(exc)}") from exc
+            refused.append((str(path.relative_to(output)), _refusal(exc)))
+    if len(refused) == len(files):
+        first, why = refused[0]
+        raise MediaError(
+            f"{output}: none of its {len(files)} DICOM files can be put on media "
+            f"(the first, {first}: {why})"
+        )
+    return refused
 
 
 def _count_records(dicomdir: Path) -> Counter[str]:
@@ -197,9 +262,11 @@ def _move_into(built: Path, media: Path, moved: list[Path]) -> None:
 def build_media(output: Path, media: Path, fileset_id: str = DEFAULT_FILESET_ID) -> MediaSummary:
     """Build standard DICOM media in MEDIA from every DICOM ``.dcm`` file under OUTPUT.
 
+    Files that pydicom's File-set refuses are left off and listed in the summary's
+    ``refused``; an empty Study ID is invented in the STUDY record (see the module's docstring).
     Raises :class:`MediaError` (one line, naming the file) for bad paths, an OUTPUT without
-    DICOM files, or a file that pydicom's File-set refuses; exit code 5 when MEDIA cannot be
-    written. MEDIA is left as it was on any error.
+    DICOM files, a DICOMDIR among the files, or when no file can be put on media; exit code 5
+    when MEDIA cannot be written. MEDIA is left as it was on any error.
     """
     fileset_id = check_fileset_id(fileset_id)
     source, target = check_media_paths(output, media)
@@ -217,10 +284,11 @@ def build_media(output: Path, media: Path, fileset_id: str = DEFAULT_FILESET_ID)
         moved: list[Path] = []
         done = False
         try:
-            with _staging_in(work):
+            ids = StudyIds()
+            with _staging_in(work), _inventing(ids):
                 fileset = FileSet()
                 fileset.ID = fileset_id
-                _add_all(fileset, files)
+                refused = _add_all(fileset, files, source)
                 built = work / "media"
                 fileset.write(built)
                 instances, uid = len(fileset), str(fileset.UID)
@@ -246,7 +314,9 @@ def build_media(output: Path, media: Path, fileset_id: str = DEFAULT_FILESET_ID)
         studies=counts["STUDY"],
         series=counts["SERIES"],
         skipped=skipped,
-        duplicates=len(files) - instances,
+        duplicates=len(files) - len(refused) - instances,
+        refused=refused,
+        invented_study_ids=len(ids.numbers),
     )
 
 
