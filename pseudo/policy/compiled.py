@@ -9,7 +9,9 @@ Order of precedence, first match wins (``docs/policies.md``):
    an unconditional one, and a later rule before an earlier one;
 3. Table E.1-1: the row's option code when one of the chosen options changes it, else the
    Basic Profile code; exact rows before repeating-group rows, then the private-attributes row;
-4. ``defaults.vr`` for standard attributes the table does not list (safety nets);
+4. for standard attributes the table does not list (safety nets, fail closed):
+   ``defaults.identifying`` for those of the Patient, Visit and Person modules or naming a
+   person (:mod:`pseudo.policy.identifying`), then ``defaults.vr`` by VR;
 5. ``defaults.standard`` for other attributes of the data dictionary, ``defaults.unknown`` for
    public tags the dictionary does not know, and ``defaults.private`` for private tags.
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 
 from pseudo.dicom.tags import TagPattern, is_standard, parse_tag_pattern
+from pseudo.policy.identifying import is_identifying
 from pseudo.policy.model import OPTIONS, Action
 from pseudo.policy.selectors import CompiledCondition, CompiledSelector, Parents
 from pseudo.policy.table import ConfidentialityTable, TableRow
@@ -131,6 +134,7 @@ class CompiledPolicy:
     private: Decision = Decision(Action.REMOVE, "built-in: private attributes are removed")
     standard: Decision = Decision(Action.KEEP, "built-in: standard attribute not in the table")
     unknown: Decision = Decision(Action.REMOVE, "built-in: unknown public attribute")
+    identifying: Decision | None = None
     vr_defaults: dict[str, Decision] = field(default_factory=dict)
     anchor: _dt.date | None = None
     birth_date: str | None = None
@@ -191,6 +195,8 @@ class CompiledPolicy:
         if self.private_table:
             yield self.private_table
         yield from (self.private, self.standard, self.unknown, *self.vr_defaults.values())
+        if self.identifying:
+            yield self.identifying
 
     def uses(self, action: Action) -> bool:
         """Whether any decision of this policy can be ``action``."""
@@ -279,6 +285,8 @@ class CompiledPolicy:
             return self.private_table or self.private
         if not is_standard(tag):
             return self.unknown
+        if self.identifying is not None and is_identifying(tag):
+            return self.identifying
         if vr in self.vr_defaults:
             return self.vr_defaults[vr]
         return self.standard

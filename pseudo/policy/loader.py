@@ -467,6 +467,23 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
     return policy
 
 
+#: Free-text VRs, and the options under which the free text that no table row decides is
+#: cleaned rather than removed (the options that ask for descriptions and content to be kept).
+_FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
+_CLEANING_OPTIONS = frozenset({"clean_structured_content", "clean_descriptors"})
+
+
+def _free_text(decision: Decision, vr: str, options: list[str]) -> Decision:
+    """A free-text safety net that removes, turned into ``clean`` under a cleaning option."""
+    if (
+        vr in _FREE_TEXT_VRS
+        and decision.action is Action.REMOVE
+        and _CLEANING_OPTIONS.intersection(options)
+    ):
+        return Decision(Action.CLEAN, f"{decision.source} (clean under a cleaning option)")
+    return decision
+
+
 def _apply_settings(policy: CompiledPolicy, source: _SourceFile) -> None:
     model = source.model
     defaults = model.defaults
@@ -479,8 +496,14 @@ def _apply_settings(policy: CompiledPolicy, source: _SourceFile) -> None:
         policy.unknown = Decision(*_resolve(defaults.unknown, policy.options, f"{origin}.unknown"))
     if defaults.private is not None:
         policy.private = Decision(*_resolve(defaults.private, policy.options, f"{origin}.private"))
+    if defaults.identifying is not None:
+        policy.identifying = Decision(
+            *_resolve(defaults.identifying, policy.options, f"{origin}.identifying")
+        )
     for vr, action in defaults.vr.items():
-        policy.vr_defaults[vr] = Decision(*_resolve(action, policy.options, f"{origin}.vr.{vr}"))
+        policy.vr_defaults[vr] = _free_text(
+            Decision(*_resolve(action, policy.options, f"{origin}.vr.{vr}")), vr, policy.options
+        )
     if model.dates.anchor is not None:
         policy.anchor = model.dates.anchor
     if model.dates.birth_date is not None:

@@ -158,6 +158,8 @@ class Defaults(BaseModel):
     standard: Action | None = None  # attributes in the DICOM data dictionary
     unknown: Action | None = None  # public tags the dictionary does not know
     private: Action | None = None  # private tags (the table's private row comes first)
+    #: standard attributes of the Patient, Visit and Person modules, or naming a person
+    identifying: Action | None = None
     vr: dict[str, Action] = Field(default_factory=dict)  # safety nets by VR
 
     @field_validator("vr")
