@@ -21,11 +21,11 @@ PERSON_TAGS = frozenset({0x00401101, 0x00401102, 0x00401103, 0x00401104})
 #: Keywords that name a person or a way to reach one ("Name" alone is not enough: a coil, a
 #: beam or a pulse sequence has a name too).
 PERSON_WORDS = re.compile(
-    r"Address|Telephone|Telecom|Email|Contact|Birth|Person|Patient|Physician|Operator"
+    r"Address|Telephone|Telecom|Email|Contact|Birth|Person|Physician|Operator"
     r"|Performer|Requester|Mother"
 )
 #: VRs that can hold such text.
-TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "UR", "PN", "SQ"})
+TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "UR", "PN"})
 #: Keywords matching PERSON_WORDS that name no person (schemes, codes, kinds of things).
 NOT_A_PERSON = re.compile(r"Scheme|Code|Algorithm|Manufacturer|Model|Type|Class|Label|Protocol")
 
