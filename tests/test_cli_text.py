@@ -152,9 +152,7 @@ def _options(path: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("columns", [80, 120])
-def test_every_help_fits_the_terminal_whole(
-    columns: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_help_fits_the_terminal_whole(columns: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", str(columns))
     paths = _command_paths()
     assert len(paths) > 25
@@ -324,6 +322,13 @@ def test_a_file_name_with_markup_is_listed_by_run_show_inputs(tmp_path: Path, en
     assert "\x1b" not in result.stderr
 
 
+def test_a_vault_path_with_brackets_is_shown_whole(tmp_path: Path, env: None) -> None:
+    folder = tmp_path / "x[bold]y[/]" / "vault"
+    result = cli("vault", "init", "--vault", folder)
+    assert result.code == 0, result.stderr
+    assert result.stderr.count(str(folder)) == 2  # the vault, and its linkage store
+
+
 def test_printable_and_safe() -> None:
     from rich.console import Console
 
@@ -403,9 +408,7 @@ def test_pseudonyms_are_normalized_and_values_labelled(done: dict[str, Any], env
 def test_missing_requester_and_reason_message_is_grammatical(
     done: dict[str, Any], env: None
 ) -> None:
-    result = cli(
-        "reidentify", "--project", "trial", "--pseudonym", "X", "--vault", done["vault"]
-    )
+    result = cli("reidentify", "--project", "trial", "--pseudonym", "X", "--vault", done["vault"])
     assert result.code != 0
     assert "--requester and --reason are required" in result.stderr
     one = cli(

@@ -282,9 +282,7 @@ def test_an_empty_study_id_is_numbered_in_the_dicomdir_only(
     assert "numbered in the DICOMDIR" in result.stderr
     dicomdir = pydicom.dcmread(media / "DICOMDIR")
     studies = [r for r in dicomdir.DirectoryRecordSequence if r.DirectoryRecordType == "STUDY"]
-    assert sorted(str(r.StudyID) for r in studies) == [
-        str(n) for n in range(1, len(studies) + 1)
-    ]
+    assert sorted(str(r.StudyID) for r in studies) == [str(n) for n in range(1, len(studies) + 1)]
     copied = [p for p in media.rglob("*") if p.is_file() and p.name != "DICOMDIR"]
     assert copied and {pydicom.dcmread(p).get("StudyID") for p in copied} == {""}
 

@@ -33,6 +33,7 @@ from pseudo.cli.common import (
     emit_json,
     err,
     out,
+    printable,
     read_passphrase,
     vault_path,
 )
@@ -91,7 +92,7 @@ def _report(result: VerifyResult, as_json: bool) -> None:
     if not result.ok:
         err.print(f"[red]Audit log FAILED verification[/] ({result.count} records):")
         for problem in result.problems:
-            err.print(f"  - {problem}", markup=False)
+            err.print(f"  - {printable(problem)}", markup=False)
         return
     err.print(
         f"[green]Audit log intact[/]: {result.count} records, hash chain verified, head {head}"
@@ -265,3 +266,46 @@ def audit_show(
     else:
         for line in blocks(records):
             out.print(line)
+
+
+@audit_app.command("check-key")
+def audit_check_key(
+    project: Annotated[str, typer.Option("--project", help="The project to check.")],
+    vault: VaultOption = None,
+    db: DbOption = None,
+    reid_passphrase_file: ReidPassphraseFileOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+) -> None:
+    """The re-identifier's (DPO's) routine check of the re-identification key.
+
+    Opens a re-identification slot, checks that the key runs seal to is the one the
+    re-identifiers pinned (signed), and opens the newest sealed records. Prints the pin's
+    fingerprint (compare it with the one shown when the project was created) and the audit
+    head to keep outside the vault. Exits 2 if the key was swapped.
+
+    Example: pseudo audit check-key --project lung-trial
+    """
+    from keystore.keycheck import check_reid_key
+    from pseudo.cli.common import reid_passphrase
+
+    with VaultSession(vault_path(vault), db) as session:
+        checked = check_reid_key(session, project, reid_passphrase(reid_passphrase_file))
+    head = f"{checked.head[0]}:{checked.head[1]}"
+    if as_json:
+        emit_json(
+            {
+                "project": checked.project,
+                "reid_pin": checked.pin,
+                "public_key": checked.public_key,
+                "probed": checked.probed,
+                "head": head,
+            }
+        )
+        return
+    err.print(
+        f"Project {checked.project!r}: the re-identification key is pinned by "
+        f"{checked.pin}; the {checked.probed} newest sealed records open with it. "
+        "Keep this head outside the vault:",
+        markup=False,
+    )
+    out.print(head, markup=False)

@@ -67,9 +67,7 @@ def short_path(path: str) -> str:
     ``TRIAL-IHCXU2LBLOUAJCZX/2.25.6…73367127/...``, so that a path fits an 80-column line;
     the parts stay in order and each keeps its most distinctive end."""
     parts = path.split("/")
-    return "/".join(
-        part if len(part) <= LONG_PART else f"{part[:6]}…{part[-8:]}" for part in parts
-    )
+    return "/".join(part if len(part) <= LONG_PART else f"{part[:6]}…{part[-8:]}" for part in parts)
 
 
 def _files(count: int) -> str:

@@ -34,7 +34,9 @@ from pseudo.cli.common import (
     new_passphrase,
     operator_passphrase,
     out,
+    printable,
     reid_passphrase,
+    safe,
     scrypt_params,
     vault_path,
 )
@@ -67,7 +69,7 @@ def vault_init(vault: VaultOption = None, db: DbOption = None) -> None:
     path = vault_path(vault)
     created = Vault.init(path, database_url=db, actor=actor())
     store = database_identity(created.database_url)  # no password
-    err.print(f"Created vault [bold]{path}[/] (linkage store: {store})")
+    err.print(f"Created vault [bold]{safe(path)}[/] (linkage store: {safe(store)})")
 
 
 @project_app.command("create")
@@ -116,7 +118,7 @@ def project_create(
             actor=actor(),
         )
     err.print(
-        f"Created project [bold]{name}[/]: pseudonyms {project.settings.prefix}-…, "
+        f"Created project [bold]{safe(name)}[/]: pseudonyms {project.settings.prefix}-…, "
         f"date offsets {date_shift_min}..{date_shift_max} days, "
         f"slots {operator_slot!r} (operator) and {reid_slot!r} (re-identification)"
     )
@@ -216,7 +218,7 @@ def project_add_slot(
             name, kind, slot, fresh, passphrase=current, kdf=params, actor=actor()
         )
     err.print(
-        f"Added {_what(kind)} slot [bold]{slot}[/] to project {name!r} "
+        f"Added {_what(kind)} slot [bold]{safe(slot)}[/] to project {safe(repr(name))} "
         f"(scrypt n={created.params.n})"
     )
 
@@ -246,7 +248,7 @@ def project_remove_slot(
             passphrase=_role_passphrase(role, passphrase_file, reid_passphrase_file),
             actor=actor(),
         )
-    err.print(f"Removed {_what(role)} slot [bold]{slot}[/] from project {name!r}")
+    err.print(f"Removed {_what(role)} slot [bold]{safe(slot)}[/] from project {safe(repr(name))}")
 
 
 @vault_app.command("rewrap-slot")
@@ -280,7 +282,8 @@ def vault_rewrap_slot(
             name, slot, current, kdf=params, new_passphrase=fresh, actor=actor()
         )
     err.print(
-        f"Re-wrapped slot [bold]{slot}[/] of project {name!r}: scrypt n={old.params.n} -> "
+        f"Re-wrapped slot [bold]{safe(slot)}[/] of project {safe(repr(name))}: "
+        f"scrypt n={old.params.n} -> "
         f"n={params.n}" + (", new passphrase" if fresh else "")
     )
 
@@ -406,7 +409,8 @@ def project_close(
         )
         seq, digest = session.audit.head()
     err.print(
-        f"Closed project [bold]{name}[/]: destroyed slots {', '.join(closure.destroyed_slots)}; "
+        f"Closed project [bold]{safe(name)}[/]: "
+        f"destroyed slots {safe(', '.join(closure.destroyed_slots))}; "
         f"its {closure.records} linkage records can no longer be opened"
         + (
             "; nobody can compute its pseudonyms any more"
@@ -446,7 +450,8 @@ def vault_backup(
         emit_json(manifest.to_json())
         return
     err.print(
-        f"Backed up {vault_path(vault)} to [bold]{dest}[/]: {len(manifest.files)} files, "
+        f"Backed up {safe(vault_path(vault))} to [bold]{safe(dest)}[/]: "
+        f"{len(manifest.files)} files, "
         f"audit head {manifest.audit_head}"
     )
     if manifest.database == "external":
@@ -476,12 +481,13 @@ def vault_restore(
         emit_json({"vault": str(dest), "ok": result.ok, "problems": result.problems})
     elif result.ok:
         err.print(
-            f"Restored [bold]{dest}[/] from {backup}: audit log intact up to and beyond "
+            f"Restored [bold]{safe(dest)}[/] from {safe(backup)}: "
+            "audit log intact up to and beyond "
             f"record {manifest.audit_head.split(':')[0]}"
         )
     else:
-        err.print(f"[red]Restored {dest}, but its audit log FAILED verification[/]:")
+        err.print(f"[red]Restored {safe(dest)}, but its audit log FAILED verification[/]:")
         for problem in result.problems:
-            err.print(f"  - {problem}")
+            err.print(f"  - {printable(problem)}", markup=False)
     if not result.ok:
         raise typer.Exit(EXIT_ATTENTION)
