@@ -25,6 +25,10 @@ class AuditAction(enum.StrEnum):
     SLOT_REWRAP = "slot.rewrap"
     UNLOCK = "unlock"
     REID_KEY_ROTATE = "reid-key.rotate"
+    #: a project made before pins existed gets its re-identification key pinned (signed)
+    REID_KEY_PIN = "reid-key.pin"
+    #: a re-identifier's routine check of the pinned key and the newest sealed records
+    REID_KEY_CHECK = "reid-key.check"
     REIDENTIFY = "reidentify"
     AUDIT_CHECKPOINT = "audit.checkpoint"
     RUN = "run"

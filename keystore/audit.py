@@ -25,7 +25,7 @@ import hmac
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +36,7 @@ from sqlmodel import Session, col, select
 
 from keystore import crypto
 from keystore.actions import AuditAction, AuditOutcome
-from keystore.db import AuditHead, AuditRow, failure
+from keystore.db import AuditHead, AuditRow, AuditSignatureRow, failure
 from keystore.errors import DatabaseError
 from keystore.stamps import GENESIS, os_user, utcnow
 
@@ -55,6 +55,9 @@ _HASHED_FIELDS = (
     "mac_slot",
 )
 _MAC_LABEL = "pseudo-audit/1"
+_SIG_LABEL = "pseudo-audit-signature/1"
+#: The key of a record's details naming the re-identifiers' key that signed it (hashed).
+SIGNED_BY = "signed_by"
 _HEAD_RE = re.compile(r"^(\d+):([0-9a-f]{64})$")
 
 CheckpointState = Literal["not configured", "missing", "unreadable", "ok"]
@@ -70,6 +73,11 @@ def record_hash(row: AuditRow) -> str:
 def record_mac(audit_key: bytes, digest: str) -> str:
     """HMAC-SHA256 (hex) of a record's hash under a project's audit key."""
     return crypto.mac(audit_key, _MAC_LABEL, digest).hex()
+
+
+def signature_statement(seq: int, digest: str) -> tuple[str, str, str]:
+    """What a re-identifier signs for record ``seq``: its number and hash (so the log up to it)."""
+    return _SIG_LABEL, str(seq), digest
 
 
 def parse_head(text: str) -> tuple[int, str]:
@@ -96,6 +104,8 @@ class VerifyResult:
     authenticated_through: int = 0
     unchecked: int = 0
     keyed_projects: list[str] = field(default_factory=list)
+    #: records whose re-identifier's signature verified under their project's pinned key
+    signed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -117,11 +127,19 @@ class AuditLog:
         self.checkpoint = checkpoint
         self.database = database
         self._keys: dict[str, tuple[str, bytes]] = {}
+        self._signers: dict[str, tuple[str, bytes]] = {}
+        #: the pinned verify keys of the vault's projects (set by the session)
+        self.pins: Callable[[], Mapping[str, Sequence[bytes]]] | None = None
 
     # -- keys ------------------------------------------------------------------------------
     def add_key(self, project: str, slot: str, audit_key: bytes) -> None:
         """Authenticate this process's later records of ``project`` with its audit key."""
         self._keys[project] = (slot, audit_key)
+
+    def add_signer(self, project: str, signing_key: bytes) -> None:
+        """Sign this process's later records of ``project`` with the re-identifiers' key."""
+        public = crypto.ed25519_public(signing_key)
+        self._signers[project] = (crypto.fingerprint(public), signing_key)
 
     def has_key(self, project: str) -> bool:
         """True when records of ``project`` are authenticated (and checked) by this process."""
@@ -148,6 +166,9 @@ class AuditLog:
         action = AuditAction(action).value
         outcome = str(outcome.value if isinstance(outcome, AuditOutcome) else outcome)
         keyed = self._keys.get(project) if project is not None else None
+        signer = self._signers.get(project) if project is not None else None
+        if signer is not None:
+            details = {**(details or {}), SIGNED_BY: signer[0]}
         try:
             with Session(self.engine) as session:
                 head = session.exec(
@@ -174,6 +195,11 @@ class AuditLog:
                 head.seq, head.hash = row.seq, row.hash
                 session.add(row)
                 session.add(head)
+                if signer is not None and project is not None:
+                    signature = crypto.sign(signer[1], *signature_statement(row.seq, row.hash))
+                    session.add(
+                        AuditSignatureRow(seq=row.seq, project=project, signature=signature.hex())
+                    )
                 session.commit()
                 session.refresh(row)
         except SQLAlchemyError as exc:
@@ -365,6 +391,12 @@ class AuditLog:
         rows = self.records()
         result = VerifyResult(count=len(rows), keyed_projects=sorted(self._keys))
         problems = result.problems
+        if not rows and check_checkpoint and self.checkpoint is not None and self.database is None:
+            problems.append(
+                "the log is empty, but a vault's own log always holds at least the record of its "
+                "creation (the log was wiped)"
+            )
+        signatures = _Signatures(self._signatures(), dict(self.pins() if self.pins else {}))
         previous = GENESIS
         for expected_seq, row in enumerate(rows, start=1):
             if row.seq != expected_seq:
@@ -380,6 +412,7 @@ class AuditLog:
             if record_hash(row) != row.hash:
                 problems.append(f"record {row.seq}: content does not match its hash (edited)")
             self._check_mac(row, result)
+            signatures.check(row, result)
             previous = row.hash
             if len(problems) >= 20:
                 problems.append("... further problems not listed")
@@ -392,6 +425,11 @@ class AuditLog:
             problems.append(
                 f"the log ends at record {last_seq} but its head names record {head.seq} "
                 "(records were removed from the end)"
+            )
+        for seq in sorted(signatures.left):
+            problems.append(
+                f"record {seq}, signed by a re-identifier, is no longer in the log (deleted or "
+                "rewritten)"
             )
         by_seq = {row.seq: row.hash for row in rows}
         by_seq[0] = GENESIS
@@ -409,10 +447,25 @@ class AuditLog:
                 )
         return result
 
+    def _signatures(self) -> dict[int, tuple[str, str]]:
+        """The re-identifiers' signatures, by sequence number: ``(project, signature hex)``."""
+        try:
+            with Session(self.engine) as session:
+                found = session.exec(select(AuditSignatureRow))
+                return {row.seq: (row.project, row.signature) for row in found}
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot read the audit log: {failure(exc)}") from exc
+
     def _check_mac(self, row: AuditRow, result: VerifyResult) -> None:
         if row.mac_key is None:
             if row.mac is not None:
                 result.problems.append(f"record {row.seq}: carries a MAC it does not declare")
+            return
+        if row.mac is None:
+            result.problems.append(
+                f"record {row.seq}: declares a MAC of project {row.mac_key!r} but carries none "
+                "(stripped)"
+            )
             return
         keyed = self._keys.get(row.mac_key)
         if keyed is None:
@@ -447,3 +500,76 @@ class AuditLog:
                 problems.append(
                     f"record {seq}: differs from the one this vault saw (log was rewritten)"
                 )
+
+
+class _Signatures:
+    """Checks the re-identifiers' signatures along the chain, record by record.
+
+    A record that says it was signed (``signed_by`` in its hashed details) must have a
+    signature that verifies under one of its project's pinned verify keys; a signature whose
+    record is gone is a deletion; and once a project has a signed record, every later
+    successful re-identification of it must be signed too (an operator cannot sign one).
+    """
+
+    def __init__(
+        self, signatures: dict[int, tuple[str, str]], pins: dict[str, Sequence[bytes]]
+    ) -> None:
+        self.left = dict(signatures)
+        self.pins = pins
+        self.first_signed: dict[str, int] = {}
+
+    def check(self, row: AuditRow, result: VerifyResult) -> None:
+        """Check one record (in chain order)."""
+        stored = self.left.pop(row.seq, None)
+        claimed = _claims_signature(row)
+        project = row.project or ""
+        valid = False
+        if stored is not None:
+            valid = self._verifies(row, stored, result)
+        elif claimed:
+            result.problems.append(
+                f"record {row.seq}: says a re-identifier signed it, but its signature is gone "
+                "(deleted)"
+            )
+        if (
+            not valid
+            and row.action == AuditAction.REIDENTIFY.value
+            and row.outcome == AuditOutcome.SUCCESS.value
+            and project in self.first_signed
+        ):
+            result.problems.append(
+                f"record {row.seq}: a re-identification of project {project!r} that no "
+                "re-identifier signed (forged)"
+            )
+        if valid:
+            self.first_signed.setdefault(project, row.seq)
+
+    def _verifies(self, row: AuditRow, stored: tuple[str, str], result: VerifyResult) -> bool:
+        project, signature = stored
+        keys = self.pins.get(project)
+        if keys is None:  # a project this vault does not hold: nothing to check it with
+            return False
+        try:
+            raw = bytes.fromhex(signature)
+        except ValueError:
+            raw = b""
+        statement = signature_statement(row.seq, row.hash)
+        if project == row.project and any(
+            crypto.verify_signature(key, raw, *statement) for key in keys
+        ):
+            result.signed += 1
+            return True
+        result.problems.append(
+            f"record {row.seq}: its re-identifier's signature does not verify under the pinned "
+            f"key of project {project!r} (forged, or the log was rewritten)"
+        )
+        return False
+
+
+def _claims_signature(row: AuditRow) -> bool:
+    """True when a record's (hashed) details name the re-identifiers' key that signed it."""
+    try:
+        details = json.loads(row.details or "{}")
+    except ValueError:
+        return False
+    return isinstance(details, dict) and SIGNED_BY in details

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -36,6 +37,9 @@ from keystore.errors import InvalidTokenError
 
 SEAL_VERSION = 1
 _SEAL_INFO = b"pseudo/v1/seal"
+#: HKDF label of the re-identifiers' Ed25519 signing key, derived from the project's X25519
+#: re-identification private key (so every re-identification slot holds it, no operator does).
+REID_SIGNING_LABEL = "pseudo/v1/reid-signing"
 _NONCE_LEN = 12
 _X25519_LEN = 32
 
@@ -250,3 +254,35 @@ def siv_decrypt(key: bytes, ciphertext: bytes, context: bytes) -> bytes:
         return AESSIV(key).decrypt(ciphertext, [context])
     except (InvalidTag, ValueError) as exc:
         raise InvalidTokenError("token does not decrypt with this project's key") from exc
+
+
+def reid_signing_key(reid_private: bytes) -> bytes:
+    """The Ed25519 signing key (32-byte seed) of the holders of a re-identification private key.
+
+    Derived with HKDF (its own label) from the X25519 private key, which only re-identification
+    slots hold: whoever can sign can open the linkage records, and nobody else can sign.
+    """
+    return hkdf(reid_private, REID_SIGNING_LABEL)
+
+
+def ed25519_public(seed: bytes) -> bytes:
+    """The raw Ed25519 public key of a 32-byte signing key."""
+    return (
+        Ed25519PrivateKey.from_private_bytes(seed)
+        .public_key()
+        .public_bytes(Encoding.Raw, PublicFormat.Raw)
+    )
+
+
+def sign(seed: bytes, *parts: str | bytes) -> bytes:
+    """Ed25519 signature of the length-prefixed encoding of ``parts``."""
+    return Ed25519PrivateKey.from_private_bytes(seed).sign(encode_parts(*parts))
+
+
+def verify_signature(public_key: bytes, signature: bytes, *parts: str | bytes) -> bool:
+    """True when ``signature`` is ``public_key``'s Ed25519 signature of ``parts``."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, encode_parts(*parts))
+    except (InvalidSignature, ValueError):
+        return False
+    return True

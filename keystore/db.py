@@ -134,6 +134,22 @@ class AuditHead(SQLModel, table=True):
     hash: str = Field(default="0" * 64, max_length=64)
 
 
+class AuditSignatureRow(SQLModel, table=True):
+    """A re-identifier's Ed25519 signature of one audit record's sequence number and hash.
+
+    Written in the transaction that appends the record, by a process that opened a
+    re-identification slot; since each hash covers its predecessor, it signs the whole log up
+    to that record (the head at that moment). Kept apart from ``audit`` so that the records'
+    format, and their hashes, stay as they were.
+    """
+
+    __tablename__ = "audit_signature"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    project: str = Field(max_length=64)
+    signature: str = Field(max_length=128)  # hex
+
+
 class AuthFailureRow(SQLModel, table=True):
     """Failed passphrase attempts in a row on one project and role, and when the next may start.
 

@@ -75,6 +75,13 @@ class CorruptVaultError(KeystoreError):
     """A vault file cannot be read or fails its integrity check."""
 
 
+class PinnedKeyError(CorruptVaultError):
+    """The re-identification public key is not the one the re-identifiers signed: nothing is
+    sealed to it (a usage error: exit 2)."""
+
+    kind = ErrorKind.USAGE
+
+
 class InvalidTokenError(KeystoreError):
     """A sealed record or reversible token is malformed or was not made with this key."""
 

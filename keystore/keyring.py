@@ -13,7 +13,9 @@ from typing import Literal
 
 from keystore import crypto
 
-Purpose = Literal["token", "uid", "date", "reversible", "journal", "linkage", "state"]
+Purpose = Literal[
+    "token", "uid", "date", "reversible", "journal", "linkage", "state", "journal-fingerprint"
+]
 
 #: HKDF labels of the sub-keys. Changing a label changes every pseudonym, UID and offset of
 #: every project, so the labels carry a version and must never be edited in place.
@@ -25,6 +27,12 @@ KEY_LABELS: dict[Purpose, str] = {
     "journal": "pseudo/v1/journal",
     "linkage": "pseudo/v1/linkage-digest",
     "state": "pseudo/v1/operator-state",
+}
+
+#: Sub-keys added after the first release, each under a label of its own (the labels above
+#: never change): the HMAC key of the journal's file fingerprints.
+ADDED_LABELS: dict[Purpose, str] = {
+    "journal-fingerprint": "pseudo/v1/journal-fingerprint",
 }
 
 
@@ -55,7 +63,8 @@ class Keyring:
         cls, secret: bytes, settings: ProjectSettings, reid_public_key: bytes
     ) -> Keyring:
         """Derive every sub-key of a project from its 256-bit secret."""
-        keys: dict[str, bytes] = {p: crypto.hkdf(secret, label) for p, label in KEY_LABELS.items()}
+        labels = {**KEY_LABELS, **ADDED_LABELS}
+        keys: dict[str, bytes] = {p: crypto.hkdf(secret, label) for p, label in labels.items()}
         keys["reversible"] = crypto.hkdf(secret, KEY_LABELS["reversible"], length=64)
         return cls(settings=settings, reid_public_key=reid_public_key, _keys=keys)
 

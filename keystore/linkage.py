@@ -9,13 +9,14 @@ running the same input twice adds no duplicate. What a sealed record holds is de
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, bindparam, func, update
+from sqlalchemy import Engine, and_, bindparam, func, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
@@ -70,6 +71,37 @@ def journal_key(keyring: Keyring, input_path: str) -> str:
     """The journal's name for an input file: a keyed digest of its path (paths can name
     patients). Worked out once per file by the caller, which needs it more than once."""
     return keyring.mac("journal", input_path).hex()
+
+
+#: How a journal row's sealed part begins (rows written before it hold the fingerprint and the
+#: output path in clear, and are re-keyed by :meth:`LinkageStore.migrate_journal`).
+SEALED_JOURNAL = "s1:"
+
+
+def journal_fingerprint(keyring: Keyring, input_key: str, fingerprint: str) -> str:
+    """What the journal stores of a file's fingerprint (size, mtime, policy): a keyed digest,
+    so a copy of the database cannot be joined with a listing of the input files."""
+    return keyring.mac("journal-fingerprint", input_key, fingerprint).hex()
+
+
+def _journal_context(project: str, input_key: str) -> bytes:
+    return crypto.encode_parts("pseudo-journal/1", project, input_key)
+
+
+def seal_journal(keyring: Keyring, input_key: str, fingerprint: str, output: str | None) -> str:
+    """The sealed part of a journal row: the fingerprint and output path, readable only with
+    the project secret (the run needs them back to skip the files already done)."""
+    plain = json.dumps({"f": fingerprint, "o": output}, separators=(",", ":")).encode()
+    blob = keyring.seal_state(plain, _journal_context(keyring.project, input_key))
+    return SEALED_JOURNAL + base64.b64encode(blob).decode("ascii")
+
+
+def open_journal(keyring: Keyring, input_key: str, sealed: str) -> tuple[str, str | None]:
+    """``(fingerprint, output)`` of a sealed journal row (:class:`InvalidTokenError` if it does
+    not open in this row)."""
+    blob = base64.b64decode(sealed[len(SEALED_JOURNAL) :])
+    data = json.loads(keyring.open_state(blob, _journal_context(keyring.project, input_key)))
+    return str(data["f"]), data["o"]
 
 
 def sealed_aad(project: str, kind: str, key: str) -> bytes:
@@ -279,9 +311,9 @@ class LinkageStore:
             {
                 "project": keyring.project,
                 "input_key": item.input_key,
-                "fingerprint": item.fingerprint,
+                "fingerprint": journal_fingerprint(keyring, item.input_key, item.fingerprint),
                 "status": item.status,
-                "output": item.output,
+                "output": seal_journal(keyring, item.input_key, item.fingerprint, item.output),
                 "reason": item.reason,
                 "run_id": run_id,
                 "updated_at": now,
@@ -312,8 +344,59 @@ class LinkageStore:
                     col(JournalRow.input_key).in_(keys[start : start + 500]),
                 )
                 for key, fingerprint, status, output in session.exec(stmt):
+                    if output is not None and output.startswith(SEALED_JOURNAL):
+                        try:
+                            fingerprint, output = open_journal(keyring, key, output)
+                        except (InvalidTokenError, ValueError, KeyError):
+                            continue  # a row that does not open here: process the file again
                     result[key] = JournalState(fingerprint, status, output)
         return result
+
+    def migrate_journal(self, keyring: Keyring) -> int:
+        """Re-key the project's journal rows written before fingerprints were keyed: each
+        gets its keyed fingerprint and its sealed part, so a re-run still skips the files done
+        and a copy of the database holds nothing to join with a listing of the inputs.
+        Returns the number of rows re-keyed (0 once done, at the cost of one query)."""
+        project = keyring.project
+        table = JournalRow.__table__  # type: ignore[attr-defined]
+        legacy = and_(
+            col(JournalRow.project) == project,
+            or_(
+                col(JournalRow.output).is_(None),
+                ~col(JournalRow.output).startswith(SEALED_JOURNAL, autoescape=True),
+            ),
+        )
+        done = 0
+        with self._transaction() as session:
+            rows = list(
+                session.exec(
+                    select(
+                        JournalRow.id,
+                        JournalRow.input_key,
+                        JournalRow.fingerprint,
+                        JournalRow.output,
+                    ).where(legacy)
+                )
+            )
+            if not rows:
+                return 0
+            statement = (
+                update(table)
+                .where(table.c.id == bindparam("row_id"))
+                .values(fingerprint=bindparam("new_fp"), output=bindparam("new_output"))
+            )
+            params = [
+                {
+                    "row_id": row_id,
+                    "new_fp": journal_fingerprint(keyring, key, fingerprint),
+                    "new_output": seal_journal(keyring, key, fingerprint, output),
+                }
+                for row_id, key, fingerprint, output in rows
+            ]
+            for start in range(0, len(params), RESEAL_CHUNK):
+                session.execute(statement, params[start : start + RESEAL_CHUNK])
+            done = len(params)
+        return done
 
     # -- operator state -------------------------------------------------------------------
     @staticmethod
@@ -400,6 +483,17 @@ class LinkageStore:
                     LinkageRow.pseudonym == pseudonym,
                 )
                 .order_by(col(LinkageRow.id))
+            )
+            return list(session.exec(stmt))
+
+    def newest_records(self, project: str, limit: int) -> list[LinkageRow]:
+        """The ``limit`` most recently stored sealed records of a project, newest first."""
+        with Session(self.engine) as session:
+            stmt = (
+                select(LinkageRow)
+                .where(LinkageRow.project == project)
+                .order_by(col(LinkageRow.id).desc())
+                .limit(limit)
             )
             return list(session.exec(stmt))
 

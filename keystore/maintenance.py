@@ -28,7 +28,7 @@ from keystore.actions import AuditAction, AuditOutcome, outcome_with
 from keystore.db import busy_timeout
 from keystore.errors import BackupError, CorruptVaultError, SlotError
 from keystore.stamps import os_user, utcnow
-from keystore.vault import CHECKPOINT_DIR, ProjectFile, Vault, settings_mac
+from keystore.vault import CHECKPOINT_DIR, ProjectFile, ReidPin, Vault, settings_mac
 
 if TYPE_CHECKING:
     from keystore.audit import VerifyResult
@@ -88,6 +88,7 @@ def rotate_reid_key(
             settings_mac=settings_mac(operator.key, project.settings, new_public),
             slots=slots,
             created=project.created,
+            reid_pin=ReidPin.make(name, new_private, _earlier_verify_keys(project, reid.key)),
         )
         old_fp, new_fp = crypto.fingerprint(project.reid_public_key), crypto.fingerprint(new_public)
         details: dict[str, Any] = {"old_key": old_fp, "new_key": new_fp}
@@ -112,6 +113,7 @@ def rotate_reid_key(
         if on_progress is not None:
             on_progress("committed", count)
         os.replace(staging, vault.project_path(name))
+    session.audit.add_signer(name, crypto.reid_signing_key(new_private))
     reid_slots = [s.name for s in slots if s.role == "reidentifier"]
     session.audit.append(
         AuditAction.REID_KEY_ROTATE,
@@ -126,6 +128,13 @@ def rotate_reid_key(
         },
     )
     return Rotation(name, count, reid_slots, old_fp, new_fp)
+
+
+def _earlier_verify_keys(project: ProjectFile, old_private: bytes) -> tuple[bytes, ...]:
+    """The verify keys a rotated project's pin keeps, so records signed before still verify."""
+    old = crypto.ed25519_public(crypto.reid_signing_key(old_private))
+    kept = project.reid_pin.verify_keys if project.reid_pin is not None else [old]
+    return tuple(dict.fromkeys([old, *kept]))
 
 
 def recover(session: VaultSession) -> list[str]:

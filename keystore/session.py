@@ -46,6 +46,7 @@ class VaultSession:
             self.vault.checkpoint_path_for(database_url),
             database=None if own else database_identity(url),
         )
+        self.audit.pins = self.vault.pinned_keys
         self.vault.guard = Guard(self.engine, self.audit, throttle)
         try:
             if not own:

@@ -34,13 +34,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from keystore import crypto
+from keystore import crypto, strength
 from keystore.actions import AuditAction, AuditOutcome
 from keystore.errors import (
     AuthenticationError,
     CorruptVaultError,
     InvalidNameError,
     InvalidTokenError,
+    PinnedKeyError,
     ProjectClosedError,
     ProjectExistsError,
     ProjectNotFoundError,
@@ -53,7 +54,7 @@ from keystore.keyring import Keyring, ProjectSettings
 from keystore.stamps import GENESIS, os_user, utcnow
 
 if TYPE_CHECKING:
-    from keystore.guard import Guard
+    from keystore.guard import Attempt, Guard
 
 VAULT_FORMAT = "pseudo-vault/1"
 #: The folder of the checkpoints of databases other than the vault's own.
@@ -62,7 +63,7 @@ PROJECT_FORMAT = "pseudo-project/2"
 _SLOT_AAD = "pseudo-slot/2"
 _REID_SEAL_AAD = "pseudo-reid-slot/1"
 _KEY_LEN = 32
-MIN_PASSPHRASE_LENGTH = 8
+MIN_PASSPHRASE_LENGTH = strength.MIN_LENGTH
 DEFAULT_DATE_SHIFT = (-3652, -1)
 
 Role = Literal["operator", "reidentifier"]
@@ -88,11 +89,17 @@ def _check_name(kind: str, name: str) -> str:
 
 
 def check_new_passphrase(passphrase: str, what: str) -> None:
-    """Refuse an empty or short passphrase for a new key slot."""
-    if len(passphrase) < MIN_PASSPHRASE_LENGTH:
-        raise WeakPassphraseError(
-            f"{what} passphrase: at least {MIN_PASSPHRASE_LENGTH} characters are required"
-        )
+    """Refuse a short, common or easily guessed passphrase for a new key slot
+    (:mod:`keystore.strength`)."""
+    reason = strength.weakness(passphrase)
+    if reason is not None:
+        raise WeakPassphraseError(f"{what} passphrase refused: {reason}")
+
+
+def check_distinct(first: str, second: str, message: str) -> None:
+    """Refuse two passphrases that are equal or near-identical (:func:`strength.near_identical`)."""
+    if strength.near_identical(first, second):
+        raise WeakPassphraseError(message)
 
 
 def _write_private_json(path: Path, data: dict[str, Any]) -> None:
@@ -260,6 +267,73 @@ class KeySlot:
         return replace(self, salt=salt, params=params, nonce=nonce, wrapped=wrapped)
 
 
+_PIN_LABEL = "pseudo-reid-pin/1"
+
+
+@dataclass(frozen=True)
+class ReidPin:
+    """The re-identification public key, pinned by the re-identifiers' own signature.
+
+    ``verify_key`` is the Ed25519 public key of :func:`keystore.crypto.reid_signing_key`
+    (derived from the X25519 private key, which only re-identification slots hold);
+    ``signature`` signs the project, the X25519 public key, the verify key and the verify keys
+    of earlier key pairs (``previous``, after rotations). An operator can recompute the
+    settings MAC but cannot make this signature for a key of their own without replacing the
+    verify key too, which the re-identifiers' routine check and their next unlock detect.
+    """
+
+    verify_key: bytes
+    signature: bytes
+    previous: tuple[bytes, ...] = ()
+
+    @classmethod
+    def make(cls, project: str, reid_private: bytes, previous: tuple[bytes, ...] = ()) -> ReidPin:
+        """Pin the public key of ``reid_private`` for ``project`` (needs the private key)."""
+        seed = crypto.reid_signing_key(reid_private)
+        verify_key = crypto.ed25519_public(seed)
+        public = crypto.public_from_private(reid_private)
+        signature = crypto.sign(seed, *cls._statement(project, public, verify_key, previous))
+        return cls(verify_key, signature, previous)
+
+    @staticmethod
+    def _statement(
+        project: str, public: bytes, verify_key: bytes, previous: tuple[bytes, ...]
+    ) -> tuple[str | bytes, ...]:
+        return (_PIN_LABEL, project, public, verify_key, *previous)
+
+    def verifies(self, project: str, public: bytes) -> bool:
+        """True when the signature pins ``public`` as ``project``'s re-identification key."""
+        statement = self._statement(project, public, self.verify_key, self.previous)
+        return crypto.verify_signature(self.verify_key, self.signature, *statement)
+
+    @property
+    def fingerprint(self) -> str:
+        """The short name of the verify key a DPO keeps outside the vault."""
+        return crypto.fingerprint(self.verify_key)
+
+    @property
+    def verify_keys(self) -> list[bytes]:
+        """Every verify key of the project, the current one first."""
+        return [self.verify_key, *self.previous]
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialize for the project file."""
+        return {
+            "verify_key": _b64(self.verify_key),
+            "signature": _b64(self.signature),
+            "previous": [_b64(key) for key in self.previous],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReidPin:
+        """Parse the pin of a project file."""
+        return cls(
+            _unb64(data["verify_key"]),
+            _unb64(data["signature"]),
+            tuple(_unb64(key) for key in data.get("previous", [])),
+        )
+
+
 @dataclass
 class ProjectFile:
     """The public part of a project: settings, public key and key slots (all secrets wrapped)."""
@@ -271,10 +345,12 @@ class ProjectFile:
     created: str
     closed: bool = False
     closed_at: str | None = None
+    #: None for a project made before pins existed, until a re-identifier unlocks it
+    reid_pin: ReidPin | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Serialize for ``projects/<name>.json``."""
-        return {
+        data: dict[str, Any] = {
             "format": PROJECT_FORMAT,
             "name": self.settings.name,
             "prefix": self.settings.prefix,
@@ -289,6 +365,9 @@ class ProjectFile:
             "closed_at": self.closed_at,
             "slots": [slot.to_json() for slot in self.slots],
         }
+        if self.reid_pin is not None:
+            data["reid_pin"] = self.reid_pin.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any], path: Path) -> ProjectFile:
@@ -308,6 +387,7 @@ class ProjectFile:
                 created=data["created"],
                 closed=bool(data.get("closed", False)),
                 closed_at=data.get("closed_at"),
+                reid_pin=ReidPin.from_json(data["reid_pin"]) if data.get("reid_pin") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptVaultError(f"{path}: malformed project file ({exc})") from exc
@@ -490,6 +570,19 @@ class Vault:
             )
         return ProjectFile.from_json(_read_json(path), path)
 
+    def pinned_keys(self) -> dict[str, list[bytes]]:
+        """The pinned verify keys of every project that has a pin (for the audit log's
+        signatures); a project file that cannot be read is left out (its check says why)."""
+        keys: dict[str, list[bytes]] = {}
+        for name in self.project_names():
+            try:
+                pin = self.project(name).reid_pin
+            except (CorruptVaultError, InvalidNameError):
+                continue
+            if pin is not None:
+                keys[name] = pin.verify_keys
+        return keys
+
     @contextmanager
     def lock(self, name: str, *, blocking: bool = True) -> Iterator[bool]:
         """Hold the project's lock (slot changes, rotation, closing, backup serialize on it).
@@ -541,11 +634,12 @@ class Vault:
             raise InvalidNameError("the operator and re-identification slots need different names")
         check_new_passphrase(operator_passphrase, "operator")
         check_new_passphrase(reid_passphrase, "re-identification")
-        if operator_passphrase == reid_passphrase:
-            raise WeakPassphraseError(
-                "the operator and re-identification passphrases must differ: the operator "
-                "must not be able to re-identify"
-            )
+        check_distinct(
+            operator_passphrase,
+            reid_passphrase,
+            "the operator and re-identification passphrases must differ by more than case, "
+            "spaces or a few characters: the operator must not be able to re-identify",
+        )
         prefix = prefix if prefix is not None else default_prefix(name)
         if not _PREFIX_RE.match(prefix):
             raise InvalidNameError(f"prefix {prefix!r}: use 1-12 upper-case letters or digits")
@@ -581,16 +675,23 @@ class Vault:
                 ),
             ],
             created=utcnow().isoformat(),
+            reid_pin=ReidPin.make(name, reid_private),
         )
         (self.path / "projects").mkdir(mode=0o700, exist_ok=True)
         _write_private_json(path, project.to_json())
         guard.audit.add_key(name, operator_slot, audit_key)
+        guard.audit.add_signer(name, crypto.reid_signing_key(reid_private))
+        assert project.reid_pin is not None
         guard.audit.append(
             AuditAction.PROJECT_CREATE,
             actor or os_user(),
             AuditOutcome.SUCCESS,
             project=name,
-            details={"prefix": prefix, "slots": [operator_slot, reid_slot]},
+            details={
+                "prefix": prefix,
+                "slots": [operator_slot, reid_slot],
+                "reid_pin": project.reid_pin.fingerprint,
+            },
         )
         return project
 
@@ -631,25 +732,37 @@ class Vault:
             kind = "key" if role is None else what
             raise AuthenticationError(f"project {name!r} has no {kind} slot")
         guard = self.guard
-        attempt = guard.begin(name, role or "any") if guard is not None else None
+        tried: list[Attempt] = []
         for candidate in candidates:
+            attempt = (
+                guard.begin(name, candidate.role, candidate.name) if guard is not None else None
+            )
             try:
                 key, audit_key = candidate.open(name, passphrase)
             except InvalidTokenError:
+                if attempt is not None:
+                    tried.append(attempt)
                 continue
             if (
                 candidate.role == "reidentifier"
                 and crypto.public_from_private(key) != project.reid_public_key
             ):
-                raise CorruptVaultError(f"project {name!r}: re-identification key does not match")
+                raise PinnedKeyError(
+                    f"project {name!r}: re-identification key does not match (the project "
+                    "file's public key was replaced)"
+                )
             if guard is not None and attempt is not None:
-                guard.succeeded(attempt)
+                guard.succeeded(attempt, tried)
                 guard.audit.add_key(name, candidate.name, audit_key)
+                if candidate.role == "reidentifier" and project.reid_pin is not None:
+                    self._check_pin_holder(project, key)
+                    guard.audit.add_signer(name, crypto.reid_signing_key(key))
             return SlotContents(candidate.name, candidate.role, key, audit_key)
-        failures = attempt.failures if attempt is not None else 0
-        next_delay = attempt.next_delay if attempt is not None else 0.0
-        if guard is not None and attempt is not None and audit_failure:
-            guard.failed(attempt, slot)
+        worst = max(tried, key=lambda a: a.failures, default=None)
+        failures = worst.failures if worst is not None else 0
+        next_delay = max((a.next_delay for a in tried), default=0.0)
+        if guard is not None and worst is not None and audit_failure:
+            guard.failed(replace(worst, role=role or "any"), slot)
         message = (
             f"wrong {what} passphrase for project {name!r}"
             if role is not None
@@ -688,7 +801,66 @@ class Vault:
         self.refuse_closed(project, "it accepts no more data")
         opened = self.open_slot(project, "operator", passphrase, slot)
         self.check_settings(project, opened.key)
-        return Keyring.from_secret(opened.key, project.settings, project.reid_public_key)
+        self.check_pin(project)
+        keyring = Keyring.from_secret(opened.key, project.settings, project.reid_public_key)
+        if self.guard is not None:
+            from keystore.linkage import LinkageStore  # the database layers load when needed
+
+            LinkageStore(self.guard.engine).migrate_journal(keyring)
+        return keyring
+
+    @staticmethod
+    def check_pin(project: ProjectFile) -> None:
+        """Raise :class:`PinnedKeyError` unless the re-identifiers' signature pins the project's
+        public key (a project made before pins existed has none until a re-identifier unlocks
+        it: then only the settings MAC protects the key, as before)."""
+        pin = project.reid_pin
+        if pin is not None and not pin.verifies(project.settings.name, project.reid_public_key):
+            raise PinnedKeyError(
+                f"project {project.settings.name!r}: its re-identification public key is not the "
+                "one its re-identifiers signed (the project file was altered): nothing was "
+                "sealed; ask the re-identifier (DPO) to run `pseudo audit check-key`"
+            )
+
+    @staticmethod
+    def _check_pin_holder(project: ProjectFile, reid_private: bytes) -> None:
+        """Raise :class:`PinnedKeyError` unless the pin is the one the private key makes."""
+        pin = project.reid_pin
+        name = project.settings.name
+        expected = crypto.ed25519_public(crypto.reid_signing_key(reid_private))
+        if (
+            pin is None
+            or pin.verify_key != expected
+            or not pin.verifies(name, project.reid_public_key)
+        ):
+            raise PinnedKeyError(
+                f"project {name!r}: the pinned re-identification key is not the re-identifiers' "
+                "own (the project file was altered, e.g. a key of someone else's making)"
+            )
+
+    def pin_project(self, name: str, reid_private: bytes, slot: str) -> ProjectFile:
+        """Migration of a project made before pins existed: sign its re-identification public
+        key with the re-identifiers' key (needs the opened private key, so only a
+        re-identifier can) and record it in the audit log, signed. A pinned project is left
+        as it is."""
+        guard = self._require_guard()
+        with self.lock(name):
+            project = self.project(name)
+            if project.reid_pin is not None:
+                return project
+            if crypto.public_from_private(reid_private) != project.reid_public_key:
+                raise CorruptVaultError(f"project {name!r}: re-identification key does not match")
+            project.reid_pin = ReidPin.make(name, reid_private)
+            self.save_project(project)
+        guard.audit.add_signer(name, crypto.reid_signing_key(reid_private))
+        guard.audit.append(
+            AuditAction.REID_KEY_PIN,
+            os_user(),
+            AuditOutcome.SUCCESS,
+            project=name,
+            details={"slot": slot, "reid_pin": project.reid_pin.fingerprint},
+        )
+        return project
 
     @staticmethod
     def check_settings(project: ProjectFile, secret: bytes) -> None:
@@ -714,6 +886,8 @@ class Vault:
         opened = self.open_slot(
             project, "reidentifier", passphrase, slot, audit_failure=audit_failure
         )
+        if project.reid_pin is None and self.guard is not None:
+            self.pin_project(name, opened.key, opened.slot)
         return ReidentificationKey(name, opened.key, opened.slot)
 
     def open_audit_key(self, name: str, passphrase: str) -> str:
@@ -772,8 +946,12 @@ class Vault:
                 raise SlotError(f"project {name!r} already has a key slot {new_slot!r}")
             what = "operator" if role == "operator" else "re-identification"
             check_new_passphrase(new_passphrase, f"new {what}")
-            if new_passphrase == passphrase:
-                raise WeakPassphraseError(f"the new {what} slot needs its own passphrase")
+            check_distinct(
+                new_passphrase,
+                passphrase,
+                f"the new {what} slot needs its own passphrase, not one near-identical to the "
+                "passphrase that lets it in",
+            )
             opened = self.open_slot(project, role, passphrase, slot)
             if role == "operator":
                 self.check_settings(project, opened.key)
@@ -852,6 +1030,11 @@ class Vault:
             what = "operator" if old.role == "operator" else "re-identification"
             if new_passphrase is not None:
                 check_new_passphrase(new_passphrase, f"new {what}")
+                check_distinct(
+                    new_passphrase,
+                    passphrase,
+                    "the new passphrase is near-identical to the old one: choose another",
+                )
             self.open_slot(project, old.role, passphrase, target)
             new = old.rewrap(name, passphrase, kdf, new_passphrase)
             project.slots = [new if s.name == target else s for s in project.slots]

@@ -22,7 +22,10 @@ BASE = 2
 
 
 def _fill(vault: Path, n: int = 6, *, keyed: bool = False) -> None:
-    """Append ``n`` records; with ``keyed``, as a session that opened the project's slot."""
+    """Append ``n`` records; with ``keyed``, as a session that opened the project's slot.
+
+    They are refused re-identifications: a *successful* one must be signed by a re-identifier
+    (see tests/test_insider.py), which an operator's session cannot do."""
     with VaultSession(vault) as session:
         if keyed:
             session.vault.unlock_operator("trial", OPERATOR)
@@ -30,7 +33,7 @@ def _fill(vault: Path, n: int = 6, *, keyed: bool = False) -> None:
             session.audit.append(
                 "reidentify",
                 f"person {i}",
-                "success",
+                "not found",
                 project="trial",
                 subject=f"pseudonym:T-{i}",
                 reason=f"reason {i}",
