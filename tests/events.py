@@ -68,6 +68,17 @@ def new_run(output: Path, known: set[str]) -> str | None:
     return next(iter(runs(output) - known), None)
 
 
+def wait_for_run(
+    output: Path, process: subprocess.Popen[str], known: set[str] | None = None
+) -> str:
+    """Wait for a run writing into ``output`` (not one of ``known``) to claim its temporary
+    folder; return its id."""
+    found: str = wait_for(
+        lambda: new_run(output, known or set()) or "", "the run's lock file", process
+    )
+    return found
+
+
 def temporary_files(output: Path, run: str) -> list[Path]:
     """The files the workers of run ``run`` have written so far, not yet committed."""
     return list((output / TEMP_DIR_NAME / run).glob("*.part"))

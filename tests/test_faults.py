@@ -4,6 +4,7 @@ output file, and running the same command again finishes the job."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -34,9 +35,15 @@ from tests.conftest import (
     make_vault,
     run_command,
     tree_digest,
-    wait_until_writing,
 )
-from tests.events import DEADLINE
+from tests.events import (
+    DEADLINE,
+    database_held,
+    run_state,
+    temporary_files,
+    wait_for,
+    wait_for_run,
+)
 
 EXIT_ENVIRONMENT = 5
 
@@ -160,12 +167,15 @@ def test_an_output_folder_removed_mid_run(
     vault = make_vault(tmp_path / "vault", secret=CANARY_SECRET)
     target = tmp_path / "out"
     process = _run(source, target, vault, "--workers", "1")
-    wait_until_writing(target)
-    shutil.rmtree(target, ignore_errors=True)
+    run = wait_for_run(target, process)
+    wait_for(lambda: temporary_files(target, run), "a temporary file of the run", process)
+    with database_held(vault) as connection:  # the run cannot commit its last batch now
+        journal, status = run_state(connection, run)
+        assert process.poll() is None and status in (None, "running")
+        assert journal < len(expected), f"the run had committed every file ({journal})"
+        shutil.rmtree(target, ignore_errors=True)
     code, stderr = _finish(process)
-    if code == 0:
-        pytest.skip("the run finished before the folder was removed")
-    assert code == EXIT_ENVIRONMENT
+    assert code == EXIT_ENVIRONMENT, stderr
     assert "output" in _one_line(stderr)
     code, stderr = _finish(_run(source, target, vault))
     assert code == 0, stderr
@@ -193,6 +203,8 @@ def test_a_locked_sqlite_store_is_waited_for(tmp_path: Path, vault: Path) -> Non
 
 @postgres.needs_server()
 def test_postgresql_down_then_up(tmp_path: Path, reference: tuple[Path, dict[str, str]]) -> None:
+    import psycopg
+
     from keystore.session import VaultSession
     from keystore.vault import Vault
 
@@ -205,12 +217,23 @@ def test_postgresql_down_then_up(tmp_path: Path, reference: tuple[Path, dict[str
             )
         target = tmp_path / "out"
         process = _run(source, target, tmp_path / "vault", "--workers", "1")
-        wait_until_writing(target)
-        server.stop()
+        run = wait_for_run(target, process)
+        wait_for(lambda: temporary_files(target, run), "a temporary file of the run", process)
+        connection = psycopg.connect(server.url.replace("+psycopg", ""))
+        try:
+            # the run can still read but no longer commit: it is mid-way when the server goes
+            connection.execute("LOCK TABLE journal IN EXCLUSIVE MODE")
+            row = connection.execute("SELECT status FROM run WHERE run_id = %s", (run,))
+            (status,) = row.fetchone() or (None,)
+            (journal,) = connection.execute("SELECT count(*) FROM journal").fetchone() or (0,)
+            assert process.poll() is None and status in (None, "running")
+            assert journal < len(expected), f"the run had committed every file ({journal})"
+            server.stop()
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                connection.close()
         code, stderr = _finish(process)
-        if code == 0:
-            pytest.skip("the run finished before the server stopped")
-        assert code == EXIT_ENVIRONMENT
+        assert code == EXIT_ENVIRONMENT, stderr
         assert "linkage store" in _one_line(stderr)
         _no_partial_files(target)
         server.start()

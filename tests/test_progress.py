@@ -13,11 +13,11 @@ from pathlib import Path
 from tests.conftest import OPERATOR, REPO, run_command
 from tests.events import (
     DEADLINE,
-    new_run,
     ready_for_ctrl_c,
     stop_mid_run,
     temporary_files,
     wait_for,
+    wait_for_run,
 )
 
 
@@ -106,7 +106,7 @@ def test_ctrl_c_prints_the_summary_of_what_was_done(
         start_new_session=True,
     )
     target = tmp_path / "out"
-    run = wait_for(lambda: new_run(target, set()), "the run's lock file", process)
+    run = wait_for_run(target, process)
     wait_for(lambda: temporary_files(target, run), "a first temporary file", process)
     wait_for(lambda: ready_for_ctrl_c(process.pid, workers=1), "Ctrl-C handled", process)
     stop_mid_run(process, vault, run, signal.SIGINT, before_commit=95)

@@ -26,12 +26,12 @@ from tests.conftest import (
 )
 from tests.events import (
     DEADLINE,
-    new_run,
     ready_for_ctrl_c,
     runs,
     stop_mid_run,
     temporary_files,
     wait_for,
+    wait_for_run,
 )
 
 
@@ -77,7 +77,7 @@ def _kill_when(
     known = runs(target)
     process = _start(source, target, vault)
     try:
-        run = wait_for(lambda: new_run(target, known), "the run's lock file", process)
+        run = wait_for_run(target, process, known)
         event = None
         if files is not None:
             wanted = (lambda count: count > 0) if held else files
@@ -129,7 +129,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary(
     vault = make_vault(tmp_path / "vault", "canary", secret=CANARY_SECRET)
     target = tmp_path / "out"
     process = _start(canary_dir, target, vault)
-    run = wait_for(lambda: new_run(target, set()), "the run's lock file", process)
+    run = wait_for_run(target, process)
     wait_for(
         lambda: ready_for_ctrl_c(process.pid, workers=2), "the run's workers to be up", process
     )
