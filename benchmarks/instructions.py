@@ -9,6 +9,7 @@ number of files less one is the count per file without the one-off costs (import
 the first file's caches). The hash seed is fixed, so a count repeats to the instruction.
 
 Usage: python benchmarks/instructions.py [--verify] [--step 20] [--workdir benchmarks/_work]
+       [--cohort DIR]
 (needs valgrind, and the test dependencies: ``pip install -e '.[test]'``)
 """
 
@@ -70,10 +71,17 @@ def main() -> int:
     parser.add_argument("--verify", action="store_true", help="with the verification")
     parser.add_argument("--step", type=int, default=20, help="every STEP-th cohort file")
     parser.add_argument("--workdir", type=Path, default=HERE / "_work")
+    parser.add_argument(
+        "--cohort",
+        type=Path,
+        help="a folder of DICOM files, read in place (default: WORKDIR/cohort), e.g. "
+        "../shared/corpus/phi-canary/dicom for the canary-style cohort",
+    )
     args = parser.parse_args()
-    files = sorted((args.workdir / "cohort").rglob("*.dcm"))[:: args.step]
+    cohort = args.cohort or args.workdir / "cohort"
+    files = sorted(cohort.rglob("*.dcm"))[:: args.step]
     if len(files) < 2:
-        raise SystemExit(f"{args.workdir}/cohort: no cohort (run benchmarks/run.py first)")
+        raise SystemExit(f"{cohort}: no cohort (run benchmarks/run.py first)")
     per_file = (count(files, args.verify) - count(files[:1], args.verify)) // (len(files) - 1)
     mode = "with" if args.verify else "without"
     print(f"{per_file / 1e6:.2f} M instructions per file {mode} verification ({len(files)} files)")

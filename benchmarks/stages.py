@@ -7,7 +7,7 @@ pseudonymization and the write of ``pseudo`` (as one worker does them without ve
 the verification's share (the same three stages with the recorder and the check of the
 output, minus the above), and a plain pydicom ``dcmread`` + ``save_as`` of the same file.
 
-Usage: python benchmarks/stages.py [--step 4] [--workdir benchmarks/_work]
+Usage: python benchmarks/stages.py [--step 4] [--workdir benchmarks/_work] [--cohort DIR]
 (with the test dependencies installed, ``pip install -e '.[test]'``: it makes its vault as the
 tests do)
 """
@@ -40,10 +40,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--step", type=int, default=4, help="every STEP-th cohort file")
     parser.add_argument("--workdir", type=Path, default=HERE / "_work")
+    parser.add_argument(
+        "--cohort",
+        type=Path,
+        help="a folder of DICOM files, read in place (default: WORKDIR/cohort), e.g. "
+        "../shared/corpus/phi-canary/dicom for the canary-style cohort",
+    )
     args = parser.parse_args()
-    files = sorted((args.workdir / "cohort").rglob("*.dcm"))[:: args.step]
+    cohort = args.cohort or args.workdir / "cohort"
+    files = sorted(cohort.rglob("*.dcm"))[:: args.step]
     if not files:
-        raise SystemExit(f"{args.workdir}/cohort: no cohort (run benchmarks/run.py first)")
+        raise SystemExit(f"{cohort}: no cohort (run benchmarks/run.py first)")
     scratch = Path(tempfile.mkdtemp(prefix="pseudo-stages-"))
     with VaultSession(make_vault(scratch / "vault")) as session:
         keyring = session.vault.unlock_operator("trial", OPERATOR)
