@@ -118,7 +118,7 @@ def test_a_sqlite_vault_run_on_postgresql_keeps_a_checkpoint_per_database(
         else parsed.set(password="pw-not-stored").render_as_string(hide_password=False)
     )
     build_cohort(tmp_path / "in")
-    for output in ("out", "out2"):  # two runs: two records in the PostgreSQL log
+    for output in ("out", "out2"):  # two runs: four records (started, completed) in that log
         run = cli(
             "run", tmp_path / "in", tmp_path / output, "--project", "trial",
             "--vault", vault, "--db", given, "--quiet",
@@ -133,29 +133,29 @@ def test_a_sqlite_vault_run_on_postgresql_keeps_a_checkpoint_per_database(
     assert own["seq"] == 2  # vault.init and project.create, not the runs on PostgreSQL
     (other,) = (vault / "audit-checkpoints").glob("*.json")
     witness = json.loads(other.read_text())
-    assert witness["seq"] == 2 and witness["database"].startswith("postgresql://")
+    assert witness["seq"] == 4 and witness["database"].startswith("postgresql://")
     assert b"pw-not-stored" not in all_bytes(vault)
     assert stat.S_IMODE(other.stat().st_mode) == 0o600
     assert stat.S_IMODE(other.parent.stat().st_mode) == 0o700
     head = cli("audit", "head", "--vault", vault, "--db", url).stdout.strip()
-    assert head == f"2:{witness['hash']}"
+    assert head == f"4:{witness['hash']}"
 
     # Truncating the PostgreSQL log (and fixing its head row) is still detected ...
     engine = connect(url)
     with engine.begin() as conn:
-        conn.execute(text("DELETE FROM audit WHERE seq = 2"))
+        conn.execute(text("DELETE FROM audit WHERE seq = 4"))
         conn.execute(
-            text("UPDATE audit_head SET seq = 1, hash = (SELECT hash FROM audit WHERE seq = 1)")
+            text("UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit WHERE seq = 3)")
         )
     engine.dispose()
     code, problems = _verify(vault, "--db", url)
-    assert code == 1 and any("this vault saw record 2" in p for p in problems), problems
+    assert code == 1 and any("this vault saw record 4" in p for p in problems), problems
     # ... also after later appends (a wrong passphrase will do) pass the witnessed record,
     with VaultSession(vault, url) as session:
         for _ in range(3):
             with pytest.raises(AuthenticationError):
                 session.vault.unlock_operator("trial", "a wrong guess")
-        assert session.audit.head()[0] == 4
+        assert session.audit.head()[0] == 6
     code, problems = _verify(vault, "--db", url)
     assert code == 1 and any("differs from the one this vault saw" in p for p in problems)
     assert json.loads(other.read_text()) == witness  # not advanced over the cut
