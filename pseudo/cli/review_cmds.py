@@ -62,7 +62,7 @@ def diff_command(
     result = diff_paths(a, b, with_values=show_values, report=report)
     if html_path is not None:
         html_path.write_text(render(result, with_values=show_values), encoding="utf-8")
-        err.print(f"HTML report: {html_path}")
+        err.print(f"HTML report: {html_path}", markup=False)
     if csv_path is not None:
         text = result.to_csv(with_values=show_values)
         if str(csv_path) == "-":
