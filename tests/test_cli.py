@@ -178,3 +178,48 @@ def test_each_kind_of_error_has_its_documented_exit_status() -> None:
         Elsewhere("x"): 5,
     }
     assert [exit_code_of(e) for e in expected] == list(expected.values())
+
+
+def test_ctrl_c_before_a_run_starts_is_said_in_one_line(tmp_path: Path, vault: Path) -> None:
+    """Ctrl-C at the passphrase prompt (before the run's own handler): exit 130 and one line
+    saying so (typer alone exits 130 silently)."""
+    import pty
+    import select
+    import signal
+    import subprocess
+
+    from tests.conftest import run_command
+
+    (tmp_path / "in").mkdir()
+    primary, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "PSEUDO_PASSPHRASE"}
+    process = subprocess.Popen(
+        run_command(tmp_path / "in", tmp_path / "out", vault),
+        env=env,
+        stdin=secondary,
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    os.close(secondary)
+    shown = b""
+    try:
+        while b"passphrase" not in shown.lower():  # the prompt: the command waits for input
+            ready, _, _ = select.select([primary], [], [], 120)
+            assert ready, f"no passphrase prompt; the terminal showed {shown!r}"
+            shown += os.read(primary, 4096)
+        os.kill(process.pid, signal.SIGINT)
+        while process.poll() is None or select.select([primary], [], [], 0.1)[0]:
+            ready, _, _ = select.select([primary], [], [], 60)
+            if not ready:
+                break
+            try:
+                shown += os.read(primary, 4096)
+            except OSError:  # the other end closed
+                break
+    finally:
+        os.close(primary)
+    assert process.wait(timeout=60) == 130
+    assert b"pseudo: interrupted" in shown
+    assert b"Traceback" not in shown

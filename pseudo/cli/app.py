@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 import traceback
 from typing import Annotated, Any
@@ -12,7 +13,14 @@ import typer.main
 from typer.core import TyperGroup
 
 from pseudo import __version__
-from pseudo.cli.common import ExitCode, err, error_kind, exit_code_of, printable
+from pseudo.cli.common import (
+    ExitCode,
+    err,
+    error_kind,
+    exit_code_of,
+    interruption_said,
+    printable,
+)
 from pseudo.cli.helpformat import PseudoContext, tidy
 
 #: Each subcommand (or group) and where it is defined, in the order ``--help`` lists them.
@@ -101,6 +109,10 @@ def _main(
     """pseudo: pseudonymize DICOM for research, with a key vault and logged re-identification."""
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: one line per error, documented exit codes.
 
@@ -111,11 +123,19 @@ def main(argv: list[str] | None = None) -> None:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    # SIGTERM stops a command as Ctrl-C does, from its first instruction on (a run installs
+    # its own handler later, with the same effect)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app(args=args, prog_name="pseudo")
     except KeyboardInterrupt:
         err.print("pseudo: interrupted", markup=False)
         sys.exit(ExitCode.INTERRUPTED.value)
+    except SystemExit as exc:
+        # typer turns a Ctrl-C into a silent exit 130: say it, unless the command did
+        if exc.code == ExitCode.INTERRUPTED.value and not interruption_said():
+            err.print("pseudo: interrupted", markup=False)
+        raise
     except Exception as exc:
         if debug:
             traceback.print_exc()

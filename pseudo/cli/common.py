@@ -273,3 +273,19 @@ def print_fields(console: Console, title: str, rows: list[tuple[str, str]]) -> N
     for label, value in rows:
         table.add_row(label, Text(printable(value)))
     console.print(table)
+
+
+_interruption_said = False
+
+
+def say_interrupted(message: str) -> None:
+    """Say on stderr how a command stopped on Ctrl-C or SIGTERM; :func:`pseudo.cli.app.main`
+    then adds nothing (it says ``pseudo: interrupted`` for a command that said nothing)."""
+    global _interruption_said
+    err.print(message, markup=False)
+    _interruption_said = True
+
+
+def interruption_said() -> bool:
+    """Whether the command has said how it was interrupted."""
+    return _interruption_said

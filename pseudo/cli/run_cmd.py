@@ -31,6 +31,7 @@ from pseudo.cli.common import (
     out,
     print_fields,
     printable,
+    say_interrupted,
     vault_path,
 )
 from pseudo.errors import PseudoError
@@ -174,7 +175,9 @@ def run_command(
     if not quiet:
         _print_summary(summary, report, show_inputs)
     if interrupted:
-        err.print("pseudo: interrupted; run the same command again to finish (nothing is lost)")
+        say_interrupted(
+            "pseudo: interrupted; run the same command again to finish (nothing is lost)"
+        )
         raise typer.Exit(130)
     if summary.count("quarantined") or summary.leaks:
         raise typer.Exit(EXIT_ATTENTION)
