@@ -126,6 +126,15 @@ class LinkageStore:
         except SQLAlchemyError as exc:
             raise DatabaseError(f"cannot write the linkage store: {failure(exc)}") from exc
 
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        """A session for reading, with database failures as one clear error."""
+        try:
+            with Session(self.engine) as session:
+                yield session
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot read the linkage store: {failure(exc)}") from exc
+
     def commit_batch(
         self,
         keyring: Keyring,
@@ -332,7 +341,7 @@ class LinkageStore:
         one of them, and an ORM row costs about 2 KB."""
         result: dict[str, JournalState] = {}
         keys = sorted(set(input_keys))
-        with Session(self.engine) as session:
+        with self._reading() as session:
             for start in range(0, len(keys), 500):
                 stmt = select(
                     JournalRow.input_key,

@@ -725,7 +725,7 @@ class Vault:
         if slot is not None:
             found = project.slot(slot)
             if role is not None and found.role != role:
-                raise SlotError(f"slot {slot!r} of project {name!r} is a {found.role} slot")
+                raise SlotError(f"slot {slot!r} of project {name!r} is {_article(found.role)} slot")
             candidates = [found]
         what = {"operator": "operator", "reidentifier": "re-identification", None: "any"}[role]
         if not candidates:
@@ -1063,3 +1063,8 @@ def umask(mask: int) -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+def _article(word: str) -> str:
+    """``word`` with its indefinite article: "an operator", "a re-identification"."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"

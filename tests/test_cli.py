@@ -68,6 +68,10 @@ def test_vault_and_project_commands(tmp_path: Path, env: None) -> None:
     assert again.code == 2 and again.stderr.count("\n") == 1 and "already exists" in again.stderr
     created = cli("project", "create", "study-1", "--vault", vault, "--prefix", "S1")
     assert created.code == 0, created.stderr
+    record = cli("audit", "show", "--vault", vault, "--json", "--last", "1").json()[0]
+    assert record["action"] == "project.create"
+    assert "fingerprint (for the data-protection officer" in created.stderr
+    assert record["details"]["reid_pin"] in created.stderr, "the DPO is shown the pinned key"
     listed = cli("project", "list", "--vault", vault, "--json").json()
     assert listed[0]["name"] == "study-1" and listed[0]["prefix"] == "S1"
     assert {s["role"] for s in listed[0]["slots"]} == {"operator", "reidentifier"}

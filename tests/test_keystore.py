@@ -354,3 +354,19 @@ def test_reid_slots_hold_their_own_key_pair(vault: Path) -> None:
     operator = next(s for s in data["slots"] if s["role"] == "operator")
     assert reid["public_key"] != data["reid_public_key"] and reid["sealed"]
     assert "sealed" not in operator and "public_key" not in operator
+
+
+def test_a_journal_that_cannot_be_read_is_a_database_error(vault: Path) -> None:
+    """Planning a run reads the journal: a database failure there is one clear line (exit 5),
+    not an internal error."""
+    import sqlite3
+
+    from keystore.errors import DatabaseError
+    from keystore.linkage import journal_key
+
+    with VaultSession(vault) as session:
+        keyring = session.vault.unlock_operator("trial", OPERATOR)
+        with sqlite3.connect(vault / "pseudo.db") as connection:
+            connection.execute("DROP TABLE journal")
+        with pytest.raises(DatabaseError, match="cannot read the linkage store"):
+            session.linkage.journal_lookup(keyring, [journal_key(keyring, "/in/1.dcm")])

@@ -122,6 +122,13 @@ def project_create(
         f"date offsets {date_shift_min}..{date_shift_max} days, "
         f"slots {operator_slot!r} (operator) and {reid_slot!r} (re-identification)"
     )
+    if project.reid_pin is not None:
+        err.print(
+            "Re-identification key fingerprint (for the data-protection officer to keep "
+            f"outside the vault; `pseudo audit check-key` shows it again): "
+            f"{project.reid_pin.fingerprint}",
+            markup=False,
+        )
 
 
 @project_app.command("list")
