@@ -17,7 +17,7 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from pseudo.batch.report import load_report
 from tests.conftest import OPERATOR, REPO, make_vault, run_command, tree_digest
@@ -309,7 +309,7 @@ def test_instance_uids_under_the_dicom_root_are_remapped(tmp_path: Path) -> None
     }
     for keyword, uid in planted.items():
         setattr(ds, keyword, uid)
-    ds.file_meta.MediaStorageSOPInstanceUID = planted["SOPInstanceUID"]
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(planted["SOPInstanceUID"])
     kept = {"SOPClassUID": ds.SOPClassUID}
     ds.save_as(source / "root-uids.dcm")
     _, report = _run(source, tmp_path / "out", make_vault(tmp_path / "vault"))
