@@ -150,12 +150,30 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="pseudo-parent-watch", daemon=True).start()
 
 
+#: Signals a worker must not get before its initializer has decided what they do.
+_HELD = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while worker processes may be started: a process forked
+    meanwhile starts with them held, and its initializer lets them through only once it
+    ignores Ctrl-C (else a Ctrl-C during start-up kills a half-started worker, and the pool
+    can wait for it for ever). The parent gets a held signal as soon as this ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _init_local_worker(install: Installer, setup: WorkerSetup, parent: int, memory: int) -> None:
     """Initializer of a local worker process: Ctrl-C is the parent's to handle, SIGTERM (the
     pool stopping a worker) ends it quietly; the worker dies with its parent and stays within
     its memory bound."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)  # held while it was started
     _exit_with_parent(parent)
     _limit_memory(memory)
     install(setup)
@@ -226,7 +244,8 @@ class ProcessPool:
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """``executor.submit``, or a failed future when the pool broke meanwhile."""
         try:
-            return self._executor.submit(fn, *args)
+            with _signals_held():  # a submit may start a worker process
+                return self._executor.submit(fn, *args)
         except BrokenProcessPool as exc:
             future: Future[Any] = Future()
             future.set_exception(exc)
