@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import time
@@ -324,3 +325,31 @@ def test_instance_uids_under_the_dicom_root_are_remapped(tmp_path: Path) -> None
     assert str(out.file_meta.TransferSyntaxUID) == str(ds.file_meta.TransferSyntaxUID)
     for registered in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.4.1.1", "1.2.840.10008.2.16.4"):
         assert is_standard_uid(registered)
+
+
+def test_an_output_folder_that_leads_outside_is_refused(tmp_path: Path) -> None:
+    """A link planted where a patient's folder goes (OUTPUT/<pseudonym>): the run stops with
+    one line before committing, and nothing is written outside OUTPUT."""
+    source = tmp_path / "in"
+    _good(source, ["CT_small.dcm"])
+    target, outside = tmp_path / "out", tmp_path / "outside"
+    vault = make_vault(tmp_path / "vault")
+    first, _ = _run(source, target, vault)
+    assert first.returncode == 0, first.stderr
+    (written,) = target.glob("*/*/*/*.dcm")
+    patient = written.parent.parent.parent
+    shutil.rmtree(patient)
+    outside.mkdir()
+    patient.symlink_to(outside, target_is_directory=True)
+    again = subprocess.run(
+        run_command(source, target, vault, "--quiet"),
+        env=dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert again.returncode == 5, again.stderr
+    assert "leads outside the output folder" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1 and "Traceback" not in again.stderr
+    assert not any(outside.rglob("*")), "nothing is written through the link"

@@ -60,6 +60,8 @@ class Committer:
         self.temp_dir = output / TEMP_DIR_NAME / run_id
         self.new_linkage_records = 0
         self.same_output = SameOutputCheck(output)
+        #: output folders (relative) found to resolve inside OUTPUT, or not
+        self._folders_inside: dict[str, bool] = {}
         self._lock: int | None = None
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pseudo-flush")
         #: the batch whose files are being flushed to disk, not yet committed
@@ -101,6 +103,7 @@ class Committer:
             )
         for outcome in batch:
             self.same_output.check(outcome)
+        self._refuse_folders_outside(batch)
         journal = []
         for o in batch:
             key = journal_key(self.keyring, o.input)
@@ -139,6 +142,28 @@ class Committer:
                     ) from exc
                 outcome.temp = None
             self.record(outcome)
+
+    def _refuse_folders_outside(self, batch: list[FileOutcome]) -> None:
+        """Stop the run before committing ``batch`` if a file would be put in a folder that
+        leads outside OUTPUT (a link planted in the output tree): nothing is written outside
+        OUTPUT. Each folder is resolved once a run."""
+        root = os.path.realpath(self.output)
+        for outcome in batch:
+            if not (outcome.temp and outcome.output):
+                continue
+            folder = os.path.dirname(outcome.output)
+            inside = self._folders_inside.get(folder)
+            if inside is None:
+                real = os.path.realpath(os.path.join(root, folder))
+                inside = self._folders_inside[folder] = real.startswith(root + os.sep)
+            if not inside:
+                for other in batch:
+                    if other.temp:
+                        Path(other.temp).unlink(missing_ok=True)
+                raise OutputError(
+                    f"{self.output}: {folder} leads outside the output folder (a link); "
+                    "nothing was written there: remove the link and run the same command again"
+                )
 
     def claim(self) -> None:
         """Lock this run's temporary folder; remove those of runs that died (unlocked)."""
