@@ -3,7 +3,6 @@ every reference that pointed at an input instance points at an output one."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -14,7 +13,6 @@ from pseudo.verify.finding import VerificationFinding
 from pseudo.verify.recording import KEEPING, REFERENCE_TAGS
 
 
-@functools.lru_cache(maxsize=65536)
 def uid_digest(uid: str) -> int:
     """A compact, stable stand-in for a UID, so a whole run's UIDs fit in memory."""
     return int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big")
@@ -39,9 +37,7 @@ def output_uids(
         if vr == "UI" and policy.decide(tag, vr, level, parents, active).action not in KEEPING:
             for uid in strings(level[tag].value):
                 if uid and not is_standard_uid(uid):
-                    digest = uid_digest(uid)
-                    if digest not in found:
-                        found[digest] = path_of(parents, tag)
+                    found.setdefault(uid_digest(uid), path_of(parents, tag))
     return found
 
 

@@ -87,31 +87,25 @@ def peek_value(ds: Dataset, tag: int, vr: str, charset: Any = None) -> Any:
     ``charset``: the data set's encodings, when the caller knows them already."""
     element = ds.get_item(tag)
     if isinstance(element, RawDataElement) and vr != "SQ":
-        return decode_raw(element, vr, character_set(ds) if charset is None else charset)
+        raw = element.value
+        if raw is None:
+            return None
+        if isinstance(raw, bytes):
+            if vr in _BYTES_VRS:
+                return raw  # what pydicom's conversion gives too
+            if vr in _ASCII_VRS and raw.isascii():
+                # These VRs hold only ASCII by definition: no character set to apply (a value
+                # that breaks the rule is decoded by pydicom below, as it would be anyway).
+                return raw.decode("ascii").strip(" \x00").split("\\")
+            if vr in _PLAIN_TEXT_VRS and raw.isascii() and 0x1B not in raw:
+                # ASCII without an ISO 2022 escape reads the same in every character set
+                # DICOM defines: pydicom's decoding would give these strings.
+                text = raw.decode("ascii")
+                if vr in _SINGLE_TEXT_VRS:
+                    return text.rstrip("\x00 ")
+                return [value.rstrip("\x00 ") for value in text.split("\\")]
+        return convert_value(vr, element, character_set(ds) if charset is None else charset)
     return ds[tag].value
-
-
-def decode_raw(element: RawDataElement, vr: str, encodings: Any) -> Any:
-    """The value of a raw element (not a sequence) of this VR, as pydicom would convert it
-    with these encodings (those of the data set holding it)."""
-    raw = element.value
-    if raw is None:
-        return None
-    if isinstance(raw, bytes):
-        if vr in _BYTES_VRS:
-            return raw  # what pydicom's conversion gives too
-        if vr in _ASCII_VRS and raw.isascii():
-            # These VRs hold only ASCII by definition: no character set to apply (a value
-            # that breaks the rule is decoded by pydicom below, as it would be anyway).
-            return raw.decode("ascii").strip(" \x00").split("\\")
-        if vr in _PLAIN_TEXT_VRS and raw.isascii() and 0x1B not in raw:
-            # ASCII without an ISO 2022 escape reads the same in every character set
-            # DICOM defines: pydicom's decoding would give these strings.
-            text = raw.decode("ascii")
-            if vr in _SINGLE_TEXT_VRS:
-                return text.rstrip("\x00 ")
-            return [value.rstrip("\x00 ") for value in text.split("\\")]
-    return convert_value(vr, element, encodings)
 
 
 def peek(ds: Dataset, tag: int, vr: str) -> Any:

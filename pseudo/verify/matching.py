@@ -19,24 +19,10 @@ _WORD_BYTES = bytes(
 )
 
 
-#: How a needle is searched for (see :func:`_entry`).
-_DATE, _SPECIAL, _WORDS, _NOTHING = range(4)
-_NO_WORDS: frozenset[str] = frozenset()
-
-
-@functools.lru_cache(maxsize=65536)
-def _entry(needle: Needle) -> tuple[int, str, frozenset[str]]:
-    """How a needle is indexed, worked out once per process (values recur across the files of
-    a study): a date of digits (by its text), a value that is not ASCII (a plain substring),
-    or by its words (the least of them is its key); a needle without words is never found."""
-    if needle.kind == "date" and needle.text.isdigit():
-        return _DATE, needle.text, _NO_WORDS
-    if not needle.text.isascii():
-        return _SPECIAL, "", _NO_WORDS
-    words = frozenset(word_tokens(needle.text))
-    if not words:
-        return _NOTHING, "", _NO_WORDS
-    return _WORDS, min(words), words
+@functools.lru_cache(maxsize=8192)
+def _needle_words(text: str) -> frozenset[str]:
+    """The words of a needle (values recur across the files of a study)."""
+    return frozenset(word_tokens(text))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -60,24 +46,18 @@ class Matcher:
 
     def __init__(self, needles: Needles) -> None:
         self.needles = needles
-        by_word: dict[str, list[Needle]] = {}
-        words_of: dict[Needle, frozenset[str]] = {}
-        dates: dict[str, Needle] = {}
-        special: list[Needle] = []  # not ASCII: searched as plain substrings
-        entry = _entry
+        self._by_word: dict[str, list[Needle]] = {}
+        self._words: dict[Needle, frozenset[str]] = {}
+        self._dates: dict[str, Needle] = {}
+        self._special: list[Needle] = []  # not ASCII: searched as plain substrings
         for needle in needles.items.values():
-            category, key, words = entry(needle)
-            if category == _WORDS:
-                words_of[needle] = words
-                if key in by_word:
-                    by_word[key].append(needle)
-                else:
-                    by_word[key] = [needle]
-            elif category == _DATE:
-                dates[key] = needle
-            elif category == _SPECIAL:
-                special.append(needle)
-        self._by_word, self._words, self._dates, self._special = by_word, words_of, dates, special
+            if needle.kind == "date" and needle.text.isdigit():
+                self._dates[needle.text] = needle
+            elif not needle.text.isascii():
+                self._special.append(needle)
+            elif words := _needle_words(needle.text):
+                self._words[needle] = words
+                self._by_word.setdefault(min(words), []).append(needle)
 
     def __bool__(self) -> bool:
         return bool(self._by_word or self._dates or self._special)

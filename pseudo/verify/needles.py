@@ -36,16 +36,6 @@ class Needle(NamedTuple):
     fold: bool  # match regardless of case
 
 
-class Fragment(NamedTuple):
-    """What recording one value adds to a file's needles, worked out once for a value that
-    recurs (in the order :meth:`Needles.add` would add them): immutable, so it can be cached
-    and shared across files and threads."""
-
-    items: tuple[tuple[str, Needle], ...]
-    skipped: tuple[str, ...]
-    dates: frozenset[date]
-
-
 @dataclass
 class Needles:
     """The identifying values of one input file (or of several, merged)."""
@@ -97,25 +87,6 @@ class Needles:
                     self.skipped["common values and standard UIDs"] += 1
                 elif (key := f"date:{spelling}") not in items:
                     items[key] = Needle(spelling, "date", False)
-
-    def absorb(self, fragment: Fragment) -> None:
-        """Add what recording one value adds (see :meth:`freeze`)."""
-        items = self.items
-        for key, needle in fragment.items:
-            if key not in items:
-                items[key] = needle
-        if fragment.skipped:
-            skipped = self.skipped
-            for reason in fragment.skipped:
-                skipped[reason] += 1
-        if fragment.dates:
-            self.dates |= fragment.dates
-
-    def freeze(self) -> Fragment:
-        """These needles as a :class:`Fragment` (of values recorded into an empty set)."""
-        return Fragment(
-            tuple(self.items.items()), tuple(self.skipped.elements()), frozenset(self.dates)
-        )
 
     def merge(self, other: Needles) -> None:
         """Add another file's (or value's) needles."""

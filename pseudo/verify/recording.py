@@ -9,12 +9,10 @@ attributes; and the input's value of every attribute the policy keeps.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, NamedTuple
+from typing import Any
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -24,13 +22,12 @@ from pydicom.valuerep import PersonName
 from pseudo.deid.uids import is_standard_uid
 from pseudo.deid.walker import attribute_name, element_vr
 from pseudo.dicom.private import SafePrivate
-from pseudo.io.pydicom_internals import character_set, element_map, inherit_character_set
+from pseudo.io.pydicom_internals import character_set, element_map
 from pseudo.policy.compiled import CompiledPolicy, Decision
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
 from pseudo.verify.elements import (
     PRINTABLE,
-    decode_raw,
     elements,
     path_of,
     peek,
@@ -38,7 +35,7 @@ from pseudo.verify.elements import (
     snapshot,
     strings,
 )
-from pseudo.verify.needles import Fragment, Needles, name_spellings
+from pseudo.verify.needles import Needles, name_spellings
 
 #: VRs whose values can carry identifying text (others are numbers, bulk data, or code
 #: strings: CS values are defined terms such as TEXT or CONTAINER, never an identity).
@@ -64,10 +61,8 @@ KeptValues = dict[tuple[Parents, int], Any]
 _PARTIAL = frozenset({Action.CLEAN, Action.SUBSTITUTE})
 #: Binary numbers: measurements and counters, not searched for in outputs.
 _NUMBER_VRS = frozenset({"AT", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "OD", "OF", "OL"})
-#: Values at most this long are recorded once per process, by their bytes.
+#: Private values at most this long are recorded once per process, by their bytes.
 _RECURRING_BYTES = 1024
-#: Removed sequences at most this long are recorded once per process, by their bytes.
-_RECURRING_SEQUENCE = 16384
 
 
 @functools.lru_cache(maxsize=8192)
@@ -156,8 +151,20 @@ class Recorder:
             return
         charset = self._charsets.get(id(ds))
         if charset is None:
-            charset = self._charsets[id(ds)] = _Charset.of(ds)
-        _record_element(self.needles, ds, tag, vr, action, private, charset)
+            charset = self._charsets[id(ds)] = character_set(ds)
+        try:
+            element = ds.get_item(tag)
+            if private and isinstance(element, RawDataElement):
+                raw = element.value
+                if raw.__class__ is bytes and len(raw) <= _RECURRING_BYTES:
+                    # the same value at another place in another file: the same needles
+                    anywhere = element._replace(value_tell=0)
+                    self.needles.merge(_private_needles(anywhere, vr, action, tuple(charset)))
+                    return
+            value = peek_value(ds, tag, vr, charset)
+        except Exception:
+            return
+        _record_value(self.needles, tag, vr, value, action, private)
 
     def file_meta(self, ds: Dataset) -> None:
         """The input's file meta names its source: AE titles, private information, the
@@ -183,172 +190,34 @@ class Recorder:
 
     def _subtree(self, ds: Dataset, tag: int) -> None:
         """Everything inside a sequence that is removed whole is gone too."""
-        element = element_map(ds).get(BaseTag(tag))
-        if (
-            element.__class__ is RawDataElement
-            and element.value.__class__ is bytes
-            and len(element.value) <= _RECURRING_SEQUENCE
-        ):
-            # The same sequence in another file (a scanner's, a protocol's): the same needles.
-            charset = self._charsets.get(id(ds))
-            if charset is None:
-                charset = self._charsets[id(ds)] = _Charset.of(ds)
-            key = (
-                tag,
-                element.value,
-                element.is_implicit_VR,
-                element.is_little_endian,
-                charset.key,
-            )
-            fragment = _SEQUENCES.get(key)
-            if fragment is None and _SEQUENCES.again(key):
-                with contextlib.suppress(Exception):  # unreadable: nothing to record
-                    fragment = _SEQUENCES.put(key, _sequence_fragment(key))
-            if fragment is not None:
-                self.needles.absorb(fragment)
-                return
         try:
             items = ds[tag].value or []
         except Exception:
             return
-        _record_items(self.needles, items)
-
-
-class _Charset(NamedTuple):
-    """The encodings of a data set as pydicom gives them (a name or a list of names), and as
-    a hashable key (the name, or a tuple of the names) to cache values decoded with them."""
-
-    encodings: Any
-    key: str | tuple[str, ...]
-
-    @classmethod
-    def of(cls, ds: Dataset) -> _Charset:
-        """The encodings ``ds`` decodes its text with."""
-        encodings = character_set(ds)
-        return cls(encodings, encodings if isinstance(encodings, str) else tuple(encodings))
-
-
-def _encodings(key: str | tuple[str, ...]) -> Any:
-    """The encodings of a :attr:`_Charset.key`, as pydicom gave them."""
-    return key if isinstance(key, str) else list(key)
-
-
-def _record_element(
-    needles: Needles,
-    ds: Dataset,
-    tag: int,
-    vr: str,
-    action: Action,
-    private: bool,
-    charset: _Charset,
-) -> None:
-    """Record the value of one element of ``ds`` (an unreadable value is not recorded)."""
-    try:
-        element: Any = ds.get_item(tag)
-        if element.__class__ is RawDataElement:
-            raw = element.value
-            if raw.__class__ is bytes and len(raw) <= _RECURRING_BYTES:
-                # The same value at another place or in another file: the same needles.
-                key = (tag, raw, element.is_implicit_VR, element.is_little_endian, charset.key)
-                fragment = _VALUES.get((key, vr, action, private))
-                if fragment is None and _VALUES.again((key, vr, action, private)):
-                    fragment = _VALUES.put(
-                        (key, vr, action, private), _value_fragment(key, vr, action, private)
-                    )
-                if fragment is not None:
-                    needles.absorb(fragment)
-                    return
-                value = decode_raw(element, vr, charset.encodings)
-            else:
-                value = peek_value(ds, tag, vr, charset.encodings)
-        else:
-            value = peek_value(ds, tag, vr, charset.encodings)
-    except Exception:
-        return
-    _record_value(needles, tag, vr, value, action, private)
-
-
-def _record_items(needles: Needles, items: Any) -> None:
-    """Record every value at every depth of the items of a removed sequence."""
-    charsets: dict[int, _Charset] = {}
-    for item in items:
-        for level, inner, vr, _ in elements(item):
-            if vr == "SQ" or vr == "TM" or (vr not in SEARCHED_VRS and not (inner >> 16) & 1):
-                continue
-            charset = charsets.get(id(level))
-            if charset is None:
+        for item in items:
+            for level, inner, vr, _ in elements(item):
+                if vr == "SQ" or vr == "TM" or (vr not in SEARCHED_VRS and not (inner >> 16) & 1):
+                    continue
                 try:
-                    charset = charsets[id(level)] = _Charset.of(level)
+                    value = peek_value(level, inner, vr)
                 except Exception:
                     continue
-            private = bool((inner >> 16) & 1)
-            _record_element(needles, level, inner, vr, Action.REMOVE, private, charset)
+                private = bool((inner >> 16) & 1)
+                _record_value(self.needles, inner, vr, value, Action.REMOVE, private)
 
 
-#: A raw value where it is, and how it is decoded: its tag, bytes, Implicit VR, little endian
-#: and encodings.
-_RawKey = tuple[int, bytes, bool, bool, str | tuple[str, ...]]
-
-
-class _Recurring:
-    """What recording a value adds, kept for the values seen at least twice lately (most
-    recur from file to file: a patient's, a study's, a scanner's; a value seen once is
-    recorded as it is, at no extra cost). Bounded; shared by the threads of a process."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._fragments: dict[Any, Fragment] = {}
-        self._seen: dict[Any, None] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Fragment | None:
-        """The fragment of a value kept, if it is."""
-        return self._fragments.get(key)
-
-    def again(self, key: Any) -> bool:
-        """Whether the value was seen lately (and note that it is seen now)."""
-        with self._lock:
-            if key in self._seen:
-                return True
-            if len(self._seen) >= 4 * self._limit:
-                del self._seen[next(iter(self._seen))]
-            self._seen[key] = None
-            return False
-
-    def put(self, key: Any, fragment: Fragment) -> Fragment:
-        """Keep the fragment of a value; return it."""
-        with self._lock:
-            if len(self._fragments) >= self._limit:
-                del self._fragments[next(iter(self._fragments))]
-            self._fragments[key] = fragment
-        return fragment
-
-
-_VALUES = _Recurring(16384)
-_SEQUENCES = _Recurring(512)
-
-
-def _value_fragment(key: _RawKey, vr: str, action: Action, private: bool) -> Fragment:
-    """What recording one raw value adds."""
-    tag, raw, implicit, little, encodings = key
-    element = RawDataElement(BaseTag(tag), vr, len(raw), raw, 0, implicit, little)
-    value = decode_raw(element, vr, _encodings(encodings))
-    needles = Needles()
-    _record_value(needles, tag, vr, value, action, private)
-    return needles.freeze()
-
-
-def _sequence_fragment(key: _RawKey) -> Fragment:
-    """What recording a removed raw sequence adds."""
-    tag, raw, implicit, little, encodings = key
+@functools.lru_cache(maxsize=4096)
+def _private_needles(
+    element: RawDataElement, vr: str, action: Action, charset: tuple[str, ...]
+) -> Needles:
+    """What recording one raw private element adds, worked out once: a scanner's private
+    attributes hold the same values file after file."""
     holder = Dataset()
-    inherit_character_set(holder, _encodings(encodings))
-    element_map(holder)[BaseTag(tag)] = RawDataElement(
-        BaseTag(tag), "SQ", len(raw), raw, 0, implicit, little
-    )
+    element_map(holder)[element.tag] = element
+    value = peek_value(holder, element.tag, vr, list(charset))
     needles = Needles()
-    _record_items(needles, holder[tag].value or [])
-    return needles.freeze()
+    _record_value(needles, element.tag, vr, value, action, True)
+    return needles
 
 
 def _record_value(
