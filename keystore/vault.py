@@ -494,7 +494,8 @@ class Vault:
         config_path = path / "vault.json"
         if not config_path.is_file():
             raise VaultNotFoundError(
-                f"{path}: no vault here (create one with `pseudo vault init --vault {path}`)"
+                f"{path}: no vault here; check --vault or $PSEUDO_VAULT (`pseudo vault init` "
+                "makes a new vault, whose pseudonyms link to nothing made before)"
             )
         config = _read_json(config_path)
         if config.get("format") != VAULT_FORMAT:

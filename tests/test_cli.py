@@ -53,7 +53,7 @@ def test_defaults_written_in_help_texts_are_shown() -> None:
     assert result.code == 0
     text = " ".join(result.stdout.replace("│", " ").split())
     assert "Worker processes [default: all cores]." in text
-    assert "Vault folder [default: $PSEUDO_VAULT, else ./pseudo-vault]." in text
+    assert "Vault folder [default: $PSEUDO_VAULT; required]." in text
 
 
 def test_version() -> None:

@@ -90,16 +90,19 @@ class UserError(PseudoError):
         self.kind = kind
 
 
-def default_vault() -> Path:
-    """``$PSEUDO_VAULT``, else ``./pseudo-vault``."""
-    return Path(os.environ.get("PSEUDO_VAULT") or "pseudo-vault")
+def default_vault() -> Path | None:
+    """``$PSEUDO_VAULT``, else None: there is no implicit vault (a vault found or made by
+    accident in the current folder would hold another secret, and pseudonyms that link to
+    nothing made before)."""
+    value = os.environ.get("PSEUDO_VAULT")
+    return Path(value) if value else None
 
 
 VaultOption = Annotated[
     Path | None,
     typer.Option(
         "--vault",
-        help="Vault folder [default: $PSEUDO_VAULT, else ./pseudo-vault].",
+        help="Vault folder [default: $PSEUDO_VAULT; required].",
         show_default=False,
     ),
 ]
@@ -131,8 +134,15 @@ ReidPassphraseFileOption = Annotated[
 
 
 def vault_path(option: Path | None) -> Path:
-    """The vault folder chosen by ``--vault`` or the environment."""
-    return option if option is not None else default_vault()
+    """The vault folder chosen by ``--vault`` or ``$PSEUDO_VAULT``; without either, stop with
+    one line (never a default folder: only ``pseudo vault init`` creates a vault)."""
+    chosen = option if option is not None else default_vault()
+    if chosen is None:
+        raise UserError(
+            "no vault given: name the project's vault with --vault PATH or $PSEUDO_VAULT "
+            "(`pseudo vault init` only for a new study: a new vault links to nothing earlier)"
+        )
+    return chosen
 
 
 def read_passphrase(file: Path | None, env_var: str, what: str, *, confirm: bool = False) -> str:
