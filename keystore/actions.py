@@ -32,6 +32,9 @@ class AuditAction(enum.StrEnum):
     REIDENTIFY = "reidentify"
     AUDIT_CHECKPOINT = "audit.checkpoint"
     RUN = "run"
+    #: a project records its policy (first run) or changes it (``--change-policy``), or a run
+    #: with another policy is refused
+    PROJECT_POLICY = "project.policy"
     PSEUDONYMIZE_API = "pseudonymize.api"
 
 

@@ -85,10 +85,11 @@ def rotate_reid_key(
         following = ProjectFile(
             settings=project.settings,
             reid_public_key=new_public,
-            settings_mac=settings_mac(operator.key, project.settings, new_public),
+            settings_mac=settings_mac(operator.key, project.settings, new_public, project.policy),
             slots=slots,
             created=project.created,
             reid_pin=ReidPin.make(name, new_private, _earlier_verify_keys(project, reid.key)),
+            policy=project.policy,
         )
         old_fp, new_fp = crypto.fingerprint(project.reid_public_key), crypto.fingerprint(new_public)
         details: dict[str, Any] = {"old_key": old_fp, "new_key": new_fp}
@@ -246,6 +247,7 @@ def close_project(
             created=project.created,
             closed=True,
             closed_at=project.closed_at if finishing else utcnow().isoformat(),
+            policy=project.policy,
         )
         vault.save_project(closed)
         vault.staging_path(name).unlink(missing_ok=True)

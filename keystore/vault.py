@@ -35,12 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from keystore import crypto, strength
-from keystore.actions import AuditAction, AuditOutcome
+from keystore.actions import AuditAction, AuditOutcome, outcome_with
 from keystore.errors import (
     AuthenticationError,
     CorruptVaultError,
     InvalidNameError,
     InvalidTokenError,
+    KeystoreError,
     PinnedKeyError,
     ProjectClosedError,
     ProjectExistsError,
@@ -60,6 +61,9 @@ VAULT_FORMAT = "pseudo-vault/1"
 #: The folder of the checkpoints of databases other than the vault's own.
 CHECKPOINT_DIR = "audit-checkpoints"
 PROJECT_FORMAT = "pseudo-project/2"
+#: The format of a project file that records its policy (older versions refuse it by name
+#: rather than take the recorded policy, which the settings MAC covers, for an alteration).
+PROJECT_FORMAT_POLICY = "pseudo-project/3"
 _SLOT_AAD = "pseudo-slot/2"
 _REID_SEAL_AAD = "pseudo-reid-slot/1"
 _KEY_LEN = 32
@@ -347,6 +351,9 @@ class ProjectFile:
     closed_at: str | None = None
     #: None for a project made before pins existed, until a re-identifier unlocks it
     reid_pin: ReidPin | None = None
+    #: the policy of the project's runs, as :mod:`pseudo` describes it (opaque here); None
+    #: until the first run records it; covered by the settings MAC
+    policy: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Serialize for ``projects/<name>.json``."""
@@ -367,16 +374,24 @@ class ProjectFile:
         }
         if self.reid_pin is not None:
             data["reid_pin"] = self.reid_pin.to_json()
+        if self.policy is not None:
+            data["format"] = PROJECT_FORMAT_POLICY
+            data["policy"] = self.policy
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any], path: Path) -> ProjectFile:
         """Parse a project file, raising :class:`CorruptVaultError` if it is malformed."""
-        if data.get("format") != PROJECT_FORMAT:
+        if data.get("format") not in (PROJECT_FORMAT, PROJECT_FORMAT_POLICY):
             raise CorruptVaultError(
                 f"{path}: unknown project format {data.get('format')!r} "
-                f"(this version of pseudo reads {PROJECT_FORMAT!r})"
+                f"(this version of pseudo reads {PROJECT_FORMAT_POLICY!r})"
             )
+        policy = data.get("policy")
+        if (policy is not None) != (data["format"] == PROJECT_FORMAT_POLICY) or not isinstance(
+            policy, dict | None
+        ):
+            raise CorruptVaultError(f"{path}: malformed project file (recorded policy)")
         try:
             low, high = data["date_shift_days"]
             return cls(
@@ -388,6 +403,7 @@ class ProjectFile:
                 closed=bool(data.get("closed", False)),
                 closed_at=data.get("closed_at"),
                 reid_pin=ReidPin.from_json(data["reid_pin"]) if data.get("reid_pin") else None,
+                policy=policy,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptVaultError(f"{path}: malformed project file ({exc})") from exc
@@ -405,17 +421,65 @@ class ProjectFile:
         raise SlotError(f"project {self.settings.name!r} has no key slot {name!r} (slots: {known})")
 
 
-def settings_mac(secret: bytes, settings: ProjectSettings, public_key: bytes) -> bytes:
-    """HMAC (settings key) over the settings that shape pseudonyms and the public key."""
+def settings_mac(
+    secret: bytes,
+    settings: ProjectSettings,
+    public_key: bytes,
+    policy: dict[str, Any] | None = None,
+) -> bytes:
+    """HMAC (settings key) over the settings that shape pseudonyms, the public key and, once
+    recorded, the project's policy (a project without one has the MAC it always had)."""
     key = crypto.hkdf(secret, "pseudo/v1/settings")
-    return crypto.mac(
-        key,
+    parts: list[str | bytes] = [
         settings.name,
         settings.prefix,
         str(settings.date_shift_min_days),
         str(settings.date_shift_max_days),
         public_key,
-    )
+    ]
+    if policy is not None:
+        parts += ["policy", canonical_json(policy)]
+    return crypto.mac(key, *parts)
+
+
+def canonical_json(data: dict[str, Any]) -> str:
+    """One text for equal data (sorted keys, no spaces): what a MAC covers."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class PolicyChangedError(KeystoreError):
+    """A run with another policy than the one its project recorded (exit 2)."""
+
+
+@dataclass(frozen=True)
+class PolicyCheck:
+    """What a run's unlock found of its project's recorded policy."""
+
+    #: the policy recorded before this run; None when this run recorded the first one
+    previous: dict[str, Any] | None
+    #: the fields of the policy that this run changed (empty: the recorded policy)
+    changed: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """For a run report: what was recorded before, and what changed (no policy text)."""
+        return {
+            "recorded": self.previous is None,
+            "previous": policy_summary(self.previous) if self.previous is not None else None,
+            "changed": self.changed,
+        }
+
+
+def policy_summary(policy: dict[str, Any]) -> dict[str, Any]:
+    """A recorded policy without the text of its file (the hash covers it): for the audit log
+    and reports."""
+    return {key: value for key, value in policy.items() if key != "text"}
+
+
+def policy_differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The fields in which two recorded policies differ (the text of a file is not compared:
+    its hash is, so a comment or a space does not make another policy)."""
+    keys = (set(before) | set(after)) - {"text"}
+    return sorted(key for key in keys if before.get(key) != after.get(key))
 
 
 def default_prefix(project: str) -> str:
@@ -798,6 +862,29 @@ class Vault:
 
     def unlock_operator(self, name: str, passphrase: str, slot: str | None = None) -> Keyring:
         """Open an operator slot and return the project's keyring (refused once closed)."""
+        return self._unlock_operator(name, passphrase, slot)[0]
+
+    def unlock_for_run(
+        self,
+        name: str,
+        passphrase: str,
+        policy: dict[str, Any],
+        *,
+        change_policy: bool = False,
+        slot: str | None = None,
+        actor: str | None = None,
+    ) -> tuple[Keyring, PolicyCheck]:
+        """:meth:`unlock_operator` for a run with ``policy`` (what :mod:`pseudo` records of
+        it): the project's first run records it (a project made before policies were
+        recorded too); a later run with another policy raises :class:`PolicyChangedError`
+        unless ``change_policy``, which records the new one. Each recording and each refusal
+        is audited by ``actor``."""
+        keyring, secret = self._unlock_operator(name, passphrase, slot)
+        return keyring, self._settle_policy(name, secret, policy, change_policy, actor or os_user())
+
+    def _unlock_operator(
+        self, name: str, passphrase: str, slot: str | None
+    ) -> tuple[Keyring, bytes]:
         project = self.project(name)
         self.refuse_closed(project, "it accepts no more data")
         opened = self.open_slot(project, "operator", passphrase, slot)
@@ -808,7 +895,49 @@ class Vault:
             from keystore.linkage import LinkageStore  # the database layers load when needed
 
             LinkageStore(self.guard.engine).migrate_journal(keyring)
-        return keyring
+        return keyring, opened.key
+
+    def _settle_policy(
+        self, name: str, secret: bytes, policy: dict[str, Any], change: bool, actor: str
+    ) -> PolicyCheck:
+        """Compare ``policy`` with the recorded one; record it, or refuse (see
+        :meth:`unlock_for_run`)."""
+        guard = self._require_guard()
+        with self.lock(name):
+            project = self.project(name)
+            self.check_settings(project, secret)  # read again under the lock
+            before = project.policy
+            changed = policy_differences(before, policy) if before is not None else []
+            if before is not None and not changed:
+                return PolicyCheck(before, [])
+            details = {
+                "policy": policy_summary(policy),
+                "previous": policy_summary(before) if before is not None else None,
+                "changed": changed,
+            }
+            if before is not None and not change:
+                guard.audit.append(
+                    AuditAction.PROJECT_POLICY,
+                    actor,
+                    outcome_with(AuditOutcome.REFUSED, "another policy than the project's"),
+                    project=name,
+                    details=details,
+                )
+                raise PolicyChangedError(
+                    f"project {name!r} records policy {before.get('name')!r} "
+                    f"({str(before.get('sha256'))[:16]}); this run's differs in "
+                    f"{', '.join(changed)}: run without --policy to use the project's, or "
+                    "give --change-policy to change it (audited)"
+                )
+            project.policy = policy
+            project.settings_mac = settings_mac(
+                secret, project.settings, project.reid_public_key, policy
+            )
+            self.save_project(project)
+        guard.audit.append(
+            AuditAction.PROJECT_POLICY, actor, AuditOutcome.SUCCESS, project=name, details=details
+        )
+        return PolicyCheck(before, changed)
 
     @staticmethod
     def check_pin(project: ProjectFile) -> None:
@@ -866,7 +995,7 @@ class Vault:
     @staticmethod
     def check_settings(project: ProjectFile, secret: bytes) -> None:
         """Raise :class:`CorruptVaultError` unless the settings MAC matches the secret."""
-        expected = settings_mac(secret, project.settings, project.reid_public_key)
+        expected = settings_mac(secret, project.settings, project.reid_public_key, project.policy)
         if not hmac.compare_digest(expected, project.settings_mac):
             raise CorruptVaultError(
                 f"project {project.settings.name!r}: settings or public key were altered "

@@ -32,13 +32,15 @@ from pydicom.dataset import Dataset
 
 from keystore.keyring import Keyring
 from keystore.session import VaultSession
-from pseudo.batch.report import RunSummary, write_report
+from keystore.vault import PolicyCheck
+from pseudo.batch.project_policy import choose_policy
+from pseudo.batch.report import RunSummary, inputs_folder, write_report
 from pseudo.batch.runner import Runner
 from pseudo.deid import anchors
 from pseudo.deid.engine import PseudonymizedDataset
 from pseudo.deid.identity import read_identity
 from pseudo.pipeline.process import FileProcessor
-from pseudo.policy import CompiledPolicy, load_policy
+from pseudo.policy import CompiledPolicy
 
 __all__ = ["Project", "PseudonymizedDataset", "open_project"]
 
@@ -47,11 +49,18 @@ class Project:
     """An unlocked project with a compiled policy."""
 
     def __init__(
-        self, session: VaultSession, keyring: Keyring, policy: CompiledPolicy, actor: str
+        self,
+        session: VaultSession,
+        keyring: Keyring,
+        policy: CompiledPolicy,
+        actor: str,
+        policy_check: PolicyCheck | None = None,
     ) -> None:
         self._session = session
         self.keyring = keyring
         self.policy = policy
+        #: what opening found of the project's recorded policy (recorded now, changed, same)
+        self.policy_check = policy_check
         self._processor = FileProcessor(keyring, policy)
         self._actor = actor
         self._stored = 0
@@ -82,10 +91,13 @@ class Project:
         workers: int = 1,
         verify: bool = True,
         report_dir: str | Path | None = None,
+        allow_mixed_output: bool = False,
     ) -> RunSummary:
         """``pseudo run SOURCE OUTPUT``: pseudonymize a file or a tree into ``output``, with the
         journal (a re-run skips what is done), the crash-safe commit, the run report (in
-        ``report_dir``, default ``OUTPUT.pseudo-run/``) and the run's audit record."""
+        ``report_dir``, default ``OUTPUT.pseudo-run/``; its inputs file in the vault) and the
+        run's audit record. An ``output`` holding another project's pseudonyms is refused
+        unless ``allow_mixed_output``."""
         out = Path(output)
         runner = Runner(
             self.keyring,
@@ -97,6 +109,9 @@ class Project:
             check=verify,
             audit=self._session.audit,
             actor=self._actor,
+            allow_mixed_output=allow_mixed_output,
+            policy_change=self.policy_check.to_json() if self.policy_check else None,
+            inputs_folder=inputs_folder(self._session.vault.path, self.keyring.project),
         )
         summary = runner.run()
         reports = Path(report_dir) if report_dir else out.parent / f"{out.name}.pseudo-run"
@@ -135,16 +150,26 @@ def open_project(
     project: str,
     passphrase: str,
     *,
-    policy: str = "default",
+    policy: str | None = None,
+    change_policy: bool = False,
     database_url: str | None = None,
     actor: str = "python-api",
 ) -> Project:
-    """Open a vault, unlock ``project`` with the operator passphrase and compile ``policy``."""
-    compiled = load_policy(policy)
+    """Open a vault, unlock ``project`` with the operator passphrase and compile ``policy``
+    (default: the project's recorded policy, or ``default`` before its first use).
+
+    The project remembers its policy: the first opening records it, and another policy later
+    raises :class:`keystore.vault.PolicyChangedError` unless ``change_policy`` (audited), as
+    ``pseudo run --change-policy`` does.
+    """
     session = VaultSession(Path(vault), database_url)
     try:
-        keyring = session.vault.unlock_operator(project, passphrase)
+        recorded = None if policy is not None else session.vault.project(project).policy
+        compiled, record = choose_policy(policy, recorded)
+        keyring, check = session.vault.unlock_for_run(
+            project, passphrase, record, change_policy=change_policy, actor=actor
+        )
     except BaseException:
         session.close()
         raise
-    return Project(session, keyring, compiled, actor)
+    return Project(session, keyring, compiled, actor, check)

@@ -1,4 +1,9 @@
-"""A run's summary and its report: counts, outcomes, and the JSON files beside the output."""
+"""A run's summary and its report: counts, outcomes, and the JSON files of a run.
+
+The report (nothing identifying) goes beside the output (``OUTPUT.pseudo-run/``); the inputs
+file, which maps the report's input ids to input paths (they can name patients), goes where
+the vault's owner keeps it: ``<vault>/runs/<project>/`` (:func:`inputs_folder`), owner-only.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,10 @@ class RunSummary:
     new_linkage_records: int = 0
     verified: bool = True
     reference_findings: list[VerificationFinding] = field(default_factory=list)
+    #: what the run found of the project's recorded policy (recorded now, changed, or same)
+    policy_change: dict[str, Any] | None = None
+    #: the folder of the inputs file (None: beside the report)
+    inputs_folder: Path | None = None
 
     def count(self, status: str) -> int:
         """Number of files with this status."""
@@ -89,7 +98,8 @@ class RunSummary:
                 "options": self.policy.options,
                 "standard_edition": f"PS3.15 {self.policy.edition}",
             },
-            "inputs": f"run-{self.run_id}.inputs.json",
+            "inputs": str(self.inputs_path(Path())),
+            "project_policy": self.policy_change,
             "output": str(self.output),
             "started": self.started,
             "finished": self.finished,
@@ -114,6 +124,11 @@ class RunSummary:
                 ),
             },
         }
+
+    def inputs_path(self, reports: Path) -> Path:
+        """Where the inputs file of this run goes (or beside the report in ``reports``)."""
+        name = f"run-{self.run_id}.inputs.json"
+        return self.inputs_folder / name if self.inputs_folder is not None else reports / name
 
     def inputs(self) -> dict[str, Any]:
         """The input paths of the run, by their id in the report (identifying: operator-side)."""
@@ -143,12 +158,21 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+def inputs_folder(vault: Path, project: str) -> Path:
+    """The folder of a project's inputs files in its vault (``<vault>/runs/<project>``)."""
+    return vault.resolve() / "runs" / project
+
+
 def write_report(summary: RunSummary, folder: Path) -> Path:
-    """Write the run report, and beside it the input paths it refers to, as JSON into
-    ``folder`` (owner-only); return the report's path."""
+    """Write the run report as JSON into ``folder``, and the input paths it refers to into
+    the summary's inputs folder (the vault's; beside the report without one), both
+    owner-only; return the report's path."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if summary.inputs_folder is not None:  # <vault>/runs/<project>: each level owner-only
+        summary.inputs_folder.parent.mkdir(mode=0o700, exist_ok=True)
+        summary.inputs_folder.mkdir(mode=0o700, exist_ok=True)
     path = folder / f"run-{summary.run_id}.json"
-    _write_json(folder / f"run-{summary.run_id}.inputs.json", summary.inputs())
+    _write_json(summary.inputs_path(folder), summary.inputs())
     _write_json(path, summary.report())
     return path
 
@@ -184,12 +208,14 @@ def run_reports(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("run-*.json") if not p.name.endswith(".inputs.json"))
 
 
-def load_report(path: Path) -> dict[str, Any]:
-    """A run report with each file's ``input`` path filled in from the inputs file beside it
-    (when it is there; without it, files are known by ``input_id`` only)."""
+def load_report(path: Path, inputs_folder: Path | None = None) -> dict[str, Any]:
+    """A run report with each file's ``input`` path filled in from its inputs file: in
+    ``inputs_folder`` if given (a vault's ``runs/<project>``, e.g. after the vault moved),
+    else where the report says (the vault's), else beside the report (older reports). When
+    none can be read, files are known by ``input_id`` only."""
     report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    inputs_path = path.with_name(str(report.get("inputs") or ""))
-    if report.get("inputs") and inputs_path.is_file():
+    inputs_path = _inputs_file(path, str(report.get("inputs") or ""), inputs_folder)
+    if inputs_path is not None:
         inputs = json.loads(inputs_path.read_text(encoding="utf-8"))
         root = Path(inputs["root"])
         for item in report["files"]:
@@ -198,3 +224,15 @@ def load_report(path: Path) -> dict[str, Any]:
                 item["input"] = str(root / relative)
         report["input"] = inputs["input"]
     return report
+
+
+def _inputs_file(report: Path, named: str, folder: Path | None) -> Path | None:
+    """The first readable inputs file among the places :func:`load_report` looks."""
+    if not named:
+        return None
+    name = Path(named).name
+    places = [folder / name] if folder is not None else []
+    if Path(named).is_absolute():
+        places.append(Path(named))
+    places.append(report.with_name(name))
+    return next((place for place in places if place.is_file()), None)

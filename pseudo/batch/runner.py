@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from keystore.actions import AuditOutcome
 from keystore.errors import DatabaseError
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore, journal_key
 from pseudo.batch.commit import Committer
-from pseudo.batch.discovery import check_paths, fingerprint
+from pseudo.batch.discovery import check_output_owner, check_paths, fingerprint
 from pseudo.batch.errors import OutputError
 from pseudo.batch.pools import Pool, WorkerSetup, open_pool
 from pseudo.batch.report import RunSummary, new_run_id, now
@@ -67,6 +67,9 @@ class Runner:
         *,
         audit: AuditLog | None = None,
         actor: str = "",
+        allow_mixed_output: bool = False,
+        policy_change: dict[str, Any] | None = None,
+        inputs_folder: Path | None = None,
     ) -> None:
         self.keyring = keyring
         self.policy = policy
@@ -78,6 +81,7 @@ class Runner:
         self.actor = actor
         self.references = CrossFileCheck()
         self.input, self.output = check_paths(input_path, output)
+        check_output_owner(self.output, keyring.settings.prefix, allow_mixed=allow_mixed_output)
         self.workers = max(1, workers)
         self.on_outcome = on_outcome
         self.summary = RunSummary(
@@ -88,6 +92,8 @@ class Runner:
             output=self.output,
             started=now(),
             verified=check,
+            policy_change=policy_change,
+            inputs_folder=inputs_folder,
         )
         # Local workers write on a filesystem this process can flush once per batch.
         sync_each_file = bool(scheduler) or not durable.can_sync_filesystem()

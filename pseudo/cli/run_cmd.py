@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -54,8 +54,28 @@ def run_command(
         ),
     ] = None,
     policy: Annotated[
-        str, typer.Option(help="Shipped policy name or a policy YAML file.")
-    ] = "default",
+        str | None,
+        typer.Option(
+            help="Shipped policy name or a policy YAML file [default: the project's recorded "
+            "policy; for its first run, default].",
+            show_default=False,
+        ),
+    ] = None,
+    change_policy: Annotated[
+        bool,
+        typer.Option(
+            "--change-policy",
+            help="Accept a policy other than the one the project recorded (audited; later "
+            "batches then use it).",
+        ),
+    ] = False,
+    allow_mixed_output: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mixed-output",
+            help="Write into an OUTPUT that holds another project's pseudonyms.",
+        ),
+    ] = False,
     workers: Annotated[
         int, typer.Option(help="Worker processes [default: all cores].", show_default=False)
     ] = 0,
@@ -118,10 +138,12 @@ def run_command(
     _unlock_soon(vault, project, passphrase_file)  # while the modules below load
     from keystore.session import VaultSession
     from pseudo.batch.discovery import check_paths
+    from pseudo.batch.project_policy import choose_policy
+    from pseudo.batch.report import inputs_folder
     from pseudo.batch.runner import Runner
-    from pseudo.policy import load_policy
 
-    compiled = load_policy(policy)
+    recorded = None if policy is not None else _recorded_policy(vault, project)
+    compiled, record = choose_policy(policy, recorded)
     if dry_run:
         _dry_run(input_path, project, compiled, vault, db, passphrase_file, as_json, not no_verify)
         return
@@ -134,7 +156,13 @@ def run_command(
         raise UserError(f"--dask {dask}: expected local:N (for a remote cluster: --scheduler)")
     reports = report_dir or output.parent / f"{output.name}.pseudo-run"
     with VaultSession(vault_path(vault), db) as session:
-        keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
+        keyring, policy_check = session.vault.unlock_for_run(
+            project,
+            operator_passphrase(passphrase_file),
+            record,
+            change_policy=change_policy,
+            actor=actor(),
+        )
         progress = RunProgress(enabled=not quiet and sys.stderr.isatty())
         runner = Runner(
             keyring,
@@ -149,6 +177,9 @@ def run_command(
             scheduler=scheduler or dask,
             audit=session.audit,
             actor=actor(),
+            allow_mixed_output=allow_mixed_output,
+            policy_change=policy_check.to_json(),
+            inputs_folder=inputs_folder(session.vault.path, project),
         )
         interrupted = False
         previous = signal.signal(signal.SIGTERM, _terminate)
@@ -194,6 +225,14 @@ def _unlock_soon(vault: Path | None, project: str, passphrase_file: Path | None)
 
     with contextlib.suppress(KeystoreError, PseudoError, OSError):
         Vault.open(vault_path(vault)).unlock_operator_soon(project, passphrase)
+
+
+def _recorded_policy(vault: Path | None, project: str) -> dict[str, Any] | None:
+    """The policy the project recorded (None before its first run). Read before the unlock,
+    which checks it against the settings MAC (an edited record stops the run there)."""
+    from keystore.vault import Vault
+
+    return Vault.open(vault_path(vault)).project(project).policy
 
 
 def _write_report(summary: RunSummary, reports: Path) -> Path:
@@ -316,11 +355,29 @@ def _print_summary(summary: RunSummary, report: Path, show_inputs: bool) -> None
             listed = True
     _print_findings(summary)
     err.print(f"Run report: {printable(report)}", markup=False)
+    _print_policy_change(summary)
     if listed and not show_inputs:
-        inputs = report.with_name(report.name.replace(".json", ".inputs.json"))
+        inputs = summary.inputs_path(report.parent)
         err.print(
             "Input paths by id (they may name patients; --show-inputs prints them): "
             f"{printable(inputs)}",
+            markup=False,
+        )
+
+
+def _print_policy_change(summary: RunSummary) -> None:
+    """Say when this run recorded the project's policy, or changed it (and in what)."""
+    change = summary.policy_change
+    if not change:
+        return
+    if change.get("recorded"):
+        err.print(f"The project now records policy {printable(summary.policy.name)}.", markup=False)
+    elif change.get("changed"):
+        previous = (change.get("previous") or {}).get("name")
+        err.print(
+            f"The project's policy changed from {printable(previous)} to "
+            f"{printable(summary.policy.name)} ({printable(', '.join(change['changed']))}); "
+            "the change is in the audit log.",
             markup=False,
         )
 
