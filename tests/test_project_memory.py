@@ -67,9 +67,7 @@ def test_run_without_a_vault_stops_and_creates_nothing(
     assert list(work.iterdir()) == []
 
 
-def test_a_missing_vault_is_not_created_by_any_command_but_init(
-    tmp_path: Path, env: None
-) -> None:
+def test_a_missing_vault_is_not_created_by_any_command_but_init(tmp_path: Path, env: None) -> None:
     missing = tmp_path / "missing"
     for command in (("project", "create", "s", "--prefix", "S"), ("audit", "show")):
         result = cli(*command, "--vault", missing)
@@ -140,7 +138,8 @@ def test_a_changed_policy_is_refused_then_audited_with_change_policy(
     recorded, refusal, change = _policy_records(vault)
     assert recorded.outcome == "success" and json.loads(recorded.details)["previous"] is None
     assert refusal.outcome.startswith("refused")
-    assert change.outcome == "success" and json.loads(change.details)["previous"]["name"] == "default"
+    assert change.outcome == "success"
+    assert json.loads(change.details)["previous"]["name"] == "default"
     again = _run(vault, cohort, tmp_path / "b3")
     assert again.code == 0 and load_report(Path(again.json()["report"]))["policy"]["name"] == (
         "anchored"
