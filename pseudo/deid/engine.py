@@ -25,7 +25,13 @@ from pydicom.uid import (
 )
 
 from keystore.keyring import Keyring
-from keystore.records import LinkageEntry, PatientRecordV1, StudyRecordV1
+from keystore.records import (
+    InstanceRecordV1,
+    LinkageEntry,
+    PatientRecordV1,
+    SeriesRecordV1,
+    StudyRecordV1,
+)
 from pseudo import __version__
 from pseudo.deid.context import FileContext
 from pseudo.deid.dates import offset_in_range
@@ -37,6 +43,7 @@ from pseudo.io.dicomio import new_file_meta, raw_elements, raw_uid
 from pseudo.io.layout import output_path
 from pseudo.io.pydicom_internals import element_map, quiet_pydicom
 from pseudo.policy.compiled import CompiledPolicy
+from pseudo.policy.conditions import CONDITION_TAGS
 from pseudo.policy.model import Action
 
 #: pseudo's own Implementation Class UID (a fixed 2.25 UUID-derived UID) and version name.
@@ -179,6 +186,12 @@ def _deidentification_marks(policy: CompiledPolicy) -> Dataset:
     return ds
 
 
+def _other_uids(remapped: dict[str, str], *main: str) -> dict[str, str] | None:
+    """The UIDs a file had remapped besides its study, series and instance (None if none)."""
+    others = {old: new for old, new in remapped.items() if old not in main}
+    return others or None
+
+
 #: Entries a cache of the pseudonymizer holds before it is emptied (about 10 MB).
 CACHE_LIMIT = 50_000
 
@@ -255,12 +268,18 @@ class Pseudonymizer:
         if (
             self.policy.has_conditions
             or tag in ENGINE_TAGS
+            or tag in CONDITION_TAGS  # the walk reads whether it was there
             or ((tag >> 16) & 1 and 0x10 <= tag & 0xFFFF <= 0xFF)  # private creators
             or 0x6000 <= tag >> 16 <= 0x601F
         ):
             return False
         decision = self.policy.static_decision(tag, decision_vr(vr, tag))
-        return decision is not None and decision.action is Action.REMOVE
+        # A combined code is resolved by the file's IOD in the walk: never dropped before it.
+        return (
+            decision is not None
+            and decision.action is Action.REMOVE
+            and decision.compound is None
+        )
 
     def pseudonymize(
         self,
@@ -292,8 +311,8 @@ class Pseudonymizer:
         transfer_syntax = original_transfer_syntax(ds)
         identity = read_identity(ds)
         study_uid = _required_uid(ds, "StudyInstanceUID")
-        _required_uid(ds, "SeriesInstanceUID")
-        _required_uid(ds, "SOPInstanceUID")
+        series_uid = _required_uid(ds, "SeriesInstanceUID")
+        instance_uid = _required_uid(ds, "SOPInstanceUID")
         accession = str(ds.get("AccessionNumber") or "").strip()
         study_date = str(ds.get("StudyDate") or "").strip()
 
@@ -307,6 +326,8 @@ class Pseudonymizer:
         self._finish(ds, ctx, sop_class, transfer_syntax)
 
         pseudo_study = ctx.remap(study_uid)
+        pseudo_series = _required_uid(ds, "SeriesInstanceUID")
+        pseudo_instance = _required_uid(ds, "SOPInstanceUID")
         linkage = [
             LinkageEntry.of(
                 patient_pseudonym,
@@ -329,14 +350,33 @@ class Pseudonymizer:
                     study_date=study_date or None,
                 ),
             ),
+            LinkageEntry.of(
+                pseudo_series,
+                patient_pseudonym,
+                SeriesRecordV1(
+                    series_uid=series_uid, study_uid=study_uid, pseudo_study_uid=pseudo_study
+                ),
+            ),
+            LinkageEntry.of(
+                pseudo_instance,
+                patient_pseudonym,
+                InstanceRecordV1(
+                    sop_instance_uid=instance_uid,
+                    series_uid=series_uid,
+                    study_uid=study_uid,
+                    pseudo_series_uid=pseudo_series,
+                    pseudo_study_uid=pseudo_study,
+                    remapped=_other_uids(ctx.remapped, study_uid, series_uid, instance_uid),
+                ),
+            ),
         ]
         return PseudonymizedDataset(
             dataset=ds,
             pseudonym=patient_pseudonym,
             date_offset_days=offset,
             study_uid=_required_uid(ds, "StudyInstanceUID"),
-            series_uid=_required_uid(ds, "SeriesInstanceUID"),
-            sop_instance_uid=_required_uid(ds, "SOPInstanceUID"),
+            series_uid=pseudo_series,
+            sop_instance_uid=pseudo_instance,
             linkage=linkage,
             findings=ctx.findings,
         )

@@ -26,7 +26,9 @@ from pseudo.dicom.tags import standard_vr, tag_text
 from pseudo.dicom.vr import TEXT_VRS
 from pseudo.findings import RejectedFile
 from pseudo.io.pydicom_internals import character_set, element_map, inherit_character_set
-from pseudo.policy.compiled import Decision
+from pseudo.policy.compiled import CODE_ACTIONS, Decision
+from pseudo.policy.conditions import CONDITION_TAGS, dependents_to_remove
+from pseudo.policy.iod import IodTypes
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
 
@@ -66,6 +68,15 @@ def attribute_name(tag: int) -> str:
     if (tag >> 16) & 1:
         return tag_text(tag)
     return keyword_for_tag(tag) or tag_text(tag)
+
+
+def _sop_class(ds: Dataset) -> str | None:
+    """The SOP Class UID of the file (None if absent or unreadable)."""
+    try:
+        value = ds.get("SOPClassUID")
+    except Exception:
+        return None
+    return str(value).strip() or None if value is not None else None
 
 
 def _holder(ds: Dataset, dropped: Dropped) -> Dataset:
@@ -110,6 +121,8 @@ class Walker:
         self._pending: list[_PendingClean] = []
         self._cleaning = 0
         self._depth = 0
+        self._sop_class = _sop_class(original)
+        self._resolved: dict[tuple[int, str, tuple[int, ...]], Decision] = {}
         private = policy.private_table
         self._safe_private = (
             SafePrivate.load() if private is not None and private.action is Action.CLEAN else None
@@ -150,6 +163,8 @@ class Walker:
             if self._record_terms and tag in IDENTIFYING_TAGS:
                 self._remember(ds, tag)
             decision = policy.decide(tag, vr, ds, parents, self._active)
+            if decision.compound is not None:
+                decision = self.resolve(decision, tag, vr, parents)
             if self._recorder is not None:
                 self._recorder(ds, tag, vr, decision, parents)
             if not self._cleaning:
@@ -177,6 +192,49 @@ class Walker:
             HANDLERS[decision.action](ref, self)
         if creators:
             drop_orphan_creators(ds, creators)
+        if CONDITION_TAGS.intersection(tags):
+            self._follow_conditions(ds, {int(t) for t in tags}, prefix)
+
+    # -- the object's IOD ----------------------------------------------------------------
+    def resolve(self, decision: Decision, tag: int, vr: str, parents: Parents) -> Decision:
+        """A combined code of Table E.1-1 resolved by the type of the attribute in the IOD of
+        the file's SOP Class, where it sits (:mod:`pseudo.policy.iod`)."""
+        assert decision.compound is not None
+        path = tuple(int(parent) for parent, _ in parents)
+        key = (int(tag), vr, path)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolution = IodTypes.load().resolve(
+                decision.compound,
+                self._sop_class,
+                tuple(attribute_name(t) for t in path),
+                attribute_name(tag),
+            )
+            action = CODE_ACTIONS[resolution.code]
+            source = f"{decision.source}; {resolution.describe()}"
+            if action is Action.DUMMY and vr == "SQ":
+                # A required sequence cannot be emptied: its items are kept and every attribute
+                # in them decided by the policy (instance UIDs remapped), as for X/Z/U*.
+                action = Action.REMAP_UID
+                source += " (a required sequence: items processed)"
+            resolved = self._resolved[key] = Decision(action, source)
+        return resolved
+
+    def _follow_conditions(self, ds: Dataset, before: set[int], prefix: str) -> None:
+        """Remove the attributes whose condition read an attribute the policy removed (unless
+        the policy keeps them)."""
+        after = {int(t) for t in element_map(ds)}
+        for tag in dependents_to_remove(before, after):
+            policy = self.ctx.policy
+            decision = policy.decide(tag, element_vr(ds[tag], tag))
+            if decision.action is Action.KEEP and decision is not policy.standard:
+                continue  # kept by choice (an option or a rule): the policy's call, not ours
+            del ds[tag]
+            self.ctx.note(
+                prefix + attribute_name(tag),
+                "condition-removed",
+                "removed with the attribute its PS3.3 condition depends on",
+            )
 
     def walk_sequence(self, ref: ElementRef, *, cleaning: bool = False) -> None:
         """Process every item of the sequence ``ref`` names."""

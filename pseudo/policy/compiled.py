@@ -15,10 +15,12 @@ Order of precedence, first match wins (``docs/policies.md``):
 5. ``defaults.standard`` for other attributes of the data dictionary, ``defaults.unknown`` for
    public tags the dictionary does not know, and ``defaults.private`` for private tags.
 
-Combined codes of the table are reduced to one action, the strictest the standard allows
-without knowledge of the IOD: ``X/Z``, ``X/D`` and ``X/Z/D`` remove, ``Z/D`` empties, and
-``X/Z/U*`` keeps the sequence and remaps the UIDs inside it, so that references to other
-instances still resolve; every attribute inside the sequence is still processed by this table.
+Combined codes of the table (``X/Z``, ``X/D``, ``Z/D``, ``X/Z/D``) are resolved per file by the
+type of the attribute in the object's IOD (:mod:`pseudo.policy.iod`): the decision carries the
+code in ``compound`` and, as its action, the strictest choice the code allows (the one taken
+when the IOD is not known). ``X/Z/U*`` keeps the sequence and remaps the UIDs inside it, so
+that references to other instances still resolve; every attribute inside the sequence is still
+processed by this table.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from pseudo.policy.model import OPTIONS, Action
 from pseudo.policy.selectors import CompiledCondition, CompiledSelector, Parents
 from pseudo.policy.table import ConfidentialityTable, TableRow
 
-#: Reduction of the table's combined codes (see the module docstring).
+#: Reduction of the table's combined codes when the IOD is not known (module docstring).
 COMBINED_CODES = {"X/Z": "X", "X/D": "X", "Z/D": "Z", "X/Z/D": "X", "X/Z/U*": "U"}
+#: Combined codes resolved per file by the IOD (:mod:`pseudo.policy.iod`).
+IOD_RESOLVED = frozenset({"X/Z", "X/D", "Z/D", "X/Z/D"})
 CODE_ACTIONS = {
     "X": Action.REMOVE,
     "Z": Action.EMPTY,
@@ -60,6 +64,8 @@ class Decision:
     max_input_length: int | None = None
     pattern: str | None = None
     replacement: str | None = None
+    #: A combined code of Table E.1-1 that the walker resolves by the object's IOD.
+    compound: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,9 +114,13 @@ def table_decision(row: TableRow, options: list[str], edition: str) -> Decision:
     option_codes = [(option, row.options[option]) for option in options if option in row.options]
     if option_codes:
         resolved = [(o, COMBINED_CODES.get(c, c)) for o, c in option_codes]
-        option, code = min(resolved, key=lambda item: STRICTNESS[item[1]])
-        source += f", option {option} {dict(option_codes)[option]}"
+        option, _ = min(resolved, key=lambda item: STRICTNESS[item[1]])
+        code = dict(option_codes)[option]
+        source += f", option {option} {code}"
     single = COMBINED_CODES.get(code, code)
+    if code in IOD_RESOLVED:
+        source += f" (combined code {code}: by the object's IOD, else {single})"
+        return Decision(CODE_ACTIONS[single], source, compound=code)
     if single != code:
         source += f" (combined code {code}: {single})"
     return Decision(CODE_ACTIONS[single], source)

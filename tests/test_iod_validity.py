@@ -1,0 +1,131 @@
+"""Outputs at least as valid as their inputs (issue 20), measured with dciodvfy.
+
+Every file of the public and the canary corpus is pseudonymized under each shipped level; each
+output is validated with dciodvfy (dicom3tools) beside its own input, and no output may have a
+kind of error that its input did not have. Errors are compared as kinds: values, UIDs, item
+numbers and the tags of unreadable trailing bytes are normalized away.
+
+The whole sweep (two corpora, five levels, about 2,400 dciodvfy calls) takes about 40 s on two
+cores, so it runs by default. Every exception is listed in ``ACCEPTED`` with its reason, and
+the levels that still add errors are marked ``xfail`` with what remains to be done.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from pseudo.batch.report import load_report
+from tests.conftest import CANARY_SECRET, OPERATOR, cli, make_vault
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("dciodvfy") is None and not os.environ.get("PSEUDO_CI"),
+    reason="dciodvfy (Debian package dicom3tools) is not installed",
+)
+
+#: Error kinds an output may add, each with the reason it is accepted.
+ACCEPTED: dict[str, str] = {
+    # Table E.1-1 gives Content Sequence and Verifying Observer Sequence a plain D (not a
+    # compound code): the SR content tree is replaced so that no item of the original survives.
+    # An empty sequence is the replacement pseudo writes; a dummy content tree is future work.
+    "Error - Empty attribute (no value) Type 1C Conditional Element=<ContentSequence> "
+    "Module=<DocumentRelationshipMacro>": "Table E.1-1 D on the SR content tree",
+    "Error - Empty attribute (no value) Type 1C Conditional Element=<VerifyingObserverSequence> "
+    "Module=<SRDocumentGeneral>": "Table E.1-1 D on the verifying observer",
+    # Universal Entity ID (an issuer's identifier) is removed by the table; the macro then wants
+    # a Local Namespace Entity ID, which would have to be invented.
+    "Error - Missing attribute Type 1C Conditional Element=<LocalNamespaceEntityID> "
+    "Module=<HL7v2HierarchicDesignatorMacro>": "issuer identifier removed by Table E.1-1",
+    "Error - Missing attribute Type 1C Conditional Element=<UniversalEntityID> "
+    "Module=<HL7v2HierarchicDesignatorMacro>": "issuer identifier removed by Table E.1-1",
+}
+
+CORPORA = {"public": "public_dir", "canary": "canary_dir"}
+LEVELS = [
+    "default",
+    "basic",
+    "nidb-anonymize",
+    pytest.param(
+        "strict",
+        marks=pytest.mark.xfail(
+            reason="the allow-list removes Type 1/2 attributes the table does not list "
+            "(Manufacturer, Position Reference Indicator...): to be resolved by the IOD too"
+        ),
+    ),
+    pytest.param(
+        "nidb-full",
+        marks=pytest.mark.xfail(
+            reason="empties Patient ID and every DA/DT/TM whatever their type: NiDB's own "
+            "behaviour, to be resolved by the IOD too"
+        ),
+    ),
+]
+
+
+def _normalize(line: str) -> str:
+    line = re.sub(r"\[\d+\]", "[]", line)
+    line = re.sub(r"<[^<>]*> for value", "<V> for value", line)
+    line = re.sub(r"= <[^>]*>", "= <V>", line)
+    line = re.sub(r"<2\.25\.\d+>|<[0-9.]+>", "<UID>", line)
+    line = re.sub(r"ReferencedSOPInstanceUID .*", "ReferencedSOPInstanceUID <V>", line)
+    line = re.sub(r"^\(0x[0-9a-f]{4},0x[0-9a-f]{4}\)\s+\?\s+", "(tag) ", line)
+    return line.strip()
+
+
+@cache
+def error_kinds(path: Path) -> frozenset[str]:
+    """The normalized kinds of the "Error" lines dciodvfy prints for ``path`` (it exits 0)."""
+    result = subprocess.run(
+        ["dciodvfy", str(path)], capture_output=True, text=True, errors="replace", timeout=120
+    )
+    lines = (result.stdout + result.stderr).splitlines()
+    return frozenset(_normalize(line) for line in lines if "Error" in line)
+
+
+@pytest.mark.parametrize("corpus", sorted(CORPORA))
+@pytest.mark.parametrize("level", LEVELS)
+def test_no_output_gains_an_error_kind(
+    level: str, corpus: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if (level, corpus) == ("nidb-anonymize", "public"):
+        request.applymarker(
+            pytest.mark.xfail(
+                reason="one public input's Media Storage SOP Instance UID is not a UID; the "
+                "output's is rewritten in a form dciodvfy reads as new errors (file meta "
+                "writing, not a compound-code question; to be done)"
+            )
+        )
+    source: Path = request.getfixturevalue(CORPORA[corpus])
+    if corpus == "canary":
+        source = source.resolve()
+    vault = make_vault(tmp_path / "vault", "iod", secret=CANARY_SECRET)
+    os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
+    try:
+        result = cli(
+            *("run", source, tmp_path / "out", "--project", "iod", "--vault", vault),
+            *("--policy", level, "--workers", "2", "--json", "--quiet"),
+        )
+    finally:
+        del os.environ["PSEUDO_PASSPHRASE"]
+    assert result.code in (0, 1), result.stderr  # 1: some public inputs are quarantined
+    report = load_report(Path(result.json()["report"]))
+    pairs = [
+        (Path(f["input"]), tmp_path / "out" / f["output"]) for f in report["files"] if f["output"]
+    ]
+    assert pairs
+
+    def gained(pair: tuple[Path, Path]) -> tuple[str, list[str]]:
+        original, output = pair
+        new = error_kinds(output) - error_kinds(original) - set(ACCEPTED)
+        return original.name, sorted(new)
+
+    with ThreadPoolExecutor(2) as pool:
+        worse = {name: new for name, new in pool.map(gained, pairs) if new}
+    assert not worse, f"{len(worse)} of {len(pairs)} outputs gain error kinds: {worse}"
