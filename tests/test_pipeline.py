@@ -89,7 +89,8 @@ def test_the_api_runs_the_pipeline_with_journal_verification_and_audit(
         again = project.run(tmp_path / "in", tmp_path / "out", report_dir=tmp_path / "reports")
     assert first.count(FileStatus.WRITTEN) == len(files)
     assert again.count(FileStatus.UNCHANGED) == len(files), "the journal knows the files"
-    assert len(list((tmp_path / "reports").glob("run-*.inputs.json"))) == 2
+    assert len(list((vault / "runs" / "trial").glob("run-*.inputs.json"))) == 2
+    assert not list((tmp_path / "reports").glob("*.inputs.json")), "input paths stay in the vault"
     with VaultSession(vault) as opened:
         runs = [r for r in opened.audit.records() if r.action == "run"]
     assert [(r.actor, r.outcome) for r in runs] == [
