@@ -178,9 +178,19 @@ def policy_explain(
     file: Annotated[
         Path | None, typer.Option("--file", help="Show each occurrence in this DICOM file.")
     ] = None,
+    sop_class: Annotated[
+        str | None,
+        typer.Option(
+            "--sop-class",
+            help="Resolve a combined code of Table E.1-1 by this SOP Class UID's IOD.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Which rule, table row or default decides an attribute, and why.
+
+    With --sop-class, a combined code (X/Z, X/D, Z/D, X/Z/D) is resolved as for a file of that
+    SOP Class: the IOD, the module and the attribute's type there decide.
 
     With --file, the conditions of the rules are evaluated on that file and every occurrence of
     the attribute (at any depth) is listed with its decision.
@@ -194,7 +204,7 @@ def policy_explain(
         raise UserError(f"{attribute}: {exc}") from exc
     document: dict[str, Any] = {}
     if pattern.is_exact:
-        explanation = explain(policy, pattern.value)
+        explanation = explain(policy, pattern.value, sop_class=sop_class)
         document = {
             "tag": tag_text(explanation.tag),
             "name": explanation.name,

@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 
 from pseudo.dicom.tags import TagPattern, standard_vr, tag_text
-from pseudo.policy.compiled import GROUP_LENGTH, Candidate, CompiledPolicy, Decision
+from pseudo.policy.compiled import (
+    CODE_ACTIONS,
+    GROUP_LENGTH,
+    Candidate,
+    CompiledPolicy,
+    Decision,
+)
+from pseudo.policy.iod import IodTypes
+from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
 
 
@@ -58,8 +66,34 @@ def _requirements(candidate: Candidate) -> list[str]:
     return requires
 
 
-def explain(policy: CompiledPolicy, tag: int, vr: str | None = None) -> Explanation:
-    """Every rule, the table row and the default that bear on ``tag``, in precedence order."""
+def resolved(
+    decision: Decision, sop_class: str | None, path: tuple[str, ...], keyword: str
+) -> Decision:
+    """``decision`` with its combined code (if any) resolved by the IOD of ``sop_class``, as the
+    walker resolves it (:mod:`pseudo.policy.iod`)."""
+    if decision.compound is None or sop_class is None:
+        return decision
+    resolution = IodTypes.load().resolve(decision.compound, sop_class, path, keyword)
+    action = CODE_ACTIONS[resolution.code]
+    source = f"{decision.source}; {resolution.describe()}"
+    if action is Action.DUMMY and standard_vr_is_sequence(keyword):
+        action, source = Action.REMAP_UID, source + " (a required sequence: items processed)"
+    return Decision(action, source)
+
+
+def standard_vr_is_sequence(keyword: str) -> bool:
+    """Whether the attribute of this keyword is a sequence."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    return tag is not None and standard_vr(tag) == "SQ"
+
+
+def explain(
+    policy: CompiledPolicy, tag: int, vr: str | None = None, sop_class: str | None = None
+) -> Explanation:
+    """Every rule, the table row and the default that bear on ``tag``, in precedence order;
+    with ``sop_class``, a combined code of the table is resolved by that SOP Class's IOD."""
     vr = vr or (standard_vr(tag) or "UN").split(" or ")[0]
     name = _name(tag)
     if tag & 0xFFFF == 0:
@@ -73,7 +107,7 @@ def explain(policy: CompiledPolicy, tag: int, vr: str | None = None) -> Explanat
         )
         for c in policy.candidates_for(tag, vr)
     ]
-    fallback = policy.fallback(tag, vr)
+    fallback = resolved(policy.fallback(tag, vr), sop_class, (), name)
     kind = "table" if fallback.source.startswith("PS3.15") else "default"
     steps.append(Step(kind, fallback.source, fallback.action.value))
     return Explanation(tag, name, vr, steps)
@@ -99,6 +133,7 @@ def occurrences(policy: CompiledPolicy, ds: Dataset, pattern: TagPattern) -> lis
     from pseudo.deid.walker import attribute_name, element_vr
 
     active = policy.active_rules(ds) if policy.has_conditions else frozenset()
+    sop_class = str(ds.get("SOPClassUID", "")).strip() or None
 
     def visit(level: Dataset, prefix: str, parents: Parents) -> Iterator[Occurrence]:
         for tag in list(level.keys()):
@@ -106,7 +141,10 @@ def occurrences(policy: CompiledPolicy, ds: Dataset, pattern: TagPattern) -> lis
             vr = element_vr(element, tag)
             path = prefix + attribute_name(tag)
             if pattern.matches(tag):
-                yield Occurrence(path, vr, policy.decide(tag, vr, level, parents, active))
+                decision = policy.decide(tag, vr, level, parents, active)
+                keywords = tuple(attribute_name(p) for p, _ in parents)
+                decision = resolved(decision, sop_class, keywords, attribute_name(tag))
+                yield Occurrence(path, vr, decision)
             if vr == "SQ":
                 try:
                     items = level[tag].value
