@@ -3,8 +3,10 @@
 A linkage record is a JSON object sealed to the project's re-identification key (see
 :func:`keystore.crypto.seal`); the row around it (project, kind, key, pseudonym) is stored in
 clear and bound to it as associated data. What the object holds is defined here only:
-:class:`PatientRecordV1` for a patient, :class:`StudyRecordV1` for a study. The caller (the
-DICOM side) fills their generic fields; this package knows nothing of where they come from.
+:class:`PatientRecordV1` for a patient, :class:`StudyRecordV1` for a study, and (added later,
+as kinds of their own so the first two keep their bytes) :class:`SeriesRecordV1` for a series
+and :class:`InstanceRecordV1` for an instance. The caller (the DICOM side) fills their generic
+fields; this package knows nothing of where they come from.
 
 Format, version 1 (every record written since the first release): the fields as canonical
 JSON, keys sorted, no spaces, UTF-8 not escaped, a field with no value as ``null``, e.g.
@@ -24,8 +26,9 @@ from typing import Any, ClassVar, Literal
 
 from keystore.errors import InvalidTokenError
 
-Kind = Literal["patient", "study"]
-FieldValue = str | int | None
+Kind = Literal["patient", "study", "series", "instance"]
+#: A field's value; a mapping only in the instance record (its other remapped UIDs).
+FieldValue = str | int | dict[str, str] | None
 
 #: The version this code writes.
 RECORD_VERSION = 1
@@ -90,12 +93,51 @@ class StudyRecordV1(_Record):
     study_date: str | None = None
 
 
-SealedRecord = PatientRecordV1 | StudyRecordV1
+@dataclass(frozen=True)
+class SeriesRecordV1(_Record):
+    """What a pseudonymous Series Instance UID stands for: the original series and study
+    (``pseudo_study_uid`` is the study's pseudonymous UID, the key of its study record).
+
+    Vaults written before this kind existed hold none: a series there is not found."""
+
+    kind: ClassVar[Kind] = "series"
+    version: ClassVar[int] = 1
+
+    series_uid: str | None = None
+    study_uid: str | None = None
+    pseudo_study_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class InstanceRecordV1(_Record):
+    """What a pseudonymous SOP Instance UID stands for: the original instance, its series and
+    study, their pseudonymous UIDs, and ``remapped``: every other UID of the file that was
+    remapped (frame of reference, referenced instances...), original -> pseudonymous.
+
+    Vaults written before this kind existed hold none: an instance there is not found."""
+
+    kind: ClassVar[Kind] = "instance"
+    version: ClassVar[int] = 1
+
+    sop_instance_uid: str | None = None
+    series_uid: str | None = None
+    study_uid: str | None = None
+    pseudo_series_uid: str | None = None
+    pseudo_study_uid: str | None = None
+    remapped: dict[str, str] | None = None
+
+
+SealedRecord = PatientRecordV1 | StudyRecordV1 | SeriesRecordV1 | InstanceRecordV1
+RecordModel = (
+    type[PatientRecordV1] | type[StudyRecordV1] | type[SeriesRecordV1] | type[InstanceRecordV1]
+)
 
 #: (kind, version) -> the model that reads it
-_MODELS: dict[tuple[str, int], type[PatientRecordV1] | type[StudyRecordV1]] = {
+_MODELS: dict[tuple[str, int], RecordModel] = {
     ("patient", 1): PatientRecordV1,
     ("study", 1): StudyRecordV1,
+    ("series", 1): SeriesRecordV1,
+    ("instance", 1): InstanceRecordV1,
 }
 
 
@@ -151,8 +193,9 @@ class LinkageEntry:
     """An identity to seal: ``fields`` are the original identifiers behind ``key``.
 
     ``key`` is the pseudonymous value the record is found by (the patient pseudonym, or the
-    pseudonymous Study Instance UID), ``pseudonym`` the patient it belongs to. ``fields`` are
-    fields of the record of ``kind`` (checked); :meth:`of` builds an entry from a record.
+    pseudonymous Study, Series or SOP Instance UID), ``pseudonym`` the patient it belongs to.
+    ``fields`` are fields of the record of ``kind`` (checked); :meth:`of` builds an entry
+    from a record.
     """
 
     kind: Kind

@@ -277,4 +277,96 @@ def test_the_record_reader_accepts_old_objects_and_refuses_unknown_ones() -> Non
     with pytest.raises(ValueError, match="unknown fields patient_nmae"):
         LinkageEntry("patient", "T-1", "T-1", {"patient_nmae": "DOE^JOHN"})
     with pytest.raises(ValueError, match="kind"):
-        LinkageEntry("series", "T-1", "T-1", {})  # type: ignore[arg-type]
+        LinkageEntry("visit", "T-1", "T-1", {})  # type: ignore[arg-type]
+
+
+def _reid_json(vault: Path, *args: str) -> Any:
+    result = cli("reidentify", "--project", "canary", *args, *REQUEST, "--json", "--vault", vault)
+    assert result.code == 0, result.stderr
+    return result.json()
+
+
+def test_instance_and_series_uids_give_the_original_image(
+    canary_run: CanaryRun, canary_dir: Path, reid_env: None
+) -> None:
+    """A DPO asked about one image finds it in the PACS: the original study, series and
+    instance UIDs, and the patient they belong to."""
+    checked = 0
+    for key, out_file in sorted(canary_run.pairs.items())[:6]:
+        source = pydicom.dcmread(canary_dir / key, stop_before_pixels=True)
+        output = pydicom.dcmread(out_file, stop_before_pixels=True)
+        by_instance = _reid_json(canary_run.vault, "--instance-uid", str(output.SOPInstanceUID))
+        assert by_instance["pseudonym"] == str(output.PatientID)
+        assert by_instance["patient_id"] == str(source.PatientID)
+        assert by_instance["instance"] == {
+            "pseudo_sop_instance_uid": str(output.SOPInstanceUID),
+            "sop_instance_uid": str(source.SOPInstanceUID),
+            "series_uid": str(source.SeriesInstanceUID),
+            "study_uid": str(source.StudyInstanceUID),
+            "pseudo_series_uid": str(output.SeriesInstanceUID),
+            "pseudo_study_uid": str(output.StudyInstanceUID),
+        }
+        assert [s["study_uid"] for s in by_instance["studies"]] == [str(source.StudyInstanceUID)]
+        by_series = _reid_json(
+            canary_run.vault,
+            "--series-uid",
+            f" {output.SeriesInstanceUID} ",  # spaces ignored
+        )
+        assert by_series["series"]["series_uid"] == str(source.SeriesInstanceUID)
+        assert by_series["series"]["study_uid"] == str(source.StudyInstanceUID)
+        assert "instance" not in by_series
+        assert [s["pseudo_study_uid"] for s in by_series["studies"]] == [
+            str(output.StudyInstanceUID)
+        ]
+        checked += 1
+    assert checked == 6
+    record = _last_audit(canary_run.vault)
+    assert record.subject.startswith("series:2.25.")
+    assert record.outcome == "success"
+
+
+def test_unknown_instance_and_two_keys_are_refused_and_audited(
+    canary_run: CanaryRun, reid_env: None
+) -> None:
+    result = cli(
+        *("reidentify", "--project", "canary", "--instance-uid", "2.25.1", *REQUEST),
+        *("--vault", canary_run.vault),
+    )
+    assert result.code == 1
+    assert "SOP instance UID 2.25.1 not found" in result.stderr
+    assert _last_audit(canary_run.vault).outcome == "not found"
+    both = cli(
+        *("reidentify", "--project", "canary", "--instance-uid", "2.25.1"),
+        *("--series-uid", "2.25.2", *REQUEST, "--vault", canary_run.vault),
+    )
+    assert both.code == 2
+    assert "exactly one of" in both.stderr
+    assert _last_audit(canary_run.vault).subject == "series:2.25.2, instance:2.25.1"
+
+
+def test_an_old_vault_has_no_series_or_instance_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Vaults written before series and instance records: "not found", saying to ask by the
+    study (which is still found)."""
+    import os
+    import shutil
+
+    from tests.test_old_vault import EXPECTED, FIXTURE, PROJECT
+
+    old = tmp_path / "fixture"
+    shutil.copytree(FIXTURE / "vault", old / "vault")
+    for path in [old / "vault", *(old / "vault").rglob("*")]:
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    monkeypatch.setenv("PSEUDO_REID_PASSPHRASE", EXPECTED["passphrases"]["reidentification"])
+    request = (*REQUEST, "--json", "--vault", old / "vault")
+    entry = EXPECTED["runs"]["output"]["files"]["beta/1.dcm"]
+    for option, uid in (
+        ("--instance-uid", entry["sop_instance_uid"]),
+        ("--series-uid", entry["series_uid"]),
+    ):
+        result = cli("reidentify", "--project", PROJECT, option, uid, *request)
+        assert result.code == 1, result.stderr
+        assert "not found" in result.stderr and "Study Instance UID" in result.stderr
+    by_study = cli("reidentify", "--project", PROJECT, "--study-uid", entry["study_uid"], *request)
+    assert by_study.code == 0, by_study.stderr

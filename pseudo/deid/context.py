@@ -22,6 +22,8 @@ class FileContext:
     cleaner: TextCleaner | None = None
     findings: list[Finding] = field(default_factory=list)
     _uids: dict[str, str] = field(default_factory=dict)
+    #: the UIDs of this dataset that were remapped, original -> new (for the linkage)
+    remapped: dict[str, str] = field(default_factory=dict)
 
     def remap(self, uid: str) -> str:
         """The remapped form of an instance UID (cached; standard UIDs unchanged)."""
@@ -29,6 +31,8 @@ class FileContext:
         if result is None:
             result = remap_uid(self.keyring, uid)
             self._uids[uid] = result
+        if result != uid:
+            self.remapped[uid] = result
         return result
 
     def note(self, path: str, code: str, message: str) -> None:
