@@ -117,9 +117,12 @@ def test_no_output_gains_an_error_kind(
     assert result.code in (0, 1), result.stderr  # 1: some public inputs are quarantined
     report = load_report(Path(result.json()["report"]))
     pairs = [
-        (Path(f["input"]), tmp_path / "out" / f["output"]) for f in report["files"] if f["output"]
+        (Path(f["input"]), tmp_path / "out" / f["output"])
+        for f in report["files"]
+        if f["output"] and "input" in f
     ]
-    assert pairs
+    written = [f for f in report["files"] if f["output"]]
+    assert pairs and len(pairs) == len(written), "every written output is checked"
 
     def gained(pair: tuple[Path, Path]) -> tuple[str, list[str]]:
         original, output = pair
