@@ -186,7 +186,7 @@ def test_dicomdir_is_rejected(keyring: Keyring) -> None:
 
 def test_linkage_entries(keyring: Keyring) -> None:
     result = Pseudonymizer(keyring, load_policy("default")).pseudonymize(dataset())
-    patient, study = result.linkage
+    patient, study, series, instance = result.linkage
     assert (patient.kind, patient.key) == ("patient", result.pseudonym)
     assert (
         patient.fields["patient_id"] == "12345678" and patient.fields["patient_name"] == "DOE^JOHN"
@@ -198,6 +198,11 @@ def test_linkage_entries(keyring: Keyring) -> None:
         "accession_number": "ACC-1",
         "study_date": "20230105",
     }
+    assert (series.kind, series.key) == ("series", result.series_uid)
+    assert (instance.kind, instance.key) == ("instance", result.sop_instance_uid)
+    assert instance.fields["study_uid"] == series.fields["study_uid"] == "1.2.3.4.5"
+    assert instance.fields["pseudo_study_uid"] == result.study_uid
+    assert series.pseudonym == instance.pseudonym == result.pseudonym
 
 
 def _sources() -> list[Path]:
