@@ -66,7 +66,8 @@ def test_rerun_adds_nothing_and_changes_nothing(
     with VaultSession(vault) as session:
         records = session.linkage.count("trial")
     second = run(vault, cohort, target)
-    assert first["written"] == 18 and first["new_linkage_records"] == records == 3 + 6
+    # 3 patients, 6 studies, 12 series, 18 instances
+    assert first["written"] == 18 and first["new_linkage_records"] == records == 3 + 6 + 12 + 18
     assert (
         second["written"] == 0 and second["unchanged"] == 18 and second["new_linkage_records"] == 0
     )
