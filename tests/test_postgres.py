@@ -64,7 +64,7 @@ def test_run_reidentify_and_audit_on_postgresql(tmp_path: Path, pg_vault: Path, 
         "--quiet",
     )
     assert run.code == 0, run.stderr
-    assert run.json()["new_linkage_records"] == 9
+    assert run.json()["new_linkage_records"] == 3 + 6 + 12 + 18  # patients ... instances
     again = cli(
         "run",
         tmp_path / "in",
@@ -94,7 +94,7 @@ def test_run_reidentify_and_audit_on_postgresql(tmp_path: Path, pg_vault: Path, 
     )
     assert found.code == 0 and found.json()["patient_id"].startswith("MRN")
     assert cli("audit", "verify", "--vault", pg_vault).code == 0
-    assert _counts(pg_vault) == (9, 9, 18)
+    assert _counts(pg_vault) == (39, 39, 18)
 
 
 def test_two_concurrent_runs_lose_nothing_and_duplicate_nothing(
@@ -134,7 +134,7 @@ def test_two_concurrent_runs_lose_nothing_and_duplicate_nothing(
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr
     rows, distinct, journal = _counts(pg_vault)
-    assert rows == distinct == 3 + 6, "every patient and study once, no duplicate"
+    assert rows == distinct == 3 + 6 + 12 + 18, "every record once, no duplicate"
     assert journal == 12 + 12
     assert len(list((tmp_path / "out").rglob("*.dcm"))) == 18
     assert not list((tmp_path / "out").rglob("*.part"))
