@@ -307,7 +307,7 @@ def test_two_runs_and_a_reidentification_at_once_on_one_vault(
 
     with VaultSession(vault) as session, Session(session.engine) as db:
         rows = db.exec(select(func.count()).select_from(LinkageRow)).one()
-    assert rows == 8 + 20, "no duplicate and no missing linkage record"
+    assert rows == 8 + 20 + 41 + 95, "no duplicate and no missing linkage record"
 
 
 @pytest.mark.usefixtures("env")

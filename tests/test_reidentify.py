@@ -352,7 +352,8 @@ def test_an_old_vault_has_no_series_or_instance_records(
     import os
     import shutil
 
-    from tests.test_old_vault import EXPECTED, FIXTURE, PROJECT
+    from tests.fixtures.make_vault_fixture import PROJECT
+    from tests.test_old_vault import EXPECTED, FIXTURE
 
     old = tmp_path / "fixture"
     shutil.copytree(FIXTURE / "vault", old / "vault")

@@ -63,7 +63,7 @@ def test_the_export_is_complete_for_the_canary_corpus(
     uids = _read(out / "uid_mapping.csv")
     patids = _read(out / "patid_mapping.csv")
     assert uids[0] == patids[0] == ["id_old", "id_new"]
-    uid_map = dict(map(tuple, uids[1:]))  # type: ignore[arg-type]
+    uid_map: dict[str, str] = {row[0]: row[1] for row in uids[1:]}
     patid_pairs = {tuple(row) for row in patids[1:]}
     by_pseudonym = {row[0]: row for row in patients[1:]}
 
@@ -192,7 +192,7 @@ def test_a_token_opens_for_its_attribute_audited_without_the_value(
         records = session.audit.records()
     record = records[-1]
     assert (record.action, record.outcome) == ("reidentify", "success")
-    assert record.subject.startswith("token:")
+    assert record.subject is not None and record.subject.startswith("token:")
     assert json.loads(record.details)["attribute"] == "OtherPatientIDs"
     for stored in records:
         text = f"{stored.subject} {stored.details} {stored.reason}"

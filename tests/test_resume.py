@@ -115,7 +115,7 @@ def test_sigkill_at_any_point_then_rerun_gives_the_uninterrupted_output(
     assert outputs_now == tree_digest(canary_run.output), "byte-identical to an uninterrupted run"
     assert not leftovers
     rows, keys, journal = _store_counts(vault)
-    assert rows == keys == 8 + 20, "no duplicate and no missing linkage record"
+    assert rows == keys == 8 + 20 + 41 + 95, "no duplicate and no missing linkage record"
     assert journal == JOURNAL
 
 

@@ -47,7 +47,7 @@ def test_rotate_backup_and_close_on_postgresql(tmp_path: Path, pg_vault: Path, e
     old_key = private_key(pg_vault)
     rotated = cli("project", "rotate-reid-key", "trial", "--vault", pg_vault, "--json")
     assert rotated.code == 0, rotated.stderr
-    assert rotated.json()["records"] == 9
+    assert rotated.json()["records"] == 39  # patients, studies, series, instances
     assert not any(opens(pg_vault, old_key)) and all(opens(pg_vault, private_key(pg_vault)))
     for pseudonym in pseudonyms:
         assert reidentify(pg_vault, pseudonym)[1] == answers[pseudonym]
@@ -118,7 +118,7 @@ def test_a_sqlite_vault_run_on_postgresql_keeps_a_checkpoint_per_database(
         else parsed.set(password="pw-not-stored").render_as_string(hide_password=False)
     )
     build_cohort(tmp_path / "in")
-    for output in ("out", "out2"):  # two runs: four records (started, completed) in that log
+    for output in ("out", "out2"):  # two runs: five records in that log (see below)
         run = cli(
             "run", tmp_path / "in", tmp_path / output, "--project", "trial",
             "--vault", vault, "--db", given, "--quiet",
@@ -133,29 +133,30 @@ def test_a_sqlite_vault_run_on_postgresql_keeps_a_checkpoint_per_database(
     assert own["seq"] == 2  # vault.init and project.create, not the runs on PostgreSQL
     (other,) = (vault / "audit-checkpoints").glob("*.json")
     witness = json.loads(other.read_text())
-    assert witness["seq"] == 4 and witness["database"].startswith("postgresql://")
+    # two runs (started and ended each) and the project's policy recorded by the first
+    assert witness["seq"] == 5 and witness["database"].startswith("postgresql://")
     assert b"pw-not-stored" not in all_bytes(vault)
     assert stat.S_IMODE(other.stat().st_mode) == 0o600
     assert stat.S_IMODE(other.parent.stat().st_mode) == 0o700
     head = cli("audit", "head", "--vault", vault, "--db", url).stdout.strip()
-    assert head == f"4:{witness['hash']}"
+    assert head == f"5:{witness['hash']}"
 
     # Truncating the PostgreSQL log (and fixing its head row) is still detected ...
     engine = connect(url)
     with engine.begin() as conn:
-        conn.execute(text("DELETE FROM audit WHERE seq = 4"))
+        conn.execute(text("DELETE FROM audit WHERE seq = 5"))
         conn.execute(
-            text("UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit WHERE seq = 3)")
+            text("UPDATE audit_head SET seq = 4, hash = (SELECT hash FROM audit WHERE seq = 4)")
         )
     engine.dispose()
     code, problems = _verify(vault, "--db", url)
-    assert code == 1 and any("this vault saw record 4" in p for p in problems), problems
+    assert code == 1 and any("this vault saw record 5" in p for p in problems), problems
     # ... also after later appends (a wrong passphrase will do) pass the witnessed record,
     with VaultSession(vault, url) as session:
         for _ in range(3):
             with pytest.raises(AuthenticationError):
                 session.vault.unlock_operator("trial", "a wrong guess")
-        assert session.audit.head()[0] == 6
+        assert session.audit.head()[0] == 7
     code, problems = _verify(vault, "--db", url)
     assert code == 1 and any("differs from the one this vault saw" in p for p in problems)
     assert json.loads(other.read_text()) == witness  # not advanced over the cut

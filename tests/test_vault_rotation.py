@@ -84,7 +84,7 @@ def test_rotation_reseals_every_record_and_every_pseudonym_still_reidentifies(
     result = cli("project", "rotate-reid-key", "trial", "--vault", vault, "--json")
     assert result.code == 0, result.stderr
     data = result.json()
-    assert data["records"] == 9 and sorted(data["slots"]) == ["dpo-carol", "reidentifier"]
+    assert data["records"] == 39 and sorted(data["slots"]) == ["dpo-carol", "reidentifier"]
 
     new_file = json.loads((vault / "projects" / "trial.json").read_text())
     assert new_file["reid_public_key"] != old_file["reid_public_key"]
@@ -110,7 +110,7 @@ def test_rotation_reseals_every_record_and_every_pseudonym_still_reidentifies(
         if r["action"] == "reid-key.rotate"
     ]
     assert [r["outcome"] for r in rotations] == ["started", "success"]
-    assert rotations[-1]["details"]["records"] == 9
+    assert rotations[-1]["details"]["records"] == 39
     assert cli("audit", "verify", "--vault", vault).code == 0
 
 
