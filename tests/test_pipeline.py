@@ -16,7 +16,6 @@ import pytest
 from keystore.keyring import Keyring
 from keystore.session import VaultSession
 from pseudo.api import open_project
-from pseudo.batch.dryrun import dry_run
 from pseudo.batch.runner import Runner
 from pseudo.batch.verify_tree import verify_tree
 from pseudo.demo import build_cohort
@@ -25,6 +24,7 @@ from pseudo.io.layout import output_path
 from pseudo.pipeline.outcome import FileStatus
 from pseudo.policy import load_policy, shipped_policy_names
 from pseudo.policy.model import OPTIONS
+from pseudo.review.dryrun import dry_run
 from tests.conftest import OPERATOR, SHARED, need
 
 

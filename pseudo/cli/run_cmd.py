@@ -310,7 +310,7 @@ def _dry_run(
     check: bool,
 ) -> None:
     from keystore.session import VaultSession
-    from pseudo.batch import dryrun
+    from pseudo.review import dryrun
 
     if not source.exists():
         raise UserError(f"{source}: input not found")
