@@ -39,8 +39,7 @@ from pydicom.dataset import Dataset
 from pseudo.deid.engine import Pseudonymizer
 from pseudo.deid.identity import read_identity
 from pseudo.deid.tokens import decrypt_token, pseudonym
-from pseudo.deid.walker import element_vr
-from pseudo.dicom.tags import parse_tag_pattern, tag_text
+from pseudo.dicom.tags import element_vr, parse_tag_pattern, tag_text
 from pseudo.policy import Action, CompiledPolicy, load_policy
 from pseudo.policy.selectors import SPECIFICITY, Parents
 from tests.conftest import REPO

@@ -167,7 +167,7 @@ def test_a_local_code_meaning_outside_sr_is_still_cleaned(tmp_path: Path) -> Non
     ],
 )
 def test_extra_patterns_with_flags_compile(text: str, expected: str) -> None:
-    from pseudo.deid.clean import DEFAULT_PATTERNS
+    from pseudo.policy.clean_patterns import DEFAULT_PATTERNS
 
     cleaner = TextCleaner(["DOE"], [*DEFAULT_PATTERNS, r"(?i)\bMRN[- ]?\d+\b"])
     assert cleaner.clean(text) == expected

@@ -207,7 +207,7 @@ def token_attributes() -> list[str]:
     opens only for its own attribute (AES-SIV authenticates it), so trying them all finds it."""
     from pydicom.datadict import dictionary_VR, keyword_dict
 
-    from pseudo.deid.tokens import TOKEN_VRS
+    from pseudo.dicom.capacity import TOKEN_VRS
 
     return sorted(
         keyword for keyword, tag in keyword_dict.items() if dictionary_VR(tag) in TOKEN_VRS

@@ -21,7 +21,8 @@ from pydicom.values import convert_value
 
 from pseudo.deid.clean import TextCleaner
 from pseudo.deid.dates import InvalidDateError, shift_value
-from pseudo.deid.tokens import MAX_LENGTH, TOKEN_VRS, encrypt_token, hmac_token
+from pseudo.deid.tokens import encrypt_token, hmac_token
+from pseudo.dicom.capacity import MAX_LENGTH, TOKEN_VRS
 from pseudo.dicom.vr import DATE_VRS, STRING_VRS, TEXT_VRS
 from pseudo.findings import RejectedFile
 from pseudo.io.pydicom_internals import element_map

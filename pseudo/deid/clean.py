@@ -23,6 +23,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
+from pseudo.policy.clean_patterns import DEFAULT_PATTERNS
+
 #: Attributes whose values identify a person or place, looked for inside free text.
 IDENTIFYING_KEYWORDS = (
     "PatientName",
@@ -91,24 +93,6 @@ STANDARD_SCHEMES = frozenset(_SCHEMES.split())
 _CONTENT_TREE = frozenset({0x0040A730, 0x0040A504})  # Content Sequence, Content Template Seq.
 _CODE_MEANING = 0x00080104
 _SCHEME = 0x00080102
-_MONTH = (
-    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
-    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
-)
-#: Patterns removed from every cleaned text.
-DEFAULT_PATTERNS = (
-    r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b",  # 2023-01-05
-    r"\b\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}\b",  # 05.01.2023, 1/5/23
-    r"\b(?:19|20)\d{6}\b",  # 20230105
-    r"\b\d{1,2}\.?\s?" + _MONTH + r"\.?,?\s?\d{2,4}\b",  # 5 Jan 2023, 05-Jan-2023
-    r"\b" + _MONTH + r"\.?\s?\d{1,2},?\s?\d{4}\b",  # January 5, 2023
-    r"\b" + _MONTH + r"\.?[\s-]?\d{4}\b",  # Sep1999, Jan 2023
-    r"(?<![\w.])(?:\+|00)\d{1,3}[ .-]?(?:\(?\d{1,5}\)?[ .-]?){1,4}\d{2,}(?![\w.])",  # +49 30 123
-    r"(?<![\w.])\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?![\w.])",  # (555) 123-4567
-    r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b",  # e-mail addresses
-    r"\b\d{6,}\b",  # long ID-like numbers
-    r"(?<![\w^])[^\W\d_][\w'-]*(?:\^+[^\W\d_][\w'-]*)+\^*",  # DOE^JOHN, Smith^Anna^^Dr
-)
 MIN_TERM_LENGTH = 2
 _STOP = """A AN AND AT BY FOR FROM IN OF ON OR THE TO WITH DR DRS MR MRS MS MISS MX PROF SIR JR SR
     MD PHD RN DA DE DEL DEN DER DI DOS DU LA LE TER TEN VAN VON Y CR CT DX MG NM OT PT RF SC US

@@ -37,7 +37,8 @@ from pseudo.deid.context import FileContext
 from pseudo.deid.dates import offset_in_range
 from pseudo.deid.identity import PatientIdentity, read_identity
 from pseudo.deid.tokens import date_offset_digest, pseudonym
-from pseudo.deid.walker import IDENTIFYING_TAGS, Dropped, Recorder, Walker, decision_vr
+from pseudo.deid.walker import IDENTIFYING_TAGS, Dropped, Recorder, Walker
+from pseudo.dicom.tags import decision_vr
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
 from pseudo.io.dicomio import new_file_meta, raw_elements, raw_uid
 from pseudo.io.layout import output_path

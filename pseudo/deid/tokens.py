@@ -9,27 +9,12 @@ the same text in two attributes gives unrelated tokens.
 from __future__ import annotations
 
 import base64
-import math
 
 from keystore.errors import InvalidTokenError
 from keystore.keyring import Keyring
 
 #: Characters of an HMAC token: 16 base32 characters carry 80 bits.
 TOKEN_LENGTH = 16
-#: Maximum value length per VR (PS3.5 Table 6.2-1); None means unlimited.
-MAX_LENGTH: dict[str, int | None] = {
-    "AE": 16,
-    "CS": 16,
-    "SH": 16,
-    "LO": 64,
-    "PN": 64,
-    "ST": 1024,
-    "LT": 10240,
-    "UC": None,
-    "UT": None,
-}
-#: VRs that can hold a token.
-TOKEN_VRS = frozenset(MAX_LENGTH)
 #: Reversible tokens are bound to the attribute; this is the format version of the context.
 _REVERSIBLE_CONTEXT = "pseudo-reversible/1:"
 
@@ -58,19 +43,6 @@ def pseudonym(keyring: Keyring, identity: tuple[str, ...]) -> str:
 def date_offset_digest(keyring: Keyring, identity: tuple[str, ...]) -> bytes:
     """The keyed digest from which a patient's date offset is derived."""
     return keyring.mac("date", "patient", *identity)
-
-
-def reversible_length(plaintext_bytes: int) -> int:
-    """Characters of a reversible token for a plaintext of ``plaintext_bytes`` bytes."""
-    return math.ceil((16 + plaintext_bytes) * 8 / 5)
-
-
-def max_reversible_input(vr: str) -> int | None:
-    """The longest plaintext (in bytes) whose reversible token fits ``vr``; None if unlimited."""
-    limit = MAX_LENGTH.get(vr)
-    if limit is None:
-        return None
-    return max(-1, math.floor(limit * 5 / 8) - 16)
 
 
 def encrypt_token(keyring: Keyring, attribute: str, value: str) -> str:

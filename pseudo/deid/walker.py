@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from pseudo.deid.actions import HANDLERS, ElementRef, clean_text
 from pseudo.deid.clean import (
-    DEFAULT_PATTERNS,
     IDENTIFYING_KEYWORDS,
     TextCleaner,
     date_spellings,
@@ -22,10 +20,11 @@ from pseudo.deid.clean import (
 )
 from pseudo.deid.context import FileContext
 from pseudo.dicom.private import SafePrivate, drop_orphan_creators
-from pseudo.dicom.tags import standard_vr, tag_text
+from pseudo.dicom.tags import attribute_name, element_vr
 from pseudo.dicom.vr import TEXT_VRS
 from pseudo.findings import RejectedFile
 from pseudo.io.pydicom_internals import character_set, element_map, inherit_character_set
+from pseudo.policy.clean_patterns import DEFAULT_PATTERNS
 from pseudo.policy.compiled import CODE_ACTIONS, Decision
 from pseudo.policy.conditions import CONDITION_TAGS, dependents_to_remove
 from pseudo.policy.iod import IodTypes
@@ -48,26 +47,6 @@ Dropped = Mapping[BaseTag, DataElement | RawDataElement]
 MAX_DEPTH = 64
 IDENTIFYING_TAGS = frozenset(t for t in map(tag_for_keyword, IDENTIFYING_KEYWORDS) if t)
 BIRTH_DATE = 0x00100030
-
-
-def element_vr(element: object, tag: int) -> str:
-    """The VR to decide by: the file's explicit VR, else the dictionary's, else ``UN``."""
-    return decision_vr(getattr(element, "VR", None), tag)
-
-
-def decision_vr(vr: str | None, tag: int) -> str:
-    """The VR to decide by, from the VR in the file (None in Implicit VR)."""
-    if vr in (None, "UN"):
-        vr = standard_vr(tag) or vr or "UN"
-    return vr.split(" or ")[0] if " or " in vr else vr
-
-
-@functools.cache
-def attribute_name(tag: int) -> str:
-    """Keyword of a standard attribute, else its ``(gggg,eeee)`` tag."""
-    if (tag >> 16) & 1:
-        return tag_text(tag)
-    return keyword_for_tag(tag) or tag_text(tag)
 
 
 def _sop_class(ds: Dataset) -> str | None:

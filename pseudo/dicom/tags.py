@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
-from pydicom.datadict import dictionary_VR, get_entry, tag_for_keyword
+from pydicom.datadict import dictionary_VR, get_entry, keyword_for_tag, tag_for_keyword
 
 _TAG = re.compile(r"^\(?\s*([0-9A-Fa-fxX]{4})\s*,\s*([0-9A-Fa-fxX]{4})\s*\)?$")
 _PLAIN = re.compile(r"^[0-9A-Fa-fxX]{8}$")
@@ -74,3 +75,23 @@ def standard_vr(tag: int) -> str | None:
         return dictionary_VR(tag)
     except KeyError:
         return None
+
+
+def element_vr(element: object, tag: int) -> str:
+    """The VR to decide by: the file's explicit VR, else the dictionary's, else ``UN``."""
+    return decision_vr(getattr(element, "VR", None), tag)
+
+
+def decision_vr(vr: str | None, tag: int) -> str:
+    """The VR to decide by, from the VR in the file (None in Implicit VR)."""
+    if vr in (None, "UN"):
+        vr = standard_vr(tag) or vr or "UN"
+    return vr.split(" or ")[0] if " or " in vr else vr
+
+
+@functools.cache
+def attribute_name(tag: int) -> str:
+    """Keyword of a standard attribute, else its ``(gggg,eeee)`` tag."""
+    if (tag >> 16) & 1:
+        return tag_text(tag)
+    return keyword_for_tag(tag) or tag_text(tag)

@@ -130,7 +130,7 @@ class Occurrence:
 
 def occurrences(policy: CompiledPolicy, ds: Dataset, pattern: TagPattern) -> list[Occurrence]:
     """Every occurrence of attributes matching ``pattern`` in ``ds``, with its decision."""
-    from pseudo.deid.walker import attribute_name, element_vr
+    from pseudo.dicom.tags import attribute_name, element_vr
 
     active = policy.active_rules(ds) if policy.has_conditions else frozenset()
     sop_class = str(ds.get("SOPClassUID", "")).strip() or None

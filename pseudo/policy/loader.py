@@ -17,11 +17,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from pseudo.deid.tokens import MAX_LENGTH, TOKEN_VRS, max_reversible_input, reversible_length
+from pseudo.dicom.capacity import MAX_LENGTH, TOKEN_VRS, max_reversible_input, reversible_length
 from pseudo.dicom.tags import TagPattern, parse_tag_pattern, tag_text
 from pseudo.dicom.vr import TEXT_VRS
 from pseudo.errors import PseudoError
 from pseudo.io.pydicom_internals import dictionary_entries, repeater_entries
+from pseudo.policy.clean_patterns import DEFAULT_PATTERNS
 from pseudo.policy.compiled import CompiledPolicy, CompiledRule, Decision, add_table
 from pseudo.policy.model import Action, PolicyFile, Rule
 from pseudo.policy.selectors import (
@@ -511,8 +512,6 @@ def _apply_settings(policy: CompiledPolicy, source: _SourceFile) -> None:
     if model.clean.patterns is not None:
         policy.clean_patterns = list(model.clean.patterns)
     if model.clean.extra_patterns:
-        from pseudo.deid.clean import DEFAULT_PATTERNS
-
         base = (
             policy.clean_patterns if policy.clean_patterns is not None else list(DEFAULT_PATTERNS)
         )

@@ -16,8 +16,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from pseudo.deid.walker import attribute_name, element_vr
 from pseudo.dicom.private import creator_of
+from pseudo.dicom.tags import attribute_name, element_vr
 from pseudo.dicom.vr import TEXT_VRS
 
 KINDS = ("removed", "emptied", "replaced", "shifted", "remapped", "cleaned", "kept", "added")

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from pseudo.deid.walker import attribute_name, element_vr
 from pseudo.dicom.private import creator_of
+from pseudo.dicom.tags import attribute_name, element_vr
 
 MAX_TEXT = 120
 

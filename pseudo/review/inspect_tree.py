@@ -15,8 +15,8 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from pseudo.deid.walker import attribute_name, element_vr
 from pseudo.dicom.private import creator_tag
+from pseudo.dicom.tags import attribute_name, element_vr
 from pseudo.io.layout import TEMP_DIR_NAME
 from pseudo.io.listing import discover
 from pseudo.io.pydicom_internals import quiet_pydicom
