@@ -15,7 +15,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.values import convert_value
 
-from pseudo.deid.walker import attribute_name, element_vr
+from pseudo.dicom.tags import attribute_name, element_vr
 from pseudo.io.pydicom_internals import character_set, element_map
 from pseudo.policy.selectors import Parents
 

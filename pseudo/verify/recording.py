@@ -20,8 +20,8 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from pseudo.deid.uids import is_standard_uid
-from pseudo.deid.walker import attribute_name, element_vr
 from pseudo.dicom.private import SafePrivate
+from pseudo.dicom.tags import attribute_name, element_vr
 from pseudo.io.pydicom_internals import character_set, element_map
 from pseudo.policy.compiled import CompiledPolicy, Decision
 from pseudo.policy.model import Action
