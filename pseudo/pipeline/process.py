@@ -185,7 +185,7 @@ class FileProcessor:
         )
         outcome.verification = findings
         outcome.evidence = evidence
-        outcome.skipped_checks = dict(pending.needles.skipped)
+        outcome.skipped_checks = dict(pending.skipped)
         leaks = [f for f in findings if f.severity == "leak"]
         if leaks:
             kinds = ", ".join(sorted({f"{f.kind} at {f.path}" for f in leaks})[:5])

@@ -35,6 +35,7 @@ from pseudo.verify.elements import (
 from pseudo.verify.finding import VerificationFinding
 from pseudo.verify.matching import Matcher, needle_pattern
 from pseudo.verify.needles import Needle
+from pseudo.verify.prefilter import output_words
 from pseudo.verify.recording import KEEPING, SEARCHED_VRS, KeptValues, Pending
 
 #: Modalities whose images often carry burned-in text: a missing Burned In Annotation is flagged.
@@ -232,12 +233,12 @@ def finish(
 
     ``header`` is the output's bytes before its pixel data (None for a deflated file).
     """
-    pending.needles.add_dates(offset_days)
     walked = list(elements(out))  # one walk of the output for every check below
+    matcher = _matcher(pending, out, relative_path, offset_days, header)
     findings = check(
         out,
         relative_path,
-        Matcher(pending.needles),
+        matcher,
         policy,
         header,
         active=pending.active,
@@ -253,7 +254,28 @@ def finish(
             for path, value in references(walked)
             if path in pending.references
         ],
-        {uid_digest(n.text) for n in pending.needles.items.values() if n.kind == "instance UID"},
+        {uid_digest(n.text) for n in matcher.needles.items.values() if n.kind == "instance UID"},
         output_uids(walked, policy, pending.active),
     )
     return findings, evidence
+
+
+def _matcher(
+    pending: Pending, out: Dataset, relative_path: str, offset_days: int, header: bytes | None
+) -> Matcher:
+    """The needles to check an output for: when only its bytes and file name are searched
+    (nothing found in the bytes), those of the values it may hold (see
+    :mod:`~pseudo.verify.prefilter`); else, and when they are built already, all of them.
+    Either way the instance UIDs and the dates are all there."""
+    if header is not None and pending.built is None:
+        words = output_words(header, relative_path.split("/"))
+        needles = pending.recorder.build(words)
+        needles.add_dates(offset_days)
+        matcher = Matcher(needles)
+        if not matcher or not matcher.search_bytes(header, encodings(out)):
+            pending.checked = needles
+            return matcher  # the same findings as with every needle: none can be found
+    needles = pending.needles
+    needles.add_dates(offset_days)
+    pending.checked = needles
+    return Matcher(needles)

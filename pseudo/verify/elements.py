@@ -87,25 +87,47 @@ def peek_value(ds: Dataset, tag: int, vr: str, charset: Any = None) -> Any:
     ``charset``: the data set's encodings, when the caller knows them already."""
     element = ds.get_item(tag)
     if isinstance(element, RawDataElement) and vr != "SQ":
-        raw = element.value
-        if raw is None:
-            return None
-        if isinstance(raw, bytes):
-            if vr in _BYTES_VRS:
-                return raw  # what pydicom's conversion gives too
-            if vr in _ASCII_VRS and raw.isascii():
-                # These VRs hold only ASCII by definition: no character set to apply (a value
-                # that breaks the rule is decoded by pydicom below, as it would be anyway).
-                return raw.decode("ascii").strip(" \x00").split("\\")
-            if vr in _PLAIN_TEXT_VRS and raw.isascii() and 0x1B not in raw:
-                # ASCII without an ISO 2022 escape reads the same in every character set
-                # DICOM defines: pydicom's decoding would give these strings.
-                text = raw.decode("ascii")
-                if vr in _SINGLE_TEXT_VRS:
-                    return text.rstrip("\x00 ")
-                return [value.rstrip("\x00 ") for value in text.split("\\")]
-        return convert_value(vr, element, character_set(ds) if charset is None else charset)
+        return raw_value(element, vr, character_set(ds) if charset is None else charset)
     return ds[tag].value
+
+
+def raw_value(element: RawDataElement, vr: str, charset: Any) -> Any:
+    """The value of a raw (not yet converted) element, as pydicom would convert it, in the
+    encodings ``charset``; the element is left as it is."""
+    raw = element.value
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        if vr in _BYTES_VRS:
+            return raw  # what pydicom's conversion gives too
+        if vr in _ASCII_VRS and raw.isascii():
+            # These VRs hold only ASCII by definition: no character set to apply (a value
+            # that breaks the rule is decoded by pydicom below, as it would be anyway).
+            return raw.decode("ascii").strip(" \x00").split("\\")
+        if vr in _PLAIN_TEXT_VRS and raw.isascii() and 0x1B not in raw:
+            # ASCII without an ISO 2022 escape reads the same in every character set
+            # DICOM defines: pydicom's decoding would give these strings.
+            text = raw.decode("ascii")
+            if vr in _SINGLE_TEXT_VRS:
+                return text.rstrip("\x00 ")
+            return [value.rstrip("\x00 ") for value in text.split("\\")]
+        if vr == "PN" and raw.isascii() and 0x1B not in raw:
+            return ascii_strings(raw, vr)  # the names' texts, not PersonName objects
+    return convert_value(vr, element, charset)
+
+
+def ascii_strings(raw: bytes, vr: str) -> list[str] | None:
+    """What ``strings(raw_value(...))`` gives for the raw bytes of a text value that are ASCII
+    without an ISO 2022 escape (any character set reads them alike); None for another VR."""
+    if vr == "PN":  # pydicom's PersonName of each value is its text
+        return raw.rstrip(b"\x00 ").decode("ascii").split("\\")
+    if vr in _ASCII_VRS:
+        return raw.decode("ascii").strip(" \x00").split("\\")
+    if vr in _SINGLE_TEXT_VRS:
+        return [raw.decode("ascii").rstrip("\x00 ")]
+    if vr in _PLAIN_TEXT_VRS:
+        return [value.rstrip("\x00 ") for value in raw.decode("ascii").split("\\")]
+    return None
 
 
 def peek(ds: Dataset, tag: int, vr: str) -> Any:

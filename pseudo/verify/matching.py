@@ -9,7 +9,7 @@ from pseudo.deid.clean import word_tokens
 from pseudo.verify.needles import Needle, Needles
 
 #: Raw bytes to their words: ASCII letters upper-cased, digits kept, every other byte a space.
-_WORD_BYTES = bytes(
+WORD_BYTES = bytes(
     byte - 32
     if 0x61 <= byte <= 0x7A
     else byte
@@ -91,7 +91,7 @@ class Matcher:
         self, raw: bytes, encodings: tuple[str, ...] = ("utf-8",)
     ) -> list[tuple[Needle, int]]:
         """The needles that occur in raw bytes, with the offset of the first occurrence."""
-        words_text = raw.translate(_WORD_BYTES).decode("ascii")
+        words_text = raw.translate(WORD_BYTES).decode("ascii")
         words = set(words_text.split())
         found: list[tuple[Needle, int]] = []
         candidates = self._candidates(words, any(day in words_text for day in self._dates))

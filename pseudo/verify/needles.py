@@ -48,19 +48,12 @@ class Needles:
     def add(self, text: str, kind: str, *, fold: bool = True) -> None:
         """Add a value unless it is too short or too common to be evidence of a leak."""
         text = text.strip().strip("\x00").strip()
-        if len(text) < MIN_LENGTH:
-            if text:
-                self.skipped["shorter than 4 characters"] += 1
+        reason = skip_reason(text, kind)
+        if reason is not None:
+            if reason:
+                self.skipped[reason] += 1
             return
-        upper = text.upper()
-        measurement = "." in text or "E" in upper or len(text.lstrip("+-0")) < MIN_DIGITS
-        if kind != "date" and measurement and _NUMBER.fullmatch(text):
-            self.skipped["measurements and numbers under 6 digits"] += 1
-            return
-        if upper in _COMMON or is_standard_uid(text):
-            self.skipped["common values and standard UIDs"] += 1
-            return
-        key = f"date:{text}" if kind == "date" else upper if fold else text
+        key = f"date:{text}" if kind == "date" else text.upper() if fold else text
         if key not in self.items:  # the first kind recorded for a value stays
             self.items[key] = Needle(text, kind, fold)
 
@@ -99,6 +92,20 @@ class Needles:
             skipped[reason] += count
         if other.dates:
             self.dates |= other.dates
+
+
+def skip_reason(text: str, kind: str) -> str | None:
+    """Why a value (stripped) is not searched for: too short, a number or a measurement,
+    too common, a standard UID; ``""`` for an empty value; None: it is searched for."""
+    if len(text) < MIN_LENGTH:
+        return "shorter than 4 characters" if text else ""
+    upper = text.upper()
+    measurement = "." in text or "E" in upper or len(text.lstrip("+-0")) < MIN_DIGITS
+    if kind != "date" and measurement and _NUMBER.fullmatch(text):
+        return "measurements and numbers under 6 digits"
+    if upper in _COMMON or is_standard_uid(text):
+        return "common values and standard UIDs"
+    return None
 
 
 @functools.lru_cache(maxsize=4096)

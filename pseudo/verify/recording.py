@@ -10,6 +10,7 @@ attributes; and the input's value of every attribute the policy keeps.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -28,14 +29,18 @@ from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
 from pseudo.verify.elements import (
     PRINTABLE,
+    ascii_strings,
     elements,
     path_of,
     peek,
     peek_value,
+    raw_value,
     snapshot,
+    snapshot_of,
     strings,
 )
-from pseudo.verify.needles import Needles, name_spellings
+from pseudo.verify.needles import Needles, name_spellings, skip_reason
+from pseudo.verify.prefilter import Words, may_hold
 
 #: VRs whose values can carry identifying text (others are numbers, bulk data, or code
 #: strings: CS values are defined terms such as TEXT or CONTAINER, never an identity).
@@ -61,8 +66,8 @@ KeptValues = dict[tuple[Parents, int], Any]
 _PARTIAL = frozenset({Action.CLEAN, Action.SUBSTITUTE})
 #: Binary numbers: measurements and counters, not searched for in outputs.
 _NUMBER_VRS = frozenset({"AT", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "OD", "OF", "OL"})
-#: Private values at most this long are recorded once per process, by their bytes.
-_RECURRING_BYTES = 1024
+#: VRs whose values are bytes: their needles are their printable runs.
+_BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 
 
 @functools.lru_cache(maxsize=8192)
@@ -109,14 +114,22 @@ def records_removed(tag: int, vr: str | None) -> bool:
     return vr != "TM" and _searched(vr, bool((tag >> 16) & 1))
 
 
+#: A value recorded as it is, its needles built only when needed (see :meth:`Recorder.build`):
+#: (tag, VR, action, private, the raw element or the value, the encodings of its data set).
+Recorded = tuple[int, str, Action, bool, Any, Any]
+
+
 class Recorder:
     """Records, attribute by attribute, what must not survive pseudonymization.
 
     The walker calls it for every attribute with the policy's decision, before the action
-    changes anything; :func:`collect` does the same without changing the dataset.
+    changes anything; :func:`collect` does the same without changing the dataset. Values are
+    kept as they are (raw elements are not decoded): :meth:`build` makes their needles, for an
+    output's words only those of values the output may hold.
     """
 
     def __init__(self) -> None:
+        #: needles of the input's file meta (recorded first, as they are)
         self.needles = Needles()
         self._safe = SafePrivate.load()
         #: path -> original value of every Referenced SOP Instance UID in a walked sequence
@@ -126,6 +139,8 @@ class Recorder:
         #: the input's value of every attribute the policy keeps: a needle found there in the
         #: output is the policy's choice when the input had it at the same place
         self.kept: KeptValues = {}
+        #: the values recorded, in the order of the walk
+        self.values: list[Recorded] = []
 
     def __call__(
         self, ds: Dataset, tag: int, vr: str, decision: Decision, parents: Parents = ()
@@ -149,22 +164,21 @@ class Recorder:
             return  # kept, cleaned or remapped sequences: the walker visits their items
         if not _searched(vr, private):
             return
+        self._record(ds, tag, vr, action, private)
+
+    def _record(self, ds: Dataset, tag: int, vr: str, action: Action, private: bool) -> None:
+        """Keep one value as it is now (the action changes the element after this call)."""
+        if action in _PARTIAL and not private and vr not in ("DA", "DT", "UI"):
+            return  # cleaned text keeps its other words; its identifying words are needles
         charset = self._charsets.get(id(ds))
         if charset is None:
             charset = self._charsets[id(ds)] = character_set(ds)
         try:
             element = ds.get_item(tag)
-            if private and isinstance(element, RawDataElement):
-                raw = element.value
-                if raw.__class__ is bytes and len(raw) <= _RECURRING_BYTES:
-                    # the same value at another place in another file: the same needles
-                    anywhere = element._replace(value_tell=0)
-                    self.needles.merge(_private_needles(anywhere, vr, action, tuple(charset)))
-                    return
-            value = peek_value(ds, tag, vr, charset)
         except Exception:
             return
-        _record_value(self.needles, tag, vr, value, action, private)
+        held = element if isinstance(element, RawDataElement) else snapshot_of(element)
+        self.values.append((tag, vr, action, private, held, charset))
 
     def file_meta(self, ds: Dataset) -> None:
         """The input's file meta names its source: AE titles, private information, the
@@ -198,26 +212,87 @@ class Recorder:
             for level, inner, vr, _ in elements(item):
                 if vr == "SQ" or vr == "TM" or (vr not in SEARCHED_VRS and not (inner >> 16) & 1):
                     continue
-                try:
-                    value = peek_value(level, inner, vr)
-                except Exception:
+                self._record(level, inner, vr, Action.REMOVE, bool((inner >> 16) & 1))
+
+    def build(self, words: Words | None = None) -> Needles:
+        """The needles of every value recorded (``words``: only of those an output with these
+        words may hold; the others are still counted where they would be skipped)."""
+        needles = Needles()
+        needles.merge(self.needles)
+        for tag, vr, action, private, element, charset in self.values:
+            dated = vr in ("DA", "DT") or (
+                private and action in (Action.SHIFT_DATE, Action.YEAR_ONLY)
+            )
+            raw = element.__class__ is RawDataElement
+            if words is not None and not dated and vr != "UI":
+                held = element.value if raw else element
+                if held is None:
                     continue
-                private = bool((inner >> 16) & 1)
-                _record_value(self.needles, inner, vr, value, Action.REMOVE, private)
+                binary = vr in _BINARY
+                if not may_hold(held, binary, words):
+                    if not raw or held.__class__ is not bytes:
+                        _record_value(_SkipCounter(needles.skipped), tag, vr, held, action, private)
+                    elif not private:
+                        # ASCII text (see may_hold), or bytes that give no needles at all
+                        texts = None if binary else ascii_strings(held, vr)
+                        if texts is None and not binary:
+                            try:
+                                value = raw_value(element, vr, charset)
+                            except Exception:
+                                continue
+                            counter = _SkipCounter(needles.skipped)
+                            _record_value(counter, tag, vr, value, action, False)
+                        kind = "text"
+                        if texts is not None and vr == "PN":
+                            texts = [s for text in texts for s in name_spellings(text)]
+                            kind = "person name"
+                        for text in texts or ():
+                            reason = skip_reason(text.strip().strip("\x00").strip(), kind)
+                            if reason:
+                                needles.skipped[reason] += 1
+                    else:  # a scanner's private values recur file after file
+                        encodings = charset if isinstance(charset, str) else tuple(charset)
+                        little = element.is_little_endian
+                        skips = _skipped(held, vr, little, action, private, encodings)
+                        for reason, count in skips:
+                            needles.skipped[reason] += count
+                    continue
+            try:
+                value = raw_value(element, vr, charset) if raw else element
+            except Exception:
+                continue
+            _record_value(needles, tag, vr, value, action, private)
+        return needles
+
+
+class _SkipCounter(Needles):
+    """Needles that are not kept: only the values :meth:`Needles.add` would skip are counted
+    (into ``skipped``, shared with the caller)."""
+
+    def __init__(self, skipped: Counter[str]) -> None:  # no items: none are kept
+        self.skipped = skipped
+
+    def add(self, text: str, kind: str, *, fold: bool = True) -> None:
+        """Count ``text`` if :meth:`Needles.add` would skip it."""
+        reason = skip_reason(text.strip().strip("\x00").strip(), kind)
+        if reason:
+            self.skipped[reason] += 1
 
 
 @functools.lru_cache(maxsize=4096)
-def _private_needles(
-    element: RawDataElement, vr: str, action: Action, charset: tuple[str, ...]
-) -> Needles:
-    """What recording one raw private element adds, worked out once: a scanner's private
-    attributes hold the same values file after file."""
-    holder = Dataset()
-    element_map(holder)[element.tag] = element
-    value = peek_value(holder, element.tag, vr, list(charset))
-    needles = Needles()
-    _record_value(needles, element.tag, vr, value, action, True)
-    return needles
+def _skipped(
+    raw: bytes, vr: str, little: bool, action: Action, private: bool, encodings: Any
+) -> tuple[tuple[str, int], ...]:
+    """Where the needles of a raw value that no output holds would be skipped, by reason
+    (worked out once per value: most values recur file after file, at other places)."""
+    counts: Counter[str] = Counter()
+    element = RawDataElement(BaseTag(0), vr, len(raw), raw, 0, little, True)
+    try:
+        value = raw_value(element, vr, encodings if isinstance(encodings, str) else [*encodings])
+    except Exception:
+        return ()
+    _record_value(_SkipCounter(counts), 0, vr, value, action, private)
+    return tuple(counts.items())
 
 
 def _record_value(
@@ -276,7 +351,7 @@ def collect(ds: Dataset, policy: CompiledPolicy, recorder: Recorder | None = Non
                     visit(item, (*parents, (tag, index)))
 
     visit(ds, ())
-    return recorder.needles
+    return recorder.build()
 
 
 @dataclass
@@ -287,11 +362,22 @@ class Pending:
     references: dict[str, str]
     instance: str
     active: frozenset[int]
+    #: the needles of every value recorded, once built
+    built: Needles | None = None
+    #: the needles the output was checked for (see :func:`~pseudo.verify.check.finish`)
+    checked: Needles | None = None
 
     @property
     def needles(self) -> Needles:
-        """The identifying values recorded so far."""
-        return self.recorder.needles
+        """The needles of every value recorded (built at the first call)."""
+        if self.built is None:
+            self.built = self.recorder.build()
+        return self.built
+
+    @property
+    def skipped(self) -> Counter[str]:
+        """How many values were not searched for, by reason (the same whatever the output)."""
+        return (self.checked or self.needles).skipped
 
 
 def prepare(ds: Dataset, policy: CompiledPolicy) -> Pending:

@@ -1,0 +1,43 @@
+"""Which recorded values an output could hold at all: a cheap test, by words, run before any
+needle is built from a value.
+
+A needle is found in an output's bytes (or in its file name) only at word boundaries, so the
+first run of ASCII letters and digits of a found needle is a whole word of the output, and,
+since every needle of a value is made of the value's words (its parts, its name components,
+the printable runs of its bytes), a whole word of the value too. A value none of whose words
+is a word of the output therefore leaves no needle there; any other value, and any value that
+is not plain ASCII (its needles are searched as substrings), has its needles built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pseudo.verify.elements import strings
+from pseudo.verify.matching import WORD_BYTES
+
+#: The words of a text: upper-case runs of ASCII letters and digits, as bytes.
+Words = frozenset[bytes]
+
+
+def output_words(header: bytes, names: Iterable[str] = ()) -> Words:
+    """The words of an output's bytes and of the parts of its file name."""
+    words = set(header.translate(WORD_BYTES).split())
+    for name in names:
+        words.update(name.encode("utf-8", "replace").translate(WORD_BYTES).split())
+    return frozenset(words)
+
+
+def may_hold(value: Any, vr_bytes: bool, words: Words) -> bool:
+    """Whether an output with these ``words`` may hold a needle of ``value`` (raw bytes, or a
+    value as pydicom gives it); ``vr_bytes``: the bytes are binary (OB, UN...), whose needles
+    are their printable runs, bounded by bytes that are not letters or digits."""
+    if isinstance(value, bytes):
+        if not vr_bytes and (not value.isascii() or 0x1B in value):
+            return True  # decoded in a character set: its needles are not plain ASCII words
+        return not words.isdisjoint(value.translate(WORD_BYTES).split())
+    text = "\x00".join(strings(value))
+    if not text.isascii():
+        return True
+    return not words.isdisjoint(text.encode("ascii").translate(WORD_BYTES).split())
