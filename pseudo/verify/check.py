@@ -254,7 +254,7 @@ def finish(
             for path, value in references(walked)
             if path in pending.references
         ],
-        {uid_digest(n.text) for n in matcher.needles.items.values() if n.kind == "instance UID"},
+        {uid_digest(uid) for uid in matcher.needles.uids},
         output_uids(walked, policy, pending.active),
     )
     return findings, evidence

@@ -44,6 +44,8 @@ class Needles:
     skipped: Counter[str] = field(default_factory=Counter)
     dates: set[date] = field(default_factory=set)
     dates_checked: bool = False
+    #: every instance UID of the input not skipped, searched for or not (cross-file evidence)
+    uids: set[str] = field(default_factory=set)
 
     def add(self, text: str, kind: str, *, fold: bool = True) -> None:
         """Add a value unless it is too short or too common to be evidence of a leak."""
@@ -56,6 +58,18 @@ class Needles:
         key = f"date:{text}" if kind == "date" else text.upper() if fold else text
         if key not in self.items:  # the first kind recorded for a value stays
             self.items[key] = Needle(text, kind, fold)
+
+    def add_uid(self, uid: str, *, search: bool = True) -> None:
+        """Add an instance UID (``search``: also as a needle) unless it is skipped."""
+        text = uid.strip().strip("\x00").strip()
+        reason = skip_reason(text, "instance UID")
+        if reason is not None:
+            if reason:
+                self.skipped[reason] += 1
+            return
+        self.uids.add(text)
+        if search and text not in self.items:  # the first kind recorded for a value stays
+            self.items[text] = Needle(text, "instance UID", False)
 
     def add_dates(self, offset_days: int | None) -> None:
         """Add the original dates once the patient's offset is known (None: not checked).
@@ -92,6 +106,8 @@ class Needles:
             skipped[reason] += count
         if other.dates:
             self.dates |= other.dates
+        if other.uids:
+            self.uids |= other.uids
 
 
 def skip_reason(text: str, kind: str) -> str | None:

@@ -41,3 +41,11 @@ def may_hold(value: Any, vr_bytes: bool, words: Words) -> bool:
     if not text.isascii():
         return True
     return not words.isdisjoint(text.encode("ascii").translate(WORD_BYTES).split())
+
+
+def may_hold_whole(text: str, words: Words) -> bool:
+    """Whether an output with these ``words`` may hold the needle ``text`` itself: a needle is
+    searched for only where every one of its words is (a UID's words are its numbers)."""
+    if not text.isascii():
+        return True
+    return words.issuperset(text.encode("ascii").translate(WORD_BYTES).split())

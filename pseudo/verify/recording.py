@@ -40,7 +40,7 @@ from pseudo.verify.elements import (
     strings,
 )
 from pseudo.verify.needles import Needles, name_spellings, skip_reason
-from pseudo.verify.prefilter import Words, may_hold
+from pseudo.verify.prefilter import Words, may_hold, may_hold_whole
 
 #: VRs whose values can carry identifying text (others are numbers, bulk data, or code
 #: strings: CS values are defined terms such as TEXT or CONTAINER, never an identity).
@@ -224,7 +224,16 @@ class Recorder:
                 private and action in (Action.SHIFT_DATE, Action.YEAR_ONLY)
             )
             raw = element.__class__ is RawDataElement
-            if words is not None and not dated and vr != "UI":
+            if words is not None and vr == "UI":
+                try:
+                    value = raw_value(element, vr, charset) if raw else element
+                except Exception:
+                    continue
+                for uid in strings(value):
+                    if uid and not is_standard_uid(uid):
+                        needles.add_uid(uid, search=may_hold_whole(uid, words))
+                continue
+            if words is not None and not dated:
                 held = element.value if raw else element
                 if held is None:
                     continue
@@ -308,7 +317,7 @@ def _record_value(
     if vr == "UI":
         for uid in strings(value):
             if uid and not is_standard_uid(uid):
-                needles.add(uid, "instance UID", fold=False)
+                needles.add_uid(uid)
         return
     if private:
         if isinstance(value, bytes):
