@@ -66,6 +66,8 @@ KeptValues = dict[tuple[Parents, int], Any]
 _PARTIAL = frozenset({Action.CLEAN, Action.SUBSTITUTE})
 #: Binary numbers: measurements and counters, not searched for in outputs.
 _NUMBER_VRS = frozenset({"AT", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "OD", "OF", "OL"})
+#: Private values at most this long are recorded once per process, by their bytes.
+_RECURRING_BYTES = 1024
 #: VRs whose values are bytes: their needles are their printable runs.
 _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 
@@ -266,6 +268,12 @@ class Recorder:
                         for reason, count in skips:
                             needles.skipped[reason] += count
                     continue
+            if private and raw and len(element.value or b"") <= _RECURRING_BYTES:
+                # the same value at another place in another file: the same needles
+                encodings = charset if isinstance(charset, str) else tuple(charset)
+                little = element.is_little_endian
+                needles.merge(_private_needles(element.value, vr, little, action, encodings))
+                continue
             try:
                 value = raw_value(element, vr, charset) if raw else element
             except Exception:
@@ -286,6 +294,20 @@ class _SkipCounter(Needles):
         reason = skip_reason(text.strip().strip("\x00").strip(), kind)
         if reason:
             self.skipped[reason] += 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _private_needles(raw: bytes, vr: str, little: bool, action: Action, encodings: Any) -> Needles:
+    """What recording one raw private value adds, worked out once: a scanner's private
+    attributes hold the same values file after file."""
+    needles = Needles()
+    element = RawDataElement(BaseTag(0x00090010), vr, len(raw), raw, 0, little, True)
+    try:
+        value = raw_value(element, vr, encodings if isinstance(encodings, str) else [*encodings])
+    except Exception:
+        return needles
+    _record_value(needles, 0x00090010, vr, value, action, True)
+    return needles
 
 
 @functools.lru_cache(maxsize=4096)
