@@ -10,7 +10,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from pseudo.batch.report import load_report
 from tests.conftest import OPERATOR, REPO, make_vault, run_command, tree_digest
+from tests.events import wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 GOOD = ["MR_small.dcm", "rtplan.dcm", "waveform_ecg.dcm", "CT_small.dcm"]
@@ -195,19 +195,19 @@ def test_killing_the_parent_leaves_no_worker_behind(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=REPO,
+        text=True,
     )
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not next(target.rglob("*.part"), None):
-            time.sleep(0.01)
+        wait_for(lambda: next(target.rglob("*.part"), None), "a temporary file", process)
         workers = _children(process.pid)
         assert workers, "the run has worker processes"
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
-        deadline = time.time() + 5
-        while time.time() < deadline and any(_alive(pid) for pid in workers):
-            time.sleep(0.1)
-        assert not [pid for pid in workers if _alive(pid)], "orphaned workers remain"
+        wait_for(
+            lambda: not any(_alive(pid) for pid in workers),
+            "the workers to exit after their parent was killed (orphaned workers remain)",
+            timeout=5,
+        )
     finally:
         if process.poll() is None:
             process.kill()
