@@ -268,11 +268,12 @@ def _matcher(
     :mod:`~pseudo.verify.prefilter`); else, and when they are built already, all of them.
     Either way the instance UIDs and the dates are all there."""
     if header is not None and pending.built is None:
-        words = output_words(header, relative_path.split("/"))
-        needles = pending.recorder.build(words)
+        split = output_words(header, relative_path.split("/"))
+        needles = pending.recorder.build(split[1])
         needles.add_dates(offset_days)
         matcher = Matcher(needles)
-        if not matcher or not matcher.search_bytes(header, encodings(out)):
+        # (the file name's words among the bytes' words only add candidates the search rejects)
+        if not matcher or not matcher.search_bytes(header, encodings(out), split):
             pending.checked = needles
             return matcher  # the same findings as with every needle: none can be found
     needles = pending.needles

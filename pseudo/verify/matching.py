@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Set as AbstractSet
 
 from pseudo.deid.clean import word_tokens
 from pseudo.verify.needles import Needle, Needles
@@ -62,7 +63,7 @@ class Matcher:
     def __bool__(self) -> bool:
         return bool(self._by_word or self._dates or self._special)
 
-    def _candidates(self, words: set[str], dates: bool = True) -> list[Needle]:
+    def _candidates(self, words: AbstractSet[str], dates: bool = True) -> list[Needle]:
         """Needles all of whose words are among ``words``, and (``dates``: unless the caller
         knows none can be) date needles that begin a word of at least 8 digits."""
         found = []
@@ -88,11 +89,18 @@ class Matcher:
         return found
 
     def search_bytes(
-        self, raw: bytes, encodings: tuple[str, ...] = ("utf-8",)
+        self,
+        raw: bytes,
+        encodings: tuple[str, ...] = ("utf-8",),
+        split: tuple[str, AbstractSet[str]] | None = None,
     ) -> list[tuple[Needle, int]]:
-        """The needles that occur in raw bytes, with the offset of the first occurrence."""
-        words_text = raw.translate(WORD_BYTES).decode("ascii")
-        words = set(words_text.split())
+        """The needles that occur in raw bytes, with the offset of the first occurrence
+        (``split``: the bytes as words and a set holding at least their words, when the
+        caller has them already)."""
+        if split is None:
+            words_text = raw.translate(WORD_BYTES).decode("ascii")
+            split = words_text, set(words_text.split())
+        words_text, words = split
         found: list[tuple[Needle, int]] = []
         candidates = self._candidates(words, any(day in words_text for day in self._dates))
         if candidates:

@@ -12,21 +12,28 @@ is not plain ASCII (its needles are searched as substrings), has its needles bui
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from pseudo.verify.elements import strings
 from pseudo.verify.matching import WORD_BYTES
 
-#: The words of a text: upper-case runs of ASCII letters and digits, as bytes.
-Words = frozenset[bytes]
+#: The words of a text: upper-case runs of ASCII letters and digits.
+Words = AbstractSet[str]
 
 
-def output_words(header: bytes, names: Iterable[str] = ()) -> Words:
-    """The words of an output's bytes and of the parts of its file name."""
-    words = set(header.translate(WORD_BYTES).split())
+def output_words(header: bytes, names: Iterable[str] = ()) -> tuple[str, Words]:
+    """An output's bytes as words (see :meth:`~pseudo.verify.matching.Matcher.search_bytes`),
+    and the words of those bytes and of the parts of its file name."""
+    text = header.translate(WORD_BYTES).decode("ascii")
+    words = set(text.split())
     for name in names:
-        words.update(name.encode("utf-8", "replace").translate(WORD_BYTES).split())
-    return frozenset(words)
+        words.update(_words_of(name.encode("utf-8", "replace")))
+    return text, words
+
+
+def _words_of(raw: bytes) -> list[str]:
+    return raw.translate(WORD_BYTES).decode("ascii").split()
 
 
 def may_hold(value: Any, vr_bytes: bool, words: Words) -> bool:
@@ -36,11 +43,11 @@ def may_hold(value: Any, vr_bytes: bool, words: Words) -> bool:
     if isinstance(value, bytes):
         if not vr_bytes and (not value.isascii() or 0x1B in value):
             return True  # decoded in a character set: its needles are not plain ASCII words
-        return not words.isdisjoint(value.translate(WORD_BYTES).split())
+        return not words.isdisjoint(_words_of(value))
     text = "\x00".join(strings(value))
     if not text.isascii():
         return True
-    return not words.isdisjoint(text.encode("ascii").translate(WORD_BYTES).split())
+    return not words.isdisjoint(_words_of(text.encode("ascii")))
 
 
 def may_hold_whole(text: str, words: Words) -> bool:
@@ -48,4 +55,4 @@ def may_hold_whole(text: str, words: Words) -> bool:
     searched for only where every one of its words is (a UID's words are its numbers)."""
     if not text.isascii():
         return True
-    return words.issuperset(text.encode("ascii").translate(WORD_BYTES).split())
+    return set(_words_of(text.encode("ascii"))) <= words
