@@ -25,7 +25,7 @@ from pseudo.pipeline.outcome import FileStatus
 from pseudo.policy import load_policy, shipped_policy_names
 from pseudo.policy.model import OPTIONS
 from pseudo.review.dryrun import dry_run
-from tests.conftest import OPERATOR, SHARED, need
+from tests.conftest import OPERATOR, SHARED, cli, need
 
 
 @pytest.fixture()
@@ -122,3 +122,33 @@ def test_the_api_quarantines_a_data_set_whose_result_would_leak(
         project.pseudonymize(ds)
     with open_project(vault, "trial", OPERATOR) as project:
         assert project.pseudonymize(pydicom.dcmread(files[0])).dataset.PatientID != ds.PatientID
+
+
+def test_verify_with_a_project_uses_the_policy_the_project_recorded(
+    vault: Path, tmp_path: Path, env: None
+) -> None:
+    """Made with a site policy file that keeps Institution Name (here holding the patient's
+    family name); ``pseudo verify --project`` without ``--policy`` judges the outputs by that
+    policy, as the run did (a kept value is a warning), not by the default (a leak)."""
+    for path in build_cohort(tmp_path / "in"):
+        ds = pydicom.dcmread(path)
+        ds.InstitutionName = f"Clinic {str(ds.PatientName).split('^')[0]}"
+        ds.save_as(path)
+    policy = tmp_path / "site.yaml"
+    policy.write_text(
+        "name: site\nextends: default\nrules:\n  - select: [InstitutionName]\n"
+        "    action: keep\n    why: a test\n"
+    )
+    made = cli(
+        "run", tmp_path / "in", tmp_path / "out", "--project", "trial", "--vault", vault,
+        "--policy", policy, "--quiet",
+    )  # fmt: skip
+    assert made.code == 0, made.stderr
+    verify = ("verify", tmp_path / "in", tmp_path / "out", "--project", "trial", "--vault", vault)
+    checked = cli(*verify, "--json")
+    assert checked.code == 0, checked.stdout + checked.stderr
+    report = checked.json()
+    assert report["leaks"] == 0 and report["paired_with_input"] == report["outputs"] > 0
+    assert report["warnings"] > 0, "the kept names are reported as kept, not ignored"
+    by_default = cli(*verify, "--json", "--policy", "default")
+    assert by_default.code == 1 and by_default.json()["leaks"] > 0

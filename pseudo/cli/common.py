@@ -17,7 +17,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -299,3 +299,11 @@ def say_interrupted(message: str) -> None:
 def interruption_said() -> bool:
     """Whether the command has said how it was interrupted."""
     return _interruption_said
+
+
+def recorded_policy(vault: Path | None, project: str) -> dict[str, Any] | None:
+    """The policy ``project`` recorded at its first run (None before it). Read before the
+    unlock, which checks it against the settings MAC (an edited record stops a run there)."""
+    from keystore.vault import Vault
+
+    return Vault.open(vault_path(vault)).project(project).policy

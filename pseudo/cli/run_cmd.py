@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -31,6 +31,7 @@ from pseudo.cli.common import (
     out,
     print_fields,
     printable,
+    recorded_policy,
     say_interrupted,
     vault_path,
 )
@@ -142,7 +143,7 @@ def run_command(
     from pseudo.batch.report import inputs_folder
     from pseudo.batch.runner import Runner
 
-    recorded = None if policy is not None else _recorded_policy(vault, project)
+    recorded = None if policy is not None else recorded_policy(vault, project)
     compiled, record = choose_policy(policy, recorded)
     if dry_run:
         _dry_run(input_path, project, compiled, vault, db, passphrase_file, as_json, not no_verify)
@@ -225,14 +226,6 @@ def _unlock_soon(vault: Path | None, project: str, passphrase_file: Path | None)
 
     with contextlib.suppress(KeystoreError, PseudoError, OSError):
         Vault.open(vault_path(vault)).unlock_operator_soon(project, passphrase)
-
-
-def _recorded_policy(vault: Path | None, project: str) -> dict[str, Any] | None:
-    """The policy the project recorded (None before its first run). Read before the unlock,
-    which checks it against the settings MAC (an edited record stops the run there)."""
-    from keystore.vault import Vault
-
-    return Vault.open(vault_path(vault)).project(project).policy
 
 
 def _write_report(summary: RunSummary, reports: Path) -> Path:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from keystore.session import VaultSession
+from pseudo.batch.project_policy import choose_policy
 from pseudo.batch.verify_tree import verify_tree
 from pseudo.cli.common import (
     EXIT_ATTENTION,
@@ -20,6 +21,7 @@ from pseudo.cli.common import (
     operator_passphrase,
     out,
     printable,
+    recorded_policy,
     vault_path,
 )
 from pseudo.cli.findings_view import group_findings, group_lines
@@ -33,7 +35,14 @@ def verify_command(
         str | None,
         typer.Option("--project", help="Pair outputs with inputs by this project's keys."),
     ] = None,
-    policy: Annotated[str, typer.Option(help="The policy OUTPUT was made with.")] = "default",
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            help="The policy OUTPUT was made with \\[default: the project's recorded policy, "
+            "else default].",
+            show_default=False,
+        ),
+    ] = None,
     show_values: Annotated[
         bool, typer.Option("--show-values", help="Show the identifying values found.")
     ] = False,
@@ -55,7 +64,10 @@ def verify_command(
 
     Example: pseudo verify /data/incoming /data/export --project lung-trial
     """
-    compiled = load_policy(policy)
+    if project is None:
+        compiled = load_policy(policy or "default")
+    else:
+        compiled, _ = choose_policy(policy, None if policy else recorded_policy(vault, project))
     for path in (input_path, output):
         if not path.exists():
             raise UserError(f"{path}: not found")
