@@ -277,9 +277,7 @@ class Pseudonymizer:
         decision = self.policy.static_decision(tag, decision_vr(vr, tag))
         # A combined code is resolved by the file's IOD in the walk: never dropped before it.
         return (
-            decision is not None
-            and decision.action is Action.REMOVE
-            and decision.compound is None
+            decision is not None and decision.action is Action.REMOVE and decision.compound is None
         )
 
     def pseudonymize(
