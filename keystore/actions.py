@@ -65,6 +65,8 @@ class AuditOutcome(enum.StrEnum):
     RUN_COMPLETED = "completed"
     RUN_INTERRUPTED = "interrupted"
     RUN_FAILED = "failed"  # an alias of FAILED
+    #: a run found dead by a later run into the same output (killed, or its machine lost)
+    RUN_KILLED = "killed"
 
 
 def outcome_with(verdict: AuditOutcome, cause: str) -> str:

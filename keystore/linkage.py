@@ -457,6 +457,29 @@ class LinkageStore:
         with self._transaction() as session:
             session.add(RunRow(run_id=run_id, project=project, policy=policy))
 
+    def close_dead_run(self, run_id: str, project: str) -> int | None:
+        """Mark run ``run_id`` of ``project``, found dead, as ``killed`` with the number of
+        files it released (put in place, journal committed); None when the store does not know
+        it as running (already closed, or another project's)."""
+        with self._transaction() as session:
+            row = session.get(RunRow, run_id)
+            if row is None or row.project != project or row.status != "running":
+                return None
+            released = len(
+                session.exec(
+                    select(JournalRow.id).where(
+                        JournalRow.project == project,
+                        JournalRow.run_id == run_id,
+                        JournalRow.status == "written",
+                    )
+                ).all()
+            )
+            row.finished_at = utcnow()
+            row.status = "killed"
+            row.counts = json.dumps({"written": released}, sort_keys=True)
+            session.add(row)
+            return released
+
     def finish_run(self, run_id: str, status: str, counts: Mapping[str, int]) -> None:
         """Record a run's end and its counts (:class:`DatabaseError` if it cannot be written)."""
         with self._transaction() as session:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,9 @@ from tests.conftest import (
 )
 from tests.events import (
     DEADLINE,
+    database_held,
     ready_for_ctrl_c,
+    run_state,
     runs,
     stop_mid_run,
     temporary_files,
@@ -146,3 +149,44 @@ def test_ctrl_c_stops_cleanly_with_a_summary(
     _, stderr = final.communicate(timeout=DEADLINE)
     assert final.returncode == 0, stderr
     assert tree_digest(target) == tree_digest(canary_run.output)
+
+
+def test_a_killed_run_shows_in_the_audit_log_with_what_it_released(
+    canary_dir: Path, tmp_path: Path
+) -> None:
+    """Killed after releasing its first batch: the log says it started and never that it
+    ended; the next run into the same output closes it as killed, with the files it released
+    (its journal rows), in the run table and the audit log."""
+    vault = make_vault(tmp_path / "vault", "canary", secret=CANARY_SECRET)
+    target = tmp_path / "out"
+    process = _start(canary_dir, target, vault)
+    run = wait_for_run(target, process)
+    wait_for(lambda: _released(vault, run) > 0, "the run's first released batch", process)
+    with database_held(vault) as connection:  # the run cannot commit another batch now
+        released, status = _released(vault, run, connection), run_state(connection, run)[1]
+        assert status == "running" and 0 < released < 95
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=DEADLINE)
+    with VaultSession(vault) as session:
+        said = [(r.outcome, json.loads(r.details)) for r in session.audit.records()]
+    assert [outcome for outcome, details in said if details.get("run_id") == run] == ["started"]
+    final = _start(canary_dir, target, vault)
+    _, stderr = final.communicate(timeout=DEADLINE)
+    assert final.returncode == 0, stderr
+    with VaultSession(vault) as session:
+        records = [r for r in session.audit.records() if r.action == "run"]
+        ours = [(r.outcome, json.loads(r.details)) for r in records]
+    killed = [details for outcome, details in ours if outcome == "killed"]
+    assert [(d["run_id"], d["written"]) for d in killed] == [(run, released)]
+    with sqlite3.connect(vault / "pseudo.db") as connection:
+        (status,) = connection.execute("SELECT status FROM run WHERE run_id = ?", (run,)).fetchone()
+    assert status == "killed"
+
+
+def _released(vault: Path, run: str, connection: sqlite3.Connection | None = None) -> int:
+    """Files run ``run`` has released: its journal rows of written files."""
+    query = "SELECT count(*) FROM journal WHERE run_id = ? AND status = 'written'"
+    if connection is not None:
+        return int(connection.execute(query, (run,)).fetchone()[0])
+    with sqlite3.connect(vault / "pseudo.db", timeout=DEADLINE) as own:
+        return int(own.execute(query, (run,)).fetchone()[0])

@@ -62,6 +62,8 @@ class Committer:
         self.same_output = SameOutputCheck(output)
         #: output folders (relative) found to resolve inside OUTPUT, or not
         self._folders_inside: dict[str, bool] = {}
+        #: ids of earlier runs into this output that died (their lock was left, unheld)
+        self.dead_runs: list[str] = []
         self._lock: int | None = None
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pseudo-flush")
         #: the batch whose files are being flushed to disk, not yet committed
@@ -166,7 +168,8 @@ class Committer:
                 )
 
     def claim(self) -> None:
-        """Lock this run's temporary folder; remove those of runs that died (unlocked)."""
+        """Lock this run's temporary folder; remove those of runs that died (unlocked), noting
+        their ids in :attr:`dead_runs`."""
         root = self.output / TEMP_DIR_NAME
         with contextlib.suppress(FileExistsError):
             root.mkdir()
@@ -184,6 +187,7 @@ class Committer:
                 os.close(fd)
             shutil.rmtree(root / lock_path.stem, ignore_errors=True)
             lock_path.unlink(missing_ok=True)
+            self.dead_runs.append(lock_path.stem)
         self._lock = os.open(
             root / f"{self.run_id}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
         )

@@ -173,6 +173,7 @@ class Runner:
         try:
             self.store.start_run(self.summary.run_id, self.keyring.project, self.policy.name)
             self._audit_start()
+            self._account_for_dead_runs()
             todo, done = self.plan()
             if self.on_plan is not None:
                 self.on_plan(len(todo) + len(done))
@@ -238,6 +239,22 @@ class Runner:
                 AuditOutcome.STARTED,
                 actor=self.actor,
             )
+
+    def _account_for_dead_runs(self) -> None:
+        """Close the runs into this output that died (killed, or their machine lost) with what
+        they released, in the run table and the audit log: a killed run shows as started,
+        then killed with its count, never as still running."""
+        for dead in self.committer.dead_runs:
+            released = self.store.close_dead_run(dead, self.keyring.project)
+            if released is not None and self.audit is not None:
+                self.audit.record_run(
+                    dead,
+                    self.keyring.project,
+                    self.policy.sha256,
+                    AuditOutcome.RUN_KILLED,
+                    {"written": released},
+                    actor=self.actor,
+                )
 
     def _audit(self) -> None:
         """The run's last audit record: how it ended, with its counts. When the run failed
