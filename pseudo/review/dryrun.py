@@ -18,7 +18,7 @@ from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
 from pseudo.batch.commit import SameOutputCheck
 from pseudo.deid import anchors
-from pseudo.io.listing import discover
+from pseudo.io.listing import scan_tree
 from pseudo.pipeline.outcome import FileStatus
 from pseudo.pipeline.process import FileProcessor
 from pseudo.policy.compiled import CompiledPolicy
@@ -73,7 +73,11 @@ def dry_run(
     """Pseudonymize every file of ``source`` as a run would, keep nothing, count what would
     change. Anchored offsets are looked up, never recorded."""
     result = DryRun()
-    paths = discover(source)
+    listing = scan_tree(source.resolve())  # the files a run takes, named as a run names them
+    paths = [Path(path) for path, _, _ in listing.files]
+    for entry, _reason in listing.skipped:  # FIFOs, dangling links...: a run lists them too
+        result.outcomes[entry] = FileStatus.SKIPPED
+        result.files[FATES[FileStatus.SKIPPED]] += 1
     offsets = None
     if policy.anchor is not None:
         scans = [anchors.scan_file(str(p)) for p in paths]
