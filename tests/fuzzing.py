@@ -1,7 +1,7 @@
 """Fuzzing the whole file pipeline: mutated real files and generated data sets.
 
 Each case goes through exactly what ``pseudo run`` does to one file (read, pseudonymize,
-verify, write; :func:`pseudo.batch.runner.process_file`) under a time limit. The invariants:
+verify, write; :func:`pseudo.batch.worker.process_file`) under a time limit. The invariants:
 
 * no crash: every input ends written, quarantined or skipped, and nothing escapes;
 * no hang: no case takes longer than ``limit`` seconds;
@@ -184,7 +184,7 @@ class FuzzReport:
 
 
 class Harness:
-    """Runs cases through :func:`pseudo.batch.runner.process_file` and checks the invariants."""
+    """Runs cases through :func:`pseudo.batch.worker.process_file` and checks the invariants."""
 
     def __init__(
         self, work: Path, policy: str = "default", limit: float = 10.0, public: Path | None = None
