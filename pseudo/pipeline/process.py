@@ -94,14 +94,13 @@ class FileProcessor:
         size: int = 0,
         anchored: Anchored = (),
         sync: bool = True,
-        keep_output: bool = True,
         inspect: Callable[[Dataset, Dataset], None] | None = None,
     ) -> FileOutcome:
         """Pseudonymize one file into a temporary file in ``temp_dir`` and verify it; never
         raise for bad input (a hostile file is quarantined, never stops a batch).
 
-        The outcome is ``written`` with the temporary file in ``outcome.temp`` (removed again
-        unless ``keep_output``), or ``skipped`` / ``quarantined`` with a reason and nothing
+        The outcome is ``written`` with the temporary file in ``outcome.temp`` (the caller
+        commits it, or removes it), or ``skipped`` / ``quarantined`` with a reason and nothing
         left on disk, or ``failed`` when the output cannot be written. ``inspect(input,
         output)``, when given, is shown each written file's data set before and after (a dry
         run counts the changes).
@@ -138,10 +137,7 @@ class FileProcessor:
             except Exception as exc:
                 outcome.reason = f"cannot process ({exc.__class__.__name__}: {sanitize(str(exc))})"
                 return outcome
-        if keep_output:
-            outcome.temp = str(temp)
-        else:
-            temp.unlink(missing_ok=True)
+        outcome.temp = str(temp)
         outcome.status = FileStatus.WRITTEN
         outcome.output = result.relative_path
         outcome.linkage = result.linkage
