@@ -248,6 +248,12 @@ class _Gate:
         self.opened = key.slot
         return key
 
+    def unreadable(self, what: str) -> CorruptVaultError:
+        """Audit a sealed record that does not open with the key, and return the error to
+        raise (``what`` names the record, never its content)."""
+        self.log(AuditOutcome.SEALED_RECORD_UNREADABLE)
+        return CorruptVaultError(f"{what} does not open with this project's key")
+
     def not_found(self, message: str) -> NotFoundError:
         """Audit "not found" and return the error to raise."""
         self.log(AuditOutcome.NOT_FOUND)
@@ -283,10 +289,7 @@ def reidentify(
     except LookupError as exc:
         raise gate.not_found(str(exc)) from exc
     except InvalidTokenError as exc:
-        gate.log(AuditOutcome.SEALED_RECORD_UNREADABLE)
-        raise CorruptVaultError(
-            f"the linkage record of {level} {value} does not open with this project's key"
-        ) from exc
+        raise gate.unreadable(f"the linkage record of {level} {value}") from exc
     patient_rows = linkage.records(request.project, "patient", pseudonym)
     if not patient_rows:
         raise gate.not_found(f"pseudonym {pseudonym} not found in project {request.project!r}")
@@ -297,10 +300,7 @@ def reidentify(
             study_rows = [row for row in study_rows if row.key == study_filter]
         studies = _open_all(key, study_rows)
     except InvalidTokenError as exc:
-        gate.log(AuditOutcome.SEALED_RECORD_UNREADABLE)
-        raise CorruptVaultError(
-            f"a linkage record of {pseudonym} does not open with this project's key"
-        ) from exc
+        raise gate.unreadable(f"a linkage record of {pseudonym}") from exc
     identity = _identity(request.project, pseudonym, patients, study_rows, studies)
     identity.series, identity.instance = series, instance
     # The audit record is written before anything is revealed; if it fails, we raise.
@@ -434,10 +434,7 @@ def export_linkage(
     try:
         opened = _open_all(key, rows)
     except InvalidTokenError as exc:
-        gate.log(AuditOutcome.SEALED_RECORD_UNREADABLE)
-        raise CorruptVaultError(
-            f"a linkage record of project {request.project!r} does not open with its key"
-        ) from exc
+        raise gate.unreadable(f"a linkage record of project {request.project!r}") from exc
     export = _collect(request.project, rows, opened)
     gate.log(
         AuditOutcome.SUCCESS,
