@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from keystore.actions import AuditAction
-from pseudo.cli.common import UserError, printable
+from pseudo.cli.common import UserError, printable, spreadsheet_safe
 
 #: A terminal at least this wide gets a table; a narrower one gets blocks.
 TABLE_MIN_WIDTH = 120
@@ -52,7 +52,6 @@ CSV_FIELDS = (
 )
 
 #: A spreadsheet takes a cell starting with one of these for a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -242,8 +241,7 @@ def use_table(console: Console) -> bool:
 
 def _cell(value: object) -> str:
     """A CSV cell that a spreadsheet shows as text, never runs as a formula."""
-    text = "" if value is None else str(value)
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
+    return spreadsheet_safe("" if value is None else str(value))
 
 
 def to_csv(records: Iterable[dict[str, Any]]) -> str:

@@ -307,3 +307,13 @@ def recorded_policy(vault: Path | None, project: str) -> dict[str, Any] | None:
     from keystore.vault import Vault
 
     return Vault.open(vault_path(vault)).project(project).policy
+
+
+#: What a spreadsheet takes for the start of a formula in a CSV cell.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` as a CSV cell that a spreadsheet shows as text and never runs as a formula
+    (a leading ``'`` where it would)."""
+    return f"'{text}" if text.startswith(_FORMULA_START) else text

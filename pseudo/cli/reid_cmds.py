@@ -33,6 +33,7 @@ from pseudo.cli.common import (
     out,
     print_fields,
     reid_passphrase,
+    spreadsheet_safe,
     vault_path,
 )
 
@@ -226,7 +227,6 @@ PATIENTS_HEADER = (
 )
 #: The header of the MIDI-B de-identification benchmark's mapping files.
 MAPPING_HEADER = ("id_old", "id_new")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # as the audit CSV (pseudo.cli.audit_view)
 
 
 def csv_cell(value: object) -> str:
@@ -234,8 +234,7 @@ def csv_cell(value: object) -> str:
     (a date offset) is written as it is."""
     if isinstance(value, int):
         return str(value)
-    text = "" if value is None else str(value)
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
+    return spreadsheet_safe("" if value is None else str(value))
 
 
 def check_export_folder(folder: Path) -> None:
