@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,9 +28,7 @@ from tests.conftest import (
 )
 from tests.events import (
     DEADLINE,
-    database_held,
     ready_for_ctrl_c,
-    run_state,
     runs,
     stop_mid_run,
     temporary_files,
@@ -151,6 +150,32 @@ def test_ctrl_c_stops_cleanly_with_a_summary(
     assert tree_digest(target) == tree_digest(canary_run.output)
 
 
+#: A run that kills itself (SIGKILL) once its first batch is released, whatever the
+#: machine's speed: the moment is an event of the run itself (its 64th recorded outcome).
+_KILLED_AFTER_FIRST_BATCH = """
+import os, signal, sys
+from pathlib import Path
+from keystore.session import VaultSession
+from pseudo.batch.runner import COMMIT_EVERY, Runner
+from pseudo.policy import load_policy
+vault, source, target, passphrase = sys.argv[1:]
+recorded = []
+
+def outcome(result):
+    recorded.append(result)
+    if len(recorded) == COMMIT_EVERY:
+        print(len(recorded), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+with VaultSession(Path(vault)) as session:
+    keyring = session.vault.unlock_operator("canary", passphrase)
+    runner = Runner(keyring, load_policy("default"), session.linkage, Path(source), Path(target),
+                    on_outcome=outcome, audit=session.audit, actor="killed-run")
+    print(runner.summary.run_id, flush=True)
+    runner.run()
+"""
+
+
 def test_a_killed_run_shows_in_the_audit_log_with_what_it_released(
     canary_dir: Path, tmp_path: Path
 ) -> None:
@@ -159,14 +184,16 @@ def test_a_killed_run_shows_in_the_audit_log_with_what_it_released(
     (its journal rows), in the run table and the audit log."""
     vault = make_vault(tmp_path / "vault", "canary", secret=CANARY_SECRET)
     target = tmp_path / "out"
-    process = _start(canary_dir, target, vault)
-    run = wait_for_run(target, process)
-    wait_for(lambda: _released(vault, run) > 0, "the run's first released batch", process)
-    with database_held(vault) as connection:  # the run cannot commit another batch now
-        released, status = _released(vault, run, connection), run_state(connection, run)[1]
-        assert status == "running" and 0 < released < 95
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=DEADLINE)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_FIRST_BATCH, vault, canary_dir, target, OPERATOR],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run, released_text = killed.stdout.split()
+    released = int(released_text)
+    assert released == _released(vault, run) and 0 < released < 95
     with VaultSession(vault) as session:
         said = [(r.outcome, json.loads(r.details)) for r in session.audit.records()]
     assert [outcome for outcome, details in said if details.get("run_id") == run] == ["started"]
@@ -176,8 +203,8 @@ def test_a_killed_run_shows_in_the_audit_log_with_what_it_released(
     with VaultSession(vault) as session:
         records = [r for r in session.audit.records() if r.action == "run"]
         ours = [(r.outcome, json.loads(r.details)) for r in records]
-    killed = [details for outcome, details in ours if outcome == "killed"]
-    assert [(d["run_id"], d["written"]) for d in killed] == [(run, released)]
+    closed = [details for outcome, details in ours if outcome == "killed"]
+    assert [(d["run_id"], d["written"]) for d in closed] == [(run, released)]
     with sqlite3.connect(vault / "pseudo.db") as connection:
         (status,) = connection.execute("SELECT status FROM run WHERE run_id = ?", (run,)).fetchone()
     assert status == "killed"
