@@ -1,0 +1,1 @@
+"""Burned-in text in pixel data: find it (rules, a detector), blank it, prove it is gone."""

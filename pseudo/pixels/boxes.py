@@ -1,0 +1,47 @@
+"""A region of an image that carries (or may carry) burned-in text: the one shape that the
+rules, the detector, the redaction and the verification exchange."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Box:
+    """A rectangle of pixels, inclusive on both ends (the burned-in corpus's own convention):
+    columns ``x1..x2`` and rows ``y1..y2`` of the full-resolution image.
+
+    ``frame`` is the 0-based frame it was found in, or None for every frame (a rule).
+    ``source`` says who asked for it: ``rule:<name>`` or ``detector:<name>``. ``text`` is what a
+    detector read there, if anything: it may be identifying, so it is never logged or reported.
+    """
+
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    frame: int | None = None
+    source: str = ""
+    text: str = ""
+
+    def grown(self, margin: int, columns: int, rows: int) -> Box:
+        """This box with ``margin`` pixels added on every side, clipped to the image."""
+        return Box(
+            max(0, self.x1 - margin),
+            max(0, self.y1 - margin),
+            min(columns - 1, self.x2 + margin),
+            min(rows - 1, self.y2 + margin),
+            self.frame,
+            self.source,
+            self.text,
+        )
+
+    @property
+    def width(self) -> int:
+        """Columns covered."""
+        return self.x2 - self.x1 + 1
+
+    @property
+    def height(self) -> int:
+        """Rows covered."""
+        return self.y2 - self.y1 + 1
