@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.decoders.base import Decoder, get_decoder
 from pydicom.pixels.processing import apply_color_lut
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
@@ -50,6 +50,12 @@ def decode_options(ds: Dataset, syntax: UID | None = None) -> dict[str, Any]:
     return options
 
 
+def fastest_plugin(decoder: Decoder) -> str:
+    """The decoding plugin to use: CharLS (pyjpegls) for JPEG-LS, many times faster than
+    libjpeg's; pydicom's own choice ('') otherwise."""
+    return "pyjpegls" if "pyjpegls" in decoder.available_plugins else ""
+
+
 def iter_frames(ds: Dataset, pixels: PixelSpan | None) -> Iterator[np.ndarray]:
     """Yield the decoded frames of ``ds``'s pixel data one at a time: (rows, columns) for one
     sample per pixel, (rows, columns, samples) otherwise, in RGB for colour (YBR decoded).
@@ -79,7 +85,8 @@ def iter_frames(ds: Dataset, pixels: PixelSpan | None) -> Iterator[np.ndarray]:
                 options["pixel_vr"] = header[4:6].decode("ascii", "replace")
         yielded = 0
         try:
-            for frame, _ in decoder.iter_array(source, **options):
+            plugin = fastest_plugin(decoder)
+            for frame, _ in decoder.iter_array(source, decoding_plugin=plugin, **options):
                 if yielded == expected:
                     break  # JPEG may hold more fragments than frames; pydicom says so
                 yielded += 1
