@@ -48,11 +48,14 @@ def _frame() -> Dataset:
     return pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
 
 
-def _multiframe(path: Path, megabytes: float, syntax: UID = ExplicitVRLittleEndian) -> int:
-    """A multi-frame file of CT_small's frame (varied a little per frame), written frame by
-    frame, never whole in memory; the size of a decoded frame."""
+def _multiframe(
+    path: Path, megabytes: float, syntax: UID = ExplicitVRLittleEndian, tiles: int = 1
+) -> int:
+    """A multi-frame file of CT_small's frame (``tiles`` x ``tiles`` of it, varied a little
+    per frame), written frame by frame, never whole in memory; the size of a decoded frame."""
     ds = _frame()
-    frame = ds.pixel_array
+    frame = np.tile(ds.pixel_array, (tiles, tiles))
+    ds.Rows, ds.Columns = frame.shape
     frames = max(2, int(megabytes * 1024 * 1024) // frame.nbytes)
     ds.NumberOfFrames = frames
     ds.file_meta.TransferSyntaxUID = syntax

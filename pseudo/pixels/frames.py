@@ -50,10 +50,25 @@ def decode_options(ds: Dataset, syntax: UID | None = None) -> dict[str, Any]:
     return options
 
 
+def check_pixel_data(header: bytes) -> bytes:
+    """``header`` if it is that of Pixel Data (7FE0,0010) in either byte order; float and
+    double float pixel data are refused."""
+    if header[:4] not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
+        raise UnsupportedPixels("float pixel data is not supported")
+    return header
+
+
+#: Decoding plugins faster than those pydicom tries first: CharLS for JPEG-LS (3x libjpeg's),
+#: pylibjpeg-rle's compiled RLE (pydicom's own is numpy code), when installed.
+_FASTEST = {"1.2.840.10008.1.2.4.80": "pyjpegls", "1.2.840.10008.1.2.4.81": "pyjpegls"}
+_FASTEST["1.2.840.10008.1.2.5"] = "pylibjpeg"
+
+
 def fastest_plugin(decoder: Decoder) -> str:
-    """The decoding plugin to use: CharLS (pyjpegls) for JPEG-LS, many times faster than
-    libjpeg's; pydicom's own choice ('') otherwise."""
-    return "pyjpegls" if "pyjpegls" in decoder.available_plugins else ""
+    """The decoding plugin to use for ``decoder``'s syntax: the fastest installed, or ''
+    (pydicom's own choice)."""
+    plugin = _FASTEST.get(str(decoder.UID), "")
+    return plugin if plugin in decoder.available_plugins else ""
 
 
 def iter_frames(ds: Dataset, pixels: PixelSpan | None) -> Iterator[np.ndarray]:
@@ -79,7 +94,7 @@ def iter_frames(ds: Dataset, pixels: PixelSpan | None) -> Iterator[np.ndarray]:
         options: dict[str, Any] = {}
         if pixels is not None:
             handle = stack.enter_context(pixels.path.open("rb"))
-            header = pixel_header(handle, pixels, ds)
+            header = check_pixel_data(pixel_header(handle, pixels, ds))
             source, options = handle, decode_options(ds, syntax)
             if len(header) == 12 or not syntax.is_implicit_VR:
                 options["pixel_vr"] = header[4:6].decode("ascii", "replace")

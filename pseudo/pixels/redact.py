@@ -37,7 +37,7 @@ from pseudo.io.dicomio import OutputFailure, PixelSpan, pixel_header, transfer_s
 from pseudo.pixels.boxes import Box
 from pseudo.pixels.codecs import LOSSY_METHOD, NATIVE, FrameEncoder, choose_encoder
 from pseudo.pixels.failures import UndecodablePixels, UnsupportedPixels
-from pseudo.pixels.frames import frame_count, iter_frames
+from pseudo.pixels.frames import check_pixel_data, frame_count, iter_frames
 
 #: Native data that must be rearranged as a whole (bit-packed, or 8-bit words byte-swapped
 #: in big endian OW) is redacted in memory up to this size, refused above it.
@@ -298,7 +298,7 @@ def _redact_native(
                 source = stack.enter_context(pixels.path.open("rb"))
             except OSError as exc:
                 raise UndecodablePixels(f"cannot read the pixel data: {exc.strerror}") from exc
-            header = pixel_header(source, pixels, ds)
+            header = check_pixel_data(pixel_header(source, pixels, ds))
             length = pixels.end - pixels.start - len(header)
             pixel_vr = header[4:6].decode("ascii", "replace") if len(header) == 12 else "OW"
             target.write(header)
