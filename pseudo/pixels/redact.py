@@ -460,19 +460,18 @@ def _changed_attributes(
         attributes["PhotometricInterpretation"] = encoder.photometric
     if int(ds.get("SamplesPerPixel", 1) or 1) > 1:
         attributes["PlanarConfiguration"] = 0
+    # short (a De-identification Method value holds 64 characters): the syntaxes' keywords
     if encoder.syntax != source:
-        notes.append(
-            f"pixel data re-encoded losslessly from {source.name} to {encoder.syntax.name}"
-        )
+        notes.append(f"re-encoded losslessly {source.keyword} to {encoder.syntax.keyword}")
     else:
-        notes.append(f"pixel data re-encoded losslessly in {source.name}")
+        notes.append(f"re-encoded losslessly in {source.keyword}")
     if source in LOSSY_METHOD and str(ds.get("LossyImageCompression", "")).strip() != "00":
         # PS3.3 C.7.6.1.1.5: once lossy, always 01; the methods list the lossy steps taken,
         # and writing losslessly adds none
         attributes["LossyImageCompression"] = "01"
         if not ds.get("LossyImageCompressionMethod"):
             attributes["LossyImageCompressionMethod"] = LOSSY_METHOD[source]
-        notes.append("the source was lossy; no further loss was added")
+        notes.append("lossy source; no further loss added")
     return attributes, tuple(notes)
 
 
