@@ -10,6 +10,7 @@ the output and that dcmdump reads it.
 from __future__ import annotations
 
 import copy
+import filecmp
 import io
 import os
 import shutil
@@ -188,8 +189,10 @@ def _draw_native(ds: Dataset, syntax: UID, top: int) -> None:
         return
     if _subsampled(ds):  # Y1 Y2 Cb Cr: bright luma in the pairs of the boxes
         count, rows, columns = int(ds.get("NumberOfFrames", 1) or 1), int(ds.Rows), int(ds.Columns)
-        luma = data.reshape(count, rows, columns // 2, 4)[..., :2]
-        _draw_text(luma.reshape(count, rows, columns), _boxes(ds), 255)
+        pairs = data.reshape(count, rows, columns // 2, 4)
+        luma = pairs[..., :2].reshape(count, rows, columns)  # a copy: written back below
+        _draw_text(luma, _boxes(ds), 255)
+        pairs[..., :2] = luma.reshape(count, rows, columns // 2, 2)
         ds.PixelData = data.tobytes()
         return
     frames = _raw_frames(ds, syntax, data)
@@ -293,6 +296,8 @@ def test_a_box_of_text_is_blanked_and_nothing_else_changes(case: Case, tmp_path:
     mask = _mask(after.shape, boxes)
     if _subsampled(ds):
         mask = np.repeat(mask[..., 0::2] | mask[..., 1::2], 2, axis=-1)
+    if not filecmp.cmp(path, case.path, shallow=False):  # text was drawn: the box had it
+        assert np.ptp(before[mask]) > 0
     assert np.array_equal(after[~mask], before[~mask]), "a value outside the boxes changed"
     expected = blank_value(ds, "RGB" if after.ndim == 4 else photometric)
     inside = after[mask].reshape(-1, *after.shape[3:])
