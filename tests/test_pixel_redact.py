@@ -439,3 +439,15 @@ def test_icons_and_overlays_are_removed() -> None:
     ds.add_new(0x60000100, "US", 16)  # Overlay Bits Allocated 16: bits inside the pixels
     with pytest.raises(UnsupportedPixels, match="unused bits"):
         remove_icons_and_overlays(ds)
+
+
+def test_a_data_set_in_memory_gets_its_redacted_pixel_data(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(PYDICOM_FILES / "SC_rgb_rle_2frame.dcm")
+    before = _frames(ds)
+    redaction = redact(ds, None, [Box(0, 0, 9, 9, frame=1)], tmp_path)
+    assert redaction.pixels is None and redaction.element is not None
+    redaction.apply(ds)
+    after = _frames(ds)
+    assert (after[1, :12, :12] == 0).all()
+    assert np.array_equal(after[0], before[0]) and np.array_equal(after[1, 12:], before[1, 12:])
+    assert not list(tmp_path.iterdir())

@@ -93,8 +93,11 @@ def iter_frames(ds: Dataset, pixels: PixelSpan | None) -> Iterator[np.ndarray]:
         source: Dataset | BinaryIO = ds
         options: dict[str, Any] = {}
         if pixels is not None:
-            handle = stack.enter_context(pixels.path.open("rb"))
-            header = check_pixel_data(pixel_header(handle, pixels, ds))
+            try:
+                handle = stack.enter_context(pixels.path.open("rb"))
+                header = check_pixel_data(pixel_header(handle, pixels, ds))
+            except OSError as exc:
+                raise UndecodablePixels(f"cannot read the pixel data: {exc.strerror}") from exc
             source, options = handle, decode_options(ds, syntax)
             if len(header) == 12 or not syntax.is_implicit_VR:
                 options["pixel_vr"] = header[4:6].decode("ascii", "replace")

@@ -311,9 +311,9 @@ def _redact_native(
         else:
             try:
                 source = stack.enter_context(pixels.path.open("rb"))
+                header = check_pixel_data(pixel_header(source, pixels, ds))
             except OSError as exc:
                 raise UndecodablePixels(f"cannot read the pixel data: {exc.strerror}") from exc
-            header = check_pixel_data(pixel_header(source, pixels, ds))
             length = pixels.end - pixels.start - len(header)
             pixel_vr = header[4:6].decode("ascii", "replace") if len(header) == 12 else "OW"
             target.write(header)
