@@ -32,6 +32,7 @@ from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     JPEGBaseline8Bit,
+    JPEGExtended12Bit,
     JPEGLSLossless,
     JPEGLSNearLossless,
 )
@@ -451,3 +452,25 @@ def test_a_data_set_in_memory_gets_its_redacted_pixel_data(tmp_path: Path) -> No
     assert (after[1, :12, :12] == 0).all()
     assert np.array_equal(after[0], before[0]) and np.array_equal(after[1, 12:], before[1, 12:])
     assert not list(tmp_path.iterdir())
+
+
+def test_an_8_bit_jpeg_extended_image_is_redacted_when_it_can_be_decoded(tmp_path: Path) -> None:
+    # The corpus's JPEG Extended files are 12-bit, which only GDCM decodes (they are refused,
+    # see above); an 8-bit one (Process 2) goes through redaction like JPEG Baseline.
+    ds = pydicom.dcmread(PYDICOM_FILES / "image_dfl.dcm")  # 8-bit MONOCHROME2
+    _draw_jpeg(ds, 255)
+    ds.file_meta.TransferSyntaxUID = JPEGExtended12Bit
+    path = tmp_path / "jpeg-extended.dcm"
+    ds.save_as(path)
+    source = read_source(path)
+    boxes = _boxes(source.dataset)
+    before = _frames(pydicom.dcmread(path))
+    redaction = redact(source.dataset, source.pixels, boxes, tmp_path)
+    redaction.apply(source.dataset)
+    written, _ = write_temporary(source.dataset, tmp_path, redaction.pixels, sync=False)
+    after = _frames(pydicom.dcmread(written))
+    mask = _mask(after.shape, boxes)
+    assert np.ptp(before[mask]) > 0 and (after[mask] == 0).all()
+    assert np.array_equal(after[~mask], before[~mask])
+    assert redaction.syntax == JPEGLSLossless and redaction.attributes["LossyImageCompression"]
+    _dcmdump_reads(written)
