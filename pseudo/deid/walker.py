@@ -19,7 +19,7 @@ from pseudo.deid.clean import (
     name_terms,
 )
 from pseudo.deid.context import FileContext
-from pseudo.dicom.private import SafePrivate, drop_orphan_creators
+from pseudo.dicom.private import drop_orphan_creators
 from pseudo.dicom.tags import attribute_name, element_vr
 from pseudo.dicom.vr import TEXT_VRS
 from pseudo.findings import RejectedFile
@@ -102,10 +102,6 @@ class Walker:
         self._depth = 0
         self._sop_class = _sop_class(original)
         self._resolved: dict[tuple[int, str, tuple[int, ...]], Decision] = {}
-        private = policy.private_table
-        self._safe_private = (
-            SafePrivate.load() if private is not None and private.action is Action.CLEAN else None
-        )
 
     # -- the walk ------------------------------------------------------------------------
     def walk(self, ds: Dataset) -> None:
@@ -144,6 +140,8 @@ class Walker:
             decision = policy.decide(tag, vr, ds, parents, self._active)
             if decision.compound is not None:
                 decision = self.resolve(decision, tag, vr, parents)
+            elif decision.action is Action.CLEAN and (tag >> 16) & 1:
+                decision = policy.private_decision(ds, tag, decision)  # a safe-private option
             if self._recorder is not None:
                 self._recorder(ds, tag, vr, decision, parents)
             if not self._cleaning:
@@ -155,9 +153,6 @@ class Walker:
                     continue
             path = prefix + attribute_name(tag)
             ref = ElementRef(ds, tag, vr, decision, path, parents)
-            if (tag >> 16) & 1 and decision.action is Action.CLEAN and self._safe_private:
-                self._clean_private(ds, tag)
-                continue
             if (
                 self._cleaning
                 and decision is policy.standard
@@ -263,10 +258,3 @@ class Walker:
                 self._terms, DEFAULT_PATTERNS if patterns is None else patterns
             )
         return self.ctx.cleaner
-
-    # -- private attributes --------------------------------------------------------------
-    def _clean_private(self, ds: Dataset, tag: int) -> None:
-        """Retain Safe Private: keep the attribute only if Table E.3.10-1 lists it."""
-        assert self._safe_private is not None
-        if not self._safe_private.is_safe(ds, tag):
-            del ds[tag]

@@ -25,6 +25,7 @@ from pseudo.io.pydicom_internals import dictionary_entries, repeater_entries
 from pseudo.policy.clean_patterns import DEFAULT_PATTERNS
 from pseudo.policy.compiled import CompiledPolicy, CompiledRule, Decision, add_table
 from pseudo.policy.model import Action, PolicyFile, Rule
+from pseudo.policy.private_kb import PS315_OPTION, TCIA_OPTION, table_for
 from pseudo.policy.selectors import (
     CompiledCondition,
     CompiledSelector,
@@ -444,6 +445,12 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
             f"{_location(where.path, where.line(('options',)))}: options: full dates and "
             "modified dates exclude each other"
         )
+    if {PS315_OPTION, TCIA_OPTION} <= set(options):
+        where = next(s for s in reversed(chain) if s.model.options)
+        raise PolicyError(
+            f"{_location(where.path, where.line(('options',)))}: options: {PS315_OPTION} and "
+            f"{TCIA_OPTION} choose two tables of safe private attributes; choose one"
+        )
     policy = CompiledPolicy(
         name=leaf.name,
         title=leaf.title or leaf.name,
@@ -455,6 +462,11 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
     policy.profile = next((s.model.profile for s in reversed(chain) if s.model.profile), None)
     if policy.profile == "ps3.15":
         add_table(policy, table)
+    safe_private = table_for(options)
+    if safe_private is not None:
+        policy.safe_private = safe_private.resolved(
+            lambda action, words: _resolve(action, options, words)
+        )
     table_keywords = _table_keywords()
     for depth, source in enumerate(chain):
         _apply_settings(policy, source)

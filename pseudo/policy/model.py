@@ -38,6 +38,9 @@ class Action(StrEnum):
 #: PS3.15 option identifiers and their CID 7050 keywords in pydicom's code dictionary.
 OPTIONS: dict[str, str] = {
     "retain_safe_private": "RetainSafePrivateOption",
+    # TCIA's Private Tag Knowledge Base: the de-identifier's own knowledge of safe private
+    # attributes, as PS3.15 E.3.10 allows (Table E.3.10-1 lists examples only).
+    "retain_safe_private_tcia": "RetainSafePrivateOption",
     "retain_uids": "RetainUidsOption",
     "retain_device_identity": "RetainDeviceIdentityOption",
     "retain_institution_identity": "RetainInstitutionIdentityOption",
