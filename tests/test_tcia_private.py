@@ -48,9 +48,10 @@ def test_every_row_is_accounted_for() -> None:
     assert counts["rows"] == 8787 and counts["parsed"] == 8787
     assert counts.get("unparsed", 0) == 0
     matched = sum(v for k, v in counts.items() if k.startswith("disposition "))
-    others = counts["no private creator (never kept)"] + counts[
-        "standard attribute inside a private sequence (decided by the policy)"
-    ]
+    others = (
+        counts["no private creator (never kept)"]
+        + counts["standard attribute inside a private sequence (decided by the policy)"]
+    )
     assert matched + others == 8787
 
 

@@ -9,6 +9,7 @@ from typing import Protocol
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
 from pseudo.deid.actions import HANDLERS, ElementRef, clean_text
@@ -58,6 +59,22 @@ def _sop_class(ds: Dataset) -> str | None:
     return str(value).strip() or None if value is not None else None
 
 
+def _frame_increment_targets(ds: Dataset) -> frozenset[int]:
+    """The tags that the file's Frame Increment Pointer names (the frame vectors a multi-frame
+    object needs, whatever its IOD; empty if absent or unreadable)."""
+    try:
+        value = ds.get("FrameIncrementPointer")
+    except Exception:
+        return frozenset()
+    if value is None:
+        return frozenset()
+    values = value if isinstance(value, MultiValue | list) else [value]
+    try:
+        return frozenset(int(tag) for tag in values)
+    except (TypeError, ValueError):
+        return frozenset()
+
+
 def _holder(ds: Dataset, dropped: Dropped) -> Dataset:
     """The dropped elements in a data set of their own, decoded as ``ds`` decodes its own."""
     holder = Dataset(dict(dropped))
@@ -101,6 +118,7 @@ class Walker:
         self._cleaning = 0
         self._depth = 0
         self._sop_class = _sop_class(original)
+        self._pointed = _frame_increment_targets(original)
         self._resolved: dict[tuple[int, str, tuple[int, ...]], Decision] = {}
 
     # -- the walk ------------------------------------------------------------------------
@@ -183,6 +201,8 @@ class Walker:
                 self._sop_class,
                 tuple(attribute_name(t) for t in path),
                 attribute_name(tag),
+                vr,
+                pointed=not path and int(tag) in self._pointed,
             )
             action = CODE_ACTIONS[resolution.code]
             source = f"{decision.source}; {resolution.describe()}"

@@ -33,7 +33,7 @@ from pydicom.dataset import Dataset
 
 from pseudo.dicom.private import creator_of
 from pseudo.dicom.tags import TagPattern, is_standard, parse_tag_pattern
-from pseudo.policy.identifying import is_identifying
+from pseudo.policy.identifying import identity_attributes, is_identifying
 from pseudo.policy.model import OPTIONS, Action
 from pseudo.policy.private_kb import SafePrivateTable
 from pseudo.policy.selectors import CompiledCondition, CompiledSelector, Parents
@@ -54,6 +54,10 @@ CODE_ACTIONS = {
 #: When two chosen options both change a row, the stricter code wins (fail closed).
 STRICTNESS = {"X": 0, "Z": 1, "D": 2, "U": 3, "C": 4, "K": 5}
 GROUP_LENGTH = "built-in: group lengths are recomputed on writing"
+#: The combined codes by which ``conform_to_iod`` resolves an emptying rule and a removal by
+#: ``defaults.standard`` (an allow-list; :data:`pseudo.policy.iod.ALLOW_LIST_CODE`).
+CONFORM_CODE = "X/Z/D"
+CONFORM_ALLOW_LIST_CODE = "X/Z/D/K"
 #: Options that are not a column of Table E.1-1 act through the column they refine.
 OPTION_COLUMNS = {"retain_safe_private_tcia": "retain_safe_private"}
 
@@ -157,6 +161,8 @@ class CompiledPolicy:
     anchor: _dt.date | None = None
     birth_date: str | None = None
     clean_patterns: list[str] | None = None
+    #: removals by ``defaults.standard`` and emptying rules resolved by the IOD (conform_to_iod)
+    conform_to_iod: bool = False
     #: the safe-private table of the option chosen, its actions resolved by the options
     safe_private: SafePrivateTable | None = None
     _private: dict[tuple[int, str, int], Decision] = field(default_factory=dict, repr=False)
@@ -189,9 +195,11 @@ class CompiledPolicy:
 
     @property
     def removes_identity(self) -> bool:
-        """Whether Patient ID and Patient's Name are both removed or replaced."""
+        """Whether every attribute carrying the patient's identity (Patient ID and Name, the
+        issuer, other IDs, insurance plan...; :func:`~pseudo.policy.identifying.
+        identity_attributes`) is removed or replaced."""
         kept = (Action.KEEP, Action.CLEAN, Action.SUBSTITUTE)
-        return all(self.decide(tag, "LO").action not in kept for tag in (0x00100010, 0x00100020))
+        return all(self.decide(tag, vr).action not in kept for tag, vr in identity_attributes())
 
     @property
     def method(self) -> list[str]:
@@ -229,6 +237,11 @@ class CompiledPolicy:
         self.rules.append(rule)
         self._candidates.extend(Candidate(rule, s) for s in rule.selectors)
         self._candidates.sort(key=lambda c: c.rank, reverse=True)
+        self._cache.clear()
+
+    def clear_candidates(self) -> None:
+        """Forget the rules' selectors (before the rules are registered again)."""
+        self._candidates.clear()
         self._cache.clear()
 
     def active_rules(self, ds: Dataset) -> frozenset[int]:

@@ -25,6 +25,17 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parent.parent.parent / "policies" / "ps3.15" / "iod-types.json"
 #: Strongest requirement first: where two modules of one IOD type an attribute, it wins.
 STRENGTH = {"1": 0, "1C": 1, "2": 2, "2C": 3, "3": 4}
+#: conform_to_iod on a removal by default (an allow-list): X/Z/D, except that an attribute the
+#: IOD requires (Type 1 or 1C) whose value is a code or a number is kept, as PS3.15's Basic
+#: Profile keeps every attribute its table does not list: a dummy would be no enumerated value
+#: (Completion Flag, Beam Type), a zero count or a broken geometry, a new error in the output
+#: and a wrong value in a clinical object. Text, names, dates and UIDs still get a dummy (UIDs
+#: remapped), and a sequence keeps its items, each decided by the policy.
+ALLOW_LIST_CODE = "X/Z/D/K"
+KEPT_VRS = frozenset(
+    {"AT", "CS", "DS", "FD", "FL", "IS", "OB", "OD", "OF", "OL", "OV", "OW", "SL", "SS", "SV"}
+    | {"UL", "US", "UV"}
+)
 #: The codes to prefer for each type, best first.
 PREFERENCE = {
     "1": "DZX",
@@ -46,6 +57,8 @@ class Resolution:
 
     def describe(self) -> str:
         """Why, in words: the IOD, the module and the type."""
+        if self.code == "K":
+            return f"IOD {self.iod}, module {self.module}: Type {self.type}, a code or number: K"
         if self.iod is None:
             return f"SOP Class not in the IOD tables: {self.code}"
         if self.module is None:
@@ -91,27 +104,47 @@ class IodTypes:
         return best
 
     def _type_in(self, node: int, path: tuple[str, ...], keyword: str) -> str | None:
-        """The type of ``keyword`` under the sequences ``path`` in the tree ``node``."""
+        """The type of ``keyword`` under the sequences ``path`` in the tree ``node``.
+
+        A recursive macro (an SR content item holds a Content Sequence of content items) is
+        written out in the tables to a few levels only: a sequence met again below the depth
+        the tables define has the items it had above."""
+        items: dict[str, int] = {}
         for sequence in path:
             entry = self._nodes[node].get(sequence)
-            if not isinstance(entry, list):
+            if isinstance(entry, list):
+                node = items[sequence] = int(entry[1])  # type: ignore[call-overload]
+            elif entry is None and sequence in items:
+                node = items[sequence]
+            else:
                 return None  # not there, or a sequence whose items the module does not define
-            node = int(entry[1])  # type: ignore[call-overload]
         found = self._nodes[node].get(keyword)
         return str(found[0]) if isinstance(found, list) else found
 
     def resolve(
-        self, code: str, sop_class: str | None, path: tuple[str, ...], keyword: str
+        self,
+        code: str,
+        sop_class: str | None,
+        path: tuple[str, ...],
+        keyword: str,
+        vr: str | None = None,
+        pointed: bool = False,
     ) -> Resolution:
-        """The single code (X, Z or D) for the compound ``code`` of ``keyword`` at ``path``."""
+        """The single code (X, Z, D, or K for :data:`ALLOW_LIST_CODE`) for the compound ``code``
+        of ``keyword`` (of VR ``vr``) at ``path``; ``pointed``: the file's Frame Increment
+        Pointer names it, so the file needs it whatever its IOD says (Type 1C)."""
         offered = set(code.split("/"))
         if sop_class is None:
             iod, module, kind = None, None, None
         else:
             iod, module, kind = self.attribute_type(sop_class, path, keyword)
+            if pointed and iod is not None and (kind is None or STRENGTH[kind] > STRENGTH["1C"]):
+                module, kind = "Frame Increment Pointer (0028,0009) of the file", "1C"
         if iod is None:
             # Without the IOD, the strictest the code allows (the rule before this issue).
             choice = next(c for c in "XZD" if c in offered)
         else:
             choice = next(c for c in PREFERENCE[kind or "3"] if c in offered)
+            if choice == "D" and "K" in offered and vr in KEPT_VRS:
+                choice = "K"
         return Resolution(choice, iod, module, kind)

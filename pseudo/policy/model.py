@@ -223,6 +223,9 @@ class PolicyFile(BaseModel):
     dates: DateSettings = Field(default_factory=DateSettings)
     clean: CleanSettings = Field(default_factory=CleanSettings)
     rules: list[Rule] = Field(default_factory=list)
+    #: What the policy removes by ``defaults.standard`` (an allow-list) or empties by a rule
+    #: follows the object's IOD: Type 1 a dummy, Type 2 empty, Type 3 removed (issue 20).
+    conform_to_iod: bool | None = None
 
     @field_validator("options")
     @classmethod
