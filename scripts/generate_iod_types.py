@@ -28,6 +28,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "policies" / "ps3.15" / "iod-types.json"
+#: The PS3.3 edition of highdicom 0.28.2's tables, as far as their content dates them (neither
+#: highdicom nor its source, innolitics' dicom-standard, records it; see docs/policies.md).
+EDITION = "2025 (highdicom 0.28.2; the release is not recorded)"
 MEMBERS = ("sop_class_iod_map.json", "iod_module_map.json", "module_attribute_map.json")
 
 
@@ -85,6 +88,7 @@ def build(wheel: Path) -> dict[str, Any]:
         "source": f"highdicom {wheel.name.split('-')[1]} wheel, highdicom/_standard/*.json "
         "(PS3.3 IOD and module tables, machine-generated from the standard)",
         "source_sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
+        "edition": EDITION,
         "sop_classes": dict(sorted(sop_iods.items())),
         "iods": {
             iod: [m for m in mods if m in modules] for iod, mods in sorted(iod_modules.items())

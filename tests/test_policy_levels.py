@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import UID
 
 from pseudo.deid.engine import Pseudonymizer
 from pseudo.dicom.tags import parse_tag_pattern
@@ -97,7 +98,7 @@ def test_nidb_full_also_blanks_institution_dates_id_and_weight() -> None:
 def test_nidb_full_gives_required_dates_a_dummy() -> None:
     """A date the IOD requires (Type 1) gets a fixed dummy, never one derived from the input."""
     ds = dataset()
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.4.1")
     ds.ContentDate, ds.ContentTime = "20230105", "101500"
     out = run("nidb-full", ds)
     assert (out.ContentDate, out.ContentTime) == ("19000101", "000000")

@@ -61,7 +61,7 @@ GE = 0x0009
 def _ge_dataset() -> Dataset:
     """A dataset with one private block of each disposition (creators from the base)."""
     ds = dataset()
-    blocks = {
+    blocks: dict[str, dict[int, tuple[str, str | bytes]]] = {
         "GEMS_GENIE_1": {0x22: ("SH", "HFS"), 0x01: ("SH", "secret"), 0x2B: ("LO", "1.2.3.9")},
         "GEMS_IDEN_01": {0xE3: ("UI", "1.2.3.4.5.77"), 0x27: ("OB", b"\x01\x02")},
         "GEMS_PETD_01": {0x05: ("DT", "20230105101010")},

@@ -54,9 +54,14 @@ class Resolution:
     iod: str | None  # None: the SOP Class is not in the tables
     module: str | None  # None: the attribute is not part of the IOD at this place
     type: str | None  # PS3.3 type: 1, 1C, 2, 2C, 3
+    edition: str = ""  # of the PS3.3 tables
 
     def describe(self) -> str:
-        """Why, in words: the IOD, the module and the type."""
+        """Why, in words: the IOD, the module and the type (and the tables' edition)."""
+        words = self._words()
+        return f"{words} [PS3.3 {self.edition}]" if self.edition else words
+
+    def _words(self) -> str:
         if self.code == "K":
             return f"IOD {self.iod}, module {self.module}: Type {self.type}, a code or number: K"
         if self.iod is None:
@@ -71,6 +76,7 @@ class IodTypes:
 
     def __init__(self, data: dict[str, object]) -> None:
         self.source = str(data.get("source", ""))
+        self.edition = str(data.get("edition", ""))
         self._sop_classes: dict[str, str] = data["sop_classes"]  # type: ignore[assignment]
         self._iods: dict[str, list[str]] = data["iods"]  # type: ignore[assignment]
         self._modules: dict[str, int] = data["modules"]  # type: ignore[assignment]
@@ -147,4 +153,4 @@ class IodTypes:
             choice = next(c for c in PREFERENCE[kind or "3"] if c in offered)
             if choice == "D" and "K" in offered and vr in KEPT_VRS:
                 choice = "K"
-        return Resolution(choice, iod, module, kind)
+        return Resolution(choice, iod, module, kind, self.edition)

@@ -414,9 +414,22 @@ def _table_keywords() -> dict[str, int]:
     return result
 
 
+#: Policy keys added after policies were first hashed: they count in the hash only when given,
+#: so that a policy that does not use them keeps the hash its project recorded.
+_LATER_KEYS = ("conform_to_iod",)
+
+
+def _hashed(model: PolicyFile) -> dict[str, Any]:
+    data = model.model_dump(mode="json")
+    for key in _LATER_KEYS:
+        if data.get(key) is None:
+            data.pop(key, None)
+    return data
+
+
 def _policy_hash(chain: list[_SourceFile], edition: str, table_sha: str) -> str:
     document = {
-        "policies": [source.model.model_dump(mode="json") for source in chain],
+        "policies": [_hashed(source.model) for source in chain],
         "table": {"edition": edition, "sha256": table_sha},
     }
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
