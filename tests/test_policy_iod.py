@@ -97,13 +97,6 @@ def test_conform_to_iod_resolves_the_allow_list_and_the_emptying() -> None:
     assert step("nidb-full", 0x00081010, CT) == "remove"  # Station Name: Type 3
 
 
-def test_reference_sequences_are_kept_where_the_iod_defines_them() -> None:
-    iod = IodTypes.load()
-    assert iod.resolve("X/Z/U*", CT, (), "ReferencedImageSequence").code == "U"  # Type 3 there
-    assert iod.resolve("X/Z/U*", CT, ("ContentSequence",), "SourceImageSequence").code == "X"
-    assert iod.resolve("X/Z/U*", "1.2.3.4", (), "SourceImageSequence").code == "U"  # unknown
-
-
 def test_frame_increment_pointer_targets_are_required() -> None:
     """An attribute the file's Frame Increment Pointer names counts as Type 1C whatever the IOD
     says (a multi-frame NM stored as Secondary Capture keeps its Energy Window Vector)."""

@@ -15,12 +15,12 @@ Order of precedence, first match wins (``docs/policies.md``):
 5. ``defaults.standard`` for other attributes of the data dictionary, ``defaults.unknown`` for
    public tags the dictionary does not know, and ``defaults.private`` for private tags.
 
-Combined codes of the table (``X/Z``, ``X/D``, ``Z/D``, ``X/Z/D``, ``X/Z/U*``) are resolved per
-file by the type of the attribute in the object's IOD (:mod:`pseudo.policy.iod`): the decision
-carries the code in ``compound`` and, as its action, the choice taken when the IOD is not
-known (the strictest the code allows; U for ``X/Z/U*``). ``X/Z/U*`` keeps a sequence the IOD
-defines there and remaps the UIDs inside it, so that references to other instances still
-resolve; every attribute inside the sequence is still processed by this table.
+Combined codes of the table (``X/Z``, ``X/D``, ``Z/D``, ``X/Z/D``) are resolved per file by the
+type of the attribute in the object's IOD (:mod:`pseudo.policy.iod`): the decision carries the
+code in ``compound`` and, as its action, the strictest choice the code allows (the one taken
+when the IOD is not known). ``X/Z/U*`` keeps the sequence and remaps the UIDs inside it, at
+every type and depth, so that references to other instances still resolve; every attribute
+inside the sequence is still processed by this table.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pseudo.policy.table import ConfidentialityTable, TableRow
 #: Reduction of the table's combined codes when the IOD is not known (module docstring).
 COMBINED_CODES = {"X/Z": "X", "X/D": "X", "Z/D": "Z", "X/Z/D": "X", "X/Z/U*": "U"}
 #: Combined codes resolved per file by the IOD (:mod:`pseudo.policy.iod`).
-IOD_RESOLVED = frozenset({"X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"})
+IOD_RESOLVED = frozenset({"X/Z", "X/D", "Z/D", "X/Z/D"})
 CODE_ACTIONS = {
     "X": Action.REMOVE,
     "Z": Action.EMPTY,

@@ -146,14 +146,6 @@ class IodTypes:
             iod, module, kind = self.attribute_type(sop_class, path, keyword)
             if pointed and iod is not None and (kind is None or STRENGTH[kind] > STRENGTH["1C"]):
                 module, kind = "Frame Increment Pointer (0028,0009) of the file", "1C"
-        if "U*" in offered:
-            # X/Z/U*: a reference sequence the IOD defines at this place, whatever its type,
-            # is kept with its instance UIDs remapped (U*; every attribute in it still decided
-            # by the table), so that references between instances resolve: removing an
-            # optional one (X) would lose them and emptying a Type 2 one (Z) too, for no
-            # privacy gain. One the IOD does not define there is removed; without the IOD, U*.
-            choice = "X" if iod is not None and module is None else "U"
-            return Resolution(choice, iod, module, kind, self.edition)
         if iod is None:
             # Without the IOD, the strictest the code allows (the rule before this issue).
             choice = next(c for c in "XZD" if c in offered)
