@@ -304,21 +304,20 @@ def test_slot_changes_refuse_to_run_unaudited(vault: Path) -> None:
 def test_failures_in_a_row_slow_down_and_a_success_resets(vault: Path) -> None:
     policy = ThrottlePolicy(free_attempts=2, base_delay=0.4, max_delay=5)
     with VaultSession(vault, throttle=policy) as session:
-        timings = []
-        fourth_began = 0.0
+        began, ended = [], []
         for _ in range(4):
-            start = fourth_began = time.perf_counter()
+            began.append(time.perf_counter())
             with pytest.raises(AuthenticationError) as caught:
                 session.vault.unlock_operator("trial", "wrong guess")
-            timings.append(time.perf_counter() - start)
+            ended.append(time.perf_counter())
         assert [caught.value.failures] == [4]
         # attempts 1 and 2 are free (their audit records say they waited for nothing: a
-        # loaded machine may take longer than the delay to derive a key); the 3rd waits 0.4 s
-        # after the 2nd began, the 4th 0.8 s
+        # loaded machine may take longer than any bound to derive a key); the 3rd cannot
+        # start before 0.4 s after the 2nd began, the 4th before 0.8 s after the 3rd began
         waits = [json.loads(r.details)["waited_seconds"] for r in session.audit.records()[-4:]]
-        assert waits[:2] == [0, 0] and all(w > 0 for w in waits[2:])
-        assert timings[2] >= 0.4 - 0.05
-        assert timings[3] >= 0.8 - 0.05
+        assert waits[:2] == [0, 0]
+        assert ended[2] - began[1] >= 0.4 - 0.01
+        assert ended[3] - began[2] >= 0.8 - 0.01
         assert "the next attempt waits 1.6 s" in str(caught.value)
         assert session.vault.guard is not None
         assert session.vault.guard.failures("trial", "operator") == 4
@@ -326,7 +325,7 @@ def test_failures_in_a_row_slow_down_and_a_success_resets(vault: Path) -> None:
     with VaultSession(vault, throttle=policy) as session:
         session.vault.unlock_operator("trial", OPERATOR)
         # it began no earlier than 1.6 s after the 4th attempt began
-        assert time.perf_counter() - fourth_began >= 1.6 - 0.05
+        assert time.perf_counter() - began[3] >= 1.6 - 0.01
         assert session.vault.guard is not None
         assert session.vault.guard.failures("trial", "operator") == 0
         with pytest.raises(AuthenticationError):
