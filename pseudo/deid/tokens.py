@@ -9,8 +9,10 @@ the same text in two attributes gives unrelated tokens.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 
 from keystore.errors import InvalidTokenError
+from keystore.identities import IdentityBook
 from keystore.keyring import Keyring
 
 #: Characters of an HMAC token: 16 base32 characters carry 80 bits.
@@ -38,6 +40,18 @@ def pseudonym(keyring: Keyring, identity: tuple[str, ...]) -> str:
     """The patient pseudonym: the project prefix, a dash and 16 base32 characters."""
     digest = keyring.mac("token", "patient", *identity)
     return f"{keyring.settings.prefix}-{_b32(digest)[:TOKEN_LENGTH]}"
+
+
+def patient_pseudonym(
+    keyring: Keyring,
+    identity: tuple[str, ...],
+    traits: Mapping[str, str],
+    book: IdentityBook | None = None,
+) -> str:
+    """The pseudonym of a patient: the one an identity rule of ``book`` gives (an imported
+    subject ID, a merge, a split), else :func:`pseudonym`."""
+    rule = book.find(keyring, identity, traits) if book is not None else None
+    return rule.pseudonym if rule is not None else pseudonym(keyring, identity)
 
 
 def date_offset_digest(keyring: Keyring, identity: tuple[str, ...]) -> bytes:
