@@ -56,6 +56,13 @@ def identity_check(keyring: Keyring, identity: Sequence[str], traits: Mapping[st
     return keyring.mac("identity", "check", json.dumps(list(identity)), *values).hex()[:32]
 
 
+def recorded_key(identity: Sequence[str]) -> str | None:
+    """The identity as a sealed patient record keeps it, when its other fields do not give it
+    again (an identity longer than ``(basis, issuer, value)``: a site's or a qualifier's
+    namespace); else None."""
+    return json.dumps(list(identity)) if len(identity) > 3 else None
+
+
 @dataclass(frozen=True)
 class Rule:
     """An identity's pseudonym and date offset, when not its keyed ones; ``conditions``
@@ -73,7 +80,8 @@ class Rule:
 
 @dataclass(frozen=True)
 class IdentityBook:
-    """Every rule of a project, by lookup key (handed to the workers of a run)."""
+    """Every rule of a project, by lookup key, in the order they are tried (handed to the
+    workers of a run)."""
 
     rules: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
 
@@ -148,7 +156,8 @@ class IdentityStore:
                     tuple((str(t), str(v)) for t, v in data.get("conditions", [])),
                 )
                 order = RULE_KINDS.index(row.kind) if row.kind in RULE_KINDS else len(RULE_KINDS)
-                found.setdefault(row.key, []).append((order, row.id or 0, rule))
+                # the newest decision of a kind first: a later merge re-points an earlier one
+                found.setdefault(row.key, []).append((order, -(row.id or 0), rule))
         return IdentityBook(
             {key: tuple(rule for *_, rule in sorted(rules)) for key, rules in found.items()}
         )

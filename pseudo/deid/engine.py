@@ -35,9 +35,8 @@ from keystore.records import (
 )
 from pseudo import __version__
 from pseudo.deid.context import FileContext
-from pseudo.deid.dates import offset_in_range
 from pseudo.deid.identity import PatientIdentity, Site, read_identity
-from pseudo.deid.tokens import date_offset_digest, pseudonym
+from pseudo.deid.tokens import keyed_patient
 from pseudo.deid.walker import IDENTIFYING_TAGS, Dropped, Recorder, Walker
 from pseudo.dicom.tags import decision_vr
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
@@ -269,13 +268,7 @@ class Pseudonymizer:
         else:
             known = self._patients.get(identity.key)
         if known is None:
-            settings = self.keyring.settings
-            offset = offset_in_range(
-                date_offset_digest(self.keyring, identity.key),
-                settings.date_shift_min_days,
-                settings.date_shift_max_days,
-            )
-            known = pseudonym(self.keyring, identity.key), offset
+            known = keyed_patient(self.keyring, identity.key)
             _bounded(self._patients)[identity.key] = known
         patient_pseudonym, offset = known
         if self.policy.anchor is not None:

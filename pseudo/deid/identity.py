@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
+from keystore.identities import recorded_key
 from pseudo.findings import RejectedFile
 
 
@@ -63,17 +64,22 @@ class PatientIdentity:
     @property
     def traits(self) -> dict[str, str]:
         """Birth date, sex and name as the identity book compares them (normalized)."""
-        return {
-            "birth_date": self.birth_date.strip(),
-            "sex": self.sex.strip().upper(),
-            "name": normalize_name(self.name),
-        }
+        return traits_of(self.birth_date, self.sex, self.name)
 
     @property
     def recorded_key(self) -> str | None:
         """The key as the sealed patient record keeps it, when it cannot be derived again
         from the record's other fields (a site's or a qualifier's namespace); else None."""
-        return json.dumps(list(self.key)) if len(self.key) > 3 else None
+        return recorded_key(self.key)
+
+
+def traits_of(birth_date: str = "", sex: str = "", name: str = "") -> dict[str, str]:
+    """A patient's traits as the identity book compares them (empty: unknown)."""
+    return {
+        "birth_date": birth_date.strip(),
+        "sex": sex.strip().upper(),
+        "name": normalize_name(name),
+    }
 
 
 def _text(ds: Dataset, keyword: str) -> str:

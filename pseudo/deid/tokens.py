@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from keystore.errors import InvalidTokenError
 from keystore.identities import IdentityBook
 from keystore.keyring import Keyring
+from pseudo.deid.dates import offset_in_range
 
 #: Characters of an HMAC token: 16 base32 characters carry 80 bits.
 TOKEN_LENGTH = 16
@@ -57,6 +58,17 @@ def patient_pseudonym(
 def date_offset_digest(keyring: Keyring, identity: tuple[str, ...]) -> bytes:
     """The keyed digest from which a patient's date offset is derived."""
     return keyring.mac("date", "patient", *identity)
+
+
+def keyed_patient(keyring: Keyring, identity: tuple[str, ...]) -> tuple[str, int]:
+    """The keyed pseudonym and date offset of an identity (no identity rule applied)."""
+    settings = keyring.settings
+    offset = offset_in_range(
+        date_offset_digest(keyring, identity),
+        settings.date_shift_min_days,
+        settings.date_shift_max_days,
+    )
+    return pseudonym(keyring, identity), offset
 
 
 def encrypt_token(keyring: Keyring, attribute: str, value: str) -> str:
