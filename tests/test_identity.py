@@ -91,3 +91,21 @@ def test_fingerprints_are_keyed_and_bound_to_the_pseudonym(
     assert len(digests) == 2, "the same birth date of two patients gives unrelated digests"
     plain = {hashlib.sha256(b"19700101").hexdigest(), "19700101"}
     assert not digests & plain
+
+
+def test_the_identity_derivations_never_change() -> None:
+    """Known answers: the identity book's label and encodings are never edited in place (a
+    change would make every recorded fingerprint and rule of every project a stranger)."""
+    from keystore.identities import fingerprint, lookup_key
+    from pseudo.deid.identity import Site, patient_id_key
+    from tests.synthetic import make_keyring
+
+    keyring = make_keyring()
+    assert fingerprint(keyring, "T-ABC", "birth_date", "19700101") == (
+        "17a21df2e7220d9dce000725d78c7b4e30efcc90b90c31eeacd238f1866cbc91"
+    )
+    oslo = patient_id_key("1", site=Site("oslo", "0107", "site:oslo"))
+    assert lookup_key(keyring, oslo) == (
+        "d901bf6acf70959917967ce117e4f08e23a25a517cbe37dc70729093fed48bcd"
+    )
+    assert patient_id_key("1", site=Site("lyon", "0042", "")) == ("patient-id", "", "1")
