@@ -45,6 +45,12 @@ def test_the_same_id_at_two_sites_is_two_patients(vault: Path, tmp_path: Path, e
         *("--requester", "DPO", "--reason", "finding", "--vault", vault),
     )
     assert any(line.split() == ["site:", "oslo"] for line in text.stdout.splitlines())
+    verified = cli(
+        *("verify", tmp_path / "b", tmp_path / "out", "--project", "trial", "--site", "oslo"),
+        *("--vault", vault, "--json"),
+    )
+    assert verified.code == 0, verified.stdout + verified.stderr
+    assert verified.json()["paired_with_input"] == 1, "pseudo verify pairs by the site's pseudonym"
 
 
 def test_an_issuer_in_the_file_wins_over_the_site(vault: Path, tmp_path: Path, env: None) -> None:
