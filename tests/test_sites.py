@@ -11,8 +11,9 @@ import pytest
 
 from pseudo.api import open_project
 from tests.conftest import OPERATOR, cli
+from tests.fixtures.make_vault_fixture import PROJECT
 from tests.patients import audit_actions, patients_in, reidentify, run, write_patient
-from tests.test_old_vault import EXPECTED, FIXTURE, PROJECT, check_outputs
+from tests.test_old_vault import EXPECTED, FIXTURE, check_outputs
 from tests.test_old_vault import inputs as inputs  # a fixture
 from tests.test_old_vault import old as old  # a fixture
 
