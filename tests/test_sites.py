@@ -131,3 +131,31 @@ def test_an_old_vault_keeps_its_pseudonyms_at_its_first_site(
     )
     assert result.code == 0, result.stderr
     check_outputs(tmp_path / "out", EXPECTED["runs"]["output"], FIXTURE / "output")
+
+
+def test_the_site_reaches_the_per_file_context_and_the_sealed_record() -> None:
+    """The pseudonymizer knows the run's site (the Clinical Trial attributes read it from the
+    per-file context) and seals it with the patient."""
+    from pseudo.deid.context import FileContext
+    from pseudo.deid.engine import Pseudonymizer
+    from pseudo.deid.identity import Site
+    from pseudo.policy import load_policy
+    from tests.synthetic import dataset, make_keyring
+
+    site = Site("oslo", "0107", "site:oslo")
+    engine = Pseudonymizer(make_keyring(), load_policy("default"), site=site)
+    result = engine.pseudonymize(dataset())
+    (patient,) = [entry for entry in result.linkage if entry.kind == "patient"]
+    assert patient.fields["site"] == "oslo"
+    assert json.loads(str(patient.fields["identity_key"])) == [
+        "patient-id",
+        "",
+        "12345678",
+        "site",
+        "site:oslo",
+    ]
+    assert "site" in FileContext.__dataclass_fields__
+    legacy = Pseudonymizer(make_keyring(), load_policy("default")).pseudonymize(dataset())
+    (old,) = [entry for entry in legacy.linkage if entry.kind == "patient"]
+    assert "site" not in old.fields and "identity_key" not in old.fields, "bytes as before"
+    assert result.pseudonym != legacy.pseudonym
