@@ -75,6 +75,10 @@ def test_a_run_without_a_site_on_a_multi_site_project_is_refused(
     assert refused.code == 2 and refused.stderr.count("\n") == 1
     assert "--site" in refused.stderr and "lyon, oslo" in refused.stderr
     assert not (tmp_path / "out").exists()
+    dry = cli(
+        *("run", tmp_path / "in", "--dry-run", "--project", "trial", "--vault", vault),
+    )
+    assert dry.code == 2 and "--site" in dry.stderr
     unknown = run(vault, tmp_path / "in", tmp_path / "out", "--site", "paris")
     assert unknown.code == 2 and "add-site" in unknown.stderr
     with pytest.raises(Exception, match="several sites"):

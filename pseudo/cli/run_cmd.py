@@ -157,7 +157,9 @@ def run_command(
     recorded = None if policy is not None else recorded_policy(vault, project)
     compiled, record = choose_policy(policy, recorded)
     if dry_run:
-        _dry_run(input_path, project, compiled, vault, db, passphrase_file, as_json, not no_verify)
+        _dry_run(
+            input_path, project, compiled, vault, db, passphrase_file, as_json, not no_verify, site
+        )
         return
     if output is None:
         raise UserError("OUTPUT is required (or use --dry-run)")
@@ -314,13 +316,16 @@ def _dry_run(
     passphrase_file: Path | None,
     as_json: bool,
     check: bool,
+    site: str | None,
 ) -> None:
     from keystore.session import VaultSession
+    from pseudo.api import run_site
     from pseudo.review import dryrun
 
     if not source.exists():
         raise UserError(f"{source}: input not found")
     with VaultSession(vault_path(vault), db) as session:
+        run_site(session, project, site)  # refused as a run is (what changes needs no site)
         keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
         result = dryrun.dry_run(keyring, policy, session.linkage, source, check=check)
     if as_json:
