@@ -109,6 +109,8 @@ def test_sites_are_audited_checked_and_covered_by_the_settings_mac(
         *("--vault", vault),
     )
     assert same_id.code == 2
+    (listed,) = cli("project", "list", "--vault", vault, "--json").json()
+    assert listed["sites"] == [{"name": "lyon", "site_id": "0042", "legacy_namespace": True}]
     records = audit_actions(vault, "site.")
     assert [(a, o) for a, o, _ in records] == [("site.add", "success")]
     assert records[0][2]["legacy_namespace"] is True and records[0][2]["site_id"] == "0042"
