@@ -36,6 +36,14 @@ class AuditAction(enum.StrEnum):
     #: with another policy is refused
     PROJECT_POLICY = "project.policy"
     PSEUDONYMIZE_API = "pseudonymize.api"
+    #: a site is registered in a project (``pseudo project add-site``)
+    SITE_ADD = "site.add"
+    #: a trial's own subject IDs become the pseudonyms of their patients
+    SUBJECTS_IMPORT = "subjects.import"
+    #: a patient ID (or several) joins another pseudonym (``pseudo identity merge``)
+    IDENTITY_MERGE = "identity.merge"
+    #: a second person behind one patient ID gets a pseudonym of their own
+    IDENTITY_SPLIT = "identity.split"
 
 
 class AuditOutcome(enum.StrEnum):

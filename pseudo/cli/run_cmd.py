@@ -121,6 +121,16 @@ def run_command(
             "--show-inputs", help="Name skipped and quarantined files by their path (may identify)."
         ),
     ] = False,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            metavar="NAME",
+            help="The site these files come from (`pseudo project add-site`): the issuer of "
+            "their patient IDs when a file names none [required when the project has several].",
+            show_default=False,
+        ),
+    ] = None,
     vault: VaultOption = None,
     db: DbOption = None,
     passphrase_file: PassphraseFileOption = None,
@@ -138,6 +148,7 @@ def run_command(
     """
     _unlock_soon(vault, project, passphrase_file)  # while the modules below load
     from keystore.session import VaultSession
+    from pseudo.api import run_site
     from pseudo.batch.discovery import check_paths
     from pseudo.batch.project_policy import choose_policy
     from pseudo.batch.report import inputs_folder
@@ -146,7 +157,9 @@ def run_command(
     recorded = None if policy is not None else recorded_policy(vault, project)
     compiled, record = choose_policy(policy, recorded)
     if dry_run:
-        _dry_run(input_path, project, compiled, vault, db, passphrase_file, as_json, not no_verify)
+        _dry_run(
+            input_path, project, compiled, vault, db, passphrase_file, as_json, not no_verify, site
+        )
         return
     if output is None:
         raise UserError("OUTPUT is required (or use --dry-run)")
@@ -157,6 +170,7 @@ def run_command(
         raise UserError(f"--dask {dask}: expected local:N (for a remote cluster: --scheduler)")
     reports = report_dir or output.parent / f"{output.name}.pseudo-run"
     with VaultSession(vault_path(vault), db) as session:
+        chosen_site = run_site(session, project, site)  # refused before anything is recorded
         keyring, policy_check = session.vault.unlock_for_run(
             project,
             operator_passphrase(passphrase_file),
@@ -181,6 +195,7 @@ def run_command(
             allow_mixed_output=allow_mixed_output,
             policy_change=policy_check.to_json(),
             inputs_folder=inputs_folder(session.vault.path, project),
+            site=chosen_site,
         )
         interrupted = False
         previous = signal.signal(signal.SIGTERM, _terminate)
@@ -301,13 +316,16 @@ def _dry_run(
     passphrase_file: Path | None,
     as_json: bool,
     check: bool,
+    site: str | None,
 ) -> None:
     from keystore.session import VaultSession
+    from pseudo.api import run_site
     from pseudo.review import dryrun
 
     if not source.exists():
         raise UserError(f"{source}: input not found")
     with VaultSession(vault_path(vault), db) as session:
+        run_site(session, project, site)  # refused as a run is (what changes needs no site)
         keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
         result = dryrun.dry_run(keyring, policy, session.linkage, source, check=check)
     if as_json:

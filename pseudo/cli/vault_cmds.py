@@ -40,6 +40,7 @@ from pseudo.cli.common import (
     scrypt_params,
     vault_path,
 )
+from pseudo.cli.identity_cmds import add_site_command, import_subjects_command
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 
@@ -160,6 +161,10 @@ def project_list(
                 "closed": project.closed,
                 "closed_at": project.closed_at,
                 "reid_key": crypto.fingerprint(project.reid_public_key),
+                "sites": [
+                    {"name": s.name, "site_id": s.site_id, "legacy_namespace": not s.namespace}
+                    for s in project.sites
+                ],
             }
         )
     if as_json:
@@ -190,6 +195,11 @@ def _role_passphrase(
 
 def _what(role: Role) -> str:
     return "operator" if role == "operator" else "re-identification"
+
+
+# -- sites and subject IDs (pseudo.cli.identity_cmds) ----------------------------------------
+project_app.command("add-site")(add_site_command)
+project_app.command("import-subjects")(import_subjects_command)
 
 
 # -- key slots ------------------------------------------------------------------------------
