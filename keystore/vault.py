@@ -64,6 +64,9 @@ PROJECT_FORMAT = "pseudo-project/2"
 #: The format of a project file that records its policy (older versions refuse it by name
 #: rather than take the recorded policy, which the settings MAC covers, for an alteration).
 PROJECT_FORMAT_POLICY = "pseudo-project/3"
+#: The format of a project file that holds trial settings (older versions refuse it by name
+#: rather than take the trial settings, which the settings MAC covers, for an alteration).
+PROJECT_FORMAT_TRIAL = "pseudo-project/4"
 _SLOT_AAD = "pseudo-slot/2"
 _REID_SEAL_AAD = "pseudo-reid-slot/1"
 _KEY_LEN = 32
@@ -354,6 +357,9 @@ class ProjectFile:
     #: the policy of the project's runs, as :mod:`pseudo` describes it (opaque here); None
     #: until the first run records it; covered by the settings MAC
     policy: dict[str, Any] | None = None
+    #: the trial settings written into the outputs, as :mod:`pseudo` describes them (opaque
+    #: here); None for a project without; covered by the settings MAC
+    trial: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Serialize for ``projects/<name>.json``."""
@@ -377,21 +383,30 @@ class ProjectFile:
         if self.policy is not None:
             data["format"] = PROJECT_FORMAT_POLICY
             data["policy"] = self.policy
+        if self.trial is not None:
+            data["format"] = PROJECT_FORMAT_TRIAL
+            data["trial"] = self.trial
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any], path: Path) -> ProjectFile:
         """Parse a project file, raising :class:`CorruptVaultError` if it is malformed."""
-        if data.get("format") not in (PROJECT_FORMAT, PROJECT_FORMAT_POLICY):
+        known = (PROJECT_FORMAT, PROJECT_FORMAT_POLICY, PROJECT_FORMAT_TRIAL)
+        if data.get("format") not in known:
             raise CorruptVaultError(
                 f"{path}: unknown project format {data.get('format')!r} "
-                f"(this version of pseudo reads {PROJECT_FORMAT_POLICY!r})"
+                f"(this version of pseudo reads {PROJECT_FORMAT_TRIAL!r})"
             )
-        policy = data.get("policy")
-        if (policy is not None) != (data["format"] == PROJECT_FORMAT_POLICY) or not isinstance(
-            policy, dict | None
-        ):
+        policy, trial = data.get("policy"), data.get("trial")
+        expects_policy = data["format"] == PROJECT_FORMAT_POLICY or (
+            data["format"] == PROJECT_FORMAT_TRIAL and policy is not None
+        )
+        if (policy is not None) != expects_policy or not isinstance(policy, dict | None):
             raise CorruptVaultError(f"{path}: malformed project file (recorded policy)")
+        if (trial is not None) != (data["format"] == PROJECT_FORMAT_TRIAL) or not isinstance(
+            trial, dict | None
+        ):
+            raise CorruptVaultError(f"{path}: malformed project file (trial settings)")
         try:
             low, high = data["date_shift_days"]
             return cls(
@@ -404,6 +419,7 @@ class ProjectFile:
                 closed_at=data.get("closed_at"),
                 reid_pin=ReidPin.from_json(data["reid_pin"]) if data.get("reid_pin") else None,
                 policy=policy,
+                trial=trial,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptVaultError(f"{path}: malformed project file ({exc})") from exc
@@ -426,9 +442,11 @@ def settings_mac(
     settings: ProjectSettings,
     public_key: bytes,
     policy: dict[str, Any] | None = None,
+    trial: dict[str, Any] | None = None,
 ) -> bytes:
     """HMAC (settings key) over the settings that shape pseudonyms, the public key and, once
-    recorded, the project's policy (a project without one has the MAC it always had)."""
+    recorded, the project's policy and trial settings (a project without them has the MAC it
+    always had)."""
     key = crypto.hkdf(secret, "pseudo/v1/settings")
     parts: list[str | bytes] = [
         settings.name,
@@ -439,6 +457,8 @@ def settings_mac(
     ]
     if policy is not None:
         parts += ["policy", canonical_json(policy)]
+    if trial is not None:
+        parts += ["trial", canonical_json(trial)]
     return crypto.mac(key, *parts)
 
 
@@ -681,11 +701,13 @@ class Vault:
         secret: bytes | None = None,
         kdf: crypto.ScryptParams | None = None,
         actor: str | None = None,
+        trial: dict[str, Any] | None = None,
     ) -> ProjectFile:
         """Create a project with a fresh secret, one operator slot and one re-identification slot.
 
         ``secret`` imports an existing 256-bit project secret instead, so that a second site
-        (or a restored backup) produces the same pseudonyms. The creation is recorded in the
+        (or a restored backup) produces the same pseudonyms. ``trial`` holds the project's
+        trial settings (opaque here, see :meth:`set_trial`). The creation is recorded in the
         audit log (by ``actor``, default the operating-system user and host), authenticated by
         the new project's audit key.
         """
@@ -724,7 +746,7 @@ class Vault:
         project = ProjectFile(
             settings=settings,
             reid_public_key=reid_public,
-            settings_mac=settings_mac(secret, settings, reid_public),
+            settings_mac=settings_mac(secret, settings, reid_public, trial=trial),
             slots=[
                 KeySlot.create(
                     name, operator_slot, "operator", secret, audit_key, operator_passphrase, params
@@ -741,6 +763,7 @@ class Vault:
             ],
             created=utcnow().isoformat(),
             reid_pin=ReidPin.make(name, reid_private),
+            trial=trial,
         )
         (self.path / "projects").mkdir(mode=0o700, exist_ok=True)
         _write_private_json(path, project.to_json())
@@ -756,9 +779,43 @@ class Vault:
                 "prefix": prefix,
                 "slots": [operator_slot, reid_slot],
                 "reid_pin": project.reid_pin.fingerprint,
+                **({"trial": trial} if trial is not None else {}),
             },
         )
         return project
+
+    def set_trial(
+        self, name: str, passphrase: str, trial: dict[str, Any] | None, *, actor: str | None = None
+    ) -> list[str]:
+        """Replace project ``name``'s trial settings (None: the project has none any more),
+        opened with an operator ``passphrase`` (the settings MAC needs the project secret).
+        Returns the fields that changed; a change is audited by ``actor`` with the settings
+        before and after (they are project metadata, never a patient's)."""
+        guard = self._require_guard()
+        project = self.project(name)
+        self.refuse_closed(project, "its settings can no longer change")
+        opened = self.open_slot(project, "operator", passphrase)
+        with self.lock(name):
+            project = self.project(name)
+            self.check_settings(project, opened.key)  # read again under the lock
+            before = project.trial
+            keys = set(before or {}) | set(trial or {})
+            changed = sorted(k for k in keys if (before or {}).get(k) != (trial or {}).get(k))
+            if not changed and (before is None) == (trial is None):
+                return []
+            project.trial = trial
+            project.settings_mac = settings_mac(
+                opened.key, project.settings, project.reid_public_key, project.policy, trial
+            )
+            self.save_project(project)
+        guard.audit.append(
+            AuditAction.PROJECT_TRIAL,
+            actor or os_user(),
+            AuditOutcome.SUCCESS,
+            project=name,
+            details={"trial": trial, "previous": before, "changed": changed},
+        )
+        return changed
 
     def save_project(self, project: ProjectFile) -> None:
         """Rewrite a project's file atomically (after adding or removing a slot)."""
@@ -931,7 +988,7 @@ class Vault:
                 )
             project.policy = policy
             project.settings_mac = settings_mac(
-                secret, project.settings, project.reid_public_key, policy
+                secret, project.settings, project.reid_public_key, policy, project.trial
             )
             self.save_project(project)
         guard.audit.append(
@@ -995,7 +1052,9 @@ class Vault:
     @staticmethod
     def check_settings(project: ProjectFile, secret: bytes) -> None:
         """Raise :class:`CorruptVaultError` unless the settings MAC matches the secret."""
-        expected = settings_mac(secret, project.settings, project.reid_public_key, project.policy)
+        expected = settings_mac(
+            secret, project.settings, project.reid_public_key, project.policy, project.trial
+        )
         if not hmac.compare_digest(expected, project.settings_mac):
             raise CorruptVaultError(
                 f"project {project.settings.name!r}: settings or public key were altered "

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from keystore.keyring import Keyring
+from pseudo.deid.trial import TrialValues
 from pseudo.errors import PseudoError
 from pseudo.policy.compiled import CompiledPolicy
 
@@ -67,6 +68,8 @@ class WorkerSetup:
     temp_dir: Path
     check: bool
     sync_each_file: bool = True
+    #: the clinical trial values written into every output (None: none)
+    trial: TrialValues | None = None
 
 
 class Installer(Protocol):

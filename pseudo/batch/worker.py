@@ -39,7 +39,7 @@ class Task:
 def install_worker(setup: WorkerSetup) -> None:
     """Prepare this process (a worker, or the parent with one worker) for a run's tasks."""
     _installed[setup.context] = _WorkerState(
-        FileProcessor(setup.keyring, setup.policy, check=setup.check),
+        FileProcessor(setup.keyring, setup.policy, check=setup.check, trial=setup.trial),
         setup.temp_dir,
         setup.sync_each_file,
     )

@@ -37,6 +37,7 @@ from pseudo.deid.context import FileContext
 from pseudo.deid.dates import offset_in_range
 from pseudo.deid.identity import PatientIdentity, read_identity
 from pseudo.deid.tokens import date_offset_digest, pseudonym
+from pseudo.deid.trial import TrialValues, add_attributes
 from pseudo.deid.walker import IDENTIFYING_TAGS, Dropped, Recorder, Walker
 from pseudo.dicom.tags import decision_vr
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
@@ -86,6 +87,9 @@ class PseudonymizedDataset:
     sop_instance_uid: str
     linkage: list[LinkageEntry] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: top-level values written from the project's values, not the input's (see
+    #: :mod:`pseudo.deid.trial`), by tag
+    added: dict[int, str] = field(default_factory=dict)
 
     @property
     def relative_path(self) -> str:
@@ -209,7 +213,8 @@ class Pseudonymizer:
 
     ``anchored_offsets`` maps pseudonyms to their date offsets when the policy anchors each
     patient's earliest study to a fixed date (resolved before the files are processed, see
-    :mod:`pseudo.deid.anchors`); otherwise offsets are derived from the keyring.
+    :mod:`pseudo.deid.anchors`); otherwise offsets are derived from the keyring. ``trial``
+    holds the clinical trial values a run writes into every output (:mod:`pseudo.deid.trial`).
     """
 
     def __init__(
@@ -217,10 +222,12 @@ class Pseudonymizer:
         keyring: Keyring,
         policy: CompiledPolicy,
         anchored_offsets: Mapping[str, int] | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         self.keyring = keyring
         self.policy = policy
         self.anchored_offsets: Mapping[str, int] = anchored_offsets or {}
+        self.trial = trial
         self._droppable: dict[tuple[int, str | None], bool] = {}
         self._marks: dict[UID, dict[BaseTag, RawDataElement]] = {}
         # Pure functions of the keyring, kept across the files of a run (a study's and a
@@ -230,7 +237,7 @@ class Pseudonymizer:
 
     def with_offsets(self, anchored_offsets: Mapping[str, int]) -> Pseudonymizer:
         """The same pseudonymizer with anchored date offsets (and the same caches)."""
-        other = Pseudonymizer(self.keyring, self.policy, anchored_offsets)
+        other = Pseudonymizer(self.keyring, self.policy, anchored_offsets, self.trial)
         other._droppable, other._marks = self._droppable, self._marks
         other._uids, other._patients = self._uids, self._patients
         return other
@@ -322,6 +329,9 @@ class Pseudonymizer:
         overlays = _overlay_groups(ds)
         Walker(ctx, ds, recorder, dropped).walk(ds)
         _drop_overlays_without_data(ds, ctx, overlays)
+        added: dict[int, str] = {}
+        if self.trial is not None or self.policy.additions:
+            added = add_attributes(ds, patient_pseudonym, self.trial, self.policy.additions)
         self._finish(ds, ctx, sop_class, transfer_syntax)
 
         pseudo_study = ctx.remap(study_uid)
@@ -378,6 +388,7 @@ class Pseudonymizer:
             sop_instance_uid=pseudo_instance,
             linkage=linkage,
             findings=ctx.findings,
+            added=added,
         )
 
     def _finish(self, ds: Dataset, ctx: FileContext, sop_class: str, ts: UID) -> None:

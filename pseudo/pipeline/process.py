@@ -19,6 +19,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from keystore.keyring import Keyring
 from pseudo.deid.engine import PseudonymizedDataset, Pseudonymizer
+from pseudo.deid.trial import TrialValues
 from pseudo.dicom.tags import tag_text
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
 from pseudo.io.dicomio import (
@@ -63,10 +64,11 @@ class FileProcessor:
         *,
         check: bool = True,
         anchored_offsets: Mapping[str, int] | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         self.policy = policy
         self.check = check
-        self.engine = Pseudonymizer(keyring, policy, anchored_offsets)
+        self.engine = Pseudonymizer(keyring, policy, anchored_offsets, trial)
 
     def prepare(self, path: Path, *, anchored: Anchored = (), original: bool = False) -> Prepared:
         """Read ``path`` and pseudonymize it in memory.
@@ -177,7 +179,13 @@ class FileProcessor:
         syntax = str(result.dataset.file_meta.TransferSyntaxUID)
         raw = None if syntax == DeflatedExplicitVRLittleEndian else header
         findings, evidence = checking.finish(
-            pending, result.dataset, result.relative_path, result.date_offset_days, raw, self.policy
+            pending,
+            result.dataset,
+            result.relative_path,
+            result.date_offset_days,
+            raw,
+            self.policy,
+            added=frozenset(result.added),
         )
         outcome.verification = findings
         outcome.evidence = evidence

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 
 from pseudo.dicom.tags import TagPattern, is_standard, parse_tag_pattern
+from pseudo.policy.additions import Addition
 from pseudo.policy.identifying import is_identifying
 from pseudo.policy.model import OPTIONS, Action
 from pseudo.policy.selectors import CompiledCondition, CompiledSelector, Parents
@@ -149,6 +150,8 @@ class CompiledPolicy:
     anchor: _dt.date | None = None
     birth_date: str | None = None
     clean_patterns: list[str] | None = None
+    #: attributes set from templates once the walk is done (the ``add`` action)
+    additions: list[Addition] = field(default_factory=list)
     _candidates: list[Candidate] = field(default_factory=list, repr=False)
     _cache: dict[tuple[int, str], Decision | tuple[tuple[Candidate, ...], Decision]] = field(
         default_factory=dict, repr=False
