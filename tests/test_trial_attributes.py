@@ -9,6 +9,8 @@ values.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -23,7 +25,7 @@ from pseudo.batch.report import load_report
 from pseudo.demo import build_cohort
 from pseudo.errors import PseudoError
 from pseudo.policy import load_policy
-from tests.conftest import CANARY_SECRET, CliResult, cli, make_vault, tree_digest
+from tests.conftest import CANARY_SECRET, REPO, CliResult, cli, make_vault, tree_digest
 
 TRIAL = ("--sponsor", "ACME Pharma", "--protocol-id", "LT-01", "--protocol-name", "Lung Trial")
 #: The attributes every output of a project with trial settings carries, by keyword.
@@ -343,3 +345,64 @@ def test_outputs_gain_no_error_kind_from_the_trial_modules(
     with ThreadPoolExecutor(2) as pool:
         worse = [new for new in pool.map(gained, pairs) if new]
     assert len(pairs) == 95 and not worse, worse
+
+
+def _guide_commands(*headings: str) -> list[str]:
+    """The ``pseudo`` commands of the user guide's sections under ``headings`` (each up to
+    the next heading), continuation lines joined, comments dropped."""
+    text = (REPO / "docs" / "user-guide.md").read_text()
+    lines = []
+    for heading in headings:
+        section = re.split(r"\n#{2,4} ", text.split(f"\n{heading}\n", 1)[1])[0]
+        for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                if line.strip().startswith("pseudo "):
+                    lines.append(line.split("  #", 1)[0].strip())
+    return lines
+
+
+WALKTHROUGH = _guide_commands(
+    "## Creating a vault and a project", "### A second timepoint a year later"
+)
+
+
+def test_the_walkthrough_has_its_commands() -> None:
+    assert sum("--timepoint" in line for line in WALKTHROUGH) == 2
+    assert any(line.startswith("pseudo project set-trial") for line in WALKTHROUGH)
+
+
+@pytest.mark.parametrize("line", WALKTHROUGH)
+def test_every_walkthrough_command_is_real(line: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    words = shlex.split(line)
+    path = words[1:3] if words[1] in ("vault", "project", "audit", "policy") else words[1:2]
+    result = cli(*path, "--help")
+    assert result.code == 0, f"{line}: {result.stderr}"
+    for option in (word for word in words if word.startswith("--")):
+        assert option in result.stdout, f"{line}: {option} is not an option of {path}"
+
+
+def test_an_incidental_finding_leads_the_dpo_to_the_original_image(
+    vault: Path, cohort: Path, tmp_path: Path, env: None
+) -> None:
+    """operations.md, "An incidental finding": from a reported output file to the original
+    image, with the request in the audit log."""
+    assert _set_trial(vault, *TRIAL).code == 0
+    result = _run(vault, cohort, tmp_path / "out", "--timepoint", "M12")
+    entry = load_report(Path(result.json()["report"]))["files"][4]
+    source = pydicom.dcmread(entry["input"])
+    finding = pydicom.dcmread(tmp_path / "out" / entry["output"])
+    why = ("--requester", "Dr A (DPO)", "--reason", "incidental finding, ticket 123")
+    answer = cli(
+        *("reidentify", "--project", "trial", "--vault", vault, "--json", *why),
+        *("--instance-uid", str(finding.SOPInstanceUID)),
+    )
+    assert answer.code == 0, answer.stderr
+    found = answer.json()
+    assert found["pseudonym"] == finding.ClinicalTrialSubjectID
+    assert found["patient_id"] == source.PatientID
+    assert found["instance"]["sop_instance_uid"] == source.SOPInstanceUID
+    assert found["instance"]["study_uid"] == source.StudyInstanceUID
+    log = cli("audit", "show", "--project", "trial", "--action", "reidentify", "--vault", vault)
+    assert log.code == 0 and "incidental finding, ticket 123" in log.stdout
+    assert str(finding.SOPInstanceUID) in log.stdout
