@@ -39,6 +39,7 @@ from pseudo.batch.runner import Runner
 from pseudo.deid import anchors
 from pseudo.deid.engine import PseudonymizedDataset
 from pseudo.deid.identity import read_identity
+from pseudo.deid.trial import TrialValues, settings_of
 from pseudo.pipeline.process import FileProcessor
 from pseudo.policy import CompiledPolicy
 
@@ -55,13 +56,16 @@ class Project:
         policy: CompiledPolicy,
         actor: str,
         policy_check: PolicyCheck | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         self._session = session
         self.keyring = keyring
         self.policy = policy
         #: what opening found of the project's recorded policy (recorded now, changed, same)
         self.policy_check = policy_check
-        self._processor = FileProcessor(keyring, policy)
+        #: the clinical trial values written into every output (:mod:`pseudo.deid.trial`)
+        self.trial = trial
+        self._processor = FileProcessor(keyring, policy, trial=trial)
         self._actor = actor
         self._stored = 0
 
@@ -80,7 +84,9 @@ class Project:
             day = anchors.study_date(target)
             scans = [(read_identity(target).key, day.isoformat())] if day else []
             offsets = anchors.resolve(self.keyring, self.policy, self._session.linkage, scans)
-            processor = FileProcessor(self.keyring, self.policy, anchored_offsets=offsets)
+            processor = FileProcessor(
+                self.keyring, self.policy, anchored_offsets=offsets, trial=self.trial
+            )
         return processor.pseudonymize_dataset(target)
 
     def run(
@@ -112,6 +118,7 @@ class Project:
             allow_mixed_output=allow_mixed_output,
             policy_change=self.policy_check.to_json() if self.policy_check else None,
             inputs_folder=inputs_folder(self._session.vault.path, self.keyring.project),
+            trial=self.trial,
         )
         summary = runner.run()
         reports = Path(report_dir) if report_dir else out.parent / f"{out.name}.pseudo-run"
@@ -154,9 +161,14 @@ def open_project(
     change_policy: bool = False,
     database_url: str | None = None,
     actor: str = "python-api",
+    timepoint: str | None = None,
+    timepoint_description: str | None = None,
 ) -> Project:
     """Open a vault, unlock ``project`` with the operator passphrase and compile ``policy``
     (default: the project's recorded policy, or ``default`` before its first use).
+
+    The project's trial settings and ``timepoint`` fill the clinical trial attributes of
+    every output, as ``pseudo run --timepoint`` does.
 
     The project remembers its policy: the first opening records it, and another policy later
     raises :class:`keystore.vault.PolicyChangedError` unless ``change_policy`` (audited), as
@@ -169,7 +181,12 @@ def open_project(
         keyring, check = session.vault.unlock_for_run(
             project, passphrase, record, change_policy=change_policy, actor=actor
         )
+        trial = TrialValues.of(
+            settings_of(session.vault.project(project).trial),
+            timepoint_id=timepoint,
+            timepoint_description=timepoint_description,
+        )
     except BaseException:
         session.close()
         raise
-    return Project(session, keyring, compiled, actor, check)
+    return Project(session, keyring, compiled, actor, check, trial)

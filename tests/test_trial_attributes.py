@@ -21,11 +21,20 @@ import pydicom
 import pytest
 
 from keystore.session import VaultSession
+from pseudo.api import open_project
 from pseudo.batch.report import load_report
 from pseudo.demo import build_cohort
 from pseudo.errors import PseudoError
 from pseudo.policy import load_policy
-from tests.conftest import CANARY_SECRET, REPO, CliResult, cli, make_vault, tree_digest
+from tests.conftest import (
+    CANARY_SECRET,
+    OPERATOR,
+    REPO,
+    CliResult,
+    cli,
+    make_vault,
+    tree_digest,
+)
 
 TRIAL = ("--sponsor", "ACME Pharma", "--protocol-id", "LT-01", "--protocol-name", "Lung Trial")
 #: The attributes every output of a project with trial settings carries, by keyword.
@@ -88,7 +97,7 @@ def test_trial_settings_and_timepoint_fill_every_output(
     assert len(outputs) == 18
     for ds in outputs:
         for keyword, value in EXPECTED.items():
-            assert keyword in ds and str(ds.data_element(keyword).value or "") == value, keyword
+            assert keyword in ds and str(ds[keyword].value or "") == value, keyword
         assert ds.ClinicalTrialSubjectID == ds.PatientID  # the pseudonym
         assert ds.ClinicalTrialTimePointID == "BASELINE"
         assert ds.ClinicalTrialTimePointDescription == "Screening visit"
@@ -406,3 +415,16 @@ def test_an_incidental_finding_leads_the_dpo_to_the_original_image(
     log = cli("audit", "show", "--project", "trial", "--action", "reidentify", "--vault", vault)
     assert log.code == 0 and "incidental finding, ticket 123" in log.stdout
     assert str(finding.SOPInstanceUID) in log.stdout
+
+
+def test_the_api_writes_the_same_trial_attributes(
+    vault: Path, cohort: Path, tmp_path: Path, env: None
+) -> None:
+    assert _set_trial(vault, *TRIAL).code == 0
+    result = _run(vault, cohort, tmp_path / "out", "--timepoint", "M12")
+    entry = load_report(Path(result.json()["report"]))["files"][0]
+    with open_project(vault, "trial", OPERATOR, timepoint="M12") as project:
+        done = project.pseudonymize(pydicom.dcmread(entry["input"]))
+    written = pydicom.dcmread(tmp_path / "out" / entry["output"])
+    for keyword in (*EXPECTED, "ClinicalTrialSubjectID", "ClinicalTrialTimePointID"):
+        assert done.dataset[keyword].value == written[keyword].value
