@@ -262,6 +262,11 @@ def test_an_inputs_own_clinical_trial_values_do_not_survive(
         else:  # PS3.15 Table E.1-1: D (a dummy) for the subject ID and the sponsor
             assert ds.ClinicalTrialSubjectID not in ("", SITE_VALUES["ClinicalTrialSubjectID"])
             assert b"ACME" not in raw
+    verified = cli(
+        *("verify", cohort, tmp_path / "out", "--project", "trial", "--vault", vault, "--json")
+    )
+    assert verified.code == 0, verified.stdout
+    assert verified.json()["leaks"] == 0 and verified.json()["paired_with_input"] == 18
 
 
 def test_outputs_are_byte_identical_whatever_the_number_of_workers(

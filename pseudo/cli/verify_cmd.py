@@ -25,6 +25,7 @@ from pseudo.cli.common import (
     vault_path,
 )
 from pseudo.cli.findings_view import group_findings, group_lines
+from pseudo.deid.trial import TrialValues, settings_of
 from pseudo.policy import load_policy
 
 
@@ -76,8 +77,15 @@ def verify_command(
     else:
         with VaultSession(vault_path(vault), db) as session:
             keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
+            settings = settings_of(session.vault.project(project).trial)
             report = verify_tree(
-                input_path, output, compiled, keyring, session.linkage, show_values=show_values
+                input_path,
+                output,
+                compiled,
+                keyring,
+                session.linkage,
+                show_values=show_values,
+                trial=TrialValues.of(settings),
             )
     if as_json:
         emit_json(report.to_json())
