@@ -46,6 +46,7 @@ from keystore.errors import (
     ProjectClosedError,
     ProjectExistsError,
     ProjectNotFoundError,
+    SiteError,
     SlotError,
     VaultExistsError,
     VaultNotFoundError,
@@ -64,9 +65,12 @@ PROJECT_FORMAT = "pseudo-project/2"
 #: The format of a project file that records its policy (older versions refuse it by name
 #: rather than take the recorded policy, which the settings MAC covers, for an alteration).
 PROJECT_FORMAT_POLICY = "pseudo-project/3"
+#: The format of a project file that registers sites (their namespaces shape pseudonyms, so an
+#: older version, which would ignore them, refuses the file by name).
+PROJECT_FORMAT_SITES = "pseudo-project/4"
 #: The format of a project file that holds trial settings (older versions refuse it by name
 #: rather than take the trial settings, which the settings MAC covers, for an alteration).
-PROJECT_FORMAT_TRIAL = "pseudo-project/4"
+PROJECT_FORMAT_TRIAL = "pseudo-project/5"
 _SLOT_AAD = "pseudo-slot/2"
 _REID_SEAL_AAD = "pseudo-reid-slot/1"
 _KEY_LEN = 32
@@ -341,6 +345,45 @@ class ReidPin:
         )
 
 
+#: The namespace of the project's first site: that of the runs made before sites existed.
+LEGACY_NAMESPACE = ""
+
+
+@dataclass(frozen=True)
+class SiteEntry:
+    """A site of a project: its name (``--site``), its Clinical Trial Site ID, and the
+    namespace of the patient IDs it issues without an Issuer of Patient ID.
+
+    The first site added to a project takes :data:`LEGACY_NAMESPACE`, the namespace of every
+    run made before (or without) sites, so those patients keep their pseudonyms; each later
+    site gets a namespace of its own, and the same patient ID there is another patient.
+    """
+
+    name: str
+    site_id: str
+    namespace: str
+    created: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialize for the project file."""
+        return {
+            "name": self.name,
+            "site_id": self.site_id,
+            "namespace": self.namespace,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SiteEntry:
+        """Parse a site of the project file."""
+        return cls(
+            str(data["name"]),
+            str(data["site_id"]),
+            str(data["namespace"]),
+            str(data.get("created", "")),
+        )
+
+
 @dataclass
 class ProjectFile:
     """The public part of a project: settings, public key and key slots (all secrets wrapped)."""
@@ -357,6 +400,9 @@ class ProjectFile:
     #: the policy of the project's runs, as :mod:`pseudo` describes it (opaque here); None
     #: until the first run records it; covered by the settings MAC
     policy: dict[str, Any] | None = None
+    #: the sites registered in the project, in the order they were added (covered by the
+    #: settings MAC); empty for a project made before sites existed
+    sites: list[SiteEntry] = field(default_factory=list)
     #: the trial settings written into the outputs, as :mod:`pseudo` describes them (opaque
     #: here); None for a project without; covered by the settings MAC
     trial: dict[str, Any] | None = None
@@ -383,6 +429,9 @@ class ProjectFile:
         if self.policy is not None:
             data["format"] = PROJECT_FORMAT_POLICY
             data["policy"] = self.policy
+        if self.sites:
+            data["format"] = PROJECT_FORMAT_SITES
+            data["sites"] = [site.to_json() for site in self.sites]
         if self.trial is not None:
             data["format"] = PROJECT_FORMAT_TRIAL
             data["trial"] = self.trial
@@ -391,21 +440,25 @@ class ProjectFile:
     @classmethod
     def from_json(cls, data: dict[str, Any], path: Path) -> ProjectFile:
         """Parse a project file, raising :class:`CorruptVaultError` if it is malformed."""
-        known = (PROJECT_FORMAT, PROJECT_FORMAT_POLICY, PROJECT_FORMAT_TRIAL)
+        known = (PROJECT_FORMAT, PROJECT_FORMAT_POLICY, PROJECT_FORMAT_SITES, PROJECT_FORMAT_TRIAL)
         if data.get("format") not in known:
             raise CorruptVaultError(
                 f"{path}: unknown project format {data.get('format')!r} "
                 f"(this version of pseudo reads {PROJECT_FORMAT_TRIAL!r})"
             )
         policy, trial = data.get("policy"), data.get("trial")
-        expects_policy = data["format"] == PROJECT_FORMAT_POLICY or (
-            data["format"] == PROJECT_FORMAT_TRIAL and policy is not None
-        )
-        if (policy is not None) != expects_policy or not isinstance(policy, dict | None):
+        with_sites = data["format"] == PROJECT_FORMAT_SITES
+        with_trial = data["format"] == PROJECT_FORMAT_TRIAL
+        if (
+            not (with_sites or with_trial)
+            and (policy is not None) != (data["format"] == PROJECT_FORMAT_POLICY)
+        ) or not isinstance(policy, dict | None):
             raise CorruptVaultError(f"{path}: malformed project file (recorded policy)")
-        if (trial is not None) != (data["format"] == PROJECT_FORMAT_TRIAL) or not isinstance(
-            trial, dict | None
+        if (with_sites and not data.get("sites")) or (
+            data.get("sites") and not (with_sites or with_trial)
         ):
+            raise CorruptVaultError(f"{path}: malformed project file (sites)")
+        if with_trial != (trial is not None) or not isinstance(trial, dict | None):
             raise CorruptVaultError(f"{path}: malformed project file (trial settings)")
         try:
             low, high = data["date_shift_days"]
@@ -419,6 +472,7 @@ class ProjectFile:
                 closed_at=data.get("closed_at"),
                 reid_pin=ReidPin.from_json(data["reid_pin"]) if data.get("reid_pin") else None,
                 policy=policy,
+                sites=[SiteEntry.from_json(site) for site in data.get("sites", [])],
                 trial=trial,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -442,11 +496,12 @@ def settings_mac(
     settings: ProjectSettings,
     public_key: bytes,
     policy: dict[str, Any] | None = None,
+    sites: list[SiteEntry] | None = None,
     trial: dict[str, Any] | None = None,
 ) -> bytes:
     """HMAC (settings key) over the settings that shape pseudonyms, the public key and, once
-    recorded, the project's policy and trial settings (a project without them has the MAC it
-    always had)."""
+    recorded, the project's policy, its sites and its trial settings (a project without them
+    has the MAC it always had)."""
     key = crypto.hkdf(secret, "pseudo/v1/settings")
     parts: list[str | bytes] = [
         settings.name,
@@ -457,6 +512,8 @@ def settings_mac(
     ]
     if policy is not None:
         parts += ["policy", canonical_json(policy)]
+    if sites:
+        parts += ["sites", canonical_json({"sites": [site.to_json() for site in sites]})]
     if trial is not None:
         parts += ["trial", canonical_json(trial)]
     return crypto.mac(key, *parts)
@@ -805,7 +862,12 @@ class Vault:
                 return []
             project.trial = trial
             project.settings_mac = settings_mac(
-                opened.key, project.settings, project.reid_public_key, project.policy, trial
+                opened.key,
+                project.settings,
+                project.reid_public_key,
+                project.policy,
+                project.sites,
+                trial=trial,
             )
             self.save_project(project)
         guard.audit.append(
@@ -988,13 +1050,93 @@ class Vault:
                 )
             project.policy = policy
             project.settings_mac = settings_mac(
-                secret, project.settings, project.reid_public_key, policy, project.trial
+                secret,
+                project.settings,
+                project.reid_public_key,
+                policy,
+                project.sites,
+                trial=project.trial,
             )
             self.save_project(project)
         guard.audit.append(
             AuditAction.PROJECT_POLICY, actor, AuditOutcome.SUCCESS, project=name, details=details
         )
         return PolicyCheck(before, changed)
+
+    # -- sites --------------------------------------------------------------------------
+    def add_site(
+        self,
+        name: str,
+        site: str,
+        passphrase: str,
+        *,
+        site_id: str | None = None,
+        actor: str | None = None,
+    ) -> SiteEntry:
+        """Register ``site`` in project ``name`` (operator passphrase: the settings MAC covers
+        the sites). The first site takes the namespace of the runs made before sites existed
+        (:data:`LEGACY_NAMESPACE`), each later one its own. Audited."""
+        guard = self._require_guard()
+        _check_name("site", site)
+        site_id = (site_id or site).strip()
+        if not site_id or len(site_id) > 64 or "\\" in site_id or not site_id.isprintable():
+            raise SiteError(f"site ID {site_id!r}: 1-64 printable characters, no backslash")
+        with self.lock(name):
+            project = self.project(name)
+            self.refuse_closed(project, "it accepts no more sites")
+            opened = self.open_slot(project, "operator", passphrase)
+            self.check_settings(project, opened.key)
+            if any(known.name == site for known in project.sites):
+                raise SiteError(f"project {name!r} already has a site {site!r}")
+            if any(known.site_id == site_id for known in project.sites):
+                raise SiteError(f"project {name!r} already has a site with ID {site_id!r}")
+            namespace = LEGACY_NAMESPACE if not project.sites else f"site:{site}"
+            entry = SiteEntry(site, site_id, namespace, utcnow().isoformat())
+            project.sites = [*project.sites, entry]
+            project.settings_mac = settings_mac(
+                opened.key,
+                project.settings,
+                project.reid_public_key,
+                project.policy,
+                project.sites,
+                trial=project.trial,
+            )
+            self.save_project(project)
+        guard.audit.append(
+            AuditAction.SITE_ADD,
+            actor or os_user(),
+            AuditOutcome.SUCCESS,
+            project=name,
+            subject=f"site:{site}",
+            details={
+                "site": site,
+                "site_id": site_id,
+                "legacy_namespace": namespace == LEGACY_NAMESPACE,
+                "by_slot": opened.slot,
+            },
+        )
+        return entry
+
+    def run_site(self, name: str, site: str | None) -> SiteEntry | None:
+        """The site of a run of project ``name``: the one named (it must be registered), the
+        only one when the project has one, None when it has none; a project of several sites
+        refuses a run that names none (:class:`SiteError`)."""
+        sites = self.project(name).sites
+        known = ", ".join(s.name for s in sites) or "none"
+        if site is None:
+            if len(sites) > 1:
+                raise SiteError(
+                    f"project {name!r} has several sites ({known}): say which one these files "
+                    "come from with --site NAME (the same patient ID at two sites is two patients)"
+                )
+            return sites[0] if sites else None
+        for entry in sites:
+            if entry.name == site:
+                return entry
+        raise SiteError(
+            f"project {name!r} has no site {site!r} (sites: {known}); register it with "
+            f"`pseudo project add-site --project {name} {site}`"
+        )
 
     @staticmethod
     def check_pin(project: ProjectFile) -> None:
@@ -1053,7 +1195,12 @@ class Vault:
     def check_settings(project: ProjectFile, secret: bytes) -> None:
         """Raise :class:`CorruptVaultError` unless the settings MAC matches the secret."""
         expected = settings_mac(
-            secret, project.settings, project.reid_public_key, project.policy, project.trial
+            secret,
+            project.settings,
+            project.reid_public_key,
+            project.policy,
+            project.sites,
+            trial=project.trial,
         )
         if not hmac.compare_digest(expected, project.settings_mac):
             raise CorruptVaultError(

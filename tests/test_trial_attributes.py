@@ -76,7 +76,7 @@ def _outputs(folder: Path) -> list[pydicom.Dataset]:
 
 
 def _set_trial(vault: Path, *options: str) -> CliResult:
-    return cli("project", "set-trial", "trial", "--vault", vault, *options)
+    return cli("project", "set-trial", "--project", "trial", "--vault", vault, *options)
 
 
 def _trial_records(vault: Path) -> list[Any]:
@@ -84,19 +84,28 @@ def _trial_records(vault: Path) -> list[Any]:
         return [r for r in session.audit.records() if r.action == "project.trial"]
 
 
-def test_trial_settings_and_timepoint_fill_every_output(
+def _add_site(vault: Path, name: str, site_id: str) -> None:
+    added = cli(
+        "project", "add-site", "--project", "trial", name, "--site-id", site_id, "--vault", vault
+    )
+    assert added.code == 0, added.stderr
+
+
+def test_trial_settings_site_and_timepoint_fill_every_output(
     vault: Path, cohort: Path, tmp_path: Path, env: None
 ) -> None:
     assert _set_trial(vault, *TRIAL).code == 0
+    _add_site(vault, "lyon", "0042")
     result = _run(
-        vault, cohort, tmp_path / "out", "--timepoint", "BASELINE",
+        vault, cohort, tmp_path / "out", "--site", "lyon", "--timepoint", "BASELINE",
         "--timepoint-description", "Screening visit",
     )  # fmt: skip
     assert result.code == 0, result.stderr
     outputs = _outputs(tmp_path / "out")
     assert len(outputs) == 18
+    site = {"ClinicalTrialSiteID": "0042", "ClinicalTrialSiteName": "lyon"}
     for ds in outputs:
-        for keyword, value in EXPECTED.items():
+        for keyword, value in {**EXPECTED, **site}.items():
             assert keyword in ds and str(ds[keyword].value or "") == value, keyword
         assert ds.ClinicalTrialSubjectID == ds.PatientID  # the pseudonym
         assert ds.ClinicalTrialTimePointID == "BASELINE"
@@ -106,6 +115,24 @@ def test_trial_settings_and_timepoint_fill_every_output(
     report = load_report(Path(result.json()["report"]))
     assert report["trial"]["timepoint"] == {"id": "BASELINE", "description": "Screening visit"}
     assert report["trial"]["settings"]["sponsor"] == "ACME Pharma"
+    assert report["trial"]["site"] == {"id": "0042", "name": "lyon"}
+
+
+def test_two_sites_write_their_own_site_and_subjects(
+    vault: Path, cohort: Path, tmp_path: Path, env: None
+) -> None:
+    """Each site's files carry their own site; the subject ID is the pseudonym at each (the
+    identities themselves: tests/test_identity*.py)."""
+    assert _set_trial(vault, *TRIAL).code == 0
+    _add_site(vault, "lyon", "0042")
+    _add_site(vault, "oslo", "0077")
+    for name in ("lyon", "oslo"):
+        result = _run(vault, cohort, tmp_path / name, "--site", name, "--timepoint", "M0")
+        assert result.code == 0, result.stderr
+    lyon, oslo = _outputs(tmp_path / "lyon"), _outputs(tmp_path / "oslo")
+    assert {str(ds.ClinicalTrialSiteID) for ds in lyon} == {"0042"}
+    assert {str(ds.ClinicalTrialSiteName) for ds in oslo} == {"oslo"}
+    assert all(ds.ClinicalTrialSubjectID == ds.PatientID for ds in lyon + oslo)
 
 
 def test_a_project_without_trial_settings_writes_none(

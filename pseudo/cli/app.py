@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dicomdir": ("pseudo.cli.dicomdir_cmd", "dicomdir_command"),
     "vault": ("pseudo.cli.vault_cmds", "vault_app"),
     "project": ("pseudo.cli.vault_cmds", "project_app"),
+    "identity": ("pseudo.cli.identity_cmds", "identity_app"),
     "policy": ("pseudo.cli.policy_cmds", "policy_app"),
     "audit": ("pseudo.cli.audit_cmds", "audit_app"),
 }

@@ -40,6 +40,7 @@ from pseudo.errors import PseudoError
 
 if TYPE_CHECKING:
     from pseudo.batch.report import RunSummary
+    from pseudo.deid.identity import Site
     from pseudo.deid.trial import TrialValues
     from pseudo.pipeline.outcome import FileOutcome
     from pseudo.policy import CompiledPolicy
@@ -139,6 +140,16 @@ def run_command(
             help="Written as Clinical Trial Time Point Description (with --timepoint).",
         ),
     ] = None,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            metavar="NAME",
+            help="The site these files come from (`pseudo project add-site`): the issuer of "
+            "their patient IDs when a file names none [required when the project has several].",
+            show_default=False,
+        ),
+    ] = None,
     vault: VaultOption = None,
     db: DbOption = None,
     passphrase_file: PassphraseFileOption = None,
@@ -158,6 +169,7 @@ def run_command(
     """
     _unlock_soon(vault, project, passphrase_file)  # while the modules below load
     from keystore.session import VaultSession
+    from pseudo.api import run_site
     from pseudo.batch.discovery import check_paths
     from pseudo.batch.project_policy import choose_policy
     from pseudo.batch.report import inputs_folder
@@ -166,6 +178,7 @@ def run_command(
     recorded = None if policy is not None else recorded_policy(vault, project)
     compiled, record = choose_policy(policy, recorded)
     timepoints = _Timepoint(timepoint, timepoint_description)
+    timepoints.values(None)  # refused before anything is unlocked or recorded
     if dry_run:
         _dry_run(
             input_path,
@@ -188,6 +201,7 @@ def run_command(
         raise UserError(f"--dask {dask}: expected local:N (for a remote cluster: --scheduler)")
     reports = report_dir or output.parent / f"{output.name}.pseudo-run"
     with VaultSession(vault_path(vault), db) as session:
+        chosen_site = run_site(session, project, site)  # refused before anything is recorded
         keyring, policy_check = session.vault.unlock_for_run(
             project,
             operator_passphrase(passphrase_file),
@@ -195,7 +209,7 @@ def run_command(
             change_policy=change_policy,
             actor=actor(),
         )
-        trial = timepoints.values(session.vault.project(project).trial)
+        trial = timepoints.values(session.vault.project(project).trial, chosen_site)
         progress = RunProgress(enabled=not quiet and sys.stderr.isatty())
         runner = Runner(
             keyring,
@@ -213,6 +227,7 @@ def run_command(
             allow_mixed_output=allow_mixed_output,
             policy_change=policy_check.to_json(),
             inputs_folder=inputs_folder(session.vault.path, project),
+            site=chosen_site,
             trial=trial,
         )
         interrupted = False
@@ -255,13 +270,19 @@ class _Timepoint:
     id: str | None
     description: str | None
 
-    def values(self, settings: dict[str, Any] | None) -> TrialValues | None:
+    def values(
+        self, settings: dict[str, Any] | None, site: Site | None = None
+    ) -> TrialValues | None:
         """The clinical trial values of the run: the project's trial ``settings`` (as its file
-        keeps them, read after the unlock checked them) and this timepoint."""
+        keeps them, read after the unlock checked them), the run's ``site`` and this timepoint;
+        :class:`~pseudo.deid.trial.TrialSettingsError` if one cannot be written."""
         from pseudo.deid.trial import TrialValues, settings_of
 
         return TrialValues.of(
-            settings_of(settings), timepoint_id=self.id, timepoint_description=self.description
+            settings_of(settings),
+            site=site,
+            timepoint_id=self.id,
+            timepoint_description=self.description,
         )
 
 

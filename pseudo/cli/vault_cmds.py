@@ -40,6 +40,7 @@ from pseudo.cli.common import (
     scrypt_params,
     vault_path,
 )
+from pseudo.cli.identity_cmds import add_site_command, import_subjects_command
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 SponsorOption = Annotated[
@@ -179,7 +180,7 @@ def _trial_record(fields: dict[str, str]) -> dict[str, Any] | None:
 
 @project_app.command("set-trial")
 def project_set_trial(
-    name: Annotated[str, typer.Argument(help="The project.")],
+    project: Annotated[str, typer.Option("--project", help="The project.")],
     vault: VaultOption = None,
     db: DbOption = None,
     passphrase_file: PassphraseFileOption = None,
@@ -200,7 +201,7 @@ def project_set_trial(
     is recorded in the audit log with the settings before and after. Needs an operator
     passphrase.
 
-    Example: pseudo project set-trial lung-trial --sponsor ACME --protocol-id LT-01
+    Example: pseudo project set-trial --project lung-trial --sponsor ACME --protocol-id LT-01
     """
     given = {
         "sponsor": sponsor,
@@ -214,14 +215,14 @@ def project_set_trial(
     if clear == bool(changes):
         raise UserError("give the trial settings to change, or --clear (not both)")
     with VaultSession(vault_path(vault), db) as session:
-        current = session.vault.project(name).trial or {}
+        current = session.vault.project(project).trial or {}
         merged = {**current, **changes}
         trial = None if clear else _trial_record({k: v for k, v in merged.items() if v != ""})
         changed = session.vault.set_trial(
-            name, operator_passphrase(passphrase_file), trial, actor=actor()
+            project, operator_passphrase(passphrase_file), trial, actor=actor()
         )
     what = ", ".join(changed) if changed else "nothing (the same settings)"
-    err.print(f"Trial settings of project {safe(repr(name))}: changed {what}")
+    err.print(f"Trial settings of project {safe(repr(project))}: changed {what}")
 
 
 @project_app.command("list")
@@ -284,6 +285,11 @@ def _role_passphrase(
 
 def _what(role: Role) -> str:
     return "operator" if role == "operator" else "re-identification"
+
+
+# -- sites and subject IDs (pseudo.cli.identity_cmds) ----------------------------------------
+project_app.command("add-site")(add_site_command)
+project_app.command("import-subjects")(import_subjects_command)
 
 
 # -- key slots ------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
+from pseudo.deid.identity import Site
 from pseudo.dicom.capacity import MAX_LENGTH
 from pseudo.errors import PseudoError
 from pseudo.findings import RejectedFile
@@ -127,8 +128,7 @@ class TrialValues:
         cls,
         settings: TrialSettings | None,
         *,
-        site_id: str | None = None,
-        site_name: str | None = None,
+        site: Site | None = None,
         timepoint_id: str | None = None,
         timepoint_description: str | None = None,
     ) -> TrialValues | None:
@@ -139,8 +139,8 @@ class TrialValues:
         try:
             values = cls(
                 settings,
-                _optional("LO", "site ID", site_id),
-                _optional("LO", "site name", site_name),
+                _optional("LO", "site ID", site.site_id if site is not None else None),
+                _optional("LO", "site name", site.name if site is not None else None),
                 _optional("LO", "timepoint", timepoint_id),
                 _optional("ST", "timepoint description", timepoint_description),
             )
