@@ -12,9 +12,11 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from keystore.identities import IdentityStore
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
 from pseudo.deid import anchors
+from pseudo.deid.identity import Site
 from pseudo.deid.trial import TrialValues
 from pseudo.findings import RejectedFile
 from pseudo.io.dicomio import NotDicom, bytes_outside_pixels, read_dataset, read_source
@@ -74,13 +76,15 @@ def verify_tree(
     store: LinkageStore | None = None,
     *,
     show_values: bool = False,
+    site: Site | None = None,
     trial: TrialValues | None = None,
 ) -> TreeReport:
-    """Verify every output file under ``target`` against the inputs under ``source``.
+    """Verify every output file under ``target`` against the inputs under ``source`` (which
+    came from ``site``, as their run said).
 
-    ``trial`` (the project's trial settings) says which values of the outputs' clinical
-    trial attributes are the project's rather than the input's; the site and the timepoint of
-    the runs are not known here."""
+    ``trial`` (the project's trial settings and the site) says which values of the outputs'
+    clinical trial attributes are the project's rather than the input's; the timepoint of
+    the runs is not known here."""
     report = TreeReport()
     outputs = {
         str(p.relative_to(target)): p
@@ -94,10 +98,15 @@ def verify_tree(
     processor = None
     if keyring is not None:
         offsets = None
+        book = IdentityStore(store.engine).book(keyring) if store is not None else None
         if policy.anchor is not None and store is not None:
             scans = [anchors.scan_file(str(path)) for path in discover(source)]
-            offsets = anchors.resolve(keyring, policy, store, scans, record=False)
-        processor = FileProcessor(keyring, policy, anchored_offsets=offsets, trial=trial)
+            offsets = anchors.resolve(
+                keyring, policy, store, scans, record=False, site=site, book=book
+            )
+        processor = FileProcessor(
+            keyring, policy, anchored_offsets=offsets, site=site, book=book, trial=trial
+        )
     with quiet_pydicom():
         for path in discover(source):
             expected = _expected(processor, path) if processor is not None else None

@@ -48,6 +48,10 @@ def verify_command(
         bool, typer.Option("--show-values", help="Show the identifying values found.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    site: Annotated[
+        str | None,
+        typer.Option("--site", metavar="NAME", help="With --project: the site INPUT came from."),
+    ] = None,
     vault: VaultOption = None,
     db: DbOption = None,
     passphrase_file: PassphraseFileOption = None,
@@ -75,7 +79,10 @@ def verify_command(
     if project is None:
         report = verify_tree(input_path, output, compiled, show_values=show_values)
     else:
+        from pseudo.api import run_site
+
         with VaultSession(vault_path(vault), db) as session:
+            chosen = run_site(session, project, site)
             keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
             settings = settings_of(session.vault.project(project).trial)
             report = verify_tree(
@@ -85,7 +92,8 @@ def verify_command(
                 keyring,
                 session.linkage,
                 show_values=show_values,
-                trial=TrialValues.of(settings),
+                site=chosen,
+                trial=TrialValues.of(settings, site=chosen),
             )
     if as_json:
         emit_json(report.to_json())
