@@ -460,3 +460,15 @@ def test_the_api_writes_the_same_trial_attributes(
     written = pydicom.dcmread(tmp_path / "out" / entry["output"])
     for keyword in (*EXPECTED, "ClinicalTrialSubjectID", "ClinicalTrialTimePointID"):
         assert done.dataset[keyword].value == written[keyword].value
+
+
+def test_policy_explain_shows_an_add_rule_and_when_it_acts(tmp_path: Path) -> None:
+    policy = _policy(
+        tmp_path,
+        "  - select: ClinicalTrialSeriesID\n    action: add\n    value: 'TP-{timepoint_id}'\n",
+    )
+    shown = cli("policy", "explain", policy, "ClinicalTrialSeriesID")
+    assert shown.code == 0, shown.stderr
+    assert "1. add: policy added rule 1" in shown.stdout
+    assert "[only if the run gives timepoint_id]" in shown.stdout
+    assert "decided by: PS3.15" in shown.stdout  # what happens to the input's own value
