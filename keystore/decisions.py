@@ -32,6 +32,9 @@ from keystore.vault import ReidentificationKey
 
 #: A subject ID: it becomes the Patient ID (LO) and the name of the patient's output folder.
 SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: The form of a keyed pseudonym of any project (a prefix, a dash, base32): a subject ID of
+#: this form could be taken for one (and its output folder for another project's).
+KEYED_SHAPE = re.compile(r"^[A-Z0-9]{1,12}-[A-Z2-7]{8,}$")
 #: The basis recorded for a patient whose subject ID was imported.
 IMPORTED_BASIS = "imported-subject"
 
@@ -95,15 +98,15 @@ def import_subjects(
 ) -> ImportResult:
     """Make each row's subject ID the pseudonym of its patient: all rows, or none.
 
-    Refused (audited) when a subject ID does not fit (``SUBJECT_ID``), looks like one of the
-    project's keyed pseudonyms, appears twice, or is already another patient's; when a patient
+    Refused (audited) when a subject ID does not fit (``SUBJECT_ID``), has the form of a keyed
+    pseudonym (``KEYED_SHAPE``), appears twice, or is already another patient's; when a patient
     appears twice, already has another subject ID, or already has a keyed pseudonym from
     earlier runs (their released files carry it). Each patient's link is sealed like every
     linkage record; a row imported before is left as it is.
     """
     who = actor or os_user()
     keyring = session.vault.unlock_operator(project, passphrase)
-    keyed_shape = re.compile(rf"^{re.escape(keyring.settings.prefix)}-[A-Z2-7]{{16}}$")
+    keyed_shape = KEYED_SHAPE
     store = IdentityStore(session.engine)
     book = store.book(keyring)
     seen_subjects: dict[str, int] = {}
@@ -127,7 +130,7 @@ def import_subjects(
                 AuditAction.SUBJECTS_IMPORT,
                 project,
                 who,
-                f"{where}: the subject ID has the form of the project's keyed pseudonyms",
+                f"{where}: the subject ID has the form of a keyed pseudonym (PREFIX-BASE32)",
             )
         if row.subject_id in seen_subjects:
             raise _refuse(

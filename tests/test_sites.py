@@ -11,8 +11,9 @@ import pytest
 
 from pseudo.api import open_project
 from tests.conftest import OPERATOR, cli
+from tests.fixtures.make_vault_fixture import PROJECT
 from tests.patients import audit_actions, patients_in, reidentify, run, write_patient
-from tests.test_old_vault import EXPECTED, FIXTURE, PROJECT, check_outputs
+from tests.test_old_vault import EXPECTED, FIXTURE, check_outputs
 from tests.test_old_vault import inputs as inputs  # a fixture
 from tests.test_old_vault import old as old  # a fixture
 
@@ -74,6 +75,10 @@ def test_a_run_without_a_site_on_a_multi_site_project_is_refused(
     assert refused.code == 2 and refused.stderr.count("\n") == 1
     assert "--site" in refused.stderr and "lyon, oslo" in refused.stderr
     assert not (tmp_path / "out").exists()
+    dry = cli(
+        *("run", tmp_path / "in", "--dry-run", "--project", "trial", "--vault", vault),
+    )
+    assert dry.code == 2 and "--site" in dry.stderr
     unknown = run(vault, tmp_path / "in", tmp_path / "out", "--site", "paris")
     assert unknown.code == 2 and "add-site" in unknown.stderr
     with pytest.raises(Exception, match="several sites"):
@@ -104,6 +109,8 @@ def test_sites_are_audited_checked_and_covered_by_the_settings_mac(
         *("--vault", vault),
     )
     assert same_id.code == 2
+    (listed,) = cli("project", "list", "--vault", vault, "--json").json()
+    assert listed["sites"] == [{"name": "lyon", "site_id": "0042", "legacy_namespace": True}]
     records = audit_actions(vault, "site.")
     assert [(a, o) for a, o, _ in records] == [("site.add", "success")]
     assert records[0][2]["legacy_namespace"] is True and records[0][2]["site_id"] == "0042"
@@ -130,3 +137,31 @@ def test_an_old_vault_keeps_its_pseudonyms_at_its_first_site(
     )
     assert result.code == 0, result.stderr
     check_outputs(tmp_path / "out", EXPECTED["runs"]["output"], FIXTURE / "output")
+
+
+def test_the_site_reaches_the_per_file_context_and_the_sealed_record() -> None:
+    """The pseudonymizer knows the run's site (the Clinical Trial attributes read it from the
+    per-file context) and seals it with the patient."""
+    from pseudo.deid.context import FileContext
+    from pseudo.deid.engine import Pseudonymizer
+    from pseudo.deid.identity import Site
+    from pseudo.policy import load_policy
+    from tests.synthetic import dataset, make_keyring
+
+    site = Site("oslo", "0107", "site:oslo")
+    engine = Pseudonymizer(make_keyring(), load_policy("default"), site=site)
+    result = engine.pseudonymize(dataset())
+    (patient,) = [entry for entry in result.linkage if entry.kind == "patient"]
+    assert patient.fields["site"] == "oslo"
+    assert json.loads(str(patient.fields["identity_key"])) == [
+        "patient-id",
+        "",
+        "12345678",
+        "site",
+        "site:oslo",
+    ]
+    assert "site" in FileContext.__dataclass_fields__
+    legacy = Pseudonymizer(make_keyring(), load_policy("default")).pseudonymize(dataset())
+    (old,) = [entry for entry in legacy.linkage if entry.kind == "patient"]
+    assert "site" not in old.fields and "identity_key" not in old.fields, "bytes as before"
+    assert result.pseudonym != legacy.pseudonym

@@ -85,12 +85,13 @@ def merge_command(
     from keystore.decisions import merge
     from pseudo.deid.tokens import keyed_patient
 
+    keep, merged = keep.strip().upper(), merged.strip().upper()
     with VaultSession(vault_path(vault), db) as session:
         count = merge(
             session,
             project,
-            keep.strip().upper(),
-            merged.strip().upper(),
+            keep,
+            merged,
             operator_passphrase=operator_passphrase(passphrase_file),
             reid_passphrase=reid_passphrase(reid_passphrase_file),
             keyer=record_identity,
@@ -142,11 +143,12 @@ def split_command(
         raise UserError(f"--birth-date {birth_date!r}: expected YYYYMMDD")
     traits = traits_of(birth_date or "", sex or "")
     del traits["name"]
+    pseudonym = pseudonym.strip().upper()
     with VaultSession(vault_path(vault), db) as session:
         new = split(
             session,
             project,
-            pseudonym.strip().upper(),
+            pseudonym,
             traits,
             operator_passphrase=operator_passphrase(passphrase_file),
             reid_passphrase=reid_passphrase(reid_passphrase_file),

@@ -189,6 +189,7 @@ def run_command(
             passphrase_file,
             as_json,
             not no_verify,
+            site,
             timepoints,
         )
         return
@@ -372,16 +373,19 @@ def _dry_run(
     passphrase_file: Path | None,
     as_json: bool,
     check: bool,
+    site: str | None,
     timepoint: _Timepoint,
 ) -> None:
     from keystore.session import VaultSession
+    from pseudo.api import run_site
     from pseudo.review import dryrun
 
     if not source.exists():
         raise UserError(f"{source}: input not found")
     with VaultSession(vault_path(vault), db) as session:
+        chosen = run_site(session, project, site)  # refused as a run is
         keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
-        trial = timepoint.values(session.vault.project(project).trial)
+        trial = timepoint.values(session.vault.project(project).trial, chosen)
         result = dryrun.dry_run(keyring, policy, session.linkage, source, check=check, trial=trial)
     if as_json:
         emit_json(result.to_json())

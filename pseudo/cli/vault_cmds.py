@@ -255,6 +255,10 @@ def project_list(
                 "closed_at": project.closed_at,
                 "reid_key": crypto.fingerprint(project.reid_public_key),
                 "trial": project.trial,
+                "sites": [
+                    {"name": s.name, "site_id": s.site_id, "legacy_namespace": not s.namespace}
+                    for s in project.sites
+                ],
             }
         )
     if as_json:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from keystore.identities import IdentityBook
@@ -21,6 +21,7 @@ from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
 from pseudo.deid.identity import IdentityFields, Site, identity_of, read_fields
 from pseudo.deid.tokens import patient_pseudonym
+from pseudo.io.dicomio import read_source
 from pseudo.policy.compiled import CompiledPolicy
 
 #: Attributes read by the header-only pass.
@@ -38,6 +39,7 @@ SCAN_TAGS = [
     "ContentDate",
 ]
 _FALLBACK_DATES = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
+_SCANNED = frozenset(tag_for_keyword(keyword) for keyword in (*SCAN_TAGS, "SpecificCharacterSet"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +63,21 @@ def study_date(ds: Dataset) -> date | None:
     return None
 
 
+def _not_scanned(tag: int, vr: str | None) -> bool:
+    """Whether the header scan leaves an element out (all but :data:`SCAN_TAGS`)."""
+    return tag not in _SCANNED
+
+
 def scan_file(path: str) -> Scan | None:
-    """The patient and study date of one file, reading only a few header attributes (None
-    when they cannot be read: the real pass decides what happens to the file)."""
+    """The patient and study date of one file, read from its header by the reader of the
+    per-file pipeline (so both see the same values), leaving out every other attribute when
+    it can; None when they cannot be read: the real pass decides what happens to the file."""
     try:
-        ds = pydicom.dcmread(
-            Path(path), stop_before_pixels=True, specific_tags=SCAN_TAGS, force=True
-        )
+        ds = read_source(Path(path), _not_scanned, keep_dropped=False).dataset
         fields = read_fields(ds)
         identity_of(fields)  # a file that names no patient: no scan
     except Exception:
-        return None  # the real pass will quarantine it with a reason
+        return None  # the real pass will quarantine or skip it with a reason
     found = study_date(ds)
     return Scan(fields, found.isoformat() if found else "")
 
