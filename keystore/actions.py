@@ -35,6 +35,8 @@ class AuditAction(enum.StrEnum):
     #: a project records its policy (first run) or changes it (``--change-policy``), or a run
     #: with another policy is refused
     PROJECT_POLICY = "project.policy"
+    #: a project's trial settings (sponsor, protocol...) are set or changed
+    PROJECT_TRIAL = "project.trial"
     PSEUDONYMIZE_API = "pseudonymize.api"
     #: a site is registered in a project (``pseudo project add-site``)
     SITE_ADD = "site.add"

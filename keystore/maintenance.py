@@ -86,12 +86,18 @@ def rotate_reid_key(
             settings=project.settings,
             reid_public_key=new_public,
             settings_mac=settings_mac(
-                operator.key, project.settings, new_public, project.policy, project.sites
+                operator.key,
+                project.settings,
+                new_public,
+                project.policy,
+                project.sites,
+                trial=project.trial,
             ),
             slots=slots,
             created=project.created,
             reid_pin=ReidPin.make(name, new_private, _earlier_verify_keys(project, reid.key)),
             policy=project.policy,
+            trial=project.trial,
             sites=project.sites,
         )
         old_fp, new_fp = crypto.fingerprint(project.reid_public_key), crypto.fingerprint(new_public)
@@ -251,6 +257,7 @@ def close_project(
             closed=True,
             closed_at=project.closed_at if finishing else utcnow().isoformat(),
             policy=project.policy,
+            trial=project.trial,
             sites=project.sites,
         )
         vault.save_project(closed)

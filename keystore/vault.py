@@ -68,6 +68,9 @@ PROJECT_FORMAT_POLICY = "pseudo-project/3"
 #: The format of a project file that registers sites (their namespaces shape pseudonyms, so an
 #: older version, which would ignore them, refuses the file by name).
 PROJECT_FORMAT_SITES = "pseudo-project/4"
+#: The format of a project file that holds trial settings (older versions refuse it by name
+#: rather than take the trial settings, which the settings MAC covers, for an alteration).
+PROJECT_FORMAT_TRIAL = "pseudo-project/5"
 _SLOT_AAD = "pseudo-slot/2"
 _REID_SEAL_AAD = "pseudo-reid-slot/1"
 _KEY_LEN = 32
@@ -400,6 +403,9 @@ class ProjectFile:
     #: the sites registered in the project, in the order they were added (covered by the
     #: settings MAC); empty for a project made before sites existed
     sites: list[SiteEntry] = field(default_factory=list)
+    #: the trial settings written into the outputs, as :mod:`pseudo` describes them (opaque
+    #: here); None for a project without; covered by the settings MAC
+    trial: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Serialize for ``projects/<name>.json``."""
@@ -426,24 +432,34 @@ class ProjectFile:
         if self.sites:
             data["format"] = PROJECT_FORMAT_SITES
             data["sites"] = [site.to_json() for site in self.sites]
+        if self.trial is not None:
+            data["format"] = PROJECT_FORMAT_TRIAL
+            data["trial"] = self.trial
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any], path: Path) -> ProjectFile:
         """Parse a project file, raising :class:`CorruptVaultError` if it is malformed."""
-        if data.get("format") not in (PROJECT_FORMAT, PROJECT_FORMAT_POLICY, PROJECT_FORMAT_SITES):
+        known = (PROJECT_FORMAT, PROJECT_FORMAT_POLICY, PROJECT_FORMAT_SITES, PROJECT_FORMAT_TRIAL)
+        if data.get("format") not in known:
             raise CorruptVaultError(
                 f"{path}: unknown project format {data.get('format')!r} "
-                f"(this version of pseudo reads {PROJECT_FORMAT_SITES!r})"
+                f"(this version of pseudo reads {PROJECT_FORMAT_TRIAL!r})"
             )
-        policy = data.get("policy")
+        policy, trial = data.get("policy"), data.get("trial")
         with_sites = data["format"] == PROJECT_FORMAT_SITES
+        with_trial = data["format"] == PROJECT_FORMAT_TRIAL
         if (
-            not with_sites and (policy is not None) != (data["format"] == PROJECT_FORMAT_POLICY)
+            not (with_sites or with_trial)
+            and (policy is not None) != (data["format"] == PROJECT_FORMAT_POLICY)
         ) or not isinstance(policy, dict | None):
             raise CorruptVaultError(f"{path}: malformed project file (recorded policy)")
-        if with_sites != bool(data.get("sites")):
+        if (with_sites and not data.get("sites")) or (
+            data.get("sites") and not (with_sites or with_trial)
+        ):
             raise CorruptVaultError(f"{path}: malformed project file (sites)")
+        if with_trial != (trial is not None) or not isinstance(trial, dict | None):
+            raise CorruptVaultError(f"{path}: malformed project file (trial settings)")
         try:
             low, high = data["date_shift_days"]
             return cls(
@@ -457,6 +473,7 @@ class ProjectFile:
                 reid_pin=ReidPin.from_json(data["reid_pin"]) if data.get("reid_pin") else None,
                 policy=policy,
                 sites=[SiteEntry.from_json(site) for site in data.get("sites", [])],
+                trial=trial,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptVaultError(f"{path}: malformed project file ({exc})") from exc
@@ -480,10 +497,11 @@ def settings_mac(
     public_key: bytes,
     policy: dict[str, Any] | None = None,
     sites: list[SiteEntry] | None = None,
+    trial: dict[str, Any] | None = None,
 ) -> bytes:
     """HMAC (settings key) over the settings that shape pseudonyms, the public key and, once
-    recorded, the project's policy and its sites (a project without them has the MAC it
-    always had)."""
+    recorded, the project's policy, its sites and its trial settings (a project without them
+    has the MAC it always had)."""
     key = crypto.hkdf(secret, "pseudo/v1/settings")
     parts: list[str | bytes] = [
         settings.name,
@@ -496,6 +514,8 @@ def settings_mac(
         parts += ["policy", canonical_json(policy)]
     if sites:
         parts += ["sites", canonical_json({"sites": [site.to_json() for site in sites]})]
+    if trial is not None:
+        parts += ["trial", canonical_json(trial)]
     return crypto.mac(key, *parts)
 
 
@@ -738,11 +758,13 @@ class Vault:
         secret: bytes | None = None,
         kdf: crypto.ScryptParams | None = None,
         actor: str | None = None,
+        trial: dict[str, Any] | None = None,
     ) -> ProjectFile:
         """Create a project with a fresh secret, one operator slot and one re-identification slot.
 
         ``secret`` imports an existing 256-bit project secret instead, so that a second site
-        (or a restored backup) produces the same pseudonyms. The creation is recorded in the
+        (or a restored backup) produces the same pseudonyms. ``trial`` holds the project's
+        trial settings (opaque here, see :meth:`set_trial`). The creation is recorded in the
         audit log (by ``actor``, default the operating-system user and host), authenticated by
         the new project's audit key.
         """
@@ -781,7 +803,7 @@ class Vault:
         project = ProjectFile(
             settings=settings,
             reid_public_key=reid_public,
-            settings_mac=settings_mac(secret, settings, reid_public),
+            settings_mac=settings_mac(secret, settings, reid_public, trial=trial),
             slots=[
                 KeySlot.create(
                     name, operator_slot, "operator", secret, audit_key, operator_passphrase, params
@@ -798,6 +820,7 @@ class Vault:
             ],
             created=utcnow().isoformat(),
             reid_pin=ReidPin.make(name, reid_private),
+            trial=trial,
         )
         (self.path / "projects").mkdir(mode=0o700, exist_ok=True)
         _write_private_json(path, project.to_json())
@@ -813,9 +836,48 @@ class Vault:
                 "prefix": prefix,
                 "slots": [operator_slot, reid_slot],
                 "reid_pin": project.reid_pin.fingerprint,
+                **({"trial": trial} if trial is not None else {}),
             },
         )
         return project
+
+    def set_trial(
+        self, name: str, passphrase: str, trial: dict[str, Any] | None, *, actor: str | None = None
+    ) -> list[str]:
+        """Replace project ``name``'s trial settings (None: the project has none any more),
+        opened with an operator ``passphrase`` (the settings MAC needs the project secret).
+        Returns the fields that changed; a change is audited by ``actor`` with the settings
+        before and after (they are project metadata, never a patient's)."""
+        guard = self._require_guard()
+        project = self.project(name)
+        self.refuse_closed(project, "its settings can no longer change")
+        opened = self.open_slot(project, "operator", passphrase)
+        with self.lock(name):
+            project = self.project(name)
+            self.check_settings(project, opened.key)  # read again under the lock
+            before = project.trial
+            keys = set(before or {}) | set(trial or {})
+            changed = sorted(k for k in keys if (before or {}).get(k) != (trial or {}).get(k))
+            if not changed and (before is None) == (trial is None):
+                return []
+            project.trial = trial
+            project.settings_mac = settings_mac(
+                opened.key,
+                project.settings,
+                project.reid_public_key,
+                project.policy,
+                project.sites,
+                trial=trial,
+            )
+            self.save_project(project)
+        guard.audit.append(
+            AuditAction.PROJECT_TRIAL,
+            actor or os_user(),
+            AuditOutcome.SUCCESS,
+            project=name,
+            details={"trial": trial, "previous": before, "changed": changed},
+        )
+        return changed
 
     def save_project(self, project: ProjectFile) -> None:
         """Rewrite a project's file atomically (after adding or removing a slot)."""
@@ -988,7 +1050,12 @@ class Vault:
                 )
             project.policy = policy
             project.settings_mac = settings_mac(
-                secret, project.settings, project.reid_public_key, policy, project.sites
+                secret,
+                project.settings,
+                project.reid_public_key,
+                policy,
+                project.sites,
+                trial=project.trial,
             )
             self.save_project(project)
         guard.audit.append(
@@ -1027,7 +1094,12 @@ class Vault:
             entry = SiteEntry(site, site_id, namespace, utcnow().isoformat())
             project.sites = [*project.sites, entry]
             project.settings_mac = settings_mac(
-                opened.key, project.settings, project.reid_public_key, project.policy, project.sites
+                opened.key,
+                project.settings,
+                project.reid_public_key,
+                project.policy,
+                project.sites,
+                trial=project.trial,
             )
             self.save_project(project)
         guard.audit.append(
@@ -1123,7 +1195,12 @@ class Vault:
     def check_settings(project: ProjectFile, secret: bytes) -> None:
         """Raise :class:`CorruptVaultError` unless the settings MAC matches the secret."""
         expected = settings_mac(
-            secret, project.settings, project.reid_public_key, project.policy, project.sites
+            secret,
+            project.settings,
+            project.reid_public_key,
+            project.policy,
+            project.sites,
+            trial=project.trial,
         )
         if not hmac.compare_digest(expected, project.settings_mac):
             raise CorruptVaultError(

@@ -40,6 +40,7 @@ from pseudo.batch.runner import Runner
 from pseudo.deid import anchors
 from pseudo.deid.engine import PseudonymizedDataset
 from pseudo.deid.identity import Site, read_fields
+from pseudo.deid.trial import TrialValues, settings_of
 from pseudo.pipeline.process import FileProcessor
 from pseudo.policy import CompiledPolicy
 
@@ -57,6 +58,7 @@ class Project:
         actor: str,
         policy_check: PolicyCheck | None = None,
         site: Site | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         self._session = session
         self.keyring = keyring
@@ -65,8 +67,10 @@ class Project:
         self.policy_check = policy_check
         #: the site the data sets come from (the namespace of patient IDs without an issuer)
         self.site = site
+        #: the clinical trial values written into every output (:mod:`pseudo.deid.trial`)
+        self.trial = trial
         self.book = IdentityStore(session.engine).book(keyring)
-        self._processor = FileProcessor(keyring, policy, site=site, book=self.book)
+        self._processor = FileProcessor(keyring, policy, site=site, book=self.book, trial=trial)
         self._actor = actor
         self._stored = 0
 
@@ -93,7 +97,12 @@ class Project:
                 book=self.book,
             )
             processor = FileProcessor(
-                self.keyring, self.policy, anchored_offsets=offsets, site=self.site, book=self.book
+                self.keyring,
+                self.policy,
+                anchored_offsets=offsets,
+                site=self.site,
+                book=self.book,
+                trial=self.trial,
             )
         return processor.pseudonymize_dataset(target)
 
@@ -127,6 +136,7 @@ class Project:
             policy_change=self.policy_check.to_json() if self.policy_check else None,
             inputs_folder=inputs_folder(self._session.vault.path, self.keyring.project),
             site=self.site,
+            trial=self.trial,
         )
         summary = runner.run()
         reports = Path(report_dir) if report_dir else out.parent / f"{out.name}.pseudo-run"
@@ -170,9 +180,14 @@ def open_project(
     database_url: str | None = None,
     actor: str = "python-api",
     site: str | None = None,
+    timepoint: str | None = None,
+    timepoint_description: str | None = None,
 ) -> Project:
     """Open a vault, unlock ``project`` with the operator passphrase and compile ``policy``
     (default: the project's recorded policy, or ``default`` before its first use).
+
+    The project's trial settings and ``timepoint`` fill the clinical trial attributes of
+    every output, as ``pseudo run --timepoint`` does.
 
     The project remembers its policy: the first opening records it, and another policy later
     raises :class:`keystore.vault.PolicyChangedError` unless ``change_policy`` (audited), as
@@ -187,10 +202,16 @@ def open_project(
             project, passphrase, record, change_policy=change_policy, actor=actor
         )
         chosen = run_site(session, project, site)
+        trial = TrialValues.of(
+            settings_of(session.vault.project(project).trial),
+            site=chosen,
+            timepoint_id=timepoint,
+            timepoint_description=timepoint_description,
+        )
     except BaseException:
         session.close()
         raise
-    return Project(session, keyring, compiled, actor, check, chosen)
+    return Project(session, keyring, compiled, actor, check, chosen, trial)
 
 
 def run_site(session: VaultSession, project: str, site: str | None) -> Site | None:

@@ -36,6 +36,7 @@ from typing import Any, Protocol, TypeVar
 from keystore.identities import IdentityBook
 from keystore.keyring import Keyring
 from pseudo.deid.identity import Site
+from pseudo.deid.trial import TrialValues
 from pseudo.errors import PseudoError
 from pseudo.policy.compiled import CompiledPolicy
 
@@ -72,6 +73,8 @@ class WorkerSetup:
     sync_each_file: bool = True
     site: Site | None = None
     book: IdentityBook | None = None
+    #: the clinical trial values written into every output (None: none)
+    trial: TrialValues | None = None
 
 
 class Installer(Protocol):

@@ -33,6 +33,7 @@ from pseudo.batch.worker import (
 from pseudo.deid import anchors
 from pseudo.deid.anchors import scan_file
 from pseudo.deid.identity import Site
+from pseudo.deid.trial import TrialValues
 from pseudo.findings import Finding
 from pseudo.io import durable
 from pseudo.io.listing import scan_tree
@@ -74,9 +75,11 @@ class Runner:
         policy_change: dict[str, Any] | None = None,
         inputs_folder: Path | None = None,
         site: Site | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         self.keyring = keyring
         self.policy = policy
+        self.trial = trial
         self.store = store
         self.check = check
         self.on_plan = on_plan
@@ -102,6 +105,7 @@ class Runner:
             verified=check,
             policy_change=policy_change,
             inputs_folder=inputs_folder,
+            trial=trial.report() if trial is not None else None,
         )
         # Local workers write on a filesystem this process can flush once per batch.
         sync_each_file = bool(scheduler) or not durable.can_sync_filesystem()
@@ -120,8 +124,9 @@ class Runner:
     def plan(self) -> tuple[list[Task], list[FileOutcome]]:
         """Files to process, and files already done by an earlier run (unchanged)."""
         listing = scan_tree(self.input, exclude=self.output)
+        trial_digest = self.trial.digest if self.trial is not None else ""
         printed = {
-            path: (fingerprint(size, mtime, self.policy), size)
+            path: (fingerprint(size, mtime, self.policy, trial_digest), size)
             for path, size, mtime in listing.files
         }
         keys = {path: journal_key(self.keyring, path) for path in printed}
@@ -177,6 +182,7 @@ class Runner:
             sync_each_file=committer.sync_each_file,
             site=self.site,
             book=self.identities.book(self.keyring),
+            trial=self.trial,
         )
         batch: list[FileOutcome] = []
         pool: Pool | None = None

@@ -43,7 +43,12 @@ def install_worker(setup: WorkerSetup) -> None:
     """Prepare this process (a worker, or the parent with one worker) for a run's tasks."""
     _installed[setup.context] = _WorkerState(
         FileProcessor(
-            setup.keyring, setup.policy, check=setup.check, site=setup.site, book=setup.book
+            setup.keyring,
+            setup.policy,
+            check=setup.check,
+            site=setup.site,
+            book=setup.book,
+            trial=setup.trial,
         ),
         setup.temp_dir,
         setup.sync_each_file,

@@ -25,6 +25,7 @@ from pseudo.cli.common import (
     vault_path,
 )
 from pseudo.cli.findings_view import group_findings, group_lines
+from pseudo.deid.trial import TrialValues, settings_of
 from pseudo.policy import load_policy
 
 
@@ -83,6 +84,7 @@ def verify_command(
         with VaultSession(vault_path(vault), db) as session:
             chosen = run_site(session, project, site)
             keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
+            settings = settings_of(session.vault.project(project).trial)
             report = verify_tree(
                 input_path,
                 output,
@@ -91,6 +93,7 @@ def verify_command(
                 session.linkage,
                 show_values=show_values,
                 site=chosen,
+                trial=TrialValues.of(settings, site=chosen),
             )
     if as_json:
         emit_json(report.to_json())

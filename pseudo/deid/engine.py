@@ -37,6 +37,7 @@ from pseudo import __version__
 from pseudo.deid.context import FileContext
 from pseudo.deid.identity import PatientIdentity, Site, read_identity
 from pseudo.deid.tokens import keyed_patient
+from pseudo.deid.trial import TrialValues, add_attributes
 from pseudo.deid.uids import remap_uid
 from pseudo.deid.walker import IDENTIFYING_TAGS, Dropped, Recorder, Walker
 from pseudo.dicom.tags import decision_vr
@@ -89,6 +90,9 @@ class PseudonymizedDataset:
     sop_instance_uid: str
     linkage: list[LinkageEntry] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: top-level values written from the project's values, not the input's (see
+    #: :mod:`pseudo.deid.trial`), by tag
+    added: dict[int, str] = field(default_factory=dict)
     #: the study, series and instance UIDs that name the output's folders and file, when they
     #: differ from the output's own (a policy that keeps the original UIDs)
     path_uids: tuple[str, str, str] | None = None
@@ -222,6 +226,8 @@ class Pseudonymizer:
     when not None, is what the run's header scan saw of the file's identity
     (:func:`keystore.identities.identity_check`; empty: it saw none): the file is rejected
     unless the full read sees the same, so the run's identity checks cannot be bypassed.
+    ``trial`` holds the clinical trial values a run writes into every output
+    (:mod:`pseudo.deid.trial`).
     """
 
     def __init__(
@@ -233,6 +239,7 @@ class Pseudonymizer:
         site: Site | None = None,
         book: IdentityBook | None = None,
         expected_check: str | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         self.keyring = keyring
         self.policy = policy
@@ -240,6 +247,7 @@ class Pseudonymizer:
         self.site = site
         self.book = book or IdentityBook()
         self.expected_check = expected_check
+        self.trial = trial
         self._droppable: dict[tuple[int, str | None], bool] = {}
         self._marks: dict[UID, dict[BaseTag, RawDataElement]] = {}
         # Pure functions of the keyring, kept across the files of a run (a study's and a
@@ -259,6 +267,7 @@ class Pseudonymizer:
             site=self.site,
             book=self.book,
             expected_check=expected_check,
+            trial=self.trial,
         )
         other._droppable, other._marks = self._droppable, self._marks
         other._uids, other._patients = self._uids, self._patients
@@ -356,6 +365,9 @@ class Pseudonymizer:
         overlays = _overlay_groups(ds)
         Walker(ctx, ds, recorder, dropped).walk(ds)
         _drop_overlays_without_data(ds, ctx, overlays)
+        added: dict[int, str] = {}
+        if self.trial is not None or self.policy.additions:
+            added = add_attributes(ds, patient_pseudonym, self.trial, self.policy.additions)
         self._finish(ds, ctx, sop_class, transfer_syntax)
 
         pseudo_study = ctx.remap(study_uid)
@@ -417,6 +429,7 @@ class Pseudonymizer:
             sop_instance_uid=pseudo_instance,
             linkage=linkage,
             findings=ctx.findings,
+            added=added,
             path_uids=self._path_uids(originals, outputs),
         )
 

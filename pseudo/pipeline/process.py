@@ -21,6 +21,7 @@ from keystore.identities import IdentityBook
 from keystore.keyring import Keyring
 from pseudo.deid.engine import PseudonymizedDataset, Pseudonymizer
 from pseudo.deid.identity import Site
+from pseudo.deid.trial import TrialValues
 from pseudo.dicom.tags import tag_text
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
 from pseudo.io.dicomio import (
@@ -67,10 +68,13 @@ class FileProcessor:
         anchored_offsets: Mapping[str, int] | None = None,
         site: Site | None = None,
         book: IdentityBook | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         self.policy = policy
         self.check = check
-        self.engine = Pseudonymizer(keyring, policy, anchored_offsets, site=site, book=book)
+        self.engine = Pseudonymizer(
+            keyring, policy, anchored_offsets, site=site, book=book, trial=trial
+        )
 
     def prepare(
         self,
@@ -197,7 +201,13 @@ class FileProcessor:
         syntax = str(result.dataset.file_meta.TransferSyntaxUID)
         raw = None if syntax == DeflatedExplicitVRLittleEndian else header
         findings, evidence = checking.finish(
-            pending, result.dataset, result.relative_path, result.date_offset_days, raw, self.policy
+            pending,
+            result.dataset,
+            result.relative_path,
+            result.date_offset_days,
+            raw,
+            self.policy,
+            added=frozenset(result.added),
         )
         outcome.verification = findings
         outcome.evidence = evidence

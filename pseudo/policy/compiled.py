@@ -33,6 +33,7 @@ from pydicom.dataset import Dataset
 
 from pseudo.dicom.private import creator_of
 from pseudo.dicom.tags import TagPattern, is_standard, parse_tag_pattern
+from pseudo.policy.additions import Addition
 from pseudo.policy.identifying import identity_attributes, is_identifying
 from pseudo.policy.model import OPTIONS, Action
 from pseudo.policy.private_kb import SafePrivateTable
@@ -161,6 +162,8 @@ class CompiledPolicy:
     anchor: _dt.date | None = None
     birth_date: str | None = None
     clean_patterns: list[str] | None = None
+    #: attributes set from templates once the walk is done (the ``add`` action)
+    additions: list[Addition] = field(default_factory=list)
     #: removals by ``defaults.standard`` and emptying rules resolved by the IOD (conform_to_iod)
     conform_to_iod: bool = False
     #: the safe-private table of the option chosen, its actions resolved by the options

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 
 from pseudo.dicom.tags import TagPattern, standard_vr, tag_text
+from pseudo.policy.additions import template_fields
 from pseudo.policy.compiled import (
     CODE_ACTIONS,
     GROUP_LENGTH,
@@ -24,7 +25,7 @@ from pseudo.policy.selectors import Parents
 class Step:
     """One rule, table row or default that could decide the attribute."""
 
-    kind: str  # rule | table | default
+    kind: str  # add | rule | table | default
     source: str
     action: str
     requires: list[str] = field(default_factory=list)  # conditions for a rule to apply
@@ -115,7 +116,18 @@ def explain(
     fallback = resolved(policy.fallback(tag, vr), sop_class, (), name, vr)
     kind = "table" if fallback.source.startswith("PS3.15") else "default"
     steps.append(Step(kind, fallback.source, fallback.action.value))
-    return Explanation(tag, name, vr, steps)
+    # an ``add`` rule acts after the decision above, when its template can be filled
+    added = [
+        Step(
+            "add",
+            f"{a.source}: then set to {a.template!r} at the top level (added if absent)",
+            Action.ADD.value,
+            [f"the run gives {field}" for field in template_fields(a.template)],
+        )
+        for a in policy.additions
+        if a.tag == tag
+    ]
+    return Explanation(tag, name, vr, added + steps)
 
 
 def _name(tag: int) -> str:

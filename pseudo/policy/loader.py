@@ -22,6 +22,7 @@ from pseudo.dicom.tags import TagPattern, parse_tag_pattern, tag_text
 from pseudo.dicom.vr import TEXT_VRS
 from pseudo.errors import PseudoError
 from pseudo.io.pydicom_internals import dictionary_entries, repeater_entries
+from pseudo.policy.additions import ADDABLE_VRS, Addition, template_fields
 from pseudo.policy.clean_patterns import DEFAULT_PATTERNS
 from pseudo.policy.compiled import (
     CONFORM_ALLOW_LIST_CODE,
@@ -598,6 +599,13 @@ def _apply_rules(
             )
         )
     for index, rule in rules:
+        if rule.action is Action.ADD and index is not None:
+            line = source.line(("rules", index))
+            try:
+                policy.additions.append(_addition(rule, table_keywords, model.name, index, line))
+            except ValueError as exc:
+                raise PolicyError(f"{_location(source.path, line)}: rules[{index}]: {exc}") from exc
+            continue
         loc = ("rules", index) if index is not None else ("dates", "birth_date")
         line = source.line(loc)
         where = f"{_location(source.path, line)}: " + (
@@ -643,6 +651,33 @@ def _apply_rules(
     _check_conflicts(source, compiled)
     for compiled_rule in compiled:
         policy.add_rule(compiled_rule)
+
+
+def _addition(
+    rule: Rule, table_keywords: dict[str, int], policy: str, index: int, line: int | None
+) -> Addition:
+    """An ``add`` rule, compiled: one standard attribute of the top level, of a text VR, and a
+    template whose fields are known (:mod:`pseudo.policy.additions`)."""
+    from pydicom.datadict import dictionary_VR, keyword_for_tag
+
+    if len(rule.select) != 1:
+        raise ValueError("add sets one attribute: give one selector")
+    selector = compile_selector(rule.select[0], table_keywords)
+    tag = selector.pattern.value
+    if selector.kind != "exact" or selector.vr or (tag >> 16) & 1:
+        raise ValueError(
+            f"add applies to one standard attribute of the top level, not {selector.text}"
+        )
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        raise ValueError(f"add: {selector.text} is not in the DICOM dictionary") from None
+    if vr not in ADDABLE_VRS:
+        raise ValueError(f"add cannot apply to {selector.text} (VR {vr}: not one text value)")
+    template = rule.value or ""
+    template_fields(template)
+    where = f"policy {policy} rule {index + 1}" + (f" (line {line})" if line else "")
+    return Addition(tag, keyword_for_tag(tag) or selector.text, vr, template, where)
 
 
 def _same_effect(a: Decision, b: Decision) -> bool:

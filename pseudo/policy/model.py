@@ -33,6 +33,7 @@ class Action(StrEnum):
     YEAR_ONLY = "year_only"  # a date reduced to 1 January of its (shifted) year
     TEMPORAL = "temporal"  # as the table's dates under the chosen temporal option
     INSTANCE_UID = "instance_uid"  # remap, or keep under Retain UIDs
+    ADD = "add"  # set from a template of project values once the rest is done; added if absent
 
 
 #: PS3.15 option identifiers and their CID 7050 keywords in pydicom's code dictionary.
@@ -133,6 +134,7 @@ class Rule(BaseModel):
     def _parameters(self) -> Rule:
         needs = {
             Action.REPLACE: {"value"},
+            Action.ADD: {"value"},
             Action.SUBSTITUTE: {"pattern", "replacement"},
             Action.ENCRYPT: set(),
         }
@@ -145,6 +147,8 @@ class Rule(BaseModel):
                 raise ValueError(f"'{name}' is not allowed with action '{self.action}'")
             if not given and name in needs.get(self.action, set()):
                 raise ValueError(f"action '{self.action}' needs '{name}'")
+        if self.action is Action.ADD and (self.when or self.exclude):
+            raise ValueError("action 'add' takes neither 'when' nor 'except'")
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
