@@ -44,7 +44,9 @@ def serve_command(
     project: Annotated[
         str | None, typer.Option("--project", help="Project whose keys to use.")
     ] = None,
-    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 11112,
+    port: Annotated[
+        int, typer.Option(help="TCP port to listen on (0: any free port, logged).")
+    ] = 11112,
     host: Annotated[
         str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")
     ] = "127.0.0.1",
@@ -178,8 +180,8 @@ def _settings(
         )
     if not 0 < len(ae_title) <= AE_TITLE_MAX:
         raise UserError(f"--ae-title {ae_title!r}: 1 to {AE_TITLE_MAX} characters")
-    if not 0 < port < 65536:
-        raise UserError(f"--port {port}: expected 1 to 65535")
+    if not 0 <= port < 65536:
+        raise UserError(f"--port {port}: expected 0 to 65535")
     tls = [tls_cert, tls_key, tls_ca]
     if any(tls) and not all(tls):
         raise UserError("TLS needs all three of --tls-cert, --tls-key and --tls-ca")
