@@ -98,9 +98,17 @@ class Destination:
 class NodeProcess:
     """``pseudo serve`` as a process, its log in a file (kept across restarts)."""
 
-    def __init__(self, vault: Path, project: str, log: Path, *options: str, port: int = 0):
+    def __init__(
+        self,
+        vault: Path,
+        project: str,
+        log: Path,
+        *options: str,
+        port: int = 0,
+        allow: tuple[str, ...] = (SENDER,),
+    ) -> None:
         self.vault, self.project, self.log_path = vault, project, log
-        self.options = options
+        self.options = [*options, *(f"--allow={entry}" for entry in allow)]
         self.port = port
         self.process: subprocess.Popen[str] | None = None
 
@@ -113,7 +121,7 @@ class NodeProcess:
             self.process = subprocess.Popen(
                 [
                     *(sys.executable, "-m", "pseudo", "serve", "--project", self.project),
-                    *("--vault", str(self.vault), "--port", str(self.port), "--allow", SENDER),
+                    *("--vault", str(self.vault), "--port", str(self.port)),
                     *self.options,
                 ],
                 stdout=subprocess.DEVNULL,
@@ -295,3 +303,261 @@ def test_canary_corpus_through_the_node(
     assert not [t for t in answer_key["canaries"] if t in log]
     assert not [uid for uid in originals if uid in log]
     assert not list(NodeFolder.of(canary_vault, "canary").outbox.rglob("*.dcm"))
+
+
+def forward_to(dest: Destination | int) -> tuple[str, str]:
+    """The ``--forward`` option for ``dest`` (or a port)."""
+    port = dest if isinstance(dest, int) else int(dest.server.server_address[1])
+    return ("--forward", f"127.0.0.1:{port}:DEST")
+
+
+def canary_files(canary_dir: Path, patient: str = "") -> list[Path]:
+    """The canary corpus's files (of one patient when given), in a stable order."""
+    return sorted((canary_dir / patient if patient else canary_dir).rglob("*.dcm"))
+
+
+# -- who may talk to it ---------------------------------------------------------------------
+@needs_dcmtk
+def test_echo_and_the_allow_list(tmp_path: Path, vault: Path) -> None:
+    """C-ECHO from an allowed AE succeeds; another AE title, or the right one from another
+    address, is rejected at association, logged and counted."""
+    node = NodeProcess(
+        vault,
+        "trial",
+        tmp_path / "node.log",
+        "--output",
+        str(tmp_path / "out"),
+        allow=(SENDER, "REMOTE@192.0.2.7"),
+    )
+    with node:
+
+        def echo(ae_title: str) -> int:
+            return subprocess.run(
+                ["echoscu", "-aet", ae_title, "-aec", "PSEUDO", "127.0.0.1", str(node.port)],
+                capture_output=True,
+                check=False,
+            ).returncode
+
+        assert echo(SENDER) == 0
+        assert echo("INTRUDER") != 0
+        assert echo("REMOTE") != 0  # allowed only from 192.0.2.7
+        wait_for(
+            lambda: node.counts().get("rejected_associations") == 2, "two rejections", node.process
+        )
+        assert node.stop() == 0
+    log = node.log()
+    assert "association from INTRUDER@127.0.0.1 refused: not on the allow-list" in log
+    assert "association from REMOTE@127.0.0.1 refused" in log
+
+
+def test_refuses_to_start_without_an_allow_list(tmp_path: Path, vault: Path, env: None) -> None:
+    """No --allow: the node would admit no one; it says so in one line and exits 2."""
+    from tests.conftest import cli
+
+    result = cli(*("serve", "--project", "trial", "--vault", vault, "--output", tmp_path / "out"))
+    assert result.code == 2
+    assert "no --allow" in result.stderr and "Traceback" not in result.stderr
+    both = cli(
+        *("serve", "--project", "trial", "--vault", vault, "--allow", SENDER),
+        *("--output", tmp_path / "out", "--forward", "127.0.0.1:104:X"),
+    )
+    assert both.code == 2 and "give one of --forward" in both.stderr
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A throwaway CA, the node's certificate, a client certificate from that CA, and one
+    from another CA (PEM files)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    def certificate(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: Any, ca: bool
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    files: dict[str, Path] = {}
+
+    def write(label: str, cert: x509.Certificate, key: Any | None = None) -> None:
+        files[f"{label}.crt"] = folder / f"{label}.crt"
+        files[f"{label}.crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        if key is not None:
+            files[f"{label}.key"] = folder / f"{label}.key"
+            files[f"{label}.key"].write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+
+    for ca_label in ("ca", "rogue-ca"):
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        write(ca_label, certificate(ca_label, ca_key, ca_label, ca_key, True), ca_key)
+        for label in ("node", "client") if ca_label == "ca" else ("rogue-client",):
+            key = ec.generate_private_key(ec.SECP256R1())
+            write(label, certificate(label, key, ca_label, ca_key, False), key)
+    return files
+
+
+def test_tls_client_without_a_valid_certificate_is_rejected(tmp_path: Path, vault: Path) -> None:
+    """With TLS, a client with a certificate of the node's CA can echo; a client with no
+    certificate, or one from another CA, never gets an association (and is counted)."""
+    import ssl
+
+    certs = _certificates(tmp_path)
+    node = NodeProcess(
+        vault,
+        "trial",
+        tmp_path / "node.log",
+        *("--output", str(tmp_path / "out")),
+        *("--tls-cert", str(certs["node.crt"]), "--tls-key", str(certs["node.key"])),
+        *("--tls-ca", str(certs["ca.crt"])),
+    )
+
+    def echo(client: str | None) -> bool:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=certs["ca.crt"])
+        context.check_hostname = False
+        if client is not None:
+            context.load_cert_chain(certs[f"{client}.crt"], certs[f"{client}.key"])
+        ae = AE(SENDER)
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="PSEUDO", tls_args=(context, None))
+        if not assoc.is_established:
+            return False
+        status = assoc.send_c_echo()
+        assoc.release()
+        return "Status" in status and status.Status == 0x0000
+
+    with node:
+        assert echo("client")
+        assert not echo(None)
+        assert not echo("rogue-client")
+        wait_for(
+            lambda: node.counts().get("rejected_associations", 0) >= 2,
+            "two refused handshakes",
+            node.process,
+        )
+        assert node.stop() == 0
+    assert "TLS handshake from 127.0.0.1 refused" in node.log()
+
+
+# -- nothing lost -----------------------------------------------------------------------------
+def test_destination_down_then_up(tmp_path: Path, canary_dir: Path, vault: Path) -> None:
+    """Instances wait (retried with backoff) while the destination is down; once it is up,
+    each is forwarded once."""
+    port = free_port()
+    files = canary_files(canary_dir, "P01")
+    node = NodeProcess(vault, "trial", tmp_path / "node.log", *forward_to(port))
+    with node:
+        assert send(node.port, files) == files
+        wait_for(
+            lambda: (
+                node.counts().get("retried", 0) > 0
+                and node.counts().get("waiting_for_destination") == len(files)
+            ),
+            "the node to retry a destination that is down",
+            node.process,
+        )
+        with destination(port) as dest:
+            dest.wait_for(len(files), node.process)
+            wait_for(lambda: node.counts()["queued"] == 0, "an empty queue", node.process)
+            assert node.stop() == 0
+    assert node.counts()["forwarded"] == len(files)
+    assert sorted(len(copies) for copies in dest.received.values()) == [1] * len(files)
+    assert "DEST cannot be reached" in node.log()
+
+
+def test_output_folder_is_byte_identical_to_pseudo_run(
+    tmp_path: Path, canary_dir: Path, canary_vault: Path, canary_run: CanaryRun
+) -> None:
+    """--output DIR: instances sent in their own transfer syntax give the very files (path and
+    bytes) of ``pseudo run`` with the same project secret; SIGTERM exits 0 once done."""
+    files = canary_files(canary_dir, "P02")
+    out = tmp_path / "out"
+    node = NodeProcess(canary_vault, "canary", tmp_path / "node.log", "--output", str(out))
+    with node:
+        assert send(node.port, files) == files
+        assert node.stop() == 0  # draining: everything received is written before the exit
+    written = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.dcm")}
+    expected = {
+        str(canary_run.pairs[str(f.relative_to(canary_dir))].relative_to(canary_run.output)): (
+            canary_run.pairs[str(f.relative_to(canary_dir))].read_bytes()
+        )
+        for f in files
+    }
+    assert written.keys() == expected.keys()
+    assert written == expected
+
+
+def test_identity_conflict_is_quarantined(tmp_path: Path, canary_dir: Path, vault: Path) -> None:
+    """A second, different instance with the same SOP Instance UID is accepted, kept in the
+    quarantine and counted, never forwarded; a byte-identical resend is not sent twice."""
+    first = next(
+        path
+        for path in canary_files(canary_dir, "P01")
+        if "PixelData" in (ds := dcmread(path)) and not ds.file_meta.TransferSyntaxUID.is_compressed
+    )
+    changed = dcmread(first)
+    pixels = bytearray(changed.PixelData)
+    pixels[0] ^= 0xFF  # other pixels (which a policy keeps), same SOP Instance UID
+    changed.PixelData = bytes(pixels)
+    other = tmp_path / "other.dcm"
+    changed.save_as(other)
+    with destination() as dest:
+        node = NodeProcess(vault, "trial", tmp_path / "node.log", *forward_to(dest))
+        with node:
+            assert send(node.port, [first, first, other]) == [first, first, other]
+            wait_for(
+                lambda: node.counts().get("quarantined") == 1 and node.counts().get("queued") == 0,
+                "the conflict quarantined",
+                node.process,
+            )
+            assert node.stop() == 0
+    counts = node.counts()
+    assert (counts["forwarded"], counts["duplicates"], counts["quarantined"]) == (1, 1, 1)
+    assert [len(copies) for copies in dest.received.values()] == [1]
+    quarantine = NodeFolder.of(vault, "trial").quarantine
+    assert len(list(quarantine.iterdir())) == 1
+    assert "quarantined: another instance has the same SOP Instance UID" in node.log()
+
+
+def test_status_command(tmp_path: Path, canary_dir: Path, vault: Path) -> None:
+    """`pseudo serve status` reads the counts from the journal (no passphrase)."""
+    from tests.conftest import cli
+
+    missing = cli("serve", "status", "--project", "trial", "--vault", vault)
+    assert missing.code == 2 and "no node journal" in missing.stderr
+    files = canary_files(canary_dir, "P03")[:3]
+    node = NodeProcess(vault, "trial", tmp_path / "node.log", "--output", str(tmp_path / "out"))
+    with node:
+        assert send(node.port, files) == files
+        assert node.stop() == 0
+    result = cli("serve", "status", "--project", "trial", "--vault", vault, "--json")
+    assert result.code == 0, result.stderr
+    counts = result.json()
+    assert counts["received"] == 3 and counts["forwarded"] == 3 and counts["queued"] == 0
+    text = cli("serve", "status", "--project", "trial", "--vault", vault)
+    assert "rejected associations" in text.stdout
