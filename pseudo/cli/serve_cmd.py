@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -134,19 +133,20 @@ def serve_command(
             audit=session.audit,
             actor=actor(),
         )
-        stop = threading.Event()
         previous = {
-            sig: signal.signal(sig, lambda signum, frame: stop.set())
+            sig: signal.signal(sig, lambda signum, frame: node.stopped.set())
             for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
             node.start()
-            stop.wait()
+            node.stopped.wait()
             err.print("pseudo serve: stopping: finishing what was received", markup=False)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             counts = node.drain()
+    if node.failure is not None:
+        raise RuntimeError("the node's pipeline failed") from node.failure
     if counts["queued"]:
         say_interrupted(
             f"pseudo serve: stopped with {counts['queued']} instance(s) queued: they are kept "
