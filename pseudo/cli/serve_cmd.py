@@ -28,10 +28,8 @@ from pseudo.cli.common import (
 if TYPE_CHECKING:
     from pseudo.serve.node import NodeSettings
 
-serve_app = typer.Typer(
-    help="Run a DICOM node: receive, pseudonymize, forward (see docs/service.md).",
-    no_args_is_help=False,
-)
+#: ``pseudo serve`` runs the node; ``pseudo serve status`` reads its journal.
+serve_app = typer.Typer(no_args_is_help=False)
 
 #: The file a systemd unit hands the operator passphrase in (``LoadCredential=``).
 CREDENTIAL = "pseudo-passphrase"
