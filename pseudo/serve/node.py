@@ -33,6 +33,7 @@ from keystore.audit import AuditLog
 from keystore.errors import DatabaseError
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
+from pseudo.batch.discovery import check_output_owner
 from pseudo.batch.errors import OutputError
 from pseudo.errors import PseudoError
 from pseudo.policy.compiled import CompiledPolicy
@@ -97,6 +98,8 @@ class Node:
                 f"policy {policy.name!r} anchors dates at first sight, which needs a whole batch "
                 "at once: the node cannot use it yet (use pseudo run)"
             )
+        if settings.output is not None:
+            check_output_owner(settings.output, keyring.settings.prefix)
         self.settings = settings
         self.folder = folder
         folder.create()
