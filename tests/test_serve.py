@@ -223,7 +223,12 @@ def send(port: int, files: list[Path], ae_title: str = SENDER) -> list[Path]:
                     key = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
                     if key not in wanted:
                         continue
-                    status = assoc.send_c_store(path)
+                    if not assoc.is_established:  # the node went away (killed)
+                        return acknowledged
+                    try:
+                        status = assoc.send_c_store(path)
+                    except (RuntimeError, OSError):  # it went away during the send
+                        return acknowledged
                     if "Status" not in status or status.Status != 0x0000:
                         return acknowledged
                     acknowledged.append(path)
@@ -639,14 +644,19 @@ def _kill_while_streaming(tmp_path: Path, canary_dir: Path, vault: Path, moments
     node_up = threading.Event()
     acknowledged: list[Path] = []
 
+    failures: list[BaseException] = []
+
     def stream() -> None:
         remaining = list(files)
-        while remaining:
-            sent = send(port, remaining[:5])
-            acknowledged.extend(sent)
-            remaining = remaining[len(sent) :]
-            if not sent:
-                node_up.wait(0.05)
+        try:
+            while remaining:
+                sent = send(port, remaining[:5])
+                acknowledged.extend(sent)
+                remaining = remaining[len(sent) :]
+                if not sent:
+                    node_up.wait(0.05)
+        except BaseException as exc:  # shown by the test, not lost in a thread
+            failures.append(exc)
 
     with destination() as dest:
         node = NodeProcess(vault, "trial", tmp_path / "node.log", *forward_to(dest), port=port)
@@ -659,14 +669,16 @@ def _kill_while_streaming(tmp_path: Path, canary_dir: Path, vault: Path, moments
                 target = moment * step
 
                 def reached(at: int = target) -> bool:
-                    return node.counts().get("received", 0) >= at
+                    return bool(failures) or node.counts().get("received", 0) >= at
 
                 wait_for(reached, f"{target} instances received", node.process)
+                assert not failures, failures
                 node_up.clear()
                 node.kill()
                 node.start()
                 node_up.set()
             streamer.join()
+            assert not failures, failures
             assert acknowledged == files
             wait_for(
                 lambda: dest.instances() == len(files) and node.counts().get("queued") == 0,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
 
+from keystore.actions import AuditOutcome
 from keystore.audit import AuditLog
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
@@ -91,7 +92,7 @@ class PipelineStage:
             raise OutputError(f"{self.target}: cannot write ({exc.strerror})") from exc
         project = self.keyring.project
         self.store.start_run(self.run_id, project, self.policy.name)
-        self._audit("started")
+        self._audit(AuditOutcome.STARTED)
         for dead in self.committer.dead_runs:
             released = self.store.close_dead_run(dead, project)
             if released is not None and self.audit is not None:
@@ -99,7 +100,7 @@ class PipelineStage:
                     dead,
                     project,
                     self.policy.sha256,
-                    "killed",
+                    AuditOutcome.RUN_KILLED,
                     {"written": released},
                     actor=self.actor,
                 )
