@@ -305,7 +305,10 @@ class Node:
                         "stopping with instances still to forward: they wait for the restart"
                     )
                     return
-                self._draining.wait(backoff.failed())  # not woken by new work: the delay holds
+                # not woken by new work (the delay holds); a drain wakes it, or during a drain
+                # the end of the pipeline's work, after which it tries a last time
+                wake = self._pipeline_done if self._draining.is_set() else self._draining
+                wake.wait(backoff.failed())
                 continue
             backoff.succeeded()
             if delivered:
