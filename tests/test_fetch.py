@@ -3,9 +3,9 @@
 The studies of two patients are fetched by accession number (with an unknown one in the list):
 every instance arrives, no canary token is in any output byte, and the outputs are those of
 ``pseudo run``: the same paths (pseudonyms, UIDs) and the same data sets as a run of the
-corpus files, byte for byte the files of a run of what the PACS sends (Orthanc re-encodes on the network:
-sequences with explicit lengths, some Pixel Data as OB rather than OW; the values are the
-same, their layout is not).
+corpus files, byte for byte the files of a run of what the PACS sends (Orthanc re-encodes on
+the network: sequences with explicit lengths, some Pixel Data as OB rather than OW; the values
+are the same, their layout is not).
 A second fetch fetches and writes nothing; C-MOVE gives the same files as C-GET; a PACS that
 is down, or that rejects our AE title, is one clear line.
 """
@@ -215,8 +215,7 @@ def test_the_fetch_is_an_audited_run_and_its_staging_is_private_and_emptied(firs
     run_id = first.data["run_id"]
     with VaultSession(first.base / "vault") as session:
         records = [
-            json.loads(r.details)
-            | {"outcome": r.outcome}
+            json.loads(r.details) | {"outcome": r.outcome}
             for r in session.audit.records()
             if r.action == AuditAction.RUN
         ]
@@ -255,9 +254,7 @@ def test_a_pacs_that_is_down_is_one_clear_line(pacs: Pacs, tmp_path: Path) -> No
     assert "Traceback" not in result.stderr
 
 
-def test_a_calling_ae_title_the_pacs_does_not_know_is_rejected(
-    pacs: Pacs, tmp_path: Path
-) -> None:
+def test_a_calling_ae_title_the_pacs_does_not_know_is_rejected(pacs: Pacs, tmp_path: Path) -> None:
     make_vault(tmp_path / "vault")
     result = fetch(pacs, tmp_path, chosen(pacs)[:1], "out", "--ae-title", "STRANGER")
     assert result.code == 2, result.stderr
