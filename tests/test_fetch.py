@@ -78,12 +78,11 @@ def fetch(pacs: Pacs, base: Path, accessions: list[str], output: str, *extra: st
     listing = base / f"{output}.txt"
     listing.write_text("# accession numbers\n\n" + "\n".join(accessions) + "\n")
     os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
+    args: list[str | Path] = ["fetch", "--project", "trial", "--vault", base / "vault", "--json"]
+    args += ["--quiet", "--from", pacs.server.peer, "--accession-list", listing]
+    args += ["--output", base / output, "--workers", "2", *extra]
     try:
-        return cli(
-            *("fetch", "--project", "trial", "--vault", base / "vault", "--json", "--quiet"),
-            *("--from", pacs.server.peer, "--accession-list", listing),
-            *("--output", base / output, "--workers", "2", *extra),
-        )
+        return cli(*args)
     finally:
         del os.environ["PSEUDO_PASSPHRASE"]
 
