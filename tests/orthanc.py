@@ -21,7 +21,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,6 +67,8 @@ class Orthanc:
     folder: Path
     ae_title: str = ORTHANC_AET
     log: list[str] = field(default_factory=list)
+    #: the Orthanc process's id (0 when not started by :func:`server`)
+    pid: int = 0
 
     @property
     def peer(self) -> str:
@@ -79,18 +80,40 @@ class Orthanc:
         """The base URL of its REST API."""
         return f"http://127.0.0.1:{self.http_port}"
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> Any:
-        """Call the REST API; the decoded JSON answer."""
+    def raw(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = "application/dicom",
+    ) -> bytes:
+        """Call the REST API; the answer's bytes."""
         req = urllib.request.Request(self.url + path, data=body, method=method)
         if body is not None:
-            req.add_header("Content-Type", "application/dicom")
-        with urllib.request.urlopen(req, timeout=120) as answer:
-            data = answer.read()
+            req.add_header("Content-Type", content_type)
+        with urllib.request.urlopen(req, timeout=600) as answer:
+            data: bytes = answer.read()
+        return data
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = "application/dicom",
+    ) -> Any:
+        """Call the REST API; the decoded JSON answer."""
+        data = self.raw(method, path, body, content_type)
         return json.loads(data) if data else None
 
     def upload(self, files: list[Path]) -> list[str]:
         """Store DICOM files as they are (``POST /instances``); their Orthanc ids."""
         return [self.request("POST", "/instances", path.read_bytes())["ID"] for path in files]
+
+    def cpu_seconds(self) -> float:
+        """The processor time Orthanc has used so far (user and system, all its threads)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def instances(self) -> list[str]:
         """The ids of every instance Orthanc holds."""
@@ -158,7 +181,7 @@ def server(folder: Path, modalities: dict[str, int] | None = None) -> Iterator[O
         text=True,
         cwd=folder,
     )
-    handle = Orthanc(dicom_port, http_port, folder)
+    handle = Orthanc(dicom_port, http_port, folder, pid=process.pid)
     started = threading.Event()
     reader = threading.Thread(target=_drain, args=(process.stdout, handle.log, started))
     reader.start()
