@@ -18,8 +18,14 @@ Seconds are medians over the rounds; a ratio is the median (lowest-highest) of t
 each round, measured minutes apart on the same machine. On a shared machine the wall clock
 says as much about the neighbours as about the code, so the processor time is measured too:
 of the ``pseudo run`` command and its workers, and of the Orthanc process plus its client
-here. The issue's goal is ``pseudo run`` at 3x Orthanc. The node (``pseudo serve``: send ->
-pseudonymize -> forward) is measured by ``benchmarks/serve.py`` once it exists; not here.
+here. The issue's goal is 3x Orthanc.
+
+When ``pseudo serve`` exists (``pseudo.serve.node``), the node is measured too, with one
+worker and with two: DCMTK's ``dcmsend`` sends the files to a running node, which pseudonymizes
+and forwards each to a pynetdicom storage SCP in this process; the time runs from the first
+send to the last instance held by the destination (the node is started, with a fresh copy of
+the vault, before the clock starts: a service is already running when images arrive). Its
+processor time is that of the node, its workers, ``dcmsend`` and the destination.
 
 Usage: python benchmarks/orthanc.py [--instances 2000] [--source DIR] [--rounds 3]
 """
@@ -28,15 +34,24 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
+import os
+import re
 import resource
+import select
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
@@ -56,6 +71,10 @@ PSEUDO_2 = "pseudo run, 2 workers"
 ORTHANC_1 = "Orthanc /instances/{id}/anonymize, 1 client"
 ORTHANC_2 = "Orthanc /instances/{id}/anonymize, 2 clients"
 ORTHANC_STUDIES = "Orthanc /studies/{id}/anonymize (synchronous), 1 client"
+NODE_1 = "pseudo serve node, 1 worker: dcmsend -> node -> destination"
+NODE_2 = "pseudo serve node, 2 workers: dcmsend -> node -> destination"
+#: The AE title dcmsend calls the node with.
+SENDER = "BENCHSEND"
 
 
 #: Wall-clock and processor seconds of one measurement.
@@ -116,6 +135,110 @@ def anonymize_studies(server: orthanc.Orthanc, studies: list[str]) -> Timing:
     return timing
 
 
+def process_tree_cpu(pid: int) -> float:
+    """Processor seconds used so far by a process and its living children (its workers)."""
+    total = 0.0
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat_file.parent.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class Destination:
+    """A storage SCP that counts the distinct instances it receives, and says when it has all."""
+
+    def __init__(self) -> None:
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+        self.ae = AE("BENCHDEST")
+        for context in AllStoragePresentationContexts:
+            self.ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        self.received: set[str] = set()
+        self.changed = threading.Condition()
+        self.server = self.ae.start_server(
+            ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
+        )
+        assert self.server is not None
+        self.port = int(self.server.server_address[1])
+
+    def _store(self, event: Any) -> int:
+        with self.changed:
+            self.received.add(str(event.request.AffectedSOPInstanceUID))
+            self.changed.notify_all()
+        return 0x0000
+
+    def wait_for(self, count: int, timeout: float = 3600) -> None:
+        """Block until ``count`` distinct instances arrived (fail after ``timeout`` seconds)."""
+        with self.changed:
+            if not self.changed.wait_for(lambda: len(self.received) >= count, timeout):
+                raise SystemExit(f"the node forwarded {len(self.received)} of {count} instances")
+
+    def stop(self) -> None:
+        """Stop listening."""
+        assert self.server is not None
+        self.server.shutdown()
+
+
+def through_node(source: Path, vault: Path, work: Path, workers: int, files: int) -> Timing:
+    """dcmsend -> node -> destination for every file; the node started beforehand with a fresh
+    copy of the vault (a node remembers what it forwarded)."""
+    copy = work / "node-vault"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(vault, copy)
+    destination = Destination()
+    log = work / "node.log"
+    log.unlink(missing_ok=True)
+    command = [
+        *(sys.executable, "-m", "pseudo", "serve", "--project", "bench", "--vault", str(copy)),
+        *("--port", "0", "--allow", SENDER, "--workers", str(workers)),
+        *("--forward", f"127.0.0.1:{destination.port}:BENCHDEST"),
+    ]
+    env = dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR)
+    with log.open("w") as stream:
+        node = subprocess.Popen(command, stderr=stream, env=env, cwd=HERE.parent)
+    try:
+        port = _node_port(log, node)
+        cpu, sender = process_tree_cpu(node.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+        mine, start = time.process_time(), time.perf_counter()
+        subprocess.run(
+            [
+                *("dcmsend", "-aet", SENDER, "-aec", "PSEUDO", "--scan-directories"),
+                *("--recurse", "--no-halt", "127.0.0.1", str(port), str(source)),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        destination.wait_for(files)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = process_tree_cpu(node.pid) - cpu + time.process_time() - mine
+        used += after.ru_utime + after.ru_stime - sender.ru_utime - sender.ru_stime
+    finally:
+        node.send_signal(signal.SIGTERM)
+        node.wait(timeout=600)
+        destination.stop()
+    return wall, used
+
+
+def _node_port(log: Path, node: subprocess.Popen[bytes]) -> int:
+    """The port the node listens on, from its log (read as it grows until the line is there)."""
+    with log.open() as stream:
+        while True:
+            line = stream.readline()
+            found = re.search(r"listening on [\d.]+:(\d+)", line)
+            if found:
+                return int(found.group(1))
+            if not line:
+                if node.poll() is not None:
+                    raise SystemExit(f"pseudo serve ended: {log.read_text()[-500:]}")
+                select.select([], [], [], 0.05)  # the log grows by lines: look again
+
+
 def main() -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -158,6 +281,11 @@ def main() -> int:
                 ORTHANC_2: lambda: anonymize_instances(server, ids, scratch / "orthanc-out", 2),
                 ORTHANC_STUDIES: lambda: anonymize_studies(server, studies),
             }
+            if importlib.util.find_spec("pseudo.serve.node") and shutil.which("dcmsend"):
+                for label, count in ((NODE_1, 1), (NODE_2, 2)):
+                    measures[label] = partial(
+                        through_node, source, vault, scratch, count, len(files)
+                    )
             names = list(measures)
             for round_ in range(args.rounds):
                 for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
@@ -197,7 +325,13 @@ def report(seconds: dict[str, list[Timing]], files: int, studies: int, rounds: i
         (PSEUDO_2, ORTHANC_2),
         (PSEUDO_1, ORTHANC_STUDIES),
         (PSEUDO_2, ORTHANC_STUDIES),
+        (NODE_1, PSEUDO_1),
+        (NODE_2, PSEUDO_2),
+        (NODE_1, ORTHANC_STUDIES),
+        (NODE_2, ORTHANC_STUDIES),
     ]:
+        if ours not in seconds:
+            continue
         lines.append(
             f"* {ours} vs {theirs}: {ratio(seconds, ours, theirs, 0)} in files/s, "
             f"{ratio(seconds, ours, theirs, 1)} in files per CPU second"

@@ -221,7 +221,7 @@ def _line_text(result: LineResult) -> str:
         return f"line {result.line}: {result.problem}"
     parts = [
         f"{result.studies} {'study' if result.studies == 1 else 'studies'}, "
-        f"{result.instances} instances found",
+        f"{result.instances} {'instance' if result.instances == 1 else 'instances'} found",
         f"{result.fetched} fetched",
     ]
     if result.already:

@@ -137,7 +137,17 @@ def _associate(
 
 
 def _ended(peer: Peer, what: str) -> FetchError:
-    return FetchError(f"{peer}: the association ended during {what}")
+    return FetchError(
+        f"{peer}: the association ended during {what}; what arrived is kept: run the same "
+        "command again to go on"
+    )
+
+
+def _require(assoc: Association, peer: Peer, model: str, service: str, hint: str = "") -> None:
+    """Stop with one line when the PACS accepted the association but not ``model``."""
+    if not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
+        assoc.release()
+        raise FetchError(f"{peer}: does not offer {service}{hint}", ErrorKind.USAGE)
 
 
 class Finder:
@@ -153,6 +163,12 @@ class Finder:
         ae = AE(ae_title=self.calling)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         self._assoc = _associate(ae, self.peer, "C-FIND (Study Root)")
+        _require(
+            self._assoc,
+            self.peer,
+            StudyRootQueryRetrieveInformationModelFind,
+            "C-FIND (Study Root)",
+        )
         return self
 
     def __exit__(
@@ -282,6 +298,13 @@ def get_instances(peer: Peer, calling: str, instances: Sequence[Instance], sink:
             roles,
             [(evt.EVT_C_STORE, receiver.handle)],
         )
+        _require(
+            assoc,
+            peer,
+            StudyRootQueryRetrieveInformationModelGet,
+            "C-GET (Study Root)",
+            " (--move-to retrieves by C-MOVE)",
+        )
         try:
             for query in _requests([i for i in instances if i.sop_class_uid in chunk]):
                 _check_retrieval(
@@ -329,6 +352,7 @@ def move_instances(
         ae = AE(ae_title=calling)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
         assoc = _associate(ae, peer, "C-MOVE (Study Root)")
+        _require(assoc, peer, StudyRootQueryRetrieveInformationModelMove, "C-MOVE (Study Root)")
         try:
             for query in _requests(instances):
                 _check_retrieval(
