@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dump": ("pseudo.cli.review_cmds", "dump_command"),
     "demo": ("pseudo.cli.demo_cmd", "demo_command"),
     "dicomdir": ("pseudo.cli.dicomdir_cmd", "dicomdir_command"),
+    "serve": ("pseudo.cli.serve_cmd", "serve_app"),
     "vault": ("pseudo.cli.vault_cmds", "vault_app"),
     "project": ("pseudo.cli.vault_cmds", "project_app"),
     "policy": ("pseudo.cli.policy_cmds", "policy_app"),
