@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore, journal_key
+from pseudo.batch.discovery import fingerprint
 from pseudo.batch.runner import Runner
 from pseudo.pipeline.outcome import FileOutcome, FileStatus
 from pseudo.policy.compiled import CompiledPolicy
@@ -182,13 +183,16 @@ class Fetcher:
         under the same policy (the run's journal says so and the output file is there)."""
         keys = {uid: journal_key(self.keyring, str(self.staging.path_of(uid))) for uid in uids}
         journal = self.store.journal_lookup(self.keyring, keys.values())
+        # what follows size and time in a run's fingerprint: the staged file is gone, so only
+        # the policy (and whatever else the run adds after them) is compared
+        policy_part = fingerprint(0, 0, self.policy).split(":", 2)[-1]
         done = set()
         for uid, key in keys.items():
             row = journal.get(key)
             if (
                 row is not None
                 and row.status == FileStatus.WRITTEN
-                and row.fingerprint.rsplit(":", 1)[-1] == self.policy.short_hash
+                and row.fingerprint.split(":", 2)[-1] == policy_part
                 and row.output
                 and (self.output / row.output).is_file()
             ):
