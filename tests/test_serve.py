@@ -106,16 +106,20 @@ class NodeProcess:
         *options: str,
         port: int = 0,
         allow: tuple[str, ...] = (SENDER,),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.vault, self.project, self.log_path = vault, project, log
+        self.env = env if env is not None else {"PSEUDO_PASSPHRASE": OPERATOR}
         self.options = [*options, *(f"--allow={entry}" for entry in allow)]
         self.port = port
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> int:
         """Start the node and wait until it listens; return its port."""
-        env = {**os.environ, "PSEUDO_PASSPHRASE": OPERATOR}
+        env = {**os.environ, **self.env}
         env.pop("PSEUDO_VAULT", None)
+        if "PSEUDO_PASSPHRASE" not in self.env:
+            env.pop("PSEUDO_PASSPHRASE", None)
         starts = self.log().count("listening on")
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(
@@ -219,7 +223,12 @@ def send(port: int, files: list[Path], ae_title: str = SENDER) -> list[Path]:
                     key = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
                     if key not in wanted:
                         continue
-                    status = assoc.send_c_store(path)
+                    if not assoc.is_established:  # the node went away (killed)
+                        return acknowledged
+                    try:
+                        status = assoc.send_c_store(path)
+                    except (RuntimeError, OSError):  # it went away during the send
+                        return acknowledged
                     if "Status" not in status or status.Status != 0x0000:
                         return acknowledged
                     acknowledged.append(path)
@@ -448,7 +457,9 @@ def test_tls_client_without_a_valid_certificate_is_rejected(tmp_path: Path, vaul
             context.load_cert_chain(certs[f"{client}.crt"], certs[f"{client}.key"])
         ae = AE(SENDER)
         ae.add_requested_context("1.2.840.10008.1.1")
-        assoc = ae.associate("127.0.0.1", node.port, ae_title="PSEUDO", tls_args=(context, "localhost"))
+        assoc = ae.associate(
+            "127.0.0.1", node.port, ae_title="PSEUDO", tls_args=(context, "localhost")
+        )
         if not assoc.is_established:
             return False
         status = assoc.send_c_echo()
@@ -633,14 +644,19 @@ def _kill_while_streaming(tmp_path: Path, canary_dir: Path, vault: Path, moments
     node_up = threading.Event()
     acknowledged: list[Path] = []
 
+    failures: list[BaseException] = []
+
     def stream() -> None:
         remaining = list(files)
-        while remaining:
-            sent = send(port, remaining[:5])
-            acknowledged.extend(sent)
-            remaining = remaining[len(sent) :]
-            if not sent:
-                node_up.wait(0.05)
+        try:
+            while remaining:
+                sent = send(port, remaining[:5])
+                acknowledged.extend(sent)
+                remaining = remaining[len(sent) :]
+                if not sent:
+                    node_up.wait(0.05)
+        except BaseException as exc:  # shown by the test, not lost in a thread
+            failures.append(exc)
 
     with destination() as dest:
         node = NodeProcess(vault, "trial", tmp_path / "node.log", *forward_to(dest), port=port)
@@ -653,14 +669,16 @@ def _kill_while_streaming(tmp_path: Path, canary_dir: Path, vault: Path, moments
                 target = moment * step
 
                 def reached(at: int = target) -> bool:
-                    return node.counts().get("received", 0) >= at
+                    return bool(failures) or node.counts().get("received", 0) >= at
 
                 wait_for(reached, f"{target} instances received", node.process)
+                assert not failures, failures
                 node_up.clear()
                 node.kill()
                 node.start()
                 node_up.set()
             streamer.join()
+            assert not failures, failures
             assert acknowledged == files
             wait_for(
                 lambda: dest.instances() == len(files) and node.counts().get("queued") == 0,
@@ -692,3 +710,42 @@ def test_kill_9_many_times_while_a_sender_streams(
 ) -> None:
     """The same, killed six times."""
     _kill_while_streaming(tmp_path, canary_dir, vault, moments=6)
+
+
+def test_sigterm_with_the_destination_down_keeps_the_queue(
+    tmp_path: Path, canary_dir: Path, vault: Path
+) -> None:
+    """SIGTERM while the destination is down: everything received is pseudonymized, the node
+    exits 0 saying what is still queued; started again (its passphrase from a systemd
+    credential this time), it forwards each queued instance once."""
+    port = free_port()
+    files = canary_files(canary_dir, "P04")[:6]
+    log = tmp_path / "node.log"
+    node = NodeProcess(vault, "trial", log, *forward_to(port))
+    with node:
+        assert send(node.port, files) == files
+        assert node.stop() == 0  # the drain pseudonymizes all, tries the destination once
+    counts = node.counts()
+    assert counts["waiting_for_destination"] == len(files) and counts["forwarded"] == 0
+    assert "still to forward" in log.read_text()
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "pseudo-passphrase").write_text(OPERATOR + "\n")
+    again = NodeProcess(
+        vault, "trial", log, *forward_to(port), env={"CREDENTIALS_DIRECTORY": str(credentials)}
+    )
+    with destination(port) as dest, again:
+        dest.wait_for(len(files), again.process)
+        wait_for(lambda: again.counts()["queued"] == 0, "an empty queue", again.process)
+        assert again.stop() == 0
+    assert again.counts()["forwarded"] == len(files)
+    assert [len(copies) for copies in dest.received.values()] == [1] * len(files)
+
+
+def test_help_has_examples() -> None:
+    """Both commands explain themselves, with an example."""
+    from tests.conftest import cli
+
+    for args in (("serve", "--help"), ("serve", "status", "--help")):
+        result = cli(*args)
+        assert result.code == 0 and "Example" in result.stdout, result.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,10 +28,8 @@ from pseudo.cli.common import (
 if TYPE_CHECKING:
     from pseudo.serve.node import NodeSettings
 
-serve_app = typer.Typer(
-    help="Run a DICOM node: receive, pseudonymize, forward (see docs/service.md).",
-    no_args_is_help=False,
-)
+#: ``pseudo serve`` runs the node; ``pseudo serve status`` reads its journal.
+serve_app = typer.Typer(no_args_is_help=False)
 
 #: The file a systemd unit hands the operator passphrase in (``LoadCredential=``).
 CREDENTIAL = "pseudo-passphrase"
@@ -134,19 +131,20 @@ def serve_command(
             audit=session.audit,
             actor=actor(),
         )
-        stop = threading.Event()
         previous = {
-            sig: signal.signal(sig, lambda signum, frame: stop.set())
+            sig: signal.signal(sig, lambda signum, frame: node.stopped.set())
             for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
             node.start()
-            stop.wait()
+            node.stopped.wait()
             err.print("pseudo serve: stopping: finishing what was received", markup=False)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             counts = node.drain()
+    if node.failure is not None:
+        raise RuntimeError("the node's pipeline failed") from node.failure
     if counts["queued"]:
         say_interrupted(
             f"pseudo serve: stopped with {counts['queued']} instance(s) queued: they are kept "

@@ -33,6 +33,7 @@ from keystore.audit import AuditLog
 from keystore.errors import DatabaseError
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
+from pseudo.batch.discovery import check_output_owner
 from pseudo.batch.errors import OutputError
 from pseudo.errors import PseudoError
 from pseudo.policy.compiled import CompiledPolicy
@@ -97,6 +98,8 @@ class Node:
                 f"policy {policy.name!r} anchors dates at first sight, which needs a whole batch "
                 "at once: the node cannot use it yet (use pseudo run)"
             )
+        if settings.output is not None:
+            check_output_owner(settings.output, keyring.settings.prefix)
         self.settings = settings
         self.folder = folder
         folder.create()
@@ -123,6 +126,11 @@ class Node:
         self._draining = threading.Event()
         self._pipeline_done = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: set to stop the node (a signal's handler does; so does a failure of the pipeline)
+        self.stopped = threading.Event()
+        self._drained: dict[str, int] | None = None
+        #: what stopped the pipeline, when it was not a drain (a bug)
+        self.failure: BaseException | None = None
         self._server: ThreadedAssociationServer | None = None
         self.ae = AE(settings.ae_title)
         self.address: tuple[str, int] = (settings.host, settings.port)
@@ -152,7 +160,6 @@ class Node:
                 self.address, block=False, evt_handlers=handlers, ssl_context=self._tls()
             )
         except OSError as exc:
-            self.drain()
             raise NodeError(
                 f"cannot listen on {self.settings.host}:{self.settings.port} ({exc.strerror})"
             ) from exc
@@ -185,7 +192,10 @@ class Node:
 
     def drain(self) -> dict[str, int]:
         """Stop accepting associations, let those in progress end, pseudonymize everything
-        received, forward what the destination takes, and close; return the counts."""
+        received, forward what the destination takes, and close; return the counts (once
+        drained, the counts again)."""
+        if self._drained is not None:
+            return self._drained
         if self._server is not None:
             self._server.shutdown()
             self._server = None
@@ -199,7 +209,7 @@ class Node:
         self._committed.set()
         for thread in self._threads:
             thread.join()
-        counts = self.journal.counts()
+        counts = self._drained = self.journal.counts()
         try:
             self.stage.close(counts)
         finally:
@@ -217,6 +227,7 @@ class Node:
         if self.settings.allow.admits(calling, address):
             return
         assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, calling AE not recognised
+        assoc.kill()  # as pynetdicom ends an association it rejects itself
         self._refused(
             f"association from {_shown(calling)}@{address} refused: not on the allow-list"
         )
@@ -257,9 +268,13 @@ class Node:
                         return
                     self._received.wait(backoff.failed())
                     continue
-                except Exception as exc:  # a bug: say so, keep the spool, stop the stage
-                    log.exception("the pipeline stopped (%s)", exc.__class__.__name__)
+                except Exception as exc:  # a bug: keep the spool, stop the node
+                    log.error(
+                        "the pipeline stopped (%s): stopping the node", exc.__class__.__name__
+                    )
                     self.stage.status = "failed"
+                    self.failure = exc
+                    self.stopped.set()
                     return
                 backoff.succeeded()
                 if taken:
@@ -290,7 +305,10 @@ class Node:
                         "stopping with instances still to forward: they wait for the restart"
                     )
                     return
-                self._draining.wait(backoff.failed())  # not woken by new work: the delay holds
+                # not woken by new work (the delay holds); a drain wakes it, or during a drain
+                # the end of the pipeline's work, after which it tries a last time
+                wake = self._pipeline_done if self._draining.is_set() else self._draining
+                wake.wait(backoff.failed())
                 continue
             backoff.succeeded()
             if delivered:

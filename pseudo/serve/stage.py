@@ -11,7 +11,6 @@ byte for byte and the linkage store keeps no duplicate record.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
 
+from keystore.actions import AuditOutcome
 from keystore.audit import AuditLog
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
@@ -92,7 +92,7 @@ class PipelineStage:
             raise OutputError(f"{self.target}: cannot write ({exc.strerror})") from exc
         project = self.keyring.project
         self.store.start_run(self.run_id, project, self.policy.name)
-        self._audit("started")
+        self._audit(AuditOutcome.STARTED)
         for dead in self.committer.dead_runs:
             released = self.store.close_dead_run(dead, project)
             if released is not None and self.audit is not None:
@@ -100,7 +100,7 @@ class PipelineStage:
                     dead,
                     project,
                     self.policy.sha256,
-                    "killed",
+                    AuditOutcome.RUN_KILLED,
                     {"written": released},
                     actor=self.actor,
                 )
@@ -116,6 +116,8 @@ class PipelineStage:
 
     def close(self, counts: dict[str, int]) -> None:
         """Stop the workers, record the run's end with ``counts``, release the target."""
+        if self.status == "running":  # the pipeline never ran (the node did not start)
+            self.status = "failed"
         try:
             if self._pool is not None:
                 self._pool.close()
@@ -209,8 +211,12 @@ class PipelineStage:
         """Keep the received instance in the quarantine (a link first, so that a crash never
         loses it), record why, then drop its spool copy."""
         source = self.folder.spool / row.spool
-        with contextlib.suppress(FileExistsError):  # linked before a crash
+        try:
             os.link(source, self.folder.quarantine / row.spool)
+        except FileExistsError:
+            pass  # linked before a crash
+        except FileNotFoundError:
+            reason = f"its spool copy is missing ({reason})"
         sync_folder(self.folder.quarantine)
         self.journal.set_state(row.id, State.QUARANTINED, reason=reason)
         log.warning("instance #%d quarantined: %s", row.id, reason)
