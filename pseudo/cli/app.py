@@ -28,6 +28,7 @@ from pseudo.cli.helpformat import PseudoContext, tidy
 #: needs, and starts unlocking the vault before it loads the database layers.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pseudo.cli.run_cmd", "run_command"),
+    "fetch": ("pseudo.cli.fetch_cmd", "fetch_command"),
     "reidentify": ("pseudo.cli.reid_cmds", "reidentify_command"),
     "verify": ("pseudo.cli.verify_cmd", "verify_command"),
     "diff": ("pseudo.cli.review_cmds", "diff_command"),
