@@ -1,8 +1,7 @@
 """Who a dataset belongs to: the identity from which the pseudonym and date offset derive.
 
 An identity is (issuer, patient ID). The issuer is the file's Issuer of Patient ID; without it,
-the Universal Entity ID of its Issuer of Patient ID Qualifiers Sequence; without either, the
-namespace of the run's site (``pseudo run --site``). The project's first site has the
+the namespace of the run's site (``pseudo run --site``). The project's first site has the
 namespace of the runs made before sites existed (the empty one), so an identity there is the
 one earlier versions derived and keeps its pseudonym; each later site has its own, and the same
 patient ID there is another patient (see "A multi-site trial" in docs/user-guide.md).
@@ -130,11 +129,12 @@ def patient_id_key(
     patient_id: str, issuer: str = "", qualifiers: str = "", site: Site | None = None
 ) -> tuple[str, ...]:
     """The identity key of a patient ID: ``("patient-id", issuer, patient ID)`` as since the
-    first release, extended (never changed) when the namespace is a qualifier's or a site's."""
+    first release, extended (never changed) when the namespace is a site's. The qualifiers
+    sequence is not part of it: earlier versions left it out, and a file that has one without
+    an Issuer of Patient ID must keep the pseudonym they gave it."""
+    del qualifiers  # read and kept with the identity, never part of its key
     if issuer:
         return ("patient-id", issuer, patient_id)
-    if qualifiers:
-        return ("patient-id", "", patient_id, "qualifiers", qualifiers)
     if site is not None and site.namespace:
         return ("patient-id", "", patient_id, "site", site.namespace)
     return ("patient-id", "", patient_id)
@@ -149,7 +149,7 @@ def identity_of(fields: IdentityFields, site: Site | None = None) -> PatientIden
         return PatientIdentity("patient-id", key, *common, site=site_name)
     if fields.name:
         key = ("name", normalize_name(fields.name), fields.birth_date)
-        if not fields.issuer and not fields.qualifiers and site is not None and site.namespace:
+        if not fields.issuer and site is not None and site.namespace:
             key += ("site", site.namespace)
         return PatientIdentity("name", key, *common, site=site_name)
     if not fields.study_uid:
