@@ -1,4 +1,5 @@
-"""The per-file path: read -> pseudonymize -> write to a temporary name -> verify -> outcome.
+"""The per-file path: read -> pseudonymize -> pixels -> write to a temporary name -> verify ->
+outcome.
 
 One :class:`FileProcessor` serves every caller: the workers of ``pseudo run`` (which then
 commit the outcome, see :mod:`pseudo.batch.commit`), ``--dry-run`` (which throws the written
@@ -10,6 +11,7 @@ repeats a step, so they cannot disagree on what happens to a file.
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from pseudo.io.dicomio import (
     PIXEL_TAGS,
     NotDicom,
     OutputFailure,
+    PixelSpan,
     Source,
     encode,
     read_source,
@@ -32,7 +35,9 @@ from pseudo.io.dicomio import (
     write_temporary,
 )
 from pseudo.io.pydicom_internals import quiet_pydicom
-from pseudo.pipeline.outcome import FileOutcome, FileStatus
+from pseudo.pipeline.outcome import FileOutcome, FileStatus, PixelSummary
+from pseudo.pixels import rules as pixel_rules
+from pseudo.pixels.protect import PixelResult, protect
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.verify import check as checking
 from pseudo.verify import recording
@@ -49,8 +54,12 @@ class Prepared:
     result: PseudonymizedDataset
     #: what the verification looks for in the output (None when verification is off)
     pending: recording.Pending | None
+    #: what the pixel step does to the image, decided from the input's header
+    plan: pixel_rules.PixelPlan
     #: the input as read, before pseudonymization (only when asked for: a dry run's diff)
     original: Dataset | None = None
+    #: what the pixel step did (once it ran)
+    pixels: PixelResult | None = None
 
 
 class FileProcessor:
@@ -67,6 +76,12 @@ class FileProcessor:
         self.policy = policy
         self.check = check
         self.engine = Pseudonymizer(keyring, policy, anchored_offsets)
+        self._pixel_tags = policy.pixels.condition_tags if policy.pixels.enabled else frozenset()
+
+    def _droppable(self, tag: int, vr: str | None) -> bool:
+        """What the reader may leave out: what the engine only deletes, unless a pixel rule
+        reads it."""
+        return tag not in self._pixel_tags and self.engine.droppable(tag, vr)
 
     def prepare(self, path: Path, *, anchored: Anchored = (), original: bool = False) -> Prepared:
         """Read ``path`` and pseudonymize it in memory.
@@ -78,12 +93,28 @@ class FileProcessor:
         """
         engine = self.engine.with_offsets(dict(anchored)) if anchored else self.engine
         keep = recording.records_removed if self.check else False
-        source = read_source(path, None if original else engine.droppable, keep_dropped=keep)
+        source = read_source(path, None if original else self._droppable, keep_dropped=keep)
         ds = source.dataset
         before = copy.deepcopy(ds) if original else None
+        plan = pixel_rules.plan(ds, self.policy.pixels)
         pending = recording.prepare(ds, self.policy) if self.check else None
         result = engine.pseudonymize(ds, pending.recorder if pending else None, source.dropped)
-        return Prepared(source, result, pending, before)
+        return Prepared(source, result, pending, plan, before)
+
+    def protect_pixels(self, prepared: Prepared, temp_dir: Path) -> PixelSpan | None:
+        """The pixel step: blank the burned-in text of the pseudonymized image (see
+        :mod:`pseudo.pixels.protect`); return where the pixel data to write still lies in the
+        input (None when the data set now holds new pixel data, or never had any)."""
+        out = prepared.result.dataset
+        pixels = prepared.source.pixels
+        done = protect(prepared.plan, out, pixels, self.policy.pixels, temp_dir)
+        prepared.pixels = done
+        if done.element is None:
+            return pixels
+        out[done.element.tag] = done.element
+        if done.syntax is not None:
+            out.file_meta.TransferSyntaxUID = done.syntax
+        return None
 
     def process(
         self,
@@ -110,9 +141,8 @@ class FileProcessor:
             try:
                 prepared = self.prepare(path, anchored=anchored, original=inspect is not None)
                 result = prepared.result
-                temp, header = write_temporary(
-                    result.dataset, temp_dir, prepared.source.pixels, sync=sync
-                )
+                pixels = self.protect_pixels(prepared, temp_dir)
+                temp, header = write_temporary(result.dataset, temp_dir, pixels, sync=sync)
                 pending = prepared.pending
                 if pending is not None and not self._verified(outcome, pending, result, header):
                     temp.unlink(missing_ok=True)
@@ -142,6 +172,7 @@ class FileProcessor:
         outcome.output = result.relative_path
         outcome.linkage = result.linkage
         outcome.findings = result.findings
+        outcome.pixels = _summary(prepared.pixels)
         after = prepared.source.after_pixels
         if after:
             tags = ", ".join(tag_text(t) for t in after[:8])
@@ -155,8 +186,15 @@ class FileProcessor:
         verifies a written file; raise :class:`~pseudo.findings.RejectedFile` when it cannot
         be pseudonymized safely or the verification finds a leak."""
         with quiet_pydicom():
+            plan = pixel_rules.plan(ds, self.policy.pixels)
             pending = recording.prepare(ds, self.policy) if self.check else None
             result = self.engine.pseudonymize(ds, pending.recorder if pending else None)
+            with tempfile.TemporaryDirectory(prefix="pseudo-pixels-") as folder:
+                done = protect(plan, result.dataset, None, self.policy.pixels, Path(folder))
+            if done.element is not None:
+                result.dataset[done.element.tag] = done.element
+                if done.syntax is not None:
+                    result.dataset.file_meta.TransferSyntaxUID = done.syntax
             if pending is not None:
                 pixels = PIXEL_TAGS.intersection(result.dataset.keys())
                 header = None if pixels else encode(result.dataset)  # pixels: by attribute
@@ -188,3 +226,10 @@ class FileProcessor:
             outcome.reason = f"verification found {len(leaks)} leak(s): {kinds}"
             return False
         return True
+
+
+def _summary(done: PixelResult | None) -> PixelSummary | None:
+    """What a run report and ``pseudo inspect`` keep of the pixel step (no text, no boxes)."""
+    if done is None or not done.examined:
+        return None
+    return PixelSummary(done.rule, len(done.ruled), len(done.detected))

@@ -34,6 +34,7 @@ from pydicom.dataset import Dataset
 from pseudo.dicom.tags import TagPattern, is_standard, parse_tag_pattern
 from pseudo.policy.identifying import is_identifying
 from pseudo.policy.model import OPTIONS, Action
+from pseudo.policy.pixels import PixelPolicy
 from pseudo.policy.selectors import CompiledCondition, CompiledSelector, Parents
 from pseudo.policy.table import ConfidentialityTable, TableRow
 
@@ -126,6 +127,10 @@ def table_decision(row: TableRow, options: list[str], edition: str) -> Decision:
     return Decision(CODE_ACTIONS[single], source)
 
 
+#: What De-identification Method says of a run with ``--pixels off``.
+PIXELS_OFF_METHOD = "pixel data not examined for burned-in text (--pixels off)"
+
+
 @dataclass
 class CompiledPolicy:
     """The effective policy, ready to decide what happens to each attribute."""
@@ -149,6 +154,7 @@ class CompiledPolicy:
     anchor: _dt.date | None = None
     birth_date: str | None = None
     clean_patterns: list[str] | None = None
+    pixels: PixelPolicy = field(default_factory=PixelPolicy)
     _candidates: list[Candidate] = field(default_factory=list, repr=False)
     _cache: dict[tuple[int, str], Decision | tuple[tuple[Candidate, ...], Decision]] = field(
         default_factory=dict, repr=False
@@ -190,7 +196,10 @@ class CompiledPolicy:
         standard = "no PS3.15 profile"
         if self.profile == "ps3.15":
             standard = f"PS3.15 {self.edition} Table E.1-1"
-        return [f"pseudo {__version__}", f"policy {self.name} sha256:{self.short_hash}", standard]
+        method = [f"pseudo {__version__}", f"policy {self.name} sha256:{self.short_hash}", standard]
+        if not self.pixels.enabled:
+            method.append(PIXELS_OFF_METHOD)
+        return method
 
     @property
     def has_conditions(self) -> bool:

@@ -24,7 +24,8 @@ from pseudo.errors import PseudoError
 from pseudo.io.pydicom_internals import dictionary_entries, repeater_entries
 from pseudo.policy.clean_patterns import DEFAULT_PATTERNS
 from pseudo.policy.compiled import CompiledPolicy, CompiledRule, Decision, add_table
-from pseudo.policy.model import Action, PolicyFile, Rule
+from pseudo.policy.model import Action, PixelSettings, PolicyFile, Rule
+from pseudo.policy.pixels import compile_pixel_rule, merged
 from pseudo.policy.selectors import (
     CompiledCondition,
     CompiledSelector,
@@ -99,11 +100,31 @@ def _dotted(path: tuple[Any, ...]) -> str:
 
 def _known_keys(path: tuple[Any, ...]) -> list[str]:
     """The keys allowed in the mapping that holds ``path[-1]`` (for suggestions)."""
-    from pseudo.policy.model import CleanSettings, Condition, DateSettings, Defaults, Selector
+    from pseudo.policy.model import (
+        CleanSettings,
+        Condition,
+        DateSettings,
+        Defaults,
+        DetectorSettings,
+        PixelRule,
+        PixelSettings,
+        Region,
+        Selector,
+    )
 
     names = [part for part in path[:-1] if isinstance(part, str)]
     model: type[BaseModel] = PolicyFile
-    if names and names[0] == "rules":
+    if names and names[0] == "pixels":
+        model = PixelSettings
+        if "when" in names:
+            model = Condition
+        elif "regions" in names:
+            model = Region
+        elif "rules" in names:
+            model = PixelRule
+        elif "detector" in names:
+            model = DetectorSettings
+    elif names and names[0] == "rules":
         model = Rule
         if "select" in names or "except" in names:
             model = Selector
@@ -408,11 +429,21 @@ def _table_keywords() -> dict[str, int]:
 
 def _policy_hash(chain: list[_SourceFile], edition: str, table_sha: str) -> str:
     document = {
-        "policies": [source.model.model_dump(mode="json") for source in chain],
+        "policies": [_hashed(source.model) for source in chain],
         "table": {"edition": edition, "sha256": table_sha},
     }
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _hashed(model: PolicyFile) -> dict[str, Any]:
+    """What the hash covers of one policy file: every setting; an absent or empty ``pixels``
+    section is left out, so that the hash of a policy without one is what it was before
+    pixel rules existed (a project's recorded policy stays its policy)."""
+    document = model.model_dump(mode="json")
+    if model.pixels == PixelSettings():
+        document.pop("pixels")
+    return document
 
 
 def _resolve(action: Action, options: list[str], source: str) -> tuple[Action, str]:
@@ -459,6 +490,7 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
     for depth, source in enumerate(chain):
         _apply_settings(policy, source)
         _apply_rules(policy, source, depth, table_keywords)
+        _apply_pixels(policy, source, table_keywords)
     if policy.anchor is not None and policy.temporal != "MODIFIED":
         where = next(s for s in reversed(chain) if s.model.dates.anchor is not None)
         raise PolicyError(
@@ -584,6 +616,24 @@ def _apply_rules(
     _check_conflicts(source, compiled)
     for compiled_rule in compiled:
         policy.add_rule(compiled_rule)
+
+
+def _apply_pixels(
+    policy: CompiledPolicy, source: _SourceFile, table_keywords: dict[str, int]
+) -> None:
+    """Compile one policy file's ``pixels:`` section onto what its parents said."""
+    settings = source.model.pixels
+    rules = []
+    for index, rule in enumerate(settings.rules):
+        line = source.line(("pixels", "rules", index))
+        where = f"{source.path.name}:{line}" if line else source.path.name
+        try:
+            rules.append(compile_pixel_rule(rule, where, table_keywords))
+        except ValueError as exc:
+            raise PolicyError(
+                f"{_location(source.path, line)}: pixels.rules[{index}]: {exc}"
+            ) from exc
+    policy.pixels = merged(policy.pixels, settings, rules)
 
 
 def _same_effect(a: Decision, b: Decision) -> bool:

@@ -1,0 +1,193 @@
+"""The pixel step of the per-file path: which images, the rule's boxes, the detector's boxes,
+whether they can be removed with confidence, the redaction, and what the output says of it.
+
+Called by :mod:`pseudo.pipeline.process` between pseudonymization and writing. An image whose
+text cannot be removed with confidence raises :class:`~pseudo.findings.RejectedFile` (the file
+is quarantined, never written half-done).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import UID
+
+from pseudo.findings import RejectedFile
+from pseudo.io.dicomio import PixelSpan
+from pseudo.pixels.boxes import Box
+from pseudo.pixels.interim import display_gray8, find_text, iter_frames, redact
+from pseudo.pixels.rules import PixelPlan
+from pseudo.policy.pixels import PixelPolicy
+
+#: CID 7050 "Clean Pixel Data Option" (DCM 113101).
+CLEAN_PIXEL_DATA = ("113101", "DCM", "Clean Pixel Data Option")
+#: Pixels around a detected box whose spread tells background from anatomy (see confident).
+RING = 3
+#: A ring pixel is flat background when it differs from the ring's median by at most this
+#: (on the 0-255 display scale the detector sees).
+FLAT_TOLERANCE = 12
+#: Top-level attributes that carry a second picture of the patient: removed, not redacted.
+_SECOND_PICTURES = (0x00880200,)  # Icon Image Sequence
+_OVERLAY_DATA = 0x3000
+
+
+@dataclass
+class PixelResult:
+    """What the pixel step did to one file."""
+
+    #: whether the pixels were examined (False: --pixels off, or no pixel data)
+    examined: bool = False
+    #: the pixel rule that matched, if any
+    rule: str | None = None
+    #: boxes blanked because a rule names them
+    ruled: list[Box] = field(default_factory=list)
+    #: boxes blanked because the detector found text there
+    detected: list[Box] = field(default_factory=list)
+    #: the new pixel data element, when the pixels changed
+    element: DataElement | None = None
+    #: the transfer syntax of the new pixel data
+    syntax: UID | None = None
+
+    @property
+    def redacted(self) -> bool:
+        """Whether any region was blanked."""
+        return bool(self.ruled or self.detected)
+
+    def method(self) -> str:
+        """The De-identification Method value that says what was done (at most 64
+        characters, an LO)."""
+        if not self.redacted:
+            return "pixels examined: no burned-in text found"
+        parts = []
+        if self.ruled:
+            parts.append(f"{len(self.ruled)} by rule {self.rule}")
+        if self.detected:
+            parts.append(f"{len(self.detected)} by detection")
+        return ("burned-in text blanked: " + ", ".join(parts))[:64]
+
+
+def has_pixels(ds: Dataset, pixels: PixelSpan | None) -> bool:
+    """Whether the file carries an image (top-level Pixel Data, Float or Double Float)."""
+    return pixels is not None or any(t in ds for t in (0x7FE00008, 0x7FE00009, 0x7FE00010))
+
+
+def protect(
+    plan: PixelPlan,
+    out: Dataset,
+    pixels: PixelSpan | None,
+    policy: PixelPolicy,
+    temp_dir: Path,
+) -> PixelResult:
+    """Find and blank the burned-in text of the pseudonymized ``out`` (whose pixel data lies
+    at ``pixels`` in the input, or in ``out`` itself), as ``plan`` (decided from the input's
+    header) says; mark what was done in ``out``. Raise RejectedFile when text cannot be
+    removed with confidence."""
+    result = PixelResult()
+    if not policy.enabled:
+        return result
+    _remove_second_pictures(out)
+    if not has_pixels(out, pixels):
+        return result
+    if plan.quarantine is not None:
+        raise RejectedFile(f"pixel rule {plan.rule.name if plan.rule else ''}: {plan.quarantine}")
+    result.examined = bool(plan.boxes) or plan.detect
+    if not result.examined:
+        return result
+    result.rule = plan.rule.name if plan.rule is not None else None
+    result.ruled = list(plan.boxes)
+    if plan.detect:
+        result.detected = detect(out, pixels, policy)
+    if result.redacted:
+        element, syntax = redact(
+            out, pixels, result.ruled + result.detected, temp_dir, policy.margin
+        )
+        result.element, result.syntax = element, syntax
+    _mark(out, result)
+    return result
+
+
+def detect(out: Dataset, pixels: PixelSpan | None, policy: PixelPolicy) -> list[Box]:
+    """The detector's boxes in every frame; RejectedFile for text that cannot be removed with
+    confidence (over anatomy, or too much of it)."""
+    found: list[Box] = []
+    for index, frame in enumerate(iter_frames(out, pixels)):
+        gray = display_gray8(frame, out)
+        boxes = find_text(gray)
+        covered = sum(b.width * b.height for b in boxes) / max(1, gray.size)
+        if covered > policy.max_text_fraction:
+            raise RejectedFile(
+                f"text covers {covered:.0%} of frame {index + 1} (more than "
+                f"{policy.max_text_fraction:.0%}): a document or screenshot, not removable "
+                "with confidence"
+            )
+        for box in boxes:
+            flat = flat_border(gray, box, policy.margin, boxes)
+            if flat < policy.min_flat_border:
+                raise RejectedFile(
+                    f"text found over the image in frame {index + 1} (only {flat:.0%} of the "
+                    f"border around it is flat background, {policy.min_flat_border:.0%} "
+                    "needed): cannot be removed with confidence"
+                )
+            found.append(Box(box.x1, box.y1, box.x2, box.y2, index, box.source))
+    return found
+
+
+def flat_border(gray: np.ndarray, box: Box, margin: int, others: list[Box] | None = None) -> float:
+    """The fraction of the ring of pixels just outside ``box`` (grown by ``margin``) that is
+    flat background: within FLAT_TOLERANCE of the ring's median. Pixels of the ``others``
+    boxes (neighbouring lines of text, grown by ``margin`` too) are not part of the ring.
+    Text on the black border of an image scores near 1; text over anatomy scores low; 1.0 when
+    no ring is left (the box fills the image)."""
+    rows, columns = gray.shape[:2]
+    inner = box.grown(margin, columns, rows)
+    outer = inner.grown(RING, columns, rows)
+    window = gray[outer.y1 : outer.y2 + 1, outer.x1 : outer.x2 + 1].astype(np.int16)
+    ring = np.ones(window.shape, bool)
+    for other in [box, *(others or [])]:
+        grown = other.grown(margin, columns, rows)
+        y1, y2 = max(grown.y1, outer.y1) - outer.y1, min(grown.y2, outer.y2) - outer.y1
+        x1, x2 = max(grown.x1, outer.x1) - outer.x1, min(grown.x2, outer.x2) - outer.x1
+        if y1 <= y2 and x1 <= x2:
+            ring[y1 : y2 + 1, x1 : x2 + 1] = False
+    values = window[ring]
+    if values.size == 0:
+        return 1.0
+    median = float(np.median(values))
+    return float((np.abs(values - median) <= FLAT_TOLERANCE).mean())
+
+
+def _remove_second_pictures(out: Dataset) -> None:
+    """Remove the icon image and overlay planes: small pictures of the patient that may carry
+    the same text and that no rule or detector examines."""
+    for tag in _SECOND_PICTURES:
+        if tag in out:
+            del out[tag]
+    for tag in [
+        t for t in out.keys() if 0x6000 <= t >> 16 <= 0x601E and t & 0xFFFF == _OVERLAY_DATA
+    ]:
+        del out[tag]
+
+
+def _mark(out: Dataset, result: PixelResult) -> None:
+    """Say in ``out`` that its pixels were cleaned: Burned In Annotation NO (every ruled and
+    detected region is removed by now), the Clean Pixel Data option code, and how."""
+    out.BurnedInAnnotation = "NO"
+    items = list(out.get("DeidentificationMethodCodeSequence", None) or [])
+    if not any(str(getattr(item, "CodeValue", "")) == CLEAN_PIXEL_DATA[0] for item in items):
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = CLEAN_PIXEL_DATA
+        items.append(code)
+    out.DeidentificationMethodCodeSequence = Sequence(items)
+    method = out.get("DeidentificationMethod", None)
+    values = (
+        [str(v) for v in method]
+        if isinstance(method, list | tuple)
+        or (method is not None and type(method).__name__ == "MultiValue")
+        else ([str(method)] if method else [])
+    )
+    out.DeidentificationMethod = [*values, result.method()]
