@@ -210,8 +210,6 @@ def policy_explain(
     except SelectorError as exc:
         raise UserError(f"{attribute}: {exc}") from exc
     document: dict[str, Any] = {}
-    if pattern.is_exact and pattern.value == PIXEL_DATA:
-        document["pixel_rules"] = pixel_rules.rules_json(policy.pixels)
     if pattern.is_exact:
         explanation = explain(policy, pattern.value, sop_class=sop_class)
         document = {
@@ -221,6 +219,8 @@ def policy_explain(
             "decided_by": explanation.decided_by.to_json(),
             "steps": [step.to_json() for step in explanation.steps],
         }
+    if pattern.is_exact and pattern.value == PIXEL_DATA:
+        document["pixel_rules"] = pixel_rules.rules_json(policy.pixels)
     if file is not None:
         try:
             ds = pydicom.dcmread(file, force=True)
