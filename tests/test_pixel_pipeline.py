@@ -27,6 +27,7 @@ from pseudo.pipeline.outcome import FileStatus
 from pseudo.policy import load_policy
 from tests.conftest import OPERATOR, cli
 from tests.test_pixel_rules import BAND_POLICY
+from tests.test_review import _browser
 
 ROWS, COLUMNS = 32, 48
 
@@ -208,3 +209,42 @@ def test_the_output_is_byte_identical_whatever_the_number_of_workers(
     _run(session, str(policy), source, tmp_path / "two", workers=2)
     one, two = _digests(tmp_path / "one"), _digests(tmp_path / "two")
     assert one == two and len(one) == 8
+
+
+def test_review_shows_thumbnails_and_inspect_counts_redactions(
+    vault: Path, tmp_path: Path, env: None
+) -> None:
+    policy = tmp_path / "band.yaml"
+    policy.write_text(BAND_POLICY)
+    source = tmp_path / "in"
+    write_image(source / "acme.dcm", Manufacturer="ACME")
+    write_image(source / "other.dcm", Manufacturer="OTHER")
+    out = tmp_path / "out"
+    ran = cli("run", source, out, "--project", "trial", "--vault", vault, "--policy", policy)
+    assert ran.code == 0, ran.stderr
+    assert "pixels" in ran.stderr and "1 of 2 images redacted (1 by rule, 0 by detection)" in (
+        ran.stderr
+    )
+    inspected = cli("inspect", out, "--json").json()["pixels"]
+    assert inspected == {
+        "images": 2,
+        "redacted": 1,
+        "by_rule": 1,
+        "by_detection": 0,
+        "rules": {"acme-us-header": 1},
+        "clean": 1,
+        "not_examined": 0,
+    }
+    page = tmp_path / "review.html"
+    assert cli("diff", source, out, "--html", page).code == 0
+    browser = _browser()
+    try:
+        browser.get(page.as_uri())
+        figures = browser.find_elements("css selector", "#thumbnails figure")
+        assert sorted(int(f.get_attribute("data-regions")) for f in figures) == [0, 2]
+        for image in browser.find_elements("css selector", "#thumbnails img"):
+            assert browser.execute_script("return arguments[0].naturalWidth", image) == COLUMNS
+        note = browser.find_element("css selector", "#images-note").text
+        assert "2 images, before and after" in note and "hidden" in note
+    finally:
+        browser.quit()

@@ -8,12 +8,14 @@ is quarantined, never written half-done).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
@@ -22,8 +24,12 @@ from pseudo.io.dicomio import PixelSpan
 from pseudo.pixels.boxes import Box
 from pseudo.pixels.interim import display_gray8, find_text, iter_frames, redact
 from pseudo.pixels.rules import PixelPlan
+from pseudo.policy.compiled import PIXELS_OFF_METHOD
 from pseudo.policy.pixels import PixelPolicy
 
+#: What De-identification Method says of an image with text blanked, and of one without.
+BLANKED = "burned-in text blanked: "
+NOTHING_FOUND = "pixels examined: no burned-in text found"
 #: CID 7050 "Clean Pixel Data Option" (DCM 113101).
 CLEAN_PIXEL_DATA = ("113101", "DCM", "Clean Pixel Data Option")
 #: Pixels around a detected box whose spread tells background from anatomy (see confident).
@@ -60,15 +66,40 @@ class PixelResult:
 
     def method(self) -> str:
         """The De-identification Method value that says what was done (at most 64
-        characters, an LO)."""
+        characters, an LO); ``pseudo inspect`` reads it back (see :func:`pixel_state`)."""
         if not self.redacted:
-            return "pixels examined: no burned-in text found"
+            return NOTHING_FOUND
         parts = []
         if self.ruled:
             parts.append(f"{len(self.ruled)} by rule {self.rule}")
         if self.detected:
             parts.append(f"{len(self.detected)} by detection")
-        return ("burned-in text blanked: " + ", ".join(parts))[:64]
+        return (BLANKED + ", ".join(parts))[:64]
+
+
+def pixel_state(ds: Dataset) -> str | None:
+    """What the pixel step did to a written file, read back from its De-identification
+    Method: ``rule:NAME``, ``detection``, ``rule:NAME+detection``, ``clean`` (examined, no
+    text), ``off`` (--pixels off) or ``not examined``; None for a file that is not an image
+    (no Rows nor pixel data: ``ds`` may have been read without its pixel data)."""
+    if "Rows" not in ds and not has_pixels(ds, None):
+        return None
+    method = ds.get("DeidentificationMethod", None)
+    values = [str(v) for v in method] if isinstance(method, MultiValue | list) else [str(method)]
+    for value in values:
+        if value.startswith(BLANKED):
+            parts = []
+            ruled = re.search(r"by rule (\S+)", value)
+            if ruled:
+                parts.append(f"rule:{ruled.group(1).rstrip(',')}")
+            if "by detection" in value:
+                parts.append("detection")
+            return "+".join(parts)
+        if value == NOTHING_FOUND:
+            return "clean"
+        if value == PIXELS_OFF_METHOD:
+            return "off"
+    return "not examined"
 
 
 def has_pixels(ds: Dataset, pixels: PixelSpan | None) -> bool:
@@ -184,10 +215,8 @@ def _mark(out: Dataset, result: PixelResult) -> None:
         items.append(code)
     out.DeidentificationMethodCodeSequence = Sequence(items)
     method = out.get("DeidentificationMethod", None)
-    values = (
-        [str(v) for v in method]
-        if isinstance(method, list | tuple)
-        or (method is not None and type(method).__name__ == "MultiValue")
-        else ([str(method)] if method else [])
-    )
+    if isinstance(method, MultiValue | list):
+        values = [str(v) for v in method]
+    else:
+        values = [str(method)] if method else []
     out.DeidentificationMethod = [*values, result.method()]
