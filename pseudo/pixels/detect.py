@@ -1,0 +1,250 @@
+"""Find burned-in text in one grayscale image, offline.
+
+Two stages, so that an image without text costs little:
+
+1. ``text_candidates``: a classical text-region finder (OpenCV morphology, no model). Burned-in
+   text is drawn at the extreme of the display range in thin strokes, so a top-hat keeps it and
+   drops smooth anatomy; the strokes are grouped into characters and the characters into lines
+   by their size and spacing. Most images without text end here with no candidate.
+2. OCR on the candidate lines only (RapidOCR: PP-OCR models shipped inside its wheel as ONNX,
+   one thread, nothing downloaded): a line where it reads characters is text.
+
+The boxes are in the image's own (full-resolution) pixels, inclusive, ``source`` =
+``detector:<name>``; see docs/pixels.md for the measurements behind every threshold.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from pseudo.pixels.boxes import Box
+
+DETECTOR_NAME = "rapidocr"
+SOURCE = f"detector:{DETECTOR_NAME}"
+
+Gray8 = npt.NDArray[np.uint8]
+
+# Images are scanned at most this large (longest side); text smaller than a few pixels after
+# the reduction is below what any OCR reads, and the scan's cost stays bounded.
+_SCAN_SIDE = 1024
+# A character is this tall at least and at most, in scanned pixels.
+_CHAR_MIN_HEIGHT = 5
+_CHAR_MAX_HEIGHT = 48
+# Characters closer than this (columns, rows of the scan) belong to one block of text.
+_JOINER = (11, 9)
+# A stroke must stand out of its neighbourhood by this much (0-255) to be text.
+_STROKE_CONTRAST = 60
+# OCR must read at least this many letters or digits, with this confidence, for a line to count.
+_MIN_CHARACTERS = 2
+_MIN_SCORE = 0.5
+# The OCR reads lines whose characters are about this tall (PP-OCR's recognizer input is 48).
+_OCR_CHAR_HEIGHT = 32
+# Pixels added around a confirmed line, in full-resolution pixels, before it is returned.
+_LINE_MARGIN = 2
+
+
+@dataclass(frozen=True)
+class _Line:
+    """A candidate text line: inclusive box in full-resolution pixels, and its polarity."""
+
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    bright: bool
+
+
+def text_candidates(image: Gray8) -> list[Box]:
+    """Regions of ``image`` that look like lines of text, by shape alone (no OCR).
+
+    Cheap (a few milliseconds for a 1024-pixel image): an empty list means the image carries no
+    text the detector could find, and ``find_text`` stops there.
+    """
+    return [
+        Box(line.x1, line.y1, line.x2, line.y2, source=f"{SOURCE}:candidate")
+        for line in _candidate_lines(image)
+    ]
+
+
+def find_text(image: Gray8) -> list[Box]:
+    """Boxes of the burned-in text in ``image`` (2-D uint8, full resolution), for blanking.
+
+    Every candidate line (``text_candidates``) where the OCR reads characters is returned whole,
+    grown by a small margin: recall matters more than tightness, since a missed character is a
+    leak and an extra blank strip over a text line's background costs nothing.
+    Deterministic: the same image gives the same boxes.
+    """
+    return [
+        Box(box.x1, box.y1, box.x2, box.y2, box.frame, box.source) for box in read_text(image)
+    ]
+
+
+def read_text(image: Gray8) -> list[Box]:
+    """The text lines of ``image`` with what the OCR read in each (``Box.text``).
+
+    Only lines where the OCR read at least a few characters are returned. The text may be
+    identifying: callers compare it, never log it.
+    """
+    _check_image(image)
+    rows, columns = image.shape
+    boxes = []
+    for line in _candidate_lines(image):
+        text = _read_line(image, line)
+        if sum(ch.isalnum() for ch in text) < _MIN_CHARACTERS:
+            continue
+        box = Box(line.x1, line.y1, line.x2, line.y2, source=SOURCE, text=text)
+        boxes.append(box.grown(_LINE_MARGIN, columns, rows))
+    return sorted(boxes)
+
+
+def _check_image(image: Gray8) -> None:
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ValueError(f"expected a 2-D uint8 image, got {image.ndim}-D {image.dtype}")
+
+
+def _candidate_lines(image: Gray8) -> list[_Line]:
+    _check_image(image)
+    rows, columns = image.shape
+    scale = max(1.0, max(rows, columns) / _SCAN_SIDE)
+    scan = image
+    if scale > 1.0:
+        size = (round(columns / scale), round(rows / scale))
+        scan = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    lines = []
+    for bright in (True, False):
+        for x1, y1, x2, y2 in _lines_of_polarity(scan, bright):
+            lines.append(
+                _Line(
+                    int(x1 * scale),
+                    int(y1 * scale),
+                    min(columns - 1, int(np.ceil((x2 + 1) * scale)) - 1),
+                    min(rows - 1, int(np.ceil((y2 + 1) * scale)) - 1),
+                    bright,
+                )
+            )
+    return _merge_overlapping(lines)
+
+
+def _lines_of_polarity(scan: Gray8, bright: bool) -> Iterator[tuple[int, int, int, int]]:
+    """Lines of bright-on-dark (or dark-on-bright) characters in the scanned image."""
+    side = _CHAR_MAX_HEIGHT // 2
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+    operation = cv2.MORPH_TOPHAT if bright else cv2.MORPH_BLACKHAT
+    strokes = cv2.morphologyEx(scan, operation, kernel)
+    mask = (strokes >= _STROKE_CONTRAST).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return
+    widths = stats[1:, cv2.CC_STAT_WIDTH]
+    heights = stats[1:, cv2.CC_STAT_HEIGHT]
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    fill = areas / np.maximum(1, widths * heights)
+    is_char = (
+        (heights >= _CHAR_MIN_HEIGHT)
+        & (heights <= _CHAR_MAX_HEIGHT)
+        & (widths <= 40 * heights)
+        & (fill >= 0.12)
+        & (fill <= 0.8)
+    )
+    # A character's fragments (the dot of an i, a broken stroke) are kept when they sit within a
+    # character of a real one: they are joined below.
+    keep = np.concatenate(([False], is_char))
+    chars = keep[labels].astype(np.uint8)
+    if not chars.any():
+        return
+    # Characters are joined into blocks of text: across a word space horizontally, across a
+    # line space vertically. A block is blanked whole, so a line whose characters merge into
+    # a saturated background is still covered when its neighbours are found.
+    joined = cv2.dilate(chars, cv2.getStructuringElement(cv2.MORPH_RECT, _JOINER))
+    count, _, block_stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    for x, y, w, h, _area in block_stats[1:]:
+        if w < 2 * _CHAR_MIN_HEIGHT + _JOINER[0]:
+            continue
+        yield int(x), int(y), int(x + w - 1), int(y + h - 1)
+
+
+def _merge_overlapping(lines: list[_Line]) -> list[_Line]:
+    merged = sorted(lines, key=lambda line: (line.y1, line.x1, line.y2, line.x2, line.bright))
+    changed = True
+    while changed:
+        changed = False
+        out: list[_Line] = []
+        for line in merged:
+            for i, other in enumerate(out):
+                if (
+                    line.x1 <= other.x2
+                    and other.x1 <= line.x2
+                    and line.y1 <= other.y2
+                    and other.y1 <= line.y2
+                ):
+                    out[i] = _Line(
+                        min(line.x1, other.x1),
+                        min(line.y1, other.y1),
+                        max(line.x2, other.x2),
+                        max(line.y2, other.y2),
+                        other.bright,
+                    )
+                    changed = True
+                    break
+            else:
+                out.append(line)
+        merged = out
+    return merged
+
+
+def _read_line(image: Gray8, line: _Line) -> str:
+    """What the OCR reads in one candidate line (empty if nothing with confidence)."""
+    rows, columns = image.shape
+    height = line.y2 - line.y1 + 1
+    pad = max(2, height // 3)
+    crop = image[
+        max(0, line.y1 - pad) : min(rows, line.y2 + pad + 1),
+        max(0, line.x1 - pad) : min(columns, line.x2 + pad + 1),
+    ]
+    if not line.bright:
+        crop = 255 - crop
+    factor = max(1.0, _OCR_CHAR_HEIGHT / height)
+    if factor > 1.0:
+        crop = np.asarray(
+            cv2.resize(crop, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC),
+            dtype=np.uint8,
+        )
+    result = _ocr()(np.ascontiguousarray(cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)))
+    return " ".join(text for text, score in result if score >= _MIN_SCORE)
+
+
+class _RapidOCR:
+    """RapidOCR's detector and recognizer, one thread each, models from its own wheel."""
+
+    def __init__(self) -> None:
+        from rapidocr_onnxruntime import RapidOCR
+
+        self._engine: Any = RapidOCR(
+            intra_op_num_threads=1,
+            inter_op_num_threads=1,
+            use_cls=False,
+            print_verbose=False,
+        )
+        self._lock = threading.Lock()
+
+    def __call__(self, crop: npt.NDArray[np.uint8]) -> list[tuple[str, float]]:
+        with self._lock:
+            result, _ = self._engine(crop, use_cls=False)
+        return [(str(text), float(score)) for _box, text, score in (result or [])]
+
+
+@lru_cache(maxsize=1)
+def _ocr() -> _RapidOCR:
+    # onnxruntime's thread pools are fixed to one thread above; OpenMP in OpenCV too.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cv2.setNumThreads(1)
+    return _RapidOCR()
