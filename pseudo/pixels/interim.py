@@ -63,14 +63,18 @@ def iter_frames(ds: Dataset, pixels: PixelSpan | None) -> Iterator[np.ndarray]:
 
 
 def display_gray8(frame: np.ndarray, ds: Dataset) -> np.ndarray:
-    """The frame as 8-bit gray, stretched to its own range (for detection only)."""
+    """The frame as 8-bit gray as displayed: stretched to its own range, MONOCHROME1
+    inverted, colour reduced to its luminance (for detection and thumbnails only)."""
     values = frame.astype(np.float32)
     if values.ndim == 3:
-        values = values.mean(axis=2)
+        values = values @ np.array([0.299, 0.587, 0.114], np.float32)
     low, high = float(values.min()), float(values.max())
     if high <= low:
         return np.zeros(values.shape, np.uint8)
-    return ((values - low) * (255.0 / (high - low))).astype(np.uint8)
+    gray: np.ndarray = np.rint((values - low) * (255.0 / (high - low))).astype(np.uint8)
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        gray = np.subtract(255, gray, dtype=np.uint8)
+    return gray
 
 
 def find_text(image: np.ndarray) -> list[Box]:

@@ -22,7 +22,8 @@ from pydicom.uid import UID
 from pseudo.findings import RejectedFile
 from pseudo.io.dicomio import PixelSpan
 from pseudo.pixels.boxes import Box
-from pseudo.pixels.interim import display_gray8, find_text, iter_frames, redact
+from pseudo.pixels.detect import find_text
+from pseudo.pixels.interim import display_gray8, iter_frames, redact
 from pseudo.pixels.rules import PixelPlan
 from pseudo.policy.compiled import PIXELS_OFF_METHOD
 from pseudo.policy.pixels import PixelPolicy
