@@ -109,12 +109,10 @@ class FileProcessor:
         pixels = prepared.source.pixels
         done = protect(prepared.plan, out, pixels, self.policy.pixels, temp_dir)
         prepared.pixels = done
-        if done.element is None:
+        if done.redaction is None:
             return pixels
-        out[done.element.tag] = done.element
-        if done.syntax is not None:
-            out.file_meta.TransferSyntaxUID = done.syntax
-        return None
+        done.redaction.apply(out)
+        return done.redaction.pixels
 
     def process(
         self,
@@ -141,8 +139,12 @@ class FileProcessor:
             try:
                 prepared = self.prepare(path, anchored=anchored, original=inspect is not None)
                 result = prepared.result
-                pixels = self.protect_pixels(prepared, temp_dir)
-                temp, header = write_temporary(result.dataset, temp_dir, pixels, sync=sync)
+                try:
+                    pixels = self.protect_pixels(prepared, temp_dir)
+                    temp, header = write_temporary(result.dataset, temp_dir, pixels, sync=sync)
+                finally:
+                    if prepared.pixels is not None and prepared.pixels.redaction is not None:
+                        prepared.pixels.redaction.discard()
                 pending = prepared.pending
                 if pending is not None and not self._verified(outcome, pending, result, header):
                     temp.unlink(missing_ok=True)
@@ -191,10 +193,8 @@ class FileProcessor:
             result = self.engine.pseudonymize(ds, pending.recorder if pending else None)
             with tempfile.TemporaryDirectory(prefix="pseudo-pixels-") as folder:
                 done = protect(plan, result.dataset, None, self.policy.pixels, Path(folder))
-            if done.element is not None:
-                result.dataset[done.element.tag] = done.element
-                if done.syntax is not None:
-                    result.dataset.file_meta.TransferSyntaxUID = done.syntax
+                if done.redaction is not None:
+                    done.redaction.apply(result.dataset)  # a data set holds its pixel data
             if pending is not None:
                 pixels = PIXEL_TAGS.intersection(result.dataset.keys())
                 header = None if pixels else encode(result.dataset)  # pixels: by attribute

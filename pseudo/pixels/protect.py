@@ -13,17 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.uid import UID
 
 from pseudo.findings import RejectedFile
 from pseudo.io.dicomio import PixelSpan
 from pseudo.pixels.boxes import Box
 from pseudo.pixels.detect import find_text
-from pseudo.pixels.interim import display_gray8, iter_frames, redact
+from pseudo.pixels.frames import display_gray8, iter_frames
+from pseudo.pixels.redact import Redaction, redact
 from pseudo.pixels.rules import PixelPlan
 from pseudo.policy.compiled import PIXELS_OFF_METHOD
 from pseudo.policy.pixels import PixelPolicy
@@ -55,10 +54,9 @@ class PixelResult:
     ruled: list[Box] = field(default_factory=list)
     #: boxes blanked because the detector found text there
     detected: list[Box] = field(default_factory=list)
-    #: the new pixel data element, when the pixels changed
-    element: DataElement | None = None
-    #: the transfer syntax of the new pixel data
-    syntax: UID | None = None
+    #: the new pixel data, when the pixels changed (the caller applies it to the data set,
+    #: writes it, then discards it)
+    redaction: Redaction | None = None
 
     @property
     def redacted(self) -> bool:
@@ -76,6 +74,11 @@ class PixelResult:
         if self.detected:
             parts.append(f"{len(self.detected)} by detection")
         return (BLANKED + ", ".join(parts))[:64]
+
+    def notes(self) -> list[str]:
+        """What the redaction says it changed besides the boxes (a lossy source written in
+        a lossless syntax), as De-identification Method values."""
+        return [note[:64] for note in self.redaction.notes] if self.redaction else []
 
 
 def pixel_state(ds: Dataset) -> str | None:
@@ -135,10 +138,9 @@ def protect(
     if plan.detect:
         result.detected = detect(out, pixels, policy)
     if result.redacted:
-        element, syntax = redact(
+        result.redaction = redact(
             out, pixels, result.ruled + result.detected, temp_dir, policy.margin
         )
-        result.element, result.syntax = element, syntax
     _mark(out, result)
     return result
 
@@ -220,4 +222,4 @@ def _mark(out: Dataset, result: PixelResult) -> None:
         values = [str(v) for v in method]
     else:
         values = [str(method)] if method else []
-    out.DeidentificationMethod = [*values, result.method()]
+    out.DeidentificationMethod = [*values, result.method(), *result.notes()]

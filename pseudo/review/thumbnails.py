@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.pixels.boxes import Box
-from pseudo.pixels.interim import display_gray8
+from pseudo.pixels.frames import display_gray8
 
 #: Longest side of a thumbnail, in pixels.
 SIDE = 192
