@@ -131,7 +131,7 @@ RULE = "  rules:\n    - name: r\n      when: {Modality: US}\n"
             "  detector:\n    enabled: true\n    margins: 3\n",
             "unknown key 'margins' (did you mean 'margin'?)",
         ),
-        ("  detector:\n    min_flat_border: 1.5\n", "min_flat_border"),
+        ("  detector:\n    max_anatomy_loss: 1.5\n", "max_anatomy_loss"),
     ],
 )
 def test_a_pixel_section_it_does_not_understand_is_refused_with_its_line(
@@ -184,3 +184,17 @@ def test_policy_explain_pixel_data_names_the_rule_for_a_file(tmp_path: Path, env
     write_image(other, Manufacturer="OTHER", Modality="US")
     result = cli("policy", "explain", str(path), "PixelData", "--file", str(other), "--json")
     assert result.json()["pixels"]["plan"] == "no pixel rule applies: the detector scans the image"
+
+
+def test_text_across_the_anatomy_costs_its_area_and_text_beside_it_nothing() -> None:
+    import numpy as np
+
+    from pseudo.pixels.protect import anatomy_loss
+
+    image = np.zeros((100, 100), np.uint8)
+    rng = np.random.default_rng(3)
+    image[40:100, 20:80] = rng.integers(80, 200, (60, 60), dtype=np.uint8)  # the anatomy
+    beside = [Box(5, 5, 60, 14)]  # on the black border
+    assert anatomy_loss(image, beside, 2) == 0.0
+    across = [Box(20, 60, 79, 99)]  # the lower two thirds of the anatomy
+    assert anatomy_loss(image, across, 2) > 0.5

@@ -83,9 +83,7 @@ def find_text(image: Gray8) -> list[Box]:
     leak and an extra blank strip over a text line's background costs nothing.
     Deterministic: the same image gives the same boxes.
     """
-    return [
-        Box(box.x1, box.y1, box.x2, box.y2, box.frame, box.source) for box in read_text(image)
-    ]
+    return [Box(box.x1, box.y1, box.x2, box.y2, box.frame, box.source) for box in read_text(image)]
 
 
 def read_text(image: Gray8) -> list[Box]:

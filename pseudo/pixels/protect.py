@@ -32,7 +32,7 @@ BLANKED = "burned-in text blanked: "
 NOTHING_FOUND = "pixels examined: no burned-in text found"
 #: CID 7050 "Clean Pixel Data Option" (DCM 113101).
 CLEAN_PIXEL_DATA = ("113101", "DCM", "Clean Pixel Data Option")
-#: Pixels around a detected box whose spread tells background from anatomy (see confident).
+#: Pixels around a detected box whose spread tells background from anatomy (anatomy_loss).
 RING = 3
 #: A ring pixel is flat background when it differs from the ring's median by at most this
 #: (on the 0-255 display scale the detector sees).
@@ -159,16 +159,35 @@ def detect(out: Dataset, pixels: PixelSpan | None, policy: PixelPolicy) -> list[
                 f"{policy.max_text_fraction:.0%}): a document or screenshot, not removable "
                 "with confidence"
             )
-        for box in boxes:
-            flat = flat_border(gray, box, policy.margin, boxes)
-            if flat < policy.min_flat_border:
-                raise RejectedFile(
-                    f"text found over the image in frame {index + 1} (only {flat:.0%} of the "
-                    f"border around it is flat background, {policy.min_flat_border:.0%} "
-                    "needed): cannot be removed with confidence"
-                )
-            found.append(Box(box.x1, box.y1, box.x2, box.y2, index, box.source))
+        lost = anatomy_loss(gray, boxes, policy.margin)
+        if lost > policy.max_anatomy_loss:
+            raise RejectedFile(
+                f"text found over the image in frame {index + 1}: blanking it would remove "
+                f"{lost:.0%} of the anatomy (more than {policy.max_anatomy_loss:.0%}), "
+                "not removable with confidence"
+            )
+        found.extend(Box(b.x1, b.y1, b.x2, b.y2, index, b.source) for b in boxes)
     return found
+
+
+def anatomy_loss(gray: np.ndarray, boxes: list[Box], margin: int) -> float:
+    """An estimate of the share of a frame's anatomy that blanking ``boxes`` removes: each
+    box's area (grown by ``margin``) times the share of the ring around it that is not flat
+    background (:func:`flat_border`), over the pixels outside the boxes that differ from the
+    frame's background (its most common value) by more than FLAT_TOLERANCE. Text on the black
+    border of an image costs nothing; a line of text across the anatomy costs its area."""
+    if not boxes:
+        return 0.0
+    rows, columns = gray.shape[:2]
+    covered = np.zeros(gray.shape[:2], bool)
+    lost = 0.0
+    for box in boxes:
+        grown = box.grown(margin, columns, rows)
+        covered[grown.y1 : grown.y2 + 1, grown.x1 : grown.x2 + 1] = True
+        lost += grown.width * grown.height * (1.0 - flat_border(gray, box, margin, boxes))
+    background = int(np.bincount(gray.ravel(), minlength=256).argmax())
+    anatomy = int(((np.abs(gray.astype(np.int16) - background) > FLAT_TOLERANCE) & ~covered).sum())
+    return lost / max(anatomy, 1)
 
 
 def flat_border(gray: np.ndarray, box: Box, margin: int, others: list[Box] | None = None) -> float:

@@ -93,9 +93,9 @@ def rules_json(pixels: PixelPolicy) -> dict[str, Any]:
     else:
         summary = (
             f"first matching rule blanks its regions; other images: detector "
-            f"{'on' if pixels.detector else 'off'} (margin {pixels.margin} px, border at least "
-            f"{pixels.min_flat_border:.0%} flat, text at most {pixels.max_text_fraction:.0%} of "
-            "a frame)"
+            f"{'on' if pixels.detector else 'off'} (margin {pixels.margin} px, "
+            f"anatomy lost at most {pixels.max_anatomy_loss:.0%}, text at most "
+            f"{pixels.max_text_fraction:.0%} of a frame)"
         )
     return {
         "enabled": pixels.enabled,

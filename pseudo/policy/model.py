@@ -267,9 +267,9 @@ class DetectorSettings(BaseModel):
     enabled: bool | None = None
     #: pixels added around every blanked box (rules and detector)
     margin: Annotated[int, Field(ge=0, le=64)] | None = None
-    #: a detected box is removed with confidence only if at least this fraction of the ring of
-    #: pixels around it is flat background (else: text over anatomy, the file is quarantined)
-    min_flat_border: Annotated[float, Field(ge=0, le=1)] | None = None
+    #: the file is quarantined when blanking the detected text would remove more than this
+    #: fraction of a frame's anatomy (text over the image, not beside it: see docs/pixels.md)
+    max_anatomy_loss: Annotated[float, Field(gt=0, le=1)] | None = None
     #: the file is quarantined when the detected boxes cover more than this fraction of a frame
     max_text_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
 

@@ -10,7 +10,7 @@ from pseudo.policy.selectors import CompiledCondition, compile_conditions
 
 #: The built-in detector settings, which a policy's ``pixels.detector`` overrides key by key.
 DEFAULT_MARGIN = 2
-DEFAULT_MIN_FLAT_BORDER = 0.9
+DEFAULT_MAX_ANATOMY_LOSS = 0.25
 DEFAULT_MAX_TEXT_FRACTION = 0.25
 
 
@@ -54,7 +54,7 @@ class PixelPolicy:
     enabled: bool = True
     detector: bool = True
     margin: int = DEFAULT_MARGIN
-    min_flat_border: float = DEFAULT_MIN_FLAT_BORDER
+    max_anatomy_loss: float = DEFAULT_MAX_ANATOMY_LOSS
     max_text_fraction: float = DEFAULT_MAX_TEXT_FRACTION
     rules: tuple[CompiledPixelRule, ...] = field(default=())
 
@@ -93,8 +93,10 @@ def merged(
         enabled=base.enabled,
         detector=base.detector if detector.enabled is None else detector.enabled,
         margin=base.margin if detector.margin is None else detector.margin,
-        min_flat_border=(
-            base.min_flat_border if detector.min_flat_border is None else detector.min_flat_border
+        max_anatomy_loss=(
+            base.max_anatomy_loss
+            if detector.max_anatomy_loss is None
+            else detector.max_anatomy_loss
         ),
         max_text_fraction=(
             base.max_text_fraction
