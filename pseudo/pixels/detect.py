@@ -37,17 +37,22 @@ Gray8 = npt.NDArray[np.uint8]
 # the reduction is below what any OCR reads, and the scan's cost stays bounded.
 _SCAN_SIDE = 1024
 # A character is this tall at least and at most, in scanned pixels.
-_CHAR_MIN_HEIGHT = 5
+_CHAR_MIN_HEIGHT = int(os.environ.get("XMINH", 4))
+_EXTREME = int(os.environ.get("XEXT", 255))
 _CHAR_MAX_HEIGHT = 48
 # Characters closer than this (columns, rows of the scan) belong to one block of text.
 _JOINER = (11, 9)
 # A stroke must stand out of its neighbourhood by this much (0-255) to be text.
-_STROKE_CONTRAST = 60
+_STROKE_CONTRAST = int(os.environ.get("XSC", 60))
 # OCR must read at least this many letters or digits, with this confidence, for a line to count.
 _MIN_CHARACTERS = 2
 _MIN_SCORE = 0.5
-# The OCR reads lines whose characters are about this tall (PP-OCR's recognizer input is 48).
-_OCR_CHAR_HEIGHT = 32
+# RapidOCR's detector, lowered from its defaults (0.3, 0.5, 1.6) for recall, and images
+# smaller than this (longest side) doubled before it.
+_DET_THRESHOLD = 0.2
+_DET_BOX_THRESHOLD = 0.3
+_DET_UNCLIP = 2.0
+_UPSCALE_BELOW = 600
 # Pixels added around a confirmed line, in full-resolution pixels, before it is returned.
 _LINE_MARGIN = 2
 
@@ -78,30 +83,59 @@ def text_candidates(image: Gray8) -> list[Box]:
 def find_text(image: Gray8) -> list[Box]:
     """Boxes of the burned-in text in ``image`` (2-D uint8, full resolution), for blanking.
 
-    Every candidate line (``text_candidates``) where the OCR reads characters is returned whole,
-    grown by a small margin: recall matters more than tightness, since a missed character is a
-    leak and an extra blank strip over a text line's background costs nothing.
-    Deterministic: the same image gives the same boxes.
+    When the scan finds candidates, RapidOCR's text detector (DBNet) runs on the whole image
+    with thresholds lowered for recall; its boxes, and every candidate block that one of them
+    confirms, are returned grown by a margin: a missed character is a leak, an extra blank strip
+    over a text line's background costs nothing. Deterministic: same image, same boxes.
     """
-    return [Box(box.x1, box.y1, box.x2, box.y2, box.frame, box.source) for box in read_text(image)]
+    candidates = _candidate_lines(image)
+    if not candidates:
+        return []
+    rows, columns = image.shape
+    found = [_box(quad) for quad, _text in _ocr().detect(image)]
+    confirmed = [
+        Box(line.x1, line.y1, line.x2, line.y2)
+        for line in candidates
+        if any(_overlaps(line, box) for box in found)
+    ]
+    return sorted(
+        Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE).grown(_LINE_MARGIN, columns, rows)
+        for box in found + confirmed
+    )
 
 
 def read_text(image: Gray8) -> list[Box]:
     """The text lines of ``image`` with what the OCR read in each (``Box.text``).
 
-    Only lines where the OCR read at least a few characters are returned. The text may be
-    identifying: callers compare it, never log it.
+    Gated by the same scan as ``find_text`` (no candidate, nothing read), then RapidOCR's
+    detector and recognizer on the whole image; lines read with confidence are returned. The
+    text may be identifying: callers compare it, never log it.
     """
-    _check_image(image)
+    if not _candidate_lines(image):
+        return []
     rows, columns = image.shape
     boxes = []
-    for line in _candidate_lines(image):
-        text = _read_line(image, line)
+    for quad, text in _ocr().read(image):
         if sum(ch.isalnum() for ch in text) < _MIN_CHARACTERS:
             continue
-        box = Box(line.x1, line.y1, line.x2, line.y2, source=SOURCE, text=text)
-        boxes.append(box.grown(_LINE_MARGIN, columns, rows))
+        box = _box(quad)
+        boxes.append(
+            Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE, text=text).grown(
+                _LINE_MARGIN, columns, rows
+            )
+        )
     return sorted(boxes)
+
+
+def _box(quad: npt.NDArray[np.float64]) -> Box:
+    """The inclusive box around a detector's quadrilateral (full-resolution pixels)."""
+    x1, y1 = np.floor(quad.min(axis=0)).astype(int)
+    x2, y2 = np.ceil(quad.max(axis=0)).astype(int)
+    return Box(int(x1), int(y1), int(x2), int(y2))
+
+
+def _overlaps(line: _Line, box: Box) -> bool:
+    return line.x1 <= box.x2 and box.x1 <= line.x2 and line.y1 <= box.y2 and box.y1 <= line.y2
 
 
 def _check_image(image: Gray8) -> None:
@@ -138,7 +172,8 @@ def _lines_of_polarity(scan: Gray8, bright: bool) -> Iterator[tuple[int, int, in
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
     operation = cv2.MORPH_TOPHAT if bright else cv2.MORPH_BLACKHAT
     strokes = cv2.morphologyEx(scan, operation, kernel)
-    mask = (strokes >= _STROKE_CONTRAST).astype(np.uint8)
+    extreme = scan >= 255 - _EXTREME if bright else scan <= _EXTREME
+    mask = ((strokes >= _STROKE_CONTRAST) & extreme).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
         return
@@ -199,27 +234,6 @@ def _merge_overlapping(lines: list[_Line]) -> list[_Line]:
     return merged
 
 
-def _read_line(image: Gray8, line: _Line) -> str:
-    """What the OCR reads in one candidate line (empty if nothing with confidence)."""
-    rows, columns = image.shape
-    height = line.y2 - line.y1 + 1
-    pad = max(2, height // 3)
-    crop = image[
-        max(0, line.y1 - pad) : min(rows, line.y2 + pad + 1),
-        max(0, line.x1 - pad) : min(columns, line.x2 + pad + 1),
-    ]
-    if not line.bright:
-        crop = 255 - crop
-    factor = max(1.0, _OCR_CHAR_HEIGHT / height)
-    if factor > 1.0:
-        crop = np.asarray(
-            cv2.resize(crop, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC),
-            dtype=np.uint8,
-        )
-    result = _ocr()(np.ascontiguousarray(cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)))
-    return " ".join(text for text, score in result if score >= _MIN_SCORE)
-
-
 class _RapidOCR:
     """RapidOCR's detector and recognizer, one thread each, models from its own wheel."""
 
@@ -231,18 +245,48 @@ class _RapidOCR:
             inter_op_num_threads=1,
             use_cls=False,
             print_verbose=False,
+            det_thresh=_DET_THRESHOLD,
+            det_box_thresh=_DET_BOX_THRESHOLD,
+            det_unclip_ratio=_DET_UNCLIP,
         )
         self._lock = threading.Lock()
 
-    def __call__(self, crop: npt.NDArray[np.uint8]) -> list[tuple[str, float]]:
+    def detect(self, image: Gray8) -> list[tuple[npt.NDArray[np.float64], str]]:
+        """Text quadrilaterals in ``image`` (full-resolution coordinates), nothing read."""
+        return self._run(image, read=False)
+
+    def read(self, image: Gray8) -> list[tuple[npt.NDArray[np.float64], str]]:
+        """Text quadrilaterals and what was read in each, with confidence ``_MIN_SCORE``."""
+        return self._run(image, read=True)
+
+    def _run(self, image: Gray8, read: bool) -> list[tuple[npt.NDArray[np.float64], str]]:
+        # Small images carry small fonts: the detector is trained on text about 10-40 px tall.
+        factor = 2.0 if max(image.shape) < _UPSCALE_BELOW else 1.0
+        scaled = image
+        if factor > 1.0:
+            scaled = np.asarray(
+                cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC),
+                dtype=np.uint8,
+            )
+        colour = np.ascontiguousarray(cv2.cvtColor(scaled, cv2.COLOR_GRAY2BGR))
         with self._lock:
-            result, _ = self._engine(crop, use_cls=False)
-        return [(str(text), float(score)) for _box, text, score in (result or [])]
+            result, _ = self._engine(
+                colour,
+                use_cls=False,
+                use_rec=read,
+                box_thresh=_DET_BOX_THRESHOLD,
+                unclip_ratio=_DET_UNCLIP,
+                text_score=_MIN_SCORE,
+            )
+        out = []
+        for item in result or []:
+            quad = np.asarray(item[0] if read else item, dtype=np.float64) / factor
+            out.append((quad, str(item[1]) if read else ""))
+        return out
 
 
 @lru_cache(maxsize=1)
 def _ocr() -> _RapidOCR:
-    # onnxruntime's thread pools are fixed to one thread above; OpenMP in OpenCV too.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # onnxruntime's thread pools are fixed to one thread above; OpenCV's too.
     cv2.setNumThreads(1)
     return _RapidOCR()
