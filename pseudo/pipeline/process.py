@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -37,10 +38,13 @@ from pseudo.io.dicomio import (
 from pseudo.io.pydicom_internals import quiet_pydicom
 from pseudo.pipeline.outcome import FileOutcome, FileStatus, PixelSummary
 from pseudo.pixels import rules as pixel_rules
-from pseudo.pixels.protect import PixelResult, protect
+from pseudo.pixels.frames import display_gray8, iter_frames
+from pseudo.pixels.protect import PixelResult, has_pixels, protect
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.verify import check as checking
 from pseudo.verify import recording
+from pseudo.verify.pixels import ATTRIBUTES as PIXEL_VALUE_KEYWORDS
+from pseudo.verify.pixels import identifying_values, readable_values
 
 #: A patient's anchored date offset, as a task carries it: ((pseudonym, offset days),) or ().
 Anchored = tuple[tuple[str, int], ...]
@@ -60,6 +64,9 @@ class Prepared:
     original: Dataset | None = None
     #: what the pixel step did (once it ran)
     pixels: PixelResult | None = None
+    #: the input's identifying values that the OCR of the written pixels looks for (None:
+    #: no pixel verification)
+    pixel_values: dict[str, list[str]] | None = None
 
 
 class FileProcessor:
@@ -77,6 +84,13 @@ class FileProcessor:
         self.check = check
         self.engine = Pseudonymizer(keyring, policy, anchored_offsets)
         self._pixel_tags = policy.pixels.condition_tags if policy.pixels.enabled else frozenset()
+        if self._verifies_pixels:
+            self._pixel_tags |= {int(tag_for_keyword(k) or 0) for k in PIXEL_VALUE_KEYWORDS}
+
+    @property
+    def _verifies_pixels(self) -> bool:
+        """Whether the written pixels are read back (verification on, pixels examined)."""
+        return self.check and self.policy.pixels.enabled
 
     def _droppable(self, tag: int, vr: str | None) -> bool:
         """What the reader may leave out: what the engine only deletes, unless a pixel rule
@@ -97,9 +111,12 @@ class FileProcessor:
         ds = source.dataset
         before = copy.deepcopy(ds) if original else None
         plan = pixel_rules.plan(ds, self.policy.pixels)
+        values = None
+        if self._verifies_pixels and has_pixels(ds, source.pixels):
+            values = identifying_values(ds)
         pending = recording.prepare(ds, self.policy) if self.check else None
         result = engine.pseudonymize(ds, pending.recorder if pending else None, source.dropped)
-        return Prepared(source, result, pending, plan, before)
+        return Prepared(source, result, pending, plan, before, pixel_values=values)
 
     def protect_pixels(self, prepared: Prepared, temp_dir: Path) -> PixelSpan | None:
         """The pixel step: blank the burned-in text of the pseudonymized image (see
@@ -147,6 +164,11 @@ class FileProcessor:
                         prepared.pixels.redaction.discard()
                 pending = prepared.pending
                 if pending is not None and not self._verified(outcome, pending, result, header):
+                    temp.unlink(missing_ok=True)
+                    return outcome
+                if prepared.pixel_values is not None and not self._pixels_unreadable(
+                    outcome, temp, prepared.pixel_values
+                ):
                     temp.unlink(missing_ok=True)
                     return outcome
                 if inspect is not None and prepared.original is not None:
@@ -202,6 +224,23 @@ class FileProcessor:
                 if not self._verified(outcome, pending, result, header):
                     raise RejectedFile(outcome.reason or "verification found a leak")
         return result
+
+    def _pixels_unreadable(
+        self, outcome: FileOutcome, written: Path, values: dict[str, list[str]]
+    ) -> bool:
+        """OCR the written image: an identifying value of the input still readable there is a
+        leak, and the file is quarantined (the reason names the kind of value, not the
+        value)."""
+        source = read_source(written)
+        frames = (
+            display_gray8(frame, source.dataset)
+            for frame in iter_frames(source.dataset, source.pixels)
+        )
+        found = readable_values(frames, values)
+        if found:
+            outcome.reason = f"verification found burned-in text: {', '.join(found)}"
+            return False
+        return True
 
     def _verified(
         self,
