@@ -198,3 +198,33 @@ def test_text_across_the_anatomy_costs_its_area_and_text_beside_it_nothing() -> 
     assert anatomy_loss(image, beside, 2) == 0.0
     across = [Box(20, 60, 79, 99)]  # the lower two thirds of the anatomy
     assert anatomy_loss(image, across, 2) > 0.5
+
+
+def test_the_rule_language_example_of_the_docs_loads_and_does_what_it_says(
+    tmp_path: Path,
+) -> None:
+    import re
+
+    from tests.conftest import REPO
+
+    text = (REPO / "docs" / "pixels.md").read_text()
+    example = re.search(r"```yaml\n(pixels:\n.*?)```", text, re.S)
+    assert example is not None
+    path = _policy(tmp_path, "name: doc\nextends: default\n" + example.group(1), "doc.yaml")
+    pixels = load_policy(str(path)).pixels
+    header = _header(
+        Manufacturer="ACME",
+        ManufacturerModelName="Sono 3",
+        Modality="US",
+        BurnedInAnnotation="YES",
+    )
+    header.Rows, header.Columns = 480, 640
+    decided = plan(header, pixels)
+    assert decided.rule is not None and decided.rule.name == "acme-us-header"
+    assert [(b.x1, b.y1, b.x2, b.y2) for b in decided.boxes] == [
+        (0, 0, 639, 39),
+        (0, 456, 639, 479),
+        (600, 0, 639, 479),
+    ]
+    document = plan(_header(SOPClassUID="1.2.840.10008.5.1.4.1.1.104.1"), pixels)
+    assert document.quarantine is not None
