@@ -40,6 +40,15 @@ FLAT_TOLERANCE = 12
 #: Top-level attributes that carry a second picture of the patient: removed, not redacted.
 _SECOND_PICTURES = (0x00880200,)  # Icon Image Sequence
 _OVERLAY_DATA = 0x3000
+#: Palette Color Lookup Table Descriptors, Data and Segmented Data (red, green, blue).
+_PALETTE_TAGS = (
+    *range(0x00281101, 0x00281104),
+    *range(0x00281201, 0x00281204),
+    *range(0x00281221, 0x00281224),
+)
+_VIEW_KEYWORDS = frozenset(
+    {"PhotometricInterpretation", "SamplesPerPixel", "BitsStored", "PixelRepresentation"}
+)
 
 
 @dataclass
@@ -149,10 +158,11 @@ def detect(out: Dataset, pixels: PixelSpan | None, policy: PixelPolicy) -> list[
     """The detector's boxes in every frame; RejectedFile for text that cannot be removed with
     confidence (over anatomy, or too much of it)."""
     found: list[Box] = []
+    view = detection_view(out)
     for index, frame in enumerate(iter_frames(out, pixels)):
-        gray = display_gray8(frame, out)
+        gray = display_gray8(frame, view)
         boxes = find_text(gray)
-        covered = sum(b.width * b.height for b in boxes) / max(1, gray.size)
+        covered = covered_fraction(gray.shape, boxes)
         if covered > policy.max_text_fraction:
             raise RejectedFile(
                 f"text covers {covered:.0%} of frame {index + 1} (more than "
@@ -168,6 +178,30 @@ def detect(out: Dataset, pixels: PixelSpan | None, policy: PixelPolicy) -> list[
             )
         found.extend(Box(b.x1, b.y1, b.x2, b.y2, index, b.source) for b in boxes)
     return found
+
+
+def detection_view(ds: Dataset) -> Dataset:
+    """The attributes :func:`display_gray8` needs to show a frame to the detector: its
+    photometric interpretation and palette, but no window nor rescale, so that the frame is
+    stretched over its own range. Burned-in text is drawn at an extreme of the stored values;
+    a header's window (often that of the original 12-bit data) can clip it away."""
+    view = Dataset()
+    for keyword in _VIEW_KEYWORDS:
+        if keyword in ds:
+            view[keyword] = ds[keyword]
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
+        for tag in _PALETTE_TAGS:
+            if tag in ds:
+                view[tag] = ds[tag]
+    return view
+
+
+def covered_fraction(shape: tuple[int, ...], boxes: list[Box]) -> float:
+    """The share of a frame that the union of ``boxes`` covers."""
+    mask = np.zeros(shape[:2], bool)
+    for box in boxes:
+        mask[box.y1 : box.y2 + 1, box.x1 : box.x2 + 1] = True
+    return float(mask.mean()) if mask.size else 0.0
 
 
 def anatomy_loss(gray: np.ndarray, boxes: list[Box], margin: int) -> float:
