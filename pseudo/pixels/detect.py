@@ -215,7 +215,8 @@ def _lines_of_polarity(scan: Gray8, bright: bool) -> Iterator[tuple[int, int, in
         & (heights <= _CHAR_MAX_HEIGHT)
         & (widths <= 40 * heights)
         & (fill >= 0.12)
-        & (fill <= 0.8)
+        # a full rectangle is a blob, unless it is a stem (I, l, 1) of a thin font
+        & ((fill <= 0.8) | (widths <= 2))
     )
     chars = np.concatenate(([False], is_char))[labels].astype(np.uint8)
     if not chars.any():
