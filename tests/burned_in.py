@@ -23,6 +23,8 @@ from pseudo.pixels.boxes import Box
 COVERED = 0.9
 #: Folders of the public corpus whose images carry burned-in text on purpose.
 PUBLIC_WITH_TEXT = ("pseudo-phi-tcia-via-johnsnowlabs",)
+#: Kinds of image that carry text by design (annotations, captured screens): not text-free.
+TEXT_BY_DESIGN = ("Ultrasound", "Secondary Capture", "Video", "Visible Light", "Photograph")
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,9 @@ def _corners(bbox: list[int]) -> tuple[int, int, int, int]:
 
 
 def text_free_samples(folders: Sequence[Path]) -> Iterator[Sample]:
-    """Every image in ``folders`` (recursively) but those known to carry burned-in text."""
+    """Every image in ``folders`` (recursively) but those known to carry burned-in text: the
+    public corpus's burned-in folder, and ultrasound and secondary captures (``TEXT_BY_DESIGN``),
+    whose text is real and is found (see docs/pixels.md)."""
     for folder in folders:
         for path in sorted(folder.rglob("*")):
             if not path.is_file() or any(part in PUBLIC_WITH_TEXT for part in path.parts):
@@ -96,6 +100,9 @@ def text_free_samples(folders: Sequence[Path]) -> Iterator[Sample]:
                 continue
             try:
                 dataset = pydicom.dcmread(path)
+                kind = str(getattr(dataset.get("SOPClassUID"), "name", ""))
+                if any(word in kind for word in TEXT_BY_DESIGN):
+                    continue
                 image = gray8(dataset)
             except Exception:
                 continue

@@ -15,7 +15,6 @@ The boxes are in the image's own (full-resolution) pixels, inclusive, ``source``
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,22 +36,34 @@ Gray8 = npt.NDArray[np.uint8]
 # the reduction is below what any OCR reads, and the scan's cost stays bounded.
 _SCAN_SIDE = 1024
 # A character is this tall at least and at most, in scanned pixels.
-_CHAR_MIN_HEIGHT = int(os.environ.get("XMINH", 4))
-_EXTREME = int(os.environ.get("XEXT", 255))
+_CHAR_MIN_HEIGHT = 4
 _CHAR_MAX_HEIGHT = 48
+# Burned-in text is drawn at the end of the display range: its strokes are within this much
+# of 255 (bright text) or of 0 (dark text) in the displayed image.
+_EXTREME = 8
+# A stroke stands out of its neighbourhood by this much (0-255: white top-hat or black-hat),
+# and out of its local median (which, unlike the top-hat, follows edges) by this much.
+_STROKE_CONTRAST = 60
+_EDGE_CONTRAST = 10
 # Characters closer than this (columns, rows of the scan) belong to one block of text.
 _JOINER = (11, 9)
-# A stroke must stand out of its neighbourhood by this much (0-255) to be text.
-_STROKE_CONTRAST = int(os.environ.get("XSC", 60))
+# A block of text: at least this many characters (or one wide word), this share of them of
+# one height, at most this many lines, at least this wide for its line height.
+_MIN_BLOCK_CHARS = 3
+_SIMILAR_HEIGHTS = 0.75
+_MAX_BLOCK_LINES = 12
+_MIN_BLOCK_ASPECT = 2.0
 # OCR must read at least this many letters or digits, with this confidence, for a line to count.
 _MIN_CHARACTERS = 2
 _MIN_SCORE = 0.5
 # RapidOCR's detector, lowered from its defaults (0.3, 0.5, 1.6) for recall, and images
-# smaller than this (longest side) doubled before it.
+# enlarged by a whole factor until their longest side reaches _UPSCALE_TO.
 _DET_THRESHOLD = 0.2
 _DET_BOX_THRESHOLD = 0.3
 _DET_UNCLIP = 2.0
-_UPSCALE_BELOW = 600
+_UPSCALE_TO = 600
+# A candidate block is blanked whole when the detector's lines cover this share of it.
+_BLOCK_CONFIRMED = 0.3
 # Pixels added around a confirmed line, in full-resolution pixels, before it is returned.
 _LINE_MARGIN = 2
 
@@ -83,48 +94,61 @@ def text_candidates(image: Gray8) -> list[Box]:
 def find_text(image: Gray8) -> list[Box]:
     """Boxes of the burned-in text in ``image`` (2-D uint8, full resolution), for blanking.
 
-    When the scan finds candidates, RapidOCR's text detector (DBNet) runs on the whole image
-    with thresholds lowered for recall; its boxes, and every candidate block that one of them
-    confirms, are returned grown by a margin: a missed character is a leak, an extra blank strip
-    over a text line's background costs nothing. Deterministic: same image, same boxes.
+    When the scan finds candidates, RapidOCR's text detector (DBNet, nothing read) runs on the
+    whole image with its thresholds lowered for recall. Every line it finds is returned, and so
+    is every candidate block those lines cover in part (a block holds the lines the detector
+    missed between the ones it found); each grown by a margin: a missed character is a leak,
+    an extra blank strip over a text line's background costs little. Deterministic: same
+    image, same boxes.
     """
     candidates = _candidate_lines(image)
     if not candidates:
         return []
     rows, columns = image.shape
-    found = [_box(quad) for quad, _text in _ocr().detect(image)]
+    lines = [_box(quad) for quad, _text in _ocr().detect(image)]
     confirmed = [
-        Box(line.x1, line.y1, line.x2, line.y2)
-        for line in candidates
-        if any(_overlaps(line, box) for box in found)
+        Box(block.x1, block.y1, block.x2, block.y2)
+        for block in candidates
+        if _covered_share(block, lines) >= _BLOCK_CONFIRMED
     ]
     return sorted(
         Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE).grown(_LINE_MARGIN, columns, rows)
-        for box in found + confirmed
+        for box in lines + confirmed
     )
 
 
 def read_text(image: Gray8) -> list[Box]:
     """The text lines of ``image`` with what the OCR read in each (``Box.text``).
 
-    Gated by the same scan as ``find_text`` (no candidate, nothing read), then RapidOCR's
-    detector and recognizer on the whole image; lines read with confidence are returned. The
-    text may be identifying: callers compare it, never log it.
+    Gated by the same scan as ``find_text`` (no candidate, nothing read), then RapidOCR on the
+    whole image; lines where it read at least two letters or digits are returned. The text
+    may be identifying: callers compare it, never log it.
     """
     if not _candidate_lines(image):
         return []
     rows, columns = image.shape
-    boxes = []
+    return sorted(box.grown(_LINE_MARGIN, columns, rows) for box in _read(image))
+
+
+def _read(image: Gray8) -> list[Box]:
+    """RapidOCR's lines of ``image`` where it read characters (``source`` and ``text`` set)."""
+    lines = []
     for quad, text in _ocr().read(image):
-        if sum(ch.isalnum() for ch in text) < _MIN_CHARACTERS:
-            continue
-        box = _box(quad)
-        boxes.append(
-            Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE, text=text).grown(
-                _LINE_MARGIN, columns, rows
-            )
-        )
-    return sorted(boxes)
+        if sum(ch.isalnum() for ch in text) >= _MIN_CHARACTERS:
+            box = _box(quad)
+            lines.append(Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE, text=text))
+    return lines
+
+
+def _covered_share(block: _Line, lines: list[Box]) -> float:
+    """The share of ``block``'s area that the OCR's ``lines`` cover."""
+    mask = np.zeros((block.y2 - block.y1 + 1, block.x2 - block.x1 + 1), dtype=bool)
+    for line in lines:
+        x1, x2 = max(line.x1, block.x1), min(line.x2, block.x2)
+        y1, y2 = max(line.y1, block.y1), min(line.y2, block.y2)
+        if x1 <= x2 and y1 <= y2:
+            mask[y1 - block.y1 : y2 - block.y1 + 1, x1 - block.x1 : x2 - block.x1 + 1] = True
+    return float(mask.mean())
 
 
 def _box(quad: npt.NDArray[np.float64]) -> Box:
@@ -132,10 +156,6 @@ def _box(quad: npt.NDArray[np.float64]) -> Box:
     x1, y1 = np.floor(quad.min(axis=0)).astype(int)
     x2, y2 = np.ceil(quad.max(axis=0)).astype(int)
     return Box(int(x1), int(y1), int(x2), int(y2))
-
-
-def _overlaps(line: _Line, box: Box) -> bool:
-    return line.x1 <= box.x2 and box.x1 <= line.x2 and line.y1 <= box.y2 and box.y1 <= line.y2
 
 
 def _check_image(image: Gray8) -> None:
@@ -173,7 +193,16 @@ def _lines_of_polarity(scan: Gray8, bright: bool) -> Iterator[tuple[int, int, in
     operation = cv2.MORPH_TOPHAT if bright else cv2.MORPH_BLACKHAT
     strokes = cv2.morphologyEx(scan, operation, kernel)
     extreme = scan >= 255 - _EXTREME if bright else scan <= _EXTREME
-    mask = ((strokes >= _STROKE_CONTRAST) & extreme).astype(np.uint8)
+    # A top-hat also keeps the rim of a curved edge of anatomy against air (the square does not
+    # fit in the curve); the local median follows edges, so text stands out of it and a rim
+    # does not. The median is taken on a half-size copy: 5 pixels there (OpenCV's fast path)
+    # span 10 here, and a 9-pixel median costs thirty times as much.
+    half = cv2.resize(scan, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    median = cv2.resize(
+        cv2.medianBlur(half, 5), (scan.shape[1], scan.shape[0]), interpolation=cv2.INTER_NEAREST
+    ).astype(np.int16)
+    local = scan.astype(np.int16) - median if bright else median - scan
+    mask = ((strokes >= _STROKE_CONTRAST) & extreme & (local >= _EDGE_CONTRAST)).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
         return
@@ -186,23 +215,44 @@ def _lines_of_polarity(scan: Gray8, bright: bool) -> Iterator[tuple[int, int, in
         & (heights <= _CHAR_MAX_HEIGHT)
         & (widths <= 40 * heights)
         & (fill >= 0.12)
-        & (fill <= 0.8)
+        # a full rectangle is a blob, unless it is a stem (I, l, 1) of a thin font
+        & ((fill <= 0.8) | (widths <= 2))
     )
-    # A character's fragments (the dot of an i, a broken stroke) are kept when they sit within a
-    # character of a real one: they are joined below.
-    keep = np.concatenate(([False], is_char))
-    chars = keep[labels].astype(np.uint8)
+    chars = np.concatenate(([False], is_char))[labels].astype(np.uint8)
     if not chars.any():
         return
     # Characters are joined into blocks of text: across a word space horizontally, across a
     # line space vertically. A block is blanked whole, so a line whose characters merge into
     # a saturated background is still covered when its neighbours are found.
     joined = cv2.dilate(chars, cv2.getStructuringElement(cv2.MORPH_RECT, _JOINER))
-    count, _, block_stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
-    for x, y, w, h, _area in block_stats[1:]:
-        if w < 2 * _CHAR_MIN_HEIGHT + _JOINER[0]:
-            continue
-        yield int(x), int(y), int(x + w - 1), int(y + h - 1)
+    count, blocks, block_stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    char_stats = stats[1:][is_char]
+    centre_x = char_stats[:, cv2.CC_STAT_LEFT] + char_stats[:, cv2.CC_STAT_WIDTH] // 2
+    centre_y = char_stats[:, cv2.CC_STAT_TOP] + char_stats[:, cv2.CC_STAT_HEIGHT] // 2
+    block_of = blocks[centre_y, centre_x]
+    for block in range(1, count):
+        x, y, w, h, _area = block_stats[block]
+        members = char_stats[block_of == block]
+        if _looks_like_text(members, int(w), int(h)):
+            yield int(x), int(y), int(x + w - 1), int(y + h - 1)
+
+
+def _looks_like_text(members: npt.NDArray[np.int32], width: int, height: int) -> bool:
+    """Whether a block's characters (their component statistics) read as lines of text:
+    several of them, mostly of one height, in a block a few lines tall and wider than tall."""
+    if len(members) == 0:
+        return False
+    heights = members[:, cv2.CC_STAT_HEIGHT]
+    widths = members[:, cv2.CC_STAT_WIDTH]
+    line = float(np.median(heights))
+    if len(members) < _MIN_BLOCK_CHARS and widths.max() < 2 * line:
+        return False
+    similar = float(np.mean((heights >= line / 2) & (heights <= line * 2)))
+    return (
+        similar >= _SIMILAR_HEIGHTS
+        and height <= _MAX_BLOCK_LINES * 2 * line + _JOINER[1]
+        and width >= _MIN_BLOCK_ASPECT * min(height, 2 * line + _JOINER[1])
+    )
 
 
 def _merge_overlapping(lines: list[_Line]) -> list[_Line]:
@@ -261,7 +311,7 @@ class _RapidOCR:
 
     def _run(self, image: Gray8, read: bool) -> list[tuple[npt.NDArray[np.float64], str]]:
         # Small images carry small fonts: the detector is trained on text about 10-40 px tall.
-        factor = 2.0 if max(image.shape) < _UPSCALE_BELOW else 1.0
+        factor = float(max(1, int(np.ceil(_UPSCALE_TO / max(image.shape)))))
         scaled = image
         if factor > 1.0:
             scaled = np.asarray(

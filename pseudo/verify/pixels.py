@@ -21,8 +21,9 @@ from pydicom import Dataset
 
 from pseudo.pixels.detect import read_text
 
-#: Shortest value searched, once normalized (letters and digits).
-MIN_LENGTH = 4
+#: Shortest value searched, once normalized (letters and digits): an age (``045Y``) or a
+#: four-digit number is on too many annotations to be evidence.
+MIN_LENGTH = 5
 #: Shortest name part searched: names are matched as whole words, so three letters is enough.
 MIN_NAME_PART = 3
 #: Name parts shorter than this must be a whole word read by the OCR.
