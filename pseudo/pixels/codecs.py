@@ -42,6 +42,7 @@ from pydicom.uid import (
 )
 
 from pseudo.pixels.failures import ReencodeFailed, UnsupportedPixels
+from pseudo.pixels.frames import fastest_plugin
 
 #: Transfer syntaxes whose pixel data is blanked in place, byte for byte.
 NATIVE = frozenset(
@@ -136,7 +137,10 @@ class FrameEncoder:
             encoded = bytes(
                 get_encoder(self.syntax).encode(frame, validate=validate, **self.options)
             )
-            decoded, _ = get_decoder(self.syntax).as_array(encapsulate([encoded]), **self.options)
+            decoder = get_decoder(self.syntax)
+            decoded, _ = decoder.as_array(
+                encapsulate([encoded]), decoding_plugin=fastest_plugin(decoder), **self.options
+            )
         except Exception as exc:
             raise ReencodeFailed(
                 f"cannot encode the redacted image as {self.syntax.name}: {exc.__class__.__name__}"

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.decoders.base import Decoder, get_decoder
 from pydicom.pixels.processing import apply_color_lut
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
@@ -50,6 +50,27 @@ def decode_options(ds: Dataset, syntax: UID | None = None) -> dict[str, Any]:
     return options
 
 
+def check_pixel_data(header: bytes) -> bytes:
+    """``header`` if it is that of Pixel Data (7FE0,0010) in either byte order; float and
+    double float pixel data are refused."""
+    if header[:4] not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
+        raise UnsupportedPixels("float pixel data is not supported")
+    return header
+
+
+#: Decoding plugins faster than those pydicom tries first: CharLS for JPEG-LS (3x libjpeg's),
+#: pylibjpeg-rle's compiled RLE (pydicom's own is numpy code), when installed.
+_FASTEST = {"1.2.840.10008.1.2.4.80": "pyjpegls", "1.2.840.10008.1.2.4.81": "pyjpegls"}
+_FASTEST["1.2.840.10008.1.2.5"] = "pylibjpeg"
+
+
+def fastest_plugin(decoder: Decoder) -> str:
+    """The decoding plugin to use for ``decoder``'s syntax: the fastest installed, or ''
+    (pydicom's own choice)."""
+    plugin = _FASTEST.get(str(decoder.UID), "")
+    return plugin if plugin in decoder.available_plugins else ""
+
+
 def iter_frames(ds: Dataset, pixels: PixelSpan | None) -> Iterator[np.ndarray]:
     """Yield the decoded frames of ``ds``'s pixel data one at a time: (rows, columns) for one
     sample per pixel, (rows, columns, samples) otherwise, in RGB for colour (YBR decoded).
@@ -72,14 +93,18 @@ def iter_frames(ds: Dataset, pixels: PixelSpan | None) -> Iterator[np.ndarray]:
         source: Dataset | BinaryIO = ds
         options: dict[str, Any] = {}
         if pixels is not None:
-            handle = stack.enter_context(pixels.path.open("rb"))
-            header = pixel_header(handle, pixels, ds)
+            try:
+                handle = stack.enter_context(pixels.path.open("rb"))
+                header = check_pixel_data(pixel_header(handle, pixels, ds))
+            except OSError as exc:
+                raise UndecodablePixels(f"cannot read the pixel data: {exc.strerror}") from exc
             source, options = handle, decode_options(ds, syntax)
             if len(header) == 12 or not syntax.is_implicit_VR:
                 options["pixel_vr"] = header[4:6].decode("ascii", "replace")
         yielded = 0
         try:
-            for frame, _ in decoder.iter_array(source, **options):
+            plugin = fastest_plugin(decoder)
+            for frame, _ in decoder.iter_array(source, decoding_plugin=plugin, **options):
                 if yielded == expected:
                     break  # JPEG may hold more fragments than frames; pydicom says so
                 yielded += 1

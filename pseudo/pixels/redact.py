@@ -9,7 +9,8 @@ outside the boxes decodes as before. Memory stays bounded by a frame or two.
 
 The blank value is black as the image is meant to be displayed: the smallest value the pixel
 representation can hold for MONOCHROME2, the largest for MONOCHROME1 (whose smallest value is
-white), 0 for RGB and palette colour (the palette's first entry), black for native YBR_FULL.
+white), 0 for RGB and palette colour (the palette's first entry), black for native YBR_FULL
+and YBR_FULL_422 (Y=0, Cb=Cr=128).
 A blanked box is constant, which no text survives.
 
 Any failure raises a :class:`~pseudo.findings.RejectedFile` (see
@@ -37,7 +38,7 @@ from pseudo.io.dicomio import OutputFailure, PixelSpan, pixel_header, transfer_s
 from pseudo.pixels.boxes import Box
 from pseudo.pixels.codecs import LOSSY_METHOD, NATIVE, FrameEncoder, choose_encoder
 from pseudo.pixels.failures import UndecodablePixels, UnsupportedPixels
-from pseudo.pixels.frames import frame_count, iter_frames
+from pseudo.pixels.frames import check_pixel_data, frame_count, iter_frames
 
 #: Native data that must be rearranged as a whole (bit-packed, or 8-bit words byte-swapped
 #: in big endian OW) is redacted in memory up to this size, refused above it.
@@ -234,9 +235,13 @@ class _NativeLayout:
     planar: bool
     dtype: np.dtype
     value: tuple[int, ...]
+    #: YBR_FULL_422: two pixels share their chroma, stored Y1 Y2 Cb Cr (PS3.3 C.7.6.3.1.2)
+    pairs: bool = False
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
+        if self.pairs:
+            return (self.rows, self.columns // 2, 4)
         if self.samples == 1:
             return (self.rows, self.columns)
         if self.planar:
@@ -245,11 +250,19 @@ class _NativeLayout:
 
     @property
     def frame_bytes(self) -> int:
-        return self.rows * self.columns * self.samples * self.bits // 8
+        return self.frame_pixels * self.bits // 8
 
     @property
     def frame_pixels(self) -> int:
-        return self.rows * self.columns * self.samples
+        """Stored samples per frame."""
+        return self.rows * self.columns * (2 if self.pairs else self.samples)
+
+    def stored(self, boxes: Sequence[Box]) -> list[Box]:
+        """``boxes`` in the coordinates of :attr:`frame_shape`: a pair of YBR_FULL_422 pixels
+        is blanked whole when a box covers either (its chroma is theirs)."""
+        if not self.pairs:
+            return list(boxes)
+        return [Box(b.x1 // 2, b.y1, b.x2 // 2, b.y2, b.frame, b.source) for b in boxes]
 
 
 def _native_layout(ds: Dataset, syntax: UID) -> _NativeLayout:
@@ -257,14 +270,15 @@ def _native_layout(ds: Dataset, syntax: UID) -> _NativeLayout:
     if bits != 1 and (bits % 8 or not 8 <= bits <= 64):
         raise UnsupportedPixels(f"native pixel data of {bits} bits allocated")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    if photometric == "YBR_FULL_422":
-        raise UnsupportedPixels("native YBR_FULL_422 pixel data (subsampled) is not handled")
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    pairs = photometric == "YBR_FULL_422"
+    if pairs and (bits != 8 or samples != 3 or _dimension(ds, "Columns") % 2):
+        raise UnsupportedPixels("native YBR_FULL_422 other than 8 bits and even columns")
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     order = ">" if syntax == ExplicitVRBigEndian else "<"
     size = max(1, bits // 8)
     dtype = np.dtype(f"{order}{'i' if signed else 'u'}{size}")
-    value = blank_value(ds, photometric)
+    value = (0, 0, 128, 128) if pairs else blank_value(ds, photometric)
     if bits == 1:
         value = (1 if photometric == "MONOCHROME1" else 0,)
     return _NativeLayout(
@@ -276,6 +290,7 @@ def _native_layout(ds: Dataset, syntax: UID) -> _NativeLayout:
         samples > 1 and int(ds.get("PlanarConfiguration", 0) or 0) == 1,
         dtype,
         value,
+        pairs,
     )
 
 
@@ -296,9 +311,9 @@ def _redact_native(
         else:
             try:
                 source = stack.enter_context(pixels.path.open("rb"))
+                header = check_pixel_data(pixel_header(source, pixels, ds))
             except OSError as exc:
                 raise UndecodablePixels(f"cannot read the pixel data: {exc.strerror}") from exc
-            header = pixel_header(source, pixels, ds)
             length = pixels.end - pixels.start - len(header)
             pixel_vr = header[4:6].decode("ascii", "replace") if len(header) == 12 else "OW"
             target.write(header)
@@ -315,7 +330,7 @@ def _redact_native(
             chunk = _read(source, layout.frame_bytes)
             if index in plan:
                 frame = np.frombuffer(bytearray(chunk), layout.dtype).reshape(layout.frame_shape)
-                _blank(frame, plan[index], layout.value, layout.planar)
+                _blank(frame, layout.stored(plan[index]), layout.value, layout.planar)
                 chunk = frame.tobytes()
             target.write(chunk)
         _copy(source, target, length - layout.frames * layout.frame_bytes)
@@ -346,7 +361,7 @@ def _whole_value(
     else:
         frames = data[: layout.frames * layout.frame_bytes].reshape(-1, *layout.frame_shape)
         for index, boxes in plan.items():
-            _blank(frames[index], boxes, layout.value, layout.planar)
+            _blank(frames[index], layout.stored(boxes), layout.value, layout.planar)
     if swapped:
         data = data.reshape(-1, 2)[:, ::-1].ravel()
     return data.tobytes()
@@ -460,19 +475,18 @@ def _changed_attributes(
         attributes["PhotometricInterpretation"] = encoder.photometric
     if int(ds.get("SamplesPerPixel", 1) or 1) > 1:
         attributes["PlanarConfiguration"] = 0
+    # short (a De-identification Method value holds 64 characters): the syntaxes' keywords
     if encoder.syntax != source:
-        notes.append(
-            f"pixel data re-encoded losslessly from {source.name} to {encoder.syntax.name}"
-        )
+        notes.append(f"re-encoded losslessly {source.keyword} to {encoder.syntax.keyword}")
     else:
-        notes.append(f"pixel data re-encoded losslessly in {source.name}")
+        notes.append(f"re-encoded losslessly in {source.keyword}")
     if source in LOSSY_METHOD and str(ds.get("LossyImageCompression", "")).strip() != "00":
         # PS3.3 C.7.6.1.1.5: once lossy, always 01; the methods list the lossy steps taken,
         # and writing losslessly adds none
         attributes["LossyImageCompression"] = "01"
         if not ds.get("LossyImageCompressionMethod"):
             attributes["LossyImageCompressionMethod"] = LOSSY_METHOD[source]
-        notes.append("the source was lossy; no further loss was added")
+        notes.append("lossy source; no further loss added")
     return attributes, tuple(notes)
 
 
