@@ -22,6 +22,7 @@ from pseudo.io.dicomio import PixelSpan
 from pseudo.pixels.boxes import Box
 from pseudo.pixels.detect import find_text
 from pseudo.pixels.frames import display_gray8, iter_frames
+from pseudo.pixels.graphics import remove_icons_and_overlays
 from pseudo.pixels.redact import Redaction, redact
 from pseudo.pixels.rules import PixelPlan
 from pseudo.policy.compiled import PIXELS_OFF_METHOD
@@ -37,9 +38,6 @@ RING = 3
 #: A ring pixel is flat background when it differs from the ring's median by at most this
 #: (on the 0-255 display scale the detector sees).
 FLAT_TOLERANCE = 12
-#: Top-level attributes that carry a second picture of the patient: removed, not redacted.
-_SECOND_PICTURES = (0x00880200,)  # Icon Image Sequence
-_OVERLAY_DATA = 0x3000
 #: Palette Color Lookup Table Descriptors, Data and Segmented Data (red, green, blue).
 _PALETTE_TAGS = (
     *range(0x00281101, 0x00281104),
@@ -134,7 +132,7 @@ def protect(
     result = PixelResult()
     if not policy.enabled:
         return result
-    _remove_second_pictures(out)
+    remove_icons_and_overlays(out)
     if not has_pixels(out, pixels):
         return result
     if plan.quarantine is not None:
@@ -246,18 +244,6 @@ def flat_border(gray: np.ndarray, box: Box, margin: int, others: list[Box] | Non
         return 1.0
     median = float(np.median(values))
     return float((np.abs(values - median) <= FLAT_TOLERANCE).mean())
-
-
-def _remove_second_pictures(out: Dataset) -> None:
-    """Remove the icon image and overlay planes: small pictures of the patient that may carry
-    the same text and that no rule or detector examines."""
-    for tag in _SECOND_PICTURES:
-        if tag in out:
-            del out[tag]
-    for tag in [
-        t for t in out.keys() if 0x6000 <= t >> 16 <= 0x601E and t & 0xFFFF == _OVERLAY_DATA
-    ]:
-        del out[tag]
 
 
 def _mark(out: Dataset, result: PixelResult) -> None:
