@@ -166,8 +166,8 @@ class FileProcessor:
                 if pending is not None and not self._verified(outcome, pending, result, header):
                     temp.unlink(missing_ok=True)
                     return outcome
-                if prepared.pixel_values is not None and not self._pixels_unreadable(
-                    outcome, temp, prepared.pixel_values
+                if _pixels_to_verify(prepared) and not self._pixels_unreadable(
+                    outcome, temp, prepared.pixel_values or {}
                 ):
                     temp.unlink(missing_ok=True)
                     return outcome
@@ -265,6 +265,18 @@ class FileProcessor:
             outcome.reason = f"verification found {len(leaks)} leak(s): {kinds}"
             return False
         return True
+
+
+def _pixels_to_verify(prepared: Prepared) -> bool:
+    """Whether the written pixels are OCR'd: always, but for an image the detector scanned
+    and found no text in, written byte for byte (the OCR would read the very pixels the
+    detector has just read: the cost of a second reading of every text-free image, for
+    nothing the detector did not see)."""
+    done = prepared.pixels
+    if prepared.pixel_values is None or done is None:
+        return prepared.pixel_values is not None
+    scanned_clean = done.examined and not done.redacted and prepared.plan.detect
+    return not scanned_clean
 
 
 def _summary(done: PixelResult | None) -> PixelSummary | None:
