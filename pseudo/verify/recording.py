@@ -29,7 +29,6 @@ from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
 from pseudo.verify.elements import (
     PRINTABLE,
-    ascii_strings,
     elements,
     path_of,
     peek,
@@ -39,7 +38,7 @@ from pseudo.verify.elements import (
     snapshot_of,
     strings,
 )
-from pseudo.verify.needles import Needles, name_spellings, skip_reason
+from pseudo.verify.needles import Needles, name_spellings
 from pseudo.verify.prefilter import Words, may_hold, may_hold_whole
 
 #: VRs whose values can carry identifying text (others are numbers, bulk data, or code
@@ -218,7 +217,8 @@ class Recorder:
 
     def build(self, words: Words | None = None) -> Needles:
         """The needles of every value recorded (``words``: only of those an output with these
-        words may hold; the others are still counted where they would be skipped)."""
+        words may hold: a value none of whose words is in the output is checked by that fact,
+        neither searched for nor counted as skipped)."""
         needles = Needles()
         needles.merge(self.needles)
         for tag, vr, action, private, element, charset in self.values:
@@ -241,33 +241,7 @@ class Recorder:
                     continue
                 binary = vr in _BINARY
                 if not may_hold(held, binary, words):
-                    if not raw or held.__class__ is not bytes:
-                        _record_value(_SkipCounter(needles.skipped), tag, vr, held, action, private)
-                    elif not private:
-                        # ASCII text (see may_hold), or bytes that give no needles at all
-                        texts = None if binary else ascii_strings(held, vr)
-                        if texts is None and not binary:
-                            try:
-                                value = raw_value(element, vr, charset)
-                            except Exception:
-                                continue
-                            counter = _SkipCounter(needles.skipped)
-                            _record_value(counter, tag, vr, value, action, False)
-                        kind = "text"
-                        if texts is not None and vr == "PN":
-                            texts = [s for text in texts for s in name_spellings(text)]
-                            kind = "person name"
-                        for text in texts or ():
-                            reason = skip_reason(text.strip().strip("\x00").strip(), kind)
-                            if reason:
-                                needles.skipped[reason] += 1
-                    else:  # a scanner's private values recur file after file
-                        encodings = charset if isinstance(charset, str) else tuple(charset)
-                        little = element.is_little_endian
-                        skips = _skipped(held, vr, little, action, private, encodings)
-                        for reason, count in skips:
-                            needles.skipped[reason] += count
-                    continue
+                    continue  # absent from the output: checked by that fact, not skipped
             if private and raw and len(element.value or b"") <= _RECURRING_BYTES:
                 # the same value at another place in another file: the same needles
                 encodings = charset if isinstance(charset, str) else tuple(charset)
@@ -282,20 +256,6 @@ class Recorder:
         return needles
 
 
-class _SkipCounter(Needles):
-    """Needles that are not kept: only the values :meth:`Needles.add` would skip are counted
-    (into ``skipped``, shared with the caller)."""
-
-    def __init__(self, skipped: Counter[str]) -> None:  # no items: none are kept
-        self.skipped = skipped
-
-    def add(self, text: str, kind: str, *, fold: bool = True) -> None:
-        """Count ``text`` if :meth:`Needles.add` would skip it."""
-        reason = skip_reason(text.strip().strip("\x00").strip(), kind)
-        if reason:
-            self.skipped[reason] += 1
-
-
 @functools.lru_cache(maxsize=4096)
 def _private_needles(raw: bytes, vr: str, little: bool, action: Action, encodings: Any) -> Needles:
     """What recording one raw private value adds, worked out once: a scanner's private
@@ -308,22 +268,6 @@ def _private_needles(raw: bytes, vr: str, little: bool, action: Action, encoding
         return needles
     _record_value(needles, 0x00090010, vr, value, action, True)
     return needles
-
-
-@functools.lru_cache(maxsize=4096)
-def _skipped(
-    raw: bytes, vr: str, little: bool, action: Action, private: bool, encodings: Any
-) -> tuple[tuple[str, int], ...]:
-    """Where the needles of a raw value that no output holds would be skipped, by reason
-    (worked out once per value: most values recur file after file, at other places)."""
-    counts: Counter[str] = Counter()
-    element = RawDataElement(BaseTag(0), vr, len(raw), raw, 0, little, True)
-    try:
-        value = raw_value(element, vr, encodings if isinstance(encodings, str) else [*encodings])
-    except Exception:
-        return ()
-    _record_value(_SkipCounter(counts), 0, vr, value, action, private)
-    return tuple(counts.items())
 
 
 def _record_value(
@@ -407,7 +351,8 @@ class Pending:
 
     @property
     def skipped(self) -> Counter[str]:
-        """How many values were not searched for, by reason (the same whatever the output)."""
+        """How many values the output could hold were not searched for, by reason (too short,
+        a number, too common); values none of whose words is in the output are not counted."""
         return (self.checked or self.needles).skipped
 
 
