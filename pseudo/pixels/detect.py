@@ -2,15 +2,17 @@
 
 Two stages, so that an image without text costs little:
 
-1. ``text_candidates``: a classical text-region finder (OpenCV morphology, no model). Burned-in
-   text is drawn at the extreme of the display range in thin strokes, so a top-hat keeps it and
-   drops smooth anatomy; the strokes are grouped into characters and the characters into lines
-   by their size and spacing. Most images without text end here with no candidate.
-2. OCR on the candidate lines only (RapidOCR: PP-OCR models shipped inside its wheel as ONNX,
-   one thread, nothing downloaded): a line where it reads characters is text.
+1. The scan (``text_candidates``): a classical text-region finder (OpenCV morphology, no
+   model). Burned-in text is drawn at an end of the display range in thin strokes, so a
+   top-hat and a local median keep it and drop smooth anatomy; strokes are grouped into
+   characters and characters into blocks by size and spacing. Most images without text end
+   here, with no candidate.
+2. RapidOCR (PP-OCR models shipped inside its wheel as ONNX, one thread, nothing downloaded)
+   on the images the scan passes: its text detector gives the lines to blank, its recognizer
+   what they say (for verification).
 
 The boxes are in the image's own (full-resolution) pixels, inclusive, ``source`` =
-``detector:<name>``; see docs/pixels.md for the measurements behind every threshold.
+``detector:rapidocr``; docs/pixels.md gives the measurements behind the thresholds.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def text_candidates(image: Gray8) -> list[Box]:
     text the detector could find, and ``find_text`` stops there.
     """
     return [
-        Box(line.x1, line.y1, line.x2, line.y2, source=f"{SOURCE}:candidate")
+        Box(line.x1, line.y1, line.x2, line.y2, source="detector:scan")
         for line in _candidate_lines(image)
     ]
 
