@@ -2,15 +2,17 @@
 
 Two stages, so that an image without text costs little:
 
-1. ``text_candidates``: a classical text-region finder (OpenCV morphology, no model). Burned-in
-   text is drawn at the extreme of the display range in thin strokes, so a top-hat keeps it and
-   drops smooth anatomy; the strokes are grouped into characters and the characters into lines
-   by their size and spacing. Most images without text end here with no candidate.
-2. OCR on the candidate lines only (RapidOCR: PP-OCR models shipped inside its wheel as ONNX,
-   one thread, nothing downloaded): a line where it reads characters is text.
+1. The scan (``text_candidates``): a classical text-region finder (OpenCV morphology, no
+   model). Burned-in text is drawn at an end of the display range in thin strokes, so a
+   top-hat and a local median keep it and drop smooth anatomy; strokes are grouped into
+   characters and characters into blocks by size and spacing. Most images without text end
+   here, with no candidate.
+2. RapidOCR (PP-OCR models shipped inside its wheel as ONNX, one thread, nothing downloaded)
+   on the images the scan passes: its text detector gives the lines to blank, its recognizer
+   what they say (for verification).
 
 The boxes are in the image's own (full-resolution) pixels, inclusive, ``source`` =
-``detector:<name>``; see docs/pixels.md for the measurements behind every threshold.
+``detector:rapidocr``; docs/pixels.md gives the measurements behind the thresholds.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ _DET_THRESHOLD = 0.2
 _DET_BOX_THRESHOLD = 0.3
 _DET_UNCLIP = 2.0
 _UPSCALE_TO = 600
+# A detected line is burned-in text when this share of it is strokes (_EXTREME, contrast).
+_MIN_STROKE_SHARE = 0.02
 # A candidate block is blanked whole when the detector's lines cover this share of it.
 _BLOCK_CONFIRMED = 0.3
 # Pixels added around a confirmed line, in full-resolution pixels, before it is returned.
@@ -86,7 +90,7 @@ def text_candidates(image: Gray8) -> list[Box]:
     text the detector could find, and ``find_text`` stops there.
     """
     return [
-        Box(line.x1, line.y1, line.x2, line.y2, source=f"{SOURCE}:candidate")
+        Box(line.x1, line.y1, line.x2, line.y2, source="detector:scan")
         for line in _candidate_lines(image)
     ]
 
@@ -95,20 +99,26 @@ def find_text(image: Gray8) -> list[Box]:
     """Boxes of the burned-in text in ``image`` (2-D uint8, full resolution), for blanking.
 
     When the scan finds candidates, RapidOCR's text detector (DBNet, nothing read) runs on the
-    whole image with its thresholds lowered for recall. Every line it finds is returned, and so
+    whole image with its thresholds lowered for recall. Every line it finds that the scan saw
+    strokes in (burned-in text is drawn at the end of the display range; anatomy the detector
+    mistakes for text mostly is not) is returned, and so
     is every candidate block those lines cover in part (a block holds the lines the detector
     missed between the ones it found); each grown by a margin: a missed character is a leak,
     an extra blank strip over a text line's background costs little. Deterministic: same
     image, same boxes.
     """
-    candidates = _candidate_lines(image)
-    if not candidates:
+    scan = _scan(image)
+    if not scan.lines:
         return []
     rows, columns = image.shape
-    lines = [_box(quad) for quad, _text in _ocr().detect(image)]
+    lines = [
+        box
+        for box in (_box(quad) for quad, _text in _ocr().detect(image))
+        if scan.stroke_share(box) >= _MIN_STROKE_SHARE
+    ]
     confirmed = [
         Box(block.x1, block.y1, block.x2, block.y2)
-        for block in candidates
+        for block in scan.lines
         if _covered_share(block, lines) >= _BLOCK_CONFIRMED
     ]
     return sorted(
@@ -164,6 +174,31 @@ def _check_image(image: Gray8) -> None:
 
 
 def _candidate_lines(image: Gray8) -> list[_Line]:
+    return _scan(image).lines
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """What the scan found: candidate blocks, and where its strokes are (summed-area table of
+    the stroke mask of the reduced copy, and the reduction factor)."""
+
+    lines: list[_Line]
+    strokes: npt.NDArray[np.int64]
+    scale: float
+
+    def stroke_share(self, box: Box) -> float:
+        """The share of ``box`` (full-resolution pixels) that the scan took for strokes."""
+        height, width = self.strokes.shape[0] - 1, self.strokes.shape[1] - 1
+        x1 = min(width, max(0, int(box.x1 / self.scale)))
+        y1 = min(height, max(0, int(box.y1 / self.scale)))
+        x2 = min(width, max(x1 + 1, int(np.ceil((box.x2 + 1) / self.scale))))
+        y2 = min(height, max(y1 + 1, int(np.ceil((box.y2 + 1) / self.scale))))
+        table = self.strokes
+        total = table[y2, x2] - table[y1, x2] - table[y2, x1] + table[y1, x1]
+        return float(total / max(1, (x2 - x1) * (y2 - y1)))
+
+
+def _scan(image: Gray8) -> _Scan:
     _check_image(image)
     rows, columns = image.shape
     scale = max(1.0, max(rows, columns) / _SCAN_SIDE)
@@ -172,8 +207,11 @@ def _candidate_lines(image: Gray8) -> list[_Line]:
         size = (round(columns / scale), round(rows / scale))
         scan = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
     lines = []
+    strokes = np.zeros(scan.shape, dtype=np.uint8)
     for bright in (True, False):
-        for x1, y1, x2, y2 in _lines_of_polarity(scan, bright):
+        blocks, mask = _lines_of_polarity(scan, bright)
+        strokes |= mask
+        for x1, y1, x2, y2 in blocks:
             lines.append(
                 _Line(
                     int(x1 * scale),
@@ -183,11 +221,19 @@ def _candidate_lines(image: Gray8) -> list[_Line]:
                     bright,
                 )
             )
-    return _merge_overlapping(lines)
+    table = np.asarray(cv2.integral(strokes, sdepth=cv2.CV_64F), dtype=np.int64)
+    return _Scan(_merge_overlapping(lines), table, scale)
 
 
-def _lines_of_polarity(scan: Gray8, bright: bool) -> Iterator[tuple[int, int, int, int]]:
-    """Lines of bright-on-dark (or dark-on-bright) characters in the scanned image."""
+def _lines_of_polarity(scan: Gray8, bright: bool) -> tuple[list[tuple[int, int, int, int]], Gray8]:
+    """Blocks of bright-on-dark (or dark-on-bright) characters in the scanned image, and the
+    mask of its strokes."""
+    mask = _stroke_mask(scan, bright)
+    return list(_blocks(mask)), mask
+
+
+def _stroke_mask(scan: Gray8, bright: bool) -> Gray8:
+    """1 where a pixel of ``scan`` is a stroke of text of that polarity, else 0."""
     side = _CHAR_MAX_HEIGHT // 2
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
     operation = cv2.MORPH_TOPHAT if bright else cv2.MORPH_BLACKHAT
@@ -202,7 +248,11 @@ def _lines_of_polarity(scan: Gray8, bright: bool) -> Iterator[tuple[int, int, in
         cv2.medianBlur(half, 5), (scan.shape[1], scan.shape[0]), interpolation=cv2.INTER_NEAREST
     ).astype(np.int16)
     local = scan.astype(np.int16) - median if bright else median - scan
-    mask = ((strokes >= _STROKE_CONTRAST) & extreme & (local >= _EDGE_CONTRAST)).astype(np.uint8)
+    return ((strokes >= _STROKE_CONTRAST) & extreme & (local >= _EDGE_CONTRAST)).astype(np.uint8)
+
+
+def _blocks(mask: Gray8) -> Iterator[tuple[int, int, int, int]]:
+    """Text-like blocks of characters in a stroke mask (inclusive boxes of the scan)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
         return
