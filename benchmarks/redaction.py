@@ -19,6 +19,7 @@ Usage: python benchmarks/redaction.py [--megabytes 32] [--rounds 5]
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -84,25 +85,47 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="pseudo-redaction-"))
-    images: dict[UID, tuple[Path, int]] = {}
+    images: dict[UID, tuple[Path, int, int]] = {}
     for syntax in SYNTAXES:
         path = scratch / f"{syntax.keyword}.dcm"
         frame_bytes = _multiframe(path, args.megabytes, syntax, tiles=4)
         frames = int(args.megabytes * 1024 * 1024) // frame_bytes
-        images[syntax] = (path, frames * frame_bytes)
+        images[syntax] = (path, frames * frame_bytes, path.stat().st_size)
+    try:
+        times = _measure(images, scratch, args.rounds)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    _report(images, times, args.megabytes, args.rounds)
+    return 0
+
+
+def _measure(
+    images: dict[UID, tuple[Path, int, int]], scratch: Path, rounds: int
+) -> dict[tuple[UID, str], list[float]]:
+    """Seconds of each step on each image, one list per (syntax, step), round by round."""
     times: dict[tuple[UID, str], list[float]] = {}
     with quiet_pydicom():
-        for _ in range(args.rounds):
-            for syntax, (path, _) in images.items():
+        for _ in range(rounds):
+            for syntax, (path, _, _) in images.items():
                 source = read_source(path)
 
                 for name, action in (("copy", _copy), ("decode", _decode), ("redact", _redact)):
                     elapsed = _timed(partial(action, source, scratch))
                     times.setdefault((syntax, name), []).append(elapsed)
-    print(f"{args.megabytes:g} MB of decoded 16-bit frames per image, {args.rounds} rounds\n")
+    return times
+
+
+def _report(
+    images: dict[UID, tuple[Path, int, int]],
+    times: dict[tuple[UID, str], list[float]],
+    megabytes_each: float,
+    rounds: int,
+) -> None:
+    """Print the table of MB/s and ratios."""
+    print(f"{megabytes_each:g} MB of decoded 16-bit frames per image, {rounds} rounds\n")
     print(HEADER)
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for syntax, (path, decoded) in images.items():
+    for syntax, (_, decoded, stored) in images.items():
         megabytes = decoded / 1e6
         rates = {
             name: megabytes / statistics.median(times[(syntax, name)])
@@ -116,10 +139,9 @@ def main() -> int:
         }
         cells = [f"{statistics.median(r):.2f}x ({r[0]:.2f}-{r[-1]:.2f}x)" for r in ratios.values()]
         print(
-            f"| {syntax.name} | {path.stat().st_size / 1e6:.1f} | {rates['copy']:.0f} | "
+            f"| {syntax.name} | {stored / 1e6:.1f} | {rates['copy']:.0f} | "
             f"{rates['decode']:.0f} | {rates['redact']:.1f} | {cells[0]} | {cells[1]} |"
         )
-    return 0
 
 
 if __name__ == "__main__":
