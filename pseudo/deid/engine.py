@@ -37,6 +37,7 @@ from pseudo.deid.context import FileContext
 from pseudo.deid.dates import offset_in_range
 from pseudo.deid.identity import PatientIdentity, read_identity
 from pseudo.deid.tokens import date_offset_digest, pseudonym
+from pseudo.deid.uids import remap_uid
 from pseudo.deid.walker import IDENTIFYING_TAGS, Dropped, Recorder, Walker
 from pseudo.dicom.tags import decision_vr
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
@@ -86,11 +87,15 @@ class PseudonymizedDataset:
     sop_instance_uid: str
     linkage: list[LinkageEntry] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: the study, series and instance UIDs that name the output's folders and file, when they
+    #: differ from the output's own (a policy that keeps the original UIDs)
+    path_uids: tuple[str, str, str] | None = None
 
     @property
     def relative_path(self) -> str:
         """Output path built only from pseudonymous values."""
-        return output_path(self.pseudonym, self.study_uid, self.series_uid, self.sop_instance_uid)
+        uids = self.path_uids or (self.study_uid, self.series_uid, self.sop_instance_uid)
+        return output_path(self.pseudonym, *uids)
 
 
 def _overlay_groups(ds: Dataset) -> set[int]:
@@ -369,16 +374,35 @@ class Pseudonymizer:
                 ),
             ),
         ]
+        output_study = _required_uid(ds, "StudyInstanceUID")
+        originals = (study_uid, series_uid, instance_uid)
+        outputs = (output_study, pseudo_series, pseudo_instance)
         return PseudonymizedDataset(
             dataset=ds,
             pseudonym=patient_pseudonym,
             date_offset_days=offset,
-            study_uid=_required_uid(ds, "StudyInstanceUID"),
+            study_uid=output_study,
             series_uid=pseudo_series,
             sop_instance_uid=pseudo_instance,
             linkage=linkage,
             findings=ctx.findings,
+            path_uids=self._path_uids(originals, outputs),
         )
+
+    def _path_uids(
+        self, originals: tuple[str, str, str], outputs: tuple[str, str, str]
+    ) -> tuple[str, str, str] | None:
+        """The UIDs that name the output's path when the policy kept an original one (Retain
+        UIDs, the original level): its keyed remap, so that a path never holds an original
+        UID, whatever the file holds. None when every UID was remapped."""
+        if all(o != p for o, p in zip(originals, outputs, strict=True)):
+            return None
+        named = (
+            remap_uid(self.keyring, o) if o == p else p
+            for o, p in zip(originals, outputs, strict=True)
+        )
+        study, series, instance = named
+        return study, series, instance
 
     def _finish(self, ds: Dataset, ctx: FileContext, sop_class: str, ts: UID) -> None:
         """Mark the dataset as de-identified and give it a new, minimal file meta."""

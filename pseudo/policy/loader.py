@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,17 @@ from pseudo.dicom.vr import TEXT_VRS
 from pseudo.errors import PseudoError
 from pseudo.io.pydicom_internals import dictionary_entries, repeater_entries
 from pseudo.policy.clean_patterns import DEFAULT_PATTERNS
-from pseudo.policy.compiled import CompiledPolicy, CompiledRule, Decision, add_table
+from pseudo.policy.compiled import (
+    CONFORM_ALLOW_LIST_CODE,
+    CONFORM_CODE,
+    CompiledPolicy,
+    CompiledRule,
+    Decision,
+    add_table,
+)
 from pseudo.policy.model import Action, PixelSettings, PolicyFile, Rule
 from pseudo.policy.pixels import compile_pixel_rule, merged
+from pseudo.policy.private_kb import PS315_OPTION, TCIA_OPTION, table_for
 from pseudo.policy.selectors import (
     CompiledCondition,
     CompiledSelector,
@@ -427,6 +435,23 @@ def _table_keywords() -> dict[str, int]:
     return result
 
 
+#: Policy keys added after policies were first hashed: they count in the hash only when given,
+#: so that a policy that does not use them keeps the hash its project recorded.
+_LATER_KEYS = ("conform_to_iod",)
+
+
+def _hashed(model: PolicyFile) -> dict[str, Any]:
+    data = model.model_dump(mode="json")
+    for key in _LATER_KEYS:
+        if data.get(key) is None:
+            data.pop(key, None)
+    # an absent or empty pixels section is left out too: a policy without pixel rules keeps
+    # the hash it had before they existed (a project's recorded policy stays its policy)
+    if model.pixels == PixelSettings():
+        data.pop("pixels", None)
+    return data
+
+
 def _policy_hash(chain: list[_SourceFile], edition: str, table_sha: str) -> str:
     document = {
         "policies": [_hashed(source.model) for source in chain],
@@ -434,16 +459,6 @@ def _policy_hash(chain: list[_SourceFile], edition: str, table_sha: str) -> str:
     }
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def _hashed(model: PolicyFile) -> dict[str, Any]:
-    """What the hash covers of one policy file: every setting; an absent or empty ``pixels``
-    section is left out, so that the hash of a policy without one is what it was before
-    pixel rules existed (a project's recorded policy stays its policy)."""
-    document = model.model_dump(mode="json")
-    if model.pixels == PixelSettings():
-        document.pop("pixels")
-    return document
 
 
 def _resolve(action: Action, options: list[str], source: str) -> tuple[Action, str]:
@@ -475,6 +490,12 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
             f"{_location(where.path, where.line(('options',)))}: options: full dates and "
             "modified dates exclude each other"
         )
+    if {PS315_OPTION, TCIA_OPTION} <= set(options):
+        where = next(s for s in reversed(chain) if s.model.options)
+        raise PolicyError(
+            f"{_location(where.path, where.line(('options',)))}: options: {PS315_OPTION} and "
+            f"{TCIA_OPTION} choose two tables of safe private attributes; choose one"
+        )
     policy = CompiledPolicy(
         name=leaf.name,
         title=leaf.title or leaf.name,
@@ -484,13 +505,24 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
         sha256=_policy_hash(chain, table.edition, table.source_sha256),
     )
     policy.profile = next((s.model.profile for s in reversed(chain) if s.model.profile), None)
+    policy.conform_to_iod = next(
+        (s.model.conform_to_iod for s in reversed(chain) if s.model.conform_to_iod is not None),
+        False,
+    )
     if policy.profile == "ps3.15":
         add_table(policy, table)
+    safe_private = table_for(options)
+    if safe_private is not None:
+        policy.safe_private = safe_private.resolved(
+            lambda action, words: _resolve(action, options, words)
+        )
     table_keywords = _table_keywords()
     for depth, source in enumerate(chain):
         _apply_settings(policy, source)
         _apply_rules(policy, source, depth, table_keywords)
         _apply_pixels(policy, source, table_keywords)
+    if policy.conform_to_iod:
+        _conform(policy)
     if policy.anchor is not None and policy.temporal != "MODIFIED":
         where = next(s for s in reversed(chain) if s.model.dates.anchor is not None)
         raise PolicyError(
@@ -498,6 +530,27 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
             "option retain_longitudinal_modified_dates (an anchor moves dates)"
         )
     return policy
+
+
+def _conform(policy: CompiledPolicy) -> None:
+    """Removals by ``defaults.standard`` and emptying rules resolved per file by the IOD
+    (``conform_to_iod``): the decision carries the combined code, as a table row does."""
+    note = f" (conform_to_iod: {CONFORM_CODE} by the object's IOD)"
+    if policy.standard.action is Action.REMOVE:
+        policy.standard = replace(
+            policy.standard,
+            source=policy.standard.source
+            + f" (conform_to_iod: {CONFORM_ALLOW_LIST_CODE} by the object's IOD)",
+            compound=CONFORM_ALLOW_LIST_CODE,
+        )
+    rules = policy.rules
+    policy.rules = []
+    policy.clear_candidates()
+    for rule in rules:
+        decision = rule.decision
+        if decision.action is Action.EMPTY:
+            decision = replace(decision, source=decision.source + note, compound=CONFORM_CODE)
+        policy.add_rule(replace(rule, decision=decision))
 
 
 #: Free-text VRs, and the options under which the free text that no table row decides is

@@ -38,6 +38,9 @@ class Action(StrEnum):
 #: PS3.15 option identifiers and their CID 7050 keywords in pydicom's code dictionary.
 OPTIONS: dict[str, str] = {
     "retain_safe_private": "RetainSafePrivateOption",
+    # TCIA's Private Tag Knowledge Base: the de-identifier's own knowledge of safe private
+    # attributes, as PS3.15 E.3.10 allows (Table E.3.10-1 lists examples only).
+    "retain_safe_private_tcia": "RetainSafePrivateOption",
     "retain_uids": "RetainUidsOption",
     "retain_device_identity": "RetainDeviceIdentityOption",
     "retain_institution_identity": "RetainInstitutionIdentityOption",
@@ -308,6 +311,9 @@ class PolicyFile(BaseModel):
     clean: CleanSettings = Field(default_factory=CleanSettings)
     rules: list[Rule] = Field(default_factory=list)
     pixels: PixelSettings = Field(default_factory=PixelSettings)
+    #: What the policy removes by ``defaults.standard`` (an allow-list) or empties by a rule
+    #: follows the object's IOD: Type 1 a dummy, Type 2 empty, Type 3 removed (issue 20).
+    conform_to_iod: bool | None = None
 
     @field_validator("options")
     @classmethod

@@ -99,7 +99,8 @@ def check(
         walked = list(elements(out))
     for level, tag, vr, parents in walked:
         if (tag >> 16) & 1 and not 0x10 <= tag & 0xFFFF <= 0xFF:
-            action = policy.decide(tag, vr, level, parents, active).action
+            decision = policy.decide(tag, vr, level, parents, active)
+            action = policy.private_decision(level, tag, decision).action
             if action is Action.REMOVE or (action is Action.CLEAN and not safe.is_safe(level, tag)):
                 report(
                     path_of(parents, tag),
@@ -198,7 +199,8 @@ def _chosen(
     the needle at the same place (``before``: the output's element as written, if known)."""
     level, tag, vr, parents, active = where
     if kept is None:
-        return policy.decide(tag, vr, level, parents, active).action in KEEPING
+        decision = policy.decide(tag, vr, level, parents, active)
+        return policy.private_decision(level, tag, decision).action in KEEPING
     key = (parents, tag)
     if key not in kept:
         return False
