@@ -17,7 +17,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 
 @dataclass(frozen=True)
@@ -118,3 +118,42 @@ def build_cohort(folder: Path) -> list[Path]:
                 ds.save_as(path, enforce_file_format=True)
                 written.append(path)
     return sorted(written)
+
+
+def burned_in_image(folder: Path) -> Path:
+    """Write one image of the first patient's first study with her name, ID and birth date
+    burned into its pixels (as a viewer's screenshot would carry them), in a black band above
+    the anatomy; return its path. ``pseudo demo`` shows it before and after."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    patient = PATIENTS[0]
+    ds = _instance("CT_small.dcm", patient, 0, 0, BASELINE, 3, 1)
+    anatomy = ds.pixel_array.astype(np.float64)
+    anatomy = (anatomy - anatomy.min()) * (255.0 / max(float(np.ptp(anatomy)), 1.0))
+    canvas = np.zeros((anatomy.shape[0] * 2 + 64, anatomy.shape[1] * 2), np.uint8)
+    enlarged = np.kron(anatomy, np.ones((2, 2)))
+    canvas[64:, :] = np.rint(enlarged).astype(np.uint8)
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=14)
+    birth = f"{patient.birth_date[:4]}-{patient.birth_date[4:6]}-{patient.birth_date[6:]}"
+    draw.text((8, 8), patient.name.replace("^", " "), fill=255, font=font)
+    draw.text((8, 32), f"{patient.patient_id}  {birth}", fill=255, font=font)
+    pixels = np.asarray(picture, np.uint8)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.7")
+    ds.Modality = "OT"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    for keyword in ("RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PhotometricInterpretation, ds.SamplesPerPixel = "MONOCHROME2", 1
+    ds.BurnedInAnnotation = "NO"  # as real data often says, wrongly
+    ds.PixelData = pixels.tobytes()
+    ds["PixelData"].VR = "OB"
+    where = folder / "DOE_JANE" / BASELINE.isoformat() / "SC" / "1.dcm"
+    where.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(where, enforce_file_format=True)
+    return where

@@ -88,6 +88,7 @@ MARKS = {
     "DeidentificationMethod",
     "DeidentificationMethodCodeSequence",
     "ImplementationVersionName",
+    "BurnedInAnnotation",  # set to NO by the pixel step (issue 15) once the pixels are clean
 }
 
 

@@ -46,10 +46,36 @@ def policy_record(name_or_path: str, policy: CompiledPolicy) -> dict[str, Any]:
 
 
 def choose_policy(
-    given: str | None, recorded: dict[str, Any] | None
+    given: str | None, recorded: dict[str, Any] | None, pixels: str | None = None
 ) -> tuple[CompiledPolicy, dict[str, Any]]:
     """The policy of a run and its record: ``given`` (``--policy``) if any, else the
-    project's ``recorded`` policy, else the default one."""
+    project's ``recorded`` policy, else the default one; with pixel protection as ``pixels``
+    says (``--pixels on|off``), else as the project recorded it, else on."""
+    if pixels is None:
+        pixels = str((recorded or {}).get("pixels", "on"))
+    if pixels not in ("on", "off"):
+        raise RecordedPolicyError(f"--pixels {pixels}: expected on or off")
+    compiled, record = _choose(given, recorded)
+    return _with_pixels(compiled, record, pixels == "on")
+
+
+def _with_pixels(
+    compiled: CompiledPolicy, record: dict[str, Any], enabled: bool
+) -> tuple[CompiledPolicy, dict[str, Any]]:
+    """The policy with pixel protection on or off, and its record saying so. The record names
+    ``pixels`` only when off, so that a project recorded before pixel protection existed
+    records the same policy as a run with it on."""
+    record = {key: value for key, value in record.items() if key != "pixels"}
+    if not enabled:
+        compiled.pixels = compiled.pixels.off()
+        record["pixels"] = "off"
+    return compiled, record
+
+
+def _choose(
+    given: str | None, recorded: dict[str, Any] | None
+) -> tuple[CompiledPolicy, dict[str, Any]]:
+    """The policy of a run and its record, before the pixel setting (see choose_policy)."""
     if given is not None:
         compiled = load_policy(given)
         return compiled, policy_record(given, compiled)

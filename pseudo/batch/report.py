@@ -18,7 +18,7 @@ from typing import Any
 
 from pseudo import __version__
 from pseudo.pipeline.outcome import FileOutcome
-from pseudo.policy.compiled import CompiledPolicy
+from pseudo.policy.compiled import PIXELS_OFF_METHOD, CompiledPolicy
 from pseudo.verify.finding import VerificationFinding
 
 
@@ -100,6 +100,7 @@ class RunSummary:
                 "options": self.policy.options,
                 "standard_edition": f"PS3.15 {self.policy.edition}",
             },
+            "pixels": self.pixels,
             "inputs": str(self.inputs_path(Path())),
             "project_policy": self.policy_change,
             **({"trial": self.trial} if self.trial is not None else {}),
@@ -116,6 +117,7 @@ class RunSummary:
                     "reason": o.reason,
                     "findings": [asdict(f) for f in o.findings],
                     "verification": [f.to_json() for f in o.verification],
+                    "pixels": asdict(o.pixels) if o.pixels is not None else None,
                 }
                 for o in self.outcomes
             ],
@@ -126,6 +128,21 @@ class RunSummary:
                     sum((Counter(o.skipped_checks) for o in self.outcomes), Counter())
                 ),
             },
+        }
+
+    @property
+    def pixels(self) -> dict[str, Any]:
+        """Pixel protection in this run: on or off, and the images it blanked text in, by
+        rule and by detection."""
+        if not self.policy.pixels.enabled:
+            return {"protection": "off", "note": PIXELS_OFF_METHOD}
+        done = [o.pixels for o in self.outcomes if o.pixels is not None]
+        return {
+            "protection": "on",
+            "images_examined": len(done),
+            "images_redacted": sum(1 for p in done if p.redacted),
+            "by_rule": sum(1 for p in done if p.ruled),
+            "by_detection": sum(1 for p in done if p.detected),
         }
 
     def inputs_path(self, reports: Path) -> Path:

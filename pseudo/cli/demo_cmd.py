@@ -18,7 +18,7 @@ from rich.table import Table
 
 from pseudo.batch.report import load_report
 from pseudo.cli.common import UserError, err, out
-from pseudo.demo import build_cohort
+from pseudo.demo import build_cohort, burned_in_image
 
 MARKER = ".pseudo-demo"
 OPERATOR_PASSPHRASE = "demo operator passphrase"
@@ -83,9 +83,11 @@ def demo_command(
 
     out.print(Rule("1. A synthetic cohort: 3 patients x 2 timepoints, from pydicom's test files"))
     files = build_cohort(source)
+    screenshot = burned_in_image(source)
     out.print(
-        f"{len(files)} files written under {source}/, folders named after the patients, e.g. "
-        f"{files[0].relative_to(source)}"
+        f"{len(files) + 1} files written under {source}/, folders named after the patients, "
+        f"e.g. {files[0].relative_to(source)}; {screenshot.relative_to(source)} has the "
+        "patient's name, ID and birth date burned into its pixels"
     )
 
     out.print(Rule("2. A key vault and a project (the demo passphrases come from the environment)"))
@@ -119,6 +121,7 @@ def demo_command(
         table.add_row(key, before[key], after[key])
     out.print(table)
     _print_timeline(mapping)
+    _show_pixels(folder, screenshot, mapping[screenshot.resolve()])
 
     out.print(Rule("4. Re-identify one patient, for an incidental finding"))
     pseudonym = after["PatientID"]
@@ -147,6 +150,22 @@ def demo_command(
     err.print(
         f"[green]Demo complete[/]: {pseudonym} is {identity['patient_name']} "
         f"({identity['patient_id']}); everything is in {folder}/"
+    )
+
+
+def _show_pixels(folder: Path, before: Path, after: Path) -> None:
+    """Write the burned-in image before and after as PNGs, and say where and what changed."""
+    from PIL import Image
+
+    written = []
+    for label, path in (("before", before), ("after", after)):
+        png = folder / f"burned-in-{label}.png"
+        Image.fromarray(pydicom.dcmread(path).pixel_array).save(png)
+        written.append(png)
+    method = pydicom.dcmread(after, stop_before_pixels=True).DeidentificationMethod
+    out.print(
+        f"Burned-in text: {method[-1]}. The image before and after: {written[0]} and {written[1]}",
+        markup=False,
     )
 
 

@@ -13,10 +13,14 @@ from rich.table import Table
 
 from pseudo.cli.common import UserError, emit_json, err, out
 from pseudo.dicom.tags import parse_tag_pattern, tag_text
+from pseudo.pixels import rules as pixel_rules
 from pseudo.policy import CompiledPolicy, load_policy, shipped_policy_names
 from pseudo.policy.explain import explain, occurrences
 from pseudo.policy.selectors import SelectorError, resolve_name
 from pseudo.policy.table import confidentiality_table
+
+#: Pixel Data (7FE0,0010): ``policy explain PixelData`` tells the pixel rules too.
+PIXEL_DATA = 0x7FE00010
 
 policy_app = typer.Typer(help="List, show, validate and explain policies.", no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
@@ -196,6 +200,9 @@ def policy_explain(
     With --file, the conditions of the rules are evaluated on that file and every occurrence of
     the attribute (at any depth) is listed with its decision.
 
+    For PixelData, the pixel rules are listed and, with --file, the one that applies to the file
+    (its regions), or that the detector scans it.
+
     Example: pseudo policy explain default StudyDate --file scan.dcm
     """
     policy = load_policy(name)
@@ -213,6 +220,8 @@ def policy_explain(
             "decided_by": explanation.decided_by.to_json(),
             "steps": [step.to_json() for step in explanation.steps],
         }
+    if pattern.is_exact and pattern.value == PIXEL_DATA:
+        document["pixel_rules"] = pixel_rules.rules_json(policy.pixels)
     if file is not None:
         try:
             ds = pydicom.dcmread(file, force=True)
@@ -221,6 +230,8 @@ def policy_explain(
                 f"{file}: not a readable DICOM file ({exc.__class__.__name__})"
             ) from exc
         document["file"] = str(file)
+        if pattern.is_exact and pattern.value == PIXEL_DATA:
+            document["pixels"] = pixel_rules.explain(policy.pixels, ds)
         document["occurrences"] = [
             {
                 "path": o.path,
@@ -243,6 +254,8 @@ def policy_explain(
                 escape(f"  [only if {'; '.join(step['requires'])}]") if step["requires"] else ""
             )
             out.print(f"  {index}. {step['kind']}: {step['source']} -> {step['action']}{condition}")
+    if "pixel_rules" in document:
+        _print_pixel_rules(document)
     if file is not None:
         if not document["occurrences"]:
             out.print(f"  {file}: no such attribute")
@@ -251,3 +264,17 @@ def policy_explain(
                 f"  {file}: {occurrence['path']} ({occurrence['vr']}) -> "
                 f"[bold]{occurrence['action']}[/] ({occurrence['source']})"
             )
+
+
+def _print_pixel_rules(document: dict[str, Any]) -> None:
+    """The pixel section of ``policy explain PixelData``: the rules, and the file's plan."""
+    rules = document["pixel_rules"]
+    out.print(f"  burned-in text: {rules['summary']}", markup=False)
+    for index, rule in enumerate(rules["rules"], start=1):
+        out.print(
+            f"  pixel rule {index}. {rule['name']} ({rule['where']}): when "
+            f"{'; '.join(rule['when'])} -> {rule['does']}",
+            markup=False,
+        )
+    if "pixels" in document:
+        out.print(f"  {document['file']}: {document['pixels']['plan']}", markup=False)

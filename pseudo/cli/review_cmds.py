@@ -18,7 +18,7 @@ from pseudo.review.diff_text import TextDiff, summary_lines
 from pseudo.review.diff_tree import TreeDiff, diff_paths
 from pseudo.review.dump import dump_file
 from pseudo.review.inspect_text import inspect_lines
-from pseudo.review.inspect_tree import count_levels, inspect_path
+from pseudo.review.inspect_tree import count_levels, count_pixels, inspect_path
 from pseudo.review.report_data import UNCHANGED
 from pseudo.review.report_html import render
 
@@ -120,11 +120,21 @@ def inspect_command(
     nodes = inspect_path(path)
     patients = [node.to_json() for node in nodes]
     counts = count_levels(nodes)
+    pixels = count_pixels(nodes)
     if as_json:
-        emit_json({"counts": counts, "patients": patients})
+        emit_json({"counts": counts, "pixels": pixels, "patients": patients})
         return
     _print_lines(inspect_lines(path, patients, out.width))
     err.print(", ".join(f"{count} {level}" for level, count in counts.items()) or "no DICOM files")
+    if pixels["images"]:
+        rules = ", ".join(f"{name} {count}" for name, count in pixels["rules"].items())
+        err.print(
+            f"images: {pixels['images']}; burned-in text blanked in {pixels['redacted']} "
+            f"(by rule {pixels['by_rule']}{f': {rules}' if rules else ''}; by detection "
+            f"{pixels['by_detection']}); examined, no text {pixels['clean']}; not examined "
+            f"{pixels['not_examined']}",
+            markup=False,
+        )
 
 
 def dump_command(

@@ -73,6 +73,18 @@ def run_command(
             "batches then use it).",
         ),
     ] = False,
+    pixels: Annotated[
+        str | None,
+        typer.Option(
+            "--pixels",
+            metavar="on|off",
+            help="Find and blank burned-in text in the pixels (on), or leave the pixels "
+            "untouched for your own pixel review (off; the report and De-identification "
+            "Method say so) [default: the project's recorded setting; for its first run, on]. "
+            "A change is a change of policy (--change-policy).",
+            show_default=False,
+        ),
+    ] = None,
     allow_mixed_output: Annotated[
         bool,
         typer.Option(
@@ -176,7 +188,9 @@ def run_command(
     from pseudo.batch.runner import Runner
 
     recorded = None if policy is not None else recorded_policy(vault, project)
-    compiled, record = choose_policy(policy, recorded)
+    if pixels is not None and pixels not in ("on", "off"):
+        raise UserError(f"--pixels {pixels}: expected on or off")
+    compiled, record = choose_policy(policy, recorded, pixels)
     timepoints = _Timepoint(timepoint, timepoint_description)
     timepoints.values(None)  # refused before anything is unlocked or recorded
     if dry_run:
@@ -411,7 +425,19 @@ def _print_summary(summary: RunSummary, report: Path, show_inputs: bool) -> None
     counts = summary.counts
     keys = ["files", "written", "unchanged", "skipped", "quarantined"]
     keys += ["patients", "studies", "series", "findings"]
-    print_fields(err, "pseudo run", [(key, str(counts[key])) for key in keys])
+    fields = [(key, str(counts[key])) for key in keys]
+    pixels = summary.pixels
+    if pixels["protection"] == "off":
+        fields.append(("pixels", "off: not examined for burned-in text"))
+    else:
+        fields.append(
+            (
+                "pixels",
+                f"{pixels['images_redacted']} of {pixels['images_examined']} images redacted "
+                f"({pixels['by_rule']} by rule, {pixels['by_detection']} by detection)",
+            )
+        )
+    print_fields(err, "pseudo run", fields)
     listed = False
     for outcome in summary.outcomes:
         if outcome.status in ("quarantined", "skipped"):

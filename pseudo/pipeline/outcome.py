@@ -26,6 +26,21 @@ class FileStatus(StrEnum):
     FAILED = "failed"
 
 
+@dataclass(frozen=True, slots=True)
+class PixelSummary:
+    """What the pixel step did to a written image: the rule that matched and how many regions
+    it blanked by rule and by detection (no text and no coordinates: they may identify)."""
+
+    rule: str | None
+    ruled: int
+    detected: int
+
+    @property
+    def redacted(self) -> bool:
+        """Whether any region was blanked."""
+        return bool(self.ruled or self.detected)
+
+
 @dataclass(slots=True)
 class FileOutcome:
     """What happened to one input file (the parent of a run keeps one per file for the run
@@ -44,3 +59,5 @@ class FileOutcome:
     verification: list[VerificationFinding] = field(default_factory=list)
     evidence: PairEvidence | None = None
     skipped_checks: dict[str, int] = field(default_factory=dict)
+    #: what the pixel step did (None: pixels not examined)
+    pixels: PixelSummary | None = None

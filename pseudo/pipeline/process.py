@@ -1,4 +1,5 @@
-"""The per-file path: read -> pseudonymize -> write to a temporary name -> verify -> outcome.
+"""The per-file path: read -> pseudonymize -> pixels -> write to a temporary name -> verify ->
+outcome.
 
 One :class:`FileProcessor` serves every caller: the workers of ``pseudo run`` (which then
 commit the outcome, see :mod:`pseudo.batch.commit`), ``--dry-run`` (which throws the written
@@ -10,10 +11,12 @@ repeats a step, so they cannot disagree on what happens to a file.
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -28,6 +31,7 @@ from pseudo.io.dicomio import (
     PIXEL_TAGS,
     NotDicom,
     OutputFailure,
+    PixelSpan,
     Source,
     encode,
     read_source,
@@ -35,10 +39,15 @@ from pseudo.io.dicomio import (
     write_temporary,
 )
 from pseudo.io.pydicom_internals import quiet_pydicom
-from pseudo.pipeline.outcome import FileOutcome, FileStatus
+from pseudo.pipeline.outcome import FileOutcome, FileStatus, PixelSummary
+from pseudo.pixels import rules as pixel_rules
+from pseudo.pixels.frames import display_gray8, iter_frames
+from pseudo.pixels.protect import PixelResult, has_pixels, protect
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.verify import check as checking
 from pseudo.verify import recording
+from pseudo.verify.pixels import ATTRIBUTES as PIXEL_VALUE_KEYWORDS
+from pseudo.verify.pixels import identifying_values, readable_values
 
 #: A patient's anchored date offset, as a task carries it: ((pseudonym, offset days),) or ().
 Anchored = tuple[tuple[str, int], ...]
@@ -52,8 +61,15 @@ class Prepared:
     result: PseudonymizedDataset
     #: what the verification looks for in the output (None when verification is off)
     pending: recording.Pending | None
+    #: what the pixel step does to the image, decided from the input's header
+    plan: pixel_rules.PixelPlan
     #: the input as read, before pseudonymization (only when asked for: a dry run's diff)
     original: Dataset | None = None
+    #: what the pixel step did (once it ran)
+    pixels: PixelResult | None = None
+    #: the input's identifying values that the OCR of the written pixels looks for (None:
+    #: no pixel verification)
+    pixel_values: dict[str, list[str]] | None = None
 
 
 class FileProcessor:
@@ -75,6 +91,19 @@ class FileProcessor:
         self.engine = Pseudonymizer(
             keyring, policy, anchored_offsets, site=site, book=book, trial=trial
         )
+        self._pixel_tags = policy.pixels.condition_tags if policy.pixels.enabled else frozenset()
+        if self._verifies_pixels:
+            self._pixel_tags |= {int(tag_for_keyword(k) or 0) for k in PIXEL_VALUE_KEYWORDS}
+
+    @property
+    def _verifies_pixels(self) -> bool:
+        """Whether the written pixels are read back (verification on, pixels examined)."""
+        return self.check and self.policy.pixels.enabled
+
+    def _droppable(self, tag: int, vr: str | None) -> bool:
+        """What the reader may leave out: what the engine only deletes, unless a pixel rule
+        reads it."""
+        return tag not in self._pixel_tags and self.engine.droppable(tag, vr)
 
     def prepare(
         self,
@@ -96,12 +125,29 @@ class FileProcessor:
         if anchored or identity_check is not None:
             engine = engine.with_offsets(dict(anchored), identity_check)
         keep = recording.records_removed if self.check else False
-        source = read_source(path, None if original else engine.droppable, keep_dropped=keep)
+        source = read_source(path, None if original else self._droppable, keep_dropped=keep)
         ds = source.dataset
         before = copy.deepcopy(ds) if original else None
+        plan = pixel_rules.plan(ds, self.policy.pixels)
+        values = None
+        if self._verifies_pixels and has_pixels(ds, source.pixels):
+            values = identifying_values(ds)
         pending = recording.prepare(ds, self.policy) if self.check else None
         result = engine.pseudonymize(ds, pending.recorder if pending else None, source.dropped)
-        return Prepared(source, result, pending, before)
+        return Prepared(source, result, pending, plan, before, pixel_values=values)
+
+    def protect_pixels(self, prepared: Prepared, temp_dir: Path) -> PixelSpan | None:
+        """The pixel step: blank the burned-in text of the pseudonymized image (see
+        :mod:`pseudo.pixels.protect`); return where the pixel data to write still lies in the
+        input (None when the data set now holds new pixel data, or never had any)."""
+        out = prepared.result.dataset
+        pixels = prepared.source.pixels
+        done = protect(prepared.plan, out, pixels, self.policy.pixels, temp_dir)
+        prepared.pixels = done
+        if done.redaction is None:
+            return pixels
+        done.redaction.apply(out)
+        return done.redaction.pixels
 
     def process(
         self,
@@ -134,11 +180,19 @@ class FileProcessor:
                     identity_check=identity_check,
                 )
                 result = prepared.result
-                temp, header = write_temporary(
-                    result.dataset, temp_dir, prepared.source.pixels, sync=sync
-                )
+                try:
+                    pixels = self.protect_pixels(prepared, temp_dir)
+                    temp, header = write_temporary(result.dataset, temp_dir, pixels, sync=sync)
+                finally:
+                    if prepared.pixels is not None and prepared.pixels.redaction is not None:
+                        prepared.pixels.redaction.discard()
                 pending = prepared.pending
                 if pending is not None and not self._verified(outcome, pending, result, header):
+                    temp.unlink(missing_ok=True)
+                    return outcome
+                if _pixels_to_verify(prepared) and not self._pixels_unreadable(
+                    outcome, temp, prepared.pixel_values or {}
+                ):
                     temp.unlink(missing_ok=True)
                     return outcome
                 if inspect is not None and prepared.original is not None:
@@ -166,6 +220,7 @@ class FileProcessor:
         outcome.output = result.relative_path
         outcome.linkage = result.linkage
         outcome.findings = result.findings
+        outcome.pixels = _summary(prepared.pixels)
         after = prepared.source.after_pixels
         if after:
             tags = ", ".join(tag_text(t) for t in after[:8])
@@ -179,8 +234,13 @@ class FileProcessor:
         verifies a written file; raise :class:`~pseudo.findings.RejectedFile` when it cannot
         be pseudonymized safely or the verification finds a leak."""
         with quiet_pydicom():
+            plan = pixel_rules.plan(ds, self.policy.pixels)
             pending = recording.prepare(ds, self.policy) if self.check else None
             result = self.engine.pseudonymize(ds, pending.recorder if pending else None)
+            with tempfile.TemporaryDirectory(prefix="pseudo-pixels-") as folder:
+                done = protect(plan, result.dataset, None, self.policy.pixels, Path(folder))
+                if done.redaction is not None:
+                    done.redaction.apply(result.dataset)  # a data set holds its pixel data
             if pending is not None:
                 pixels = PIXEL_TAGS.intersection(result.dataset.keys())
                 header = None if pixels else encode(result.dataset)  # pixels: by attribute
@@ -188,6 +248,23 @@ class FileProcessor:
                 if not self._verified(outcome, pending, result, header):
                     raise RejectedFile(outcome.reason or "verification found a leak")
         return result
+
+    def _pixels_unreadable(
+        self, outcome: FileOutcome, written: Path, values: dict[str, list[str]]
+    ) -> bool:
+        """OCR the written image: an identifying value of the input still readable there is a
+        leak, and the file is quarantined (the reason names the kind of value, not the
+        value)."""
+        source = read_source(written)
+        frames = (
+            display_gray8(frame, source.dataset)
+            for frame in iter_frames(source.dataset, source.pixels)
+        )
+        found = readable_values(frames, values)
+        if found:
+            outcome.reason = f"verification found burned-in text: {', '.join(found)}"
+            return False
+        return True
 
     def _verified(
         self,
@@ -218,3 +295,22 @@ class FileProcessor:
             outcome.reason = f"verification found {len(leaks)} leak(s): {kinds}"
             return False
         return True
+
+
+def _pixels_to_verify(prepared: Prepared) -> bool:
+    """Whether the written pixels are OCR'd: always, but for an image the detector scanned
+    and found no text in, written byte for byte (the OCR would read the very pixels the
+    detector has just read: the cost of a second reading of every text-free image, for
+    nothing the detector did not see)."""
+    done = prepared.pixels
+    if prepared.pixel_values is None or done is None:
+        return prepared.pixel_values is not None
+    scanned_clean = done.examined and not done.redacted and prepared.plan.detect
+    return not scanned_clean
+
+
+def _summary(done: PixelResult | None) -> PixelSummary | None:
+    """What a run report and ``pseudo inspect`` keep of the pixel step (no text, no boxes)."""
+    if done is None or not done.examined:
+        return None
+    return PixelSummary(done.rule, len(done.ruled), len(done.detected))

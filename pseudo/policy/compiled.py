@@ -36,6 +36,7 @@ from pseudo.dicom.tags import TagPattern, is_standard, parse_tag_pattern
 from pseudo.policy.additions import Addition
 from pseudo.policy.identifying import identity_attributes, is_identifying
 from pseudo.policy.model import OPTIONS, Action
+from pseudo.policy.pixels import PixelPolicy
 from pseudo.policy.private_kb import SafePrivateTable
 from pseudo.policy.selectors import CompiledCondition, CompiledSelector, Parents
 from pseudo.policy.table import ConfidentialityTable, TableRow
@@ -139,6 +140,10 @@ def table_decision(row: TableRow, options: list[str], edition: str) -> Decision:
     return Decision(CODE_ACTIONS[single], source)
 
 
+#: What De-identification Method says of a run with ``--pixels off``.
+PIXELS_OFF_METHOD = "pixel data not examined for burned-in text (--pixels off)"
+
+
 @dataclass
 class CompiledPolicy:
     """The effective policy, ready to decide what happens to each attribute."""
@@ -164,6 +169,7 @@ class CompiledPolicy:
     clean_patterns: list[str] | None = None
     #: attributes set from templates once the walk is done (the ``add`` action)
     additions: list[Addition] = field(default_factory=list)
+    pixels: PixelPolicy = field(default_factory=PixelPolicy)
     #: removals by ``defaults.standard`` and emptying rules resolved by the IOD (conform_to_iod)
     conform_to_iod: bool = False
     #: the safe-private table of the option chosen, its actions resolved by the options
@@ -212,7 +218,10 @@ class CompiledPolicy:
         standard = "no PS3.15 profile"
         if self.profile == "ps3.15":
             standard = f"PS3.15 {self.edition} Table E.1-1"
-        return [f"pseudo {__version__}", f"policy {self.name} sha256:{self.short_hash}", standard]
+        method = [f"pseudo {__version__}", f"policy {self.name} sha256:{self.short_hash}", standard]
+        if not self.pixels.enabled:
+            method.append(PIXELS_OFF_METHOD)
+        return method
 
     @property
     def has_conditions(self) -> bool:

@@ -32,7 +32,8 @@ from pseudo.policy.compiled import (
     Decision,
     add_table,
 )
-from pseudo.policy.model import Action, PolicyFile, Rule
+from pseudo.policy.model import Action, PixelSettings, PolicyFile, Rule
+from pseudo.policy.pixels import compile_pixel_rule, merged
 from pseudo.policy.private_kb import PS315_OPTION, TCIA_OPTION, table_for
 from pseudo.policy.selectors import (
     CompiledCondition,
@@ -108,11 +109,31 @@ def _dotted(path: tuple[Any, ...]) -> str:
 
 def _known_keys(path: tuple[Any, ...]) -> list[str]:
     """The keys allowed in the mapping that holds ``path[-1]`` (for suggestions)."""
-    from pseudo.policy.model import CleanSettings, Condition, DateSettings, Defaults, Selector
+    from pseudo.policy.model import (
+        CleanSettings,
+        Condition,
+        DateSettings,
+        Defaults,
+        DetectorSettings,
+        PixelRule,
+        PixelSettings,
+        Region,
+        Selector,
+    )
 
     names = [part for part in path[:-1] if isinstance(part, str)]
     model: type[BaseModel] = PolicyFile
-    if names and names[0] == "rules":
+    if names and names[0] == "pixels":
+        model = PixelSettings
+        if "when" in names:
+            model = Condition
+        elif "regions" in names:
+            model = Region
+        elif "rules" in names:
+            model = PixelRule
+        elif "detector" in names:
+            model = DetectorSettings
+    elif names and names[0] == "rules":
         model = Rule
         if "select" in names or "except" in names:
             model = Selector
@@ -425,6 +446,10 @@ def _hashed(model: PolicyFile) -> dict[str, Any]:
     for key in _LATER_KEYS:
         if data.get(key) is None:
             data.pop(key, None)
+    # an absent or empty pixels section is left out too: a policy without pixel rules keeps
+    # the hash it had before they existed (a project's recorded policy stays its policy)
+    if model.pixels == PixelSettings():
+        data.pop("pixels", None)
     return data
 
 
@@ -496,6 +521,7 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
     for depth, source in enumerate(chain):
         _apply_settings(policy, source)
         _apply_rules(policy, source, depth, table_keywords)
+        _apply_pixels(policy, source, table_keywords)
     if policy.conform_to_iod:
         _conform(policy)
     if policy.anchor is not None and policy.temporal != "MODIFIED":
@@ -678,6 +704,24 @@ def _addition(
     template_fields(template)
     where = f"policy {policy} rule {index + 1}" + (f" (line {line})" if line else "")
     return Addition(tag, keyword_for_tag(tag) or selector.text, vr, template, where)
+
+
+def _apply_pixels(
+    policy: CompiledPolicy, source: _SourceFile, table_keywords: dict[str, int]
+) -> None:
+    """Compile one policy file's ``pixels:`` section onto what its parents said."""
+    settings = source.model.pixels
+    rules = []
+    for index, rule in enumerate(settings.rules):
+        line = source.line(("pixels", "rules", index))
+        where = f"{source.path.name}:{line}" if line else source.path.name
+        try:
+            rules.append(compile_pixel_rule(rule, where, table_keywords))
+        except ValueError as exc:
+            raise PolicyError(
+                f"{_location(source.path, line)}: pixels.rules[{index}]: {exc}"
+            ) from exc
+    policy.pixels = merged(policy.pixels, settings, rules)
 
 
 def _same_effect(a: Decision, b: Decision) -> bool:

@@ -212,6 +212,93 @@ class CleanSettings(BaseModel):
         return value
 
 
+class Region(BaseModel):
+    """One region of a pixel rule, in pixels of the full-resolution image: a box
+    ``[x1, y1, x2, y2]`` (inclusive, as :class:`pseudo.pixels.boxes.Box`), or a band of the
+    ``top``, ``bottom``, ``left`` or ``right`` N rows or columns. Exactly one per region."""
+
+    model_config = Strict
+
+    box: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)] | None = (
+        None
+    )
+    top: Annotated[int, Field(gt=0)] | None = None
+    bottom: Annotated[int, Field(gt=0)] | None = None
+    left: Annotated[int, Field(gt=0)] | None = None
+    right: Annotated[int, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Region:
+        given = [f for f in ("box", "top", "bottom", "left", "right") if getattr(self, f)]
+        if len(given) != 1:
+            raise ValueError("a region needs exactly one of box, top, bottom, left or right")
+        if self.box is not None and (self.box[2] < self.box[0] or self.box[3] < self.box[1]):
+            raise ValueError("box: [x1, y1, x2, y2] with x1 <= x2 and y1 <= y2")
+        return self
+
+
+class PixelRule(BaseModel):
+    """Regions to blank in the images that match ``when`` (CTP-style; see ``docs/pixels.md``).
+
+    The first rule that matches a file decides: its regions are blanked in every frame, and the
+    detector scans the image too only if ``detector`` is true. ``quarantine`` instead refuses
+    the matching files with that reason (layouts known to carry text no rule can place).
+    """
+
+    model_config = Strict
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    when: Annotated[dict[str, str | Condition], Field(min_length=1)]
+    regions: list[Region] = Field(default_factory=list)
+    detector: bool = False
+    quarantine: str | None = None
+    why: str | None = None
+
+    @model_validator(mode="after")
+    def _does_something(self) -> PixelRule:
+        if self.quarantine is not None and self.regions:
+            raise ValueError("a rule that quarantines has no regions")
+        if self.quarantine is None and not self.regions and not self.detector:
+            raise ValueError(
+                "a rule needs regions, detector: true or quarantine (an image no one looks at "
+                "would pass unexamined)"
+            )
+        return self
+
+
+class DetectorSettings(BaseModel):
+    """The text detector that scans the images no rule covers."""
+
+    model_config = Strict
+
+    enabled: bool | None = None
+    #: pixels added around every blanked box (rules and detector)
+    margin: Annotated[int, Field(ge=0, le=64)] | None = None
+    #: the file is quarantined when blanking the detected text would remove more than this
+    #: fraction of a frame's anatomy (text over the image, not beside it: see docs/pixels.md)
+    max_anatomy_loss: Annotated[float, Field(gt=0, le=1)] | None = None
+    #: the file is quarantined when the detected boxes cover more than this fraction of a frame
+    max_text_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+
+
+class PixelSettings(BaseModel):
+    """The ``pixels:`` section: device rules and the detector (see ``docs/pixels.md``)."""
+
+    model_config = Strict
+
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    rules: list[PixelRule] = Field(default_factory=list)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, value: list[PixelRule]) -> list[PixelRule]:
+        names = [rule.name for rule in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"pixel rule names must be unique: {', '.join(twice)}")
+        return value
+
+
 class PolicyFile(BaseModel):
     """One policy file as written by its author (before ``extends`` is resolved)."""
 
@@ -227,6 +314,7 @@ class PolicyFile(BaseModel):
     dates: DateSettings = Field(default_factory=DateSettings)
     clean: CleanSettings = Field(default_factory=CleanSettings)
     rules: list[Rule] = Field(default_factory=list)
+    pixels: PixelSettings = Field(default_factory=PixelSettings)
     #: What the policy removes by ``defaults.standard`` (an allow-list) or empties by a rule
     #: follows the object's IOD: Type 1 a dummy, Type 2 empty, Type 3 removed (issue 20).
     conform_to_iod: bool | None = None

@@ -48,6 +48,8 @@ class Pair:
     changes: list[Change]
     #: Where B belongs, for grouping (see :func:`where`).
     place: Place = field(default_factory=Place)
+    #: The two files (for the thumbnails of the HTML report)
+    files: tuple[Path, Path] | None = None
 
 
 @dataclass
@@ -221,4 +223,4 @@ def _add(result: TreeDiff, a: Path, b: Path, name_a: str, name_b: str, with_valu
         )
         return
     changes = compare(before, after, with_values=with_values)
-    result.pairs.append(Pair(name_a, name_b, changes, where(before, after)))
+    result.pairs.append(Pair(name_a, name_b, changes, where(before, after), (a, b)))

@@ -20,6 +20,7 @@ from pseudo.dicom.tags import attribute_name, element_vr
 from pseudo.io.layout import TEMP_DIR_NAME
 from pseudo.io.listing import discover
 from pseudo.io.pydicom_internals import quiet_pydicom
+from pseudo.pixels.protect import pixel_state
 
 DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 _SKIP_VRS = {"SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN"}
@@ -67,6 +68,8 @@ class Node:
     children: dict[str, Node] = field(default_factory=dict)
     creators: set[str] = field(default_factory=set)
     files: list[str] = field(default_factory=list)  # a series' instance files, as items
+    #: what the pixel step did to each image of a series (see pixels.protect.pixel_state)
+    pixel_states: list[str] = field(default_factory=list)
 
     @property
     def instances(self) -> int:
@@ -147,6 +150,9 @@ def inspect_path(path: Path) -> list[Node]:
             series = study.children.setdefault(series_key, Node("series", label.strip()))
             series.items.append(flat)
             series.files.append(str(file))
+            state = pixel_state(ds)
+            if state is not None:
+                series.pixel_states.append(state)
             for tag in ds.keys():
                 if tag.group & 1 and 0x10 <= tag.element <= 0xFF:
                     series.creators.add(str(ds[tag].value).strip())
@@ -158,6 +164,33 @@ def inspect_path(path: Path) -> list[Node]:
 def _instance_order(instance: dict[str, Any]) -> tuple[int, str]:
     number = str(instance.get("instance_number") or "")
     return (int(number) if number.lstrip("-").isdigit() else 1 << 31, str(instance["file"]))
+
+
+def count_pixels(nodes: list[Node]) -> dict[str, Any]:
+    """Images, and what the pixel step did to them: redacted (by rule, by rule name, by
+    detection), examined and clean, not examined (--pixels off, or written without it)."""
+    states = [
+        state
+        for patient in nodes
+        for study in patient.children.values()
+        for series in study.children.values()
+        for state in series.pixel_states
+    ]
+    rules: dict[str, int] = defaultdict(int)
+    for state in states:
+        for part in state.split("+"):
+            if part.startswith("rule:"):
+                rules[part.removeprefix("rule:")] += 1
+    redacted = [s for s in states if s.startswith("rule:") or s == "detection"]
+    return {
+        "images": len(states),
+        "redacted": len(redacted),
+        "by_rule": sum(1 for s in states if s.startswith("rule:")),
+        "by_detection": sum(1 for s in states if "detection" in s),
+        "rules": dict(sorted(rules.items())),
+        "clean": states.count("clean"),
+        "not_examined": sum(1 for s in states if s in ("off", "not examined")),
+    }
 
 
 def count_levels(nodes: list[Node]) -> dict[str, int]:

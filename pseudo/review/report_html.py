@@ -4,7 +4,8 @@ No external resource is loaded: the style sheet and the filtering script are inl
 opens anywhere, offline, years later. The page opens on a summary per patient and study (counts
 of each change); below it the changes themselves, filtered (changed only by default; by change,
 by attribute, by patient or study) and drawn a page at a time from rows embedded as compact data
-(see :mod:`pseudo.review.report_data`). An images section closes the page.
+(see :mod:`pseudo.review.report_data`). An images section closes the page: each image before
+and after, the regions whose pixels changed outlined (:mod:`pseudo.review.thumbnails`).
 
 Patients and studies are labelled by B's values only where they differ from A's (pseudonyms,
 shifted dates, new UIDs); values themselves are left out unless asked for.
@@ -20,6 +21,7 @@ from pseudo.review.diff import KINDS
 from pseudo.review.diff_tree import TreeDiff
 from pseudo.review.report_data import ReportData, StudyCounts, build
 from pseudo.review.report_page import SCRIPT, STYLE
+from pseudo.review.thumbnails import LIMIT, thumbnail_pair
 
 _e = html.escape
 
@@ -113,14 +115,44 @@ def _changes_table(with_values: bool) -> str:
     )
 
 
-def _images() -> str:
-    """The images section: a place for thumbnails and burned-in text findings."""
-    return (
-        '<section id="images"><h2>Images</h2>'
-        '<p id="images-note">No thumbnails in this report: pixel data is not drawn, '
-        "so that the report carries no burned-in text.</p>"
-        '<div id="thumbnails"></div></section>'
+def _images(diff: TreeDiff, with_values: bool) -> str:
+    """The images section: per image, before and after, the changed regions outlined (the
+    removed text hidden in "before" unless values are shown)."""
+    figures = []
+    images = 0
+    for pair in diff.pairs:
+        if pair.files is None or images >= LIMIT:
+            continue
+        thumbs = thumbnail_pair(*pair.files, pair.b, with_values=with_values)
+        if thumbs is None:
+            continue
+        images += 1
+        figures.append(
+            f'<figure class="image" data-regions="{thumbs.regions}">'
+            f'<img class="before" alt="before" src="{thumbs.before}">'
+            f'<img class="after" alt="after" src="{thumbs.after}">'
+            f"<figcaption>{_e(short_path(pair.b))}: {thumbs.regions} region(s) changed"
+            "</figcaption></figure>"
+        )
+    hidden = "" if with_values else " (in &ldquo;before&rdquo;, hidden: --show-values shows it)"
+    note = (
+        f"{images} images, before and after; the regions whose pixels changed are outlined "
+        f"in red{hidden}."
+        if images
+        else "No image in these pairs."
     )
+    more = sum(1 for p in diff.pairs if p.files is not None) > LIMIT
+    if more:
+        note += f" Only the first {LIMIT} images are drawn."
+    return (
+        f'<section id="images"><h2>Images</h2><p id="images-note">{note}</p>'
+        f'<div id="thumbnails">{"".join(figures)}</div></section>'
+    )
+
+
+def short_path(path: str) -> str:
+    """The last two parts of an output path (series folder and file), for a caption."""
+    return "/".join(path.split("/")[-2:])
 
 
 def _header(diff: TreeDiff, with_values: bool) -> str:
@@ -148,7 +180,7 @@ def render(diff: TreeDiff, *, with_values: bool = False) -> str:
 <h2>Changes</h2>
 {_controls(data)}
 {_changes_table(with_values)}
-{_images()}
+{_images(diff, with_values)}
 <script type="application/json" id="data">{data.json()}</script>
 <script>{SCRIPT}</script>
 </body></html>

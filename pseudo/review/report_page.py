@@ -41,6 +41,8 @@ tr.cleaned td.change { color: #06a; } tr.kept td.change { color: #080; }
 tr.added td.change { color: #60a; }
 #thumbnails { display: flex; flex-wrap: wrap; gap: .5rem; }
 #thumbnails figure { margin: 0; font-size: .75rem; text-align: center; }
+#thumbnails img { display: inline-block; margin: 0 1px; border: 1px solid #ccc; }
+#thumbnails figcaption { max-width: 390px; overflow-wrap: anywhere; }
 @media (max-width: 900px) {
   body { margin: .5rem; font-size: 13px; }
   th, td { padding: .15rem .25rem; } table { font-size: .72rem; }

@@ -1,0 +1,392 @@
+"""Find burned-in text in one grayscale image, offline.
+
+Two stages, so that an image without text costs little:
+
+1. The scan (``text_candidates``): a classical text-region finder (OpenCV morphology, no
+   model). Burned-in text is drawn at an end of the display range in thin strokes, so a
+   top-hat and a local median keep it and drop smooth anatomy; strokes are grouped into
+   characters and characters into blocks by size and spacing. Most images without text end
+   here, with no candidate.
+2. RapidOCR (PP-OCR models shipped inside its wheel as ONNX, one thread, nothing downloaded)
+   on the images the scan passes: its text detector gives the lines to blank, its recognizer
+   what they say (for verification).
+
+The boxes are in the image's own (full-resolution) pixels, inclusive, ``source`` =
+``detector:rapidocr``; docs/pixels.md gives the measurements behind the thresholds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from pseudo.pixels.boxes import Box
+
+DETECTOR_NAME = "rapidocr"
+SOURCE = f"detector:{DETECTOR_NAME}"
+
+Gray8 = npt.NDArray[np.uint8]
+
+# Images are scanned at most this large (longest side); text smaller than a few pixels after
+# the reduction is below what any OCR reads, and the scan's cost stays bounded.
+_SCAN_SIDE = 1024
+# A character is this tall at least and at most, in scanned pixels.
+_CHAR_MIN_HEIGHT = 4
+_CHAR_MAX_HEIGHT = 48
+# Burned-in text is drawn at the end of the display range: its strokes are within this much
+# of 255 (bright text) or of 0 (dark text) in the displayed image.
+_EXTREME = 8
+# A stroke stands out of its neighbourhood by this much (0-255: white top-hat or black-hat),
+# and out of its local median (which, unlike the top-hat, follows edges) by this much.
+_STROKE_CONTRAST = 60
+_EDGE_CONTRAST = 10
+# Characters closer than this (columns, rows of the scan) belong to one block of text.
+_JOINER = (11, 9)
+# A block of text: at least this many characters (or one wide word), this share of them of
+# one height, at most this many lines, at least this wide for its line height.
+_MIN_BLOCK_CHARS = 3
+_SIMILAR_HEIGHTS = 0.75
+_MAX_BLOCK_LINES = 12
+_MIN_BLOCK_ASPECT = 2.0
+# OCR must read at least this many letters or digits, with this confidence, for a line to count.
+_MIN_CHARACTERS = 2
+_MIN_SCORE = 0.5
+# RapidOCR's detector, lowered from its defaults (0.3, 0.5, 1.6) for recall, and images
+# enlarged by a whole factor until their longest side reaches _UPSCALE_TO.
+_DET_THRESHOLD = 0.2
+_DET_BOX_THRESHOLD = 0.3
+_DET_UNCLIP = 2.0
+_UPSCALE_TO = 600
+# A detected line is burned-in text when this share of it is strokes (_EXTREME, contrast).
+_MIN_STROKE_SHARE = 0.02
+# A candidate block is blanked whole when the detector's lines cover this share of it.
+_BLOCK_CONFIRMED = 0.3
+# Pixels added around a confirmed line, in full-resolution pixels, before it is returned.
+_LINE_MARGIN = 2
+
+
+@dataclass(frozen=True)
+class _Line:
+    """A candidate text line: inclusive box in full-resolution pixels, and its polarity."""
+
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    bright: bool
+
+
+def text_candidates(image: Gray8) -> list[Box]:
+    """Regions of ``image`` that look like lines of text, by shape alone (no OCR).
+
+    Cheap (a few milliseconds for a 1024-pixel image): an empty list means the image carries no
+    text the detector could find, and ``find_text`` stops there.
+    """
+    return [
+        Box(line.x1, line.y1, line.x2, line.y2, source="detector:scan")
+        for line in _candidate_lines(image)
+    ]
+
+
+def find_text(image: Gray8) -> list[Box]:
+    """Boxes of the burned-in text in ``image`` (2-D uint8, full resolution), for blanking.
+
+    When the scan finds candidates, RapidOCR's text detector (DBNet, nothing read) runs on the
+    whole image with its thresholds lowered for recall. Every line it finds that the scan saw
+    strokes in (burned-in text is drawn at the end of the display range; anatomy the detector
+    mistakes for text mostly is not) is returned, and so
+    is every candidate block those lines cover in part (a block holds the lines the detector
+    missed between the ones it found); each grown by a margin: a missed character is a leak,
+    an extra blank strip over a text line's background costs little. Deterministic: same
+    image, same boxes.
+    """
+    scan = _scan(image)
+    if not scan.lines:
+        return []
+    rows, columns = image.shape
+    lines = [
+        box
+        for box in (_box(quad) for quad, _text in _ocr().detect(image))
+        if scan.stroke_share(box) >= _MIN_STROKE_SHARE
+    ]
+    confirmed = [
+        Box(block.x1, block.y1, block.x2, block.y2)
+        for block in scan.lines
+        if _covered_share(block, lines) >= _BLOCK_CONFIRMED
+    ]
+    return sorted(
+        Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE).grown(_LINE_MARGIN, columns, rows)
+        for box in lines + confirmed
+    )
+
+
+def read_text(image: Gray8) -> list[Box]:
+    """The text lines of ``image`` with what the OCR read in each (``Box.text``).
+
+    Gated by the same scan as ``find_text`` (no candidate, nothing read), then RapidOCR on the
+    whole image; lines where it read at least two letters or digits are returned. The text
+    may be identifying: callers compare it, never log it.
+    """
+    if not _candidate_lines(image):
+        return []
+    rows, columns = image.shape
+    return sorted(box.grown(_LINE_MARGIN, columns, rows) for box in _read(image))
+
+
+def _read(image: Gray8) -> list[Box]:
+    """RapidOCR's lines of ``image`` where it read characters (``source`` and ``text`` set)."""
+    lines = []
+    for quad, text in _ocr().read(image):
+        if sum(ch.isalnum() for ch in text) >= _MIN_CHARACTERS:
+            box = _box(quad)
+            lines.append(Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE, text=text))
+    return lines
+
+
+def _covered_share(block: _Line, lines: list[Box]) -> float:
+    """The share of ``block``'s area that the OCR's ``lines`` cover."""
+    mask = np.zeros((block.y2 - block.y1 + 1, block.x2 - block.x1 + 1), dtype=bool)
+    for line in lines:
+        x1, x2 = max(line.x1, block.x1), min(line.x2, block.x2)
+        y1, y2 = max(line.y1, block.y1), min(line.y2, block.y2)
+        if x1 <= x2 and y1 <= y2:
+            mask[y1 - block.y1 : y2 - block.y1 + 1, x1 - block.x1 : x2 - block.x1 + 1] = True
+    return float(mask.mean())
+
+
+def _box(quad: npt.NDArray[np.float64]) -> Box:
+    """The inclusive box around a detector's quadrilateral (full-resolution pixels)."""
+    x1, y1 = np.floor(quad.min(axis=0)).astype(int)
+    x2, y2 = np.ceil(quad.max(axis=0)).astype(int)
+    return Box(int(x1), int(y1), int(x2), int(y2))
+
+
+def _check_image(image: Gray8) -> None:
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ValueError(f"expected a 2-D uint8 image, got {image.ndim}-D {image.dtype}")
+
+
+def _candidate_lines(image: Gray8) -> list[_Line]:
+    return _scan(image).lines
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """What the scan found: candidate blocks, and where its strokes are (summed-area table of
+    the stroke mask of the reduced copy, and the reduction factor)."""
+
+    lines: list[_Line]
+    strokes: npt.NDArray[np.int64]
+    scale: float
+
+    def stroke_share(self, box: Box) -> float:
+        """The share of ``box`` (full-resolution pixels) that the scan took for strokes."""
+        height, width = self.strokes.shape[0] - 1, self.strokes.shape[1] - 1
+        x1 = min(width, max(0, int(box.x1 / self.scale)))
+        y1 = min(height, max(0, int(box.y1 / self.scale)))
+        x2 = min(width, max(x1 + 1, int(np.ceil((box.x2 + 1) / self.scale))))
+        y2 = min(height, max(y1 + 1, int(np.ceil((box.y2 + 1) / self.scale))))
+        table = self.strokes
+        total = table[y2, x2] - table[y1, x2] - table[y2, x1] + table[y1, x1]
+        return float(total / max(1, (x2 - x1) * (y2 - y1)))
+
+
+def _scan(image: Gray8) -> _Scan:
+    _check_image(image)
+    rows, columns = image.shape
+    scale = max(1.0, max(rows, columns) / _SCAN_SIDE)
+    scan = image
+    if scale > 1.0:
+        size = (round(columns / scale), round(rows / scale))
+        scan = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    lines = []
+    strokes = np.zeros(scan.shape, dtype=np.uint8)
+    for bright in (True, False):
+        blocks, mask = _lines_of_polarity(scan, bright)
+        strokes |= mask
+        for x1, y1, x2, y2 in blocks:
+            lines.append(
+                _Line(
+                    int(x1 * scale),
+                    int(y1 * scale),
+                    min(columns - 1, int(np.ceil((x2 + 1) * scale)) - 1),
+                    min(rows - 1, int(np.ceil((y2 + 1) * scale)) - 1),
+                    bright,
+                )
+            )
+    table = np.asarray(cv2.integral(strokes, sdepth=cv2.CV_64F), dtype=np.int64)
+    return _Scan(_merge_overlapping(lines), table, scale)
+
+
+def _lines_of_polarity(scan: Gray8, bright: bool) -> tuple[list[tuple[int, int, int, int]], Gray8]:
+    """Blocks of bright-on-dark (or dark-on-bright) characters in the scanned image, and the
+    mask of its strokes."""
+    mask = _stroke_mask(scan, bright)
+    return list(_blocks(mask)), mask
+
+
+def _stroke_mask(scan: Gray8, bright: bool) -> Gray8:
+    """1 where a pixel of ``scan`` is a stroke of text of that polarity, else 0."""
+    side = _CHAR_MAX_HEIGHT // 2
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+    operation = cv2.MORPH_TOPHAT if bright else cv2.MORPH_BLACKHAT
+    strokes = cv2.morphologyEx(scan, operation, kernel)
+    extreme = scan >= 255 - _EXTREME if bright else scan <= _EXTREME
+    # A top-hat also keeps the rim of a curved edge of anatomy against air (the square does not
+    # fit in the curve); the local median follows edges, so text stands out of it and a rim
+    # does not. The median is taken on a half-size copy: 5 pixels there (OpenCV's fast path)
+    # span 10 here, and a 9-pixel median costs thirty times as much.
+    half = cv2.resize(scan, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    median = cv2.resize(
+        cv2.medianBlur(half, 5), (scan.shape[1], scan.shape[0]), interpolation=cv2.INTER_NEAREST
+    ).astype(np.int16)
+    local = scan.astype(np.int16) - median if bright else median - scan
+    return ((strokes >= _STROKE_CONTRAST) & extreme & (local >= _EDGE_CONTRAST)).astype(np.uint8)
+
+
+def _blocks(mask: Gray8) -> Iterator[tuple[int, int, int, int]]:
+    """Text-like blocks of characters in a stroke mask (inclusive boxes of the scan)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return
+    widths = stats[1:, cv2.CC_STAT_WIDTH]
+    heights = stats[1:, cv2.CC_STAT_HEIGHT]
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    fill = areas / np.maximum(1, widths * heights)
+    is_char = (
+        (heights >= _CHAR_MIN_HEIGHT)
+        & (heights <= _CHAR_MAX_HEIGHT)
+        & (widths <= 40 * heights)
+        & (fill >= 0.12)
+        # a full rectangle is a blob, unless it is a stem (I, l, 1) of a thin font
+        & ((fill <= 0.8) | (widths <= 2))
+    )
+    chars = np.concatenate(([False], is_char))[labels].astype(np.uint8)
+    if not chars.any():
+        return
+    # Characters are joined into blocks of text: across a word space horizontally, across a
+    # line space vertically. A block is blanked whole, so a line whose characters merge into
+    # a saturated background is still covered when its neighbours are found.
+    joined = cv2.dilate(chars, cv2.getStructuringElement(cv2.MORPH_RECT, _JOINER))
+    count, blocks, block_stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    char_stats = stats[1:][is_char]
+    centre_x = char_stats[:, cv2.CC_STAT_LEFT] + char_stats[:, cv2.CC_STAT_WIDTH] // 2
+    centre_y = char_stats[:, cv2.CC_STAT_TOP] + char_stats[:, cv2.CC_STAT_HEIGHT] // 2
+    block_of = blocks[centre_y, centre_x]
+    for block in range(1, count):
+        x, y, w, h, _area = block_stats[block]
+        members = char_stats[block_of == block]
+        if _looks_like_text(members, int(w), int(h)):
+            yield int(x), int(y), int(x + w - 1), int(y + h - 1)
+
+
+def _looks_like_text(members: npt.NDArray[np.int32], width: int, height: int) -> bool:
+    """Whether a block's characters (their component statistics) read as lines of text:
+    several of them, mostly of one height, in a block a few lines tall and wider than tall."""
+    if len(members) == 0:
+        return False
+    heights = members[:, cv2.CC_STAT_HEIGHT]
+    widths = members[:, cv2.CC_STAT_WIDTH]
+    line = float(np.median(heights))
+    if len(members) < _MIN_BLOCK_CHARS and widths.max() < 2 * line:
+        return False
+    similar = float(np.mean((heights >= line / 2) & (heights <= line * 2)))
+    return (
+        similar >= _SIMILAR_HEIGHTS
+        and height <= _MAX_BLOCK_LINES * 2 * line + _JOINER[1]
+        and width >= _MIN_BLOCK_ASPECT * min(height, 2 * line + _JOINER[1])
+    )
+
+
+def _merge_overlapping(lines: list[_Line]) -> list[_Line]:
+    merged = sorted(lines, key=lambda line: (line.y1, line.x1, line.y2, line.x2, line.bright))
+    changed = True
+    while changed:
+        changed = False
+        out: list[_Line] = []
+        for line in merged:
+            for i, other in enumerate(out):
+                if (
+                    line.x1 <= other.x2
+                    and other.x1 <= line.x2
+                    and line.y1 <= other.y2
+                    and other.y1 <= line.y2
+                ):
+                    out[i] = _Line(
+                        min(line.x1, other.x1),
+                        min(line.y1, other.y1),
+                        max(line.x2, other.x2),
+                        max(line.y2, other.y2),
+                        other.bright,
+                    )
+                    changed = True
+                    break
+            else:
+                out.append(line)
+        merged = out
+    return merged
+
+
+class _RapidOCR:
+    """RapidOCR's detector and recognizer, one thread each, models from its own wheel."""
+
+    def __init__(self) -> None:
+        from rapidocr_onnxruntime import RapidOCR
+
+        self._engine: Any = RapidOCR(
+            intra_op_num_threads=1,
+            inter_op_num_threads=1,
+            use_cls=False,
+            print_verbose=False,
+            det_thresh=_DET_THRESHOLD,
+            det_box_thresh=_DET_BOX_THRESHOLD,
+            det_unclip_ratio=_DET_UNCLIP,
+        )
+        self._lock = threading.Lock()
+
+    def detect(self, image: Gray8) -> list[tuple[npt.NDArray[np.float64], str]]:
+        """Text quadrilaterals in ``image`` (full-resolution coordinates), nothing read."""
+        return self._run(image, read=False)
+
+    def read(self, image: Gray8) -> list[tuple[npt.NDArray[np.float64], str]]:
+        """Text quadrilaterals and what was read in each, with confidence ``_MIN_SCORE``."""
+        return self._run(image, read=True)
+
+    def _run(self, image: Gray8, read: bool) -> list[tuple[npt.NDArray[np.float64], str]]:
+        # Small images carry small fonts: the detector is trained on text about 10-40 px tall.
+        factor = float(max(1, int(np.ceil(_UPSCALE_TO / max(image.shape)))))
+        scaled = image
+        if factor > 1.0:
+            scaled = np.asarray(
+                cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC),
+                dtype=np.uint8,
+            )
+        colour = np.ascontiguousarray(cv2.cvtColor(scaled, cv2.COLOR_GRAY2BGR))
+        with self._lock:
+            result, _ = self._engine(
+                colour,
+                use_cls=False,
+                use_rec=read,
+                box_thresh=_DET_BOX_THRESHOLD,
+                unclip_ratio=_DET_UNCLIP,
+                text_score=_MIN_SCORE,
+            )
+        out = []
+        for item in result or []:
+            quad = np.asarray(item[0] if read else item, dtype=np.float64) / factor
+            out.append((quad, str(item[1]) if read else ""))
+        return out
+
+
+@lru_cache(maxsize=1)
+def _ocr() -> _RapidOCR:
+    # onnxruntime's thread pools are fixed to one thread above; OpenCV's too.
+    cv2.setNumThreads(1)
+    return _RapidOCR()

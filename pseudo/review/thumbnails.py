@@ -1,0 +1,110 @@
+"""Before/after thumbnails of the images of a diff, with the regions whose pixels changed
+outlined, so that a reviewer checks a series' burned-in text removal in seconds.
+
+The "before" thumbnail would show the very text that was removed: its changed regions are
+filled (hatched) unless the report shows values (``--show-values``). Text that was missed is
+in both thumbnails, which is what the reviewer looks for. PNG, embedded in the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image, ImageDraw
+
+from pseudo.io.pydicom_internals import quiet_pydicom
+from pseudo.pixels.boxes import Box
+from pseudo.pixels.frames import display_gray8
+
+#: Longest side of a thumbnail, in pixels.
+SIDE = 192
+#: At most this many images get thumbnails (the page says when there are more).
+LIMIT = 400
+_OUTLINE = (230, 30, 30)
+
+
+@dataclass(frozen=True)
+class ThumbnailPair:
+    """One image before and after, as PNG data URLs, and the changed regions it outlines."""
+
+    label: str
+    before: str
+    after: str
+    regions: int
+
+
+def changed_regions(before: np.ndarray, after: np.ndarray) -> list[Box]:
+    """Boxes around the pixels that differ (neighbours within 3 pixels joined)."""
+    if before.shape != after.shape:
+        return [Box(0, 0, after.shape[1] - 1, after.shape[0] - 1)]
+    changed = before != after
+    if changed.ndim == 3:
+        changed = changed.any(axis=2)
+    boxes = []
+    for y1, y2 in _runs(changed.any(axis=1)):
+        for x1, x2 in _runs(changed[y1 : y2 + 1].any(axis=0)):
+            rows = changed[y1 : y2 + 1, x1 : x2 + 1].any(axis=1)
+            top, bottom = int(np.argmax(rows)), len(rows) - 1 - int(np.argmax(rows[::-1]))
+            boxes.append(Box(x1, y1 + top, x2, y1 + bottom))
+    return boxes
+
+
+def _runs(flags: np.ndarray, gap: int = 3) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for index in np.flatnonzero(flags):
+        i = int(index)
+        if runs and i - runs[-1][1] <= gap:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
+def _first_frame(path: Path) -> tuple[np.ndarray, pydicom.Dataset] | None:
+    """The first frame of an image file, decoded; None if it is not a decodable image."""
+    try:
+        ds = pydicom.dcmread(path)
+        if "PixelData" not in ds:
+            return None
+        array = ds.pixel_array
+    except Exception:
+        return None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    return (array[0] if frames > 1 else array), ds
+
+
+def _png(gray: np.ndarray, boxes: list[Box], hide: bool) -> str:
+    """A thumbnail of ``gray`` with ``boxes`` outlined (and filled when ``hide``)."""
+    image = Image.fromarray(gray).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    width = max(1, max(gray.shape) // SIDE)
+    for box in boxes:
+        corners = (box.x1, box.y1, box.x2, box.y2)
+        if hide:
+            draw.rectangle(corners, fill=(90, 90, 90))
+        draw.rectangle(corners, outline=_OUTLINE, width=width)
+    image.thumbnail((SIDE, SIDE))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def thumbnail_pair(a: Path, b: Path, label: str, *, with_values: bool) -> ThumbnailPair | None:
+    """The before/after thumbnails of an image pair; None when either is not a decodable
+    image."""
+    with quiet_pydicom():
+        before, after = _first_frame(a), _first_frame(b)
+    if before is None or after is None:
+        return None
+    regions = changed_regions(before[0], after[0])
+    return ThumbnailPair(
+        label,
+        _png(display_gray8(before[0], before[1]), regions, hide=not with_values),
+        _png(display_gray8(after[0], after[1]), regions, hide=False),
+        len(regions),
+    )
