@@ -8,8 +8,12 @@ cachegrind, twice: on those files and on the first of them only; the difference 
 number of files less one is the count per file without the one-off costs (imports, the vault,
 the first file's caches). The hash seed is fixed, so a count repeats to the instruction.
 
-Usage: python benchmarks/instructions.py [--verify] [--step 20] [--workdir benchmarks/_work]
-       [--cohort DIR]
+With ``--trial``, the count is made twice more with clinical trial values (a project's trial
+settings, a site and a timepoint: :mod:`pseudo.deid.trial`), and the ratio to the count
+without them is printed.
+
+Usage: python benchmarks/instructions.py [--verify] [--trial] [--step 20]
+       [--workdir benchmarks/_work] [--cohort DIR]
 (needs valgrind, and the test dependencies: ``pip install -e '.[test]'``)
 """
 
@@ -33,12 +37,20 @@ from keystore.session import VaultSession
 from pseudo.batch import worker as batch
 from pseudo.policy import load_policy
 from pseudo.batch.pools import WorkerSetup
+from pseudo.deid.identity import Site
+from pseudo.deid.trial import TrialSettings, TrialValues
 from tests.conftest import OPERATOR, make_vault
 files = [Path(p) for p in Path(sys.argv[2]).read_text().split("\\n") if p]
+trial = None
+if sys.argv[4] == "1":
+    settings = TrialSettings(sponsor="ACME Pharma", protocol_id="LT-01", protocol_name="Lung")
+    trial = TrialValues.of(settings, site=Site("lyon", "0042"), timepoint_id="M12")
 with VaultSession(make_vault(Path(tempfile.mkdtemp()) / "vault")) as session:
     keyring = session.vault.unlock_operator("trial", OPERATOR)
 out = Path(tempfile.mkdtemp())
-setup = WorkerSetup("count", keyring, load_policy("default"), out, sys.argv[3] == "1", False)
+setup = WorkerSetup(
+    "count", keyring, load_policy("default"), out, sys.argv[3] == "1", False, trial=trial
+)
 batch.install_worker(setup)
 for path in files:
     outcome = batch.process_file(batch.Task(str(path), "", 0, "count"))
@@ -47,7 +59,7 @@ for path in files:
 """
 
 
-def count(files: list[Path], verify: bool) -> int:
+def count(files: list[Path], verify: bool, trial: bool = False) -> int:
     """Instructions of the loop over ``files`` (valgrind's ``I refs``)."""
     with tempfile.TemporaryDirectory() as scratch:
         listing = Path(scratch) / "files.txt"
@@ -56,6 +68,7 @@ def count(files: list[Path], verify: bool) -> int:
             *("valgrind", "--tool=cachegrind", "--cache-sim=no"),
             "--cachegrind-out-file=/dev/null",
             *(sys.executable, "-c", LOOP, str(HERE.parent), str(listing), str(int(verify))),
+            str(int(trial)),
         ]
         env = dict(os.environ, PYTHONHASHSEED="0")
         result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
@@ -69,6 +82,9 @@ def main() -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--verify", action="store_true", help="with the verification")
+    parser.add_argument(
+        "--trial", action="store_true", help="also with clinical trial values, and the ratio"
+    )
     parser.add_argument("--step", type=int, default=20, help="every STEP-th cohort file")
     parser.add_argument("--workdir", type=Path, default=HERE / "_work")
     parser.add_argument(
@@ -82,9 +98,19 @@ def main() -> int:
     files = sorted(cohort.rglob("*.dcm"))[:: args.step]
     if len(files) < 2:
         raise SystemExit(f"{cohort}: no cohort (run benchmarks/run.py first)")
-    per_file = (count(files, args.verify) - count(files[:1], args.verify)) // (len(files) - 1)
     mode = "with" if args.verify else "without"
-    print(f"{per_file / 1e6:.2f} M instructions per file {mode} verification ({len(files)} files)")
+    runs = [False, True] if args.trial else [False]
+    counts = {}
+    for trial in runs:
+        whole, first = count(files, args.verify, trial), count(files[:1], args.verify, trial)
+        counts[trial] = (whole - first) // (len(files) - 1)
+        what = "with" if trial else "without"
+        print(
+            f"{counts[trial] / 1e6:.2f} M instructions per file {mode} verification, {what} "
+            f"clinical trial values ({len(files)} files)"
+        )
+    if args.trial:
+        print(f"clinical trial values / none: {counts[True] / counts[False]:.4f}")
     return 0
 
 

@@ -35,7 +35,17 @@ class AuditAction(enum.StrEnum):
     #: a project records its policy (first run) or changes it (``--change-policy``), or a run
     #: with another policy is refused
     PROJECT_POLICY = "project.policy"
+    #: a project's trial settings (sponsor, protocol...) are set or changed
+    PROJECT_TRIAL = "project.trial"
     PSEUDONYMIZE_API = "pseudonymize.api"
+    #: a site is registered in a project (``pseudo project add-site``)
+    SITE_ADD = "site.add"
+    #: a trial's own subject IDs become the pseudonyms of their patients
+    SUBJECTS_IMPORT = "subjects.import"
+    #: a patient ID (or several) joins another pseudonym (``pseudo identity merge``)
+    IDENTITY_MERGE = "identity.merge"
+    #: a second person behind one patient ID gets a pseudonym of their own
+    IDENTITY_SPLIT = "identity.split"
 
 
 class AuditOutcome(enum.StrEnum):

@@ -86,6 +86,45 @@ class PatientStateRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class IdentityRuleRow(SQLModel, table=True):
+    """A decision on whose pseudonym a patient identity gets: an imported subject ID, a merge
+    into another pseudonym, or (with conditions on the birth date and sex) a split.
+
+    ``key`` is a keyed digest of the identity (patient ID and its namespace), ``pseudonym``
+    the pseudonym it gets; ``sealed`` holds the date offset and the keyed conditions,
+    encrypted with the project's state key (the operator reads it, a thief does not).
+    """
+
+    __tablename__ = "identity_rule"
+    __table_args__ = (UniqueConstraint("project", "key", "kind", "pseudonym"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(index=True, max_length=64)
+    key: str = Field(index=True, max_length=64)
+    kind: str = Field(max_length=16)
+    pseudonym: str = Field(index=True, max_length=128)
+    sealed: bytes
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class IdentityFingerprintRow(SQLModel, table=True):
+    """Keyed fingerprints of what the project holds of a pseudonym's patient: birth date, sex
+    and name (HMAC under the project's identity key, each bound to the pseudonym, so equal
+    values of two patients give unrelated digests). The first run to know a value records
+    it; a later file that contradicts the birth date or sex is an identity conflict."""
+
+    __tablename__ = "identity_fingerprint"
+    __table_args__ = (UniqueConstraint("project", "pseudonym"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(index=True, max_length=64)
+    pseudonym: str = Field(max_length=128)
+    birth_date: str | None = Field(default=None, max_length=64)
+    sex: str | None = Field(default=None, max_length=64)
+    name: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class RunRow(SQLModel, table=True):
     """One invocation of ``pseudo run``."""
 

@@ -121,3 +121,13 @@ class BackupError(KeystoreError):
 
 class ConfigurationError(KeystoreError):
     """A setting (e.g. an environment variable) has a value that cannot be used."""
+
+
+class SiteError(KeystoreError):
+    """A site cannot be added or chosen as asked (unknown, already there, none given on a
+    project of several sites)."""
+
+
+class IdentityError(KeystoreError):
+    """An identity decision cannot be made as asked (a merge, a split or an import of subject
+    IDs that would make one pseudonym stand for two people, or two for one)."""

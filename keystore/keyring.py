@@ -14,7 +14,15 @@ from typing import Literal
 from keystore import crypto
 
 Purpose = Literal[
-    "token", "uid", "date", "reversible", "journal", "linkage", "state", "journal-fingerprint"
+    "token",
+    "uid",
+    "date",
+    "reversible",
+    "journal",
+    "linkage",
+    "state",
+    "journal-fingerprint",
+    "identity",
 ]
 
 #: HKDF labels of the sub-keys. Changing a label changes every pseudonym, UID and offset of
@@ -30,9 +38,12 @@ KEY_LABELS: dict[Purpose, str] = {
 }
 
 #: Sub-keys added after the first release, each under a label of its own (the labels above
-#: never change): the HMAC key of the journal's file fingerprints.
+#: never change): the HMAC key of the journal's file fingerprints, and that of the identity
+#: book (the keyed fingerprints of a patient's birth date, sex and name, and the keys under
+#: which merges, splits and imported subject IDs are found).
 ADDED_LABELS: dict[Purpose, str] = {
     "journal-fingerprint": "pseudo/v1/journal-fingerprint",
+    "identity": "pseudo/v1/identity-fingerprint",
 }
 
 

@@ -85,11 +85,20 @@ def rotate_reid_key(
         following = ProjectFile(
             settings=project.settings,
             reid_public_key=new_public,
-            settings_mac=settings_mac(operator.key, project.settings, new_public, project.policy),
+            settings_mac=settings_mac(
+                operator.key,
+                project.settings,
+                new_public,
+                project.policy,
+                project.sites,
+                trial=project.trial,
+            ),
             slots=slots,
             created=project.created,
             reid_pin=ReidPin.make(name, new_private, _earlier_verify_keys(project, reid.key)),
             policy=project.policy,
+            trial=project.trial,
+            sites=project.sites,
         )
         old_fp, new_fp = crypto.fingerprint(project.reid_public_key), crypto.fingerprint(new_public)
         details: dict[str, Any] = {"old_key": old_fp, "new_key": new_fp}
@@ -248,6 +257,8 @@ def close_project(
             closed=True,
             closed_at=project.closed_at if finishing else utcnow().isoformat(),
             policy=project.policy,
+            trial=project.trial,
+            sites=project.sites,
         )
         vault.save_project(closed)
         vault.staging_path(name).unlink(missing_ok=True)

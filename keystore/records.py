@@ -67,11 +67,17 @@ class PatientRecordV1(_Record):
     """Who a patient pseudonym stands for.
 
     ``date_offset_days`` is the patient's date shift; ``identity_basis`` says which
-    identifiers the pseudonym was derived from (e.g. ``patient-id``).
+    identifiers the pseudonym was derived from (e.g. ``patient-id``). Added later, and
+    written only when they have a value (so a record without them keeps the bytes, and the
+    digest, it always had): ``site``, the site of the run that saw the patient, and
+    ``identity_key``, the identity as JSON when the other fields do not give it again (a
+    site's or a qualifier's namespace).
     """
 
     kind: ClassVar[Kind] = "patient"
     version: ClassVar[int] = 1
+    #: fields left out of the sealed object when they have no value
+    optional: ClassVar[frozenset[str]] = frozenset({"site", "identity_key"})
 
     patient_id: str | None = None
     issuer_of_patient_id: str | None = None
@@ -79,6 +85,13 @@ class PatientRecordV1(_Record):
     patient_birth_date: str | None = None
     date_offset_days: int | None = None
     identity_basis: str | None = None
+    site: str | None = None
+    identity_key: str | None = None
+
+    def to_fields(self) -> dict[str, FieldValue]:
+        """Every field by name, None included, but the optional ones without a value."""
+        fields = dataclasses.asdict(self)
+        return {k: v for k, v in fields.items() if v is not None or k not in self.optional}
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ class Identity:
     """The original identity behind a pseudonym, as printed by ``pseudo reidentify --json``.
 
     ``series`` and ``instance`` are set (and printed) only for a request by a pseudonymous
-    Series or SOP Instance UID."""
+    Series or SOP Instance UID; ``site`` (the site of the run that saw the patient) only for
+    a patient seen at a registered site."""
 
     project: str
     pseudonym: str
@@ -95,11 +96,13 @@ class Identity:
     other_identities: list[dict[str, Any]] = field(default_factory=list)
     series: SeriesIdentity | None = None
     instance: InstanceIdentity | None = None
+    site: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """A plain dictionary; ``other_identities``, ``series`` and ``instance`` only when set."""
+        """A plain dictionary; ``other_identities``, ``series``, ``instance`` and ``site`` only
+        when set."""
         data = asdict(self)
-        for optional in ("other_identities", "series", "instance"):
+        for optional in ("other_identities", "series", "instance", "site"):
             if not data[optional]:
                 data.pop(optional)
         return data
@@ -370,6 +373,7 @@ def _identity(
         patient_birth_date=first.patient_birth_date,
         date_offset_days=first.date_offset_days,
         other_identities=[other.to_fields() for other in others],
+        site=first.site,
     )
     seen: set[str] = set()
     for row, study in zip(study_rows, studies, strict=True):
@@ -455,7 +459,7 @@ def _collect(project: str, rows: list[Any], records: list[SealedRecord]) -> Link
         if isinstance(record, PatientRecordV1):
             line = PatientLine(
                 pseudonym=row.pseudonym,
-                site=getattr(record, "site", None),
+                site=record.site,
                 issuer_of_patient_id=record.issuer_of_patient_id,
                 patient_id=record.patient_id,
                 patient_name=record.patient_name,

@@ -46,6 +46,7 @@ from keystore.errors import (
     ProjectClosedError,
     ProjectExistsError,
     ProjectNotFoundError,
+    SiteError,
     SlotError,
     VaultExistsError,
     VaultNotFoundError,
@@ -64,6 +65,12 @@ PROJECT_FORMAT = "pseudo-project/2"
 #: The format of a project file that records its policy (older versions refuse it by name
 #: rather than take the recorded policy, which the settings MAC covers, for an alteration).
 PROJECT_FORMAT_POLICY = "pseudo-project/3"
+#: The format of a project file that registers sites (their namespaces shape pseudonyms, so an
+#: older version, which would ignore them, refuses the file by name).
+PROJECT_FORMAT_SITES = "pseudo-project/4"
+#: The format of a project file that holds trial settings (older versions refuse it by name
+#: rather than take the trial settings, which the settings MAC covers, for an alteration).
+PROJECT_FORMAT_TRIAL = "pseudo-project/5"
 _SLOT_AAD = "pseudo-slot/2"
 _REID_SEAL_AAD = "pseudo-reid-slot/1"
 _KEY_LEN = 32
@@ -338,6 +345,45 @@ class ReidPin:
         )
 
 
+#: The namespace of the project's first site: that of the runs made before sites existed.
+LEGACY_NAMESPACE = ""
+
+
+@dataclass(frozen=True)
+class SiteEntry:
+    """A site of a project: its name (``--site``), its Clinical Trial Site ID, and the
+    namespace of the patient IDs it issues without an Issuer of Patient ID.
+
+    The first site added to a project takes :data:`LEGACY_NAMESPACE`, the namespace of every
+    run made before (or without) sites, so those patients keep their pseudonyms; each later
+    site gets a namespace of its own, and the same patient ID there is another patient.
+    """
+
+    name: str
+    site_id: str
+    namespace: str
+    created: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialize for the project file."""
+        return {
+            "name": self.name,
+            "site_id": self.site_id,
+            "namespace": self.namespace,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SiteEntry:
+        """Parse a site of the project file."""
+        return cls(
+            str(data["name"]),
+            str(data["site_id"]),
+            str(data["namespace"]),
+            str(data.get("created", "")),
+        )
+
+
 @dataclass
 class ProjectFile:
     """The public part of a project: settings, public key and key slots (all secrets wrapped)."""
@@ -354,6 +400,12 @@ class ProjectFile:
     #: the policy of the project's runs, as :mod:`pseudo` describes it (opaque here); None
     #: until the first run records it; covered by the settings MAC
     policy: dict[str, Any] | None = None
+    #: the sites registered in the project, in the order they were added (covered by the
+    #: settings MAC); empty for a project made before sites existed
+    sites: list[SiteEntry] = field(default_factory=list)
+    #: the trial settings written into the outputs, as :mod:`pseudo` describes them (opaque
+    #: here); None for a project without; covered by the settings MAC
+    trial: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Serialize for ``projects/<name>.json``."""
@@ -377,21 +429,37 @@ class ProjectFile:
         if self.policy is not None:
             data["format"] = PROJECT_FORMAT_POLICY
             data["policy"] = self.policy
+        if self.sites:
+            data["format"] = PROJECT_FORMAT_SITES
+            data["sites"] = [site.to_json() for site in self.sites]
+        if self.trial is not None:
+            data["format"] = PROJECT_FORMAT_TRIAL
+            data["trial"] = self.trial
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any], path: Path) -> ProjectFile:
         """Parse a project file, raising :class:`CorruptVaultError` if it is malformed."""
-        if data.get("format") not in (PROJECT_FORMAT, PROJECT_FORMAT_POLICY):
+        known = (PROJECT_FORMAT, PROJECT_FORMAT_POLICY, PROJECT_FORMAT_SITES, PROJECT_FORMAT_TRIAL)
+        if data.get("format") not in known:
             raise CorruptVaultError(
                 f"{path}: unknown project format {data.get('format')!r} "
-                f"(this version of pseudo reads {PROJECT_FORMAT_POLICY!r})"
+                f"(this version of pseudo reads {PROJECT_FORMAT_TRIAL!r})"
             )
-        policy = data.get("policy")
-        if (policy is not None) != (data["format"] == PROJECT_FORMAT_POLICY) or not isinstance(
-            policy, dict | None
-        ):
+        policy, trial = data.get("policy"), data.get("trial")
+        with_sites = data["format"] == PROJECT_FORMAT_SITES
+        with_trial = data["format"] == PROJECT_FORMAT_TRIAL
+        if (
+            not (with_sites or with_trial)
+            and (policy is not None) != (data["format"] == PROJECT_FORMAT_POLICY)
+        ) or not isinstance(policy, dict | None):
             raise CorruptVaultError(f"{path}: malformed project file (recorded policy)")
+        if (with_sites and not data.get("sites")) or (
+            data.get("sites") and not (with_sites or with_trial)
+        ):
+            raise CorruptVaultError(f"{path}: malformed project file (sites)")
+        if with_trial != (trial is not None) or not isinstance(trial, dict | None):
+            raise CorruptVaultError(f"{path}: malformed project file (trial settings)")
         try:
             low, high = data["date_shift_days"]
             return cls(
@@ -404,6 +472,8 @@ class ProjectFile:
                 closed_at=data.get("closed_at"),
                 reid_pin=ReidPin.from_json(data["reid_pin"]) if data.get("reid_pin") else None,
                 policy=policy,
+                sites=[SiteEntry.from_json(site) for site in data.get("sites", [])],
+                trial=trial,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptVaultError(f"{path}: malformed project file ({exc})") from exc
@@ -426,9 +496,12 @@ def settings_mac(
     settings: ProjectSettings,
     public_key: bytes,
     policy: dict[str, Any] | None = None,
+    sites: list[SiteEntry] | None = None,
+    trial: dict[str, Any] | None = None,
 ) -> bytes:
     """HMAC (settings key) over the settings that shape pseudonyms, the public key and, once
-    recorded, the project's policy (a project without one has the MAC it always had)."""
+    recorded, the project's policy, its sites and its trial settings (a project without them
+    has the MAC it always had)."""
     key = crypto.hkdf(secret, "pseudo/v1/settings")
     parts: list[str | bytes] = [
         settings.name,
@@ -439,6 +512,10 @@ def settings_mac(
     ]
     if policy is not None:
         parts += ["policy", canonical_json(policy)]
+    if sites:
+        parts += ["sites", canonical_json({"sites": [site.to_json() for site in sites]})]
+    if trial is not None:
+        parts += ["trial", canonical_json(trial)]
     return crypto.mac(key, *parts)
 
 
@@ -681,11 +758,13 @@ class Vault:
         secret: bytes | None = None,
         kdf: crypto.ScryptParams | None = None,
         actor: str | None = None,
+        trial: dict[str, Any] | None = None,
     ) -> ProjectFile:
         """Create a project with a fresh secret, one operator slot and one re-identification slot.
 
         ``secret`` imports an existing 256-bit project secret instead, so that a second site
-        (or a restored backup) produces the same pseudonyms. The creation is recorded in the
+        (or a restored backup) produces the same pseudonyms. ``trial`` holds the project's
+        trial settings (opaque here, see :meth:`set_trial`). The creation is recorded in the
         audit log (by ``actor``, default the operating-system user and host), authenticated by
         the new project's audit key.
         """
@@ -724,7 +803,7 @@ class Vault:
         project = ProjectFile(
             settings=settings,
             reid_public_key=reid_public,
-            settings_mac=settings_mac(secret, settings, reid_public),
+            settings_mac=settings_mac(secret, settings, reid_public, trial=trial),
             slots=[
                 KeySlot.create(
                     name, operator_slot, "operator", secret, audit_key, operator_passphrase, params
@@ -741,6 +820,7 @@ class Vault:
             ],
             created=utcnow().isoformat(),
             reid_pin=ReidPin.make(name, reid_private),
+            trial=trial,
         )
         (self.path / "projects").mkdir(mode=0o700, exist_ok=True)
         _write_private_json(path, project.to_json())
@@ -756,9 +836,48 @@ class Vault:
                 "prefix": prefix,
                 "slots": [operator_slot, reid_slot],
                 "reid_pin": project.reid_pin.fingerprint,
+                **({"trial": trial} if trial is not None else {}),
             },
         )
         return project
+
+    def set_trial(
+        self, name: str, passphrase: str, trial: dict[str, Any] | None, *, actor: str | None = None
+    ) -> list[str]:
+        """Replace project ``name``'s trial settings (None: the project has none any more),
+        opened with an operator ``passphrase`` (the settings MAC needs the project secret).
+        Returns the fields that changed; a change is audited by ``actor`` with the settings
+        before and after (they are project metadata, never a patient's)."""
+        guard = self._require_guard()
+        project = self.project(name)
+        self.refuse_closed(project, "its settings can no longer change")
+        opened = self.open_slot(project, "operator", passphrase)
+        with self.lock(name):
+            project = self.project(name)
+            self.check_settings(project, opened.key)  # read again under the lock
+            before = project.trial
+            keys = set(before or {}) | set(trial or {})
+            changed = sorted(k for k in keys if (before or {}).get(k) != (trial or {}).get(k))
+            if not changed and (before is None) == (trial is None):
+                return []
+            project.trial = trial
+            project.settings_mac = settings_mac(
+                opened.key,
+                project.settings,
+                project.reid_public_key,
+                project.policy,
+                project.sites,
+                trial=trial,
+            )
+            self.save_project(project)
+        guard.audit.append(
+            AuditAction.PROJECT_TRIAL,
+            actor or os_user(),
+            AuditOutcome.SUCCESS,
+            project=name,
+            details={"trial": trial, "previous": before, "changed": changed},
+        )
+        return changed
 
     def save_project(self, project: ProjectFile) -> None:
         """Rewrite a project's file atomically (after adding or removing a slot)."""
@@ -931,13 +1050,93 @@ class Vault:
                 )
             project.policy = policy
             project.settings_mac = settings_mac(
-                secret, project.settings, project.reid_public_key, policy
+                secret,
+                project.settings,
+                project.reid_public_key,
+                policy,
+                project.sites,
+                trial=project.trial,
             )
             self.save_project(project)
         guard.audit.append(
             AuditAction.PROJECT_POLICY, actor, AuditOutcome.SUCCESS, project=name, details=details
         )
         return PolicyCheck(before, changed)
+
+    # -- sites --------------------------------------------------------------------------
+    def add_site(
+        self,
+        name: str,
+        site: str,
+        passphrase: str,
+        *,
+        site_id: str | None = None,
+        actor: str | None = None,
+    ) -> SiteEntry:
+        """Register ``site`` in project ``name`` (operator passphrase: the settings MAC covers
+        the sites). The first site takes the namespace of the runs made before sites existed
+        (:data:`LEGACY_NAMESPACE`), each later one its own. Audited."""
+        guard = self._require_guard()
+        _check_name("site", site)
+        site_id = (site_id or site).strip()
+        if not site_id or len(site_id) > 64 or "\\" in site_id or not site_id.isprintable():
+            raise SiteError(f"site ID {site_id!r}: 1-64 printable characters, no backslash")
+        with self.lock(name):
+            project = self.project(name)
+            self.refuse_closed(project, "it accepts no more sites")
+            opened = self.open_slot(project, "operator", passphrase)
+            self.check_settings(project, opened.key)
+            if any(known.name == site for known in project.sites):
+                raise SiteError(f"project {name!r} already has a site {site!r}")
+            if any(known.site_id == site_id for known in project.sites):
+                raise SiteError(f"project {name!r} already has a site with ID {site_id!r}")
+            namespace = LEGACY_NAMESPACE if not project.sites else f"site:{site}"
+            entry = SiteEntry(site, site_id, namespace, utcnow().isoformat())
+            project.sites = [*project.sites, entry]
+            project.settings_mac = settings_mac(
+                opened.key,
+                project.settings,
+                project.reid_public_key,
+                project.policy,
+                project.sites,
+                trial=project.trial,
+            )
+            self.save_project(project)
+        guard.audit.append(
+            AuditAction.SITE_ADD,
+            actor or os_user(),
+            AuditOutcome.SUCCESS,
+            project=name,
+            subject=f"site:{site}",
+            details={
+                "site": site,
+                "site_id": site_id,
+                "legacy_namespace": namespace == LEGACY_NAMESPACE,
+                "by_slot": opened.slot,
+            },
+        )
+        return entry
+
+    def run_site(self, name: str, site: str | None) -> SiteEntry | None:
+        """The site of a run of project ``name``: the one named (it must be registered), the
+        only one when the project has one, None when it has none; a project of several sites
+        refuses a run that names none (:class:`SiteError`)."""
+        sites = self.project(name).sites
+        known = ", ".join(s.name for s in sites) or "none"
+        if site is None:
+            if len(sites) > 1:
+                raise SiteError(
+                    f"project {name!r} has several sites ({known}): say which one these files "
+                    "come from with --site NAME (the same patient ID at two sites is two patients)"
+                )
+            return sites[0] if sites else None
+        for entry in sites:
+            if entry.name == site:
+                return entry
+        raise SiteError(
+            f"project {name!r} has no site {site!r} (sites: {known}); register it with "
+            f"`pseudo project add-site --project {name} {site}`"
+        )
 
     @staticmethod
     def check_pin(project: ProjectFile) -> None:
@@ -995,7 +1194,14 @@ class Vault:
     @staticmethod
     def check_settings(project: ProjectFile, secret: bytes) -> None:
         """Raise :class:`CorruptVaultError` unless the settings MAC matches the secret."""
-        expected = settings_mac(secret, project.settings, project.reid_public_key, project.policy)
+        expected = settings_mac(
+            secret,
+            project.settings,
+            project.reid_public_key,
+            project.policy,
+            project.sites,
+            trial=project.trial,
+        )
         if not hmac.compare_digest(expected, project.settings_mac):
             raise CorruptVaultError(
                 f"project {project.settings.name!r}: settings or public key were altered "

@@ -30,6 +30,7 @@ from types import TracebackType
 
 from pydicom.dataset import Dataset
 
+from keystore.identities import IdentityStore
 from keystore.keyring import Keyring
 from keystore.session import VaultSession
 from keystore.vault import PolicyCheck
@@ -38,7 +39,8 @@ from pseudo.batch.report import RunSummary, inputs_folder, write_report
 from pseudo.batch.runner import Runner
 from pseudo.deid import anchors
 from pseudo.deid.engine import PseudonymizedDataset
-from pseudo.deid.identity import read_identity
+from pseudo.deid.identity import Site, read_fields
+from pseudo.deid.trial import TrialValues, settings_of
 from pseudo.pipeline.process import FileProcessor
 from pseudo.policy import CompiledPolicy
 
@@ -55,13 +57,20 @@ class Project:
         policy: CompiledPolicy,
         actor: str,
         policy_check: PolicyCheck | None = None,
+        site: Site | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         self._session = session
         self.keyring = keyring
         self.policy = policy
         #: what opening found of the project's recorded policy (recorded now, changed, same)
         self.policy_check = policy_check
-        self._processor = FileProcessor(keyring, policy)
+        #: the site the data sets come from (the namespace of patient IDs without an issuer)
+        self.site = site
+        #: the clinical trial values written into every output (:mod:`pseudo.deid.trial`)
+        self.trial = trial
+        self.book = IdentityStore(session.engine).book(keyring)
+        self._processor = FileProcessor(keyring, policy, site=site, book=self.book, trial=trial)
         self._actor = actor
         self._stored = 0
 
@@ -78,9 +87,23 @@ class Project:
         processor = self._processor
         if self.policy.anchor is not None:
             day = anchors.study_date(target)
-            scans = [(read_identity(target).key, day.isoformat())] if day else []
-            offsets = anchors.resolve(self.keyring, self.policy, self._session.linkage, scans)
-            processor = FileProcessor(self.keyring, self.policy, anchored_offsets=offsets)
+            scans = [anchors.Scan(read_fields(target), day.isoformat())] if day else []
+            offsets = anchors.resolve(
+                self.keyring,
+                self.policy,
+                self._session.linkage,
+                scans,
+                site=self.site,
+                book=self.book,
+            )
+            processor = FileProcessor(
+                self.keyring,
+                self.policy,
+                anchored_offsets=offsets,
+                site=self.site,
+                book=self.book,
+                trial=self.trial,
+            )
         return processor.pseudonymize_dataset(target)
 
     def run(
@@ -112,6 +135,8 @@ class Project:
             allow_mixed_output=allow_mixed_output,
             policy_change=self.policy_check.to_json() if self.policy_check else None,
             inputs_folder=inputs_folder(self._session.vault.path, self.keyring.project),
+            site=self.site,
+            trial=self.trial,
         )
         summary = runner.run()
         reports = Path(report_dir) if report_dir else out.parent / f"{out.name}.pseudo-run"
@@ -154,13 +179,20 @@ def open_project(
     change_policy: bool = False,
     database_url: str | None = None,
     actor: str = "python-api",
+    site: str | None = None,
+    timepoint: str | None = None,
+    timepoint_description: str | None = None,
 ) -> Project:
     """Open a vault, unlock ``project`` with the operator passphrase and compile ``policy``
     (default: the project's recorded policy, or ``default`` before its first use).
 
+    The project's trial settings and ``timepoint`` fill the clinical trial attributes of
+    every output, as ``pseudo run --timepoint`` does.
+
     The project remembers its policy: the first opening records it, and another policy later
     raises :class:`keystore.vault.PolicyChangedError` unless ``change_policy`` (audited), as
-    ``pseudo run --change-policy`` does.
+    ``pseudo run --change-policy`` does. ``site`` names the site the data come from, as
+    ``pseudo run --site`` does (required when the project has several).
     """
     session = VaultSession(Path(vault), database_url)
     try:
@@ -169,7 +201,21 @@ def open_project(
         keyring, check = session.vault.unlock_for_run(
             project, passphrase, record, change_policy=change_policy, actor=actor
         )
+        chosen = run_site(session, project, site)
+        trial = TrialValues.of(
+            settings_of(session.vault.project(project).trial),
+            site=chosen,
+            timepoint_id=timepoint,
+            timepoint_description=timepoint_description,
+        )
     except BaseException:
         session.close()
         raise
-    return Project(session, keyring, compiled, actor, check)
+    return Project(session, keyring, compiled, actor, check, chosen, trial)
+
+
+def run_site(session: VaultSession, project: str, site: str | None) -> Site | None:
+    """The site of a run or an API session of ``project`` (see
+    :meth:`keystore.vault.Vault.run_site`), as the pseudonymizer takes it."""
+    entry = session.vault.run_site(project, site)
+    return Site(entry.name, entry.site_id, entry.namespace) if entry is not None else None

@@ -1,5 +1,5 @@
-"""Generate ``policies/ps3.15/iod-types.json``: the PS3.3 type of every attribute that a
-compound code of Table E.1-1 (X/Z, X/D, Z/D, X/Z/D, X/Z/U*) names, per IOD and module.
+"""Generate ``policies/ps3.15/iod-types.json``: the PS3.3 type of every attribute of every
+module of the IODs of the SOP Classes, at every depth, per IOD and module.
 
 Source: the machine-generated PS3.3 tables that highdicom ships in its wheel
 (``highdicom/_standard/sop_class_iod_map.json``, ``iod_module_map.json`` and
@@ -11,9 +11,10 @@ Usage::
     pip download --no-deps highdicom==0.28.2 -d /tmp/wheels
     python scripts/generate_iod_types.py /tmp/wheels/highdicom-0.28.2-py3-none-any.whl
 
-The output keeps, for each module, only the attributes whose keyword a compound row names, at
-every depth (``path`` is the chain of sequence keywords above the attribute), so that the file
-stays small; ``tests/test_policy_iod.py`` checks that this script reproduces it byte for byte.
+Each module is a tree of nodes (an attribute's type, and for a sequence the node of its items);
+the items of a macro that many modules include are one node stored once, so that the whole of
+PS3.3's module tables fits in about 300 kB. ``tests/test_policy_iod.py`` checks that this script
+reproduces the file byte for byte.
 """
 
 from __future__ import annotations
@@ -26,27 +27,49 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLE = ROOT / "policies" / "ps3.15" / "table-e1-1.json"
 OUTPUT = ROOT / "policies" / "ps3.15" / "iod-types.json"
-COMPOUND = {"X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"}
+#: The PS3.3 edition of highdicom 0.28.2's tables, as far as their content dates them (neither
+#: highdicom nor its source, innolitics' dicom-standard, records it; see docs/policies.md).
+EDITION = "2025 (highdicom 0.28.2; the release is not recorded)"
 MEMBERS = ("sop_class_iod_map.json", "iod_module_map.json", "module_attribute_map.json")
 
 
-def compound_keywords(table: dict[str, Any]) -> set[str]:
-    """Keywords of the rows whose Basic Profile or option code is compound."""
-    keywords = set()
-    for row in table["rows"]:
-        codes = {row["basic"], *row.get("options", {}).values()}
-        if codes & COMPOUND and row.get("keyword"):
-            keywords.add(row["keyword"])
-    return keywords
+def _tree(attributes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A module's attributes as nested ``keyword -> [type, children]``."""
+    tree: dict[str, Any] = {}
+    for attribute in attributes:
+        node = tree
+        for keyword in attribute["path"]:
+            node = node.setdefault(keyword, ["3", {}])[1]
+        node.setdefault(attribute["keyword"], ["3", {}])[0] = attribute["type"]
+    return tree
+
+
+class _Nodes:
+    """Sequence items shared by many modules (macros) stored once: a node maps a keyword to
+    its type, or to ``[type, node]`` when the attribute is a sequence with attributes."""
+
+    def __init__(self) -> None:
+        self.nodes: list[dict[str, Any]] = []
+        self._index: dict[str, int] = {}
+
+    def add(self, tree: dict[str, Any]) -> int:
+        """The index of the node of ``tree`` (added once, children first)."""
+        node: dict[str, Any] = {}
+        for keyword in sorted(tree):
+            kind, children = tree[keyword]
+            node[keyword] = [kind, self.add(children)] if children else kind
+        key = json.dumps(node, sort_keys=True)
+        if key not in self._index:
+            self._index[key] = len(self.nodes)
+            self.nodes.append(node)
+        return self._index[key]
 
 
 def build(wheel: Path) -> dict[str, Any]:
     """The data of ``iod-types.json`` from the highdicom wheel at ``wheel``."""
     with zipfile.ZipFile(wheel) as archive:
         data = {name: json.loads(archive.read(f"highdicom/_standard/{name}")) for name in MEMBERS}
-    keywords = compound_keywords(json.loads(TABLE.read_text(encoding="utf-8")))
     sop_iods: dict[str, str] = data["sop_class_iod_map.json"]
     iod_modules = {
         iod: sorted(m["key"] for m in modules)
@@ -54,28 +77,33 @@ def build(wheel: Path) -> dict[str, Any]:
         if iod in set(sop_iods.values())
     }
     used = {m for modules in iod_modules.values() for m in modules}
-    modules: dict[str, dict[str, str]] = {}
-    for module, attributes in sorted(data["module_attribute_map.json"].items()):
-        if module not in used:
-            continue
-        entries = {}
-        for attribute in attributes:
-            if attribute["keyword"] in keywords:
-                key = ">".join([*attribute["path"], attribute["keyword"]])
-                entries[key] = attribute["type"]
-        if entries:
-            modules[module] = dict(sorted(entries.items()))
+    nodes = _Nodes()
+    modules = {
+        module: nodes.add(_tree(attributes))
+        for module, attributes in sorted(data["module_attribute_map.json"].items())
+        if module in used and attributes
+    }
     return {
         "generated_by": "scripts/generate_iod_types.py",
         "source": f"highdicom {wheel.name.split('-')[1]} wheel, highdicom/_standard/*.json "
         "(PS3.3 IOD and module tables, machine-generated from the standard)",
         "source_sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
+        "edition": EDITION,
         "sop_classes": dict(sorted(sop_iods.items())),
         "iods": {
             iod: [m for m in mods if m in modules] for iod, mods in sorted(iod_modules.items())
         },
         "modules": modules,
+        "nodes": nodes.nodes,
     }
+
+
+def dump(document: dict[str, Any]) -> str:
+    """``document`` as JSON text, one node per line."""
+    head = {key: value for key, value in document.items() if key != "nodes"}
+    text = json.dumps(head, indent=1)[:-2]
+    nodes = ",\n".join("  " + json.dumps(node, separators=(",", ":")) for node in document["nodes"])
+    return f'{text},\n "nodes": [\n{nodes}\n ]\n}}\n'
 
 
 def main() -> None:
@@ -84,8 +112,7 @@ def main() -> None:
     parser.add_argument("wheel", type=Path, help="a downloaded highdicom wheel (.whl)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
-    text = json.dumps(build(args.wheel), indent=1, sort_keys=False) + "\n"
-    args.output.write_text(text, encoding="utf-8")
+    args.output.write_text(dump(build(args.wheel)), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -202,6 +202,9 @@ class Coverage:
 
     def record(self, policy: CompiledPolicy, ds: Dataset, name: str) -> None:
         """Note which action and selector kind decide the attribute ``name`` of ``ds``."""
+        if any(addition.keyword == name for addition in policy.additions):
+            self.actions.add(Action.ADD)  # set after the walk, not decided by it
+            return
         try:
             holder, tag, parents = _locate(ds, name)
         except (KeyError, IndexError):

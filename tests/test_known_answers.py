@@ -27,7 +27,7 @@ from keystore.linkage import LinkageEntry, LinkageStore, journal_key, sealed_aad
 from pseudo.deid import anchors
 from pseudo.deid.dates import offset_in_range, shift_da
 from pseudo.deid.engine import Pseudonymizer
-from pseudo.deid.identity import read_identity
+from pseudo.deid.identity import IdentityFields, identity_of, read_identity
 from pseudo.deid.tokens import (
     date_offset_digest,
     decrypt_token,
@@ -137,16 +137,21 @@ def test_anchored_offset(ring: Keyring, tmp_path: Path) -> None:
     engine = connect(f"sqlite:///{tmp_path / 'store.db'}")
     try:
         store = LinkageStore(engine)
+        known, other = IdentityFields(IDENTITY[2], IDENTITY[1]), IdentityFields("P2")
+        assert (identity_of(known).key, identity_of(other).key) == (
+            IDENTITY,
+            ("patient-id", "", "P2"),
+        )
         scans = [
-            (IDENTITY, "2023-01-05"),
-            (IDENTITY, "2021-06-30"),
-            (("patient-id", "", "P2"), "2019-03-04"),
+            anchors.Scan(known, "2023-01-05"),
+            anchors.Scan(known, "2021-06-30"),
+            anchors.Scan(other, "2019-03-04"),
         ]
         assert anchors.resolve(ring, policy, store, scans) == {
             "KAT-YVYU567MB5NPVZFZ": -7851,
             "KAT-QAVTFX7CBQL5BQNY": -7002,
         }
-        later = anchors.resolve(ring, policy, store, [(IDENTITY, "2010-01-01")])
+        later = anchors.resolve(ring, policy, store, [anchors.Scan(known, "2010-01-01")])
         assert later == {"KAT-YVYU567MB5NPVZFZ": -7851}, "the first recorded offset is kept"
     finally:
         engine.dispose()

@@ -45,6 +45,9 @@ def _rt_chain(
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.PatientID = patient
         ds.PatientName = "SMITH^ANNA"
+        # one patient: the same birth date and sex in every file (else an identity conflict)
+        ds.PatientBirthDate = "19600101"
+        ds.PatientSex = "F"
         ds.StudyDate = study_date
         ds.StudyInstanceUID = study
         chain[name] = ds

@@ -63,3 +63,44 @@ def test_generator_reproduces_the_data(tmp_path: Path) -> None:
         check=True,
     )
     assert target.read_bytes() == DATA.read_bytes()
+
+
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+SC = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def test_a_recursive_macro_is_typed_below_the_depth_the_tables_write() -> None:
+    """An SR content item's Date is Type 1C at every depth of the content tree."""
+    iod = IodTypes.load()
+    for depth in (1, 2, 5):
+        path = ("ContentSequence",) * depth
+        assert iod.attribute_type(BASIC_TEXT_SR, path, "Date")[2] == "1C", depth
+    assert iod.attribute_type(BASIC_TEXT_SR, ("ContentSequence",), "NoSuchKeyword")[2] is None
+
+
+def test_conform_to_iod_resolves_the_allow_list_and_the_emptying() -> None:
+    strict, nidb_full = load_policy("strict"), load_policy("nidb-full")
+
+    def step(policy: str, tag: int, sop_class: str) -> str:
+        chosen = explain(load_policy(policy), tag, sop_class=sop_class).decided_by
+        assert "conform_to_iod" in chosen.source
+        return chosen.action
+
+    assert strict.conform_to_iod and nidb_full.conform_to_iod
+    assert not load_policy("default").conform_to_iod
+    assert step("strict", 0x00080070, CT) == "empty"  # Manufacturer: Type 2
+    assert step("strict", 0x00181020, CT) == "remove"  # Software Versions: Type 3
+    assert step("strict", 0x00181020, ENHANCED_MR) == "dummy"  # Type 1 text: a dummy
+    assert step("strict", 0x0040A491, BASIC_TEXT_SR) == "keep"  # Completion Flag: a Type 1 code
+    assert step("nidb-full", 0x00080023, ENHANCED_MR) == "dummy"  # Content Date: Type 1
+    assert step("nidb-full", 0x00080020, CT) == "empty"  # Study Date: Type 2
+    assert step("nidb-full", 0x00081010, CT) == "remove"  # Station Name: Type 3
+
+
+def test_frame_increment_pointer_targets_are_required() -> None:
+    """An attribute the file's Frame Increment Pointer names counts as Type 1C whatever the IOD
+    says (a multi-frame NM stored as Secondary Capture keeps its Energy Window Vector)."""
+    iod = IodTypes.load()
+    assert iod.resolve("X/Z/D/K", SC, (), "EnergyWindowVector", "US").code == "X"
+    pointed = iod.resolve("X/Z/D/K", SC, (), "EnergyWindowVector", "US", pointed=True)
+    assert pointed.code == "K" and pointed.type == "1C"

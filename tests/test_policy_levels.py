@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import UID
 
 from pseudo.deid.engine import Pseudonymizer
 from pseudo.dicom.tags import parse_tag_pattern
@@ -51,7 +52,8 @@ def test_strict_keeps_only_its_list() -> None:
     ds.SoftwareVersions = "1.2"
     out = run("strict", ds)
     assert out.Rows == 2 and out.Modality == "CT" and out.PixelData
-    assert "Manufacturer" not in out and "SoftwareVersions" not in out
+    # by the CT Image IOD: Manufacturer is Type 2 (kept empty), Software Versions Type 3
+    assert out.Manufacturer == "" and "SoftwareVersions" not in out
     assert out.PatientID.startswith("T-") and out.SOPInstanceUID.startswith("2.25.")
 
 
@@ -84,9 +86,23 @@ def test_nidb_full_also_blanks_institution_dates_id_and_weight() -> None:
         "PatientWeight",
         "AcquisitionDateTime",
     ):
-        assert out[keyword].value in ("", None), keyword
-    assert out[0x00181202].value in ("", None), "every date, also those NiDB does not list"
+        assert keyword not in out or out[keyword].value in ("", None), keyword
+    assert 0x00181202 not in out, "every date, also those NiDB does not list"
     assert out.Modality == "CT"
+    # By the CT Image IOD: Patient ID and Study Date are Type 2 (emptied, as NiDB does),
+    # Institution Name and Patient's Weight Type 3 (removed).
+    assert out.PatientID == "" and out.StudyDate == ""
+    assert "InstitutionName" not in out and "PatientWeight" not in out
+
+
+def test_nidb_full_gives_required_dates_a_dummy() -> None:
+    """A date the IOD requires (Type 1) gets a fixed dummy, never one derived from the input."""
+    ds = dataset()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.4.1")
+    ds.ContentDate, ds.ContentTime = "20230105", "101500"
+    out = run("nidb-full", ds)
+    assert (out.ContentDate, out.ContentTime) == ("19000101", "000000")
+    assert out.PatientIdentityRemoved == "NO"
 
 
 def test_clean_descriptors_removes_names_but_keeps_clinical_words(tmp_path: Path) -> None:
@@ -186,3 +202,47 @@ def test_levels_run_on_real_files(name: str, public_dir: Path) -> None:
     for file in ("pydicom/test_files/MR_small.dcm", "highdicom/ct_image.dcm"):
         out = run(name, pydicom.dcmread(public_dir / file))
         assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+
+
+@pytest.mark.parametrize("name", shipped_policy_names())
+def test_every_level_passes_its_own_verification(
+    name: str, canary_dir: Path, vault: Path, env: None, tmp_path: Path
+) -> None:
+    """Each shipped level over the whole canary corpus: no file quarantined, no leak by the
+    level's own verification, and Patient Identity Removed = YES only where no issuer of the
+    Patient ID or insurance plan (or any other identity attribute) remains."""
+    out = tmp_path / "out"
+    result = cli(
+        *("run", canary_dir.resolve(), out, "--project", "trial", "--vault", vault),
+        *("--policy", name, "--workers", "2", "--json", "--quiet"),
+    )
+    assert result.code == 0, result.stderr
+    counts = result.json()
+    assert counts["leaks"] == 0 and counts["written"] == 95 == counts["files"], counts
+    removes = load_policy(name).removes_identity
+    for path in out.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert ds.PatientIdentityRemoved == ("YES" if removes else "NO"), path
+        if removes:
+            for keyword in ("IssuerOfPatientID", "InsurancePlanIdentification", "OtherPatientIDs"):
+                assert not ds.get(keyword), f"{path}: YES while {keyword} remains"
+
+
+def test_original_keeps_the_file_and_names_paths_by_keyed_uids() -> None:
+    """NiDB's Original level: every attribute as it was, only the marks added; the output's
+    path holds the patient's pseudonym and keyed UIDs, never an original UID."""
+    ds = dataset()
+    result = Pseudonymizer(KEYRING, load_policy("nidb-original")).pseudonymize(copy.deepcopy(ds))
+    out = result.dataset
+    for element in ds:
+        if element.tag.element != 0 and element.tag != 0x00990010:  # group length, empty block
+            assert out[element.tag].value == element.value, element.keyword
+    assert {e.keyword for e in out if e.tag not in ds} == {
+        "PatientIdentityRemoved",
+        "DeidentificationMethod",
+    }
+    assert out.PatientIdentityRemoved == "NO"
+    assert "no PS3.15 profile" in out.DeidentificationMethod
+    for uid in (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.PatientID):
+        assert uid not in result.relative_path
+    assert result.relative_path.count("/2.25.") == 3

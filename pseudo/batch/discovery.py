@@ -51,6 +51,7 @@ def check_output_owner(output: Path, prefix: str, *, allow_mixed: bool = False) 
         )
 
 
-def fingerprint(size: int, mtime_ns: int, policy: CompiledPolicy) -> str:
-    """What must be unchanged for a file to be skipped on a re-run: size, mtime and policy."""
-    return f"{size}:{mtime_ns}:{policy.short_hash}"
+def fingerprint(size: int, mtime_ns: int, policy: CompiledPolicy, trial: str = "") -> str:
+    """What must be unchanged for a file to be skipped on a re-run: size, mtime, policy and the
+    clinical trial values written into it (``trial``: their digest, empty for none)."""
+    return f"{size}:{mtime_ns}:{policy.short_hash}" + (f":{trial}" if trial else "")

@@ -33,7 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from keystore.identities import IdentityBook
 from keystore.keyring import Keyring
+from pseudo.deid.identity import Site
+from pseudo.deid.trial import TrialValues
 from pseudo.errors import PseudoError
 from pseudo.policy.compiled import CompiledPolicy
 
@@ -58,7 +61,8 @@ class WorkerSetup:
     """What a worker needs before its first task; ``context`` names it (the run id).
 
     ``sync_each_file``: the worker makes each file durable itself (fsync), because the parent
-    cannot flush the filesystem it writes on (see :mod:`pseudo.io.durable`).
+    cannot flush the filesystem it writes on (see :mod:`pseudo.io.durable`). ``site`` is the
+    run's site and ``book`` the project's identity rules.
     """
 
     context: str
@@ -67,6 +71,10 @@ class WorkerSetup:
     temp_dir: Path
     check: bool
     sync_each_file: bool = True
+    site: Site | None = None
+    book: IdentityBook | None = None
+    #: the clinical trial values written into every output (None: none)
+    trial: TrialValues | None = None
 
 
 class Installer(Protocol):

@@ -42,6 +42,8 @@ class RunSummary:
     policy_change: dict[str, Any] | None = None
     #: the folder of the inputs file (None: beside the report)
     inputs_folder: Path | None = None
+    #: the clinical trial values the run wrote (site, timepoint, settings), if any
+    trial: dict[str, Any] | None = None
 
     def count(self, status: str) -> int:
         """Number of files with this status."""
@@ -100,6 +102,7 @@ class RunSummary:
             },
             "inputs": str(self.inputs_path(Path())),
             "project_policy": self.policy_change,
+            **({"trial": self.trial} if self.trial is not None else {}),
             "output": str(self.output),
             "started": self.started,
             "finished": self.finished,

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from keystore.actions import AuditOutcome
 from keystore.errors import DatabaseError
+from keystore.identities import IdentityBook, IdentityStore
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore, journal_key
 from pseudo.batch.commit import Committer
 from pseudo.batch.discovery import check_output_owner, check_paths, fingerprint
 from pseudo.batch.errors import OutputError
+from pseudo.batch.identities import NAME_WARNING, settle
 from pseudo.batch.pools import Pool, WorkerSetup, open_pool
 from pseudo.batch.report import RunSummary, new_run_id, now
 from pseudo.batch.worker import (
@@ -30,7 +32,9 @@ from pseudo.batch.worker import (
 )
 from pseudo.deid import anchors
 from pseudo.deid.anchors import scan_file
-from pseudo.deid.tokens import pseudonym
+from pseudo.deid.identity import Site
+from pseudo.deid.trial import TrialValues
+from pseudo.findings import Finding
 from pseudo.io import durable
 from pseudo.io.listing import scan_tree
 from pseudo.pipeline.outcome import FileOutcome, FileStatus
@@ -70,15 +74,22 @@ class Runner:
         allow_mixed_output: bool = False,
         policy_change: dict[str, Any] | None = None,
         inputs_folder: Path | None = None,
+        site: Site | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         self.keyring = keyring
         self.policy = policy
+        self.trial = trial
         self.store = store
         self.check = check
         self.on_plan = on_plan
         self.scheduler = scheduler
         self.audit = audit
         self.actor = actor
+        self.site = site
+        self.identities = IdentityStore(store.engine)
+        #: input path -> the warning its patient's identity gave (a name that differs)
+        self.identity_warnings: dict[str, str] = {}
         self.references = CrossFileCheck()
         self.input, self.output = check_paths(input_path, output)
         check_output_owner(self.output, keyring.settings.prefix, allow_mixed=allow_mixed_output)
@@ -94,6 +105,7 @@ class Runner:
             verified=check,
             policy_change=policy_change,
             inputs_folder=inputs_folder,
+            trial=trial.report() if trial is not None else None,
         )
         # Local workers write on a filesystem this process can flush once per batch.
         sync_each_file = bool(scheduler) or not durable.can_sync_filesystem()
@@ -112,8 +124,9 @@ class Runner:
     def plan(self) -> tuple[list[Task], list[FileOutcome]]:
         """Files to process, and files already done by an earlier run (unchanged)."""
         listing = scan_tree(self.input, exclude=self.output)
+        trial_digest = self.trial.digest if self.trial is not None else ""
         printed = {
-            path: (fingerprint(size, mtime, self.policy), size)
+            path: (fingerprint(size, mtime, self.policy, trial_digest), size)
             for path, size, mtime in listing.files
         }
         keys = {path: journal_key(self.keyring, path) for path in printed}
@@ -167,6 +180,9 @@ class Runner:
             self.temp_dir,
             self.check,
             sync_each_file=committer.sync_each_file,
+            site=self.site,
+            book=self.identities.book(self.keyring),
+            trial=self.trial,
         )
         batch: list[FileOutcome] = []
         pool: Pool | None = None
@@ -182,8 +198,8 @@ class Runner:
             pool = open_pool(
                 setup, install_worker, remove_worker, self.workers, len(todo), self.scheduler
             )
-            if self.policy.anchor is not None:
-                todo = self._anchor(todo, pool)
+            todo, refused = self._check_identities(todo, pool, setup)
+            batch.extend(refused)
             for outcome in pool.ordered(process_file, todo, lost_file):
                 if outcome.status == FileStatus.FAILED:
                     committer.commit_flushed()
@@ -193,6 +209,9 @@ class Runner:
                         f"{self.output}: {outcome.reason}; the run stopped, nothing partial was "
                         "left: run the same command again once this is fixed"
                     )
+                warning = self.identity_warnings.get(outcome.input)
+                if warning is not None and outcome.status == FileStatus.WRITTEN:
+                    outcome.findings.append(Finding("(0010,0010)", NAME_WARNING, warning))
                 batch.append(outcome)
                 if len(batch) >= COMMIT_EVERY:
                     # handed over before it is committed: a commit that Ctrl-C interrupts is
@@ -273,19 +292,59 @@ class Runner:
         except DatabaseError as exc:
             self.audit_error = exc
 
-    def _anchor(self, todo: list[Task], pool: Pool) -> list[Task]:
-        """Resolve each patient's anchored offset with a header-only pass over the batch."""
-        scans = list(pool.ordered(scan_file, [task.path for task in todo], lost_scan))
-        offsets = anchors.resolve(self.keyring, self.policy, self.store, scans)
-        tasks = []
-        for task, scan in zip(todo, scans, strict=True):
+    def _check_identities(
+        self, todo: list[Task], pool: Pool, setup: WorkerSetup
+    ) -> tuple[list[Task], list[FileOutcome]]:
+        """A header-only pass over the batch: each file's patient is checked against the
+        project's (:mod:`pseudo.batch.identities`) and, under an anchored policy, given its
+        anchored offset. Returns the tasks to process and the files quarantined for an
+        identity conflict (never processed)."""
+        paths = [task.path for task in todo]
+        scans = list(pool.ordered(scan_file, paths, lost_scan))
+        verdicts = settle(
+            self.keyring, self.identities, setup.book or IdentityBook(), self.site, paths, scans
+        )
+        self.identity_warnings = verdicts.warnings
+        offsets: dict[str, int] = {}
+        if self.policy.anchor is not None:
+            days = [
+                (verdicts.pseudonyms[path], scan.day)
+                for path, scan in zip(paths, scans, strict=True)
+                if scan is not None
+                and scan.day
+                and path in verdicts.pseudonyms
+                and path not in verdicts.conflicts
+            ]
+            offsets = anchors.resolve_days(self.keyring, self.policy, self.store, days)
+        tasks, refused = [], []
+        for task in todo:
+            reason = verdicts.conflicts.get(task.path)
+            if reason is not None:
+                refused.append(
+                    FileOutcome(
+                        task.path,
+                        task.fingerprint,
+                        FileStatus.QUARANTINED,
+                        size=task.size,
+                        reason=reason,
+                    )
+                )
+                continue
+            patient = verdicts.pseudonyms.get(task.path)
             anchored: tuple[tuple[str, int], ...] = ()
-            if scan is not None:
-                patient = pseudonym(self.keyring, scan[0])
-                if patient in offsets:
-                    anchored = ((patient, offsets[patient]),)
-            tasks.append(Task(task.path, task.fingerprint, task.size, task.context, anchored))
-        return tasks
+            if patient is not None and patient in offsets:
+                anchored = ((patient, offsets[patient]),)
+            tasks.append(
+                Task(
+                    task.path,
+                    task.fingerprint,
+                    task.size,
+                    task.context,
+                    anchored,
+                    verdicts.checks[task.path],
+                )
+            )
+        return tasks, refused
 
     def _record(self, outcome: FileOutcome) -> None:
         outcome.linkage = []

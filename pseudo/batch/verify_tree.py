@@ -12,9 +12,12 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from keystore.identities import IdentityStore
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
 from pseudo.deid import anchors
+from pseudo.deid.identity import Site
+from pseudo.deid.trial import TrialValues
 from pseudo.findings import RejectedFile
 from pseudo.io.dicomio import NotDicom, bytes_outside_pixels, read_dataset, read_source
 from pseudo.io.layout import TEMP_DIR_NAME
@@ -49,9 +52,12 @@ def _read_output(path: Path) -> tuple[Dataset, bytes | None] | None:
     return ds, bytes_outside_pixels(path, source)
 
 
-def _expected(processor: FileProcessor, path: Path) -> tuple[str, int, Pending] | None:
-    """Where the pipeline puts this input's output, its date offset, and what to look for in
-    it (the values the pipeline recorded on the way); None if it would not write it."""
+def _expected(
+    processor: FileProcessor, path: Path
+) -> tuple[str, int, Pending, frozenset[int]] | None:
+    """Where the pipeline puts this input's output, its date offset, what to look for in it
+    (the values the pipeline recorded on the way) and the attributes that hold the project's
+    trial values; None if it would not write it."""
     try:
         prepared = processor.prepare(path)
     except Exception:  # quarantined or skipped by a run: no output to pair
@@ -59,7 +65,7 @@ def _expected(processor: FileProcessor, path: Path) -> tuple[str, int, Pending] 
     if prepared.pending is None:
         return None
     result = prepared.result
-    return result.relative_path, result.date_offset_days, prepared.pending
+    return result.relative_path, result.date_offset_days, prepared.pending, frozenset(result.added)
 
 
 def verify_tree(
@@ -70,8 +76,15 @@ def verify_tree(
     store: LinkageStore | None = None,
     *,
     show_values: bool = False,
+    site: Site | None = None,
+    trial: TrialValues | None = None,
 ) -> TreeReport:
-    """Verify every output file under ``target`` against the inputs under ``source``."""
+    """Verify every output file under ``target`` against the inputs under ``source`` (which
+    came from ``site``, as their run said).
+
+    ``trial`` (the project's trial settings and the site) says which values of the outputs'
+    clinical trial attributes are the project's rather than the input's; the timepoint of
+    the runs is not known here."""
     report = TreeReport()
     outputs = {
         str(p.relative_to(target)): p
@@ -85,10 +98,15 @@ def verify_tree(
     processor = None
     if keyring is not None:
         offsets = None
+        book = IdentityStore(store.engine).book(keyring) if store is not None else None
         if policy.anchor is not None and store is not None:
             scans = [anchors.scan_file(str(path)) for path in discover(source)]
-            offsets = anchors.resolve(keyring, policy, store, scans, record=False)
-        processor = FileProcessor(keyring, policy, anchored_offsets=offsets)
+            offsets = anchors.resolve(
+                keyring, policy, store, scans, record=False, site=site, book=book
+            )
+        processor = FileProcessor(
+            keyring, policy, anchored_offsets=offsets, site=site, book=book, trial=trial
+        )
     with quiet_pydicom():
         for path in discover(source):
             expected = _expected(processor, path) if processor is not None else None
@@ -99,7 +117,7 @@ def verify_tree(
                 if ds is not None:
                     everything.merge(collect(ds, policy))
                 continue
-            relative, offset, pending = expected
+            relative, offset, pending, added = expected
             everything.merge(pending.needles)
             if relative not in outputs:
                 continue
@@ -109,7 +127,7 @@ def verify_tree(
             out, raw = read
             paired.add(relative)
             findings, evidence = finish(
-                pending, out, relative, offset, raw, policy, show_values=show_values
+                pending, out, relative, offset, raw, policy, show_values=show_values, added=added
             )
             report.findings.extend(findings)
             report.skipped.update(pending.needles.skipped)

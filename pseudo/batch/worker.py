@@ -27,19 +27,29 @@ _installed: dict[str, _WorkerState] = {}
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """One file to process; ``anchored`` holds its patient's anchored offset, if any."""
+    """One file to process; ``anchored`` holds its patient's anchored offset, if any, and
+    ``identity_check`` what the run's header scan saw of its patient (see
+    :mod:`pseudo.batch.identities`)."""
 
     path: str
     fingerprint: str
     size: int
     context: str
     anchored: Anchored = ()
+    identity_check: str | None = None
 
 
 def install_worker(setup: WorkerSetup) -> None:
     """Prepare this process (a worker, or the parent with one worker) for a run's tasks."""
     _installed[setup.context] = _WorkerState(
-        FileProcessor(setup.keyring, setup.policy, check=setup.check),
+        FileProcessor(
+            setup.keyring,
+            setup.policy,
+            check=setup.check,
+            site=setup.site,
+            book=setup.book,
+            trial=setup.trial,
+        ),
         setup.temp_dir,
         setup.sync_each_file,
     )
@@ -67,6 +77,7 @@ def process_file(task: Task) -> FileOutcome:
         size=task.size,
         anchored=task.anchored,
         sync=state.sync,
+        identity_check=task.identity_check,
     )
 
 

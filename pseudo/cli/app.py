@@ -28,6 +28,7 @@ from pseudo.cli.helpformat import PseudoContext, tidy
 #: needs, and starts unlocking the vault before it loads the database layers.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pseudo.cli.run_cmd", "run_command"),
+    "fetch": ("pseudo.cli.fetch_cmd", "fetch_command"),
     "reidentify": ("pseudo.cli.reid_cmds", "reidentify_command"),
     "verify": ("pseudo.cli.verify_cmd", "verify_command"),
     "diff": ("pseudo.cli.review_cmds", "diff_command"),
@@ -35,8 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dump": ("pseudo.cli.review_cmds", "dump_command"),
     "demo": ("pseudo.cli.demo_cmd", "demo_command"),
     "dicomdir": ("pseudo.cli.dicomdir_cmd", "dicomdir_command"),
+    "serve": ("pseudo.cli.serve_cmd", "serve_app"),
     "vault": ("pseudo.cli.vault_cmds", "vault_app"),
     "project": ("pseudo.cli.vault_cmds", "project_app"),
+    "identity": ("pseudo.cli.identity_cmds", "identity_app"),
     "policy": ("pseudo.cli.policy_cmds", "policy_app"),
     "audit": ("pseudo.cli.audit_cmds", "audit_app"),
 }

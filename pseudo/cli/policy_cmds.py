@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import pydicom
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pseudo.cli.common import UserError, emit_json, err, out
@@ -238,7 +239,9 @@ def policy_explain(
         decided = document["decided_by"]
         out.print(f"  decided by: {decided['source']} -> [bold]{decided['action']}[/]")
         for index, step in enumerate(document["steps"], start=1):
-            condition = f"  [only if {'; '.join(step['requires'])}]" if step["requires"] else ""
+            condition = (
+                escape(f"  [only if {'; '.join(step['requires'])}]") if step["requires"] else ""
+            )
             out.print(f"  {index}. {step['kind']}: {step['source']} -> {step['action']}{condition}")
     if file is not None:
         if not document["occurrences"]:

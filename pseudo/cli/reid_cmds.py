@@ -287,6 +287,7 @@ def identity_rows(identity: Identity) -> list[tuple[str, str]]:
     ones and which the pseudonymous ones, said on each line."""
     rows = [
         ("pseudonym", identity.pseudonym),
+        *([("site", identity.site)] if identity.site else []),
         ("original patient ID", identity.patient_id or "-"),
         ("original issuer of patient ID", identity.issuer_of_patient_id or "-"),
         ("original patient name", identity.patient_name or "-"),

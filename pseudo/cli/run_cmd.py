@@ -8,8 +8,9 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -39,6 +40,8 @@ from pseudo.errors import PseudoError
 
 if TYPE_CHECKING:
     from pseudo.batch.report import RunSummary
+    from pseudo.deid.identity import Site
+    from pseudo.deid.trial import TrialValues
     from pseudo.pipeline.outcome import FileOutcome
     from pseudo.policy import CompiledPolicy
 
@@ -121,6 +124,32 @@ def run_command(
             "--show-inputs", help="Name skipped and quarantined files by their path (may identify)."
         ),
     ] = False,
+    timepoint: Annotated[
+        str | None,
+        typer.Option(
+            "--timepoint",
+            metavar="ID",
+            help="The batch's timepoint: written as Clinical Trial Time Point ID in every output.",
+        ),
+    ] = None,
+    timepoint_description: Annotated[
+        str | None,
+        typer.Option(
+            "--timepoint-description",
+            metavar="TEXT",
+            help="Written as Clinical Trial Time Point Description (with --timepoint).",
+        ),
+    ] = None,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            metavar="NAME",
+            help="The site these files come from (`pseudo project add-site`): the issuer of "
+            "their patient IDs when a file names none [required when the project has several].",
+            show_default=False,
+        ),
+    ] = None,
     vault: VaultOption = None,
     db: DbOption = None,
     passphrase_file: PassphraseFileOption = None,
@@ -132,12 +161,15 @@ def run_command(
     DICOM are skipped; files that cannot be processed completely are quarantined (listed with
     a reason in the run report, never written). Re-running skips files already done.
     Exits 1 if any file was quarantined. With --dry-run, every file is pseudonymized in memory
-    and the changes are counted per attribute; nothing is written or recorded.
+    and the changes are counted per attribute; nothing is written or recorded. A project with
+    trial settings (`pseudo project set-trial`) and --timepoint fill the clinical trial
+    attributes of every output (Subject ID: the pseudonym).
 
     Example: pseudo run /data/incoming /data/export --project lung-trial
     """
     _unlock_soon(vault, project, passphrase_file)  # while the modules below load
     from keystore.session import VaultSession
+    from pseudo.api import run_site
     from pseudo.batch.discovery import check_paths
     from pseudo.batch.project_policy import choose_policy
     from pseudo.batch.report import inputs_folder
@@ -145,8 +177,21 @@ def run_command(
 
     recorded = None if policy is not None else recorded_policy(vault, project)
     compiled, record = choose_policy(policy, recorded)
+    timepoints = _Timepoint(timepoint, timepoint_description)
+    timepoints.values(None)  # refused before anything is unlocked or recorded
     if dry_run:
-        _dry_run(input_path, project, compiled, vault, db, passphrase_file, as_json, not no_verify)
+        _dry_run(
+            input_path,
+            project,
+            compiled,
+            vault,
+            db,
+            passphrase_file,
+            as_json,
+            not no_verify,
+            site,
+            timepoints,
+        )
         return
     if output is None:
         raise UserError("OUTPUT is required (or use --dry-run)")
@@ -157,6 +202,7 @@ def run_command(
         raise UserError(f"--dask {dask}: expected local:N (for a remote cluster: --scheduler)")
     reports = report_dir or output.parent / f"{output.name}.pseudo-run"
     with VaultSession(vault_path(vault), db) as session:
+        chosen_site = run_site(session, project, site)  # refused before anything is recorded
         keyring, policy_check = session.vault.unlock_for_run(
             project,
             operator_passphrase(passphrase_file),
@@ -164,6 +210,7 @@ def run_command(
             change_policy=change_policy,
             actor=actor(),
         )
+        trial = timepoints.values(session.vault.project(project).trial, chosen_site)
         progress = RunProgress(enabled=not quiet and sys.stderr.isatty())
         runner = Runner(
             keyring,
@@ -181,6 +228,8 @@ def run_command(
             allow_mixed_output=allow_mixed_output,
             policy_change=policy_check.to_json(),
             inputs_folder=inputs_folder(session.vault.path, project),
+            site=chosen_site,
+            trial=trial,
         )
         interrupted = False
         previous = signal.signal(signal.SIGTERM, _terminate)
@@ -213,6 +262,29 @@ def run_command(
         raise typer.Exit(130)
     if summary.count("quarantined") or summary.leaks:
         raise typer.Exit(EXIT_ATTENTION)
+
+
+@dataclass(frozen=True)
+class _Timepoint:
+    """A run's --timepoint and --timepoint-description."""
+
+    id: str | None
+    description: str | None
+
+    def values(
+        self, settings: dict[str, Any] | None, site: Site | None = None
+    ) -> TrialValues | None:
+        """The clinical trial values of the run: the project's trial ``settings`` (as its file
+        keeps them, read after the unlock checked them), the run's ``site`` and this timepoint;
+        :class:`~pseudo.deid.trial.TrialSettingsError` if one cannot be written."""
+        from pseudo.deid.trial import TrialValues, settings_of
+
+        return TrialValues.of(
+            settings_of(settings),
+            site=site,
+            timepoint_id=self.id,
+            timepoint_description=self.description,
+        )
 
 
 def _unlock_soon(vault: Path | None, project: str, passphrase_file: Path | None) -> None:
@@ -301,15 +373,20 @@ def _dry_run(
     passphrase_file: Path | None,
     as_json: bool,
     check: bool,
+    site: str | None,
+    timepoint: _Timepoint,
 ) -> None:
     from keystore.session import VaultSession
+    from pseudo.api import run_site
     from pseudo.review import dryrun
 
     if not source.exists():
         raise UserError(f"{source}: input not found")
     with VaultSession(vault_path(vault), db) as session:
+        chosen = run_site(session, project, site)  # refused as a run is
         keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
-        result = dryrun.dry_run(keyring, policy, session.linkage, source, check=check)
+        trial = timepoint.values(session.vault.project(project).trial, chosen)
+        result = dryrun.dry_run(keyring, policy, session.linkage, source, check=check, trial=trial)
     if as_json:
         emit_json(result.to_json())
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -40,8 +40,30 @@ from pseudo.cli.common import (
     scrypt_params,
     vault_path,
 )
+from pseudo.cli.identity_cmds import add_site_command, import_subjects_command
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+SponsorOption = Annotated[
+    str | None, typer.Option("--sponsor", help="Trial: Clinical Trial Sponsor Name.")
+]
+ProtocolIdOption = Annotated[
+    str | None, typer.Option("--protocol-id", help="Trial: Clinical Trial Protocol ID.")
+]
+ProtocolNameOption = Annotated[
+    str | None, typer.Option("--protocol-name", help="Trial: Clinical Trial Protocol Name.")
+]
+EthicsCommitteeOption = Annotated[
+    str | None,
+    typer.Option("--ethics-committee", help="Trial: the protocol's ethics committee (name)."),
+]
+EthicsApprovalOption = Annotated[
+    str | None,
+    typer.Option("--ethics-approval", help="Trial: the ethics committee's approval number."),
+]
+CoordinatingCenterOption = Annotated[
+    str | None,
+    typer.Option("--coordinating-center", help="Trial: Clinical Trial Coordinating Center Name."),
+]
 
 
 class RoleChoice(enum.StrEnum):
@@ -95,14 +117,31 @@ def project_create(
     passphrase_file: PassphraseFileOption = None,
     reid_passphrase_file: ReidPassphraseFileOption = None,
     scrypt_n: ScryptNOption = None,
+    sponsor: SponsorOption = None,
+    protocol_id: ProtocolIdOption = None,
+    protocol_name: ProtocolNameOption = None,
+    ethics_committee: EthicsCommitteeOption = None,
+    ethics_approval: EthicsApprovalOption = None,
+    coordinating_center: CoordinatingCenterOption = None,
 ) -> None:
     """Create a project: a fresh secret, an operator slot and a re-identification slot.
 
     Different projects give unlinkable pseudonyms for the same patient. The prefix and the
-    date-shift range are fixed for the life of the project.
+    date-shift range are fixed for the life of the project. The trial settings (--sponsor and
+    --protocol-id, optionally the others) are written into every output's clinical trial
+    attributes; `pseudo project set-trial` changes them later.
 
-    Example: pseudo project create lung-trial --prefix LT
+    Example: pseudo project create lung-trial --prefix LT --sponsor ACME --protocol-id LT-01
     """
+    given = {
+        "sponsor": sponsor,
+        "protocol_id": protocol_id,
+        "protocol_name": protocol_name,
+        "ethics_committee": ethics_committee,
+        "ethics_approval": ethics_approval,
+        "coordinating_center": coordinating_center,
+    }
+    trial = _trial_record({k: v for k, v in given.items() if v is not None})
     with VaultSession(vault_path(vault), db) as session:
         operator = operator_passphrase(passphrase_file, confirm=True)
         reid = reid_passphrase(reid_passphrase_file, confirm=True)
@@ -116,6 +155,7 @@ def project_create(
             reid_slot=reid_slot,
             kdf=scrypt_params(scrypt_n),
             actor=actor(),
+            trial=trial,
         )
     err.print(
         f"Created project [bold]{safe(name)}[/]: pseudonyms {project.settings.prefix}-…, "
@@ -129,6 +169,60 @@ def project_create(
             f"{project.reid_pin.fingerprint}",
             markup=False,
         )
+
+
+def _trial_record(fields: dict[str, str]) -> dict[str, Any] | None:
+    """The trial settings a project keeps, checked (None when no field is given)."""
+    from pseudo.deid.trial import parse_settings
+
+    return parse_settings(fields).record() if fields else None
+
+
+@project_app.command("set-trial")
+def project_set_trial(
+    project: Annotated[str, typer.Option("--project", help="The project.")],
+    vault: VaultOption = None,
+    db: DbOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    sponsor: SponsorOption = None,
+    protocol_id: ProtocolIdOption = None,
+    protocol_name: ProtocolNameOption = None,
+    ethics_committee: EthicsCommitteeOption = None,
+    ethics_approval: EthicsApprovalOption = None,
+    coordinating_center: CoordinatingCenterOption = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove the project's trial settings.")
+    ] = False,
+) -> None:
+    """Set or change the trial settings written into every output of the project.
+
+    The options given replace those fields; the others stay as they are ("" removes an
+    optional one). A run's --site and --timepoint add the site and the timepoint. The change
+    is recorded in the audit log with the settings before and after. Needs an operator
+    passphrase.
+
+    Example: pseudo project set-trial --project lung-trial --sponsor ACME --protocol-id LT-01
+    """
+    given = {
+        "sponsor": sponsor,
+        "protocol_id": protocol_id,
+        "protocol_name": protocol_name,
+        "ethics_committee": ethics_committee,
+        "ethics_approval": ethics_approval,
+        "coordinating_center": coordinating_center,
+    }
+    changes = {key: value for key, value in given.items() if value is not None}
+    if clear == bool(changes):
+        raise UserError("give the trial settings to change, or --clear (not both)")
+    with VaultSession(vault_path(vault), db) as session:
+        current = session.vault.project(project).trial or {}
+        merged = {**current, **changes}
+        trial = None if clear else _trial_record({k: v for k, v in merged.items() if v != ""})
+        changed = session.vault.set_trial(
+            project, operator_passphrase(passphrase_file), trial, actor=actor()
+        )
+    what = ", ".join(changed) if changed else "nothing (the same settings)"
+    err.print(f"Trial settings of project {safe(repr(project))}: changed {what}")
 
 
 @project_app.command("list")
@@ -160,6 +254,11 @@ def project_list(
                 "closed": project.closed,
                 "closed_at": project.closed_at,
                 "reid_key": crypto.fingerprint(project.reid_public_key),
+                "trial": project.trial,
+                "sites": [
+                    {"name": s.name, "site_id": s.site_id, "legacy_namespace": not s.namespace}
+                    for s in project.sites
+                ],
             }
         )
     if as_json:
@@ -190,6 +289,11 @@ def _role_passphrase(
 
 def _what(role: Role) -> str:
     return "operator" if role == "operator" else "re-identification"
+
+
+# -- sites and subject IDs (pseudo.cli.identity_cmds) ----------------------------------------
+project_app.command("add-site")(add_site_command)
+project_app.command("import-subjects")(import_subjects_command)
 
 
 # -- key slots ------------------------------------------------------------------------------

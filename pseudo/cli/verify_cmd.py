@@ -25,6 +25,7 @@ from pseudo.cli.common import (
     vault_path,
 )
 from pseudo.cli.findings_view import group_findings, group_lines
+from pseudo.deid.trial import TrialValues, settings_of
 from pseudo.policy import load_policy
 
 
@@ -47,6 +48,10 @@ def verify_command(
         bool, typer.Option("--show-values", help="Show the identifying values found.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    site: Annotated[
+        str | None,
+        typer.Option("--site", metavar="NAME", help="With --project: the site INPUT came from."),
+    ] = None,
     vault: VaultOption = None,
     db: DbOption = None,
     passphrase_file: PassphraseFileOption = None,
@@ -74,10 +79,21 @@ def verify_command(
     if project is None:
         report = verify_tree(input_path, output, compiled, show_values=show_values)
     else:
+        from pseudo.api import run_site
+
         with VaultSession(vault_path(vault), db) as session:
+            chosen = run_site(session, project, site)
             keyring = session.vault.unlock_operator(project, operator_passphrase(passphrase_file))
+            settings = settings_of(session.vault.project(project).trial)
             report = verify_tree(
-                input_path, output, compiled, keyring, session.linkage, show_values=show_values
+                input_path,
+                output,
+                compiled,
+                keyring,
+                session.linkage,
+                show_values=show_values,
+                site=chosen,
+                trial=TrialValues.of(settings, site=chosen),
             )
     if as_json:
         emit_json(report.to_json())

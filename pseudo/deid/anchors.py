@@ -9,24 +9,29 @@ record. Finding the earliest date needs a quick header-only pass over the batch 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
+from keystore.identities import IdentityBook
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
-from pseudo.deid.identity import read_identity
-from pseudo.deid.tokens import pseudonym
+from pseudo.deid.identity import IdentityFields, Site, identity_of, read_fields
+from pseudo.deid.tokens import patient_pseudonym
+from pseudo.io.dicomio import read_source
 from pseudo.policy.compiled import CompiledPolicy
 
 #: Attributes read by the header-only pass.
 SCAN_TAGS = [
     "PatientID",
     "IssuerOfPatientID",
+    "IssuerOfPatientIDQualifiersSequence",
     "PatientName",
     "PatientBirthDate",
+    "PatientSex",
     "StudyInstanceUID",
     "StudyDate",
     "SeriesDate",
@@ -34,8 +39,16 @@ SCAN_TAGS = [
     "ContentDate",
 ]
 _FALLBACK_DATES = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
+_SCANNED = frozenset(tag_for_keyword(keyword) for keyword in (*SCAN_TAGS, "SpecificCharacterSet"))
 
-Scan = tuple[tuple[str, ...], str]
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What the header-only pass reads of one file: its patient and its study's date (ISO,
+    empty when it has none)."""
+
+    fields: IdentityFields
+    day: str
 
 
 def study_date(ds: Dataset) -> date | None:
@@ -50,17 +63,23 @@ def study_date(ds: Dataset) -> date | None:
     return None
 
 
+def _not_scanned(tag: int, vr: str | None) -> bool:
+    """Whether the header scan leaves an element out (all but :data:`SCAN_TAGS`)."""
+    return tag not in _SCANNED
+
+
 def scan_file(path: str) -> Scan | None:
-    """Identity key and study date of one file, reading only a few header attributes."""
+    """The patient and study date of one file, read from its header by the reader of the
+    per-file pipeline (so both see the same values), leaving out every other attribute when
+    it can; None when they cannot be read: the real pass decides what happens to the file."""
     try:
-        ds = pydicom.dcmread(
-            Path(path), stop_before_pixels=True, specific_tags=SCAN_TAGS, force=True
-        )
-        identity = read_identity(ds)
+        ds = read_source(Path(path), _not_scanned, keep_dropped=False).dataset
+        fields = read_fields(ds)
+        identity_of(fields)  # a file that names no patient: no scan
     except Exception:
-        return None  # the real pass will quarantine it with a reason
+        return None  # the real pass will quarantine or skip it with a reason
     found = study_date(ds)
-    return (identity.key, found.isoformat()) if found else None
+    return Scan(fields, found.isoformat() if found else "")
 
 
 def state_key(policy: CompiledPolicy, patient: str) -> str:
@@ -76,16 +95,33 @@ def resolve(
     scans: Iterable[Scan | None],
     *,
     record: bool = True,
+    site: Site | None = None,
+    book: IdentityBook | None = None,
 ) -> dict[str, int]:
-    """Pseudonym -> anchored offset for the patients of ``scans`` (recorded unless ``record``
-    is false, as in a dry run)."""
+    """Pseudonym -> anchored offset for the patients of ``scans`` at ``site``, with the
+    project's identity ``book`` (recorded unless ``record`` is false, as in a dry run)."""
+    days: list[tuple[str, str]] = []
+    for scan in scans:
+        if scan is None or not scan.day:
+            continue
+        identity = identity_of(scan.fields, site)
+        days.append((patient_pseudonym(keyring, identity.key, identity.traits, book), scan.day))
+    return resolve_days(keyring, policy, store, days, record=record)
+
+
+def resolve_days(
+    keyring: Keyring,
+    policy: CompiledPolicy,
+    store: LinkageStore,
+    days: Iterable[tuple[str, str]],
+    *,
+    record: bool = True,
+) -> dict[str, int]:
+    """Pseudonym -> anchored offset, from ``(pseudonym, ISO study date)`` pairs: each
+    patient's earliest date of this batch, unless an earlier batch recorded one."""
     assert policy.anchor is not None
     earliest: dict[str, date] = {}
-    for scan in scans:
-        if scan is None:
-            continue
-        key, day = scan
-        patient = pseudonym(keyring, key)
+    for patient, day in days:
         found = date.fromisoformat(day)
         if patient not in earliest or found < earliest[patient]:
             earliest[patient] = found

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from keystore.keyring import Keyring
 from pseudo.deid.clean import TextCleaner
+from pseudo.deid.identity import Site
 from pseudo.deid.uids import remap_uid
 from pseudo.findings import Finding
 from pseudo.policy.compiled import CompiledPolicy
@@ -24,6 +25,9 @@ class FileContext:
     _uids: dict[str, str] = field(default_factory=dict)
     #: the UIDs of this dataset that were remapped, original -> new (for the linkage)
     remapped: dict[str, str] = field(default_factory=dict)
+    #: the run's site (``pseudo run --site``): its name and Clinical Trial Site ID; None
+    #: without one
+    site: Site | None = None
 
     def remap(self, uid: str) -> str:
         """The remapped form of an instance UID (cached; standard UIDs unchanged)."""

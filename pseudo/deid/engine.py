@@ -24,6 +24,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from keystore.identities import IdentityBook, identity_check
 from keystore.keyring import Keyring
 from keystore.records import (
     InstanceRecordV1,
@@ -34,9 +35,10 @@ from keystore.records import (
 )
 from pseudo import __version__
 from pseudo.deid.context import FileContext
-from pseudo.deid.dates import offset_in_range
-from pseudo.deid.identity import PatientIdentity, read_identity
-from pseudo.deid.tokens import date_offset_digest, pseudonym
+from pseudo.deid.identity import PatientIdentity, Site, read_identity
+from pseudo.deid.tokens import keyed_patient
+from pseudo.deid.trial import TrialValues, add_attributes
+from pseudo.deid.uids import remap_uid
 from pseudo.deid.walker import IDENTIFYING_TAGS, Dropped, Recorder, Walker
 from pseudo.dicom.tags import decision_vr
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
@@ -67,6 +69,8 @@ ENGINE_TAGS = IDENTIFYING_TAGS | frozenset(
         "IssuerOfPatientID",
         "PatientName",
         "PatientBirthDate",
+        "PatientSex",
+        "IssuerOfPatientIDQualifiersSequence",
         "PatientAge",
         "BurnedInAnnotation",
         "Modality",
@@ -86,11 +90,18 @@ class PseudonymizedDataset:
     sop_instance_uid: str
     linkage: list[LinkageEntry] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: top-level values written from the project's values, not the input's (see
+    #: :mod:`pseudo.deid.trial`), by tag
+    added: dict[int, str] = field(default_factory=dict)
+    #: the study, series and instance UIDs that name the output's folders and file, when they
+    #: differ from the output's own (a policy that keeps the original UIDs)
+    path_uids: tuple[str, str, str] | None = None
 
     @property
     def relative_path(self) -> str:
         """Output path built only from pseudonymous values."""
-        return output_path(self.pseudonym, self.study_uid, self.series_uid, self.sop_instance_uid)
+        uids = self.path_uids or (self.study_uid, self.series_uid, self.sop_instance_uid)
+        return output_path(self.pseudonym, *uids)
 
 
 def _overlay_groups(ds: Dataset) -> set[int]:
@@ -209,7 +220,14 @@ class Pseudonymizer:
 
     ``anchored_offsets`` maps pseudonyms to their date offsets when the policy anchors each
     patient's earliest study to a fixed date (resolved before the files are processed, see
-    :mod:`pseudo.deid.anchors`); otherwise offsets are derived from the keyring.
+    :mod:`pseudo.deid.anchors`); otherwise offsets are derived from the keyring. ``site`` is
+    the run's site (the namespace of patient IDs without an issuer) and ``book`` the
+    project's identity rules (imported subject IDs, merges, splits). ``expected_check``,
+    when not None, is what the run's header scan saw of the file's identity
+    (:func:`keystore.identities.identity_check`; empty: it saw none): the file is rejected
+    unless the full read sees the same, so the run's identity checks cannot be bypassed.
+    ``trial`` holds the clinical trial values a run writes into every output
+    (:mod:`pseudo.deid.trial`).
     """
 
     def __init__(
@@ -217,10 +235,19 @@ class Pseudonymizer:
         keyring: Keyring,
         policy: CompiledPolicy,
         anchored_offsets: Mapping[str, int] | None = None,
+        *,
+        site: Site | None = None,
+        book: IdentityBook | None = None,
+        expected_check: str | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         self.keyring = keyring
         self.policy = policy
         self.anchored_offsets: Mapping[str, int] = anchored_offsets or {}
+        self.site = site
+        self.book = book or IdentityBook()
+        self.expected_check = expected_check
+        self.trial = trial
         self._droppable: dict[tuple[int, str | None], bool] = {}
         self._marks: dict[UID, dict[BaseTag, RawDataElement]] = {}
         # Pure functions of the keyring, kept across the files of a run (a study's and a
@@ -228,24 +255,34 @@ class Pseudonymizer:
         self._uids: dict[str, str] = {}
         self._patients: dict[tuple[str, ...], tuple[str, int]] = {}
 
-    def with_offsets(self, anchored_offsets: Mapping[str, int]) -> Pseudonymizer:
-        """The same pseudonymizer with anchored date offsets (and the same caches)."""
-        other = Pseudonymizer(self.keyring, self.policy, anchored_offsets)
+    def with_offsets(
+        self, anchored_offsets: Mapping[str, int], expected_check: str | None = None
+    ) -> Pseudonymizer:
+        """The same pseudonymizer with anchored date offsets and the identity the header scan
+        saw (and the same caches)."""
+        other = Pseudonymizer(
+            self.keyring,
+            self.policy,
+            anchored_offsets,
+            site=self.site,
+            book=self.book,
+            expected_check=expected_check,
+            trial=self.trial,
+        )
         other._droppable, other._marks = self._droppable, self._marks
         other._uids, other._patients = self._uids, self._patients
         return other
 
     def patient(self, identity: PatientIdentity) -> tuple[str, int]:
-        """The pseudonym and date offset of a patient (the same in every run)."""
-        known = self._patients.get(identity.key)
+        """The pseudonym and date offset of a patient (the same in every run): the keyed ones,
+        or those an identity rule gives (an imported subject ID, a merge, a split)."""
+        rule = self.book.find(self.keyring, identity.key, identity.traits)
+        if rule is not None:
+            known: tuple[str, int] | None = (rule.pseudonym, rule.offset_days)
+        else:
+            known = self._patients.get(identity.key)
         if known is None:
-            settings = self.keyring.settings
-            offset = offset_in_range(
-                date_offset_digest(self.keyring, identity.key),
-                settings.date_shift_min_days,
-                settings.date_shift_max_days,
-            )
-            known = pseudonym(self.keyring, identity.key), offset
+            known = keyed_patient(self.keyring, identity.key)
             _bounded(self._patients)[identity.key] = known
         patient_pseudonym, offset = known
         if self.policy.anchor is not None:
@@ -308,7 +345,8 @@ class Pseudonymizer:
             )
         sop_class = _required_uid(ds, "SOPClassUID")
         transfer_syntax = original_transfer_syntax(ds)
-        identity = read_identity(ds)
+        identity = read_identity(ds, self.site)
+        self._confirm(identity)
         study_uid = _required_uid(ds, "StudyInstanceUID")
         series_uid = _required_uid(ds, "SeriesInstanceUID")
         instance_uid = _required_uid(ds, "SOPInstanceUID")
@@ -317,11 +355,19 @@ class Pseudonymizer:
 
         patient_pseudonym, offset = self.patient(identity)
         ctx = FileContext(
-            self.keyring, self.policy, patient_pseudonym, offset, _uids=_bounded(self._uids)
+            self.keyring,
+            self.policy,
+            patient_pseudonym,
+            offset,
+            _uids=_bounded(self._uids),
+            site=self.site,
         )
         overlays = _overlay_groups(ds)
         Walker(ctx, ds, recorder, dropped).walk(ds)
         _drop_overlays_without_data(ds, ctx, overlays)
+        added: dict[int, str] = {}
+        if self.trial is not None or self.policy.additions:
+            added = add_attributes(ds, patient_pseudonym, self.trial, self.policy.additions)
         self._finish(ds, ctx, sop_class, transfer_syntax)
 
         pseudo_study = ctx.remap(study_uid)
@@ -338,6 +384,8 @@ class Pseudonymizer:
                     patient_birth_date=identity.birth_date or None,
                     date_offset_days=offset,
                     identity_basis=identity.basis,
+                    site=identity.site or None,
+                    identity_key=identity.recorded_key,
                 ),
             ),
             LinkageEntry.of(
@@ -369,16 +417,52 @@ class Pseudonymizer:
                 ),
             ),
         ]
+        output_study = _required_uid(ds, "StudyInstanceUID")
+        originals = (study_uid, series_uid, instance_uid)
+        outputs = (output_study, pseudo_series, pseudo_instance)
         return PseudonymizedDataset(
             dataset=ds,
             pseudonym=patient_pseudonym,
             date_offset_days=offset,
-            study_uid=_required_uid(ds, "StudyInstanceUID"),
+            study_uid=output_study,
             series_uid=pseudo_series,
             sop_instance_uid=pseudo_instance,
             linkage=linkage,
             findings=ctx.findings,
+            added=added,
+            path_uids=self._path_uids(originals, outputs),
         )
+
+    def _confirm(self, identity: PatientIdentity) -> None:
+        """Reject the file unless its identity is the one the run's header scan checked."""
+        expected = self.expected_check
+        if expected is None:
+            return
+        if not expected:
+            raise RejectedFile(
+                "its patient's identity could not be read by the run's header scan, so it "
+                "could not be checked against the project's"
+            )
+        if identity_check(self.keyring, identity.key, identity.traits) != expected:
+            raise RejectedFile(
+                "its patient's identity reads differently in the full file than in its header "
+                "scan (changed during the run?): run again"
+            )
+
+    def _path_uids(
+        self, originals: tuple[str, str, str], outputs: tuple[str, str, str]
+    ) -> tuple[str, str, str] | None:
+        """The UIDs that name the output's path when the policy kept an original one (Retain
+        UIDs, the original level): its keyed remap, so that a path never holds an original
+        UID, whatever the file holds. None when every UID was remapped."""
+        if all(o != p for o, p in zip(originals, outputs, strict=True)):
+            return None
+        named = (
+            remap_uid(self.keyring, o) if o == p else p
+            for o, p in zip(originals, outputs, strict=True)
+        )
+        study, series, instance = named
+        return study, series, instance
 
     def _finish(self, ds: Dataset, ctx: FileContext, sop_class: str, ts: UID) -> None:
         """Mark the dataset as de-identified and give it a new, minimal file meta."""

@@ -9,9 +9,12 @@ the same text in two attributes gives unrelated tokens.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 
 from keystore.errors import InvalidTokenError
+from keystore.identities import IdentityBook
 from keystore.keyring import Keyring
+from pseudo.deid.dates import offset_in_range
 
 #: Characters of an HMAC token: 16 base32 characters carry 80 bits.
 TOKEN_LENGTH = 16
@@ -40,9 +43,32 @@ def pseudonym(keyring: Keyring, identity: tuple[str, ...]) -> str:
     return f"{keyring.settings.prefix}-{_b32(digest)[:TOKEN_LENGTH]}"
 
 
+def patient_pseudonym(
+    keyring: Keyring,
+    identity: tuple[str, ...],
+    traits: Mapping[str, str],
+    book: IdentityBook | None = None,
+) -> str:
+    """The pseudonym of a patient: the one an identity rule of ``book`` gives (an imported
+    subject ID, a merge, a split), else :func:`pseudonym`."""
+    rule = book.find(keyring, identity, traits) if book is not None else None
+    return rule.pseudonym if rule is not None else pseudonym(keyring, identity)
+
+
 def date_offset_digest(keyring: Keyring, identity: tuple[str, ...]) -> bytes:
     """The keyed digest from which a patient's date offset is derived."""
     return keyring.mac("date", "patient", *identity)
+
+
+def keyed_patient(keyring: Keyring, identity: tuple[str, ...]) -> tuple[str, int]:
+    """The keyed pseudonym and date offset of an identity (no identity rule applied)."""
+    settings = keyring.settings
+    offset = offset_in_range(
+        date_offset_digest(keyring, identity),
+        settings.date_shift_min_days,
+        settings.date_shift_max_days,
+    )
+    return pseudonym(keyring, identity), offset
 
 
 def encrypt_token(keyring: Keyring, attribute: str, value: str) -> str:

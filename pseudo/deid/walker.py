@@ -9,6 +9,7 @@ from typing import Protocol
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
 from pseudo.deid.actions import HANDLERS, ElementRef, clean_text
@@ -19,7 +20,7 @@ from pseudo.deid.clean import (
     name_terms,
 )
 from pseudo.deid.context import FileContext
-from pseudo.dicom.private import SafePrivate, drop_orphan_creators
+from pseudo.dicom.private import drop_orphan_creators
 from pseudo.dicom.tags import attribute_name, element_vr
 from pseudo.dicom.vr import TEXT_VRS
 from pseudo.findings import RejectedFile
@@ -56,6 +57,22 @@ def _sop_class(ds: Dataset) -> str | None:
     except Exception:
         return None
     return str(value).strip() or None if value is not None else None
+
+
+def _frame_increment_targets(ds: Dataset) -> frozenset[int]:
+    """The tags that the file's Frame Increment Pointer names (the frame vectors a multi-frame
+    object needs, whatever its IOD; empty if absent or unreadable)."""
+    try:
+        value = ds.get("FrameIncrementPointer")
+    except Exception:
+        return frozenset()
+    if value is None:
+        return frozenset()
+    values = value if isinstance(value, MultiValue | list) else [value]
+    try:
+        return frozenset(int(tag) for tag in values)
+    except (TypeError, ValueError):
+        return frozenset()
 
 
 def _holder(ds: Dataset, dropped: Dropped) -> Dataset:
@@ -101,11 +118,8 @@ class Walker:
         self._cleaning = 0
         self._depth = 0
         self._sop_class = _sop_class(original)
+        self._pointed = _frame_increment_targets(original)
         self._resolved: dict[tuple[int, str, tuple[int, ...]], Decision] = {}
-        private = policy.private_table
-        self._safe_private = (
-            SafePrivate.load() if private is not None and private.action is Action.CLEAN else None
-        )
 
     # -- the walk ------------------------------------------------------------------------
     def walk(self, ds: Dataset) -> None:
@@ -144,6 +158,8 @@ class Walker:
             decision = policy.decide(tag, vr, ds, parents, self._active)
             if decision.compound is not None:
                 decision = self.resolve(decision, tag, vr, parents)
+            elif decision.action is Action.CLEAN and (tag >> 16) & 1:
+                decision = policy.private_decision(ds, tag, decision)  # a safe-private option
             if self._recorder is not None:
                 self._recorder(ds, tag, vr, decision, parents)
             if not self._cleaning:
@@ -155,9 +171,6 @@ class Walker:
                     continue
             path = prefix + attribute_name(tag)
             ref = ElementRef(ds, tag, vr, decision, path, parents)
-            if (tag >> 16) & 1 and decision.action is Action.CLEAN and self._safe_private:
-                self._clean_private(ds, tag)
-                continue
             if (
                 self._cleaning
                 and decision is policy.standard
@@ -188,6 +201,8 @@ class Walker:
                 self._sop_class,
                 tuple(attribute_name(t) for t in path),
                 attribute_name(tag),
+                vr,
+                pointed=not path and int(tag) in self._pointed,
             )
             action = CODE_ACTIONS[resolution.code]
             source = f"{decision.source}; {resolution.describe()}"
@@ -263,10 +278,3 @@ class Walker:
                 self._terms, DEFAULT_PATTERNS if patterns is None else patterns
             )
         return self.ctx.cleaner
-
-    # -- private attributes --------------------------------------------------------------
-    def _clean_private(self, ds: Dataset, tag: int) -> None:
-        """Retain Safe Private: keep the attribute only if Table E.3.10-1 lists it."""
-        assert self._safe_private is not None
-        if not self._safe_private.is_safe(ds, tag):
-            del ds[tag]

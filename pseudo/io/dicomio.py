@@ -28,7 +28,13 @@ from pydicom.filereader import data_element_generator
 from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, tag_in_exception
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from pseudo.dicom.tags import tag_text
 from pseudo.findings import RejectedFile
@@ -377,6 +383,46 @@ def _pixel_span(handle: BinaryIO, path: Path, start: int, size: int, ds: Dataset
             f"but the file holds {size - value_start}"
         )
     return PixelSpan(path, start, end)
+
+
+def pixel_header(handle: BinaryIO, pixels: PixelSpan, ds: Dataset) -> bytes:
+    """The header (tag, VR, length) of the pixel data element at ``pixels.start``: 8 bytes, or
+    12 for an explicit VR with a 4-byte length (OB, OW)."""
+    implicit, _ = _encoding(ds)
+    handle.seek(pixels.start)
+    head = handle.read(8)
+    if not implicit and head[4:6] in _LONG_VRS:
+        head += handle.read(4)
+    return head
+
+
+def pixel_value_start(handle: BinaryIO, pixels: PixelSpan, ds: Dataset) -> int:
+    """The offset in the source file of the pixel data element's value."""
+    return pixels.start + len(pixel_header(handle, pixels, ds))
+
+
+def transfer_syntax(ds: Dataset) -> UID:
+    """The Transfer Syntax UID in ``ds``'s file meta; that of its original encoding (implicit
+    or explicit VR little endian, explicit big endian) when it has none."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and 0x00020010 in meta:
+        return _transfer_syntax(meta)
+    implicit, little = _encoding(ds)
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _encoding(ds: Dataset) -> tuple[bool, bool]:
+    """(implicit VR, little endian) of the file ``ds`` was read from."""
+    implicit, little = getattr(ds, "original_encoding", None) or (None, None)
+    if implicit is None or little is None:
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and 0x00020010 in meta:
+            syntax = _transfer_syntax(meta)
+            return syntax.is_implicit_VR, syntax.is_little_endian
+        return False, True
+    return bool(implicit), bool(little)
 
 
 def _encapsulated_end(

@@ -17,8 +17,11 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from keystore.identities import IdentityBook
 from keystore.keyring import Keyring
 from pseudo.deid.engine import PseudonymizedDataset, Pseudonymizer
+from pseudo.deid.identity import Site
+from pseudo.deid.trial import TrialValues
 from pseudo.dicom.tags import tag_text
 from pseudo.findings import Finding, NotAnInstance, RejectedFile
 from pseudo.io.dicomio import (
@@ -63,20 +66,35 @@ class FileProcessor:
         *,
         check: bool = True,
         anchored_offsets: Mapping[str, int] | None = None,
+        site: Site | None = None,
+        book: IdentityBook | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         self.policy = policy
         self.check = check
-        self.engine = Pseudonymizer(keyring, policy, anchored_offsets)
+        self.engine = Pseudonymizer(
+            keyring, policy, anchored_offsets, site=site, book=book, trial=trial
+        )
 
-    def prepare(self, path: Path, *, anchored: Anchored = (), original: bool = False) -> Prepared:
+    def prepare(
+        self,
+        path: Path,
+        *,
+        anchored: Anchored = (),
+        original: bool = False,
+        identity_check: str | None = None,
+    ) -> Prepared:
         """Read ``path`` and pseudonymize it in memory.
 
         Raises :class:`NotDicom`, :class:`~pseudo.findings.NotAnInstance` or
         :class:`~pseudo.findings.RejectedFile` (and, for a hostile file, anything else: the
         callers that must never stop use :meth:`process`). With ``original``, every attribute
-        is read and a copy of the input is kept for a diff.
+        is read and a copy of the input is kept for a diff. ``identity_check`` is what a run's
+        header scan saw of the file's identity (see :class:`~pseudo.deid.engine.Pseudonymizer`).
         """
-        engine = self.engine.with_offsets(dict(anchored)) if anchored else self.engine
+        engine = self.engine
+        if anchored or identity_check is not None:
+            engine = engine.with_offsets(dict(anchored), identity_check)
         keep = recording.records_removed if self.check else False
         source = read_source(path, None if original else engine.droppable, keep_dropped=keep)
         ds = source.dataset
@@ -95,6 +113,7 @@ class FileProcessor:
         anchored: Anchored = (),
         sync: bool = True,
         inspect: Callable[[Dataset, Dataset], None] | None = None,
+        identity_check: str | None = None,
     ) -> FileOutcome:
         """Pseudonymize one file into a temporary file in ``temp_dir`` and verify it; never
         raise for bad input (a hostile file is quarantined, never stops a batch).
@@ -108,7 +127,12 @@ class FileProcessor:
         outcome = FileOutcome(str(path), fingerprint, FileStatus.QUARANTINED, size=size)
         with quiet_pydicom():
             try:
-                prepared = self.prepare(path, anchored=anchored, original=inspect is not None)
+                prepared = self.prepare(
+                    path,
+                    anchored=anchored,
+                    original=inspect is not None,
+                    identity_check=identity_check,
+                )
                 result = prepared.result
                 temp, header = write_temporary(
                     result.dataset, temp_dir, prepared.source.pixels, sync=sync
@@ -177,7 +201,13 @@ class FileProcessor:
         syntax = str(result.dataset.file_meta.TransferSyntaxUID)
         raw = None if syntax == DeflatedExplicitVRLittleEndian else header
         findings, evidence = checking.finish(
-            pending, result.dataset, result.relative_path, result.date_offset_days, raw, self.policy
+            pending,
+            result.dataset,
+            result.relative_path,
+            result.date_offset_days,
+            raw,
+            self.policy,
+            added=frozenset(result.added),
         )
         outcome.verification = findings
         outcome.evidence = evidence

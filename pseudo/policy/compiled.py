@@ -18,9 +18,9 @@ Order of precedence, first match wins (``docs/policies.md``):
 Combined codes of the table (``X/Z``, ``X/D``, ``Z/D``, ``X/Z/D``) are resolved per file by the
 type of the attribute in the object's IOD (:mod:`pseudo.policy.iod`): the decision carries the
 code in ``compound`` and, as its action, the strictest choice the code allows (the one taken
-when the IOD is not known). ``X/Z/U*`` keeps the sequence and remaps the UIDs inside it, so
-that references to other instances still resolve; every attribute inside the sequence is still
-processed by this table.
+when the IOD is not known). ``X/Z/U*`` keeps the sequence and remaps the UIDs inside it, at
+every type and depth, so that references to other instances still resolve; every attribute
+inside the sequence is still processed by this table.
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
+from pseudo.dicom.private import creator_of
 from pseudo.dicom.tags import TagPattern, is_standard, parse_tag_pattern
-from pseudo.policy.identifying import is_identifying
+from pseudo.policy.additions import Addition
+from pseudo.policy.identifying import identity_attributes, is_identifying
 from pseudo.policy.model import OPTIONS, Action
+from pseudo.policy.private_kb import SafePrivateTable
 from pseudo.policy.selectors import CompiledCondition, CompiledSelector, Parents
 from pseudo.policy.table import ConfidentialityTable, TableRow
 
@@ -52,6 +55,12 @@ CODE_ACTIONS = {
 #: When two chosen options both change a row, the stricter code wins (fail closed).
 STRICTNESS = {"X": 0, "Z": 1, "D": 2, "U": 3, "C": 4, "K": 5}
 GROUP_LENGTH = "built-in: group lengths are recomputed on writing"
+#: The combined codes by which ``conform_to_iod`` resolves an emptying rule and a removal by
+#: ``defaults.standard`` (an allow-list; :data:`pseudo.policy.iod.ALLOW_LIST_CODE`).
+CONFORM_CODE = "X/Z/D"
+CONFORM_ALLOW_LIST_CODE = "X/Z/D/K"
+#: Options that are not a column of Table E.1-1 act through the column they refine.
+OPTION_COLUMNS = {"retain_safe_private_tcia": "retain_safe_private"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +120,11 @@ def table_decision(row: TableRow, options: list[str], edition: str) -> Decision:
     """The decision of one Table E.1-1 row under the chosen options."""
     source = f"PS3.15 {edition} Table E.1-1 '{row.name}': Basic Profile {row.basic}"
     code = row.basic
-    option_codes = [(option, row.options[option]) for option in options if option in row.options]
+    option_codes = [
+        (option, row.options[column])
+        for option in options
+        if (column := OPTION_COLUMNS.get(option, option)) in row.options
+    ]
     if option_codes:
         resolved = [(o, COMBINED_CODES.get(c, c)) for o, c in option_codes]
         option, _ = min(resolved, key=lambda item: STRICTNESS[item[1]])
@@ -149,6 +162,13 @@ class CompiledPolicy:
     anchor: _dt.date | None = None
     birth_date: str | None = None
     clean_patterns: list[str] | None = None
+    #: attributes set from templates once the walk is done (the ``add`` action)
+    additions: list[Addition] = field(default_factory=list)
+    #: removals by ``defaults.standard`` and emptying rules resolved by the IOD (conform_to_iod)
+    conform_to_iod: bool = False
+    #: the safe-private table of the option chosen, its actions resolved by the options
+    safe_private: SafePrivateTable | None = None
+    _private: dict[tuple[int, str, int], Decision] = field(default_factory=dict, repr=False)
     _candidates: list[Candidate] = field(default_factory=list, repr=False)
     _cache: dict[tuple[int, str], Decision | tuple[tuple[Candidate, ...], Decision]] = field(
         default_factory=dict, repr=False
@@ -178,9 +198,11 @@ class CompiledPolicy:
 
     @property
     def removes_identity(self) -> bool:
-        """Whether Patient ID and Patient's Name are both removed or replaced."""
+        """Whether every attribute carrying the patient's identity (Patient ID and Name, the
+        issuer, other IDs, insurance plan...; :func:`~pseudo.policy.identifying.
+        identity_attributes`) is removed or replaced."""
         kept = (Action.KEEP, Action.CLEAN, Action.SUBSTITUTE)
-        return all(self.decide(tag, "LO").action not in kept for tag in (0x00100010, 0x00100020))
+        return all(self.decide(tag, vr).action not in kept for tag, vr in identity_attributes())
 
     @property
     def method(self) -> list[str]:
@@ -218,6 +240,11 @@ class CompiledPolicy:
         self.rules.append(rule)
         self._candidates.extend(Candidate(rule, s) for s in rule.selectors)
         self._candidates.sort(key=lambda c: c.rank, reverse=True)
+        self._cache.clear()
+
+    def clear_candidates(self) -> None:
+        """Forget the rules' selectors (before the rules are registered again)."""
+        self._candidates.clear()
         self._cache.clear()
 
     def active_rules(self, ds: Dataset) -> frozenset[int]:
@@ -261,6 +288,25 @@ class CompiledPolicy:
                 continue
             return rule.decision
         return fallback
+
+    def private_decision(self, ds: Dataset, tag: int, decision: Decision) -> Decision:
+        """What a safe-private option does to the private attribute ``tag`` of ``ds`` when the
+        policy's ``decision`` is the table's ``clean`` of private attributes: the action of its
+        safe-private table, else remove (:mod:`pseudo.policy.private_kb`). Other decisions are
+        returned as they are."""
+        if (
+            self.safe_private is None
+            or decision.action is not Action.CLEAN
+            or not (tag >> 16) & 1
+            or 0x10 <= tag & 0xFFFF <= 0xFF  # a creator stays while its block keeps something
+        ):
+            return decision
+        key = (tag >> 16, creator_of(ds, tag) or "", tag & 0xFF)
+        found = self._private.get(key)
+        if found is None:
+            action, words = self.safe_private.lookup_key(key)
+            found = self._private[key] = Decision(action, f"{decision.source}; {words}")
+        return found
 
     def static_decision(self, tag: int, vr: str) -> Decision | None:
         """The decision for this tag and VR when nothing else can change it (no rule with a

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 
 from pseudo.dicom.tags import TagPattern, standard_vr, tag_text
+from pseudo.policy.additions import template_fields
 from pseudo.policy.compiled import (
     CODE_ACTIONS,
     GROUP_LENGTH,
@@ -24,7 +25,7 @@ from pseudo.policy.selectors import Parents
 class Step:
     """One rule, table row or default that could decide the attribute."""
 
-    kind: str  # rule | table | default
+    kind: str  # add | rule | table | default
     source: str
     action: str
     requires: list[str] = field(default_factory=list)  # conditions for a rule to apply
@@ -67,13 +68,17 @@ def _requirements(candidate: Candidate) -> list[str]:
 
 
 def resolved(
-    decision: Decision, sop_class: str | None, path: tuple[str, ...], keyword: str
+    decision: Decision,
+    sop_class: str | None,
+    path: tuple[str, ...],
+    keyword: str,
+    vr: str | None = None,
 ) -> Decision:
     """``decision`` with its combined code (if any) resolved by the IOD of ``sop_class``, as the
     walker resolves it (:mod:`pseudo.policy.iod`)."""
     if decision.compound is None or sop_class is None:
         return decision
-    resolution = IodTypes.load().resolve(decision.compound, sop_class, path, keyword)
+    resolution = IodTypes.load().resolve(decision.compound, sop_class, path, keyword, vr)
     action = CODE_ACTIONS[resolution.code]
     source = f"{decision.source}; {resolution.describe()}"
     if action is Action.DUMMY and standard_vr_is_sequence(keyword):
@@ -101,16 +106,28 @@ def explain(
     steps = [
         Step(
             "rule",
-            f"{c.rule.where} select {c.selector.text}: {c.rule.decision.source}",
-            c.rule.decision.action.value,
+            f"{c.rule.where} select {c.selector.text}: {decision.source}",
+            decision.action.value,
             _requirements(c),
         )
         for c in policy.candidates_for(tag, vr)
+        for decision in [resolved(c.rule.decision, sop_class, (), name, vr)]
     ]
-    fallback = resolved(policy.fallback(tag, vr), sop_class, (), name)
+    fallback = resolved(policy.fallback(tag, vr), sop_class, (), name, vr)
     kind = "table" if fallback.source.startswith("PS3.15") else "default"
     steps.append(Step(kind, fallback.source, fallback.action.value))
-    return Explanation(tag, name, vr, steps)
+    # an ``add`` rule acts after the decision above, when its template can be filled
+    added = [
+        Step(
+            "add",
+            f"{a.source}: then set to {a.template!r} at the top level (added if absent)",
+            Action.ADD.value,
+            [f"the run gives {field}" for field in template_fields(a.template)],
+        )
+        for a in policy.additions
+        if a.tag == tag
+    ]
+    return Explanation(tag, name, vr, added + steps)
 
 
 def _name(tag: int) -> str:
@@ -143,7 +160,7 @@ def occurrences(policy: CompiledPolicy, ds: Dataset, pattern: TagPattern) -> lis
             if pattern.matches(tag):
                 decision = policy.decide(tag, vr, level, parents, active)
                 keywords = tuple(attribute_name(p) for p, _ in parents)
-                decision = resolved(decision, sop_class, keywords, attribute_name(tag))
+                decision = resolved(decision, sop_class, keywords, attribute_name(tag), vr)
                 yield Occurrence(path, vr, decision)
             if vr == "SQ":
                 try:

@@ -14,6 +14,9 @@ from functools import cache
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 
+from pseudo.dicom.tags import parse_tag_pattern
+from pseudo.policy.table import confidentiality_table
+
 #: Groups of the Patient (0010) and Visit (0038) modules.
 IDENTIFYING_GROUPS = frozenset({0x0010, 0x0038})
 #: Person Identification Code Sequence, Person's Address, Telephone Numbers, Telecom Information.
@@ -43,3 +46,21 @@ def is_identifying(tag: int) -> bool:
     except KeyError:
         return False
     return bool(TEXT_VRS.intersection(vr.split(" or ")))
+
+
+@cache
+def identity_attributes() -> tuple[tuple[int, str], ...]:
+    """(tag, VR) of the attributes that carry the patient's identity, as Table E.1-1 tells:
+    its rows of the Patient (0010) and Visit (0038) groups that no option of the profile may
+    keep (names, IDs and their issuers, other IDs, insurance plan, medical record locator,
+    address, telephone, birth date...). Patient characteristics (sex, age, size, weight) and
+    descriptions, which an option may keep, are not identity. A file says Patient Identity
+    Removed = YES only when the policy removes or replaces every one of them."""
+    found = []
+    for row in confidentiality_table().rows:
+        pattern = parse_tag_pattern(row.tag) if row.tag != "private" else None
+        if pattern is None or not pattern.is_exact or row.options:
+            continue
+        if pattern.value >> 16 in IDENTIFYING_GROUPS:
+            found.append((pattern.value, row.vr or "LO"))
+    return tuple(sorted(found))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,18 @@ from pseudo.dicom.tags import TagPattern, parse_tag_pattern, tag_text
 from pseudo.dicom.vr import TEXT_VRS
 from pseudo.errors import PseudoError
 from pseudo.io.pydicom_internals import dictionary_entries, repeater_entries
+from pseudo.policy.additions import ADDABLE_VRS, Addition, template_fields
 from pseudo.policy.clean_patterns import DEFAULT_PATTERNS
-from pseudo.policy.compiled import CompiledPolicy, CompiledRule, Decision, add_table
+from pseudo.policy.compiled import (
+    CONFORM_ALLOW_LIST_CODE,
+    CONFORM_CODE,
+    CompiledPolicy,
+    CompiledRule,
+    Decision,
+    add_table,
+)
 from pseudo.policy.model import Action, PolicyFile, Rule
+from pseudo.policy.private_kb import PS315_OPTION, TCIA_OPTION, table_for
 from pseudo.policy.selectors import (
     CompiledCondition,
     CompiledSelector,
@@ -406,9 +415,22 @@ def _table_keywords() -> dict[str, int]:
     return result
 
 
+#: Policy keys added after policies were first hashed: they count in the hash only when given,
+#: so that a policy that does not use them keeps the hash its project recorded.
+_LATER_KEYS = ("conform_to_iod",)
+
+
+def _hashed(model: PolicyFile) -> dict[str, Any]:
+    data = model.model_dump(mode="json")
+    for key in _LATER_KEYS:
+        if data.get(key) is None:
+            data.pop(key, None)
+    return data
+
+
 def _policy_hash(chain: list[_SourceFile], edition: str, table_sha: str) -> str:
     document = {
-        "policies": [source.model.model_dump(mode="json") for source in chain],
+        "policies": [_hashed(source.model) for source in chain],
         "table": {"edition": edition, "sha256": table_sha},
     }
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
@@ -444,6 +466,12 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
             f"{_location(where.path, where.line(('options',)))}: options: full dates and "
             "modified dates exclude each other"
         )
+    if {PS315_OPTION, TCIA_OPTION} <= set(options):
+        where = next(s for s in reversed(chain) if s.model.options)
+        raise PolicyError(
+            f"{_location(where.path, where.line(('options',)))}: options: {PS315_OPTION} and "
+            f"{TCIA_OPTION} choose two tables of safe private attributes; choose one"
+        )
     policy = CompiledPolicy(
         name=leaf.name,
         title=leaf.title or leaf.name,
@@ -453,12 +481,23 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
         sha256=_policy_hash(chain, table.edition, table.source_sha256),
     )
     policy.profile = next((s.model.profile for s in reversed(chain) if s.model.profile), None)
+    policy.conform_to_iod = next(
+        (s.model.conform_to_iod for s in reversed(chain) if s.model.conform_to_iod is not None),
+        False,
+    )
     if policy.profile == "ps3.15":
         add_table(policy, table)
+    safe_private = table_for(options)
+    if safe_private is not None:
+        policy.safe_private = safe_private.resolved(
+            lambda action, words: _resolve(action, options, words)
+        )
     table_keywords = _table_keywords()
     for depth, source in enumerate(chain):
         _apply_settings(policy, source)
         _apply_rules(policy, source, depth, table_keywords)
+    if policy.conform_to_iod:
+        _conform(policy)
     if policy.anchor is not None and policy.temporal != "MODIFIED":
         where = next(s for s in reversed(chain) if s.model.dates.anchor is not None)
         raise PolicyError(
@@ -466,6 +505,27 @@ def load_policy(name_or_path: str) -> CompiledPolicy:
             "option retain_longitudinal_modified_dates (an anchor moves dates)"
         )
     return policy
+
+
+def _conform(policy: CompiledPolicy) -> None:
+    """Removals by ``defaults.standard`` and emptying rules resolved per file by the IOD
+    (``conform_to_iod``): the decision carries the combined code, as a table row does."""
+    note = f" (conform_to_iod: {CONFORM_CODE} by the object's IOD)"
+    if policy.standard.action is Action.REMOVE:
+        policy.standard = replace(
+            policy.standard,
+            source=policy.standard.source
+            + f" (conform_to_iod: {CONFORM_ALLOW_LIST_CODE} by the object's IOD)",
+            compound=CONFORM_ALLOW_LIST_CODE,
+        )
+    rules = policy.rules
+    policy.rules = []
+    policy.clear_candidates()
+    for rule in rules:
+        decision = rule.decision
+        if decision.action is Action.EMPTY:
+            decision = replace(decision, source=decision.source + note, compound=CONFORM_CODE)
+        policy.add_rule(replace(rule, decision=decision))
 
 
 #: Free-text VRs, and the options under which the free text that no table row decides is
@@ -539,6 +599,13 @@ def _apply_rules(
             )
         )
     for index, rule in rules:
+        if rule.action is Action.ADD and index is not None:
+            line = source.line(("rules", index))
+            try:
+                policy.additions.append(_addition(rule, table_keywords, model.name, index, line))
+            except ValueError as exc:
+                raise PolicyError(f"{_location(source.path, line)}: rules[{index}]: {exc}") from exc
+            continue
         loc = ("rules", index) if index is not None else ("dates", "birth_date")
         line = source.line(loc)
         where = f"{_location(source.path, line)}: " + (
@@ -584,6 +651,33 @@ def _apply_rules(
     _check_conflicts(source, compiled)
     for compiled_rule in compiled:
         policy.add_rule(compiled_rule)
+
+
+def _addition(
+    rule: Rule, table_keywords: dict[str, int], policy: str, index: int, line: int | None
+) -> Addition:
+    """An ``add`` rule, compiled: one standard attribute of the top level, of a text VR, and a
+    template whose fields are known (:mod:`pseudo.policy.additions`)."""
+    from pydicom.datadict import dictionary_VR, keyword_for_tag
+
+    if len(rule.select) != 1:
+        raise ValueError("add sets one attribute: give one selector")
+    selector = compile_selector(rule.select[0], table_keywords)
+    tag = selector.pattern.value
+    if selector.kind != "exact" or selector.vr or (tag >> 16) & 1:
+        raise ValueError(
+            f"add applies to one standard attribute of the top level, not {selector.text}"
+        )
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        raise ValueError(f"add: {selector.text} is not in the DICOM dictionary") from None
+    if vr not in ADDABLE_VRS:
+        raise ValueError(f"add cannot apply to {selector.text} (VR {vr}: not one text value)")
+    template = rule.value or ""
+    template_fields(template)
+    where = f"policy {policy} rule {index + 1}" + (f" (line {line})" if line else "")
+    return Addition(tag, keyword_for_tag(tag) or selector.text, vr, template, where)
 
 
 def _same_effect(a: Decision, b: Decision) -> bool:

@@ -33,11 +33,15 @@ class Action(StrEnum):
     YEAR_ONLY = "year_only"  # a date reduced to 1 January of its (shifted) year
     TEMPORAL = "temporal"  # as the table's dates under the chosen temporal option
     INSTANCE_UID = "instance_uid"  # remap, or keep under Retain UIDs
+    ADD = "add"  # set from a template of project values once the rest is done; added if absent
 
 
 #: PS3.15 option identifiers and their CID 7050 keywords in pydicom's code dictionary.
 OPTIONS: dict[str, str] = {
     "retain_safe_private": "RetainSafePrivateOption",
+    # TCIA's Private Tag Knowledge Base: the de-identifier's own knowledge of safe private
+    # attributes, as PS3.15 E.3.10 allows (Table E.3.10-1 lists examples only).
+    "retain_safe_private_tcia": "RetainSafePrivateOption",
     "retain_uids": "RetainUidsOption",
     "retain_device_identity": "RetainDeviceIdentityOption",
     "retain_institution_identity": "RetainInstitutionIdentityOption",
@@ -130,6 +134,7 @@ class Rule(BaseModel):
     def _parameters(self) -> Rule:
         needs = {
             Action.REPLACE: {"value"},
+            Action.ADD: {"value"},
             Action.SUBSTITUTE: {"pattern", "replacement"},
             Action.ENCRYPT: set(),
         }
@@ -142,6 +147,8 @@ class Rule(BaseModel):
                 raise ValueError(f"'{name}' is not allowed with action '{self.action}'")
             if not given and name in needs.get(self.action, set()):
                 raise ValueError(f"action '{self.action}' needs '{name}'")
+        if self.action is Action.ADD and (self.when or self.exclude):
+            raise ValueError("action 'add' takes neither 'when' nor 'except'")
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
@@ -220,6 +227,9 @@ class PolicyFile(BaseModel):
     dates: DateSettings = Field(default_factory=DateSettings)
     clean: CleanSettings = Field(default_factory=CleanSettings)
     rules: list[Rule] = Field(default_factory=list)
+    #: What the policy removes by ``defaults.standard`` (an allow-list) or empties by a rule
+    #: follows the object's IOD: Type 1 a dummy, Type 2 empty, Type 3 removed (issue 20).
+    conform_to_iod: bool | None = None
 
     @field_validator("options")
     @classmethod

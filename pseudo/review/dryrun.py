@@ -18,6 +18,7 @@ from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
 from pseudo.batch.commit import SameOutputCheck
 from pseudo.deid import anchors
+from pseudo.deid.trial import TrialValues
 from pseudo.io.listing import scan_tree
 from pseudo.pipeline.outcome import FileStatus
 from pseudo.pipeline.process import FileProcessor
@@ -69,6 +70,7 @@ def dry_run(
     source: Path,
     *,
     check: bool = True,
+    trial: TrialValues | None = None,
 ) -> DryRun:
     """Pseudonymize every file of ``source`` as a run would, keep nothing, count what would
     change. Anchored offsets are looked up, never recorded."""
@@ -82,7 +84,7 @@ def dry_run(
     if policy.anchor is not None:
         scans = [anchors.scan_file(str(p)) for p in paths]
         offsets = anchors.resolve(keyring, policy, store, scans, record=False)
-    processor = FileProcessor(keyring, policy, check=check, anchored_offsets=offsets)
+    processor = FileProcessor(keyring, policy, check=check, anchored_offsets=offsets, trial=trial)
     same_output = SameOutputCheck(None)
     with tempfile.TemporaryDirectory(prefix="pseudo-dry-run-") as temp:
         for path in paths:

@@ -66,6 +66,7 @@ def check(
     show_values: bool = False,
     walked: list[Walked] | None = None,
     kept: KeptValues | None = None,
+    added: frozenset[int] = frozenset(),
 ) -> list[VerificationFinding]:
     """Look for the matcher's needles in one output: its bytes (``header``: every byte but the
     top-level pixel data), its attributes at every depth when needed, and its file name. One
@@ -76,7 +77,9 @@ def check(
     printable runs. A needle in an attribute the policy keeps, that the input held at the
     same place (``kept``, from :class:`~pseudo.verify.recording.Recorder`; without it: any
     value the policy keeps), is the policy's choice: a warning for names, IDs, dates and UIDs,
-    nothing for descriptive values. Anywhere else it is a leak.
+    nothing for descriptive values. Anywhere else it is a leak. The top-level attributes in
+    ``added`` hold the project's values (:mod:`pseudo.deid.trial`), never the input's: a
+    needle there (a site's sponsor name that is the project's too) is no leak.
     """
     findings: list[VerificationFinding] = []
     reported: set[tuple[str, str, str]] = set()
@@ -99,7 +102,8 @@ def check(
         walked = list(elements(out))
     for level, tag, vr, parents in walked:
         if (tag >> 16) & 1 and not 0x10 <= tag & 0xFFFF <= 0xFF:
-            action = policy.decide(tag, vr, level, parents, active).action
+            decision = policy.decide(tag, vr, level, parents, active)
+            action = policy.private_decision(level, tag, decision).action
             if action is Action.REMOVE or (action is Action.CLEAN and not safe.is_safe(level, tag)):
                 report(
                     path_of(parents, tag),
@@ -135,6 +139,9 @@ def check(
             texts = strings(value)
             if isinstance(value, bytes):
                 texts = [run.decode("ascii") for run in PRINTABLE.findall(value)]
+            if not prefix and not parents and tag in added:
+                seen.update(needle for text in texts for needle in matcher.search_text(text))
+                continue
             of_itself: dict[Needle, bool] = {}
             for text in texts:
                 for needle in matcher.search_text(text):
@@ -198,7 +205,8 @@ def _chosen(
     the needle at the same place (``before``: the output's element as written, if known)."""
     level, tag, vr, parents, active = where
     if kept is None:
-        return policy.decide(tag, vr, level, parents, active).action in KEEPING
+        decision = policy.decide(tag, vr, level, parents, active)
+        return policy.private_decision(level, tag, decision).action in KEEPING
     key = (parents, tag)
     if key not in kept:
         return False
@@ -228,10 +236,12 @@ def finish(
     policy: CompiledPolicy,
     *,
     show_values: bool = False,
+    added: frozenset[int] = frozenset(),
 ) -> tuple[list[VerificationFinding], PairEvidence]:
     """Check one output against its own input; return findings and cross-file evidence.
 
-    ``header`` is the output's bytes before its pixel data (None for a deflated file).
+    ``header`` is the output's bytes before its pixel data (None for a deflated file);
+    ``added``: the top-level attributes that hold the project's values (see :func:`check`).
     """
     walked = list(elements(out))  # one walk of the output for every check below
     matcher = _matcher(pending, out, relative_path, offset_days, header)
@@ -245,6 +255,7 @@ def finish(
         show_values=show_values,
         walked=walked,
         kept=pending.recorder.kept,
+        added=added,
     )
     evidence = PairEvidence(
         pending.instance,

@@ -316,6 +316,7 @@ def collect(ds: Dataset, policy: CompiledPolicy, recorder: Recorder | None = Non
         for tag in list(level.keys()):
             vr = element_vr(level.get_item(tag), tag)
             decision = policy.decide(tag, vr, level, parents, active)
+            decision = policy.private_decision(level, tag, decision)  # as the walker does
             recorder(level, tag, vr, decision, parents)
             if vr == "SQ" and decision.action in (Action.KEEP, Action.CLEAN, Action.REMAP_UID):
                 try:

@@ -1,0 +1,323 @@
+"""The DICOM node: receive (C-ECHO, C-STORE), spool durably, pseudonymize, forward.
+
+Three kinds of threads share the node's journal (:mod:`pseudo.serve.journal`):
+
+* pynetdicom's association threads: an instance is written to the spool (fsync, rename, fsync
+  of the folder) and recorded in the journal before the success status is sent, so an
+  acknowledged instance survives ``kill -9``;
+* the pipeline thread (:class:`~pseudo.serve.stage.PipelineStage`): the spool through the
+  per-file path of ``pseudo run``, committed by its crash-safe protocol;
+* the forwarding thread (:class:`~pseudo.serve.forward.Forwarder`), with ``--forward``.
+
+:meth:`Node.drain` (SIGTERM) stops accepting associations, lets those in progress end,
+pseudonymizes everything received and forwards as much as the destination takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from keystore.audit import AuditLog
+from keystore.errors import DatabaseError
+from keystore.keyring import Keyring
+from keystore.linkage import LinkageStore
+from pseudo.batch.discovery import check_output_owner
+from pseudo.batch.errors import OutputError
+from pseudo.errors import PseudoError
+from pseudo.policy.compiled import CompiledPolicy
+from pseudo.serve.access import AllowList, tls_context
+from pseudo.serve.folder import NodeFolder
+from pseudo.serve.forward import Backoff, Forwarder
+from pseudo.serve.journal import Counter, Journal
+from pseudo.serve.peer import Peer
+from pseudo.serve.stage import PipelineStage
+
+log = logging.getLogger("pseudo.serve")
+
+#: C-STORE status sent when the instance could not be made durable: the sender keeps it.
+OUT_OF_RESOURCES = 0xA700
+#: Seconds a drain waits for the associations in progress to end before closing them.
+DRAIN_ASSOCIATIONS = 60.0
+
+
+class NodeError(PseudoError):
+    """The node cannot start as configured."""
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """How the node listens, whom it admits, and where its outputs go."""
+
+    host: str
+    port: int
+    ae_title: str
+    allow: AllowList
+    forward: Peer | None = None
+    output: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    workers: int = 1
+
+
+class Node:
+    """One project's DICOM node (see the module's docstring)."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        keyring: Keyring,
+        policy: CompiledPolicy,
+        store: LinkageStore,
+        folder: NodeFolder,
+        *,
+        audit: AuditLog | None = None,
+        actor: str = "",
+    ) -> None:
+        if (settings.forward is None) == (settings.output is None):
+            raise NodeError("give one of --forward HOST:PORT:AET or --output DIR")
+        if not settings.allow.entries:
+            raise NodeError(
+                "no --allow AET[@ADDRESS] given: the node would admit no one (it never admits "
+                "everyone)"
+            )
+        if policy.anchor is not None:
+            raise NodeError(
+                f"policy {policy.name!r} anchors dates at first sight, which needs a whole batch "
+                "at once: the node cannot use it yet (use pseudo run)"
+            )
+        if settings.output is not None:
+            check_output_owner(settings.output, keyring.settings.prefix)
+        self.settings = settings
+        self.folder = folder
+        folder.create()
+        self.journal = Journal(folder.journal)
+        self.stage = PipelineStage(
+            keyring,
+            policy,
+            store,
+            folder,
+            self.journal,
+            settings.output or folder.outbox,
+            forwarding=settings.forward is not None,
+            workers=settings.workers,
+            audit=audit,
+            actor=actor,
+        )
+        self.forwarder = (
+            Forwarder(settings.forward, settings.ae_title, folder, self.journal)
+            if settings.forward is not None
+            else None
+        )
+        self._received = threading.Event()  # the spool has something new
+        self._committed = threading.Event()  # the outbox has something new
+        self._draining = threading.Event()
+        self._pipeline_done = threading.Event()
+        self._threads: list[threading.Thread] = []
+        #: set to stop the node (a signal's handler does; so does a failure of the pipeline)
+        self.stopped = threading.Event()
+        self._drained: dict[str, int] | None = None
+        #: what stopped the pipeline, when it was not a drain (a bug)
+        self.failure: BaseException | None = None
+        self._server: ThreadedAssociationServer | None = None
+        self.ae = AE(settings.ae_title)
+        self.address: tuple[str, int] = (settings.host, settings.port)
+
+    # -- starting and stopping ------------------------------------------------------------
+    def start(self) -> None:
+        """Start the pipeline and forwarding threads, then listen."""
+        removed = self.folder.clean_spool(self.journal.spools())
+        if removed:
+            log.info("%d spool file(s) never acknowledged were removed", removed)
+        self.stage.start()
+        self._spawn("pseudo-pipeline", self._pipeline_loop)
+        if self.forwarder is not None:
+            self._spawn("pseudo-forward", self._forward_loop)
+        for context in AllStoragePresentationContexts:
+            if context.abstract_syntax is not None:
+                self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        self.ae.add_supported_context(Verification)
+        self.ae.maximum_associations = 32
+        handlers: list[Any] = [
+            (evt.EVT_REQUESTED, self._requested),
+            (evt.EVT_C_ECHO, self._echo),
+            (evt.EVT_C_STORE, self._store),
+        ]
+        try:
+            server = self.ae.start_server(
+                self.address, block=False, evt_handlers=handlers, ssl_context=self._tls()
+            )
+        except OSError as exc:
+            raise NodeError(
+                f"cannot listen on {self.settings.host}:{self.settings.port} ({exc.strerror})"
+            ) from exc
+        assert server is not None
+        self._server = server
+        self.address = (str(server.server_address[0]), int(server.server_address[1]))
+        queued = self.journal.counts()["queued"]
+        log.info(
+            "listening on %s:%d as %s; %d instance(s) queued from before",
+            self.address[0],
+            self.address[1],
+            self.settings.ae_title,
+            queued,
+        )
+        self._received.set()
+
+    def _tls(self) -> ssl.SSLContext | None:
+        s = self.settings
+        given = [p for p in (s.tls_cert, s.tls_key, s.tls_ca) if p is not None]
+        if not given:
+            return None
+        if s.tls_cert is None or s.tls_key is None or s.tls_ca is None:
+            raise NodeError("TLS needs all three of --tls-cert, --tls-key and --tls-ca")
+        return tls_context(s.tls_cert, s.tls_key, s.tls_ca, self._refused)
+
+    def _spawn(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def drain(self) -> dict[str, int]:
+        """Stop accepting associations, let those in progress end, pseudonymize everything
+        received, forward what the destination takes, and close; return the counts (once
+        drained, the counts again)."""
+        if self._drained is not None:
+            return self._drained
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+            deadline = time.monotonic() + DRAIN_ASSOCIATIONS
+            while self.ae.active_associations and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for assoc in self.ae.active_associations:
+                assoc.abort()  # what it sent and we acknowledged is in the spool
+        self._draining.set()
+        self._received.set()
+        self._committed.set()
+        for thread in self._threads:
+            thread.join()
+        counts = self._drained = self.journal.counts()
+        try:
+            self.stage.close(counts)
+        finally:
+            self.journal.close()
+        log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return counts
+
+    # -- association handlers (pynetdicom's threads) --------------------------------------
+    def _requested(self, event: evt.Event) -> None:
+        """Reject a peer that is not on the allow-list, before any negotiation."""
+        assoc = event.assoc
+        request = assoc.requestor.primitive
+        calling = str(request.calling_ae_title if request is not None else "").strip()
+        address = str(assoc.requestor.address)
+        if self.settings.allow.admits(calling, address):
+            return
+        assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, calling AE not recognised
+        assoc.kill()  # as pynetdicom ends an association it rejects itself
+        self._refused(
+            f"association from {_shown(calling)}@{address} refused: not on the allow-list"
+        )
+
+    def _refused(self, message: str) -> None:
+        log.warning("%s", message)
+        with contextlib.suppress(sqlite3.Error):  # not worth failing a refusal for
+            self.journal.count(Counter.REJECTED_ASSOCIATIONS)
+
+    @staticmethod
+    def _echo(event: evt.Event) -> int:
+        return 0x0000
+
+    def _store(self, event: evt.Event) -> int:
+        """Acknowledge an instance only once it is in the spool and the journal, on disk."""
+        try:
+            name = self.folder.write_spool(event.encoded_dataset(include_meta=True))
+            row_id = self.journal.add_received(name)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("cannot keep a received instance (%s): not acknowledged", exc)
+            return OUT_OF_RESOURCES
+        log.info("instance #%d received", row_id)
+        self._received.set()
+        return 0x0000
+
+    # -- the pipeline and forwarding threads ----------------------------------------------
+    def _pipeline_loop(self) -> None:
+        backoff = Backoff()
+        try:
+            while True:
+                self._received.clear()
+                try:
+                    taken = self.stage.step()
+                except (OutputError, DatabaseError) as exc:
+                    log.error("cannot pseudonymize now (%s); trying again", exc)
+                    if self._draining.is_set():
+                        self.stage.status = "interrupted"
+                        return
+                    self._received.wait(backoff.failed())
+                    continue
+                except Exception as exc:  # a bug: keep the spool, stop the node
+                    log.error(
+                        "the pipeline stopped (%s): stopping the node", exc.__class__.__name__
+                    )
+                    self.stage.status = "failed"
+                    self.failure = exc
+                    self.stopped.set()
+                    return
+                backoff.succeeded()
+                if taken:
+                    self._committed.set()
+                    continue
+                if self._draining.is_set():
+                    self.stage.status = "completed"
+                    return
+                self._received.wait(5.0)
+        finally:
+            self._pipeline_done.set()
+            self._committed.set()
+
+    def _forward_loop(self) -> None:
+        assert self.forwarder is not None
+        backoff = Backoff()
+        while True:
+            finishing = self._pipeline_done.is_set() and self._draining.is_set()
+            self._committed.clear()
+            try:
+                delivered, missed = self.forwarder.step()
+            except Exception as exc:
+                log.error("forwarding failed (%s); trying again", exc.__class__.__name__)
+                delivered, missed = 0, 1
+            if missed:
+                if finishing:
+                    log.warning(
+                        "stopping with instances still to forward: they wait for the restart"
+                    )
+                    return
+                # not woken by new work (the delay holds); a drain wakes it, or during a drain
+                # the end of the pipeline's work, after which it tries a last time
+                wake = self._pipeline_done if self._draining.is_set() else self._draining
+                wake.wait(backoff.failed())
+                continue
+            backoff.succeeded()
+            if delivered:
+                continue
+            if finishing:
+                return
+            self._committed.wait(5.0)
+
+
+def _shown(text: str) -> str:
+    """A peer's text for the log, with anything unprintable shown as ``?``."""
+    return "".join(c if c.isprintable() else "?" for c in text)
