@@ -17,10 +17,10 @@ The boxes are in the image's own (full-resolution) pixels, inclusive, ``source``
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import cv2
@@ -28,6 +28,11 @@ import numpy as np
 import numpy.typing as npt
 
 from pseudo.pixels.boxes import Box
+
+# OpenCV's own thread pool does not survive a fork: a worker forked from a process that has
+# used it hangs at its next OpenCV call. Sequential from the start (before any OpenCV call),
+# so that every process can fork workers whatever it ran before; the pool gives parallelism.
+cv2.setNumThreads(0)
 
 DETECTOR_NAME = "rapidocr"
 SOURCE = f"detector:{DETECTOR_NAME}"
@@ -385,8 +390,16 @@ class _RapidOCR:
         return out
 
 
-@lru_cache(maxsize=1)
+#: the OCR engine of this process, with the process id it was made in
+_ENGINE: tuple[int, _RapidOCR] | None = None
+
+
 def _ocr() -> _RapidOCR:
-    # onnxruntime's thread pools are fixed to one thread above; OpenCV's too.
-    cv2.setNumThreads(1)
-    return _RapidOCR()
+    # One engine per process: a worker forked from a process that had one (a library caller,
+    # a test process, the node) makes its own, never uses a copy whose lock or threads the
+    # fork left behind. onnxruntime's thread pools are fixed to one thread above.
+    global _ENGINE
+    pid = os.getpid()
+    if _ENGINE is None or _ENGINE[0] != pid:
+        _ENGINE = (pid, _RapidOCR())
+    return _ENGINE[1]
