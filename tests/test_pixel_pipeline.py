@@ -26,6 +26,7 @@ from pseudo.batch.report import load_report
 from pseudo.batch.runner import Runner
 from pseudo.pipeline.outcome import FileStatus
 from pseudo.pixels.boxes import Box
+from pseudo.pixels.detect import read_text
 from pseudo.policy import load_policy
 from pseudo.verify import pixels as verify_pixels
 from tests.conftest import OPERATOR, SHARED, cli, need
@@ -159,7 +160,7 @@ def test_only_images_whose_pixels_changed_or_were_not_scanned_are_read_back(
     session: tuple[VaultSession, Keyring], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     read: list[tuple[int, ...]] = []
-    reader = verify_pixels.read_text
+    reader = read_text
 
     def counting(image: np.ndarray) -> list[Box]:
         read.append(image.shape)
