@@ -43,7 +43,7 @@ Gray8 = npt.NDArray[np.uint8]
 # the reduction is below what any OCR reads, and the scan's cost stays bounded.
 _SCAN_SIDE = 1024
 # Smaller images are enlarged by a whole factor to at least this size before the scan.
-_SCAN_ENLARGE_BELOW = 512
+_SCAN_ENLARGE_BELOW = 300
 _ENLARGE = cv2.INTER_NEAREST
 # A character is this tall at least and at most, in scanned pixels.
 _CHAR_MIN_HEIGHT = 4
@@ -128,18 +128,55 @@ def find_text(image: Gray8) -> list[Box]:
     lines = [
         box
         for box in (_box(quad) for quad, _text in _ocr().detect(image))
-        if scan.stroke_share(box) >= _MIN_STROKE_SHARE
+        if scan.stroke_share(box) >= _MIN_STROKE_SHARE and scan.line_sized(box)
     ]
     confirmed = [
         Box(block.x1, block.y1, block.x2, block.y2)
         for block in scan.lines
         if _covered_share(block, lines) >= _BLOCK_CONFIRMED
     ]
-    tight = {part for box in lines + confirmed for part in scan.tightened(box)}
+    tight = _merge_same_line([part for box in lines + confirmed for part in scan.tightened(box)])
     return sorted(
         Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE).grown(_LINE_MARGIN, columns, rows)
         for box in tight
     )
+
+
+def _merge_same_line(boxes: list[Box]) -> list[Box]:
+    """``boxes`` with those that overlap on one line (rows shared by half the lower one, or one
+    inside the other) replaced by the box around them, until none do: the detector's lines and
+    the scan's blocks find the same text twice."""
+    merged = sorted(set(boxes))
+    changed = True
+    while changed:
+        changed = False
+        out: list[Box] = []
+        for box in merged:
+            for i, other in enumerate(out):
+                if _same_line(box, other):
+                    out[i] = Box(
+                        min(box.x1, other.x1),
+                        min(box.y1, other.y1),
+                        max(box.x2, other.x2),
+                        max(box.y2, other.y2),
+                    )
+                    changed = True
+                    break
+            else:
+                out.append(box)
+        merged = sorted(out)
+    return merged
+
+
+def _same_line(a: Box, b: Box) -> bool:
+    """Whether ``a`` and ``b`` overlap, one inside the other or sharing half the rows of the
+    lower one."""
+    x1, x2 = max(a.x1, b.x1), min(a.x2, b.x2)
+    y1, y2 = max(a.y1, b.y1), min(a.y2, b.y2)
+    if x1 > x2 or y1 > y2:
+        return False
+    inside = (x1, y1, x2, y2) in {(a.x1, a.y1, a.x2, a.y2), (b.x1, b.y1, b.x2, b.y2)}
+    return inside or (y2 - y1 + 1) * 2 >= min(a.height, b.height)
 
 
 def read_text(image: Gray8) -> list[Box]:
@@ -201,6 +238,12 @@ class _Scan:
     strokes: npt.NDArray[np.int64]
     scale: float
     mask: Gray8
+
+    def line_sized(self, box: Box) -> bool:
+        """Whether ``box`` (full-resolution pixels) is no taller than a line of the largest
+        characters the scan groups (twice _CHAR_MAX_HEIGHT scanned pixels) and no taller than
+        twice its width: a patch of anatomy the OCR took for text often is."""
+        return box.height <= 2 * _CHAR_MAX_HEIGHT * self.scale and box.height <= 2 * box.width
 
     def tightened(self, box: Box) -> list[Box]:
         """``box`` shrunk to the strokes inside it, line by line: each band of rows with
