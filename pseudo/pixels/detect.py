@@ -80,6 +80,8 @@ _BLOCK_CONFIRMED = 0.3
 # line is cut where its strokes leave a gap of more than _SPLIT_GAP line heights (and
 # _MIN_SPLIT pixels), wider than any word space.
 _ROW_GAP = 1
+_ROW_SHARE = 0.2
+_COLUMN_STROKES = 1
 _SPLIT_GAP = 2.0
 _MIN_SPLIT = 8
 # Pixels added around a confirmed line, in full-resolution pixels, before it is returned.
@@ -259,11 +261,14 @@ class _Scan:
         if not window.any():
             return [box]
         parts = []
-        for top, bottom in _runs(window.any(axis=1), _ROW_GAP):
+        # rows of text hold many strokes, rows of noisy anatomy a few
+        per_row = window.sum(axis=1, dtype=np.int64)
+        for top, bottom in _runs(per_row >= _ROW_SHARE * per_row.max(), _ROW_GAP):
             band = window[top : bottom + 1]
             line = bottom - top + 1
             gap = max(_MIN_SPLIT, int(_SPLIT_GAP * line))
-            for left, right in _runs(band.any(axis=0), gap):
+            per_column = band.sum(axis=0, dtype=np.int64)
+            for left, right in _runs(per_column >= _COLUMN_STROKES, gap):
                 # a character at either end whose strokes the scan lost (faint, or merged
                 # into the background) is at most a line height wide
                 parts.append(
