@@ -19,8 +19,8 @@ from pydicom.pixels.processing import convert_color_space
 
 from pseudo.pixels.boxes import Box
 
-#: A value box counts as found when the detected boxes cover this share of its area.
-COVERED = 0.9
+#: The pixel policy's default margin: a detected box is blanked grown by this many pixels.
+MARGIN = 2
 #: Folders of the public corpus whose images carry burned-in text on purpose.
 PUBLIC_WITH_TEXT = ("pseudo-phi-tcia-via-johnsnowlabs",)
 #: Kinds of image that carry text by design (annotations, captured screens): not text-free.
@@ -120,5 +120,21 @@ def covered(box: Box, found: Sequence[Box], shape: tuple[int, ...]) -> float:
 
 
 def found_values(sample: Sample, found: Sequence[Box]) -> int:
-    """How many of ``sample``'s value boxes the ``found`` boxes cover (``COVERED`` or more)."""
-    return sum(covered(box, found, sample.image.shape) >= COVERED for box in sample.values)
+    """How many of ``sample``'s value boxes blanking the ``found`` boxes (grown by ``MARGIN``,
+    as the pixel step does) removes, by issue 15's measure (the scorer's): the box is
+    near-constant afterwards, or no longer correlated with what it was. A value box with no
+    ink (constant in the input) counts as removed."""
+    rows, columns = sample.image.shape[:2]
+    after = sample.image.astype(np.float64)
+    for box in found:
+        grown = box.grown(MARGIN, columns, rows)
+        after[grown.y1 : grown.y2 + 1, grown.x1 : grown.x2 + 1] = 0
+    return sum(_removed(sample.image, after, box) for box in sample.values)
+
+
+def _removed(before: npt.NDArray[np.uint8], after: npt.NDArray[np.float64], box: Box) -> bool:
+    was = before[box.y1 : box.y2 + 1, box.x1 : box.x2 + 1].astype(np.float64)
+    now = after[box.y1 : box.y2 + 1, box.x1 : box.x2 + 1]
+    if was.size == 0 or was.std() == 0 or now.std() < 2:
+        return True
+    return bool(np.corrcoef(was.ravel(), now.ravel())[0, 1] < 0.3)

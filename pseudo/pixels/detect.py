@@ -42,6 +42,9 @@ Gray8 = npt.NDArray[np.uint8]
 # Images are scanned at most this large (longest side); text smaller than a few pixels after
 # the reduction is below what any OCR reads, and the scan's cost stays bounded.
 _SCAN_SIDE = 1024
+# Smaller images are enlarged by a whole factor to at least this size before the scan.
+_SCAN_ENLARGE_BELOW = 300
+_ENLARGE = cv2.INTER_NEAREST
 # A character is this tall at least and at most, in scanned pixels.
 _CHAR_MIN_HEIGHT = 4
 _CHAR_MAX_HEIGHT = 48
@@ -69,10 +72,21 @@ _DET_THRESHOLD = 0.2
 _DET_BOX_THRESHOLD = 0.3
 _DET_UNCLIP = 2.0
 _UPSCALE_TO = 600
+# Images the scan enlarges too (under _SCAN_ENLARGE_BELOW) carry fonts of 4-6 pixels: the
+# detector finds more of them at four times their size than at three.
+_UPSCALE_SMALL_TO = 1000
 # A detected line is burned-in text when this share of it is strokes (_EXTREME, contrast).
 _MIN_STROKE_SHARE = 0.02
 # A candidate block is blanked whole when the detector's lines cover this share of it.
 _BLOCK_CONFIRMED = 0.3
+# Lines are tightened to their strokes: rows of strokes closer than _ROW_GAP are one line; a
+# line is cut where its strokes leave a gap of more than _SPLIT_GAP line heights (and
+# _MIN_SPLIT pixels), wider than any word space.
+_ROW_GAP = 1
+_ROW_SHARE = 0.2
+_COLUMN_STROKES = 1
+_SPLIT_GAP = 2.0
+_MIN_SPLIT = 8
 # Pixels added around a confirmed line, in full-resolution pixels, before it is returned.
 _LINE_MARGIN = 2
 
@@ -119,17 +133,55 @@ def find_text(image: Gray8) -> list[Box]:
     lines = [
         box
         for box in (_box(quad) for quad, _text in _ocr().detect(image))
-        if scan.stroke_share(box) >= _MIN_STROKE_SHARE
+        if scan.stroke_share(box) >= _MIN_STROKE_SHARE and scan.line_sized(box)
     ]
     confirmed = [
         Box(block.x1, block.y1, block.x2, block.y2)
         for block in scan.lines
         if _covered_share(block, lines) >= _BLOCK_CONFIRMED
     ]
+    tight = _merge_same_line([part for box in lines + confirmed for part in scan.tightened(box)])
     return sorted(
         Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE).grown(_LINE_MARGIN, columns, rows)
-        for box in lines + confirmed
+        for box in tight
     )
+
+
+def _merge_same_line(boxes: list[Box]) -> list[Box]:
+    """``boxes`` with those that overlap on one line (rows shared by half the lower one, or one
+    inside the other) replaced by the box around them, until none do: the detector's lines and
+    the scan's blocks find the same text twice."""
+    merged = sorted(set(boxes))
+    changed = True
+    while changed:
+        changed = False
+        out: list[Box] = []
+        for box in merged:
+            for i, other in enumerate(out):
+                if _same_line(box, other):
+                    out[i] = Box(
+                        min(box.x1, other.x1),
+                        min(box.y1, other.y1),
+                        max(box.x2, other.x2),
+                        max(box.y2, other.y2),
+                    )
+                    changed = True
+                    break
+            else:
+                out.append(box)
+        merged = sorted(out)
+    return merged
+
+
+def _same_line(a: Box, b: Box) -> bool:
+    """Whether ``a`` and ``b`` overlap, one inside the other or sharing half the rows of the
+    lower one."""
+    x1, x2 = max(a.x1, b.x1), min(a.x2, b.x2)
+    y1, y2 = max(a.y1, b.y1), min(a.y2, b.y2)
+    if x1 > x2 or y1 > y2:
+        return False
+    inside = (x1, y1, x2, y2) in {(a.x1, a.y1, a.x2, a.y2), (b.x1, b.y1, b.x2, b.y2)}
+    return inside or (y2 - y1 + 1) * 2 >= min(a.height, b.height)
 
 
 def read_text(image: Gray8) -> list[Box]:
@@ -190,6 +242,47 @@ class _Scan:
     lines: list[_Line]
     strokes: npt.NDArray[np.int64]
     scale: float
+    mask: Gray8
+
+    def line_sized(self, box: Box) -> bool:
+        """Whether ``box`` (full-resolution pixels) is no taller than a line of the largest
+        characters the scan groups (twice _CHAR_MAX_HEIGHT scanned pixels) and no taller than
+        twice its width: a patch of anatomy the OCR took for text often is."""
+        return box.height <= 2 * _CHAR_MAX_HEIGHT * self.scale and box.height <= 2 * box.width
+
+    def tightened(self, box: Box) -> list[Box]:
+        """``box`` shrunk to the strokes inside it, line by line: each band of rows with
+        strokes, cut where the strokes leave a gap wider than _SPLIT_GAP line heights, becomes
+        the box around its strokes (full-resolution pixels). No stroke: ``box`` itself."""
+        s = self.scale
+        height, width = self.mask.shape
+        x1 = min(width - 1, max(0, int(box.x1 / s)))
+        y1 = min(height - 1, max(0, int(box.y1 / s)))
+        x2 = min(width - 1, max(x1, int(np.ceil((box.x2 + 1) / s)) - 1))
+        y2 = min(height - 1, max(y1, int(np.ceil((box.y2 + 1) / s)) - 1))
+        window = self.mask[y1 : y2 + 1, x1 : x2 + 1]
+        if not window.any():
+            return [box]
+        parts = []
+        # rows of text hold many strokes, rows of noisy anatomy a few
+        per_row = window.sum(axis=1, dtype=np.int64)
+        for top, bottom in _runs(per_row >= _ROW_SHARE * per_row.max(), _ROW_GAP):
+            band = window[top : bottom + 1]
+            line = bottom - top + 1
+            gap = max(_MIN_SPLIT, int(_SPLIT_GAP * line))
+            per_column = band.sum(axis=0, dtype=np.int64)
+            for left, right in _runs(per_column >= _COLUMN_STROKES, gap):
+                # a character at either end whose strokes the scan lost (faint, or merged
+                # into the background) is at most a line height wide
+                parts.append(
+                    Box(
+                        max(box.x1, int((x1 + left - line) * s)),
+                        max(box.y1, int((y1 + top) * s)),
+                        min(box.x2, int(np.ceil((x1 + right + 1 + line) * s)) - 1),
+                        min(box.y2, int(np.ceil((y1 + bottom + 1) * s)) - 1),
+                    )
+                )
+        return parts
 
     def stroke_share(self, box: Box) -> float:
         """The share of ``box`` (full-resolution pixels) that the scan took for strokes."""
@@ -211,6 +304,14 @@ def _scan(image: Gray8) -> _Scan:
     if scale > 1.0:
         size = (round(columns / scale), round(rows / scale))
         scan = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    elif max(rows, columns) < _SCAN_ENLARGE_BELOW:
+        # small images carry fonts of 4-6 pixels, which the character shapes cannot tell
+        # apart: enlarged (each pixel repeated, so values at the end of the range stay there)
+        factor = int(np.ceil(_SCAN_ENLARGE_BELOW / max(rows, columns)))
+        scale = 1.0 / factor
+        scan = np.asarray(
+            cv2.resize(image, None, fx=factor, fy=factor, interpolation=_ENLARGE), dtype=np.uint8
+        )
     lines = []
     strokes = np.zeros(scan.shape, dtype=np.uint8)
     for bright in (True, False):
@@ -227,7 +328,19 @@ def _scan(image: Gray8) -> _Scan:
                 )
             )
     table = np.asarray(cv2.integral(strokes, sdepth=cv2.CV_64F), dtype=np.int64)
-    return _Scan(_merge_overlapping(lines), table, scale)
+    return _Scan(_merge_overlapping(lines), table, scale, strokes)
+
+
+def _runs(occupied: npt.NDArray[np.bool_], gap: int) -> list[tuple[int, int]]:
+    """The runs of True in ``occupied`` (first, last index), joined across gaps of at most
+    ``gap`` False values."""
+    indices = np.flatnonzero(occupied)
+    if indices.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(indices) > gap + 1)
+    starts = np.concatenate(([indices[0]], indices[breaks + 1]))
+    ends = np.concatenate((indices[breaks], [indices[-1]]))
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
 
 
 def _lines_of_polarity(scan: Gray8, bright: bool) -> tuple[list[tuple[int, int, int, int]], Gray8]:
@@ -366,7 +479,9 @@ class _RapidOCR:
 
     def _run(self, image: Gray8, read: bool) -> list[tuple[npt.NDArray[np.float64], str]]:
         # Small images carry small fonts: the detector is trained on text about 10-40 px tall.
-        factor = float(max(1, int(np.ceil(_UPSCALE_TO / max(image.shape)))))
+        side = max(image.shape)
+        target = _UPSCALE_SMALL_TO if side < _SCAN_ENLARGE_BELOW else _UPSCALE_TO
+        factor = float(max(1, int(np.ceil(target / side))))
         scaled = image
         if factor > 1.0:
             scaled = np.asarray(
