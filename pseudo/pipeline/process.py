@@ -186,17 +186,23 @@ class FileProcessor:
                 finally:
                     if prepared.pixels is not None and prepared.pixels.redaction is not None:
                         prepared.pixels.redaction.discard()
-                pending = prepared.pending
-                if pending is not None and not self._verified(outcome, pending, result, header):
+                try:
+                    pending = prepared.pending
+                    if pending is not None and not self._verified(outcome, pending, result, header):
+                        temp.unlink(missing_ok=True)
+                        return outcome
+                    if _pixels_to_verify(prepared) and not self._pixels_unreadable(
+                        outcome, temp, prepared.pixel_values or {}
+                    ):
+                        temp.unlink(missing_ok=True)
+                        return outcome
+                    if inspect is not None and prepared.original is not None:
+                        inspect(prepared.original, result.dataset)
+                except BaseException:
+                    # a written file that cannot be read back (its pixels undecodable...) is
+                    # quarantined below: its temporary file must not stay behind
                     temp.unlink(missing_ok=True)
-                    return outcome
-                if _pixels_to_verify(prepared) and not self._pixels_unreadable(
-                    outcome, temp, prepared.pixel_values or {}
-                ):
-                    temp.unlink(missing_ok=True)
-                    return outcome
-                if inspect is not None and prepared.original is not None:
-                    inspect(prepared.original, result.dataset)
+                    raise
             except NotDicom as exc:
                 outcome.status, outcome.reason = FileStatus.SKIPPED, f"not DICOM: {exc}"
                 return outcome

@@ -148,7 +148,12 @@ def protect(
         result.redaction = redact(
             out, pixels, result.ruled + result.detected, temp_dir, policy.margin
         )
-    _mark(out, result)
+    try:
+        _mark(out, result)
+    except BaseException:
+        if result.redaction is not None:
+            result.redaction.discard()  # the caller never sees it: the spool goes now
+        raise
     return result
 
 
