@@ -160,7 +160,8 @@ CANARY_SECRET = hashlib.sha256(b"pseudo test suite: canary project").digest()
 
 @pytest.fixture(scope="session")
 def canary_run(tmp_path_factory: pytest.TempPathFactory, canary_dir: Path) -> Iterator[CanaryRun]:
-    """Pseudonymize the canary corpus with the CLI and the default policy (pixels off)."""
+    """Pseudonymize the canary corpus with the CLI and the default policy (pixels on: its
+    ultrasound images carry real text, which is blanked)."""
     base = tmp_path_factory.mktemp("canary")
     vault_path = make_vault(base / "vault", "canary", secret=CANARY_SECRET)
     output = base / "out"
@@ -178,10 +179,6 @@ def canary_run(tmp_path_factory: pytest.TempPathFactory, canary_dir: Path) -> It
             "2",
             "--json",
             "--quiet",
-            # The canary corpus checks the header: pixel protection on text-free images is
-            # held by tests/test_pixel_pipeline.py::test_text_free_canary_images_keep_their_pixels
-            "--pixels",
-            "off",
         )
     finally:
         del os.environ["PSEUDO_PASSPHRASE"]
