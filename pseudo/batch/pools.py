@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import multiprocessing
 import os
 import resource
 import signal
@@ -178,11 +179,12 @@ def _signals_held() -> Iterator[None]:
 def _init_local_worker(install: Installer, setup: WorkerSetup, parent: int, memory: int) -> None:
     """Initializer of a local worker process: Ctrl-C is the parent's to handle, SIGTERM (the
     pool stopping a worker) ends it quietly; the worker dies with its parent and stays within
-    its memory bound."""
+    its memory bound. ``parent`` 0: the process that started this one (a fork server's child,
+    whose server exits with the pool's owner)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)  # held while it was started
-    _exit_with_parent(parent)
+    _exit_with_parent(parent or os.getppid())
     _limit_memory(memory)
     install(setup)
 
@@ -229,18 +231,38 @@ def _ordered_chunks(
 
 class ProcessPool:
     """Local worker processes (``concurrent.futures``), one per core by default; a worker
-    that dies is replaced (see the module's docstring)."""
+    that dies is replaced (see the module's docstring).
 
-    def __init__(self, setup: WorkerSetup, install: Installer, workers: int) -> None:
+    ``chunk``: tasks sent to a worker together (:data:`CHUNK`; 1 for a service that hands
+    over a few files at a time). ``forkserver``: start the workers from a fork server rather
+    than by forking this process, for a process that has threads running (a fork copies their
+    locks in whatever state they are).
+    """
+
+    def __init__(
+        self,
+        setup: WorkerSetup,
+        install: Installer,
+        workers: int,
+        *,
+        chunk: int = CHUNK,
+        forkserver: bool = False,
+    ) -> None:
         self.width = workers
-        self._initargs = (install, setup, os.getpid(), worker_memory())
+        self.chunk = chunk
+        self._context = _forkserver_context() if forkserver else None
+        parent = 0 if forkserver else os.getpid()
+        self._initargs = (install, setup, parent, worker_memory())
         #: how many times a worker died and the pool was started again
         self.restarts = 0
         self._executor = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.width, initializer=_init_local_worker, initargs=self._initargs
+            max_workers=self.width,
+            mp_context=self._context,
+            initializer=_init_local_worker,
+            initargs=self._initargs,
         )
 
     def _restart(self) -> None:
@@ -267,7 +289,7 @@ class ProcessPool:
         When a worker dies, every chunk not finished is a suspect: the pool is started again
         and the suspects are run one at a time, so that a second death names its file.
         """
-        chunks = _chunked(items, CHUNK)
+        chunks = _chunked(items, self.chunk)
         pending: deque[tuple[list[T], Future[list[R]]]] = deque()
 
         def fill() -> None:
@@ -311,6 +333,14 @@ class ProcessPool:
     def close(self) -> None:
         """Wait for running tasks, cancel queued ones."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _forkserver_context() -> Any:
+    """A ``forkserver`` multiprocessing context whose server imports only the worker's modules
+    (not ``__main__``: ``python -m pseudo`` would run the command line again)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["pseudo.batch.worker"])
+    return context
 
 
 class DaskPool:

@@ -2,17 +2,23 @@
 its outbox copy removed) as soon as the destination answers success.
 
 Files are sent as they were written, byte for byte, in their own transfer syntax (never
-decoded or converted). A destination that is down, refuses the association or answers a
-failure leaves the instances in the outbox: they are sent again later (see :class:`Backoff`).
+decoded or converted), over one association kept open while instances keep coming (a new one
+only when an instance needs a presentation context the open one lacks, or after
+:data:`IDLE_RELEASE` seconds with nothing to send). A destination that is down, refuses the
+association or answers a failure leaves the instances in the outbox: they are sent again later
+(see :class:`Backoff`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydicom.uid import UID
 from pynetdicom import AE, _config, build_context
+from pynetdicom.association import Association
 
 from pseudo.serve.folder import NodeFolder
 from pseudo.serve.journal import Counter, Journal, Row, State
@@ -24,6 +30,8 @@ log = logging.getLogger("pseudo.serve")
 BATCH = 64
 #: Presentation contexts one association can propose.
 MAX_CONTEXTS = 128
+#: Seconds with nothing to send after which the association to the destination is released.
+IDLE_RELEASE = 2.0
 #: Statuses after which the destination holds the instance (success and the storage warnings:
 #: coercion of data elements, element discarded, data set does not match SOP class).
 STORED = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
@@ -57,22 +65,22 @@ class Forwarder:
         self.ae = AE(ae_title)
         # the file is sent as it is on disk: no decoding, no re-encoding
         _config.STORE_SEND_CHUNKED_DATASET = True
+        self._assoc: Association | None = None
+        #: the (SOP class, transfer syntax) pairs the open association proposed
+        self._contexts: set[tuple[str, str]] = set()
+        self._last_used = 0.0
+        #: instances forwarded in this step, their marks not yet on disk
+        self._sent: list[tuple[int, Path]] = []
 
     def step(self) -> tuple[int, int]:
         """Send the oldest instances of the outbox; return (delivered, not delivered)."""
         rows = self._rows()
         if not rows:
+            if self._assoc is not None and time.monotonic() - self._last_used > IDLE_RELEASE:
+                self.close()
             return 0, 0
-        contexts = sorted({(str(r.sop_class), str(r.transfer_syntax)) for r in rows})
-        assoc = self.ae.associate(
-            self.destination.host,
-            self.destination.port,
-            contexts=[build_context(sop, [syntax]) for sop, syntax in contexts],
-            ae_title=self.destination.ae_title,
-        )
-        if not assoc.is_established:
-            why = "refused the association" if assoc.is_rejected else "cannot be reached"
-            log.warning("destination %s %s; %d instance(s) wait", self.destination, why, len(rows))
+        assoc = self._association({(str(r.sop_class), str(r.transfer_syntax)) for r in rows})
+        if assoc is None:
             self.journal.count(Counter.FORWARD_RETRIES, len(rows))
             return 0, len(rows)
         delivered = 0
@@ -83,12 +91,44 @@ class Forwarder:
                 elif not assoc.is_established:
                     break
         finally:
-            if assoc.is_established:
-                assoc.release()
+            self._settle()
+            self._last_used = time.monotonic()
+            if not assoc.is_established:
+                self.close()
         missed = len(rows) - delivered
         if missed:
+            self.close()  # a new association next time: the destination may have changed
             self.journal.count(Counter.FORWARD_RETRIES, missed)
         return delivered, missed
+
+    def close(self) -> None:
+        """Release the association to the destination, if one is open."""
+        assoc, self._assoc = self._assoc, None
+        self._contexts = set()
+        if assoc is not None and assoc.is_established:
+            assoc.release()
+
+    def _association(self, needed: set[tuple[str, str]]) -> Association | None:
+        """The open association if it proposed every context ``needed``, else a new one
+        (proposing them, and those of the old one while they fit); None when the destination
+        cannot be reached or refuses."""
+        if self._assoc is not None and self._assoc.is_established and needed <= self._contexts:
+            return self._assoc
+        kept = sorted(self._contexts - needed)[: max(0, MAX_CONTEXTS - len(needed))]
+        self.close()
+        contexts = sorted(needed) + kept
+        assoc = self.ae.associate(
+            self.destination.host,
+            self.destination.port,
+            contexts=[build_context(sop, [syntax]) for sop, syntax in contexts],
+            ae_title=self.destination.ae_title,
+        )
+        if not assoc.is_established:
+            why = "refused the association" if assoc.is_rejected else "cannot be reached"
+            log.warning("destination %s %s; instances wait", self.destination, why)
+            return None
+        self._assoc, self._contexts = assoc, set(contexts)
+        return assoc
 
     def _rows(self) -> list[Row]:
         """The oldest outbox instances whose presentation contexts fit in one association."""
@@ -102,11 +142,9 @@ class Forwarder:
             chosen.append(row)
         return chosen
 
-    def _send(self, assoc: object, row: Row) -> bool:
+    def _send(self, assoc: Association, row: Row) -> bool:
         """Send one instance; on success mark it delivered and remove its outbox copy."""
-        from pynetdicom.association import Association
-
-        assert isinstance(assoc, Association) and row.output
+        assert row.output
         path = self.folder.outbox / row.output
         try:
             status = assoc.send_c_store(path)
@@ -125,5 +163,30 @@ class Forwarder:
             return False
         self.journal.delivered([row.id])
         log.info("instance #%d forwarded: %s", row.id, row.output)
-        path.unlink(missing_ok=True)
+        self._sent.append((row.id, path))
         return True
+
+    def _settle(self) -> None:
+        """Make the forwarded marks of this step durable, then remove the outbox copies: a
+        copy goes only once its mark survives a power cut (until then, a lost mark means the
+        instance is sent again, the same bytes)."""
+        sent, self._sent = self._sent, []
+        if not sent:
+            return
+        self.journal.settle([row_id for row_id, _ in sent])
+        for _, path in sent:
+            path.unlink(missing_ok=True)
+
+    def sweep(self) -> int:
+        """Remove outbox copies of instances already forwarded (the node died between the
+        forwarded mark and their removal); return how many."""
+        waiting = self.journal.outputs(State.OUTBOX)
+        removed = 0
+        for path in self.folder.outbox.rglob("*.dcm"):
+            relative = path.relative_to(self.folder.outbox)
+            if relative.parts[0].startswith("."):
+                continue  # the pipeline's temporary folder
+            if str(relative) not in waiting:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed

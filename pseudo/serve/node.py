@@ -2,11 +2,12 @@
 
 Three kinds of threads share the node's journal (:mod:`pseudo.serve.journal`):
 
-* pynetdicom's association threads: an instance is written to the spool (fsync, rename, fsync
-  of the folder) and recorded in the journal before the success status is sent, so an
-  acknowledged instance survives ``kill -9``;
+* pynetdicom's association threads: an instance is written to the spool and recorded in the
+  journal, on disk, before the success status is sent (:class:`~pseudo.serve.intake.Intake`:
+  one flush covers every instance received meanwhile), so an acknowledged instance survives
+  ``kill -9`` and a power cut;
 * the pipeline thread (:class:`~pseudo.serve.stage.PipelineStage`): the spool through the
-  per-file path of ``pseudo run``, committed by its crash-safe protocol;
+  per-file path of ``pseudo run`` in worker processes, committed by its crash-safe protocol;
 * the forwarding thread (:class:`~pseudo.serve.forward.Forwarder`), with ``--forward``.
 
 :meth:`Node.drain` (SIGTERM) stops accepting associations, lets those in progress end,
@@ -40,6 +41,7 @@ from pseudo.policy.compiled import CompiledPolicy
 from pseudo.serve.access import AllowList, tls_context
 from pseudo.serve.folder import NodeFolder
 from pseudo.serve.forward import Backoff, Forwarder
+from pseudo.serve.intake import Intake
 from pseudo.serve.journal import Counter, Journal
 from pseudo.serve.peer import Peer
 from pseudo.serve.stage import PipelineStage
@@ -104,6 +106,7 @@ class Node:
         self.folder = folder
         folder.create()
         self.journal = Journal(folder.journal)
+        self.intake = Intake(folder, self.journal)
         self.stage = PipelineStage(
             keyring,
             policy,
@@ -141,7 +144,10 @@ class Node:
         removed = self.folder.clean_spool(self.journal.spools())
         if removed:
             log.info("%d spool file(s) never acknowledged were removed", removed)
+        if self.forwarder is not None and (swept := self.forwarder.sweep()):
+            log.info("%d outbox file(s) already forwarded were removed", swept)
         self.stage.start()
+        self.intake.start()
         self._spawn("pseudo-pipeline", self._pipeline_loop)
         if self.forwarder is not None:
             self._spawn("pseudo-forward", self._forward_loop)
@@ -204,11 +210,14 @@ class Node:
                 time.sleep(0.05)
             for assoc in self.ae.active_associations:
                 assoc.abort()  # what it sent and we acknowledged is in the spool
+        self.intake.close()
         self._draining.set()
         self._received.set()
         self._committed.set()
         for thread in self._threads:
             thread.join()
+        if self.forwarder is not None:
+            self.forwarder.close()
         counts = self._drained = self.journal.counts()
         try:
             self.stage.close(counts)
@@ -244,8 +253,7 @@ class Node:
     def _store(self, event: evt.Event) -> int:
         """Acknowledge an instance only once it is in the spool and the journal, on disk."""
         try:
-            name = self.folder.write_spool(event.encoded_dataset(include_meta=True))
-            row_id = self.journal.add_received(name)
+            row_id = self.intake.keep(event.encoded_dataset(include_meta=True))
         except (OSError, sqlite3.Error) as exc:
             log.error("cannot keep a received instance (%s): not acknowledged", exc)
             return OUT_OF_RESOURCES

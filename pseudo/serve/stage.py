@@ -2,11 +2,13 @@
 committed by the run's crash-safe protocol.
 
 Each batch of waiting instances goes to the run's workers (:mod:`pseudo.batch.worker`, the one
-per-file path), then to :class:`pseudo.batch.commit.Committer`: files on disk, linkage and the
-run journal in one transaction, then each file renamed to its pseudonymous path in the target
-(the outbox, or ``--output``); only then does the node's journal move the instance on and its
-spool copy go. A crash anywhere redoes the instance from the spool: the output is the same
-byte for byte and the linkage store keeps no duplicate record.
+per-file path), worker processes started from a fork server (the node's process has threads:
+it is never forked), each of which flushes the files it writes. Then
+:class:`pseudo.batch.commit.Committer`: linkage and the run journal in one transaction, then
+each file renamed to its pseudonymous path in the target (the outbox, or ``--output``), whose
+folders are flushed; only then does the node's journal move the batch's instances on, in one
+transaction, and their spool copies go. A crash anywhere redoes the instance from the spool:
+the output is the same byte for byte and the linkage store keeps no duplicate record.
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
 from pseudo.batch.commit import Committer
 from pseudo.batch.errors import OutputError
-from pseudo.batch.pools import Pool, WorkerSetup, open_pool
+from pseudo.batch.pools import ProcessPool, WorkerSetup
 from pseudo.batch.report import new_run_id
-from pseudo.batch.worker import Task, install_worker, lost_file, process_file, remove_worker
-from pseudo.io import durable
+from pseudo.batch.worker import Task, install_worker, lost_file, process_file
 from pseudo.pipeline.outcome import FileOutcome, FileStatus
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.serve.folder import NodeFolder, sync_folder
-from pseudo.serve.journal import Journal, Row, State
+from pseudo.serve.journal import Journal, Move, Row, State
 
 log = logging.getLogger("pseudo.serve")
 
@@ -76,11 +77,14 @@ class PipelineStage:
             target,
             self.run_id,
             self._committed,
-            sync_each_file=not durable.can_sync_filesystem(),
+            sync_each_file=True,  # by the workers, in parallel: never a flush of the filesystem
         )
-        self._pool: Pool | None = None
+        self._pool: ProcessPool | None = None
         #: the instances of the batch being committed, by spool path
         self._pending: dict[str, tuple[Row, str]] = {}
+        #: the journal moves of the batch being committed, and the spool copies they release
+        self._moves: list[Move] = []
+        self._released: list[Row] = []
         self.status = "running"
 
     def start(self) -> None:
@@ -112,7 +116,8 @@ class PipelineStage:
             check=True,
             sync_each_file=self.committer.sync_each_file,
         )
-        self._pool = open_pool(setup, install_worker, remove_worker, self.workers, self.workers)
+        self._pool = ProcessPool(setup, install_worker, self.workers, chunk=1, forkserver=True)
+        list(self._pool.ordered(worker_ready, range(self.workers)))  # started before any instance
 
     def close(self, counts: dict[str, int]) -> None:
         """Stop the workers, record the run's end with ``counts``, release the target."""
@@ -154,6 +159,19 @@ class PipelineStage:
                 if outcome.temp:
                     Path(outcome.temp).unlink(missing_ok=True)
             raise OutputError(f"{self.target}: {failed.reason}")
+        self._moves, self._released = [], []
+        try:
+            self._commit(rows, outcomes)
+        finally:
+            self._pending.clear()
+        self.journal.move(self._moves)
+        for row in self._released:
+            (self.folder.spool / row.spool).unlink(missing_ok=True)
+        return len(rows)
+
+    def _commit(self, rows: list[Row], outcomes: list[FileOutcome]) -> None:
+        """Quarantine, drop as duplicates or commit each outcome of a batch; note the journal
+        moves, to be recorded once the outputs and the quarantine are on disk."""
         batch: list[FileOutcome] = []
         in_batch: dict[str, str] = {}
         for row, outcome in zip(rows, outcomes, strict=True):
@@ -174,11 +192,26 @@ class PipelineStage:
             in_batch[outcome.output] = digest
             self._pending[outcome.input] = (row, digest)
             batch.append(outcome)
-        try:
-            self.committer.commit(batch)
-        finally:
-            self._pending.clear()
-        return len(rows)
+        self.committer.commit(batch)
+        self._sync_output_folders()
+        if any(move.state == State.QUARANTINED for move in self._moves):
+            sync_folder(self.folder.quarantine)
+
+    def _sync_output_folders(self) -> None:
+        """Flush the folders the batch's outputs were renamed into (and those made for them),
+        so that an output is on disk before the journal says it is."""
+        folders: set[Path] = set()
+        for move in self._moves:
+            if move.output is None:
+                continue
+            folder = (self.target / move.output).parent
+            while folder != self.target and folder not in folders:
+                folders.add(folder)
+                folder = folder.parent
+        for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+            sync_folder(folder)
+        if folders:
+            sync_folder(self.target)
 
     def _committed(self, outcome: FileOutcome) -> None:
         """The committer put ``outcome``'s file in place: move its instance on."""
@@ -190,37 +223,43 @@ class PipelineStage:
             self._quarantine(row, outcome.reason or CONFLICT)  # the committer's own check
             return
         meta = read_file_meta_info(self.target / outcome.output)
-        self.journal.set_state(
-            row.id,
-            self.done_state,
-            output=outcome.output,
-            digest=digest,
-            sop_class=str(meta.MediaStorageSOPClassUID),
-            transfer_syntax=str(meta.TransferSyntaxUID),
+        self._moves.append(
+            Move(
+                row.id,
+                self.done_state,
+                output=outcome.output,
+                digest=digest,
+                sop_class=str(meta.MediaStorageSOPClassUID),
+                transfer_syntax=str(meta.TransferSyntaxUID),
+            )
         )
+        self._released.append(row)
         log.info("instance #%d pseudonymized: %s", row.id, outcome.output)
-        (self.folder.spool / row.spool).unlink(missing_ok=True)
 
     def _duplicate(self, row: Row) -> None:
         """The same output as an earlier instance, byte for byte: not sent twice."""
-        self.journal.set_state(row.id, State.DUPLICATE)
+        self._moves.append(Move(row.id, State.DUPLICATE))
+        self._released.append(row)
         log.info("instance #%d is a duplicate of an earlier one: not sent again", row.id)
-        (self.folder.spool / row.spool).unlink(missing_ok=True)
 
     def _quarantine(self, row: Row, reason: str) -> None:
         """Keep the received instance in the quarantine (a link first, so that a crash never
-        loses it), record why, then drop its spool copy."""
-        source = self.folder.spool / row.spool
+        loses it; the folder is flushed before the journal records it), then drop its spool
+        copy."""
         try:
-            os.link(source, self.folder.quarantine / row.spool)
+            os.link(self.folder.spool / row.spool, self.folder.quarantine / row.spool)
         except FileExistsError:
             pass  # linked before a crash
         except FileNotFoundError:
             reason = f"its spool copy is missing ({reason})"
-        sync_folder(self.folder.quarantine)
-        self.journal.set_state(row.id, State.QUARANTINED, reason=reason)
+        self._moves.append(Move(row.id, State.QUARANTINED, reason=reason))
+        self._released.append(row)
         log.warning("instance #%d quarantined: %s", row.id, reason)
-        source.unlink(missing_ok=True)
+
+
+def worker_ready(index: int) -> int:
+    """A task that does nothing: run once on each worker, so that they are started."""
+    return index
 
 
 def _digest(path: Path) -> str:
