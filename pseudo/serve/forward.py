@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.uid import UID
-from pynetdicom import AE, _config, build_context
+from pynetdicom import AE, _config, build_context, evt
 from pynetdicom.association import Association
 
 from pseudo.serve.folder import NodeFolder
 from pseudo.serve.journal import Counter, Journal, Row, State
 from pseudo.serve.peer import Peer
+from pseudo.serve.tcp import no_delay
 
 log = logging.getLogger("pseudo.serve")
 
@@ -122,6 +123,7 @@ class Forwarder:
             self.destination.port,
             contexts=[build_context(sop, [syntax]) for sop, syntax in contexts],
             ae_title=self.destination.ae_title,
+            evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)],
         )
         if not assoc.is_established:
             why = "refused the association" if assoc.is_rejected else "cannot be reached"

@@ -45,6 +45,7 @@ from pseudo.serve.intake import Intake
 from pseudo.serve.journal import Counter, Journal
 from pseudo.serve.peer import Peer
 from pseudo.serve.stage import PipelineStage
+from pseudo.serve.tcp import no_delay
 
 log = logging.getLogger("pseudo.serve")
 
@@ -157,6 +158,7 @@ class Node:
         self.ae.add_supported_context(Verification)
         self.ae.maximum_associations = 32
         handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, no_delay),
             (evt.EVT_REQUESTED, self._requested),
             (evt.EVT_C_ECHO, self._echo),
             (evt.EVT_C_STORE, self._store),
