@@ -8,6 +8,7 @@ events (a log line, the node's journal, the destination's receipts), never for a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -560,15 +563,28 @@ def test_identity_conflict_is_quarantined(tmp_path: Path, canary_dir: Path, vaul
 
 
 def test_status_command(tmp_path: Path, canary_dir: Path, vault: Path) -> None:
-    """`pseudo serve status` reads the counts from the journal (no passphrase)."""
+    """`pseudo serve status` reads the counts from the journal (no passphrase); with
+    --status-port, the running node answers the same counts at http://127.0.0.1:PORT/status."""
     from tests.conftest import cli
 
     missing = cli("serve", "status", "--project", "trial", "--vault", vault)
     assert missing.code == 2 and "no node journal" in missing.stderr
     files = canary_files(canary_dir, "P03")[:3]
-    node = NodeProcess(vault, "trial", tmp_path / "node.log", "--output", str(tmp_path / "out"))
+    node = NodeProcess(
+        vault, "trial", tmp_path / "node.log", "--output", str(tmp_path / "out"),
+        "--status-port", "0",
+    )  # fmt: skip
     with node:
         assert send(node.port, files) == files
+        found = re.search(r"counts at (http://127\.0\.0\.1:\d+)/status", node.log())
+        assert found, node.log()
+        wait_for(lambda: node.counts().get("queued") == 0, "an empty queue", node.process)
+        with urllib.request.urlopen(found.group(1) + "/status", timeout=30) as answer:
+            assert answer.headers["Content-Type"] == "application/json"
+            assert json.loads(answer.read()) == node.counts()
+        with pytest.raises(urllib.error.HTTPError) as missing_path:
+            urllib.request.urlopen(found.group(1) + "/other", timeout=30)
+        assert missing_path.value.code == 404
         assert node.stop() == 0
     result = cli("serve", "status", "--project", "trial", "--vault", vault, "--json")
     assert result.code == 0, result.stderr

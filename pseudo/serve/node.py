@@ -45,6 +45,7 @@ from pseudo.serve.intake import Intake
 from pseudo.serve.journal import Counter, Journal
 from pseudo.serve.peer import Peer
 from pseudo.serve.stage import PipelineStage
+from pseudo.serve.status_http import StatusServer
 from pseudo.serve.tcp import no_delay
 
 log = logging.getLogger("pseudo.serve")
@@ -73,6 +74,8 @@ class NodeSettings:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     workers: int = 1
+    #: the loopback HTTP port of the counts (None: no endpoint; 0: any free port, logged)
+    status_port: int | None = None
 
 
 class Node:
@@ -136,6 +139,7 @@ class Node:
         #: what stopped the pipeline, when it was not a drain (a bug)
         self.failure: BaseException | None = None
         self._server: ThreadedAssociationServer | None = None
+        self._status: StatusServer | None = None
         self.ae = AE(settings.ae_title)
         self.address: tuple[str, int] = (settings.host, settings.port)
 
@@ -174,6 +178,8 @@ class Node:
         assert server is not None
         self._server = server
         self.address = (str(server.server_address[0]), int(server.server_address[1]))
+        if self.settings.status_port is not None:
+            self._start_status(self.settings.status_port)
         queued = self.journal.counts()["queued"]
         log.info(
             "listening on %s:%d as %s; %d instance(s) queued from before",
@@ -183,6 +189,14 @@ class Node:
             queued,
         )
         self._received.set()
+
+    def _start_status(self, port: int) -> None:
+        try:
+            self._status = StatusServer(self.journal.counts, port)
+        except OSError as exc:
+            raise NodeError(f"--status-port {port}: cannot listen ({exc.strerror})") from exc
+        self._status.start()
+        log.info("counts at http://127.0.0.1:%d/status", self._status.port)
 
     def _tls(self) -> ssl.SSLContext | None:
         s = self.settings
@@ -220,6 +234,8 @@ class Node:
             thread.join()
         if self.forwarder is not None:
             self.forwarder.close()
+        if self._status is not None:
+            self._status.close()
         counts = self._drained = self.journal.counts()
         try:
             self.stage.close(counts)
