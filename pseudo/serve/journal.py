@@ -158,13 +158,13 @@ class Journal:
                 ids.append(int(cursor.lastrowid or 0))
         return ids
 
-    def rows(self, state: State, limit: int) -> list[Row]:
-        """The oldest ``limit`` instances in ``state``."""
+    def rows(self, state: State, limit: int, *, after: int = 0) -> list[Row]:
+        """The oldest ``limit`` instances in ``state`` whose id is above ``after``."""
         with self._lock:
             found = self._db.execute(
                 "SELECT id, spool, state, output, digest, sop_class, transfer_syntax "
-                "FROM instance WHERE state = ? ORDER BY id LIMIT ?",
-                (state, limit),
+                "FROM instance WHERE state = ? AND id > ? ORDER BY id LIMIT ?",
+                (state, after, limit),
             ).fetchall()
         return [Row(r[0], r[1], State(r[2]), r[3], r[4], r[5], r[6]) for r in found]
 

@@ -13,9 +13,11 @@ the output is the same byte for byte and the linkage store keeps no duplicate re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
@@ -85,6 +87,12 @@ class PipelineStage:
         #: the journal moves of the batch being committed, and the spool copies they release
         self._moves: list[Move] = []
         self._released: list[Row] = []
+        #: the last journal id taken by the workers (the batch after it is taken next)
+        self._taken = 0
+        #: commits run one at a time, while the workers pseudonymize the next batch
+        self._commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pseudo-commit")
+        #: the batch being committed: its size and its commit
+        self._committing: tuple[int, Future[None]] | None = None
         self.status = "running"
 
     def start(self) -> None:
@@ -124,6 +132,9 @@ class PipelineStage:
         if self.status == "running":  # the pipeline never ran (the node did not start)
             self.status = "failed"
         try:
+            with contextlib.suppress(Exception):  # a failed commit was reported by step()
+                self._wait_for_commit()
+            self._commit_thread.shutdown(wait=True)
             if self._pool is not None:
                 self._pool.close()
             self.committer.close()
@@ -144,13 +155,37 @@ class PipelineStage:
             )
 
     def step(self) -> int:
-        """Pseudonymize and commit the oldest waiting instances; return how many were taken
-        (0: the spool is empty). Raises :class:`OutputError` when the target or the linkage
-        store cannot be written (nothing of the batch is released; it is tried again)."""
+        """Pseudonymize the oldest waiting instances not yet taken while the batch before
+        them is committed (in the committing thread); return how many were taken or committed
+        (0: the spool is empty and every batch committed). Raises :class:`OutputError` when
+        the target or the linkage store cannot be written: nothing of the failed batch, or of
+        the one pseudonymized meanwhile, is released; both are taken again by the next step."""
         assert self._pool is not None, "start() first"
-        rows = self.journal.rows(State.RECEIVED, BATCH)
+        rows = self.journal.rows(State.RECEIVED, BATCH, after=self._taken)
         if not rows:
-            return 0
+            return self._wait_for_commit()
+        self._taken = rows[-1].id
+        outcomes: list[FileOutcome] = []
+        try:
+            outcomes = self._pseudonymize(rows)
+            self._wait_for_commit()
+        except BaseException:
+            for outcome in outcomes:
+                if outcome.temp:
+                    Path(outcome.temp).unlink(missing_ok=True)
+            self._wait_for_commit(failed=True)
+            self._taken = 0  # every instance still waiting is taken again
+            raise
+        self._committing = (
+            len(rows),
+            self._commit_thread.submit(self._commit_batch, rows, outcomes),
+        )
+        return len(rows)
+
+    def _pseudonymize(self, rows: list[Row]) -> list[FileOutcome]:
+        """The outcomes of ``rows`` through the workers, in order; raises :class:`OutputError`
+        when one could not be written for want of room or rights (none is kept)."""
+        assert self._pool is not None
         tasks = [Task(str(self.folder.spool / row.spool), "", 0, self.run_id) for row in rows]
         outcomes = list(self._pool.ordered(process_file, tasks, lost_file))
         failed = next((o for o in outcomes if o.status == FileStatus.FAILED), None)
@@ -159,6 +194,25 @@ class PipelineStage:
                 if outcome.temp:
                     Path(outcome.temp).unlink(missing_ok=True)
             raise OutputError(f"{self.target}: {failed.reason}")
+        return outcomes
+
+    def _wait_for_commit(self, *, failed: bool = False) -> int:
+        """Wait for the batch being committed; return its size (0: none), or raise what
+        stopped it (unless ``failed``: the caller is raising already)."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return 0
+        size, future = committing
+        if future.exception() is not None:
+            self._taken = 0  # its instances (and those taken since) are taken again
+            if not failed:
+                future.result()  # raises
+            return 0
+        return size
+
+    def _commit_batch(self, rows: list[Row], outcomes: list[FileOutcome]) -> None:
+        """Commit a pseudonymized batch (in the committing thread), then move its instances
+        on in the node's journal and drop their spool copies."""
         self._moves, self._released = [], []
         try:
             self._commit(rows, outcomes)
@@ -167,7 +221,6 @@ class PipelineStage:
         self.journal.move(self._moves)
         for row in self._released:
             (self.folder.spool / row.spool).unlink(missing_ok=True)
-        return len(rows)
 
     def _commit(self, rows: list[Row], outcomes: list[FileOutcome]) -> None:
         """Quarantine, drop as duplicates or commit each outcome of a batch; note the journal
