@@ -715,6 +715,48 @@ def _kill_while_streaming(tmp_path: Path, canary_dir: Path, vault: Path, moments
     assert not list(folder.outbox.rglob("*.dcm")) and not list(folder.root.rglob("*.part"))
 
 
+def _descendants(pid: int) -> set[int]:
+    """The processes below ``pid`` (its children, theirs, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat_file.parent.name)] = int(
+                stat_file.read_text().rsplit(")", 1)[1].split()[1]
+            )
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_kill_9_leaves_no_worker_behind(tmp_path: Path, canary_dir: Path, vault: Path) -> None:
+    """The workers (which hold the project's keys) and the fork server that started them end
+    soon after the node is killed: none lives on as an orphan."""
+    node = NodeProcess(vault, "trial", tmp_path / "node.log", "--output", str(tmp_path / "out"),
+                       "--workers", "2")  # fmt: skip
+    with node:
+        files = canary_files(canary_dir, "P02")[:2]
+        assert send(node.port, files) == files
+        assert node.process is not None
+        below = _descendants(node.process.pid)
+        assert len(below) >= 3, below  # the fork server and two workers (a resource tracker)
+        node.kill()
+    wait_for(lambda: not any(_running(pid) for pid in below), "the workers to end with the node")
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (ended, not yet reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def test_kill_9_while_a_sender_streams(tmp_path: Path, canary_dir: Path, vault: Path) -> None:
     """kill -9 twice while a sender streams: each acknowledged instance arrives, once."""
     _kill_while_streaming(tmp_path, canary_dir, vault, moments=2)

@@ -23,6 +23,7 @@ import functools
 import multiprocessing
 import os
 import resource
+import select
 import signal
 import threading
 import time
@@ -176,15 +177,52 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _init_local_worker(install: Installer, setup: WorkerSetup, parent: int, memory: int) -> None:
+def _exit_with_owner(owner: int) -> None:
+    """Exit this worker as soon as the process ``owner`` is gone, for a worker that a fork
+    server started: its parent is the server, which outlives the pool's owner as long as a
+    worker holds the server's lifeline (every worker inherits it). A daemon thread waits on a
+    pidfd of the owner (Linux), else checks every :data:`PARENT_CHECK_SECONDS`."""
+    try:
+        handle: int | None = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(70)
+    except (AttributeError, OSError):  # no pidfd here
+        handle = None
+
+    def alive() -> bool:
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def watch() -> None:
+        if handle is not None:
+            select.select([handle], [], [])  # readable once the owner has exited
+        else:
+            while alive():
+                time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="pseudo-owner-watch", daemon=True).start()
+
+
+def _init_local_worker(
+    install: Installer, setup: WorkerSetup, parent: int, memory: int, forkserver: bool = False
+) -> None:
     """Initializer of a local worker process: Ctrl-C is the parent's to handle, SIGTERM (the
-    pool stopping a worker) ends it quietly; the worker dies with its parent and stays within
-    its memory bound. ``parent`` 0: the process that started this one (a fork server's child,
-    whose server exits with the pool's owner)."""
+    pool stopping a worker) ends it quietly; the worker dies with ``parent`` (the pool's
+    owner, which is not its parent when a fork server started it) and stays within its memory
+    bound."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)  # held while it was started
-    _exit_with_parent(parent or os.getppid())
+    if forkserver:
+        _exit_with_owner(parent)
+    else:
+        _exit_with_parent(parent)
     _limit_memory(memory)
     install(setup)
 
@@ -251,8 +289,7 @@ class ProcessPool:
         self.width = workers
         self.chunk = chunk
         self._context = _forkserver_context() if forkserver else None
-        parent = 0 if forkserver else os.getpid()
-        self._initargs = (install, setup, parent, worker_memory())
+        self._initargs = (install, setup, os.getpid(), worker_memory(), forkserver)
         #: how many times a worker died and the pool was started again
         self.restarts = 0
         self._executor = self._start()
