@@ -3,8 +3,8 @@ its outbox copy removed) as soon as the destination answers success.
 
 Files are sent as they were written, byte for byte, in their own transfer syntax (never
 decoded or converted), over one association kept open while instances keep coming (a new one
-only when an instance needs a presentation context the open one lacks, or after
-:data:`IDLE_RELEASE` seconds with nothing to send). A destination that is down, refuses the
+only when an instance needs a presentation context the open one lacks; it is released as soon
+as the outbox is empty, never left idle). A destination that is down, refuses the
 association or answers a failure leaves the instances in the outbox: they are sent again later
 (see :class:`Backoff`).
 """
@@ -12,7 +12,6 @@ association or answers a failure leaves the instances in the outbox: they are se
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +30,6 @@ log = logging.getLogger("pseudo.serve")
 BATCH = 64
 #: Presentation contexts one association can propose.
 MAX_CONTEXTS = 128
-#: Seconds with nothing to send after which the association to the destination is released.
-IDLE_RELEASE = 2.0
 #: Statuses after which the destination holds the instance (success and the storage warnings:
 #: coercion of data elements, element discarded, data set does not match SOP class).
 STORED = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
@@ -69,7 +66,6 @@ class Forwarder:
         self._assoc: Association | None = None
         #: the (SOP class, transfer syntax) pairs the open association proposed
         self._contexts: set[tuple[str, str]] = set()
-        self._last_used = 0.0
         #: instances forwarded in this step, their marks not yet on disk
         self._sent: list[tuple[int, Path]] = []
 
@@ -77,8 +73,7 @@ class Forwarder:
         """Send the oldest instances of the outbox; return (delivered, not delivered)."""
         rows = self._rows()
         if not rows:
-            if self._assoc is not None and time.monotonic() - self._last_used > IDLE_RELEASE:
-                self.close()
+            self.close()
             return 0, 0
         assoc = self._association({(str(r.sop_class), str(r.transfer_syntax)) for r in rows})
         if assoc is None:
@@ -93,7 +88,6 @@ class Forwarder:
                     break
         finally:
             self._settle()
-            self._last_used = time.monotonic()
             if not assoc.is_established:
                 self.close()
         missed = len(rows) - delivered
