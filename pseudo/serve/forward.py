@@ -2,11 +2,9 @@
 its outbox copy removed) as soon as the destination answers success.
 
 Files are sent as they were written, byte for byte, in their own transfer syntax (never
-decoded or converted), over one association kept open while instances keep coming (a new one
-only when an instance needs a presentation context the open one lacks; it is released as soon
-as the outbox is empty, never left idle). A destination that is down, refuses the
-association or answers a failure leaves the instances in the outbox: they are sent again later
-(see :class:`Backoff`).
+decoded or converted), up to :data:`BATCH` in one association. A destination that is down,
+refuses the association or answers a failure leaves the instances in the outbox: they are sent
+again later (see :class:`Backoff`).
 """
 
 from __future__ import annotations
@@ -63,9 +61,6 @@ class Forwarder:
         self.ae = AE(ae_title)
         # the file is sent as it is on disk: no decoding, no re-encoding
         _config.STORE_SEND_CHUNKED_DATASET = True
-        self._assoc: Association | None = None
-        #: the (SOP class, transfer syntax) pairs the open association proposed
-        self._contexts: set[tuple[str, str]] = set()
         #: instances forwarded in this step, their marks not yet on disk
         self._sent: list[tuple[int, Path]] = []
 
@@ -73,9 +68,8 @@ class Forwarder:
         """Send the oldest instances of the outbox; return (delivered, not delivered)."""
         rows = self._rows()
         if not rows:
-            self.close()
             return 0, 0
-        assoc = self._association({(str(r.sop_class), str(r.transfer_syntax)) for r in rows})
+        assoc = self._associate({(str(r.sop_class), str(r.transfer_syntax)) for r in rows})
         if assoc is None:
             self.journal.count(Counter.FORWARD_RETRIES, len(rows))
             return 0, len(rows)
@@ -88,34 +82,20 @@ class Forwarder:
                     break
         finally:
             self._settle()
-            if not assoc.is_established:
-                self.close()
+            if assoc.is_established:
+                assoc.release()
         missed = len(rows) - delivered
         if missed:
-            self.close()  # a new association next time: the destination may have changed
             self.journal.count(Counter.FORWARD_RETRIES, missed)
         return delivered, missed
 
-    def close(self) -> None:
-        """Release the association to the destination, if one is open."""
-        assoc, self._assoc = self._assoc, None
-        self._contexts = set()
-        if assoc is not None and assoc.is_established:
-            assoc.release()
-
-    def _association(self, needed: set[tuple[str, str]]) -> Association | None:
-        """The open association if it proposed every context ``needed``, else a new one
-        (proposing them, and those of the old one while they fit); None when the destination
-        cannot be reached or refuses."""
-        if self._assoc is not None and self._assoc.is_established and needed <= self._contexts:
-            return self._assoc
-        kept = sorted(self._contexts - needed)[: max(0, MAX_CONTEXTS - len(needed))]
-        self.close()
-        contexts = sorted(needed) + kept
+    def _associate(self, contexts: set[tuple[str, str]]) -> Association | None:
+        """An association proposing ``contexts``; None when the destination cannot be
+        reached or refuses (said in the log)."""
         assoc = self.ae.associate(
             self.destination.host,
             self.destination.port,
-            contexts=[build_context(sop, [syntax]) for sop, syntax in contexts],
+            contexts=[build_context(sop, [syntax]) for sop, syntax in sorted(contexts)],
             ae_title=self.destination.ae_title,
             evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)],
         )
@@ -123,7 +103,6 @@ class Forwarder:
             why = "refused the association" if assoc.is_rejected else "cannot be reached"
             log.warning("destination %s %s; instances wait", self.destination, why)
             return None
-        self._assoc, self._contexts = assoc, set(contexts)
         return assoc
 
     def _rows(self) -> list[Row]:

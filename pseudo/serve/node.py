@@ -232,8 +232,6 @@ class Node:
         self._committed.set()
         for thread in self._threads:
             thread.join()
-        if self.forwarder is not None:
-            self.forwarder.close()
         if self._status is not None:
             self._status.close()
         counts = self._drained = self.journal.counts()
