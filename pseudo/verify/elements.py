@@ -40,7 +40,7 @@ _RECENT_LIMIT = 8
 _RECENT_LOCK = threading.Lock()
 
 
-def _items(ds: Dataset, tag: int, element: Any) -> list[Dataset]:
+def item_list(ds: Dataset, tag: int, element: Any) -> list[Dataset]:
     """The items of a sequence element (raw or not) of ``ds``."""
     if not isinstance(element, RawDataElement):
         return list(element.value or [])
@@ -63,7 +63,7 @@ def elements(ds: Dataset, parents: Parents = ()) -> Iterator[Walked]:
         yield ds, tag, vr, parents
         if vr == "SQ":
             try:
-                items = _items(ds, tag, element)
+                items = item_list(ds, tag, element)
             except Exception:
                 continue
             for index, item in enumerate(items):

@@ -24,12 +24,13 @@ from pseudo.deid.uids import is_standard_uid
 from pseudo.dicom.private import SafePrivate
 from pseudo.dicom.tags import attribute_name, element_vr
 from pseudo.io.pydicom_internals import character_set, element_map
+from pseudo.io.rawsequence import Leaf, sequence_leaves
 from pseudo.policy.compiled import CompiledPolicy, Decision
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
 from pseudo.verify.elements import (
     PRINTABLE,
-    elements,
+    item_list,
     path_of,
     peek,
     peek_value,
@@ -204,16 +205,49 @@ class Recorder:
                     self.needles.add(text, kind)
 
     def _subtree(self, ds: Dataset, tag: int) -> None:
-        """Everything inside a sequence that is removed whole is gone too."""
+        """Everything inside a sequence that is removed whole is gone too (read from its raw
+        bytes when they are plain: the items are not built only to be thrown away)."""
+        element = element_map(ds).get(tag)
+        if self._leaves(sequence_leaves(element), ds):
+            return
         try:
             items = ds[tag].value or []
         except Exception:
             return
         for item in items:
-            for level, inner, vr, _ in elements(item):
-                if vr == "SQ" or vr == "TM" or (vr not in SEARCHED_VRS and not (inner >> 16) & 1):
+            self._items(item)
+
+    def _items(self, item: Dataset) -> None:
+        """Record every value of a removed sequence's item (as :func:`elements` walks it)."""
+        for inner, element in list(element_map(item).items()):
+            vr = element_vr(element, inner)
+            if vr == "SQ":
+                if self._leaves(sequence_leaves(element), item):
                     continue
-                self._record(level, inner, vr, Action.REMOVE, bool((inner >> 16) & 1))
+                try:
+                    items = item_list(item, inner, element)
+                except Exception:
+                    continue
+                for nested in items:
+                    self._items(nested)
+            elif vr != "TM" and (vr in SEARCHED_VRS or (inner >> 16) & 1):
+                self._record(item, inner, vr, Action.REMOVE, bool((inner >> 16) & 1))
+
+    def _leaves(self, leaves: list[Leaf] | None, ds: Dataset) -> bool:
+        """Record the values among the elements of a removed sequence read from its bytes
+        (held by ``ds``, whose encodings its items have); False when there are none to read."""
+        if leaves is None:
+            return False
+        charset = self._charsets.get(id(ds))
+        if charset is None:
+            charset = self._charsets[id(ds)] = character_set(ds)
+        values = self.values
+        for element, vr in leaves:
+            inner = element.tag
+            private = bool((inner >> 16) & 1)
+            if vr != "TM" and (vr in SEARCHED_VRS or private):
+                values.append((inner, vr, Action.REMOVE, private, element, charset))
+        return True
 
     def build(self, words: Words | None = None) -> Needles:
         """The needles of every value recorded (``words``: only of those an output with these
