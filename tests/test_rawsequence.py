@@ -106,7 +106,8 @@ def test_sequences_read_as_pydicom_reads_them() -> None:
 
 def test_unusual_bytes_are_left_to_pydicom() -> None:
     def sequence(value: bytes) -> RawDataElement:
-        return RawDataElement(pydicom.tag.BaseTag(0x00081140), "SQ", len(value), value, 0, False, True)
+        tag = pydicom.tag.BaseTag(0x00081140)
+        return RawDataElement(tag, "SQ", len(value), value, 0, False, True)
 
     item = b"\x08\x00\x50\x11UI\x04\x001.2\x00"
     good = b"\xfe\xff\x00\xe0" + len(item).to_bytes(4, "little") + item

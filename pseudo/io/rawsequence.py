@@ -17,6 +17,7 @@ every sequence of the test corpora.
 from __future__ import annotations
 
 import struct
+from typing import cast
 
 from pydicom.dataelem import RawDataElement, empty_value_for_VR
 from pydicom.tag import BaseTag
@@ -50,7 +51,7 @@ def sequence_leaves(element: object) -> list[Leaf] | None:
     element is not such a sequence or its bytes are not plain (read it with pydicom then)."""
     if element.__class__ is not RawDataElement:
         return None
-    raw: RawDataElement = element  # type: ignore[assignment]
+    raw = element
     data = raw.value
     if not raw.is_little_endian or not isinstance(data, bytes) or raw.length == _UNDEFINED:
         return None
@@ -131,7 +132,11 @@ def _item(
         value_end = start + length
         if value_end > len(data) or (end is not None and value_end > end):
             raise _Unusual
-        value = data[start:value_end] if length else empty_value_for_VR(vr, raw=True)
+        value = (
+            data[start:value_end]
+            if length
+            else cast(bytes | None, empty_value_for_VR(vr, raw=True))
+        )
         element = RawDataElement(BaseTag(tag), vr, length, value, start - base, implicit, True)
         found = element_vr(element, tag)
         if found == "SQ":

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
@@ -86,8 +86,11 @@ def peek_value(ds: Dataset, tag: int, vr: str, charset: Any = None) -> Any:
     values belong to attributes about to be removed: converting them would be wasted work).
     ``charset``: the data set's encodings, when the caller knows them already."""
     element = ds.get_item(tag)
-    if isinstance(element, RawDataElement) and vr != "SQ":
-        return raw_value(element, vr, character_set(ds) if charset is None else charset)
+    if vr != "SQ":
+        if isinstance(element, RawDataElement):
+            return raw_value(element, vr, character_set(ds) if charset is None else charset)
+        if isinstance(element, DataElement):
+            return element.value  # what ds[tag].value gives, without its bookkeeping
     return ds[tag].value
 
 
