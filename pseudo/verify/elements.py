@@ -36,7 +36,7 @@ Walked = tuple[Dataset, int, str, Parents]
 #: puts the same prebuilt De-identification Method Code Sequence into every output, and it
 #: need be parsed only once. The element is kept, so its identity cannot be reused meanwhile.
 _RECENT_SEQUENCES: dict[int, tuple[RawDataElement, list[Dataset]]] = {}
-_RECENT_LIMIT = 8
+_RECENT_LIMIT = 32  # one per transfer syntax met (12 in the canary corpus), and a few more
 _RECENT_LOCK = threading.Lock()
 
 

@@ -30,7 +30,6 @@ from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
 from pseudo.verify.elements import (
     PRINTABLE,
-    item_list,
     path_of,
     peek,
     peek_value,
@@ -230,7 +229,7 @@ class Recorder:
                 if self._leaves(sequence_leaves(element), item):
                     continue
                 try:
-                    items = item_list(item, inner, element)
+                    items = item[inner].value or []  # seen once: not worth item_list()'s cache
                 except Exception:
                     continue
                 for nested in items:
