@@ -222,7 +222,8 @@ class Recorder:
             self._items(item)
 
     def _items(self, item: Dataset) -> None:
-        """Record every value of a removed sequence's item (as :func:`elements` walks it)."""
+        """Record every value of a removed sequence's item, at every depth (in the order of
+        :func:`~pseudo.verify.elements.elements`)."""
         for inner, element in list(element_map(item).items()):
             vr = element_vr(element, inner)
             if vr == "SQ":
