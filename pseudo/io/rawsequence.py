@@ -58,7 +58,7 @@ def sequence_leaves(element: object) -> list[Leaf] | None:
     leaves: list[Leaf] = []
     try:
         _sequence(data, 0, len(data), raw.is_implicit_VR, 0, leaves)
-    except (_Unusual, struct.error, IndexError):
+    except (_Unusual, struct.error, IndexError, RecursionError):
         return None
     return leaves
 

@@ -30,6 +30,7 @@ from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
 from pseudo.verify.elements import (
     PRINTABLE,
+    elements,
     path_of,
     peek,
     peek_value,
@@ -219,24 +220,10 @@ class Recorder:
         except Exception:
             return
         for item in items:
-            self._items(item)
-
-    def _items(self, item: Dataset) -> None:
-        """Record every value of a removed sequence's item, at every depth (in the order of
-        :func:`~pseudo.verify.elements.elements`)."""
-        for inner, element in list(element_map(item).items()):
-            vr = element_vr(element, inner)
-            if vr == "SQ":
-                if self._leaves(sequence_leaves(element), item):
+            for level, inner, vr, _ in elements(item):
+                if vr == "SQ" or vr == "TM" or (vr not in SEARCHED_VRS and not (inner >> 16) & 1):
                     continue
-                try:
-                    items = item[inner].value or []  # seen once: not worth item_list()'s cache
-                except Exception:
-                    continue
-                for nested in items:
-                    self._items(nested)
-            elif vr != "TM" and (vr in SEARCHED_VRS or (inner >> 16) & 1):
-                self._record(item, inner, vr, Action.REMOVE, bool((inner >> 16) & 1))
+                self._record(level, inner, vr, Action.REMOVE, bool((inner >> 16) & 1))
 
     def _leaves(self, leaves: list[Leaf] | None, ds: Dataset) -> bool:
         """Record the values among the elements of a removed sequence read from its bytes
