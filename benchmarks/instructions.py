@@ -12,8 +12,12 @@ With ``--trial``, the count is made twice more with clinical trial values (a pro
 settings, a site and a timepoint: :mod:`pseudo.deid.trial`), and the ratio to the count
 without them is printed.
 
+With ``--wall ROUNDS``, the same loop is timed instead (wall-clock and CPU seconds, no
+valgrind), without and with verification, in rounds, for this checkout or for each ``--code``
+checkout (before and after a change, measured in the same rounds), and the ratios printed.
+
 Usage: python benchmarks/instructions.py [--verify] [--trial] [--step 20]
-       [--workdir benchmarks/_work] [--cohort DIR]
+       [--workdir benchmarks/_work] [--cohort DIR] [--wall ROUNDS [--code DIR]...]
 (needs valgrind, and the test dependencies: ``pip install -e '.[test]'``)
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 LOOP = """
-import sys, tempfile
+import sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from keystore.session import VaultSession
@@ -52,10 +57,12 @@ setup = WorkerSetup(
     "count", keyring, load_policy("default"), out, sys.argv[3] == "1", False, trial=trial
 )
 batch.install_worker(setup)
+start = time.perf_counter(), time.process_time()
 for path in files:
     outcome = batch.process_file(batch.Task(str(path), "", 0, "count"))
     if outcome.temp:
         Path(outcome.temp).unlink()
+print(time.perf_counter() - start[0], time.process_time() - start[1])
 """
 
 
@@ -78,6 +85,40 @@ def count(files: list[Path], verify: bool, trial: bool = False) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+def seconds(files: list[Path], verify: bool, code: Path) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of the loop over ``files`` (no valgrind), run by the code
+    in ``code`` (a checkout of pseudo)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        listing = Path(scratch) / "files.txt"
+        listing.write_text("\n".join(str(p) for p in files))
+        command = [sys.executable, "-c", LOOP, str(code), str(listing), str(int(verify)), "0"]
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    wall, cpu = result.stdout.split()[-2:]
+    return float(wall), float(cpu)
+
+
+def wall_clock(files: list[Path], rounds: int, codes: list[Path]) -> None:
+    """Print, for each checkout in ``codes``, the seconds per file without and with
+    verification and the ratio, as medians over ``rounds`` rounds; each round runs every
+    configuration once, in turn, so a busy minute of a shared machine weighs on all of them."""
+    runs: dict[tuple[int, bool], list[tuple[float, float]]] = {}
+    for _ in range(rounds):
+        for index, code in enumerate(codes):
+            for verify in (False, True):
+                runs.setdefault((index, verify), []).append(seconds(files, verify, code))
+    for index, code in enumerate(codes):
+        without, with_ = runs[(index, False)], runs[(index, True)]
+        for what, column in (("wall-clock", 0), ("CPU", 1)):
+            ratios = [b[column] / a[column] for a, b in zip(without, with_, strict=True)]
+            print(
+                f"{code}: {what} {statistics.median(a[column] for a in without):.2f} s without, "
+                f"{statistics.median(b[column] for b in with_):.2f} s with verification "
+                f"({len(files)} files, {rounds} rounds): ratio {statistics.median(ratios):.3f} "
+                f"({min(ratios):.3f}-{max(ratios):.3f})"
+            )
+
+
 def main() -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -93,11 +134,28 @@ def main() -> int:
         help="a folder of DICOM files, read in place (default: WORKDIR/cohort), e.g. "
         "../shared/corpus/phi-canary/dicom for the canary-style cohort",
     )
+    parser.add_argument(
+        "--wall",
+        type=int,
+        metavar="ROUNDS",
+        help="instead of counting instructions, time the loop (no valgrind) without and with "
+        "verification in ROUNDS rounds, and print the ratios",
+    )
+    parser.add_argument(
+        "--code",
+        type=Path,
+        action="append",
+        help="with --wall: a checkout of pseudo to time (repeatable: e.g. a worktree of main "
+        "and this one, timed in the same rounds; default: this checkout)",
+    )
     args = parser.parse_args()
     cohort = args.cohort or args.workdir / "cohort"
     files = sorted(cohort.rglob("*.dcm"))[:: args.step]
     if len(files) < 2:
         raise SystemExit(f"{cohort}: no cohort (run benchmarks/run.py first)")
+    if args.wall:
+        wall_clock(files, args.wall, args.code or [HERE.parent])
+        return 0
     mode = "with" if args.verify else "without"
     runs = [False, True] if args.trial else [False]
     counts = {}

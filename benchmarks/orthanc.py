@@ -22,9 +22,11 @@ here. The issue's goal is 3x Orthanc.
 
 When ``pseudo serve`` exists (``pseudo.serve.node``), the node is measured too, with one
 worker and with two: DCMTK's ``dcmsend`` sends the files to a running node, which pseudonymizes
-and forwards each to a pynetdicom storage SCP in this process; the time runs from the first
-send to the last instance held by the destination (the node is started, with a fresh copy of
-the vault, before the clock starts: a service is already running when images arrive). Its
+and forwards each to a pynetdicom storage SCP in this process (``dcmsend`` and the SCP send
+each PDU at once, ``TCP_NODELAY``, as the node does: see ``benchmarks/serve.py``); the time
+runs from the first send to the last instance held by the destination (the node is started,
+with a fresh copy of the vault, before the clock starts: a service is already running when
+images arrive). Its
 processor time is that of the node, its workers, ``dcmsend`` and the destination.
 
 Usage: python benchmarks/orthanc.py [--instances 2000] [--source DIR] [--rounds 3]
@@ -154,14 +156,15 @@ class Destination:
     def __init__(self) -> None:
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
+        from pseudo.serve.tcp import no_delay
+
         self.ae = AE("BENCHDEST")
         for context in AllStoragePresentationContexts:
             self.ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         self.received: set[str] = set()
         self.changed = threading.Condition()
-        self.server = self.ae.start_server(
-            ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
-        )
+        handlers = [(evt.EVT_CONN_OPEN, no_delay), (evt.EVT_C_STORE, self._store)]
+        self.server = self.ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
         assert self.server is not None
         self.port = int(self.server.server_address[1])
 
@@ -212,6 +215,7 @@ def through_node(source: Path, vault: Path, work: Path, workers: int, files: int
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=dict(os.environ, TCP_NODELAY="1"),  # see benchmarks/serve.py's DCMTK_ENV
         )
         destination.wait_for(files)
         wall = time.perf_counter() - start

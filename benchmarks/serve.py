@@ -49,6 +49,13 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR)
 
 
+#: DCMTK's tools send each PDU at once only when told so (``TCP_NODELAY=1``): without it, a
+#: C-STORE waits about 40 ms for the peer's delayed acknowledgement, which, not the work, sets
+#: the rate (60 files from dcmsend to storescp: 5.3 s without, 0.35 s with). A PACS on the
+#: network is tuned the same way; the node sets it on its own connections.
+DCMTK_ENV = dict(os.environ, TCP_NODELAY="1")
+
+
 def free_port() -> int:
     """A free TCP port on loopback."""
     with socket.socket() as probe:
@@ -89,6 +96,7 @@ def through_node(source: Path, files: int, vault: Path, work: Path, workers: int
         ["storescp", "+xa", "-aet", "DEST", "-od", str(received), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=DCMTK_ENV,
     )
     log = work / "node.log"
     with log.open("w") as handle:
@@ -115,6 +123,7 @@ def through_node(source: Path, files: int, vault: Path, work: Path, workers: int
             ],
             check=True,
             capture_output=True,
+            env=DCMTK_ENV,
         )
         while forwarded(vault) < files:
             if node.poll() is not None:

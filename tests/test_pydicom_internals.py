@@ -8,6 +8,8 @@ the walk over raw elements depend on to the byte. That the fast reader builds th
 pydicom builds, element for element, over every file at hand (pydicom's bundled files, the
 corpora, the hostile cases), is ``tests/test_headscan.py``; a few files are read both ways here
 as well, with its comparison.
+That the raw sequence reader (:mod:`pseudo.io.rawsequence`) gives the elements pydicom puts in a
+sequence's items, with their encodings, is ``tests/test_rawsequence.py``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ events (a log line, the node's journal, the destination's receipts), never for a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -560,15 +563,28 @@ def test_identity_conflict_is_quarantined(tmp_path: Path, canary_dir: Path, vaul
 
 
 def test_status_command(tmp_path: Path, canary_dir: Path, vault: Path) -> None:
-    """`pseudo serve status` reads the counts from the journal (no passphrase)."""
+    """`pseudo serve status` reads the counts from the journal (no passphrase); with
+    --status-port, the running node answers the same counts at http://127.0.0.1:PORT/status."""
     from tests.conftest import cli
 
     missing = cli("serve", "status", "--project", "trial", "--vault", vault)
     assert missing.code == 2 and "no node journal" in missing.stderr
     files = canary_files(canary_dir, "P03")[:3]
-    node = NodeProcess(vault, "trial", tmp_path / "node.log", "--output", str(tmp_path / "out"))
+    node = NodeProcess(
+        vault, "trial", tmp_path / "node.log", "--output", str(tmp_path / "out"),
+        "--status-port", "0",
+    )  # fmt: skip
     with node:
         assert send(node.port, files) == files
+        found = re.search(r"counts at (http://127\.0\.0\.1:\d+)/status", node.log())
+        assert found, node.log()
+        wait_for(lambda: node.counts().get("queued") == 0, "an empty queue", node.process)
+        with urllib.request.urlopen(found.group(1) + "/status", timeout=30) as answer:
+            assert answer.headers["Content-Type"] == "application/json"
+            assert json.loads(answer.read()) == node.counts()
+        with pytest.raises(urllib.error.HTTPError) as missing_path:
+            urllib.request.urlopen(found.group(1) + "/other", timeout=30)
+        assert missing_path.value.code == 404
         assert node.stop() == 0
     result = cli("serve", "status", "--project", "trial", "--vault", vault, "--json")
     assert result.code == 0, result.stderr
@@ -697,6 +713,48 @@ def _kill_while_streaming(tmp_path: Path, canary_dir: Path, vault: Path, moments
     folder = NodeFolder.of(vault, "trial")
     assert not list(folder.spool.iterdir())
     assert not list(folder.outbox.rglob("*.dcm")) and not list(folder.root.rglob("*.part"))
+
+
+def _descendants(pid: int) -> set[int]:
+    """The processes below ``pid`` (its children, theirs, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat_file.parent.name)] = int(
+                stat_file.read_text().rsplit(")", 1)[1].split()[1]
+            )
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_kill_9_leaves_no_worker_behind(tmp_path: Path, canary_dir: Path, vault: Path) -> None:
+    """The workers (which hold the project's keys) and the fork server that started them end
+    soon after the node is killed: none lives on as an orphan."""
+    node = NodeProcess(vault, "trial", tmp_path / "node.log", "--output", str(tmp_path / "out"),
+                       "--workers", "2")  # fmt: skip
+    with node:
+        files = canary_files(canary_dir, "P02")[:2]
+        assert send(node.port, files) == files
+        assert node.process is not None
+        below = _descendants(node.process.pid)
+        assert len(below) >= 3, below  # the fork server and two workers (a resource tracker)
+        node.kill()
+    wait_for(lambda: not any(_running(pid) for pid in below), "the workers to end with the node")
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (ended, not yet reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def test_kill_9_while_a_sender_streams(tmp_path: Path, canary_dir: Path, vault: Path) -> None:

@@ -295,3 +295,27 @@ def test_no_correct_file_of_the_corpora_is_quarantined(
     found = _verification_quarantines(_corpus(name), tmp_path / "out", vault, policy)
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
     assert found == [], found[:3]
+
+
+@pytest.mark.parametrize("group", [0x0032, 0x0050, 0x0054, 0x0070])
+def test_a_value_that_runs_into_the_next_tag_is_found_in_the_bytes(group: int) -> None:
+    """A value of even length has no padding: the next element's first byte (its group's low
+    byte, here a letter or a digit) follows its last letter, and the byte after that is 0.
+    The raw-byte search, which decides whether the attributes are searched at all, sees it."""
+    from pseudo.verify.matching import Matcher
+    from pseudo.verify.needles import Needles
+    from pseudo.verify.prefilter import output_words
+
+    needles = Needles()
+    needles.add("DOEX", "person name")
+    needles.add("CNRY4242", "identifier", fold=False)
+    for value in (b"DOEX", b"CNRY4242"):
+        element = b"\x50\x00\x20\x00LO" + len(value).to_bytes(2, "little") + value
+        header = element + group.to_bytes(2, "little") + b"\x01\x10CS\x04\x00BQML"
+        split = output_words(header)
+        assert value.decode() in split[1]
+        hits = Matcher(needles).search_bytes(header, split=split)
+        assert [n.text for n, _ in hits] == [value.decode()], (group, value)
+    # and a word that merely begins with the value is not it
+    other = b"\x50\x00\x20\x00LO\x06\x00DOEXES\x10\x00\x10\x00"
+    assert Matcher(needles).search_bytes(other) == []

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import multiprocessing
 import os
 import resource
+import select
 import signal
 import threading
 import time
@@ -175,14 +177,52 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _init_local_worker(install: Installer, setup: WorkerSetup, parent: int, memory: int) -> None:
+def _exit_with_owner(owner: int) -> None:
+    """Exit this worker as soon as the process ``owner`` is gone, for a worker that a fork
+    server started: its parent is the server, which outlives the pool's owner as long as a
+    worker holds the server's lifeline (every worker inherits it). A daemon thread waits on a
+    pidfd of the owner (Linux), else checks every :data:`PARENT_CHECK_SECONDS`."""
+    try:
+        handle: int | None = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(70)
+    except (AttributeError, OSError):  # no pidfd here
+        handle = None
+
+    def alive() -> bool:
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def watch() -> None:
+        if handle is not None:
+            select.select([handle], [], [])  # readable once the owner has exited
+        else:
+            while alive():
+                time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="pseudo-owner-watch", daemon=True).start()
+
+
+def _init_local_worker(
+    install: Installer, setup: WorkerSetup, parent: int, memory: int, forkserver: bool = False
+) -> None:
     """Initializer of a local worker process: Ctrl-C is the parent's to handle, SIGTERM (the
-    pool stopping a worker) ends it quietly; the worker dies with its parent and stays within
-    its memory bound."""
+    pool stopping a worker) ends it quietly; the worker dies with ``parent`` (the pool's
+    owner, which is not its parent when a fork server started it) and stays within its memory
+    bound."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)  # held while it was started
-    _exit_with_parent(parent)
+    if forkserver:
+        _exit_with_owner(parent)
+    else:
+        _exit_with_parent(parent)
     _limit_memory(memory)
     install(setup)
 
@@ -229,18 +269,37 @@ def _ordered_chunks(
 
 class ProcessPool:
     """Local worker processes (``concurrent.futures``), one per core by default; a worker
-    that dies is replaced (see the module's docstring)."""
+    that dies is replaced (see the module's docstring).
 
-    def __init__(self, setup: WorkerSetup, install: Installer, workers: int) -> None:
+    ``chunk``: tasks sent to a worker together (:data:`CHUNK`; 1 for a service that hands
+    over a few files at a time). ``forkserver``: start the workers from a fork server rather
+    than by forking this process, for a process that has threads running (a fork copies their
+    locks in whatever state they are).
+    """
+
+    def __init__(
+        self,
+        setup: WorkerSetup,
+        install: Installer,
+        workers: int,
+        *,
+        chunk: int = CHUNK,
+        forkserver: bool = False,
+    ) -> None:
         self.width = workers
-        self._initargs = (install, setup, os.getpid(), worker_memory())
+        self.chunk = chunk
+        self._context = _forkserver_context() if forkserver else None
+        self._initargs = (install, setup, os.getpid(), worker_memory(), forkserver)
         #: how many times a worker died and the pool was started again
         self.restarts = 0
         self._executor = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.width, initializer=_init_local_worker, initargs=self._initargs
+            max_workers=self.width,
+            mp_context=self._context,
+            initializer=_init_local_worker,
+            initargs=self._initargs,
         )
 
     def _restart(self) -> None:
@@ -267,7 +326,7 @@ class ProcessPool:
         When a worker dies, every chunk not finished is a suspect: the pool is started again
         and the suspects are run one at a time, so that a second death names its file.
         """
-        chunks = _chunked(items, CHUNK)
+        chunks = _chunked(items, self.chunk)
         pending: deque[tuple[list[T], Future[list[R]]]] = deque()
 
         def fill() -> None:
@@ -311,6 +370,14 @@ class ProcessPool:
     def close(self) -> None:
         """Wait for running tasks, cancel queued ones."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _forkserver_context() -> Any:
+    """A ``forkserver`` multiprocessing context whose server imports only the worker's modules
+    (not ``__main__``: ``python -m pseudo`` would run the command line again)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["pseudo.batch.worker"])
+    return context
 
 
 class DaskPool:

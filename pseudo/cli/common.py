@@ -114,6 +114,24 @@ DbOption = Annotated[
         show_default=False,
     ),
 ]
+#: ``--policy`` of the commands that pseudonymize into a project (run, fetch)
+ProjectPolicyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--policy",
+        help="Shipped policy name or a policy YAML file [default: the project's recorded "
+        "policy; for its first run, default].",
+        show_default=False,
+    ),
+]
+ChangePolicyOption = Annotated[
+    bool,
+    typer.Option(
+        "--change-policy",
+        help="Accept a policy other than the one the project recorded (audited; later "
+        "batches then use it).",
+    ),
+]
 PassphraseFileOption = Annotated[
     Path | None,
     typer.Option(

@@ -12,8 +12,10 @@ import typer
 
 from pseudo.cli.common import (
     EXIT_ATTENTION,
+    ChangePolicyOption,
     DbOption,
     PassphraseFileOption,
+    ProjectPolicyOption,
     UserError,
     VaultOption,
     actor,
@@ -63,21 +65,8 @@ def fetch_command(
             show_default=False,
         ),
     ] = None,
-    policy: Annotated[
-        str | None,
-        typer.Option(
-            help="Shipped policy name or a policy YAML file [default: the project's recorded "
-            "policy; for its first run, default].",
-            show_default=False,
-        ),
-    ] = None,
-    change_policy: Annotated[
-        bool,
-        typer.Option(
-            "--change-policy",
-            help="Accept a policy other than the one the project recorded (audited).",
-        ),
-    ] = False,
+    policy: ProjectPolicyOption = None,
+    change_policy: ChangePolicyOption = False,
     allow_mixed_output: Annotated[
         bool,
         typer.Option(

@@ -20,8 +20,10 @@ from rich.text import Text
 from keystore.errors import KeystoreError
 from pseudo.cli.common import (
     EXIT_ATTENTION,
+    ChangePolicyOption,
     DbOption,
     PassphraseFileOption,
+    ProjectPolicyOption,
     UserError,
     VaultOption,
     actor,
@@ -57,22 +59,8 @@ def run_command(
             metavar="OUTPUT", help="Output folder (not inside INPUT); not used with --dry-run."
         ),
     ] = None,
-    policy: Annotated[
-        str | None,
-        typer.Option(
-            help="Shipped policy name or a policy YAML file [default: the project's recorded "
-            "policy; for its first run, default].",
-            show_default=False,
-        ),
-    ] = None,
-    change_policy: Annotated[
-        bool,
-        typer.Option(
-            "--change-policy",
-            help="Accept a policy other than the one the project recorded (audited; later "
-            "batches then use it).",
-        ),
-    ] = False,
+    policy: ProjectPolicyOption = None,
+    change_policy: ChangePolicyOption = False,
     pixels: Annotated[
         str | None,
         typer.Option(

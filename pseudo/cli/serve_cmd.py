@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -87,6 +88,14 @@ def serve_command(
         typer.Option("--tls-ca", help="CA certificates a client's certificate must chain to."),
     ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes for the pipeline.")] = 1,
+    status_port: Annotated[
+        int | None,
+        typer.Option(
+            "--status-port",
+            help="Serve the counts as JSON at http://127.0.0.1:PORT/status (loopback only; "
+            "0: any free port, logged).",
+        ),
+    ] = None,
     vault: VaultOption = None,
     db: DbOption = None,
     passphrase_file: PassphraseFileOption = None,
@@ -109,6 +118,10 @@ def serve_command(
     settings = _settings(
         host, port, ae_title, allow or [], forward, output, tls_cert, tls_key, tls_ca, workers
     )
+    if status_port is not None:
+        if not 0 <= status_port < 65536:
+            raise UserError(f"--status-port {status_port}: expected 0 to 65535")
+        settings = replace(settings, status_port=status_port)
     from keystore.session import VaultSession
     from pseudo.batch.project_policy import choose_policy
     from pseudo.serve.folder import NodeFolder

@@ -12,9 +12,6 @@ from pathlib import Path
 
 from pseudo.errors import PseudoError
 
-#: Suffix of a spool file being written (removed at start: never acknowledged).
-PARTIAL = ".part"
-
 
 class FolderError(PseudoError):
     """The node's folder cannot be used as it is."""
@@ -72,27 +69,31 @@ class NodeFolder:
             ) from exc
 
     def write_spool(self, data: bytes) -> str:
-        """Write a received instance durably (temporary file, fsync, rename, fsync of the
-        folder) and return its spool name."""
+        """Write a received instance into the spool, its data flushed to disk (``fdatasync``),
+        and return its spool name. Its name is durable only once the spool folder is flushed
+        (:meth:`sync_spool`); a file that no journal row names is removed at the next start
+        (:meth:`clean_spool`), so it needs no temporary name."""
         name = secrets.token_hex(16) + ".dcm"
-        partial = self.spool / (name + PARTIAL)
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        path = self.spool / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, self.spool / name)
+                os.fdatasync(handle.fileno())
         except BaseException:
-            partial.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             raise
-        sync_folder(self.spool)
         return name
 
+    def sync_spool(self) -> None:
+        """Make the names of the spool files written so far durable."""
+        sync_folder(self.spool)
+
     def clean_spool(self, waiting: set[str]) -> int:
-        """Remove spool files no journal row waits for: partial ones, and whole ones whose
-        instance was never acknowledged (the node died before its journal row) or whose row has
-        moved on (the node died before removing them). Returns how many were removed."""
+        """Remove spool files no journal row waits for: those of instances never acknowledged
+        (the node died before their journal row, maybe while writing them), and those whose row
+        has moved on (the node died before removing them). Returns how many were removed."""
         removed = 0
         for path in self.spool.iterdir():
             if path.name not in waiting:

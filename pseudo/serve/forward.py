@@ -2,21 +2,25 @@
 its outbox copy removed) as soon as the destination answers success.
 
 Files are sent as they were written, byte for byte, in their own transfer syntax (never
-decoded or converted). A destination that is down, refuses the association or answers a
-failure leaves the instances in the outbox: they are sent again later (see :class:`Backoff`).
+decoded or converted), up to :data:`BATCH` in one association. A destination that is down,
+refuses the association or answers a failure leaves the instances in the outbox: they are sent
+again later (see :class:`Backoff`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydicom.uid import UID
-from pynetdicom import AE, _config, build_context
+from pynetdicom import AE, _config, build_context, evt
+from pynetdicom.association import Association
 
 from pseudo.serve.folder import NodeFolder
 from pseudo.serve.journal import Counter, Journal, Row, State
 from pseudo.serve.peer import Peer
+from pseudo.serve.tcp import no_delay
 
 log = logging.getLogger("pseudo.serve")
 
@@ -57,22 +61,16 @@ class Forwarder:
         self.ae = AE(ae_title)
         # the file is sent as it is on disk: no decoding, no re-encoding
         _config.STORE_SEND_CHUNKED_DATASET = True
+        #: instances forwarded in this step, their marks not yet on disk
+        self._sent: list[tuple[int, Path]] = []
 
     def step(self) -> tuple[int, int]:
         """Send the oldest instances of the outbox; return (delivered, not delivered)."""
         rows = self._rows()
         if not rows:
             return 0, 0
-        contexts = sorted({(str(r.sop_class), str(r.transfer_syntax)) for r in rows})
-        assoc = self.ae.associate(
-            self.destination.host,
-            self.destination.port,
-            contexts=[build_context(sop, [syntax]) for sop, syntax in contexts],
-            ae_title=self.destination.ae_title,
-        )
-        if not assoc.is_established:
-            why = "refused the association" if assoc.is_rejected else "cannot be reached"
-            log.warning("destination %s %s; %d instance(s) wait", self.destination, why, len(rows))
+        assoc = self._associate({(str(r.sop_class), str(r.transfer_syntax)) for r in rows})
+        if assoc is None:
             self.journal.count(Counter.FORWARD_RETRIES, len(rows))
             return 0, len(rows)
         delivered = 0
@@ -83,12 +81,29 @@ class Forwarder:
                 elif not assoc.is_established:
                     break
         finally:
+            self._settle()
             if assoc.is_established:
                 assoc.release()
         missed = len(rows) - delivered
         if missed:
             self.journal.count(Counter.FORWARD_RETRIES, missed)
         return delivered, missed
+
+    def _associate(self, contexts: set[tuple[str, str]]) -> Association | None:
+        """An association proposing ``contexts``; None when the destination cannot be
+        reached or refuses (said in the log)."""
+        assoc = self.ae.associate(
+            self.destination.host,
+            self.destination.port,
+            contexts=[build_context(sop, [syntax]) for sop, syntax in sorted(contexts)],
+            ae_title=self.destination.ae_title,
+            evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)],
+        )
+        if not assoc.is_established:
+            why = "refused the association" if assoc.is_rejected else "cannot be reached"
+            log.warning("destination %s %s; instances wait", self.destination, why)
+            return None
+        return assoc
 
     def _rows(self) -> list[Row]:
         """The oldest outbox instances whose presentation contexts fit in one association."""
@@ -102,11 +117,9 @@ class Forwarder:
             chosen.append(row)
         return chosen
 
-    def _send(self, assoc: object, row: Row) -> bool:
+    def _send(self, assoc: Association, row: Row) -> bool:
         """Send one instance; on success mark it delivered and remove its outbox copy."""
-        from pynetdicom.association import Association
-
-        assert isinstance(assoc, Association) and row.output
+        assert row.output
         path = self.folder.outbox / row.output
         try:
             status = assoc.send_c_store(path)
@@ -125,5 +138,30 @@ class Forwarder:
             return False
         self.journal.delivered([row.id])
         log.info("instance #%d forwarded: %s", row.id, row.output)
-        path.unlink(missing_ok=True)
+        self._sent.append((row.id, path))
         return True
+
+    def _settle(self) -> None:
+        """Make the forwarded marks of this step durable, then remove the outbox copies: a
+        copy goes only once its mark survives a power cut (until then, a lost mark means the
+        instance is sent again, the same bytes)."""
+        sent, self._sent = self._sent, []
+        if not sent:
+            return
+        self.journal.settle([row_id for row_id, _ in sent])
+        for _, path in sent:
+            path.unlink(missing_ok=True)
+
+    def sweep(self) -> int:
+        """Remove outbox copies of instances already forwarded (the node died between the
+        forwarded mark and their removal); return how many."""
+        waiting = self.journal.outputs(State.OUTBOX)
+        removed = 0
+        for path in self.folder.outbox.rglob("*.dcm"):
+            relative = path.relative_to(self.folder.outbox)
+            if relative.parts[0].startswith("."):
+                continue  # the pipeline's temporary folder
+            if str(relative) not in waiting:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed

@@ -69,6 +69,32 @@ class Row:
     transfer_syntax: str | None
 
 
+@dataclass(frozen=True)
+class Move:
+    """An instance moving to ``state``; the fields given (not None) are recorded with it."""
+
+    row_id: int
+    state: State
+    output: str | None = None
+    digest: str | None = None
+    sop_class: str | None = None
+    transfer_syntax: str | None = None
+    reason: str | None = None
+
+
+def _fields(move: Move, now: str) -> tuple[str | None, ...]:
+    """The values a move sets, in the order of :meth:`Journal.move`'s statement."""
+    return (
+        move.state,
+        now,
+        move.output,
+        move.digest,
+        move.sop_class,
+        move.transfer_syntax,
+        move.reason,
+    )
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -76,8 +102,10 @@ def _now() -> str:
 class Journal:
     """The node's journal in ``path`` (created on first use), safe to share between threads.
 
-    Every write is committed with ``synchronous=FULL`` before the call returns: a row the
-    journal holds is on disk.
+    Every write is committed with ``synchronous=FULL`` before the call returns (a row the
+    journal holds is on disk), except :meth:`delivered`: a forwarded mark is written to the
+    journal's log without waiting for the disk (it survives the node's death, and the next
+    durable commit flushes it; see the method).
     """
 
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
@@ -99,33 +127,44 @@ class Journal:
             self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, wait_for_disk: bool = True) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not wait_for_disk:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if not wait_for_disk:
+                    self._db.execute("PRAGMA synchronous=FULL")
 
-    def add_received(self, spool: str) -> int:
-        """Record an instance durably in the spool as ``spool``; return its id."""
+    def add_received(self, spools: list[str]) -> list[int]:
+        """Record instances durably in the spool under the names ``spools``, in one
+        transaction; return their ids, in the same order."""
         now = _now()
+        ids = []
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO instance (spool, state, received_at, updated_at) VALUES (?, ?, ?, ?)",
-                (spool, State.RECEIVED, now, now),
-            )
-            return int(cursor.lastrowid or 0)
+            for spool in spools:
+                cursor = db.execute(
+                    "INSERT INTO instance (spool, state, received_at, updated_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (spool, State.RECEIVED, now, now),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
 
-    def rows(self, state: State, limit: int) -> list[Row]:
-        """The oldest ``limit`` instances in ``state``."""
+    def rows(self, state: State, limit: int, *, after: int = 0) -> list[Row]:
+        """The oldest ``limit`` instances in ``state`` whose id is above ``after``."""
         with self._lock:
             found = self._db.execute(
                 "SELECT id, spool, state, output, digest, sop_class, transfer_syntax "
-                "FROM instance WHERE state = ? ORDER BY id LIMIT ?",
-                (state, limit),
+                "FROM instance WHERE state = ? AND id > ? ORDER BY id LIMIT ?",
+                (state, after, limit),
             ).fetchall()
         return [Row(r[0], r[1], State(r[2]), r[3], r[4], r[5], r[6]) for r in found]
 
@@ -147,36 +186,52 @@ class Journal:
             ).fetchone()
         return None if found is None else str(found[0])
 
-    def set_state(
-        self,
-        row_id: int,
-        state: State,
-        *,
-        output: str | None = None,
-        digest: str | None = None,
-        sop_class: str | None = None,
-        transfer_syntax: str | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """Move an instance to ``state`` (keeping the fields not given)."""
+    def move(self, moves: list[Move]) -> None:
+        """Move instances on, in one transaction (keeping the fields a move does not give)."""
+        if not moves:
+            return
+        now = _now()
         with self._transaction() as db:
-            db.execute(
+            db.executemany(
                 "UPDATE instance SET state = ?, updated_at = ?, output = COALESCE(?, output), "
                 "digest = COALESCE(?, digest), sop_class = COALESCE(?, sop_class), "
                 "transfer_syntax = COALESCE(?, transfer_syntax), reason = COALESCE(?, reason) "
                 "WHERE id = ?",
-                (state, _now(), output, digest, sop_class, transfer_syntax, reason, row_id),
+                [(*_fields(m, now), m.row_id) for m in moves],
             )
 
     def delivered(self, row_ids: list[int]) -> None:
-        """Mark instances forwarded (their destination answered success)."""
+        """Mark instances forwarded (their destination answered success).
+
+        The mark is not waited for on disk: it survives the node's death (``kill -9``) at
+        once, a power cut only once a durable commit (:meth:`settle`, or any other) has
+        flushed the journal's log after it. The outbox copy must stay until then: an instance
+        whose mark a power cut lost is sent again, the same bytes.
+        """
         now = _now()
-        with self._transaction() as db:
+        with self._transaction(wait_for_disk=False) as db:
             db.executemany(
                 "UPDATE instance SET state = ?, updated_at = ?, attempts = attempts + 1 "
                 "WHERE id = ?",
                 [(State.DELIVERED, now, row_id) for row_id in row_ids],
             )
+
+    def settle(self, row_ids: list[int]) -> None:
+        """Make the forwarded marks of ``row_ids`` (and every change before them) durable."""
+        now = _now()
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE instance SET updated_at = ? WHERE id = ?",
+                [(now, row_id) for row_id in row_ids],
+            )
+
+    def outputs(self, state: State) -> set[str]:
+        """The output paths of the instances in ``state``."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT output FROM instance WHERE state = ? AND output IS NOT NULL", (state,)
+            ).fetchall()
+        return {r[0] for r in found}
 
     def count(self, counter: Counter, by: int = 1) -> None:
         """Add ``by`` to ``counter``."""

@@ -2,11 +2,12 @@
 
 Three kinds of threads share the node's journal (:mod:`pseudo.serve.journal`):
 
-* pynetdicom's association threads: an instance is written to the spool (fsync, rename, fsync
-  of the folder) and recorded in the journal before the success status is sent, so an
-  acknowledged instance survives ``kill -9``;
+* pynetdicom's association threads: an instance is written to the spool and recorded in the
+  journal, on disk, before the success status is sent (:class:`~pseudo.serve.intake.Intake`:
+  one flush covers every instance received meanwhile), so an acknowledged instance survives
+  ``kill -9`` and a power cut;
 * the pipeline thread (:class:`~pseudo.serve.stage.PipelineStage`): the spool through the
-  per-file path of ``pseudo run``, committed by its crash-safe protocol;
+  per-file path of ``pseudo run`` in worker processes, committed by its crash-safe protocol;
 * the forwarding thread (:class:`~pseudo.serve.forward.Forwarder`), with ``--forward``.
 
 :meth:`Node.drain` (SIGTERM) stops accepting associations, lets those in progress end,
@@ -40,9 +41,12 @@ from pseudo.policy.compiled import CompiledPolicy
 from pseudo.serve.access import AllowList, tls_context
 from pseudo.serve.folder import NodeFolder
 from pseudo.serve.forward import Backoff, Forwarder
+from pseudo.serve.intake import Intake
 from pseudo.serve.journal import Counter, Journal
 from pseudo.serve.peer import Peer
 from pseudo.serve.stage import PipelineStage
+from pseudo.serve.status_http import StatusServer
+from pseudo.serve.tcp import no_delay
 
 log = logging.getLogger("pseudo.serve")
 
@@ -70,6 +74,8 @@ class NodeSettings:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     workers: int = 1
+    #: the loopback HTTP port of the counts (None: no endpoint; 0: any free port, logged)
+    status_port: int | None = None
 
 
 class Node:
@@ -104,6 +110,7 @@ class Node:
         self.folder = folder
         folder.create()
         self.journal = Journal(folder.journal)
+        self.intake = Intake(folder, self.journal)
         self.stage = PipelineStage(
             keyring,
             policy,
@@ -132,6 +139,7 @@ class Node:
         #: what stopped the pipeline, when it was not a drain (a bug)
         self.failure: BaseException | None = None
         self._server: ThreadedAssociationServer | None = None
+        self._status: StatusServer | None = None
         self.ae = AE(settings.ae_title)
         self.address: tuple[str, int] = (settings.host, settings.port)
 
@@ -141,7 +149,10 @@ class Node:
         removed = self.folder.clean_spool(self.journal.spools())
         if removed:
             log.info("%d spool file(s) never acknowledged were removed", removed)
+        if self.forwarder is not None and (swept := self.forwarder.sweep()):
+            log.info("%d outbox file(s) already forwarded were removed", swept)
         self.stage.start()
+        self.intake.start()
         self._spawn("pseudo-pipeline", self._pipeline_loop)
         if self.forwarder is not None:
             self._spawn("pseudo-forward", self._forward_loop)
@@ -151,6 +162,7 @@ class Node:
         self.ae.add_supported_context(Verification)
         self.ae.maximum_associations = 32
         handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, no_delay),
             (evt.EVT_REQUESTED, self._requested),
             (evt.EVT_C_ECHO, self._echo),
             (evt.EVT_C_STORE, self._store),
@@ -166,6 +178,8 @@ class Node:
         assert server is not None
         self._server = server
         self.address = (str(server.server_address[0]), int(server.server_address[1]))
+        if self.settings.status_port is not None:
+            self._start_status(self.settings.status_port)
         queued = self.journal.counts()["queued"]
         log.info(
             "listening on %s:%d as %s; %d instance(s) queued from before",
@@ -175,6 +189,14 @@ class Node:
             queued,
         )
         self._received.set()
+
+    def _start_status(self, port: int) -> None:
+        try:
+            self._status = StatusServer(self.journal.counts, port)
+        except OSError as exc:
+            raise NodeError(f"--status-port {port}: cannot listen ({exc.strerror})") from exc
+        self._status.start()
+        log.info("counts at http://127.0.0.1:%d/status", self._status.port)
 
     def _tls(self) -> ssl.SSLContext | None:
         s = self.settings
@@ -204,11 +226,14 @@ class Node:
                 time.sleep(0.05)
             for assoc in self.ae.active_associations:
                 assoc.abort()  # what it sent and we acknowledged is in the spool
+        self.intake.close()
         self._draining.set()
         self._received.set()
         self._committed.set()
         for thread in self._threads:
             thread.join()
+        if self._status is not None:
+            self._status.close()
         counts = self._drained = self.journal.counts()
         try:
             self.stage.close(counts)
@@ -244,8 +269,7 @@ class Node:
     def _store(self, event: evt.Event) -> int:
         """Acknowledge an instance only once it is in the spool and the journal, on disk."""
         try:
-            name = self.folder.write_spool(event.encoded_dataset(include_meta=True))
-            row_id = self.journal.add_received(name)
+            row_id = self.intake.keep(event.encoded_dataset(include_meta=True))
         except (OSError, sqlite3.Error) as exc:
             log.error("cannot keep a received instance (%s): not acknowledged", exc)
             return OUT_OF_RESOURCES

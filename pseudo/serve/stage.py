@@ -2,18 +2,22 @@
 committed by the run's crash-safe protocol.
 
 Each batch of waiting instances goes to the run's workers (:mod:`pseudo.batch.worker`, the one
-per-file path), then to :class:`pseudo.batch.commit.Committer`: files on disk, linkage and the
-run journal in one transaction, then each file renamed to its pseudonymous path in the target
-(the outbox, or ``--output``); only then does the node's journal move the instance on and its
-spool copy go. A crash anywhere redoes the instance from the spool: the output is the same
-byte for byte and the linkage store keeps no duplicate record.
+per-file path), worker processes started from a fork server (the node's process has threads:
+it is never forked), each of which flushes the files it writes. Then
+:class:`pseudo.batch.commit.Committer`: linkage and the run journal in one transaction, then
+each file renamed to its pseudonymous path in the target (the outbox, or ``--output``), whose
+folders are flushed; only then does the node's journal move the batch's instances on, in one
+transaction, and their spool copies go. A crash anywhere redoes the instance from the spool:
+the output is the same byte for byte and the linkage store keeps no duplicate record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
@@ -24,14 +28,13 @@ from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
 from pseudo.batch.commit import Committer
 from pseudo.batch.errors import OutputError
-from pseudo.batch.pools import Pool, WorkerSetup, open_pool
+from pseudo.batch.pools import ProcessPool, WorkerSetup
 from pseudo.batch.report import new_run_id
-from pseudo.batch.worker import Task, install_worker, lost_file, process_file, remove_worker
-from pseudo.io import durable
+from pseudo.batch.worker import Task, install_worker, lost_file, process_file
 from pseudo.pipeline.outcome import FileOutcome, FileStatus
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.serve.folder import NodeFolder, sync_folder
-from pseudo.serve.journal import Journal, Row, State
+from pseudo.serve.journal import Journal, Move, Row, State
 
 log = logging.getLogger("pseudo.serve")
 
@@ -76,11 +79,20 @@ class PipelineStage:
             target,
             self.run_id,
             self._committed,
-            sync_each_file=not durable.can_sync_filesystem(),
+            sync_each_file=True,  # by the workers, in parallel: never a flush of the filesystem
         )
-        self._pool: Pool | None = None
+        self._pool: ProcessPool | None = None
         #: the instances of the batch being committed, by spool path
         self._pending: dict[str, tuple[Row, str]] = {}
+        #: the journal moves of the batch being committed, and the spool copies they release
+        self._moves: list[Move] = []
+        self._released: list[Row] = []
+        #: the last journal id taken by the workers (the batch after it is taken next)
+        self._taken = 0
+        #: commits run one at a time, while the workers pseudonymize the next batch
+        self._commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pseudo-commit")
+        #: the batch being committed: its size and its commit
+        self._committing: tuple[int, Future[None]] | None = None
         self.status = "running"
 
     def start(self) -> None:
@@ -112,13 +124,17 @@ class PipelineStage:
             check=True,
             sync_each_file=self.committer.sync_each_file,
         )
-        self._pool = open_pool(setup, install_worker, remove_worker, self.workers, self.workers)
+        self._pool = ProcessPool(setup, install_worker, self.workers, chunk=1, forkserver=True)
+        list(self._pool.ordered(worker_ready, range(self.workers)))  # started before any instance
 
     def close(self, counts: dict[str, int]) -> None:
         """Stop the workers, record the run's end with ``counts``, release the target."""
         if self.status == "running":  # the pipeline never ran (the node did not start)
             self.status = "failed"
         try:
+            with contextlib.suppress(Exception):  # a failed commit was reported by step()
+                self._wait_for_commit()
+            self._commit_thread.shutdown(wait=True)
             if self._pool is not None:
                 self._pool.close()
             self.committer.close()
@@ -139,13 +155,37 @@ class PipelineStage:
             )
 
     def step(self) -> int:
-        """Pseudonymize and commit the oldest waiting instances; return how many were taken
-        (0: the spool is empty). Raises :class:`OutputError` when the target or the linkage
-        store cannot be written (nothing of the batch is released; it is tried again)."""
+        """Pseudonymize the oldest waiting instances not yet taken while the batch before
+        them is committed (in the committing thread); return how many were taken or committed
+        (0: the spool is empty and every batch committed). Raises :class:`OutputError` when
+        the target or the linkage store cannot be written: nothing of the failed batch, or of
+        the one pseudonymized meanwhile, is released; both are taken again by the next step."""
         assert self._pool is not None, "start() first"
-        rows = self.journal.rows(State.RECEIVED, BATCH)
+        rows = self.journal.rows(State.RECEIVED, BATCH, after=self._taken)
         if not rows:
-            return 0
+            return self._wait_for_commit()
+        self._taken = rows[-1].id
+        outcomes: list[FileOutcome] = []
+        try:
+            outcomes = self._pseudonymize(rows)
+            self._wait_for_commit()
+        except BaseException:
+            for outcome in outcomes:
+                if outcome.temp:
+                    Path(outcome.temp).unlink(missing_ok=True)
+            self._wait_for_commit(failed=True)
+            self._taken = 0  # every instance still waiting is taken again
+            raise
+        self._committing = (
+            len(rows),
+            self._commit_thread.submit(self._commit_batch, rows, outcomes),
+        )
+        return len(rows)
+
+    def _pseudonymize(self, rows: list[Row]) -> list[FileOutcome]:
+        """The outcomes of ``rows`` through the workers, in order; raises :class:`OutputError`
+        when one could not be written for want of room or rights (none is kept)."""
+        assert self._pool is not None
         tasks = [Task(str(self.folder.spool / row.spool), "", 0, self.run_id) for row in rows]
         outcomes = list(self._pool.ordered(process_file, tasks, lost_file))
         failed = next((o for o in outcomes if o.status == FileStatus.FAILED), None)
@@ -154,6 +194,37 @@ class PipelineStage:
                 if outcome.temp:
                     Path(outcome.temp).unlink(missing_ok=True)
             raise OutputError(f"{self.target}: {failed.reason}")
+        return outcomes
+
+    def _wait_for_commit(self, *, failed: bool = False) -> int:
+        """Wait for the batch being committed; return its size (0: none), or raise what
+        stopped it (unless ``failed``: the caller is raising already)."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return 0
+        size, future = committing
+        if future.exception() is not None:
+            self._taken = 0  # its instances (and those taken since) are taken again
+            if not failed:
+                future.result()  # raises
+            return 0
+        return size
+
+    def _commit_batch(self, rows: list[Row], outcomes: list[FileOutcome]) -> None:
+        """Commit a pseudonymized batch (in the committing thread), then move its instances
+        on in the node's journal and drop their spool copies."""
+        self._moves, self._released = [], []
+        try:
+            self._commit(rows, outcomes)
+        finally:
+            self._pending.clear()
+        self.journal.move(self._moves)
+        for row in self._released:
+            (self.folder.spool / row.spool).unlink(missing_ok=True)
+
+    def _commit(self, rows: list[Row], outcomes: list[FileOutcome]) -> None:
+        """Quarantine, drop as duplicates or commit each outcome of a batch; note the journal
+        moves, to be recorded once the outputs and the quarantine are on disk."""
         batch: list[FileOutcome] = []
         in_batch: dict[str, str] = {}
         for row, outcome in zip(rows, outcomes, strict=True):
@@ -174,11 +245,26 @@ class PipelineStage:
             in_batch[outcome.output] = digest
             self._pending[outcome.input] = (row, digest)
             batch.append(outcome)
-        try:
-            self.committer.commit(batch)
-        finally:
-            self._pending.clear()
-        return len(rows)
+        self.committer.commit(batch)
+        self._sync_output_folders()
+        if any(move.state == State.QUARANTINED for move in self._moves):
+            sync_folder(self.folder.quarantine)
+
+    def _sync_output_folders(self) -> None:
+        """Flush the folders the batch's outputs were renamed into (and those made for them),
+        so that an output is on disk before the journal says it is."""
+        folders: set[Path] = set()
+        for move in self._moves:
+            if move.output is None:
+                continue
+            folder = (self.target / move.output).parent
+            while folder != self.target and folder not in folders:
+                folders.add(folder)
+                folder = folder.parent
+        for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+            sync_folder(folder)
+        if folders:
+            sync_folder(self.target)
 
     def _committed(self, outcome: FileOutcome) -> None:
         """The committer put ``outcome``'s file in place: move its instance on."""
@@ -190,37 +276,43 @@ class PipelineStage:
             self._quarantine(row, outcome.reason or CONFLICT)  # the committer's own check
             return
         meta = read_file_meta_info(self.target / outcome.output)
-        self.journal.set_state(
-            row.id,
-            self.done_state,
-            output=outcome.output,
-            digest=digest,
-            sop_class=str(meta.MediaStorageSOPClassUID),
-            transfer_syntax=str(meta.TransferSyntaxUID),
+        self._moves.append(
+            Move(
+                row.id,
+                self.done_state,
+                output=outcome.output,
+                digest=digest,
+                sop_class=str(meta.MediaStorageSOPClassUID),
+                transfer_syntax=str(meta.TransferSyntaxUID),
+            )
         )
+        self._released.append(row)
         log.info("instance #%d pseudonymized: %s", row.id, outcome.output)
-        (self.folder.spool / row.spool).unlink(missing_ok=True)
 
     def _duplicate(self, row: Row) -> None:
         """The same output as an earlier instance, byte for byte: not sent twice."""
-        self.journal.set_state(row.id, State.DUPLICATE)
+        self._moves.append(Move(row.id, State.DUPLICATE))
+        self._released.append(row)
         log.info("instance #%d is a duplicate of an earlier one: not sent again", row.id)
-        (self.folder.spool / row.spool).unlink(missing_ok=True)
 
     def _quarantine(self, row: Row, reason: str) -> None:
         """Keep the received instance in the quarantine (a link first, so that a crash never
-        loses it), record why, then drop its spool copy."""
-        source = self.folder.spool / row.spool
+        loses it; the folder is flushed before the journal records it), then drop its spool
+        copy."""
         try:
-            os.link(source, self.folder.quarantine / row.spool)
+            os.link(self.folder.spool / row.spool, self.folder.quarantine / row.spool)
         except FileExistsError:
             pass  # linked before a crash
         except FileNotFoundError:
             reason = f"its spool copy is missing ({reason})"
-        sync_folder(self.folder.quarantine)
-        self.journal.set_state(row.id, State.QUARANTINED, reason=reason)
+        self._moves.append(Move(row.id, State.QUARANTINED, reason=reason))
+        self._released.append(row)
         log.warning("instance #%d quarantined: %s", row.id, reason)
-        source.unlink(missing_ok=True)
+
+
+def worker_ready(index: int) -> int:
+    """A task that does nothing: run once on each worker, so that they are started."""
+    return index
 
 
 def _digest(path: Path) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from pseudo.deid.uids import is_standard_uid
 from pseudo.policy.compiled import CompiledPolicy
-from pseudo.verify.elements import Walked, path_of, strings
+from pseudo.verify.elements import Walked, path_of, peek, strings
 from pseudo.verify.finding import VerificationFinding
 from pseudo.verify.recording import KEEPING, REFERENCE_TAGS
 
@@ -35,9 +35,9 @@ def output_uids(
     found: dict[int, str] = {}
     for level, tag, vr, parents in walked:
         if vr == "UI" and policy.decide(tag, vr, level, parents, active).action not in KEEPING:
-            for uid in strings(level[tag].value):
-                if uid and not is_standard_uid(uid):
-                    found.setdefault(uid_digest(uid), path_of(parents, tag))
+            for uid in strings(peek(level, tag, vr)):  # as read: not converted in place
+                if uid and not is_standard_uid(uid) and (digest := uid_digest(uid)) not in found:
+                    found[digest] = path_of(parents, tag)
     return found
 
 

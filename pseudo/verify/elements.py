@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
@@ -36,11 +36,11 @@ Walked = tuple[Dataset, int, str, Parents]
 #: puts the same prebuilt De-identification Method Code Sequence into every output, and it
 #: need be parsed only once. The element is kept, so its identity cannot be reused meanwhile.
 _RECENT_SEQUENCES: dict[int, tuple[RawDataElement, list[Dataset]]] = {}
-_RECENT_LIMIT = 8
+_RECENT_LIMIT = 32  # one per transfer syntax met (12 in the canary corpus), and a few more
 _RECENT_LOCK = threading.Lock()
 
 
-def _items(ds: Dataset, tag: int, element: Any) -> list[Dataset]:
+def item_list(ds: Dataset, tag: int, element: Any) -> list[Dataset]:
     """The items of a sequence element (raw or not) of ``ds``."""
     if not isinstance(element, RawDataElement):
         return list(element.value or [])
@@ -63,7 +63,7 @@ def elements(ds: Dataset, parents: Parents = ()) -> Iterator[Walked]:
         yield ds, tag, vr, parents
         if vr == "SQ":
             try:
-                items = _items(ds, tag, element)
+                items = item_list(ds, tag, element)
             except Exception:
                 continue
             for index, item in enumerate(items):
@@ -86,8 +86,11 @@ def peek_value(ds: Dataset, tag: int, vr: str, charset: Any = None) -> Any:
     values belong to attributes about to be removed: converting them would be wasted work).
     ``charset``: the data set's encodings, when the caller knows them already."""
     element = ds.get_item(tag)
-    if isinstance(element, RawDataElement) and vr != "SQ":
-        return raw_value(element, vr, character_set(ds) if charset is None else charset)
+    if vr != "SQ":
+        if isinstance(element, RawDataElement):
+            return raw_value(element, vr, character_set(ds) if charset is None else charset)
+        if isinstance(element, DataElement):
+            return element.value  # what ds[tag].value gives, without its bookkeeping
     return ds[tag].value
 
 

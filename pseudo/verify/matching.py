@@ -20,6 +20,16 @@ WORD_BYTES = bytes(
 )
 
 
+#: A run of letters and digits, then one more (the first byte of the next element's tag), then 0.
+_TAG_STUCK = re.compile(rb"([A-Za-z0-9]+)[A-Za-z0-9]\x00")
+
+
+def tag_stuck_words(raw: bytes) -> set[str]:
+    """The last words of values that may have run into the next element's tag (see
+    :func:`needle_pattern`), without that tag's byte, upper-case like the other words."""
+    return {word.upper().decode("ascii") for word in _TAG_STUCK.findall(raw)}
+
+
 @functools.lru_cache(maxsize=8192)
 def _needle_words(text: str) -> frozenset[str]:
     """The words of a needle (values recur across the files of a study)."""
@@ -32,9 +42,13 @@ def needle_pattern(needle: Needle) -> re.Pattern[str]:
     text = re.escape(needle.text)
     if needle.kind == "date":
         return re.compile(rf"(?<!\d){text}" + ("" if needle.text.isdigit() else r"(?!\d)"))
+    # In raw bytes, a value of even length runs into the next element's tag; when that tag's
+    # first byte (its group's low byte: 0x32, 0x50, 0x54...) is a letter or digit, the byte after
+    # it is 0 (the group's high byte), which no text value holds (UIDs excepted: padding).
+    tag = "" if needle.kind == "instance UID" else r"|(?=[A-Za-z0-9]\x00)"
     if needle.fold:
-        return re.compile(rf"(?<![^\W_]){text}(?![^\W_])", re.IGNORECASE)
-    return re.compile(rf"(?<![\w.]){text}(?![\w.])")
+        return re.compile(rf"(?<![^\W_]){text}(?:(?![^\W_]){tag})", re.IGNORECASE)
+    return re.compile(rf"(?<![\w.]){text}(?:(?![\w.]){tag})")
 
 
 class Matcher:
@@ -99,7 +113,7 @@ class Matcher:
         caller has them already)."""
         if split is None:
             words_text = raw.translate(WORD_BYTES).decode("ascii")
-            split = words_text, set(words_text.split())
+            split = words_text, set(words_text.split()) | tag_stuck_words(raw)
         words_text, words = split
         found: list[tuple[Needle, int]] = []
         candidates = self._candidates(words, any(day in words_text for day in self._dates))

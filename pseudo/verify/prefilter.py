@@ -16,7 +16,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from pseudo.verify.elements import strings
-from pseudo.verify.matching import WORD_BYTES
+from pseudo.verify.matching import WORD_BYTES, tag_stuck_words
 
 #: The words of a text: upper-case runs of ASCII letters and digits.
 Words = AbstractSet[str]
@@ -26,7 +26,7 @@ def output_words(header: bytes, names: Iterable[str] = ()) -> tuple[str, Words]:
     """An output's bytes as words (see :meth:`~pseudo.verify.matching.Matcher.search_bytes`),
     and the words of those bytes and of the parts of its file name."""
     text = header.translate(WORD_BYTES).decode("ascii")
-    words = set(text.split())
+    words = set(text.split()) | tag_stuck_words(header)
     for name in names:
         words.update(_words_of(name.encode("utf-8", "replace")))
     return text, words

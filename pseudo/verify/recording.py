@@ -13,7 +13,7 @@ import functools
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -24,6 +24,7 @@ from pseudo.deid.uids import is_standard_uid
 from pseudo.dicom.private import SafePrivate
 from pseudo.dicom.tags import attribute_name, element_vr
 from pseudo.io.pydicom_internals import character_set, element_map
+from pseudo.io.rawsequence import Leaf, sequence_leaves
 from pseudo.policy.compiled import CompiledPolicy, Decision
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
@@ -34,10 +35,10 @@ from pseudo.verify.elements import (
     peek,
     peek_value,
     raw_value,
-    snapshot,
     snapshot_of,
     strings,
 )
+from pseudo.verify.matching import WORD_BYTES
 from pseudo.verify.needles import Needles, name_spellings
 from pseudo.verify.prefilter import Words, may_hold, may_hold_whole
 
@@ -153,7 +154,8 @@ class Recorder:
                 self.references[path_of(parents, tag)] = uid
         if action in KEEPING:
             if vr != "SQ":
-                self.kept[(parents, tag)] = snapshot(ds, tag)
+                element = cast("dict[int, Any]", element_map(ds)).get(tag)  # no BaseTag per call
+                self.kept[(parents, tag)] = None if element is None else snapshot_of(element)
             return  # kept values are not evidence of themselves
         if vr == "TM" or (private and 0x10 <= tag & 0xFFFF <= 0xFF):
             return  # times of day and private creator names are not evidence
@@ -174,8 +176,12 @@ class Recorder:
         charset = self._charsets.get(id(ds))
         if charset is None:
             charset = self._charsets[id(ds)] = character_set(ds)
+        element = cast("dict[int, Any]", element_map(ds)).get(tag)
+        if element.__class__ is RawDataElement and element.value is not None:
+            self.values.append((tag, vr, action, private, element, charset))
+            return  # the common case: a value as read, held as it is
         try:
-            element = ds.get_item(tag)
+            element = ds.get_item(tag)  # a deferred value is read here
         except Exception:
             return
         held = element if isinstance(element, RawDataElement) else snapshot_of(element)
@@ -204,7 +210,11 @@ class Recorder:
                     self.needles.add(text, kind)
 
     def _subtree(self, ds: Dataset, tag: int) -> None:
-        """Everything inside a sequence that is removed whole is gone too."""
+        """Everything inside a sequence that is removed whole is gone too (read from its raw
+        bytes when they are plain: the items are not built only to be thrown away)."""
+        element = cast("dict[int, Any]", element_map(ds)).get(tag)
+        if self._leaves(sequence_leaves(element), ds):
+            return
         try:
             items = ds[tag].value or []
         except Exception:
@@ -214,6 +224,22 @@ class Recorder:
                 if vr == "SQ" or vr == "TM" or (vr not in SEARCHED_VRS and not (inner >> 16) & 1):
                     continue
                 self._record(level, inner, vr, Action.REMOVE, bool((inner >> 16) & 1))
+
+    def _leaves(self, leaves: list[Leaf] | None, ds: Dataset) -> bool:
+        """Record the values among the elements of a removed sequence read from its bytes
+        (held by ``ds``, whose encodings its items have); False when there are none to read."""
+        if leaves is None:
+            return False
+        charset = self._charsets.get(id(ds))
+        if charset is None:
+            charset = self._charsets[id(ds)] = character_set(ds)
+        values = self.values
+        for element, vr in leaves:
+            inner = element.tag
+            private = bool((inner >> 16) & 1)
+            if vr != "TM" and (vr in SEARCHED_VRS or private):
+                values.append((inner, vr, Action.REMOVE, private, element, charset))
+        return True
 
     def build(self, words: Words | None = None) -> Needles:
         """The needles of every value recorded (``words``: only of those an output with these
@@ -227,11 +253,15 @@ class Recorder:
             )
             raw = element.__class__ is RawDataElement
             if words is not None and vr == "UI":
+                held = element.value if raw else None
                 try:
-                    value = raw_value(element, vr, charset) if raw else element
+                    if held.__class__ is bytes and held.isascii():
+                        value = held.decode("ascii").strip(" \x00").split("\\")  # as raw_value()
+                    else:
+                        value = raw_value(element, vr, charset) if raw else element
                 except Exception:
                     continue
-                for uid in strings(value):
+                for uid in value if value.__class__ is list else strings(value):
                     if uid and not is_standard_uid(uid):
                         needles.add_uid(uid, search=may_hold_whole(uid, words))
                 continue
@@ -240,8 +270,12 @@ class Recorder:
                 if held is None:
                     continue
                 binary = vr in _BINARY
-                if not may_hold(held, binary, words):
-                    continue  # absent from the output: checked by that fact, not skipped
+                if held.__class__ is bytes and (binary or (held.isascii() and 0x1B not in held)):
+                    # may_hold() inlined for the common case (a few hundred values a file)
+                    if words.isdisjoint(held.translate(WORD_BYTES).decode("ascii").split()):
+                        continue  # absent from the output: checked by that fact, not skipped
+                elif not may_hold(held, binary, words):
+                    continue
             if private and raw and len(element.value or b"") <= _RECURRING_BYTES:
                 # the same value at another place in another file: the same needles
                 encodings = charset if isinstance(charset, str) else tuple(charset)
