@@ -87,6 +87,7 @@ _ROW_SHARE = 0.2
 _COLUMN_STROKES = 1
 _SPLIT_GAP = 2.0
 _MIN_SPLIT = 8
+_END_WIDTH = 0.5
 # Pixels added around a confirmed line, in full-resolution pixels, before it is returned.
 _LINE_MARGIN = 2
 
@@ -274,10 +275,14 @@ class _Scan:
             left_end, right_end = max(0, x1 - gap), min(width - 1, x2 + gap)
             band = self.mask[y1 + top : y1 + bottom + 1, left_end : right_end + 1]
             per_column = band.sum(axis=0, dtype=np.int64)
+            # a character at either end whose strokes the scan lost (faint, or merged into
+            # the background) is covered by half a line height more
+            extra = int(np.ceil(_END_WIDTH * line))
             for left, right in _runs(per_column >= _COLUMN_STROKES, gap):
                 left, right = left + left_end, right + left_end
                 if right < x1 or left > x2:
                     continue  # strokes beside the box, not of its line
+                left, right = max(left_end, left - extra), min(right_end, right + extra)
                 parts.append(
                     Box(
                         max(0, int(left * s)),
