@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
 """What pixel protection costs: ``pseudo run --workers 1`` with pixels on (the default) and
-with ``--pixels off``, in the same run, on the benchmark cohort (images without burned-in text,
-built as ``benchmarks/run.py`` builds it) and on ``../shared/corpus/burned-in`` (read in place).
+with ``--pixels off``, in the same run, on the benchmark cohort (built as ``benchmarks/run.py``
+builds it), on its text-free images alone, and on ``../shared/corpus/burned-in`` (read in
+place).
 
-Reports files/s of each, the ratio on/off (the issue's bound: at most 2x on the cohort), and the
-peak memory of the worker. Rounds alternate on and off so that a busy machine slows both alike;
-medians are reported.
+The cohort is not all text-free: its ultrasound (pydicom's ``examples_jpeg2k``, 12 % of the
+files) carries real burned-in text, which is found, blanked, re-encoded and read back. The
+issue's bound (at most 2x) is for images without burned-in text: the cohort less that
+ultrasound (hard links, no copy). Both are reported.
+
+Reports files/s of each (medians), the ratio on/off (the median of the rounds' ratios, and
+their range), and the peak memory of the worker with pixels on and off. Rounds alternate off
+and on so that a busy machine slows both alike.
 
 Usage: python benchmarks/pixels.py [--instances 200] [--repeats 3] [--workdir benchmarks/_work]
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import statistics
 import sys
@@ -26,6 +33,9 @@ sys.path.insert(0, str(HERE))
 from run import OPERATOR, REID, build_cohort, compile_bytecode, pseudo_run  # noqa: E402
 
 BURNED_IN = HERE.parent.parent / "shared" / "corpus" / "burned-in" / "dicom"
+#: The image of the cohort's mix that carries burned-in text (an ultrasound).
+WITH_TEXT = "examples_jpeg2k"
+TEXT_FREE = "benchmark cohort, text-free images (the issue's bound)"
 
 
 def _vault(path: Path) -> Path:
@@ -44,26 +54,45 @@ def _vault(path: Path) -> Path:
 
 def measure(source: Path, files: int, work: Path, repeats: int) -> dict[str, float]:
     """Median seconds with pixels on and off (one vault each: the project remembers the
-    setting), files/s, the ratio, and the worker's peak memory (MB) with pixels on."""
+    setting), files/s, the ratio, and the worker's peak memory (MB) with pixels on and off
+    (one worker runs in the command's own process)."""
     vaults = {mode: _vault(work / f"vault-pixels-{mode}") for mode in ("on", "off")}
     seconds: dict[str, list[float]] = {"on": [], "off": []}
-    peak = 0
+    peaks = {"on": 0, "off": 0}
     for _ in range(repeats):
         for mode in ("off", "on"):
             took, parent, worker = pseudo_run(
                 source, work / f"out-{mode}", vaults[mode], "--workers", "1", "--pixels", mode
             )
             seconds[mode].append(took)
-            if mode == "on":
-                peak = max(peak, parent, worker)
+            peaks[mode] = max(peaks[mode], parent, worker)
     on, off = statistics.median(seconds["on"]), statistics.median(seconds["off"])
+    # each round's on against the off run just before it: a busy minute slows both
+    ratios = [a / b for a, b in zip(seconds["on"], seconds["off"], strict=True)]
     return {
         "files": files,
         "on_files_per_s": files / on,
         "off_files_per_s": files / off,
-        "ratio": on / off,
-        "peak_mb": peak / 1024,
+        "ratio": statistics.median(ratios),
+        "ratio_low": min(ratios),
+        "ratio_high": max(ratios),
+        "peak_mb": peaks["on"] / 1024,
+        "peak_off_mb": peaks["off"] / 1024,
     }
+
+
+def text_free(cohort: Path, folder: Path) -> int:
+    """``folder``: the cohort's files but its ultrasound with text, as hard links; how many."""
+    shutil.rmtree(folder, ignore_errors=True)
+    count = 0
+    for path in sorted(cohort.rglob("*.dcm")):
+        if WITH_TEXT in path.name:
+            continue
+        target = folder / path.relative_to(cohort)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, target)
+        count += 1
+    return count
 
 
 def main() -> int:
@@ -80,19 +109,28 @@ def main() -> int:
     shutil.rmtree(cohort, ignore_errors=True)
     files = build_cohort(cohort, args.instances)
     compile_bytecode()
-    rows = {"benchmark cohort (no burned-in text)": measure(cohort, len(files), work, args.repeats)}
+    clean = work / "cohort-text-free"
+    rows = {TEXT_FREE: measure(clean, text_free(cohort, clean), work, args.repeats)}
+    with_text = sum(WITH_TEXT in path.name for path in files)
+    name = f"benchmark cohort as built ({with_text} ultrasound images with text)"
+    rows[name] = measure(cohort, len(files), work, args.repeats)
     if args.burned_in.is_dir():
         count = len(list(args.burned_in.glob("*.dcm")))
         rows["burned-in corpus"] = measure(args.burned_in, count, work, args.repeats)
-    print("| tree | files | pixels on, files/s | --pixels off, files/s | on/off | peak MB |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| tree | files | pixels on, files/s | --pixels off, files/s | on/off (range) "
+        "| peak MB on | peak MB off |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
         print(
             f"| {name} | {row['files']:.0f} | {row['on_files_per_s']:.1f} | "
-            f"{row['off_files_per_s']:.1f} | {row['ratio']:.2f}x | {row['peak_mb']:.0f} |"
+            f"{row['off_files_per_s']:.1f} | {row['ratio']:.2f}x ({row['ratio_low']:.2f}-"
+            f"{row['ratio_high']:.2f}x) | {row['peak_mb']:.0f} | "
+            f"{row['peak_off_mb']:.0f} |"
         )
-    cohort_ratio = rows["benchmark cohort (no burned-in text)"]["ratio"]
-    print(f"bound: on/off <= 2x on the cohort: {'met' if cohort_ratio <= 2 else 'NOT met'}")
+    ratio = rows[TEXT_FREE]["ratio"]
+    print(f"bound: on/off <= 2x on text-free images: {'met' if ratio <= 2 else 'NOT met'}")
     return 0
 
 

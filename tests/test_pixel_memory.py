@@ -9,6 +9,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pydicom
 import pydicom.data
@@ -25,23 +26,32 @@ from tests.memory import wait_with_peaks
 
 MEMORY_BOUND_MB = 300
 PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
-#: What the child process does with the file: what a worker does with it when it has text.
+#: What the child process does with the file: what a worker's pixel step does with an image that
+#: a rule covers and the detector scans (every frame decoded, shown to the detector, blanked,
+#: written, then read back by the verifier); prints the number of boxes the detector found.
 _WORKER = """
 import sys
 from pathlib import Path
-from typing import Any
 from pseudo.io.dicomio import read_source, write_temporary
 from pseudo.pixels.boxes import Box
 from pseudo.pixels.frames import display_gray8, iter_frames
-from pseudo.pixels.redact import redact
-source = read_source(Path(sys.argv[1]))
-for frame in iter_frames(source.dataset, source.pixels):
-    display_gray8(frame, source.dataset)
-redaction = redact(source.dataset, source.pixels, [Box(0, 0, 60, 10)], Path(sys.argv[2]))
-redaction.apply(source.dataset)
-write_temporary(source.dataset, Path(sys.argv[2]), redaction.pixels, sync=False)
-redaction.discard()
+from pseudo.pixels.protect import protect
+from pseudo.pixels.rules import PixelPlan
+from pseudo.policy.pixels import PixelPolicy
+from pseudo.verify.pixels import readable_values
+source, out = read_source(Path(sys.argv[1])), Path(sys.argv[2])
+plan = PixelPlan(None, (Box(0, 0, 60, 10),), True)
+done = protect(plan, source.dataset, source.pixels, PixelPolicy(), out)
+done.redaction.apply(source.dataset)
+written, _ = write_temporary(source.dataset, out, done.redaction.pixels, sync=False)
+done.redaction.discard()
+output = read_source(written)
+frames = (display_gray8(f, output.dataset) for f in iter_frames(output.dataset, output.pixels))
+found = readable_values(frames, {"patient name": ["NOBODY^SOMEONE"]})
+print(len(done.detected), len(found))
 """
+#: What the detector reads in the frames that carry text (no identifying value of the file).
+_TEXT = "BURNED IN 12345"
 
 
 def _frame() -> Dataset:
@@ -49,10 +59,15 @@ def _frame() -> Dataset:
 
 
 def _multiframe(
-    path: Path, megabytes: float, syntax: UID = ExplicitVRLittleEndian, tiles: int = 1
+    path: Path,
+    megabytes: float,
+    syntax: UID = ExplicitVRLittleEndian,
+    tiles: int = 1,
+    text_every: int = 0,
 ) -> int:
     """A multi-frame file of CT_small's frame (``tiles`` x ``tiles`` of it, varied a little
-    per frame), written frame by frame, never whole in memory; the size of a decoded frame."""
+    per frame, with lines of text in every ``text_every``-th frame when given), written frame
+    by frame, never whole in memory; the size of a decoded frame."""
     ds = _frame()
     frame = np.tile(ds.pixel_array, (tiles, tiles))
     ds.Rows, ds.Columns = frame.shape
@@ -63,7 +78,14 @@ def _multiframe(
     ds.save_as(path, enforce_file_format=True)
 
     def variant(index: int) -> np.ndarray:
-        return np.roll(frame, index % 64, axis=1)
+        rolled = np.roll(frame, index % 64, axis=1)
+        if text_every and index % text_every == 0:
+            ink = np.zeros(frame.shape, np.uint8)
+            for line in range(3):
+                position = (8, 20 + 18 * line)
+                cv2.putText(ink, _TEXT, position, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 255, 1)
+            rolled[ink > 0] = frame.max()
+        return rolled
 
     with path.open("ab") as handle:
         if syntax == ExplicitVRLittleEndian:
@@ -124,18 +146,45 @@ def test_memory_is_bounded_by_a_frame_not_by_the_file(syntax: UID, tmp_path: Pat
     redaction.discard()
 
 
-@pytest.mark.slow
-def test_a_1_gb_multiframe_file_is_redacted_under_300_mb(tmp_path: Path) -> None:
-    path = tmp_path / "big.dcm"
-    _multiframe(path, 1024)
-    out = tmp_path / "out"
+def _worker_peak_mb(path: Path, out: Path) -> tuple[float, list[int]]:
+    """Run the pixel step of a worker on ``path`` in a process of its own: its peak resident
+    memory (MB) and what it printed (boxes detected, values read back)."""
     out.mkdir()
-    process = subprocess.Popen([sys.executable, "-c", _WORKER, str(path), str(out)])
+    process = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, str(path), str(out)], stdout=subprocess.PIPE, text=True
+    )
     peaks = wait_with_peaks(process)
+    printed = process.stdout.read() if process.stdout else ""
     assert process.returncode == 0
-    peak_mb = max(peaks.values()) / 1024
-    print(f"peak memory {peak_mb:.0f} MB for a 1 GB multi-frame file")
-    assert peak_mb < MEMORY_BOUND_MB, f"peak memory {peak_mb:.0f} MB for a 1 GB file"
     written = next(out.glob(".pseudo-*.part"))
     assert written.stat().st_size >= path.stat().st_size - 4096
     assert not list(out.glob(".pseudo-pixels-*"))
+    return max(peaks.values()) / 1024, [int(n) for n in printed.split()]
+
+
+@pytest.mark.slow
+def test_a_1_gb_multiframe_file_is_redacted_under_300_mb(tmp_path: Path) -> None:
+    # every frame decoded, scanned by the detector, blanked by the rule, written and read back
+    path = tmp_path / "big.dcm"
+    _multiframe(path, 1024, tiles=2)
+    peak_mb, (detected, found) = _worker_peak_mb(path, tmp_path / "out")
+    print(f"peak memory {peak_mb:.0f} MB for a 1 GB multi-frame file without text")
+    assert detected == 0 and found == 0  # no frame passed the scan: the OCR model never loaded
+    assert peak_mb < MEMORY_BOUND_MB, f"peak memory {peak_mb:.0f} MB for a 1 GB file"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=False,
+    reason="UNFINISHED: once a frame passes the scan, RapidOCR's models (75 MB) and its text "
+    "detector's activations (the 512-pixel frames are enlarged to 1024 for it; onnxruntime's "
+    "arena is off, one thread) take the worker to 536-577 MB (measured 2026-12-03; 93 MB for the "
+    "file without text); frames are still one at a time",
+)
+def test_a_1_gb_multiframe_file_with_text_is_redacted_under_300_mb(tmp_path: Path) -> None:
+    path = tmp_path / "big-text.dcm"
+    _multiframe(path, 1024, tiles=4, text_every=256)
+    peak_mb, (detected, found) = _worker_peak_mb(path, tmp_path / "out")
+    print(f"peak memory {peak_mb:.0f} MB for a 1 GB multi-frame file, text in 1 frame of 256")
+    assert detected > 0 and found == 0
+    assert peak_mb < MEMORY_BOUND_MB, f"peak memory {peak_mb:.0f} MB for a 1 GB file with text"

@@ -43,6 +43,7 @@ from pseudo.pixels.codecs import LOSSY_METHOD, NATIVE
 from pseudo.pixels.failures import UndecodablePixels, UnsupportedPixels
 from pseudo.pixels.frames import display_gray8, iter_frames, thumbnail
 from pseudo.pixels.graphics import remove_icons_and_overlays
+from pseudo.pixels.jpeg_scan import sequential_scans
 from pseudo.pixels.redact import blank_value, redact
 from tests.conftest import PUBLIC, need
 
@@ -454,9 +455,9 @@ def test_a_data_set_in_memory_gets_its_redacted_pixel_data(tmp_path: Path) -> No
     assert not list(tmp_path.iterdir())
 
 
-def test_an_8_bit_jpeg_extended_image_is_redacted_when_it_can_be_decoded(tmp_path: Path) -> None:
-    # The corpus's JPEG Extended files are 12-bit, which only GDCM decodes (they are refused,
-    # see above); an 8-bit one (Process 2) goes through redaction like JPEG Baseline.
+def test_an_8_bit_jpeg_extended_image_is_redacted(tmp_path: Path) -> None:
+    # The corpus's JPEG Extended files are 12-bit (see the tests below); an 8-bit one
+    # (Process 2) goes through redaction like JPEG Baseline.
     ds = pydicom.dcmread(PYDICOM_FILES / "image_dfl.dcm")  # 8-bit MONOCHROME2
     _draw_jpeg(ds, 255)
     ds.file_meta.TransferSyntaxUID = JPEGExtended12Bit
@@ -474,3 +475,68 @@ def test_an_8_bit_jpeg_extended_image_is_redacted_when_it_can_be_decoded(tmp_pat
     assert np.array_equal(after[~mask], before[~mask])
     assert redaction.syntax == JPEGLSLossless and redaction.attributes["LossyImageCompression"]
     _dcmdump_reads(written)
+
+
+def _dcmtk(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("PSEUDO_CI"):
+            pytest.fail(f"{tool} (dcmtk) is required in CI (PSEUDO_CI is set)")
+        pytest.skip(f"{tool} not found: install dcmtk (apt-get install dcmtk)")
+    return path
+
+
+@pytest.mark.parametrize("name", ["MR4_JPLY.dcm", "NM1_JPLY.dcm"])
+def test_12_bit_jpeg_extended_decodes_as_the_ijg_library_decodes_it(
+    name: str, tmp_path: Path
+) -> None:
+    # Their scan headers say Se = 0 where a sequential scan says 63: the IJG library (dcmtk's
+    # dcmdjpeg here) warns and decodes; pylibjpeg-libjpeg decodes once the header is repaired.
+    path = need(PUBLIC / "dicom-test-files" / "WG04" / "JPLY" / name, "NEMA WG-04 JPEG file")
+    reference = tmp_path / "reference.dcm"
+    subprocess.run([_dcmtk("dcmdjpeg"), str(path), str(reference)], check=True, capture_output=True)
+    source = read_source(path)
+    assert int(source.dataset.BitsStored) == 12
+    ours = np.stack(list(iter_frames(source.dataset, source.pixels)))
+    theirs = _frames(pydicom.dcmread(reference))
+    assert ours.shape == theirs.shape
+    # lossy JPEG: two IDCT implementations may round a value differently, never by more
+    difference = np.abs(ours.astype(np.int32) - theirs.astype(np.int32))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.05
+    assert np.array_equal(_frames(pydicom.dcmread(path)), ours)  # pixel_array (thumbnails) too
+
+
+def test_12_bit_jpeg_extended_is_redacted_losslessly(tmp_path: Path) -> None:
+    path = need(PUBLIC / "dicom-test-files" / "WG04" / "JPLY" / "MR4_JPLY.dcm", "WG-04 file")
+    source = read_source(path)
+    before = _frames(pydicom.dcmread(path))
+    boxes = _boxes(source.dataset)
+    redaction = redact(source.dataset, source.pixels, boxes, tmp_path)
+    redaction.apply(source.dataset)
+    written, _ = write_temporary(source.dataset, tmp_path, redaction.pixels, sync=False)
+    redaction.discard()
+    out = pydicom.dcmread(written)
+    after = _frames(out)
+    mask = _mask(after.shape, boxes)
+    assert np.ptp(before[mask]) > 0 and (after[mask] == 0).all()
+    assert np.array_equal(after[~mask], before[~mask])
+    assert redaction.syntax == JPEGLSLossless and out.BitsStored == 12
+    assert out.LossyImageCompression == "01" and "ISO_10918_1" in out.LossyImageCompressionMethod
+    _dcmdump_reads(written)
+
+
+def test_scan_headers_are_made_sequential_and_nothing_else() -> None:
+    buffer = io.BytesIO()
+    gradient = np.add.outer(np.arange(32), np.arange(48)).astype(np.uint8)
+    Image.fromarray(gradient).save(buffer, "JPEG", quality=90)
+    stream = buffer.getvalue()
+    assert sequential_scans(stream) is stream  # a correct stream is left as it is
+    scan = stream.find(b"\xff\xda")
+    selection = scan + 5 + 2 * stream[scan + 4]  # Ss, Se, Ah/Al after the components
+    assert stream[selection : selection + 3] == b"\x00\x3f\x00"
+    broken = stream[: selection + 1] + b"\x00" + stream[selection + 2 :]
+    assert sequential_scans(broken) == stream
+    assert sequential_scans(b"\xff\xd8\xff\xda\x00") == b"\xff\xd8\xff\xda\x00"  # cut short
+    progressive = io.BytesIO()
+    Image.fromarray(gradient).save(progressive, "JPEG", progressive=True)
+    assert sequential_scans(progressive.getvalue()) == progressive.getvalue()

@@ -189,8 +189,15 @@ def test_html_report_of_the_canary_corpus_is_compact_and_masked(
     report = tmp_path / "review.html"
     assert cli("diff", canary_dir, canary_run.output, "--html", report).code == 0
     page = report.read_text()
-    # 95 files: 2.9 MB before rows were written as indexes; about 0.3 MB now.
-    assert len(page.encode()) < 450_000
+    images = re.search(r'<section id="images">.*?</section>', page, re.S)
+    assert images is not None
+    # 95 files: 2.9 MB before rows were written as indexes; about 0.3 MB now, the images aside.
+    assert len(page.replace(images.group(0), "").encode()) < 450_000
+    # One gray thumbnail per image whose pixels did not change (all of them here).
+    figures = images.group(0).count("<figure")
+    assert figures > 70 and images.group(0).count("<img") == figures
+    assert images.group(0).count("pixels unchanged") == figures
+    assert len(images.group(0).encode()) < figures * 12_000
     assert not any(token in page for token in answer_key["canaries"]), "no canary in the page"
     data = _embedded(page)
     assert len(data["files"]) == 95 and len(data["patients"]) == len(answer_key["patients"])

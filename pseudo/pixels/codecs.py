@@ -155,18 +155,17 @@ class FrameEncoder:
         return frame.astype(f"<{kind}{self.bits_allocated // 8}", copy=False).tobytes()
 
 
-def choose_encoder(ds: Dataset, source: UID, frame: np.ndarray) -> FrameEncoder:
+def choose_encoder(ds: Dataset, source: UID, frame: np.ndarray) -> tuple[FrameEncoder, bytes]:
     """The first of ``source``'s :func:`targets` whose encoder takes ``frame`` (the first
-    redacted frame) and gives it back unchanged."""
+    redacted frame) and gives it back unchanged, and ``frame`` so encoded (encoding it is
+    the test: it is not encoded twice)."""
     reasons = []
     for syntax in targets(source):
         try:
             encoder = FrameEncoder(ds, syntax)
-            if encoder.encapsulated:
-                if not get_encoder(syntax).is_available:
-                    continue
-                encoder.encode(frame)
-            return encoder
+            if encoder.encapsulated and not get_encoder(syntax).is_available:
+                continue
+            return encoder, encoder.encode(frame)
         except ReencodeFailed as exc:
             reasons.append(exc.reason)
     raise ReencodeFailed("; ".join(reasons) or "no lossless encoder for this image")

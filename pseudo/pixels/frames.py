@@ -9,7 +9,7 @@ memory, holds its pixel data itself; its frames are decoded from there.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -21,6 +21,7 @@ from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
 from pseudo.io.dicomio import PixelSpan, pixel_header, transfer_syntax
+from pseudo.pixels import jpeg_scan
 from pseudo.pixels.failures import UndecodablePixels, UnsupportedPixels
 
 #: Luma weights of ITU-R BT.601 (those of DICOM's YBR_FULL).
@@ -58,10 +59,25 @@ def check_pixel_data(header: bytes) -> bytes:
     return header
 
 
-#: Decoding plugins faster than those pydicom tries first: CharLS for JPEG-LS (3x libjpeg's),
-#: pylibjpeg-rle's compiled RLE (pydicom's own is numpy code), when installed.
+#: Decoding plugins used before those pydicom tries first: CharLS for JPEG-LS (3x libjpeg's),
+#: pylibjpeg-rle's compiled RLE (pydicom's own is numpy code), and for JPEG Extended
+#: pylibjpeg-libjpeg behind the scan-header repair of :mod:`pseudo.pixels.jpeg_scan` (Pillow
+#: reads no 12-bit JPEG), when installed.
 _FASTEST = {"1.2.840.10008.1.2.4.80": "pyjpegls", "1.2.840.10008.1.2.4.81": "pyjpegls"}
 _FASTEST["1.2.840.10008.1.2.5"] = "pylibjpeg"
+_FASTEST["1.2.840.10008.1.2.4.51"] = jpeg_scan.PLUGIN
+
+
+def _register_jpeg_scan_plugin() -> None:
+    """Add :mod:`pseudo.pixels.jpeg_scan` to pydicom's JPEG Extended decoder (once per
+    process), last: ``Dataset.pixel_array`` (thumbnails) falls back to it too."""
+    with suppress(ValueError):  # added already (the module was imported again)
+        get_decoder(UID("1.2.840.10008.1.2.4.51")).add_plugin(
+            jpeg_scan.PLUGIN, (jpeg_scan.__name__, "decode_pixel_data")
+        )
+
+
+_register_jpeg_scan_plugin()
 
 
 def fastest_plugin(decoder: Decoder) -> str:

@@ -404,10 +404,12 @@ def _redact_encapsulated(
             value = blank_value(ds, "RGB" if frame.ndim == 3 else None)
             _blank(frame, plan[index], value, planar)
         if encoder is None:
-            encoder = choose_encoder(ds, syntax, frame)
+            encoder, encoded = choose_encoder(ds, syntax, frame)
             writer = _FrameWriter(target, encoder, frames, ds)
+        else:
+            encoded = encoder.encode(frame)
         assert writer is not None
-        writer.add(encoder.encode(frame))
+        writer.add(encoded)
     if encoder is None or writer is None:
         raise UndecodablePixels("the pixel data holds no frame")
     writer.finish()

@@ -127,17 +127,23 @@ def _images(diff: TreeDiff, with_values: bool) -> str:
         if thumbs is None:
             continue
         images += 1
+        if thumbs.regions:
+            pictures = (
+                f'<img class="before" alt="before" src="{thumbs.before}">'
+                f'<img class="after" alt="after" src="{thumbs.after}">'
+            )
+            caption = f"{thumbs.regions} region(s) changed"
+        else:  # one picture: before and after are the same pixels
+            pictures = f'<img class="same" alt="before and after" src="{thumbs.after}">'
+            caption = "pixels unchanged"
         figures.append(
-            f'<figure class="image" data-regions="{thumbs.regions}">'
-            f'<img class="before" alt="before" src="{thumbs.before}">'
-            f'<img class="after" alt="after" src="{thumbs.after}">'
-            f"<figcaption>{_e(short_path(pair.b))}: {thumbs.regions} region(s) changed"
-            "</figcaption></figure>"
+            f'<figure class="image" data-regions="{thumbs.regions}">{pictures}'
+            f"<figcaption>{_e(short_path(pair.b))}: {caption}</figcaption></figure>"
         )
     hidden = "" if with_values else " (in &ldquo;before&rdquo;, hidden: --show-values shows it)"
     note = (
-        f"{images} images, before and after; the regions whose pixels changed are outlined "
-        f"in red{hidden}."
+        f"{images} images, before and after (once when the pixels did not change); the "
+        f"regions whose pixels changed are outlined in red{hidden}."
         if images
         else "No image in these pairs."
     )

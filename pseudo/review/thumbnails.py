@@ -80,7 +80,11 @@ def _first_frame(path: Path) -> tuple[np.ndarray, pydicom.Dataset] | None:
 
 def _png(gray: np.ndarray, boxes: list[Box], hide: bool) -> str:
     """A thumbnail of ``gray`` with ``boxes`` outlined (and filled when ``hide``)."""
-    image = Image.fromarray(gray).convert("RGB")
+    image = Image.fromarray(gray)
+    if not boxes:  # gray, a third of the bytes of the same picture in RGB
+        image.thumbnail((SIDE, SIDE))
+        return _data_url(image)
+    image = image.convert("RGB")
     draw = ImageDraw.Draw(image)
     width = max(1, max(gray.shape) // SIDE)
     for box in boxes:
@@ -89,6 +93,10 @@ def _png(gray: np.ndarray, boxes: list[Box], hide: bool) -> str:
             draw.rectangle(corners, fill=(90, 90, 90))
         draw.rectangle(corners, outline=_OUTLINE, width=width)
     image.thumbnail((SIDE, SIDE))
+    return _data_url(image)
+
+
+def _data_url(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -102,9 +110,12 @@ def thumbnail_pair(a: Path, b: Path, label: str, *, with_values: bool) -> Thumbn
     if before is None or after is None:
         return None
     regions = changed_regions(before[0], after[0])
+    drawn_after = _png(display_gray8(after[0], after[1]), regions, hide=False)
+    if not regions:  # pixels unchanged: "before" is the same picture
+        return ThumbnailPair(label, drawn_after, drawn_after, 0)
     return ThumbnailPair(
         label,
         _png(display_gray8(before[0], before[1]), regions, hide=not with_values),
-        _png(display_gray8(after[0], after[1]), regions, hide=False),
+        drawn_after,
         len(regions),
     )
