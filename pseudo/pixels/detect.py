@@ -87,6 +87,7 @@ _ROW_SHARE = 0.2
 _COLUMN_STROKES = 1
 _SPLIT_GAP = 2.0
 _MIN_SPLIT = 8
+_END_WIDTH = 0.5
 # Pixels added around a confirmed line, in full-resolution pixels, before it is returned.
 _LINE_MARGIN = 2
 
@@ -253,7 +254,9 @@ class _Scan:
     def tightened(self, box: Box) -> list[Box]:
         """``box`` shrunk to the strokes inside it, line by line: each band of rows with
         strokes, cut where the strokes leave a gap wider than _SPLIT_GAP line heights, becomes
-        the box around its strokes (full-resolution pixels). No stroke: ``box`` itself."""
+        the box around its strokes (full-resolution pixels). A line goes on past the box's
+        left or right side while its strokes do (within that gap: a last word the OCR cut
+        short, such as a lone ``F`` after a name). No stroke: ``box`` itself."""
         s = self.scale
         height, width = self.mask.shape
         x1 = min(width - 1, max(0, int(box.x1 / s)))
@@ -267,18 +270,24 @@ class _Scan:
         # rows of text hold many strokes, rows of noisy anatomy a few
         per_row = window.sum(axis=1, dtype=np.int64)
         for top, bottom in _runs(per_row >= _ROW_SHARE * per_row.max(), _ROW_GAP):
-            band = window[top : bottom + 1]
             line = bottom - top + 1
             gap = max(_MIN_SPLIT, int(_SPLIT_GAP * line))
+            left_end, right_end = max(0, x1 - gap), min(width - 1, x2 + gap)
+            band = self.mask[y1 + top : y1 + bottom + 1, left_end : right_end + 1]
             per_column = band.sum(axis=0, dtype=np.int64)
+            # a character at either end whose strokes the scan lost (faint, or merged into
+            # the background) is covered by half a line height more
+            extra = int(np.ceil(_END_WIDTH * line))
             for left, right in _runs(per_column >= _COLUMN_STROKES, gap):
-                # a character at either end whose strokes the scan lost (faint, or merged
-                # into the background) is at most a line height wide
+                left, right = left + left_end, right + left_end
+                if right < x1 or left > x2:
+                    continue  # strokes beside the box, not of its line
+                left, right = max(left_end, left - extra), min(right_end, right + extra)
                 parts.append(
                     Box(
-                        max(box.x1, int((x1 + left - line) * s)),
+                        max(0, int(left * s)),
                         max(box.y1, int((y1 + top) * s)),
-                        min(box.x2, int(np.ceil((x1 + right + 1 + line) * s)) - 1),
+                        int(np.ceil((right + 1) * s)) - 1,
                         min(box.y2, int(np.ceil((y1 + bottom + 1) * s)) - 1),
                     )
                 )
