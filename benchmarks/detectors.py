@@ -189,8 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(with_text)} images with {sum(len(s.values) for s in with_text)} value boxes; ")
     print(f"{len(without)} images without text; one core; baseline (read + decode) ")
     print(f"{base * 1000:.1f} ms per burned-in image\n")
-    print("| detector | value boxes found | boxes per text-free image | text-free images with a box"
-          " | ms per image (text) | x baseline | ms per image (no text) |")
+    print(
+        "| detector | value boxes found | boxes per text-free image | text-free images with a box"
+        " | ms per image (text) | x baseline | ms per image (no text) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, make in detectors.items():
         if args.only and name not in args.only:

@@ -19,8 +19,8 @@ import pydicom
 import pytest
 from pydicom.datadict import tag_for_keyword
 
-from pseudo.policy import Action, load_policy
 from pseudo.pixels.protect import pixel_state
+from pseudo.policy import Action, load_policy
 from tests.conftest import CanaryRun
 from tests.dicom_paths import value_at
 
