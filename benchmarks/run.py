@@ -84,7 +84,7 @@ def _multiframe(frames: int) -> pydicom.Dataset:
 
 def build_cohort(folder: Path, instances: int) -> list[Path]:
     """Write the synthetic cohort (reused when it already exists)."""
-    marker = folder / f".complete-{instances}"
+    marker = folder / f".complete-v2-{instances}"  # v2: one sex per patient
     if marker.exists():
         return sorted(p for p in folder.rglob("*.dcm"))
     shutil.rmtree(folder, ignore_errors=True)
@@ -99,6 +99,9 @@ def build_cohort(folder: Path, instances: int) -> list[Path]:
         ds.PatientName = f"PATIENT^NUMBER{patient}"
         ds.PatientID = f"MRN{100000 + patient}"
         ds.PatientBirthDate = f"19{50 + patient % 40}0{1 + patient % 9}15"
+        # one sex per patient: the templates differ, and a patient whose files disagree is an
+        # identity conflict (quarantined), which a speed benchmark must not measure
+        ds.PatientSex = "FM"[patient % 2]
         ds.StudyInstanceUID = generate_uid(entropy_srcs=["bench-study", str(study)])
         ds.SeriesInstanceUID = generate_uid(entropy_srcs=["bench-series", str(study), name])
         ds.SOPInstanceUID = generate_uid(entropy_srcs=["bench-instance", str(index)])
