@@ -81,10 +81,9 @@ def error_kinds(path: Path) -> frozenset[str]:
     dciodvfy cannot read Deflated Explicit VR Little Endian (it parses the compressed bytes
     as elements, and its "errors" change with any byte): such a file is checked inflated."""
     with tempfile.TemporaryDirectory() as folder:
-        if (
-            pydicom.dcmread(path, stop_before_pixels=True).file_meta.get("TransferSyntaxUID")
-            == DeflatedExplicitVRLittleEndian
-        ):
+        header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        meta = getattr(header, "file_meta", None)
+        if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
             inflated = pydicom.dcmread(path)
             inflated.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
             path = Path(folder) / "inflated.dcm"
