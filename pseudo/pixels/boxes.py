@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 
 @dataclass(frozen=True, order=True)
 class Box:
@@ -45,3 +48,15 @@ class Box:
     def height(self) -> int:
         """Rows covered."""
         return self.y2 - self.y1 + 1
+
+
+def runs(occupied: npt.NDArray[np.bool_], gap: int) -> list[tuple[int, int]]:
+    """The runs of True in ``occupied`` (first, last index), joined across gaps of at most
+    ``gap`` False values."""
+    indices = np.flatnonzero(occupied)
+    if indices.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(indices) > gap + 1)
+    starts = np.concatenate(([indices[0]], indices[breaks + 1]))
+    ends = np.concatenate((indices[breaks], [indices[-1]]))
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]

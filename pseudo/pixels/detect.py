@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pseudo.pixels.boxes import Box
+from pseudo.pixels.boxes import Box, runs
 
 # OpenCV's own thread pool does not survive a fork: a worker forked from a process that has
 # used it hangs at its next OpenCV call. Sequential from the start (before any OpenCV call),
@@ -38,6 +38,7 @@ DETECTOR_NAME = "rapidocr"
 SOURCE = f"detector:{DETECTOR_NAME}"
 
 Gray8 = npt.NDArray[np.uint8]
+T = TypeVar("T")
 
 # Images are scanned at most this large (longest side); text smaller than a few pixels after
 # the reduction is below what any OCR reads, and the scan's cost stays bounded.
@@ -152,26 +153,39 @@ def _merge_same_line(boxes: list[Box]) -> list[Box]:
     """``boxes`` with those that overlap on one line (rows shared by half the lower one, or one
     inside the other) replaced by the box around them, until none do: the detector's lines and
     the scan's blocks find the same text twice."""
-    merged = sorted(set(boxes))
+    return _merge_until_stable(
+        sorted(set(boxes)), _same_line, lambda a, b: Box(*_around(a, b)), order=sorted
+    )
+
+
+def _around(a: Box | _Line, b: Box | _Line) -> tuple[int, int, int, int]:
+    """The corners of the box around ``a`` and ``b``."""
+    return min(a.x1, b.x1), min(a.y1, b.y1), max(a.x2, b.x2), max(a.y2, b.y2)
+
+
+def _merge_until_stable(
+    items: list[T],
+    joins: Callable[[T, T], bool],
+    join: Callable[[T, T], T],
+    order: Callable[[list[T]], list[T]] = list,
+) -> list[T]:
+    """``items`` with each one that ``joins`` one kept before it replaced by their ``join``,
+    pass after pass (``order`` puts each pass's result in order for the next) until a pass
+    joins nothing."""
     changed = True
     while changed:
         changed = False
-        out: list[Box] = []
-        for box in merged:
+        out: list[T] = []
+        for item in items:
             for i, other in enumerate(out):
-                if _same_line(box, other):
-                    out[i] = Box(
-                        min(box.x1, other.x1),
-                        min(box.y1, other.y1),
-                        max(box.x2, other.x2),
-                        max(box.y2, other.y2),
-                    )
+                if joins(item, other):
+                    out[i] = join(item, other)
                     changed = True
                     break
             else:
-                out.append(box)
-        merged = sorted(out)
-    return merged
+                out.append(item)
+        items = order(out)
+    return items
 
 
 def _same_line(a: Box, b: Box) -> bool:
@@ -269,7 +283,7 @@ class _Scan:
         parts = []
         # rows of text hold many strokes, rows of noisy anatomy a few
         per_row = window.sum(axis=1, dtype=np.int64)
-        for top, bottom in _runs(per_row >= _ROW_SHARE * per_row.max(), _ROW_GAP):
+        for top, bottom in runs(per_row >= _ROW_SHARE * per_row.max(), _ROW_GAP):
             line = bottom - top + 1
             gap = max(_MIN_SPLIT, int(_SPLIT_GAP * line))
             left_end, right_end = max(0, x1 - gap), min(width - 1, x2 + gap)
@@ -278,7 +292,7 @@ class _Scan:
             # a character at either end whose strokes the scan lost (faint, or merged into
             # the background) is covered by half a line height more
             extra = int(np.ceil(_END_WIDTH * line))
-            for left, right in _runs(per_column >= _COLUMN_STROKES, gap):
+            for left, right in runs(per_column >= _COLUMN_STROKES, gap):
                 left, right = left + left_end, right + left_end
                 if right < x1 or left > x2:
                     continue  # strokes beside the box, not of its line
@@ -338,18 +352,6 @@ def _scan(image: Gray8) -> _Scan:
             )
     table = np.asarray(cv2.integral(strokes, sdepth=cv2.CV_64F), dtype=np.int64)
     return _Scan(_merge_overlapping(lines), table, scale, strokes)
-
-
-def _runs(occupied: npt.NDArray[np.bool_], gap: int) -> list[tuple[int, int]]:
-    """The runs of True in ``occupied`` (first, last index), joined across gaps of at most
-    ``gap`` False values."""
-    indices = np.flatnonzero(occupied)
-    if indices.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(indices) > gap + 1)
-    starts = np.concatenate(([indices[0]], indices[breaks + 1]))
-    ends = np.concatenate((indices[breaks], [indices[-1]]))
-    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
 
 
 def _lines_of_polarity(scan: Gray8, bright: bool) -> tuple[list[tuple[int, int, int, int]], Gray8]:
@@ -433,32 +435,11 @@ def _looks_like_text(members: npt.NDArray[np.int32], width: int, height: int) ->
 
 
 def _merge_overlapping(lines: list[_Line]) -> list[_Line]:
-    merged = sorted(lines, key=lambda line: (line.y1, line.x1, line.y2, line.x2, line.bright))
-    changed = True
-    while changed:
-        changed = False
-        out: list[_Line] = []
-        for line in merged:
-            for i, other in enumerate(out):
-                if (
-                    line.x1 <= other.x2
-                    and other.x1 <= line.x2
-                    and line.y1 <= other.y2
-                    and other.y1 <= line.y2
-                ):
-                    out[i] = _Line(
-                        min(line.x1, other.x1),
-                        min(line.y1, other.y1),
-                        max(line.x2, other.x2),
-                        max(line.y2, other.y2),
-                        other.bright,
-                    )
-                    changed = True
-                    break
-            else:
-                out.append(line)
-        merged = out
-    return merged
+    return _merge_until_stable(
+        sorted(lines, key=lambda line: (line.y1, line.x1, line.y2, line.x2, line.bright)),
+        lambda a, b: a.x1 <= b.x2 and b.x1 <= a.x2 and a.y1 <= b.y2 and b.y1 <= a.y2,
+        lambda line, other: _Line(*_around(line, other), other.bright),
+    )
 
 
 class _RapidOCR:

@@ -18,7 +18,7 @@ import pydicom
 from PIL import Image, ImageDraw
 
 from pseudo.io.pydicom_internals import quiet_pydicom
-from pseudo.pixels.boxes import Box
+from pseudo.pixels.boxes import Box, runs
 from pseudo.pixels.frames import display_gray8
 
 #: Longest side of a thumbnail, in pixels.
@@ -26,6 +26,8 @@ SIDE = 192
 #: At most this many images get thumbnails (the page says when there are more).
 LIMIT = 400
 _OUTLINE = (230, 30, 30)
+#: Changed pixels at most this many unchanged ones apart are outlined together.
+_JOINED = 2
 
 
 @dataclass(frozen=True)
@@ -46,23 +48,12 @@ def changed_regions(before: np.ndarray, after: np.ndarray) -> list[Box]:
     if changed.ndim == 3:
         changed = changed.any(axis=2)
     boxes = []
-    for y1, y2 in _runs(changed.any(axis=1)):
-        for x1, x2 in _runs(changed[y1 : y2 + 1].any(axis=0)):
+    for y1, y2 in runs(changed.any(axis=1), _JOINED):
+        for x1, x2 in runs(changed[y1 : y2 + 1].any(axis=0), _JOINED):
             rows = changed[y1 : y2 + 1, x1 : x2 + 1].any(axis=1)
             top, bottom = int(np.argmax(rows)), len(rows) - 1 - int(np.argmax(rows[::-1]))
             boxes.append(Box(x1, y1 + top, x2, y1 + bottom))
     return boxes
-
-
-def _runs(flags: np.ndarray, gap: int = 3) -> list[tuple[int, int]]:
-    runs: list[tuple[int, int]] = []
-    for index in np.flatnonzero(flags):
-        i = int(index)
-        if runs and i - runs[-1][1] <= gap:
-            runs[-1] = (runs[-1][0], i)
-        else:
-            runs.append((i, i))
-    return runs
 
 
 def _first_frame(path: Path) -> tuple[np.ndarray, pydicom.Dataset] | None:

@@ -173,9 +173,7 @@ class Recorder:
         """Keep one value as it is now (the action changes the element after this call)."""
         if action in _PARTIAL and not private and vr not in ("DA", "DT", "UI"):
             return  # cleaned text keeps its other words; its identifying words are needles
-        charset = self._charsets.get(id(ds))
-        if charset is None:
-            charset = self._charsets[id(ds)] = character_set(ds)
+        charset = self._charset(ds)
         element = cast("dict[int, Any]", element_map(ds)).get(tag)
         if element.__class__ is RawDataElement and element.value is not None:
             self.values.append((tag, vr, action, private, element, charset))
@@ -209,6 +207,13 @@ class Recorder:
                 for text in strings(value):
                     self.needles.add(text, kind)
 
+    def _charset(self, ds: Dataset) -> Any:
+        """The character set of ``ds``'s values (looked up once per data set)."""
+        charset = self._charsets.get(id(ds))
+        if charset is None:
+            charset = self._charsets[id(ds)] = character_set(ds)
+        return charset
+
     def _subtree(self, ds: Dataset, tag: int) -> None:
         """Everything inside a sequence that is removed whole is gone too (read from its raw
         bytes when they are plain: the items are not built only to be thrown away)."""
@@ -230,9 +235,7 @@ class Recorder:
         (held by ``ds``, whose encodings its items have); False when there are none to read."""
         if leaves is None:
             return False
-        charset = self._charsets.get(id(ds))
-        if charset is None:
-            charset = self._charsets[id(ds)] = character_set(ds)
+        charset = self._charset(ds)
         values = self.values
         for element, vr in leaves:
             inner = element.tag
