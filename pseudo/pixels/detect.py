@@ -17,7 +17,9 @@ The boxes are in the image's own (full-resolution) pixels, inclusive, ``source``
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,6 +78,24 @@ _UPSCALE_TO = 600
 # Images the scan enlarges too (under _SCAN_ENLARGE_BELOW) carry fonts of 4-6 pixels: the
 # detector finds more of them at four times their size than at three.
 _UPSCALE_SMALL_TO = 1000
+# Then, as RapidOCR did when it was given the whole image: brought down to this longest side,
+# and up to this shortest side (the detector's scale, which its thresholds were measured at).
+_OCR_MAX_SIDE = 2000
+_OCR_MIN_SIDE = 736
+# The OCR reads bands of the image around the scan's candidate blocks, not the whole image: its
+# detector's activations take about 230 bytes per input pixel (230 MB for a 1024-pixel square).
+# A band is every column of the rows of a block and _OCR_CONTEXT more above and below it (a
+# block is often part of a line, and the detector needs the rest of it and its surroundings);
+# bands are read in pieces of at most _OCR_TILE_PIXELS (75 MB of activations), at least
+# _OCR_MIN_BAND rows tall, overlapping by _OCR_OVERLAP rows (taller than a line of the largest
+# characters the scan groups), so that every line is whole in one piece. Sizes in the detector's
+# pixels (after the enlargement).
+_OCR_TILE_PIXELS = 2048 * 160
+_OCR_MIN_BAND = 160
+_OCR_OVERLAP = 96
+_OCR_CONTEXT = 128
+# The detector's input is a multiple of this many pixels a side (padded, never resized).
+_OCR_STRIDE = 32
 # A detected line is burned-in text when this share of it is strokes (_EXTREME, contrast).
 _MIN_STROKE_SHARE = 0.02
 # A candidate block is blanked whole when the detector's lines cover this share of it.
@@ -119,13 +139,13 @@ def text_candidates(image: Gray8) -> list[Box]:
 def find_text(image: Gray8) -> list[Box]:
     """Boxes of the burned-in text in ``image`` (2-D uint8, full resolution), for blanking.
 
-    When the scan finds candidates, RapidOCR's text detector (DBNet, nothing read) runs on the
-    whole image with its thresholds lowered for recall. Every line it finds that the scan saw
-    strokes in (burned-in text is drawn at the end of the display range; anatomy the detector
-    mistakes for text mostly is not) is returned, and so
-    is every candidate block those lines cover in part (a block holds the lines the detector
-    missed between the ones it found); each grown by a margin: a missed character is a leak,
-    an extra blank strip over a text line's background costs little. Deterministic: same
+    When the scan finds candidates, RapidOCR's text detector (DBNet, nothing read) runs on
+    bands of the image around them (``_ocr_windows``), its thresholds lowered for recall.
+    Every line it finds that the scan saw strokes in (burned-in text is drawn at the end of
+    the display range; anatomy the detector mistakes for text mostly is not) is returned, and
+    so is every candidate block those lines cover in part (a block holds the lines the
+    detector missed between the ones it found); each grown by a margin: a missed character is
+    a leak, an extra blank strip over a text line's background costs little. Deterministic: same
     image, same boxes.
     """
     scan = _scan(image)
@@ -134,7 +154,7 @@ def find_text(image: Gray8) -> list[Box]:
     rows, columns = image.shape
     lines = [
         box
-        for box in (_box(quad) for quad, _text in _ocr().detect(image))
+        for box in (_box(quad) for quad, _text in _ocr().detect(image, scan.lines))
         if scan.stroke_share(box) >= _MIN_STROKE_SHARE and scan.line_sized(box)
     ]
     confirmed = [
@@ -203,19 +223,21 @@ def read_text(image: Gray8) -> list[Box]:
     """The text lines of ``image`` with what the OCR read in each (``Box.text``).
 
     Gated by the same scan as ``find_text`` (no candidate, nothing read), then RapidOCR on the
-    whole image; lines where it read at least two letters or digits are returned. The text
-    may be identifying: callers compare it, never log it.
+    same bands around the candidates; lines where it read at least two letters or digits are
+    returned. The text may be identifying: callers compare it, never log it.
     """
-    if not _candidate_lines(image):
+    candidates = _candidate_lines(image)
+    if not candidates:
         return []
     rows, columns = image.shape
-    return sorted(box.grown(_LINE_MARGIN, columns, rows) for box in _read(image))
+    return sorted(box.grown(_LINE_MARGIN, columns, rows) for box in _read(image, candidates))
 
 
-def _read(image: Gray8) -> list[Box]:
-    """RapidOCR's lines of ``image`` where it read characters (``source`` and ``text`` set)."""
+def _read(image: Gray8, candidates: list[_Line]) -> list[Box]:
+    """RapidOCR's lines of ``image`` where it read characters (``source`` and ``text`` set),
+    in windows around the ``candidates``."""
     lines = []
-    for quad, text in _ocr().read(image):
+    for quad, text in _ocr().read(image, candidates):
         if sum(ch.isalnum() for ch in text) >= _MIN_CHARACTERS:
             box = _box(quad)
             lines.append(Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE, text=text))
@@ -442,8 +464,72 @@ def _merge_overlapping(lines: list[_Line]) -> list[_Line]:
     )
 
 
+@dataclass(frozen=True)
+class _Scale:
+    """How the OCR sees an image: enlarged by a whole ``factor`` (cubic), then resized by
+    ``ratio`` (linear), the scale RapidOCR's detector was measured at on whole images."""
+
+    factor: int
+    ratio: float
+
+    @property
+    def total(self) -> float:
+        """Detector pixels per image pixel."""
+        return self.factor * self.ratio
+
+
+def _ocr_scale(rows: int, columns: int) -> _Scale:
+    """The scale at which the OCR reads an image of ``rows`` x ``columns``: small images carry
+    small fonts, and the detector is trained on text about 10-40 pixels tall."""
+    side = max(rows, columns)
+    target = _UPSCALE_SMALL_TO if side < _SCAN_ENLARGE_BELOW else _UPSCALE_TO
+    factor = max(1, int(np.ceil(target / side)))
+    ratio = min(1.0, _OCR_MAX_SIDE / (side * factor))
+    shortest = min(rows, columns) * factor * ratio
+    if shortest < _OCR_MIN_SIDE:
+        ratio *= _OCR_MIN_SIDE / shortest
+    return _Scale(factor, ratio)
+
+
+def _ocr_windows(rows: int, columns: int, candidates: list[_Line], scale: _Scale) -> list[Box]:
+    """The parts of an image the OCR reads: for each candidate block, its rows and _OCR_CONTEXT
+    detector pixels above and below, every column; bands that overlap joined, each cut into
+    pieces whose detector input stays within _OCR_TILE_PIXELS (the OCR's memory); inclusive
+    boxes of the image."""
+    context = int(np.ceil(_OCR_CONTEXT / scale.total))
+    occupied = np.zeros(rows, dtype=bool)
+    for line in candidates:
+        occupied[max(0, line.y1 - context) : line.y2 + context + 1] = True
+    bands = runs(occupied, 0)
+    return [piece for y1, y2 in bands for piece in _pieces(Box(0, y1, columns - 1, y2), scale)]
+
+
+def _pieces(window: Box, scale: _Scale) -> list[Box]:
+    """``window`` cut into pieces of full rows (and, for a window wider than a piece can be,
+    of columns too) that the OCR reads within _OCR_TILE_PIXELS, overlapping by _OCR_OVERLAP."""
+    width = int(_OCR_TILE_PIXELS / _OCR_MIN_BAND / scale.total)
+    height = int(_OCR_TILE_PIXELS / (min(window.width, width) * scale.total) / scale.total)
+    overlap = int(np.ceil(_OCR_OVERLAP / scale.total))
+    return [
+        Box(x1, y1, min(window.x2, x1 + width - 1), min(window.y2, y1 + height - 1))
+        for y1 in _starts(window.y1, window.y2, height, overlap)
+        for x1 in _starts(window.x1, window.x2, width, overlap)
+    ]
+
+
+def _starts(first: int, last: int, size: int, overlap: int) -> list[int]:
+    """Starts of the pieces of ``size`` that cover ``first..last``, overlapping by ``overlap``
+    (the last one ends at ``last``)."""
+    if last - first + 1 <= size:
+        return [first]
+    step = max(1, size - overlap)
+    starts = list(range(first, last - size + 1, step))
+    return [*starts, last - size + 1]
+
+
 class _RapidOCR:
-    """RapidOCR's detector and recognizer, one thread each, models from its own wheel."""
+    """RapidOCR's detector and recognizer, one thread each, models from its own wheel; it
+    reads the windows ``_ocr_windows`` gives, never a whole image at once."""
 
     def __init__(self) -> None:
         from rapidocr_onnxruntime import RapidOCR
@@ -456,29 +542,70 @@ class _RapidOCR:
             det_thresh=_DET_THRESHOLD,
             det_box_thresh=_DET_BOX_THRESHOLD,
             det_unclip_ratio=_DET_UNCLIP,
+            # each window is given at the detector's scale already (``_Scale``), padded to its
+            # stride: RapidOCR neither resizes nor letterboxes it
+            det_limit_type="max",
+            det_limit_side_len=1 << 30,
+            max_side_len=1 << 30,
+            min_height=0,
+            width_height_ratio=-1,
         )
         self._lock = threading.Lock()
 
-    def detect(self, image: Gray8) -> list[tuple[npt.NDArray[np.float64], str]]:
-        """Text quadrilaterals in ``image`` (full-resolution coordinates), nothing read."""
-        return self._run(image, read=False)
+    def detect(
+        self, image: Gray8, candidates: list[_Line]
+    ) -> list[tuple[npt.NDArray[np.float64], str]]:
+        """Text quadrilaterals around ``candidates`` (full-resolution coordinates), nothing
+        read."""
+        return self._run(image, candidates, read=False)
 
-    def read(self, image: Gray8) -> list[tuple[npt.NDArray[np.float64], str]]:
-        """Text quadrilaterals and what was read in each, with confidence ``_MIN_SCORE``."""
-        return self._run(image, read=True)
+    def read(
+        self, image: Gray8, candidates: list[_Line]
+    ) -> list[tuple[npt.NDArray[np.float64], str]]:
+        """Text quadrilaterals around ``candidates`` and what was read in each, with
+        confidence ``_MIN_SCORE``."""
+        return self._run(image, candidates, read=True)
 
-    def _run(self, image: Gray8, read: bool) -> list[tuple[npt.NDArray[np.float64], str]]:
-        # Small images carry small fonts: the detector is trained on text about 10-40 px tall.
-        side = max(image.shape)
-        target = _UPSCALE_SMALL_TO if side < _SCAN_ENLARGE_BELOW else _UPSCALE_TO
-        factor = float(max(1, int(np.ceil(target / side))))
-        scaled = image
-        if factor > 1.0:
+    def _run(
+        self, image: Gray8, candidates: list[_Line], read: bool
+    ) -> list[tuple[npt.NDArray[np.float64], str]]:
+        rows, columns = image.shape
+        scale = _ocr_scale(rows, columns)
+        out = []
+        for window in _ocr_windows(rows, columns, candidates, scale):
+            out += self._run_window(image, window, scale, read)
+        return out
+
+    def _run_window(
+        self, image: Gray8, window: Box, scale: _Scale, read: bool
+    ) -> list[tuple[npt.NDArray[np.float64], str]]:
+        crop = image[window.y1 : window.y2 + 1, window.x1 : window.x2 + 1]
+        scaled = crop
+        if scale.factor > 1:
             scaled = np.asarray(
-                cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC),
+                cv2.resize(
+                    crop, None, fx=scale.factor, fy=scale.factor, interpolation=cv2.INTER_CUBIC
+                ),
                 dtype=np.uint8,
             )
-        colour = np.ascontiguousarray(cv2.cvtColor(scaled, cv2.COLOR_GRAY2BGR))
+        if scale.ratio != 1.0:
+            size = (
+                max(1, round(scaled.shape[1] * scale.ratio)),
+                max(1, round(scaled.shape[0] * scale.ratio)),
+            )
+            scaled = np.asarray(
+                cv2.resize(scaled, size, interpolation=cv2.INTER_LINEAR), dtype=np.uint8
+            )
+        height, width = scaled.shape
+        padded = cv2.copyMakeBorder(
+            scaled,
+            0,
+            -height % _OCR_STRIDE,
+            0,
+            -width % _OCR_STRIDE,
+            cv2.BORDER_REPLICATE,
+        )
+        colour = np.ascontiguousarray(cv2.cvtColor(padded, cv2.COLOR_GRAY2BGR))
         with self._lock:
             result, _ = self._engine(
                 colour,
@@ -488,9 +615,15 @@ class _RapidOCR:
                 unclip_ratio=_DET_UNCLIP,
                 text_score=_MIN_SCORE,
             )
+        # back to the window's pixels (clipped to it: the padding is not the image), then the
+        # image's
+        per_pixel = np.array([width / crop.shape[1], height / crop.shape[0]])
+        limit = np.array([crop.shape[1], crop.shape[0]], dtype=np.float64)
+        offset = np.array([window.x1, window.y1], dtype=np.float64)
         out = []
         for item in result or []:
-            quad = np.asarray(item[0] if read else item, dtype=np.float64) / factor
+            quad = np.asarray(item[0] if read else item, dtype=np.float64) / per_pixel
+            quad = np.minimum(quad, limit) + offset
             out.append((quad, str(item[1]) if read else ""))
         return out
 
@@ -506,5 +639,28 @@ def _ocr() -> _RapidOCR:
     global _ENGINE
     pid = os.getpid()
     if _ENGINE is None or _ENGINE[0] != pid:
+        _return_large_buffers()
         _ENGINE = (pid, _RapidOCR())
     return _ENGINE[1]
+
+
+#: glibc's mallopt parameter, and the size from which it maps each buffer on its own (its
+#: default, 128 kB)
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 128 * 1024
+
+
+def _return_large_buffers() -> None:
+    """Make glibc's malloc give every large buffer back to the system when it is freed.
+
+    onnxruntime (its arena off) allocates the detector's activations with malloc, tens of MB
+    each. glibc maps such a buffer on its own, but when one is freed it raises its threshold to
+    that size, so the next ones come from the heap, where freed memory stays with the process
+    and is fragmented: a worker's peak varied by 80 MB from run to run for the same frame.
+    Fixing the threshold at its default turns that adjustment off (measured: the peak of reading
+    a 512-pixel frame went from 230-275 MB to 182 MB, the same in every run). Other C libraries
+    are left as they are."""
+    if platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL(None)
+    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
