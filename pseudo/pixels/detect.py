@@ -93,7 +93,7 @@ _OCR_MIN_SIDE = 736
 _OCR_TILE_PIXELS = 2048 * 160
 _OCR_MIN_BAND = 160
 _OCR_OVERLAP = 96
-_OCR_CONTEXT = 128
+_OCR_CONTEXT = 96
 # The detector's input is a multiple of this many pixels a side (padded, never resized).
 _OCR_STRIDE = 32
 # A detected line is burned-in text when this share of it is strokes (_EXTREME, contrast).
@@ -223,21 +223,20 @@ def read_text(image: Gray8) -> list[Box]:
     """The text lines of ``image`` with what the OCR read in each (``Box.text``).
 
     Gated by the same scan as ``find_text`` (no candidate, nothing read), then RapidOCR on the
-    same bands around the candidates; lines where it read at least two letters or digits are
-    returned. The text may be identifying: callers compare it, never log it.
+    whole image (in pieces of bounded memory, ``_ocr_pieces``), not only around the candidates:
+    the verifier is there for what the detection left; lines where it read at least two letters
+    or digits are returned. The text may be identifying: callers compare it, never log it.
     """
-    candidates = _candidate_lines(image)
-    if not candidates:
+    if not _candidate_lines(image):
         return []
     rows, columns = image.shape
-    return sorted(box.grown(_LINE_MARGIN, columns, rows) for box in _read(image, candidates))
+    return sorted(box.grown(_LINE_MARGIN, columns, rows) for box in _read(image))
 
 
-def _read(image: Gray8, candidates: list[_Line]) -> list[Box]:
-    """RapidOCR's lines of ``image`` where it read characters (``source`` and ``text`` set),
-    in windows around the ``candidates``."""
+def _read(image: Gray8) -> list[Box]:
+    """RapidOCR's lines of ``image`` where it read characters (``source`` and ``text`` set)."""
     lines = []
-    for quad, text in _ocr().read(image, candidates):
+    for quad, text in _ocr().read(image):
         if sum(ch.isalnum() for ch in text) >= _MIN_CHARACTERS:
             box = _box(quad)
             lines.append(Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE, text=text))
@@ -501,14 +500,17 @@ def _ocr_windows(rows: int, columns: int, candidates: list[_Line], scale: _Scale
     for line in candidates:
         occupied[max(0, line.y1 - context) : line.y2 + context + 1] = True
     bands = runs(occupied, 0)
-    return [piece for y1, y2 in bands for piece in _pieces(Box(0, y1, columns - 1, y2), scale)]
+    return [piece for y1, y2 in bands for piece in _ocr_pieces(Box(0, y1, columns - 1, y2), scale)]
 
 
-def _pieces(window: Box, scale: _Scale) -> list[Box]:
+def _ocr_pieces(window: Box, scale: _Scale) -> list[Box]:
     """``window`` cut into pieces of full rows (and, for a window wider than a piece can be,
     of columns too) that the OCR reads within _OCR_TILE_PIXELS, overlapping by _OCR_OVERLAP."""
-    width = int(_OCR_TILE_PIXELS / _OCR_MIN_BAND / scale.total)
-    height = int(_OCR_TILE_PIXELS / (min(window.width, width) * scale.total) / scale.total)
+    width = max(1, int(_OCR_TILE_PIXELS / _OCR_MIN_BAND / scale.total))
+    stride = _OCR_STRIDE  # the input is padded to it: counted in the budget
+    padded_width = -(-round(min(window.width, width) * scale.total) // stride) * stride
+    rows = max(_OCR_MIN_BAND, _OCR_TILE_PIXELS // padded_width // stride * stride)
+    height = max(1, int(rows / scale.total))
     overlap = int(np.ceil(_OCR_OVERLAP / scale.total))
     return [
         Box(x1, y1, min(window.x2, x1 + width - 1), min(window.y2, y1 + height - 1))
@@ -555,28 +557,22 @@ class _RapidOCR:
     def detect(
         self, image: Gray8, candidates: list[_Line]
     ) -> list[tuple[npt.NDArray[np.float64], str]]:
-        """Text quadrilaterals around ``candidates`` (full-resolution coordinates), nothing
-        read."""
-        return self._run(image, candidates, read=False)
-
-    def read(
-        self, image: Gray8, candidates: list[_Line]
-    ) -> list[tuple[npt.NDArray[np.float64], str]]:
-        """Text quadrilaterals around ``candidates`` and what was read in each, with
-        confidence ``_MIN_SCORE``."""
-        return self._run(image, candidates, read=True)
-
-    def _run(
-        self, image: Gray8, candidates: list[_Line], read: bool
-    ) -> list[tuple[npt.NDArray[np.float64], str]]:
+        """Text quadrilaterals in the bands around ``candidates`` (full-resolution
+        coordinates), nothing read."""
         rows, columns = image.shape
         scale = _ocr_scale(rows, columns)
-        out = []
-        for window in _ocr_windows(rows, columns, candidates, scale):
-            out += self._run_window(image, window, scale, read)
-        return out
+        windows = _ocr_windows(rows, columns, candidates, scale)
+        return [found for window in windows for found in self._run(image, window, scale, False)]
 
-    def _run_window(
+    def read(self, image: Gray8) -> list[tuple[npt.NDArray[np.float64], str]]:
+        """Text quadrilaterals in the whole image and what was read in each, with confidence
+        ``_MIN_SCORE``."""
+        rows, columns = image.shape
+        scale = _ocr_scale(rows, columns)
+        windows = _ocr_pieces(Box(0, 0, columns - 1, rows - 1), scale)
+        return [found for window in windows for found in self._run(image, window, scale, True)]
+
+    def _run(
         self, image: Gray8, window: Box, scale: _Scale, read: bool
     ) -> list[tuple[npt.NDArray[np.float64], str]]:
         crop = image[window.y1 : window.y2 + 1, window.x1 : window.x2 + 1]
