@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -52,6 +52,8 @@ log = logging.getLogger("pseudo.serve")
 
 #: C-STORE status sent when the instance could not be made durable: the sender keeps it.
 OUT_OF_RESOURCES = 0xA700
+#: The transfer syntaxes the node prefers when a peer proposes others too.
+KNOWN_TRANSFER_SYNTAXES = frozenset(ALL_TRANSFER_SYNTAXES)
 #: Seconds a drain waits for the associations in progress to end before closing them.
 DRAIN_ASSOCIATIONS = 60.0
 
@@ -156,9 +158,9 @@ class Node:
         self._spawn("pseudo-pipeline", self._pipeline_loop)
         if self.forwarder is not None:
             self._spawn("pseudo-forward", self._forward_loop)
-        for context in AllStoragePresentationContexts:
-            if context.abstract_syntax is not None:
-                self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        # every storage SOP class, a modality's private ones too: pynetdicom then takes any
+        # abstract syntax it does not know as storage (Verification is still negotiated)
+        _config.UNRESTRICTED_STORAGE_SERVICE = True
         self.ae.add_supported_context(Verification)
         self.ae.maximum_associations = 32
         handlers: list[Any] = [
@@ -250,6 +252,7 @@ class Node:
         calling = str(request.calling_ae_title if request is not None else "").strip()
         address = str(assoc.requestor.address)
         if self.settings.allow.admits(calling, address):
+            prefer_known_transfer_syntaxes(request)
             return
         assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, calling AE not recognised
         assoc.kill()  # as pynetdicom ends an association it rejects itself
@@ -340,6 +343,19 @@ class Node:
             if finishing:
                 return
             self._committed.wait(5.0)
+
+
+def prefer_known_transfer_syntaxes(request: Any) -> None:
+    """Put first, in each presentation context the peer proposes, the transfer syntaxes that
+    pydicom knows, in the peer's order: an unrestricted storage service accepts the first one
+    proposed, and a peer that offers a private syntax before a standard one gets the standard
+    one, as a restricted service would choose (one that offers only private syntaxes has its
+    instances go the way of ``pseudo run`` on such a file)."""
+    for context in request.presentation_context_definition_list:
+        proposed = list(context.transfer_syntax)
+        known = [syntax for syntax in proposed if syntax in KNOWN_TRANSFER_SYNTAXES]
+        if known and known[0] != proposed[0]:
+            context.transfer_syntax = known + [s for s in proposed if s not in known]
 
 
 def _shown(text: str) -> str:
