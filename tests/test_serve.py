@@ -842,7 +842,9 @@ def _private_class_files(canary_dir: Path, folder: Path) -> dict[str, Path]:
     return made
 
 
-def _run_outcomes(source: Path, vault: Path, output: Path) -> dict[str, dict[str, Any]]:
+def _run_outcomes(
+    source: Path, vault: Path, output: Path, *options: str | Path
+) -> dict[str, dict[str, Any]]:
     """``pseudo run`` of ``source``: each input file's name -> its report entry (the run
     exits 1 when it quarantines a file)."""
     from pseudo.batch.report import load_report
@@ -850,7 +852,9 @@ def _run_outcomes(source: Path, vault: Path, output: Path) -> dict[str, dict[str
 
     os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
     try:
-        result = cli("run", source, output, "--project", "trial", "--vault", vault, "--json")
+        result = cli(
+            "run", source, output, "--project", "trial", "--vault", vault, "--json", *options
+        )
     finally:
         del os.environ["PSEUDO_PASSPHRASE"]
     assert result.code in (0, 1), result.stderr
@@ -947,3 +951,30 @@ def test_private_sop_class_is_forwarded_as_such(
     originals = {str(dcmread(path).SOPInstanceUID) for path in files.values()}
     assert not originals & {str(ds.SOPInstanceUID) for ds in arrived}
     assert node.counts()["quarantined"] == 1
+
+
+# -- anchored dates -------------------------------------------------------------------------
+def test_anchored_policy_uses_the_offsets_pseudo_run_recorded(
+    tmp_path: Path, canary_dir: Path, vault: Path
+) -> None:
+    """Under a policy that anchors dates, the node gives a patient that ``pseudo run`` has
+    anchored the very files of that run; a patient not anchored yet is quarantined, never
+    anchored by the node (that offset would depend on the order of arrival)."""
+    policy = tmp_path / "anchored.yaml"
+    policy.write_text("name: anchored\nextends: default\ndates:\n  anchor: 2000-01-01\n")
+    anchored, other = canary_files(canary_dir, "P01"), canary_files(canary_dir, "P02")[:2]
+    expected = _run_outcomes(canary_dir / "P01", vault, tmp_path / "run", "--policy", policy)
+    assert {entry["status"] for entry in expected.values()} == {"written"}
+    out = tmp_path / "out"
+    node = NodeProcess(vault, "trial", tmp_path / "node.log", "--output", str(out))
+    with node:  # the policy the project recorded: anchored
+        assert send(node.port, [*other, *anchored]) == [*other, *anchored]
+        assert node.stop() == 0
+    counts = node.counts()
+    assert (counts["forwarded"], counts["quarantined"]) == (len(anchored), len(other))
+    written = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.dcm")}
+    assert written == {
+        entry["output"]: (tmp_path / "run" / entry["output"]).read_bytes()
+        for entry in expected.values()
+    }
+    assert node.log().count("has no anchored offset yet") == len(other)

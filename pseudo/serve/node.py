@@ -101,11 +101,6 @@ class Node:
                 "no --allow AET[@ADDRESS] given: the node would admit no one (it never admits "
                 "everyone)"
             )
-        if policy.anchor is not None:
-            raise NodeError(
-                f"policy {policy.name!r} anchors dates at first sight, which needs a whole batch "
-                "at once: the node cannot use it yet (use pseudo run)"
-            )
         if settings.output is not None:
             check_output_owner(settings.output, keyring.settings.prefix)
         self.settings = settings

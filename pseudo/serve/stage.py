@@ -30,7 +30,11 @@ from pseudo.batch.commit import Committer
 from pseudo.batch.errors import OutputError
 from pseudo.batch.pools import ProcessPool, WorkerSetup
 from pseudo.batch.report import new_run_id
-from pseudo.batch.worker import Task, install_worker, lost_file, process_file
+from pseudo.batch.worker import Task, install_worker, lost_file, lost_scan, process_file
+from pseudo.deid import anchors
+from pseudo.deid.anchors import scan_file
+from pseudo.deid.identity import identity_of
+from pseudo.deid.tokens import patient_pseudonym
 from pseudo.pipeline.outcome import FileOutcome, FileStatus
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.serve.folder import NodeFolder, sync_folder
@@ -40,6 +44,13 @@ log = logging.getLogger("pseudo.serve")
 
 #: Instances taken from the spool and committed together.
 BATCH = 64
+
+#: Why an instance is quarantined under an anchored policy when its patient has no offset yet.
+NOT_ANCHORED = (
+    "the policy anchors dates and this patient has no anchored offset yet: the node never "
+    "anchors a patient (the offset would depend on the order of arrival); anchor the patient "
+    "with pseudo run first (see docs/service.md)"
+)
 
 #: Why an instance is quarantined when an earlier one gave its output path with other bytes.
 CONFLICT = "another instance has the same SOP Instance UID but different content"
@@ -186,8 +197,22 @@ class PipelineStage:
         """The outcomes of ``rows`` through the workers, in order; raises :class:`OutputError`
         when one could not be written for want of room or rights (none is kept)."""
         assert self._pool is not None
-        tasks = [Task(str(self.folder.spool / row.spool), "", 0, self.run_id) for row in rows]
-        outcomes = list(self._pool.ordered(process_file, tasks, lost_file))
+        paths = [str(self.folder.spool / row.spool) for row in rows]
+        anchored: dict[str, tuple[tuple[str, int], ...] | None] = {}
+        if self.policy.anchor is not None:
+            anchored = self._anchored(paths)
+        tasks = [
+            Task(path, "", 0, self.run_id, anchored.get(path) or ())
+            for path in paths
+            if anchored.get(path, ()) is not None
+        ]
+        done = iter(self._pool.ordered(process_file, tasks, lost_file))
+        outcomes = [
+            FileOutcome(path, "", FileStatus.QUARANTINED, reason=NOT_ANCHORED)
+            if anchored.get(path, ()) is None
+            else next(done)
+            for path in paths
+        ]
         failed = next((o for o in outcomes if o.status == FileStatus.FAILED), None)
         if failed is not None:
             for outcome in outcomes:
@@ -195,6 +220,25 @@ class PipelineStage:
                     Path(outcome.temp).unlink(missing_ok=True)
             raise OutputError(f"{self.target}: {failed.reason}")
         return outcomes
+
+    def _anchored(self, paths: list[str]) -> dict[str, tuple[tuple[str, int], ...] | None]:
+        """Under an anchored policy, each file's patient and recorded offset, as a task carries
+        it; None for a file whose patient has none yet (it is quarantined, see
+        :data:`NOT_ANCHORED`). A file without a patient or a study date is left out: the
+        per-file path decides, as in ``pseudo run``."""
+        assert self._pool is not None
+        patients: dict[str, str] = {}
+        for path, scan in zip(paths, self._pool.ordered(scan_file, paths, lost_scan), strict=True):
+            if scan is not None and scan.day:
+                identity = identity_of(scan.fields)
+                patients[path] = patient_pseudonym(self.keyring, identity.key, identity.traits)
+        offsets = anchors.recorded_offsets(
+            self.keyring, self.policy, self.store, set(patients.values())
+        )
+        return {
+            path: ((patient, offsets[patient]),) if patient in offsets else None
+            for path, patient in patients.items()
+        }
 
     def _wait_for_commit(self, *, failed: bool = False) -> int:
         """Wait for the batch being committed; return its size (0: none), or raise what
