@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -246,7 +248,7 @@ class Node:
         request = assoc.requestor.primitive
         calling = str(request.calling_ae_title if request is not None else "").strip()
         address = str(assoc.requestor.address)
-        if self.settings.allow.admits(calling, address):
+        if request is not None and self.settings.allow.admits(calling, address):
             prefer_known_transfer_syntaxes(request)
             return
         assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, calling AE not recognised
@@ -340,7 +342,7 @@ class Node:
             self._committed.wait(5.0)
 
 
-def prefer_known_transfer_syntaxes(request: Any) -> None:
+def prefer_known_transfer_syntaxes(request: A_ASSOCIATE) -> None:
     """Put first, in each presentation context the peer proposes, the transfer syntaxes that
     pydicom knows, in the peer's order: an unrestricted storage service accepts the first one
     proposed, and a peer that offers a private syntax before a standard one gets the standard
@@ -350,7 +352,8 @@ def prefer_known_transfer_syntaxes(request: Any) -> None:
         proposed = list(context.transfer_syntax)
         known = [syntax for syntax in proposed if syntax in KNOWN_TRANSFER_SYNTAXES]
         if known and known[0] != proposed[0]:
-            context.transfer_syntax = known + [s for s in proposed if s not in known]
+            ordered: list[str | bytes | UID] = [*known, *(s for s in proposed if s not in known)]
+            context.transfer_syntax = ordered
 
 
 def _shown(text: str) -> str:

@@ -36,6 +36,7 @@ from pseudo.deid.anchors import scan_file
 from pseudo.deid.identity import identity_of
 from pseudo.deid.tokens import patient_pseudonym
 from pseudo.pipeline.outcome import FileOutcome, FileStatus
+from pseudo.pipeline.process import Anchored
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.serve.folder import NodeFolder, sync_folder
 from pseudo.serve.journal import Journal, Move, Row, State
@@ -198,18 +199,17 @@ class PipelineStage:
         when one could not be written for want of room or rights (none is kept)."""
         assert self._pool is not None
         paths = [str(self.folder.spool / row.spool) for row in rows]
-        anchored: dict[str, tuple[tuple[str, int], ...] | None] = {}
-        if self.policy.anchor is not None:
-            anchored = self._anchored(paths)
+        anchored = self._anchored(paths) if self.policy.anchor is not None else {}
+        unanchored = {path for path, offset in anchored.items() if offset is None}
         tasks = [
             Task(path, "", 0, self.run_id, anchored.get(path) or ())
             for path in paths
-            if anchored.get(path, ()) is not None
+            if path not in unanchored
         ]
         done = iter(self._pool.ordered(process_file, tasks, lost_file))
         outcomes = [
             FileOutcome(path, "", FileStatus.QUARANTINED, reason=NOT_ANCHORED)
-            if anchored.get(path, ()) is None
+            if path in unanchored
             else next(done)
             for path in paths
         ]
@@ -221,7 +221,7 @@ class PipelineStage:
             raise OutputError(f"{self.target}: {failed.reason}")
         return outcomes
 
-    def _anchored(self, paths: list[str]) -> dict[str, tuple[tuple[str, int], ...] | None]:
+    def _anchored(self, paths: list[str]) -> dict[str, Anchored | None]:
         """Under an anchored policy, each file's patient and recorded offset, as a task carries
         it; None for a file whose patient has none yet (it is quarantined, see
         :data:`NOT_ANCHORED`). A file without a patient or a study date is left out: the
