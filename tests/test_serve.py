@@ -978,3 +978,53 @@ def test_anchored_policy_uses_the_offsets_pseudo_run_recorded(
         for entry in expected.values()
     }
     assert node.log().count("has no anchored offset yet") == len(other)
+
+
+# -- the project's sites, trial values and identity checks -----------------------------------
+def test_site_trial_values_and_identity_checks_as_in_pseudo_run(
+    tmp_path: Path, canary_dir: Path, vault: Path
+) -> None:
+    """A project with a site and clinical trial settings: the node writes the very files of
+    ``pseudo run`` (the site's patient identities, the trial attributes); an instance whose
+    birth date contradicts what the project holds for its patient is quarantined with the
+    run's reason."""
+    from tests.conftest import cli
+
+    os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
+    try:
+        for command in (
+            ("project", "add-site", "lyon", "--site-id", "0042"),
+            ("project", "set-trial", "--sponsor", "ACME Pharma", "--protocol-id", "LT-01"),
+        ):
+            result = cli(*command, "--project", "trial", "--vault", vault)
+            assert result.code == 0, result.stderr
+    finally:
+        del os.environ["PSEUDO_PASSPHRASE"]
+    files = canary_files(canary_dir, "P02")[:3]
+    source = tmp_path / "in"
+    source.mkdir()
+    for path in files:
+        shutil.copy(path, source / path.name)
+    expected = _run_outcomes(source, vault, tmp_path / "run")
+    assert {entry["status"] for entry in expected.values()} == {"written"}
+    conflict = tmp_path / "conflict" / "other.dcm"
+    conflict.parent.mkdir()
+    ds = dcmread(files[0])
+    ds.PatientBirthDate = "19010101"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID(ds.SOPInstanceUID + ".7")
+    ds.save_as(conflict)
+    reason = _run_outcomes(conflict.parent, vault, tmp_path / "run-conflict")["other.dcm"]
+    assert reason["status"] == "quarantined" and "identity conflict" in reason["reason"]
+    out = tmp_path / "out"
+    node = NodeProcess(vault, "trial", tmp_path / "node.log", "--output", str(out))
+    with node:
+        assert send(node.port, [*files, conflict]) == [*files, conflict]
+        assert node.stop() == 0
+    counts = node.counts()
+    assert (counts["forwarded"], counts["quarantined"]) == (len(files), 1)
+    written = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.dcm")}
+    assert written == {
+        entry["output"]: (tmp_path / "run" / entry["output"]).read_bytes()
+        for entry in expected.values()
+    }
+    assert f"quarantined: {reason['reason']}" in node.log()

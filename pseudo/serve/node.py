@@ -38,6 +38,8 @@ from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
 from pseudo.batch.discovery import check_output_owner
 from pseudo.batch.errors import OutputError
+from pseudo.deid.identity import Site
+from pseudo.deid.trial import TrialValues
 from pseudo.errors import PseudoError
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.serve.access import AllowList, tls_context
@@ -95,6 +97,8 @@ class Node:
         *,
         audit: AuditLog | None = None,
         actor: str = "",
+        site: Site | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         if (settings.forward is None) == (settings.output is None):
             raise NodeError("give one of --forward HOST:PORT:AET or --output DIR")
@@ -121,6 +125,8 @@ class Node:
             workers=settings.workers,
             audit=audit,
             actor=actor,
+            site=site,
+            trial=trial,
         )
         self.forwarder = (
             Forwarder(settings.forward, settings.ae_title, folder, self.journal)
