@@ -37,9 +37,12 @@ def tag_stuck_words(raw: bytes) -> set[str]:
     marks = raw.translate(_STUCK_MARKS)
     words = set()
     at = marks.find(b"aa0")
+    if at < 0:
+        return words
+    runs = raw.translate(WORD_BYTES)  # a run's start: the space before it, never far back
     while at >= 0:
-        start = max(marks.rfind(b" ", 0, at), marks.rfind(b"0", 0, at)) + 1
-        words.add(raw[start : at + 1].upper().decode("ascii"))
+        start = runs.rfind(b" ", 0, at) + 1
+        words.add(runs[start : at + 1].decode("ascii"))
         at = marks.find(b"aa0", at + 3)
     return words
 
