@@ -35,7 +35,7 @@ def tag_stuck_words(raw: bytes) -> set[str]:
     Found by plain substring search in the bytes' marks (a regular expression here tried every
     position of the header, and cost as much as the rest of the byte search)."""
     marks = raw.translate(_STUCK_MARKS)
-    words = set()
+    words: set[str] = set()
     at = marks.find(b"aa0")
     if at < 0:
         return words
