@@ -53,9 +53,10 @@ if sys.argv[4] == "1":
 with VaultSession(make_vault(Path(tempfile.mkdtemp()) / "vault")) as session:
     keyring = session.vault.unlock_operator("trial", OPERATOR)
 out = Path(tempfile.mkdtemp())
-setup = WorkerSetup(
-    "count", keyring, load_policy("default"), out, sys.argv[3] == "1", False, trial=trial
-)
+policy = load_policy("default")
+if sys.argv[5] == "off":
+    policy.pixels = policy.pixels.off()
+setup = WorkerSetup("count", keyring, policy, out, sys.argv[3] == "1", False, trial=trial)
 batch.install_worker(setup)
 start = time.perf_counter(), time.process_time()
 for path in files:
@@ -66,8 +67,9 @@ print(time.perf_counter() - start[0], time.process_time() - start[1])
 """
 
 
-def count(files: list[Path], verify: bool, trial: bool = False) -> int:
-    """Instructions of the loop over ``files`` (valgrind's ``I refs``)."""
+def count(files: list[Path], verify: bool, trial: bool = False, pixels: str = "on") -> int:
+    """Instructions of the loop over ``files`` (valgrind's ``I refs``), with pixel protection
+    ``pixels`` (on or off)."""
     with tempfile.TemporaryDirectory() as scratch:
         listing = Path(scratch) / "files.txt"
         listing.write_text("\n".join(str(p) for p in files))
@@ -76,6 +78,7 @@ def count(files: list[Path], verify: bool, trial: bool = False) -> int:
             "--cachegrind-out-file=/dev/null",
             *(sys.executable, "-c", LOOP, str(HERE.parent), str(listing), str(int(verify))),
             str(int(trial)),
+            pixels,
         ]
         env = dict(os.environ, PYTHONHASHSEED="0")
         result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
@@ -85,20 +88,29 @@ def count(files: list[Path], verify: bool, trial: bool = False) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def seconds(files: list[Path], verify: bool, code: Path) -> tuple[float, float]:
+def seconds(files: list[Path], verify: bool, code: Path, pixels: str) -> tuple[float, float]:
     """Wall-clock and CPU seconds of the loop over ``files`` (no valgrind), run by the code
-    in ``code`` (a checkout of pseudo)."""
+    in ``code`` (a checkout of pseudo), with pixel protection ``pixels`` (on or off)."""
     with tempfile.TemporaryDirectory() as scratch:
         listing = Path(scratch) / "files.txt"
         listing.write_text("\n".join(str(p) for p in files))
-        command = [sys.executable, "-c", LOOP, str(code), str(listing), str(int(verify)), "0"]
+        command = [
+            sys.executable,
+            "-c",
+            LOOP,
+            str(code),
+            str(listing),
+            str(int(verify)),
+            "0",
+            pixels,
+        ]
         env = dict(os.environ, PYTHONHASHSEED="0")
         result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     wall, cpu = result.stdout.split()[-2:]
     return float(wall), float(cpu)
 
 
-def wall_clock(files: list[Path], rounds: int, codes: list[Path]) -> None:
+def wall_clock(files: list[Path], rounds: int, codes: list[Path], pixels: str) -> None:
     """Print, for each checkout in ``codes``, the seconds per file without and with
     verification and the ratio, as medians over ``rounds`` rounds; each round runs every
     configuration once, in turn, so a busy minute of a shared machine weighs on all of them."""
@@ -106,7 +118,7 @@ def wall_clock(files: list[Path], rounds: int, codes: list[Path]) -> None:
     for _ in range(rounds):
         for index, code in enumerate(codes):
             for verify in (False, True):
-                runs.setdefault((index, verify), []).append(seconds(files, verify, code))
+                runs.setdefault((index, verify), []).append(seconds(files, verify, code, pixels))
     for index, code in enumerate(codes):
         without, with_ = runs[(index, False)], runs[(index, True)]
         for what, column in (("wall-clock", 0), ("CPU", 1)):
@@ -125,6 +137,12 @@ def main() -> int:
     parser.add_argument("--verify", action="store_true", help="with the verification")
     parser.add_argument(
         "--trial", action="store_true", help="also with clinical trial values, and the ratio"
+    )
+    parser.add_argument(
+        "--pixels",
+        choices=("on", "off"),
+        default="on",
+        help="pixel protection, as `pseudo run --pixels` (default: on, as a run by default)",
     )
     parser.add_argument("--step", type=int, default=20, help="every STEP-th cohort file")
     parser.add_argument("--workdir", type=Path, default=HERE / "_work")
@@ -154,18 +172,21 @@ def main() -> int:
     if len(files) < 2:
         raise SystemExit(f"{cohort}: no cohort (run benchmarks/run.py first)")
     if args.wall:
-        wall_clock(files, args.wall, args.code or [HERE.parent])
+        wall_clock(files, args.wall, args.code or [HERE.parent], args.pixels)
         return 0
     mode = "with" if args.verify else "without"
     runs = [False, True] if args.trial else [False]
     counts = {}
     for trial in runs:
-        whole, first = count(files, args.verify, trial), count(files[:1], args.verify, trial)
+        whole, first = (
+            count(files, args.verify, trial, args.pixels),
+            count(files[:1], args.verify, trial, args.pixels),
+        )
         counts[trial] = (whole - first) // (len(files) - 1)
         what = "with" if trial else "without"
         print(
             f"{counts[trial] / 1e6:.2f} M instructions per file {mode} verification, {what} "
-            f"clinical trial values ({len(files)} files)"
+            f"clinical trial values, pixels {args.pixels} ({len(files)} files)"
         )
     if args.trial:
         print(f"clinical trial values / none: {counts[True] / counts[False]:.4f}")

@@ -169,7 +169,7 @@ def main() -> int:
             session.vault.create_project("bench", OPERATOR, REID, kdf=FAST_KDF)
     empty = Path(tempfile.mkdtemp(dir=work))
     print(machine())
-    print(f"cohort: {files} instances ({source})")
+    print(f"cohort: {files} instances ({source})", flush=True)
     for workers in args.workers:
         runs, bare_runs, nodes, ratios, bare_ratios = [], [], [], [], []
         for _ in range(args.repeats):
@@ -182,6 +182,13 @@ def main() -> int:
             nodes.append(node)
             ratios.append(run / node)
             bare_ratios.append((run - startup) / node)
+            print(
+                f"  round {len(runs)}: {workers} worker(s): pseudo run {run:.1f} s "
+                f"({run - startup:.1f} s without its start), node {node:.1f} s: "
+                f"{run / node:.2f}x ({(run - startup) / node:.2f}x), load average "
+                f"{os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
         print(
             f"{workers} worker(s): pseudo run {files / statistics.median(runs):.1f} files/s "
             f"({files / statistics.median(bare_runs):.1f} without its "

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.presentation import build_context
 
@@ -807,3 +808,223 @@ def test_help_has_examples() -> None:
     for args in (("serve", "--help"), ("serve", "status", "--help")):
         result = cli(*args)
         assert result.code == 0 and "Example" in result.stdout, result.stdout
+
+
+# -- private SOP classes ----------------------------------------------------------------------
+#: A vendor's private storage class (Siemens's CSA Non-Image Storage, raw data and the like).
+PRIVATE_CLASS = "1.3.12.2.1107.5.9.1"
+
+
+def _private_class_files(canary_dir: Path, folder: Path) -> dict[str, Path]:
+    """Instances of :data:`PRIVATE_CLASS` made from a canary image: an image, a raw-data
+    instance (no pixels, a private block), and one without a Study Instance UID (which
+    ``pseudo run`` quarantines)."""
+    source = next(
+        path
+        for path in canary_files(canary_dir, "P01")
+        if "PixelData" in (ds := dcmread(path)) and not ds.file_meta.TransferSyntaxUID.is_compressed
+    )
+    folder.mkdir()
+    made: dict[str, Path] = {}
+    for name, suffix in (("image", ""), ("raw", ".1"), ("no-study", ".2")):
+        ds = dcmread(source)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID(PRIVATE_CLASS)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + suffix
+        if name == "raw":
+            del ds.PixelData
+            ds.private_block(0x0029, "SIEMENS CSA NON-IMAGE", create=True).add_new(
+                0x10, "OB", b"\x01\x02" * 64
+            )
+        if name == "no-study":
+            del ds.StudyInstanceUID
+        made[name] = folder / f"{name}.dcm"
+        ds.save_as(made[name])
+    return made
+
+
+def _run_outcomes(
+    source: Path, vault: Path, output: Path, *options: str | Path
+) -> dict[str, dict[str, Any]]:
+    """``pseudo run`` of ``source``: each input file's name -> its report entry (the run
+    exits 1 when it quarantines a file)."""
+    from pseudo.batch.report import load_report
+    from tests.conftest import cli
+
+    os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
+    try:
+        result = cli(
+            "run", source, output, "--project", "trial", "--vault", vault, "--json", *options
+        )
+    finally:
+        del os.environ["PSEUDO_PASSPHRASE"]
+    assert result.code in (0, 1), result.stderr
+    report = load_report(Path(result.json()["report"]))
+    return {Path(entry["input"]).name: entry for entry in report["files"]}
+
+
+@needs_dcmtk
+def test_private_sop_class_goes_the_way_of_pseudo_run(tmp_path: Path, canary_dir: Path) -> None:
+    """A modality's private storage class is accepted (dcmsend proposes it as it is) and takes
+    the per-file path of ``pseudo run``: the same files, byte for byte, and the same quarantine
+    with the same reason; the allow-list still holds for it."""
+    files = _private_class_files(canary_dir, tmp_path / "in")
+    secret = os.urandom(32)
+    expected = _run_outcomes(
+        tmp_path / "in", make_vault(tmp_path / "run-vault", secret=secret), tmp_path / "run"
+    )
+    assert [expected[f"{n}.dcm"]["status"] for n in files] == ["written", "written", "quarantined"]
+    vault = make_vault(tmp_path / "node-vault", secret=secret)
+    out = tmp_path / "out"
+    node = NodeProcess(vault, "trial", tmp_path / "node.log", "--output", str(out))
+    with node:
+        refused = dcmsend(node.port, tmp_path / "in", ae_title="STRANGER")
+        assert refused.returncode != 0
+        sent = dcmsend(node.port, tmp_path / "in")
+        assert sent.returncode == 0, sent.stderr[-2000:]
+        assert node.stop() == 0
+    counts = node.counts()
+    assert (counts["received"], counts["forwarded"], counts["quarantined"]) == (3, 2, 1)
+    assert counts["rejected_associations"] == 1
+    written = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.dcm")}
+    assert written == {
+        entry["output"]: (tmp_path / "run" / entry["output"]).read_bytes()
+        for entry in expected.values()
+        if entry["output"]
+    }
+    reason = expected["no-study.dcm"]["reason"]
+    assert reason and f"quarantined: {reason}" in node.log()
+    assert len(list(NodeFolder.of(vault, "trial").quarantine.iterdir())) == 1
+
+
+def _accepted_syntax(port: int, sop_class: str) -> str:
+    """The transfer syntax the node accepts for ``sop_class`` proposed with a private syntax
+    first and a standard one second."""
+    ae = AE(SENDER)
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        contexts=[build_context(sop_class, ["1.3.12.2.1107.5.99.1", ExplicitVRLittleEndian])],
+        ae_title="PSEUDO",
+    )
+    assert assoc.is_established
+    try:
+        return str(assoc.accepted_contexts[0].transfer_syntax[0])
+    finally:
+        assoc.release()
+
+
+@pytest.mark.skipif(shutil.which("storescp") is None, reason="DCMTK (storescp) not installed")
+def test_private_sop_class_is_forwarded_as_such(
+    tmp_path: Path, canary_dir: Path, vault: Path
+) -> None:
+    """A pynetdicom client sends private-class instances; the node forwards them, proposing
+    the private class, to DCMTK's storescp (which accepts unknown classes with --promiscuous);
+    what fails the per-file path is never forwarded. A peer that proposes a private transfer
+    syntax before a standard one gets the standard one."""
+    files = _private_class_files(canary_dir, tmp_path / "in")
+    received = tmp_path / "received"
+    received.mkdir()
+    port = free_port()
+    storescp = subprocess.Popen(
+        ["storescp", "--promiscuous", "-aet", "DEST", "-od", str(received), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    try:
+        node = NodeProcess(vault, "trial", tmp_path / "node.log", *forward_to(port))
+        with node:
+            assert _accepted_syntax(node.port, PRIVATE_CLASS) == ExplicitVRLittleEndian
+            assert send(node.port, list(files.values())) == list(files.values())
+            wait_for(
+                lambda: node.counts().get("forwarded") == 2 and node.counts().get("queued") == 0,
+                "two instances forwarded",
+                node.process,
+            )
+            assert node.stop() == 0
+    finally:
+        storescp.terminate()
+        storescp.wait()
+    arrived = [dcmread(path) for path in received.iterdir()]
+    assert len(arrived) == 2
+    assert {str(ds.SOPClassUID) for ds in arrived} == {PRIVATE_CLASS}
+    originals = {str(dcmread(path).SOPInstanceUID) for path in files.values()}
+    assert not originals & {str(ds.SOPInstanceUID) for ds in arrived}
+    assert node.counts()["quarantined"] == 1
+
+
+# -- anchored dates -------------------------------------------------------------------------
+def test_anchored_policy_uses_the_offsets_pseudo_run_recorded(
+    tmp_path: Path, canary_dir: Path, vault: Path
+) -> None:
+    """Under a policy that anchors dates, the node gives a patient that ``pseudo run`` has
+    anchored the very files of that run; a patient not anchored yet is quarantined, never
+    anchored by the node (that offset would depend on the order of arrival)."""
+    policy = tmp_path / "anchored.yaml"
+    policy.write_text("name: anchored\nextends: default\ndates:\n  anchor: 2000-01-01\n")
+    anchored, other = canary_files(canary_dir, "P01"), canary_files(canary_dir, "P02")[:2]
+    expected = _run_outcomes(canary_dir / "P01", vault, tmp_path / "run", "--policy", policy)
+    assert {entry["status"] for entry in expected.values()} == {"written"}
+    out = tmp_path / "out"
+    node = NodeProcess(vault, "trial", tmp_path / "node.log", "--output", str(out))
+    with node:  # the policy the project recorded: anchored
+        assert send(node.port, [*other, *anchored]) == [*other, *anchored]
+        assert node.stop() == 0
+    counts = node.counts()
+    assert (counts["forwarded"], counts["quarantined"]) == (len(anchored), len(other))
+    written = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.dcm")}
+    assert written == {
+        entry["output"]: (tmp_path / "run" / entry["output"]).read_bytes()
+        for entry in expected.values()
+    }
+    assert node.log().count("has no anchored offset yet") == len(other)
+
+
+# -- the project's sites, trial values and identity checks -----------------------------------
+def test_site_trial_values_and_identity_checks_as_in_pseudo_run(
+    tmp_path: Path, canary_dir: Path, vault: Path
+) -> None:
+    """A project with a site and clinical trial settings: the node writes the very files of
+    ``pseudo run`` (the site's patient identities, the trial attributes); an instance whose
+    birth date contradicts what the project holds for its patient is quarantined with the
+    run's reason."""
+    from tests.conftest import cli
+
+    os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
+    try:
+        for command in (
+            ("project", "add-site", "lyon", "--site-id", "0042"),
+            ("project", "set-trial", "--sponsor", "ACME Pharma", "--protocol-id", "LT-01"),
+        ):
+            result = cli(*command, "--project", "trial", "--vault", vault)
+            assert result.code == 0, result.stderr
+    finally:
+        del os.environ["PSEUDO_PASSPHRASE"]
+    files = canary_files(canary_dir, "P02")[:3]
+    source = tmp_path / "in"
+    source.mkdir()
+    for path in files:
+        shutil.copy(path, source / path.name)
+    expected = _run_outcomes(source, vault, tmp_path / "run")
+    assert {entry["status"] for entry in expected.values()} == {"written"}
+    conflict = tmp_path / "conflict" / "other.dcm"
+    conflict.parent.mkdir()
+    ds = dcmread(files[0])
+    ds.PatientBirthDate = "19010101"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID(ds.SOPInstanceUID + ".7")
+    ds.save_as(conflict)
+    reason = _run_outcomes(conflict.parent, vault, tmp_path / "run-conflict")["other.dcm"]
+    assert reason["status"] == "quarantined" and "identity conflict" in reason["reason"]
+    out = tmp_path / "out"
+    node = NodeProcess(vault, "trial", tmp_path / "node.log", "--output", str(out))
+    with node:
+        assert send(node.port, [*files, conflict]) == [*files, conflict]
+        assert node.stop() == 0
+    counts = node.counts()
+    assert (counts["forwarded"], counts["quarantined"]) == (len(files), 1)
+    written = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.dcm")}
+    assert written == {
+        entry["output"]: (tmp_path / "run" / entry["output"]).read_bytes()
+        for entry in expected.values()
+    }
+    assert f"quarantined: {reason['reason']}" in node.log()

@@ -319,3 +319,21 @@ def test_a_value_that_runs_into_the_next_tag_is_found_in_the_bytes(group: int) -
     # and a word that merely begins with the value is not it
     other = b"\x50\x00\x20\x00LO\x06\x00DOEXES\x10\x00\x10\x00"
     assert Matcher(needles).search_bytes(other) == []
+
+
+def test_the_words_stuck_to_a_tag_are_those_of_their_definition() -> None:
+    """:func:`tag_stuck_words` finds, without a regular expression, every run of two or more
+    letters and digits followed by a zero byte, less its last character (the tag's byte)."""
+    import random
+    import re
+
+    from pseudo.verify.matching import tag_stuck_words
+
+    definition = re.compile(rb"([A-Za-z0-9]+)[A-Za-z0-9]\x00")
+    draw = random.Random(20261203)
+    alphabet = b"aZ09\x00 \x01.\xff"
+    for _ in range(5000):
+        raw = bytes(draw.choice(alphabet) for _ in range(draw.randint(0, 24)))
+        expected = {word.upper().decode("ascii") for word in definition.findall(raw)}
+        assert tag_stuck_words(raw) == expected, raw
+    assert tag_stuck_words(b"\x00DOEX2\x00\x01\x10") == {"DOEX"}

@@ -88,6 +88,16 @@ def serve_command(
         typer.Option("--tls-ca", help="CA certificates a client's certificate must chain to."),
     ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes for the pipeline.")] = 1,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            metavar="NAME",
+            help="The site the senders are at (`pseudo project add-site`), as in `pseudo run` "
+            "[required when the project has several].",
+            show_default=False,
+        ),
+    ] = None,
     status_port: Annotated[
         int | None,
         typer.Option(
@@ -123,7 +133,9 @@ def serve_command(
             raise UserError(f"--status-port {status_port}: expected 0 to 65535")
         settings = replace(settings, status_port=status_port)
     from keystore.session import VaultSession
+    from pseudo.api import run_site
     from pseudo.batch.project_policy import choose_policy
+    from pseudo.deid.trial import TrialValues, settings_of
     from pseudo.serve.folder import NodeFolder
     from pseudo.serve.node import Node
 
@@ -132,9 +144,11 @@ def serve_command(
     compiled, record = choose_policy(policy, recorded)
     chosen = vault_path(vault)
     with VaultSession(chosen, db) as session:
+        chosen_site = run_site(session, project, site)  # refused before anything is recorded
         keyring, _ = session.vault.unlock_for_run(
             project, operator_passphrase(_passphrase_file(passphrase_file)), record, actor=actor()
         )
+        trial = TrialValues.of(settings_of(session.vault.project(project).trial), site=chosen_site)
         node = Node(
             settings,
             keyring,
@@ -143,6 +157,8 @@ def serve_command(
             NodeFolder.of(chosen, project),
             audit=session.audit,
             actor=actor(),
+            site=chosen_site,
+            trial=trial,
         )
         previous = {
             sig: signal.signal(sig, lambda signum, frame: node.stopped.set())

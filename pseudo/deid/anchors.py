@@ -136,3 +136,13 @@ def resolve_days(
         states = {**proposals, **store.states(keyring, proposals)}
     prefix = len(state_key(policy, ""))
     return {key[prefix:]: int(str(state["offset_days"])) for key, state in states.items()}
+
+
+def recorded_offsets(
+    keyring: Keyring, policy: CompiledPolicy, store: LinkageStore, patients: Iterable[str]
+) -> dict[str, int]:
+    """Pseudonym -> anchored offset, for those of ``patients`` an earlier batch anchored
+    (nothing is recorded: a patient not anchored yet is left out)."""
+    keys = {state_key(policy, patient): patient for patient in patients}
+    states = store.states(keyring, keys)
+    return {keys[key]: int(str(state["offset_days"])) for key, state in states.items()}

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pydicom.uid import UID
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -36,6 +38,8 @@ from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
 from pseudo.batch.discovery import check_output_owner
 from pseudo.batch.errors import OutputError
+from pseudo.deid.identity import Site
+from pseudo.deid.trial import TrialValues
 from pseudo.errors import PseudoError
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.serve.access import AllowList, tls_context
@@ -52,6 +56,8 @@ log = logging.getLogger("pseudo.serve")
 
 #: C-STORE status sent when the instance could not be made durable: the sender keeps it.
 OUT_OF_RESOURCES = 0xA700
+#: The transfer syntaxes the node prefers when a peer proposes others too.
+KNOWN_TRANSFER_SYNTAXES = frozenset(ALL_TRANSFER_SYNTAXES)
 #: Seconds a drain waits for the associations in progress to end before closing them.
 DRAIN_ASSOCIATIONS = 60.0
 
@@ -91,6 +97,8 @@ class Node:
         *,
         audit: AuditLog | None = None,
         actor: str = "",
+        site: Site | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         if (settings.forward is None) == (settings.output is None):
             raise NodeError("give one of --forward HOST:PORT:AET or --output DIR")
@@ -98,11 +106,6 @@ class Node:
             raise NodeError(
                 "no --allow AET[@ADDRESS] given: the node would admit no one (it never admits "
                 "everyone)"
-            )
-        if policy.anchor is not None:
-            raise NodeError(
-                f"policy {policy.name!r} anchors dates at first sight, which needs a whole batch "
-                "at once: the node cannot use it yet (use pseudo run)"
             )
         if settings.output is not None:
             check_output_owner(settings.output, keyring.settings.prefix)
@@ -122,6 +125,8 @@ class Node:
             workers=settings.workers,
             audit=audit,
             actor=actor,
+            site=site,
+            trial=trial,
         )
         self.forwarder = (
             Forwarder(settings.forward, settings.ae_title, folder, self.journal)
@@ -156,9 +161,9 @@ class Node:
         self._spawn("pseudo-pipeline", self._pipeline_loop)
         if self.forwarder is not None:
             self._spawn("pseudo-forward", self._forward_loop)
-        for context in AllStoragePresentationContexts:
-            if context.abstract_syntax is not None:
-                self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        # every storage SOP class, a modality's private ones too: pynetdicom then takes any
+        # abstract syntax it does not know as storage (Verification is still negotiated)
+        _config.UNRESTRICTED_STORAGE_SERVICE = True
         self.ae.add_supported_context(Verification)
         self.ae.maximum_associations = 32
         handlers: list[Any] = [
@@ -249,7 +254,8 @@ class Node:
         request = assoc.requestor.primitive
         calling = str(request.calling_ae_title if request is not None else "").strip()
         address = str(assoc.requestor.address)
-        if self.settings.allow.admits(calling, address):
+        if request is not None and self.settings.allow.admits(calling, address):
+            prefer_known_transfer_syntaxes(request)
             return
         assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, calling AE not recognised
         assoc.kill()  # as pynetdicom ends an association it rejects itself
@@ -340,6 +346,20 @@ class Node:
             if finishing:
                 return
             self._committed.wait(5.0)
+
+
+def prefer_known_transfer_syntaxes(request: A_ASSOCIATE) -> None:
+    """Put first, in each presentation context the peer proposes, the transfer syntaxes that
+    pydicom knows, in the peer's order: an unrestricted storage service accepts the first one
+    proposed, and a peer that offers a private syntax before a standard one gets the standard
+    one, as a restricted service would choose (one that offers only private syntaxes has its
+    instances go the way of ``pseudo run`` on such a file)."""
+    for context in request.presentation_context_definition_list:
+        proposed = list(context.transfer_syntax)
+        known = [syntax for syntax in proposed if syntax in KNOWN_TRANSFER_SYNTAXES]
+        if known and known[0] != proposed[0]:
+            ordered: list[str | bytes | UID] = [*known, *(s for s in proposed if s not in known)]
+            context.transfer_syntax = ordered
 
 
 def _shown(text: str) -> str:

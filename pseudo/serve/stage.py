@@ -24,14 +24,21 @@ from pydicom.filereader import read_file_meta_info
 
 from keystore.actions import AuditOutcome
 from keystore.audit import AuditLog
+from keystore.identities import IdentityBook, IdentityStore
 from keystore.keyring import Keyring
 from keystore.linkage import LinkageStore
 from pseudo.batch.commit import Committer
 from pseudo.batch.errors import OutputError
+from pseudo.batch.identities import settle
 from pseudo.batch.pools import ProcessPool, WorkerSetup
 from pseudo.batch.report import new_run_id
-from pseudo.batch.worker import Task, install_worker, lost_file, process_file
+from pseudo.batch.worker import Task, install_worker, lost_file, lost_scan, process_file
+from pseudo.deid import anchors
+from pseudo.deid.anchors import scan_file
+from pseudo.deid.identity import Site
+from pseudo.deid.trial import TrialValues
 from pseudo.pipeline.outcome import FileOutcome, FileStatus
+from pseudo.pipeline.process import Anchored
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.serve.folder import NodeFolder, sync_folder
 from pseudo.serve.journal import Journal, Move, Row, State
@@ -40,6 +47,13 @@ log = logging.getLogger("pseudo.serve")
 
 #: Instances taken from the spool and committed together.
 BATCH = 64
+
+#: Why an instance is quarantined under an anchored policy when its patient has no offset yet.
+NOT_ANCHORED = (
+    "the policy anchors dates and this patient has no anchored offset yet: the node never "
+    "anchors a patient (the offset would depend on the order of arrival); anchor the patient "
+    "with pseudo run first (see docs/service.md)"
+)
 
 #: Why an instance is quarantined when an earlier one gave its output path with other bytes.
 CONFLICT = "another instance has the same SOP Instance UID but different content"
@@ -61,8 +75,15 @@ class PipelineStage:
         workers: int = 1,
         audit: AuditLog | None = None,
         actor: str = "",
+        site: Site | None = None,
+        trial: TrialValues | None = None,
     ) -> None:
         self.keyring = keyring
+        self.site = site
+        self.trial = trial
+        self.identities = IdentityStore(store.engine)
+        #: the project's identity rules, read at start (as a run reads them at its start)
+        self.book = IdentityBook()
         self.policy = policy
         self.store = store
         self.folder = folder
@@ -116,6 +137,7 @@ class PipelineStage:
                     {"written": released},
                     actor=self.actor,
                 )
+        self.book = self.identities.book(self.keyring)
         setup = WorkerSetup(
             self.run_id,
             self.keyring,
@@ -123,6 +145,9 @@ class PipelineStage:
             self.committer.temp_dir,
             check=True,
             sync_each_file=self.committer.sync_each_file,
+            site=self.site,
+            book=self.book,
+            trial=self.trial,
         )
         self._pool = ProcessPool(setup, install_worker, self.workers, chunk=1, forkserver=True)
         list(self._pool.ordered(worker_ready, range(self.workers)))  # started before any instance
@@ -186,8 +211,15 @@ class PipelineStage:
         """The outcomes of ``rows`` through the workers, in order; raises :class:`OutputError`
         when one could not be written for want of room or rights (none is kept)."""
         assert self._pool is not None
-        tasks = [Task(str(self.folder.spool / row.spool), "", 0, self.run_id) for row in rows]
-        outcomes = list(self._pool.ordered(process_file, tasks, lost_file))
+        paths = [str(self.folder.spool / row.spool) for row in rows]
+        tasks, refused = self._check_identities(paths)
+        done = iter(self._pool.ordered(process_file, tasks, lost_file))
+        outcomes = [
+            FileOutcome(path, "", FileStatus.QUARANTINED, reason=refused[path])
+            if path in refused
+            else next(done)
+            for path in paths
+        ]
         failed = next((o for o in outcomes if o.status == FileStatus.FAILED), None)
         if failed is not None:
             for outcome in outcomes:
@@ -195,6 +227,34 @@ class PipelineStage:
                     Path(outcome.temp).unlink(missing_ok=True)
             raise OutputError(f"{self.target}: {failed.reason}")
         return outcomes
+
+    def _check_identities(self, paths: list[str]) -> tuple[list[Task], dict[str, str]]:
+        """The header pass of ``pseudo run`` over a batch (:mod:`pseudo.batch.identities`):
+        each file's patient checked against the project's, and under an anchored policy given
+        the offset a run recorded (whatever the file's own date: a patient has one offset).
+        Returns the tasks to process and the files to quarantine with their reason (an
+        identity conflict, or a patient not anchored yet: see :data:`NOT_ANCHORED`)."""
+        assert self._pool is not None
+        scans = list(self._pool.ordered(scan_file, paths, lost_scan))
+        verdicts = settle(self.keyring, self.identities, self.book, self.site, paths, scans)
+        refused = dict(verdicts.conflicts)
+        offsets: dict[str, int] = {}
+        if self.policy.anchor is not None:
+            patients = set(verdicts.pseudonyms.values())
+            offsets = anchors.recorded_offsets(self.keyring, self.policy, self.store, patients)
+        tasks = []
+        for path in paths:
+            if path in refused:
+                continue
+            patient = verdicts.pseudonyms.get(path)
+            anchored: Anchored = ()
+            if self.policy.anchor is not None and patient is not None:
+                if patient not in offsets:
+                    refused[path] = NOT_ANCHORED
+                    continue
+                anchored = ((patient, offsets[patient]),)
+            tasks.append(Task(path, "", 0, self.run_id, anchored, verdicts.checks[path]))
+        return tasks, refused
 
     def _wait_for_commit(self, *, failed: bool = False) -> int:
         """Wait for the batch being committed; return its size (0: none), or raise what

@@ -67,6 +67,7 @@ def check(
     walked: list[Walked] | None = None,
     kept: KeptValues | None = None,
     added: frozenset[int] = frozenset(),
+    raw_hits: list[tuple[Needle, int]] | None = None,
 ) -> list[VerificationFinding]:
     """Look for the matcher's needles in one output: its bytes (``header``: every byte but the
     top-level pixel data), its attributes at every depth when needed, and its file name. One
@@ -79,7 +80,9 @@ def check(
     value the policy keeps), is the policy's choice: a warning for names, IDs, dates and UIDs,
     nothing for descriptive values. Anywhere else it is a leak. The top-level attributes in
     ``added`` hold the project's values (:mod:`pseudo.deid.trial`), never the input's: a
-    needle there (a site's sponsor name that is the project's too) is no leak.
+    needle there (a site's sponsor name that is the project's too) is no leak. ``raw_hits``:
+    what :meth:`~pseudo.verify.matching.Matcher.search_bytes` found in ``header``, when the
+    caller has searched it already.
     """
     findings: list[VerificationFinding] = []
     reported: set[tuple[str, str, str]] = set()
@@ -111,9 +114,10 @@ def check(
                     "private attribute the policy does not keep",
                     None,
                 )
-    raw_hits = (
-        matcher.search_bytes(header, encodings(out)) if header is not None and matcher else []
-    )
+    if raw_hits is None:
+        raw_hits = (
+            matcher.search_bytes(header, encodings(out)) if header is not None and matcher else []
+        )
     chosen: set[str] = set()  # values in which a needle is the policy's choice
     if matcher and (header is None or raw_hits):
         seen: set[Needle] = set()
@@ -244,7 +248,7 @@ def finish(
     ``added``: the top-level attributes that hold the project's values (see :func:`check`).
     """
     walked = list(elements(out))  # one walk of the output for every check below
-    matcher = _matcher(pending, out, relative_path, offset_days, header)
+    matcher, raw_hits = _matcher(pending, out, relative_path, offset_days, header)
     findings = check(
         out,
         relative_path,
@@ -256,6 +260,7 @@ def finish(
         walked=walked,
         kept=pending.recorder.kept,
         added=added,
+        raw_hits=raw_hits,
     )
     evidence = PairEvidence(
         pending.instance,
@@ -273,21 +278,25 @@ def finish(
 
 def _matcher(
     pending: Pending, out: Dataset, relative_path: str, offset_days: int, header: bytes | None
-) -> Matcher:
-    """The needles to check an output for: when only its bytes and file name are searched
-    (nothing found in the bytes), those of the values it may hold (see
-    :mod:`~pseudo.verify.prefilter`); else, and when they are built already, all of them.
-    Either way the instance UIDs and the dates are all there."""
+) -> tuple[Matcher, list[tuple[Needle, int]] | None]:
+    """The needles to check an output for, and what they found in its bytes (None: not
+    searched yet): when only its bytes and file name are searched (nothing found in the
+    bytes), those of the values it may hold (see :mod:`~pseudo.verify.prefilter`); else, and
+    when they are built already, all of them. Either way the instance UIDs and the dates are
+    all there."""
     if header is not None and pending.built is None:
         split = output_words(header, relative_path.split("/"))
         needles = pending.recorder.build(split[1])
-        needles.add_dates(offset_days)
+        needles.add_dates(offset_days, split[1])
         matcher = Matcher(needles)
         # (the file name's words among the bytes' words only add candidates the search rejects)
-        if not matcher or not matcher.search_bytes(header, encodings(out), split):
+        if not matcher:
             pending.checked = needles
-            return matcher  # the same findings as with every needle: none can be found
+            return matcher, []
+        if not matcher.search_bytes(header, encodings(out), split):
+            pending.checked = needles
+            return matcher, []  # the same findings as with every needle: none can be found
     needles = pending.needles
     needles.add_dates(offset_days)
     pending.checked = needles
-    return Matcher(needles)
+    return Matcher(needles), None

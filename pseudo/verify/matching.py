@@ -20,14 +20,31 @@ WORD_BYTES = bytes(
 )
 
 
-#: A run of letters and digits, then one more (the first byte of the next element's tag), then 0.
-_TAG_STUCK = re.compile(rb"([A-Za-z0-9]+)[A-Za-z0-9]\x00")
+#: Raw bytes to marks: ``a`` for an ASCII letter or digit, ``0`` for a zero byte, else a space.
+_STUCK_MARKS = bytes(
+    0x61 if chr(byte).isascii() and chr(byte).isalnum() else 0x30 if byte == 0 else 0x20
+    for byte in range(256)
+)
 
 
 def tag_stuck_words(raw: bytes) -> set[str]:
     """The last words of values that may have run into the next element's tag (see
-    :func:`needle_pattern`), without that tag's byte, upper-case like the other words."""
-    return {word.upper().decode("ascii") for word in _TAG_STUCK.findall(raw)}
+    :func:`needle_pattern`), without that tag's byte, upper-case like the other words: each
+    run of two or more letters and digits followed by a zero byte, less its last character.
+
+    Found by plain substring search in the bytes' marks (a regular expression here tried every
+    position of the header, and cost as much as the rest of the byte search)."""
+    marks = raw.translate(_STUCK_MARKS)
+    words: set[str] = set()
+    at = marks.find(b"aa0")
+    if at < 0:
+        return words
+    runs = raw.translate(WORD_BYTES)  # a run's start: the space before it, never far back
+    while at >= 0:
+        start = runs.rfind(b" ", 0, at) + 1
+        words.add(runs[start : at + 1].decode("ascii"))
+        at = marks.find(b"aa0", at + 3)
+    return words
 
 
 @functools.lru_cache(maxsize=8192)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import NamedTuple
 
 from pseudo.deid.actions import DUMMY_VALUES
-from pseudo.deid.clean import date_spellings
+from pseudo.deid.clean import date_spellings, word_tokens
 from pseudo.deid.uids import is_standard_uid
 
 MIN_LENGTH = 4
@@ -71,11 +72,14 @@ class Needles:
         if search and text not in self.items:  # the first kind recorded for a value stays
             self.items[text] = Needle(text, "instance UID", False)
 
-    def add_dates(self, offset_days: int | None) -> None:
+    def add_dates(self, offset_days: int | None, words: AbstractSet[str] | None = None) -> None:
         """Add the original dates once the patient's offset is known (None: not checked).
 
         A date that is also the shifted form of another date of the patient cannot be told
-        apart from it and is skipped.
+        apart from it and is skipped. With ``words`` (an output's words, see
+        :mod:`~pseudo.verify.prefilter`), a spelling with separators is added only when all its
+        numbers are among them: a search needs them all (spellings of digits only are always
+        added: they may begin a longer run of digits).
         """
         if offset_days is None:
             if self.dates:
@@ -88,10 +92,12 @@ class Needles:
             if day in shifted:
                 self.skipped["dates equal to a shifted date of the same patient"] += 1
                 continue
-            for spelling in _spellings(day):
+            for spelling, numbers in _spellings(day):
                 # What add() would do: a spelling is long enough, not a number or a UID.
                 if spelling in _COMMON:
                     self.skipped["common values and standard UIDs"] += 1
+                elif words is not None and numbers and not numbers <= words:
+                    continue  # absent from the output: checked by that fact
                 elif (key := f"date:{spelling}") not in items:
                     items[key] = Needle(spelling, "date", False)
 
@@ -125,9 +131,13 @@ def skip_reason(text: str, kind: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _spellings(day: date) -> tuple[str, ...]:
-    """The spellings of a date searched for (a patient's dates recur in each of their files)."""
-    return tuple(date_spellings(day.strftime("%Y%m%d")))
+def _spellings(day: date) -> tuple[tuple[str, frozenset[str]], ...]:
+    """The spellings of a date searched for, each with its numbers when it has separators (a
+    patient's dates recur in each of their files)."""
+    return tuple(
+        (spelling, frozenset() if spelling.isdigit() else frozenset(word_tokens(spelling)))
+        for spelling in date_spellings(day.strftime("%Y%m%d"))
+    )
 
 
 def name_spellings(name: str) -> list[str]:
