@@ -17,7 +17,9 @@ The boxes are in the image's own (full-resolution) pixels, inclusive, ``source``
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,6 +78,26 @@ _UPSCALE_TO = 600
 # Images the scan enlarges too (under _SCAN_ENLARGE_BELOW) carry fonts of 4-6 pixels: the
 # detector finds more of them at four times their size than at three.
 _UPSCALE_SMALL_TO = 1000
+# Then, as RapidOCR did when it was given the whole image: brought down to this longest side,
+# and up to this shortest side (the detector's scale, which its thresholds were measured at).
+_OCR_MAX_SIDE = 2000
+_OCR_MIN_SIDE = 736
+# The OCR reads bands of the image around the scan's candidate blocks, not the whole image: its
+# detector's activations take about 135 bytes per input pixel (140 MB for a 1024-pixel square).
+# A band is every column of the rows of a block and _OCR_CONTEXT more above and below it (a
+# block is often part of a line, and the detector needs the rest of it and the lines next to
+# it); bands are read in pieces of at most _OCR_TILE_PIXELS (about 45 MB of activations), at
+# least _OCR_MIN_BAND rows tall, overlapping by _OCR_OVERLAP rows (taller than a line of the
+# largest characters the scan groups), so that every line is whole in one piece. Sizes in the
+# detector's pixels (after the enlargement). The context was chosen on the burned-in corpus:
+# 64 found 7 value boxes fewer than the whole image, 96 as many with fewer pixels blanked
+# outside them, 128 two more but blanked 0.1 % more of the pixels outside them.
+_OCR_TILE_PIXELS = 2048 * 160
+_OCR_MIN_BAND = 160
+_OCR_OVERLAP = 96
+_OCR_CONTEXT = 96
+# The detector's input is a multiple of this many pixels a side (padded, never resized).
+_OCR_STRIDE = 32
 # A detected line is burned-in text when this share of it is strokes (_EXTREME, contrast).
 _MIN_STROKE_SHARE = 0.02
 # A candidate block is blanked whole when the detector's lines cover this share of it.
@@ -119,13 +141,13 @@ def text_candidates(image: Gray8) -> list[Box]:
 def find_text(image: Gray8) -> list[Box]:
     """Boxes of the burned-in text in ``image`` (2-D uint8, full resolution), for blanking.
 
-    When the scan finds candidates, RapidOCR's text detector (DBNet, nothing read) runs on the
-    whole image with its thresholds lowered for recall. Every line it finds that the scan saw
-    strokes in (burned-in text is drawn at the end of the display range; anatomy the detector
-    mistakes for text mostly is not) is returned, and so
-    is every candidate block those lines cover in part (a block holds the lines the detector
-    missed between the ones it found); each grown by a margin: a missed character is a leak,
-    an extra blank strip over a text line's background costs little. Deterministic: same
+    When the scan finds candidates, RapidOCR's text detector (DBNet, nothing read) runs on
+    bands of the image around them (``_ocr_windows``), its thresholds lowered for recall.
+    Every line it finds that the scan saw strokes in (burned-in text is drawn at the end of
+    the display range; anatomy the detector mistakes for text mostly is not) is returned, and
+    so is every candidate block those lines cover in part (a block holds the lines the
+    detector missed between the ones it found); each grown by a margin: a missed character is
+    a leak, an extra blank strip over a text line's background costs little. Deterministic: same
     image, same boxes.
     """
     scan = _scan(image)
@@ -134,7 +156,7 @@ def find_text(image: Gray8) -> list[Box]:
     rows, columns = image.shape
     lines = [
         box
-        for box in (_box(quad) for quad, _text in _ocr().detect(image))
+        for box in (_box(quad) for quad, _text in _ocr().detect(image, scan.lines))
         if scan.stroke_share(box) >= _MIN_STROKE_SHARE and scan.line_sized(box)
     ]
     confirmed = [
@@ -203,8 +225,9 @@ def read_text(image: Gray8) -> list[Box]:
     """The text lines of ``image`` with what the OCR read in each (``Box.text``).
 
     Gated by the same scan as ``find_text`` (no candidate, nothing read), then RapidOCR on the
-    whole image; lines where it read at least two letters or digits are returned. The text
-    may be identifying: callers compare it, never log it.
+    whole image (in pieces of bounded memory, ``_ocr_pieces``), not only around the candidates:
+    the verifier is there for what the detection left; lines where it read at least two letters
+    or digits are returned. The text may be identifying: callers compare it, never log it.
     """
     if not _candidate_lines(image):
         return []
@@ -442,8 +465,88 @@ def _merge_overlapping(lines: list[_Line]) -> list[_Line]:
     )
 
 
+@dataclass(frozen=True)
+class _Scale:
+    """How the OCR sees an image: enlarged by a whole ``factor`` (cubic), then resized by
+    ``ratio`` (linear), the scale RapidOCR's detector was measured at on whole images."""
+
+    factor: int
+    ratio: float
+
+    @property
+    def total(self) -> float:
+        """Detector pixels per image pixel."""
+        return self.factor * self.ratio
+
+
+def _ocr_scale(rows: int, columns: int) -> _Scale:
+    """The scale at which the OCR reads an image of ``rows`` x ``columns``: small images carry
+    small fonts, and the detector is trained on text about 10-40 pixels tall."""
+    side = max(rows, columns)
+    target = _UPSCALE_SMALL_TO if side < _SCAN_ENLARGE_BELOW else _UPSCALE_TO
+    factor = max(1, int(np.ceil(target / side)))
+    ratio = min(1.0, _OCR_MAX_SIDE / (side * factor))
+    shortest = min(rows, columns) * factor * ratio
+    if shortest < _OCR_MIN_SIDE:
+        ratio *= _OCR_MIN_SIDE / shortest
+    return _Scale(factor, ratio)
+
+
+def _ocr_windows(rows: int, columns: int, candidates: list[_Line], scale: _Scale) -> list[Box]:
+    """The parts of an image the OCR reads: for each candidate block, its rows and _OCR_CONTEXT
+    detector pixels above and below, every column; bands that overlap joined, each cut into
+    pieces whose detector input stays within _OCR_TILE_PIXELS (the OCR's memory); inclusive
+    boxes of the image."""
+    context = int(np.ceil(_OCR_CONTEXT / scale.total))
+    occupied = np.zeros(rows, dtype=bool)
+    for line in candidates:
+        occupied[max(0, line.y1 - context) : line.y2 + context + 1] = True
+    bands = runs(occupied, 0)
+    return [piece for y1, y2 in bands for piece in _ocr_pieces(Box(0, y1, columns - 1, y2), scale)]
+
+
+def _ocr_pieces(window: Box, scale: _Scale) -> list[Box]:
+    """``window`` cut into pieces of full rows (and, for a window wider than a piece can be,
+    of columns too) that the OCR reads within _OCR_TILE_PIXELS, overlapping by _OCR_OVERLAP."""
+    return [piece for piece, _core in _ocr_pieces_and_cores(window, scale)]
+
+
+def _ocr_pieces_and_cores(window: Box, scale: _Scale) -> list[tuple[Box, Box]]:
+    """The pieces of ``_ocr_pieces``, each with its core: the part of it nearer its own middle
+    than its neighbours' (the overlaps are cut at their middle), so that the cores tile
+    ``window``. A line no taller than the overlap whose centre is in a piece's core is whole
+    in that piece."""
+    width = max(1, int(_OCR_TILE_PIXELS / _OCR_MIN_BAND / scale.total))
+    stride = _OCR_STRIDE  # the input is padded to it: counted in the budget
+    padded_width = -(-round(min(window.width, width) * scale.total) // stride) * stride
+    rows = max(_OCR_MIN_BAND, _OCR_TILE_PIXELS // padded_width // stride * stride)
+    height = max(1, int(rows / scale.total))
+    overlap = int(np.ceil(_OCR_OVERLAP / scale.total))
+    return [
+        (Box(x1, y1, x2, y2), Box(cx1, cy1, cx2, cy2))
+        for y1, y2, cy1, cy2 in _spans(window.y1, window.y2, height, overlap)
+        for x1, x2, cx1, cx2 in _spans(window.x1, window.x2, width, overlap)
+    ]
+
+
+def _spans(first: int, last: int, size: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Pieces of ``size`` that cover ``first..last``, overlapping by ``overlap`` at least (the
+    last one ends at ``last``): first and last index of each, and of its core."""
+    if last - first + 1 <= size:
+        return [(first, last, first, last)]
+    step = max(1, size - overlap)
+    starts = [*range(first, last - size + 1, step), last - size + 1]
+    ends = [start + size - 1 for start in starts]
+    # each overlap cut at its middle
+    cuts = [(ends[i] + starts[i + 1]) // 2 for i in range(len(starts) - 1)]
+    core_starts = [first, *(cut + 1 for cut in cuts)]
+    core_ends = [*cuts, last]
+    return list(zip(starts, ends, core_starts, core_ends, strict=True))
+
+
 class _RapidOCR:
-    """RapidOCR's detector and recognizer, one thread each, models from its own wheel."""
+    """RapidOCR's detector and recognizer, one thread each, models from its own wheel; it
+    reads the windows ``_ocr_windows`` gives, never a whole image at once."""
 
     def __init__(self) -> None:
         from rapidocr_onnxruntime import RapidOCR
@@ -456,43 +559,122 @@ class _RapidOCR:
             det_thresh=_DET_THRESHOLD,
             det_box_thresh=_DET_BOX_THRESHOLD,
             det_unclip_ratio=_DET_UNCLIP,
+            # each window is given at the detector's scale already (``_Scale``), padded to its
+            # stride: RapidOCR neither resizes nor letterboxes it
+            det_limit_type="max",
+            det_limit_side_len=1 << 30,
+            max_side_len=1 << 30,
+            min_height=0,
+            width_height_ratio=-1,
         )
         self._lock = threading.Lock()
 
-    def detect(self, image: Gray8) -> list[tuple[npt.NDArray[np.float64], str]]:
-        """Text quadrilaterals in ``image`` (full-resolution coordinates), nothing read."""
-        return self._run(image, read=False)
+    def detect(
+        self, image: Gray8, candidates: list[_Line]
+    ) -> list[tuple[npt.NDArray[np.float64], str]]:
+        """Text quadrilaterals in the bands around ``candidates`` (full-resolution
+        coordinates), nothing read."""
+        rows, columns = image.shape
+        scale = _ocr_scale(rows, columns)
+        windows = _ocr_windows(rows, columns, candidates, scale)
+        return [found for window in windows for found in self._run(image, window, scale)]
 
     def read(self, image: Gray8) -> list[tuple[npt.NDArray[np.float64], str]]:
-        """Text quadrilaterals and what was read in each, with confidence ``_MIN_SCORE``."""
-        return self._run(image, read=True)
+        """Text quadrilaterals in the whole image and what was read in each, with confidence
+        ``_MIN_SCORE``. Each line is read once, in the piece whose core holds its centre
+        (where it is whole): the slivers of lines that a piece's edge cuts are not read."""
+        rows, columns = image.shape
+        scale = _ocr_scale(rows, columns)
+        quads: list[npt.NDArray[np.float64]] = []
+        crops: list[npt.NDArray[np.uint8]] = []
+        with self._lock:
+            for piece, core in _ocr_pieces_and_cores(Box(0, 0, columns - 1, rows - 1), scale):
+                colour, per_pixel = _ocr_input(image, piece, scale)
+                found, _ = self._engine(
+                    colour,
+                    use_cls=False,
+                    use_rec=False,
+                    box_thresh=_DET_BOX_THRESHOLD,
+                    unclip_ratio=_DET_UNCLIP,
+                )
+                kept = [
+                    quad
+                    for quad in (np.asarray(quad, dtype=np.float32) for quad in found or [])
+                    if _centre_in(_to_image(quad, piece, per_pixel), core)
+                ]
+                if kept:
+                    quads += [_to_image(quad, piece, per_pixel) for quad in kept]
+                    crops += self._engine.get_crop_img_list(colour, kept)
+            # the lines of every piece at once: the recognizer batches them by shape
+            _return_large_buffers(_MMAP_THRESHOLD_RECOGNIZER)
+            try:
+                recognized, _ = self._engine.text_rec(crops) if crops else ([], 0.0)
+            finally:
+                _return_large_buffers()
+        return [
+            (quad, str(text))
+            for quad, (text, score, *_rest) in zip(quads, recognized, strict=True)
+            if float(score) >= _MIN_SCORE
+        ]
 
-    def _run(self, image: Gray8, read: bool) -> list[tuple[npt.NDArray[np.float64], str]]:
-        # Small images carry small fonts: the detector is trained on text about 10-40 px tall.
-        side = max(image.shape)
-        target = _UPSCALE_SMALL_TO if side < _SCAN_ENLARGE_BELOW else _UPSCALE_TO
-        factor = float(max(1, int(np.ceil(target / side))))
-        scaled = image
-        if factor > 1.0:
-            scaled = np.asarray(
-                cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC),
-                dtype=np.uint8,
-            )
-        colour = np.ascontiguousarray(cv2.cvtColor(scaled, cv2.COLOR_GRAY2BGR))
+    def _run(
+        self, image: Gray8, window: Box, scale: _Scale
+    ) -> list[tuple[npt.NDArray[np.float64], str]]:
+        colour, per_pixel = _ocr_input(image, window, scale)
         with self._lock:
             result, _ = self._engine(
                 colour,
                 use_cls=False,
-                use_rec=read,
+                use_rec=False,
                 box_thresh=_DET_BOX_THRESHOLD,
                 unclip_ratio=_DET_UNCLIP,
-                text_score=_MIN_SCORE,
             )
-        out = []
-        for item in result or []:
-            quad = np.asarray(item[0] if read else item, dtype=np.float64) / factor
-            out.append((quad, str(item[1]) if read else ""))
-        return out
+        return [(_to_image(np.asarray(quad), window, per_pixel), "") for quad in result or []]
+
+
+def _ocr_input(
+    image: Gray8, window: Box, scale: _Scale
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float64]]:
+    """The OCR's input for ``window`` of ``image``: enlarged to ``scale``, padded to the
+    detector's stride (edge rows and columns repeated), in colour; and its pixels per image
+    pixel (columns, rows)."""
+    crop = image[window.y1 : window.y2 + 1, window.x1 : window.x2 + 1]
+    scaled = crop
+    if scale.factor > 1:
+        scaled = np.asarray(
+            cv2.resize(crop, None, fx=scale.factor, fy=scale.factor, interpolation=cv2.INTER_CUBIC),
+            dtype=np.uint8,
+        )
+    if scale.ratio != 1.0:
+        size = (
+            max(1, round(scaled.shape[1] * scale.ratio)),
+            max(1, round(scaled.shape[0] * scale.ratio)),
+        )
+        scaled = np.asarray(
+            cv2.resize(scaled, size, interpolation=cv2.INTER_LINEAR), dtype=np.uint8
+        )
+    height, width = scaled.shape
+    padded = cv2.copyMakeBorder(
+        scaled, 0, -height % _OCR_STRIDE, 0, -width % _OCR_STRIDE, cv2.BORDER_REPLICATE
+    )
+    colour = np.ascontiguousarray(cv2.cvtColor(padded, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
+    return colour, np.array([width / crop.shape[1], height / crop.shape[0]])
+
+
+def _to_image(
+    quad: npt.NDArray[np.floating[Any]], window: Box, per_pixel: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """A quadrilateral of the OCR's input for ``window`` in the image's pixels (clipped to the
+    window: the padding is not the image)."""
+    limit = np.array([window.width, window.height], dtype=np.float64)
+    offset = np.array([window.x1, window.y1], dtype=np.float64)
+    return np.minimum(np.asarray(quad, dtype=np.float64) / per_pixel, limit) + offset
+
+
+def _centre_in(quad: npt.NDArray[np.float64], core: Box) -> bool:
+    """Whether the centre of ``quad`` (image pixels) is in ``core``."""
+    x, y = quad.mean(axis=0)
+    return bool(core.x1 <= x < core.x2 + 1 and core.y1 <= y < core.y2 + 1)
 
 
 #: the OCR engine of this process, with the process id it was made in
@@ -506,5 +688,32 @@ def _ocr() -> _RapidOCR:
     global _ENGINE
     pid = os.getpid()
     if _ENGINE is None or _ENGINE[0] != pid:
+        _return_large_buffers()
         _ENGINE = (pid, _RapidOCR())
     return _ENGINE[1]
+
+
+#: glibc's mallopt parameter, and the sizes from which it maps each buffer on its own: its
+#: default (128 kB) while the detector runs, and a size no buffer of the recognizer reaches
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 128 * 1024
+_MMAP_THRESHOLD_RECOGNIZER = 64 * 1024 * 1024
+
+
+def _return_large_buffers(threshold: int = _MMAP_THRESHOLD) -> None:
+    """Make glibc's malloc map every buffer of ``threshold`` bytes or more on its own, and give
+    it back to the system when it is freed.
+
+    onnxruntime (its arena off) allocates the detector's activations with malloc, tens of MB
+    each. glibc maps such a buffer on its own, but when one is freed it raises its threshold to
+    that size, so the next ones come from the heap, where freed memory stays with the process
+    and is fragmented: a worker's peak varied by 80 MB from run to run for the same frame.
+    Fixing the threshold at its default turns that adjustment off (measured: the peak of reading
+    a 512-pixel frame went from 230-275 MB to 182 MB, the same in every run). The recognizer
+    allocates many buffers of a few hundred kB: mapping each of them made it four times slower,
+    so it runs with a threshold above its buffers (``_MMAP_THRESHOLD_RECOGNIZER``), which its
+    small inputs keep from growing the heap by much. Other C libraries are left as they are."""
+    if platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL(None)
+    libc.mallopt(_M_MMAP_THRESHOLD, threshold)
