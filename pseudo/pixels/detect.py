@@ -590,21 +590,14 @@ class _RapidOCR:
         with self._lock:
             for piece, core in _ocr_pieces_and_cores(Box(0, 0, columns - 1, rows - 1), scale):
                 colour, per_pixel = _ocr_input(image, piece, scale)
-                found, _ = self._engine(
-                    colour,
-                    use_cls=False,
-                    use_rec=False,
-                    box_thresh=_DET_BOX_THRESHOLD,
-                    unclip_ratio=_DET_UNCLIP,
-                )
                 kept = [
-                    quad
-                    for quad in (np.asarray(quad, dtype=np.float32) for quad in found or [])
-                    if _centre_in(_to_image(quad, piece, per_pixel), core)
+                    (quad, placed)
+                    for quad in (np.asarray(q, dtype=np.float32) for q in self._lines(colour))
+                    if _centre_in(placed := _to_image(quad, piece, per_pixel), core)
                 ]
                 if kept:
-                    quads += [_to_image(quad, piece, per_pixel) for quad in kept]
-                    crops += self._engine.get_crop_img_list(colour, kept)
+                    quads += [placed for _quad, placed in kept]
+                    crops += self._engine.get_crop_img_list(colour, [quad for quad, _ in kept])
             # the lines of every piece at once: the recognizer batches them by shape
             _return_large_buffers(_MMAP_THRESHOLD_RECOGNIZER)
             try:
@@ -622,14 +615,20 @@ class _RapidOCR:
     ) -> list[tuple[npt.NDArray[np.float64], str]]:
         colour, per_pixel = _ocr_input(image, window, scale)
         with self._lock:
-            result, _ = self._engine(
-                colour,
-                use_cls=False,
-                use_rec=False,
-                box_thresh=_DET_BOX_THRESHOLD,
-                unclip_ratio=_DET_UNCLIP,
-            )
-        return [(_to_image(np.asarray(quad), window, per_pixel), "") for quad in result or []]
+            found = self._lines(colour)
+        return [(_to_image(quad, window, per_pixel), "") for quad in found]
+
+    def _lines(self, colour: npt.NDArray[np.uint8]) -> list[npt.NDArray[Any]]:
+        """The text quadrilaterals RapidOCR's detector finds in one OCR input (its pixels),
+        nothing read; the caller holds the lock."""
+        found, _ = self._engine(
+            colour,
+            use_cls=False,
+            use_rec=False,
+            box_thresh=_DET_BOX_THRESHOLD,
+            unclip_ratio=_DET_UNCLIP,
+        )
+        return [np.asarray(quad) for quad in found or []]
 
 
 def _ocr_input(

@@ -82,19 +82,6 @@ class Move:
     reason: str | None = None
 
 
-def _fields(move: Move, now: str) -> tuple[str | None, ...]:
-    """The values a move sets, in the order of :meth:`Journal.move`'s statement."""
-    return (
-        move.state,
-        now,
-        move.output,
-        move.digest,
-        move.sop_class,
-        move.transfer_syntax,
-        move.reason,
-    )
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -197,7 +184,19 @@ class Journal:
                 "digest = COALESCE(?, digest), sop_class = COALESCE(?, sop_class), "
                 "transfer_syntax = COALESCE(?, transfer_syntax), reason = COALESCE(?, reason) "
                 "WHERE id = ?",
-                [(*_fields(m, now), m.row_id) for m in moves],
+                [
+                    (
+                        m.state,
+                        now,
+                        m.output,
+                        m.digest,
+                        m.sop_class,
+                        m.transfer_syntax,
+                        m.reason,
+                        m.row_id,
+                    )
+                    for m in moves
+                ],
             )
 
     def delivered(self, row_ids: list[int]) -> None:

@@ -290,10 +290,7 @@ def _matcher(
         needles.add_dates(offset_days, split[1])
         matcher = Matcher(needles)
         # (the file name's words among the bytes' words only add candidates the search rejects)
-        if not matcher:
-            pending.checked = needles
-            return matcher, []
-        if not matcher.search_bytes(header, encodings(out), split):
+        if not matcher or not matcher.search_bytes(header, encodings(out), split):
             pending.checked = needles
             return matcher, []  # the same findings as with every needle: none can be found
     needles = pending.needles
