@@ -63,12 +63,12 @@ def linked_subset(files: list[Path], root: Path, step: int, folder: Path) -> Pat
     return folder
 
 
-def open_vault(work: Path) -> Path:
-    """The benchmark's vault (that of ``benchmarks/run.py``), made if missing."""
+def new_vault(vault: Path) -> Path:
+    """A vault with the benchmark's project (that of ``benchmarks/run.py``): one per pixel
+    setting, since a project records its policy, pixels included."""
     from keystore.session import VaultSession
     from keystore.vault import Vault
 
-    vault = work / "vault"
     if not (vault / "vault.json").exists():
         Vault.init(vault)
         with VaultSession(vault) as session:
@@ -94,9 +94,9 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     files = bench.build_cohort(work / "cohort", args.instances)
     bench.compile_bytecode()
-    vault = open_vault(work)
     scratch = Path(tempfile.mkdtemp(prefix="pseudo-verification-"))  # never in the repository
     try:
+        vaults = {pixels: new_vault(scratch / f"vault-pixels-{pixels}") for pixels in args.pixels}
         cohorts = {
             "benchmark cohort": linked_subset(
                 files, work / "cohort", args.step, scratch / "benchmark"
@@ -113,7 +113,7 @@ def main() -> int:
                 for pixels in args.pixels:
                     for verify in (False, True):
                         extra = ["--pixels", pixels, *([] if verify else ["--no-verify"])]
-                        measured = timed_run(source, scratch / "out", vault, *extra)
+                        measured = timed_run(source, scratch / "out", vaults[pixels], *extra)
                         runs.setdefault((name, pixels, verify), []).append(measured)
         for name, source in cohorts.items():
             count = sum(1 for p in source.rglob("*.dcm"))
