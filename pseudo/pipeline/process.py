@@ -265,14 +265,16 @@ class FileProcessor:
         """OCR the written image: an identifying value of the input still readable there is a
         leak, and the file is quarantined (the reason names the kind of value, not the
         value). Where the detector read every frame of the input (``done``), what it found
-        there is read again rather than searched for anew (see :func:`readable_values`)."""
+        there is read again rather than searched for anew, the regions blanked since told
+        (see :func:`readable_values`)."""
         source = read_source(written)
         frames = (
             display_gray8(frame, source.dataset)
             for frame in iter_frames(source.dataset, source.pixels)
         )
         detections = done.detections if done is not None and done.detections else None
-        found = readable_values(frames, values, detections)
+        blanked = done.redaction.boxes if done is not None and done.redaction else ()
+        found = readable_values(frames, values, detections, blanked)
         if found:
             outcome.reason = f"verification found burned-in text: {', '.join(found)}"
             return False

@@ -21,7 +21,7 @@ import ctypes
 import os
 import platform
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -257,20 +257,21 @@ def read_text(image: Gray8) -> list[Box]:
     return sorted(box.grown(_LINE_MARGIN, columns, rows) for box in _read(image, [(whole, whole)]))
 
 
-def read_text_after(image: Gray8, detection: Detection) -> list[Box]:
+def read_text_after(image: Gray8, detection: Detection, blanked: Sequence[Box] = ()) -> list[Box]:
     """The text lines of ``image``, a written image whose input the detector read
-    (``detection``: what it found there), with what the OCR read in each, as ``read_text``.
+    (``detection``: what it found there; ``blanked``: the regions of this frame blanked since),
+    with what the OCR read in each, as ``read_text``.
 
-    The same coverage as ``read_text`` for less: outside the blanked boxes the image is the
+    The same coverage as ``read_text`` for less: outside the blanked regions the image is the
     detector's input, so where the detector already ran RapidOCR's text detector (its bands
-    of rows), the lines it found there are only read (the recognizer, at the detector's scale);
-    a line it blanked whole is uniform now and is not read at all. The rest of the image (rows
-    the detector did not read) gets the text detector and the recognizer, as in ``read_text``.
-    Gated by the same scan (no candidate in ``image``, nothing read).
+    of rows), the lines it found there are only read again (the recognizer, at the detector's
+    scale), whether it blanked them or not; a line of which nothing but one value is left
+    outside the blanked regions holds nothing to read and is skipped. The rest of the image
+    (rows the detector did not read) gets the text detector and the recognizer, as in
+    ``read_text``, when the scan finds a candidate in the image.
     """
-    if not _candidate_lines(image):
-        return []
     rows, columns = image.shape
+    known = [line for line in detection.lines if not _blank_but_for_one_value(image, line, blanked)]
     scale = _ocr_scale(rows, columns)
     overlap = int(np.ceil(_OCR_OVERLAP / scale.total))
     read = np.zeros(rows, dtype=bool)
@@ -283,8 +284,29 @@ def read_text_after(image: Gray8, detection: Detection) -> list[Box]:
         )
         for y1, y2 in runs(~read, 0)
     ]
-    lines = _read(image, regions, detection.lines)
+    if regions and not _candidate_lines(image):
+        regions = []  # the gate of read_text, for the rows the detector did not read
+    if not known and not regions:
+        return []
+    lines = _read(image, regions, known)
     return sorted(box.grown(_LINE_MARGIN, columns, rows) for box in lines)
+
+
+def _blank_but_for_one_value(image: Gray8, line: Box, blanked: Sequence[Box]) -> bool:
+    """Whether the pixels of ``line`` outside the ``blanked`` regions (all of it, when none
+    meets it) have one value, or there are none: nothing there to read."""
+    x1, y1 = max(0, line.x1), max(0, line.y1)
+    x2, y2 = min(image.shape[1] - 1, line.x2), min(image.shape[0] - 1, line.y2)
+    if x1 > x2 or y1 > y2:
+        return True
+    crop = image[y1 : y2 + 1, x1 : x2 + 1]
+    left = np.ones(crop.shape, dtype=bool)
+    for box in blanked:
+        bx1, by1, bx2, by2 = max(box.x1, x1), max(box.y1, y1), min(box.x2, x2), min(box.y2, y2)
+        if bx1 <= bx2 and by1 <= by2:
+            left[by1 - y1 : by2 - y1 + 1, bx1 - x1 : bx2 - x1 + 1] = False
+    rest = crop[left]
+    return bool(rest.size == 0 or rest.min() == rest.max())
 
 
 def _read(
@@ -643,7 +665,7 @@ class _RapidOCR:
     ) -> list[tuple[npt.NDArray[np.float64], str]]:
         """Text quadrilaterals in the ``regions`` of the image (window, core) and what was read
         in each, with confidence ``_MIN_SCORE``; and what was read in each of the ``known``
-        lines that is not uniform (a blanked line holds nothing to read). Each line a region's
+        lines (image pixels). Each line a region's
         window holds is read once, in the piece whose core holds its centre (where it is
         whole), if that centre is in the region's core: the slivers of lines that a piece's
         edge cuts are not read, nor lines that belong to the next region."""
@@ -671,7 +693,7 @@ class _RapidOCR:
                     min(columns - 1, found.x2),
                     min(rows - 1, found.y2),
                 )
-                if line.x1 > line.x2 or line.y1 > line.y2 or _uniform(image, line):
+                if line.x1 > line.x2 or line.y1 > line.y2:
                     continue
                 colour, _ = _ocr_input(image, line, scale, pad=False)
                 quads.append(_corners(line))
@@ -751,12 +773,6 @@ def _centre_in(quad: npt.NDArray[np.float64], core: Box) -> bool:
     """Whether the centre of ``quad`` (image pixels) is in ``core``."""
     x, y = quad.mean(axis=0)
     return bool(core.x1 <= x < core.x2 + 1 and core.y1 <= y < core.y2 + 1)
-
-
-def _uniform(image: Gray8, box: Box) -> bool:
-    """Whether every pixel of ``box`` in ``image`` has one value (nothing there to read)."""
-    crop = image[box.y1 : box.y2 + 1, box.x1 : box.x2 + 1]
-    return bool(crop.size == 0 or crop.min() == crop.max())
 
 
 def _corners(box: Box) -> npt.NDArray[np.float64]:

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom import Dataset
 
+from pseudo.pixels.boxes import Box
 from pseudo.pixels.detect import Detection, read_text, read_text_after
 
 #: Shortest value searched, once normalized (letters and digits): an age (``045Y``) or a
@@ -71,6 +72,7 @@ def readable_values(
     frames: Iterable[npt.NDArray[np.uint8]],
     values: Mapping[str, Sequence[str]],
     detections: Sequence[Detection] | None = None,
+    blanked: Sequence[Box] = (),
 ) -> list[str]:
     """The kinds of identifying value still readable in ``frames``, as findings.
 
@@ -82,7 +84,8 @@ def readable_values(
     in pixels"``, one per kind found, naming no value: the pipeline quarantines on any.
     ``detections``: what the detector saw of each frame of the input, when it read them all;
     each frame is then read with :func:`~pseudo.pixels.detect.read_text_after` (the same
-    coverage, for less), else with :func:`~pseudo.pixels.detect.read_text`.
+    coverage, for less), told the regions ``blanked`` in it (a box whose ``frame`` is None
+    was blanked in every frame); else with :func:`~pseudo.pixels.detect.read_text`.
     """
     needles = _needles(values)
     if not needles:
@@ -90,7 +93,11 @@ def readable_values(
     found: set[str] = set()
     for index, frame in enumerate(frames):
         seen = detections[index] if detections and index < len(detections) else None
-        read = read_text(frame) if seen is None else read_text_after(frame, seen)
+        if seen is None:
+            read = read_text(frame)
+        else:
+            here = [box for box in blanked if box.frame is None or box.frame == index]
+            read = read_text_after(frame, seen, here)
         lines = [box.text for box in read]
         if not lines:
             continue
