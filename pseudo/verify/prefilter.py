@@ -36,18 +36,28 @@ def _words_of(raw: bytes) -> list[str]:
     return raw.translate(WORD_BYTES).decode("ascii").split()
 
 
-def may_hold(value: Any, vr_bytes: bool, words: Words) -> bool:
+def may_hold(value: Any, vr_bytes: bool, words: Words, *, whole: bool = False) -> bool:
     """Whether an output with these ``words`` may hold a needle of ``value`` (raw bytes, or a
     value as pydicom gives it); ``vr_bytes``: the bytes are binary (OB, UN...), whose needles
-    are their printable runs, bounded by bytes that are not letters or digits."""
+    are their printable runs, bounded by bytes that are not letters or digits; ``whole``: the
+    needles are the values themselves (not their parts, as a name's), found only where every
+    one of their words is."""
     if isinstance(value, bytes):
         if not vr_bytes and (not value.isascii() or 0x1B in value):
             return True  # decoded in a character set: its needles are not plain ASCII words
+        if whole:
+            return any(_all_in(_words_of(part), words) for part in value.split(b"\\"))
         return not words.isdisjoint(_words_of(value))
-    text = "\x00".join(strings(value))
-    if not text.isascii():
+    texts = strings(value)
+    if not "\x00".join(texts).isascii():
         return True
-    return not words.isdisjoint(_words_of(text.encode("ascii")))
+    if whole:
+        return any(_all_in(_words_of(text.encode("ascii")), words) for text in texts)
+    return not words.isdisjoint(_words_of("\x00".join(texts).encode("ascii")))
+
+
+def _all_in(found: list[str], words: Words) -> bool:
+    return bool(found) and all(word in words for word in found)
 
 
 def may_hold_whole(text: str, words: Words) -> bool:
