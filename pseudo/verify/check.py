@@ -280,19 +280,20 @@ def _matcher(
     pending: Pending, out: Dataset, relative_path: str, offset_days: int, header: bytes | None
 ) -> tuple[Matcher, list[tuple[Needle, int]] | None]:
     """The needles to check an output for, and what they found in its bytes (None: not
-    searched yet): when only its bytes and file name are searched (nothing found in the
-    bytes), those of the values it may hold (see :mod:`~pseudo.verify.prefilter`); else, and
-    when they are built already, all of them. Either way the instance UIDs and the dates are
-    all there."""
+    searched yet). With its bytes: those of the values it may hold (see
+    :mod:`~pseudo.verify.prefilter`), which are all that can be found there, in its file name
+    or in its attributes (every attribute is in the bytes, as the words of its value); the
+    attributes are searched for them only when the bytes hold one, to say where it is.
+    Without its bytes (a deflated file), or when they are built already, all of them. Either
+    way the instance UIDs and the dates are all there."""
     if header is not None and pending.built is None:
         split = output_words(header, relative_path.split("/"))
         needles = pending.recorder.build(split[1])
         needles.add_dates(offset_days, split[1])
         matcher = Matcher(needles)
+        pending.checked = needles
         # (the file name's words among the bytes' words only add candidates the search rejects)
-        if not matcher or not matcher.search_bytes(header, encodings(out), split):
-            pending.checked = needles
-            return matcher, []  # the same findings as with every needle: none can be found
+        return matcher, matcher.search_bytes(header, encodings(out), split) if matcher else []
     needles = pending.needles
     needles.add_dates(offset_days)
     pending.checked = needles
