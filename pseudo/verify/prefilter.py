@@ -5,8 +5,15 @@ A needle is found in an output's bytes (or in its file name) only at word bounda
 first run of ASCII letters and digits of a found needle is a whole word of the output, and,
 since every needle of a value is made of the value's words (its parts, its name components,
 the printable runs of its bytes), a whole word of the value too. A value none of whose words
-is a word of the output therefore leaves no needle there; any other value, and any value that
-is not plain ASCII (its needles are searched as substrings), has its needles built.
+is a word of the output therefore leaves no needle there. A value whose needle is the value
+itself (an ID, an address, free text: not a name, whose parts are needles too, nor a private
+value, whose printable runs are) is found only where every one of its words is, so it needs
+them all. Any other value, and any value that is not plain ASCII (its needles are searched as
+substrings), has its needles built.
+
+Every attribute of an output is in its bytes, so its words are among the bytes' words: the
+values an output may hold by its bytes are all its attributes may hold too, and an output is
+searched, attribute by attribute, for those only.
 """
 
 from __future__ import annotations

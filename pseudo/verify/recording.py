@@ -246,8 +246,8 @@ class Recorder:
 
     def build(self, words: Words | None = None) -> Needles:
         """The needles of every value recorded (``words``: only of those an output with these
-        words may hold: a value none of whose words is in the output is checked by that fact,
-        neither searched for nor counted as skipped)."""
+        words may hold, see :mod:`~pseudo.verify.prefilter`: a value the words rule out is
+        checked by that fact, neither searched for nor counted as skipped)."""
         needles = Needles()
         needles.merge(self.needles)
         for tag, vr, action, private, element, charset in self.values:
@@ -406,7 +406,7 @@ class Pending:
     @property
     def skipped(self) -> Counter[str]:
         """How many values the output could hold were not searched for, by reason (too short,
-        a number, too common); values none of whose words is in the output are not counted."""
+        a number, too common); values the output's words rule out are not counted."""
         return (self.checked or self.needles).skipped
 
 
