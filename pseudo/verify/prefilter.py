@@ -11,9 +11,9 @@ value, whose printable runs are) is found only where every one of its words is, 
 them all. Any other value, and any value that is not plain ASCII (its needles are searched as
 substrings), has its needles built.
 
-Every attribute of an output is in its bytes, so its words are among the bytes' words: the
-values an output may hold by its bytes are all its attributes may hold too, and an output is
-searched, attribute by attribute, for those only.
+The bytes decide: an output whose bytes hold no needle has no finding, and one whose bytes
+hold some is searched attribute by attribute for the needles of the values it may hold, to say
+where each is (every attribute is in the bytes, as written).
 """
 
 from __future__ import annotations
