@@ -53,6 +53,10 @@ _BINARY_WITH_TEXT = frozenset({0x00420011})
 #: policy's choice, not a leak (an Institution Name TOSHIBA inside a kept Manufacturer
 #: TOSHIBA_MEC names the vendor). Names, IDs, dates, UIDs, addresses are reported wherever found.
 _DESCRIPTIVE = frozenset({"private value", "text", "free text", "institution"})
+#: The escape of ISO 2022 character sets: in such bytes an escape sequence's last byte is a
+#: letter that runs into the next word (``ESC ( B`` then ``SMITH`` reads ``BSMITH``), so the
+#: words of the bytes are not those of the values, and every attribute is searched as decoded.
+_ESC = b"\x1b"
 
 
 def check(
@@ -119,7 +123,7 @@ def check(
             matcher.search_bytes(header, encodings(out)) if header is not None and matcher else []
         )
     chosen: set[str] = set()  # values in which a needle is the policy's choice
-    if matcher and (header is None or raw_hits):
+    if matcher and (header is None or raw_hits or _ESC in header):
         seen: set[Needle] = set()
         binary: list[bytes] = []  # standard binary values: not text, not searched
         walked_all = [("FileMeta.", e) for e in elements(meta)] + [("", e) for e in walked]
@@ -284,9 +288,10 @@ def _matcher(
     :mod:`~pseudo.verify.prefilter`), which are all that can be found there, in its file name
     or in its attributes (every attribute is in the bytes, as the words of its value); the
     attributes are searched for them only when the bytes hold one, to say where it is.
-    Without its bytes (a deflated file), or when they are built already, all of them. Either
-    way the instance UIDs and the dates are all there."""
-    if header is not None and pending.built is None:
+    Without its bytes (a deflated file), with bytes in ISO 2022 (see :data:`_ESC`), or when
+    they are built already, all of them. Either way the instance UIDs and the dates are all
+    there."""
+    if header is not None and pending.built is None and _ESC not in header:
         split = output_words(header, relative_path.split("/"))
         needles = pending.recorder.build(split[1])
         needles.add_dates(offset_days, split[1])
