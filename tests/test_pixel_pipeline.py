@@ -8,7 +8,7 @@ Real files, a real vault, the real CLI; the images are drawn by the tests themse
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from pseudo.batch.report import load_report
 from pseudo.batch.runner import Runner
 from pseudo.pipeline.outcome import FileStatus
 from pseudo.pixels.boxes import Box
-from pseudo.pixels.detect import read_text
+from pseudo.pixels.detect import Detection, read_text, read_text_after
 from pseudo.policy import load_policy
 from pseudo.verify import pixels as verify_pixels
 from tests.conftest import OPERATOR, SHARED, cli, need
@@ -176,6 +176,38 @@ def test_only_images_whose_pixels_changed_or_were_not_scanned_are_read_back(
     outcomes = _run(session, str(policy), source, tmp_path / "out", workers=1)
     assert {o.status for o in outcomes.values()} == {FileStatus.WRITTEN}
     assert read == [(ROWS, COLUMNS)]
+
+
+def test_an_image_the_detector_read_is_read_back_from_what_it_found(
+    session: tuple[VaultSession, Keyring], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the written image of an input the detector read is read from the detector's findings
+    # (read_text_after), never searched whole again (read_text)
+    calls: list[str] = []
+    after, whole = read_text_after, read_text
+
+    def reading_after(
+        image: np.ndarray, detection: Detection, blanked: Sequence[Box] = ()
+    ) -> list[Box]:
+        calls.append(f"after {len(detection.lines)} lines, {len(blanked)} blanked")
+        return after(image, detection, blanked)
+
+    def reading_whole(image: np.ndarray) -> list[Box]:
+        calls.append("whole")
+        return whole(image)
+
+    monkeypatch.setattr(verify_pixels, "read_text_after", reading_after)
+    monkeypatch.setattr(verify_pixels, "read_text", reading_whole)
+    image = np.full((160, 320), 30, np.uint8)
+    cv2.putText(image, "DOE JANE", (40, 90), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 255, 2)
+    source = tmp_path / "in"
+    write_image(source / "named.dcm", image, Rows=160, Columns=320)
+    outcomes = _run(session, "default", source, tmp_path / "out", workers=1)
+    written = _written(tmp_path / "out", outcomes["named.dcm"])
+    assert outcomes["named.dcm"].pixels.detected >= 1
+    assert not (written.pixel_array == 255).any()  # the name is blanked
+    assert len(calls) == 1 and calls[0].startswith("after")
+    assert not calls[0].startswith("after 0 lines") and not calls[0].endswith(" 0 blanked")
 
 
 def test_pixels_off_leaves_every_pixel_and_says_so(

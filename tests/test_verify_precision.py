@@ -218,6 +218,24 @@ def test_names_match_whole_words_and_not_inside_binary_values(
     assert leaks(found) == {"ImageComments": "person name"}
 
 
+def test_a_name_after_an_iso_2022_escape_is_found(canary_file: Dataset, keyring: Keyring) -> None:
+    """In ISO 2022 bytes a name written right after a switch back to ASCII reads ``BNAME``
+    (the escape sequence ends with a letter): the attributes are searched as decoded."""
+    source = copy.deepcopy(canary_file)
+    source.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    name = str(source.PatientName).split("^")[0]
+    done = pseudonymize(source, keyring)
+    found = done.findings(lambda ds: setattr(ds, "ImageComments", f"\u753b\u50cf\u3000{name}"))
+    assert b"\x1b(B" + name.encode() in _written(done.output)
+    assert leaks(found) == {"ImageComments": "person name"}
+
+
+def _written(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def test_a_value_the_policy_keeps_is_a_warning(canary_file: Dataset, keyring: Keyring) -> None:
     """Under a level that keeps most attributes, a removed name that a kept attribute also
     held is the policy's choice: reported where it is, as a warning."""

@@ -192,7 +192,7 @@ class FileProcessor:
                         temp.unlink(missing_ok=True)
                         return outcome
                     if _pixels_to_verify(prepared) and not self._pixels_unreadable(
-                        outcome, temp, prepared.pixel_values or {}
+                        outcome, temp, prepared.pixel_values or {}, prepared.pixels
                     ):
                         temp.unlink(missing_ok=True)
                         return outcome
@@ -256,17 +256,25 @@ class FileProcessor:
         return result
 
     def _pixels_unreadable(
-        self, outcome: FileOutcome, written: Path, values: dict[str, list[str]]
+        self,
+        outcome: FileOutcome,
+        written: Path,
+        values: dict[str, list[str]],
+        done: PixelResult | None,
     ) -> bool:
         """OCR the written image: an identifying value of the input still readable there is a
         leak, and the file is quarantined (the reason names the kind of value, not the
-        value)."""
+        value). Where the detector read every frame of the input (``done``), what it found
+        there is read again rather than searched for anew, the regions blanked since told
+        (see :func:`readable_values`)."""
         source = read_source(written)
         frames = (
             display_gray8(frame, source.dataset)
             for frame in iter_frames(source.dataset, source.pixels)
         )
-        found = readable_values(frames, values)
+        detections = done.detections if done is not None and done.detections else None
+        blanked = done.redaction.boxes if done is not None and done.redaction else ()
+        found = readable_values(frames, values, detections, blanked)
         if found:
             outcome.reason = f"verification found burned-in text: {', '.join(found)}"
             return False

@@ -21,7 +21,7 @@ import ctypes
 import os
 import platform
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -138,26 +138,46 @@ def text_candidates(image: Gray8) -> list[Box]:
     ]
 
 
+@dataclass(frozen=True)
+class Detection:
+    """What the detector saw of one image: what to blank, and what it read to decide it."""
+
+    #: the burned-in text to blank (see :func:`find_text`)
+    boxes: list[Box]
+    #: every line RapidOCR's detector found, blanked or not (image pixels)
+    lines: list[Box]
+    #: the bands of rows (first, last, inclusive; every column) the detector read
+    rows: list[tuple[int, int]]
+
+
 def find_text(image: Gray8) -> list[Box]:
-    """Boxes of the burned-in text in ``image`` (2-D uint8, full resolution), for blanking.
+    """Boxes of the burned-in text in ``image`` (2-D uint8, full resolution), for blanking
+    (the ``boxes`` of :func:`detect_text`)."""
+    return detect_text(image).boxes
+
+
+def detect_text(image: Gray8) -> Detection:
+    """The burned-in text of ``image`` (2-D uint8, full resolution), and what the detector read.
 
     When the scan finds candidates, RapidOCR's text detector (DBNet, nothing read) runs on
     bands of the image around them (``_ocr_windows``), its thresholds lowered for recall.
     Every line it finds that the scan saw strokes in (burned-in text is drawn at the end of
-    the display range; anatomy the detector mistakes for text mostly is not) is returned, and
-    so is every candidate block those lines cover in part (a block holds the lines the
+    the display range; anatomy the detector mistakes for text mostly is not) is to be blanked,
+    and so is every candidate block those lines cover in part (a block holds the lines the
     detector missed between the ones it found); each grown by a margin: a missed character is
     a leak, an extra blank strip over a text line's background costs little. Deterministic: same
-    image, same boxes.
+    image, same boxes. The lines found and the bands read are what the verification of the
+    written image builds on (:func:`read_text_after`).
     """
     scan = _scan(image)
     if not scan.lines:
-        return []
+        return Detection([], [], [])
     rows, columns = image.shape
+    scale = _ocr_scale(rows, columns)
+    bands = _ocr_bands(rows, scan.lines, scale)
+    found = [_box(quad) for quad, _text in _ocr().detect(image, bands, scale)]
     lines = [
-        box
-        for box in (_box(quad) for quad, _text in _ocr().detect(image, scan.lines))
-        if scan.stroke_share(box) >= _MIN_STROKE_SHARE and scan.line_sized(box)
+        box for box in found if scan.stroke_share(box) >= _MIN_STROKE_SHARE and scan.line_sized(box)
     ]
     confirmed = [
         Box(block.x1, block.y1, block.x2, block.y2)
@@ -165,10 +185,11 @@ def find_text(image: Gray8) -> list[Box]:
         if _covered_share(block, lines) >= _BLOCK_CONFIRMED
     ]
     tight = _merge_same_line([part for box in lines + confirmed for part in scan.tightened(box)])
-    return sorted(
+    boxes = sorted(
         Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE).grown(_LINE_MARGIN, columns, rows)
         for box in tight
     )
+    return Detection(boxes, sorted(found), bands)
 
 
 def _merge_same_line(boxes: list[Box]) -> list[Box]:
@@ -232,13 +253,70 @@ def read_text(image: Gray8) -> list[Box]:
     if not _candidate_lines(image):
         return []
     rows, columns = image.shape
-    return sorted(box.grown(_LINE_MARGIN, columns, rows) for box in _read(image))
+    whole = Box(0, 0, columns - 1, rows - 1)
+    return sorted(box.grown(_LINE_MARGIN, columns, rows) for box in _read(image, [(whole, whole)]))
 
 
-def _read(image: Gray8) -> list[Box]:
-    """RapidOCR's lines of ``image`` where it read characters (``source`` and ``text`` set)."""
+def read_text_after(image: Gray8, detection: Detection, blanked: Sequence[Box] = ()) -> list[Box]:
+    """The text lines of ``image``, a written image whose input the detector read
+    (``detection``: what it found there; ``blanked``: the regions of this frame blanked since),
+    with what the OCR read in each, as ``read_text``.
+
+    The same coverage as ``read_text`` for less: outside the blanked regions the image is the
+    detector's input, so where the detector already ran RapidOCR's text detector (its bands
+    of rows), the lines it found there are only read again (the recognizer, at the detector's
+    scale), whether it blanked them or not; a line of which nothing but one value is left
+    outside the blanked regions holds nothing to read and is skipped. The rest of the image
+    (rows the detector did not read) gets the text detector and the recognizer, as in
+    ``read_text``, when the scan finds a candidate in the image.
+    """
+    rows, columns = image.shape
+    known = [line for line in detection.lines if not _blank_but_for_one_value(image, line, blanked)]
+    scale = _ocr_scale(rows, columns)
+    overlap = int(np.ceil(_OCR_OVERLAP / scale.total))
+    read = np.zeros(rows, dtype=bool)
+    for first, last in detection.rows:
+        read[first : last + 1] = True
+    regions = [
+        (
+            Box(0, max(0, y1 - overlap), columns - 1, min(rows - 1, y2 + overlap)),
+            Box(0, y1, columns - 1, y2),
+        )
+        for y1, y2 in runs(~read, 0)
+    ]
+    if regions and not _candidate_lines(image):
+        regions = []  # the gate of read_text, for the rows the detector did not read
+    if not known and not regions:
+        return []
+    lines = _read(image, regions, known)
+    return sorted(box.grown(_LINE_MARGIN, columns, rows) for box in lines)
+
+
+def _blank_but_for_one_value(image: Gray8, line: Box, blanked: Sequence[Box]) -> bool:
+    """Whether the pixels of ``line`` outside the ``blanked`` regions (all of it, when none
+    meets it) have one value, or there are none: nothing there to read."""
+    x1, y1 = max(0, line.x1), max(0, line.y1)
+    x2, y2 = min(image.shape[1] - 1, line.x2), min(image.shape[0] - 1, line.y2)
+    if x1 > x2 or y1 > y2:
+        return True
+    crop = image[y1 : y2 + 1, x1 : x2 + 1]
+    left = np.ones(crop.shape, dtype=bool)
+    for box in blanked:
+        bx1, by1, bx2, by2 = max(box.x1, x1), max(box.y1, y1), min(box.x2, x2), min(box.y2, y2)
+        if bx1 <= bx2 and by1 <= by2:
+            left[by1 - y1 : by2 - y1 + 1, bx1 - x1 : bx2 - x1 + 1] = False
+    rest = crop[left]
+    return bool(rest.size == 0 or rest.min() == rest.max())
+
+
+def _read(
+    image: Gray8, regions: list[tuple[Box, Box]], known: list[Box] | None = None
+) -> list[Box]:
+    """RapidOCR's lines of ``image`` where it read characters (``source`` and ``text`` set):
+    those its detector finds in the ``regions`` (window, core: a line is kept in the region
+    whose core holds its centre), and the ``known`` lines."""
     lines = []
-    for quad, text in _ocr().read(image):
+    for quad, text in _ocr().read(image, regions, known or []):
         if sum(ch.isalnum() for ch in text) >= _MIN_CHARACTERS:
             box = _box(quad)
             lines.append(Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE, text=text))
@@ -492,16 +570,21 @@ def _ocr_scale(rows: int, columns: int) -> _Scale:
     return _Scale(factor, ratio)
 
 
-def _ocr_windows(rows: int, columns: int, candidates: list[_Line], scale: _Scale) -> list[Box]:
-    """The parts of an image the OCR reads: for each candidate block, its rows and _OCR_CONTEXT
-    detector pixels above and below, every column; bands that overlap joined, each cut into
-    pieces whose detector input stays within _OCR_TILE_PIXELS (the OCR's memory); inclusive
-    boxes of the image."""
+def _ocr_bands(rows: int, candidates: list[_Line], scale: _Scale) -> list[tuple[int, int]]:
+    """The bands of rows the OCR reads (first, last, inclusive; every column): for each
+    candidate block, its rows and _OCR_CONTEXT detector pixels above and below, bands that
+    overlap joined."""
     context = int(np.ceil(_OCR_CONTEXT / scale.total))
     occupied = np.zeros(rows, dtype=bool)
     for line in candidates:
         occupied[max(0, line.y1 - context) : line.y2 + context + 1] = True
-    bands = runs(occupied, 0)
+    return runs(occupied, 0)
+
+
+def _ocr_windows(columns: int, bands: list[tuple[int, int]], scale: _Scale) -> list[Box]:
+    """The parts of an image the OCR reads for ``bands`` (see ``_ocr_bands``): each band cut
+    into pieces whose detector input stays within _OCR_TILE_PIXELS (the OCR's memory);
+    inclusive boxes of the image."""
     return [piece for y1, y2 in bands for piece in _ocr_pieces(Box(0, y1, columns - 1, y2), scale)]
 
 
@@ -570,34 +653,51 @@ class _RapidOCR:
         self._lock = threading.Lock()
 
     def detect(
-        self, image: Gray8, candidates: list[_Line]
+        self, image: Gray8, bands: list[tuple[int, int]], scale: _Scale
     ) -> list[tuple[npt.NDArray[np.float64], str]]:
-        """Text quadrilaterals in the bands around ``candidates`` (full-resolution
-        coordinates), nothing read."""
-        rows, columns = image.shape
-        scale = _ocr_scale(rows, columns)
-        windows = _ocr_windows(rows, columns, candidates, scale)
+        """Text quadrilaterals in the ``bands`` of rows of ``image`` (see ``_ocr_bands``) read
+        at ``scale`` (full-resolution coordinates), nothing read."""
+        windows = _ocr_windows(image.shape[1], bands, scale)
         return [found for window in windows for found in self._run(image, window, scale)]
 
-    def read(self, image: Gray8) -> list[tuple[npt.NDArray[np.float64], str]]:
-        """Text quadrilaterals in the whole image and what was read in each, with confidence
-        ``_MIN_SCORE``. Each line is read once, in the piece whose core holds its centre
-        (where it is whole): the slivers of lines that a piece's edge cuts are not read."""
+    def read(
+        self, image: Gray8, regions: list[tuple[Box, Box]], known: list[Box]
+    ) -> list[tuple[npt.NDArray[np.float64], str]]:
+        """Text quadrilaterals in the ``regions`` of the image (window, core) and what was read
+        in each, with confidence ``_MIN_SCORE``; and what was read in each of the ``known``
+        lines (image pixels). Each line a region's
+        window holds is read once, in the piece whose core holds its centre (where it is
+        whole), if that centre is in the region's core: the slivers of lines that a piece's
+        edge cuts are not read, nor lines that belong to the next region."""
         rows, columns = image.shape
         scale = _ocr_scale(rows, columns)
         quads: list[npt.NDArray[np.float64]] = []
         crops: list[npt.NDArray[np.uint8]] = []
         with self._lock:
-            for piece, core in _ocr_pieces_and_cores(Box(0, 0, columns - 1, rows - 1), scale):
-                colour, per_pixel = _ocr_input(image, piece, scale)
-                kept = [
-                    (quad, placed)
-                    for quad in (np.asarray(q, dtype=np.float32) for q in self._lines(colour))
-                    if _centre_in(placed := _to_image(quad, piece, per_pixel), core)
-                ]
-                if kept:
-                    quads += [placed for _quad, placed in kept]
-                    crops += self._engine.get_crop_img_list(colour, [quad for quad, _ in kept])
+            for region, region_core in regions:
+                for piece, core in _ocr_pieces_and_cores(region, scale):
+                    colour, per_pixel = _ocr_input(image, piece, scale)
+                    kept = [
+                        (quad, placed)
+                        for quad in (np.asarray(q, dtype=np.float32) for q in self._lines(colour))
+                        if _centre_in(placed := _to_image(quad, piece, per_pixel), core)
+                        and _centre_in(placed, region_core)
+                    ]
+                    if kept:
+                        quads += [placed for _quad, placed in kept]
+                        crops += self._engine.get_crop_img_list(colour, [q for q, _ in kept])
+            for found in known:
+                line = Box(
+                    max(0, found.x1),
+                    max(0, found.y1),
+                    min(columns - 1, found.x2),
+                    min(rows - 1, found.y2),
+                )
+                if line.x1 > line.x2 or line.y1 > line.y2:
+                    continue
+                colour, _ = _ocr_input(image, line, scale, pad=False)
+                quads.append(_corners(line))
+                crops.append(colour)
             # the lines of every piece at once: the recognizer batches them by shape
             _return_large_buffers(_MMAP_THRESHOLD_RECOGNIZER)
             try:
@@ -632,11 +732,11 @@ class _RapidOCR:
 
 
 def _ocr_input(
-    image: Gray8, window: Box, scale: _Scale
+    image: Gray8, window: Box, scale: _Scale, *, pad: bool = True
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float64]]:
     """The OCR's input for ``window`` of ``image``: enlarged to ``scale``, padded to the
-    detector's stride (edge rows and columns repeated), in colour; and its pixels per image
-    pixel (columns, rows)."""
+    detector's stride (edge rows and columns repeated; not with ``pad``=False, for the
+    recognizer), in colour; and its pixels per image pixel (columns, rows)."""
     crop = image[window.y1 : window.y2 + 1, window.x1 : window.x2 + 1]
     scaled = crop
     if scale.factor > 1:
@@ -653,9 +753,8 @@ def _ocr_input(
             cv2.resize(scaled, size, interpolation=cv2.INTER_LINEAR), dtype=np.uint8
         )
     height, width = scaled.shape
-    padded = cv2.copyMakeBorder(
-        scaled, 0, -height % _OCR_STRIDE, 0, -width % _OCR_STRIDE, cv2.BORDER_REPLICATE
-    )
+    below, right = (-height % _OCR_STRIDE, -width % _OCR_STRIDE) if pad else (0, 0)
+    padded = cv2.copyMakeBorder(scaled, 0, below, 0, right, cv2.BORDER_REPLICATE)
     colour = np.ascontiguousarray(cv2.cvtColor(padded, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
     return colour, np.array([width / crop.shape[1], height / crop.shape[0]])
 
@@ -674,6 +773,13 @@ def _centre_in(quad: npt.NDArray[np.float64], core: Box) -> bool:
     """Whether the centre of ``quad`` (image pixels) is in ``core``."""
     x, y = quad.mean(axis=0)
     return bool(core.x1 <= x < core.x2 + 1 and core.y1 <= y < core.y2 + 1)
+
+
+def _corners(box: Box) -> npt.NDArray[np.float64]:
+    """The quadrilateral of ``box`` (clockwise from its top left), as the detector gives one."""
+    return np.array(
+        [[box.x1, box.y1], [box.x2, box.y1], [box.x2, box.y2], [box.x1, box.y2]], dtype=np.float64
+    )
 
 
 #: the OCR engine of this process, with the process id it was made in

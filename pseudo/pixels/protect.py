@@ -20,7 +20,7 @@ from pydicom.sequence import Sequence
 from pseudo.findings import RejectedFile
 from pseudo.io.dicomio import PixelSpan
 from pseudo.pixels.boxes import Box
-from pseudo.pixels.detect import find_text
+from pseudo.pixels.detect import Detection, detect_text
 from pseudo.pixels.frames import display_gray8, iter_frames
 from pseudo.pixels.graphics import remove_icons_and_overlays
 from pseudo.pixels.redact import Redaction, redact
@@ -61,6 +61,9 @@ class PixelResult:
     ruled: list[Box] = field(default_factory=list)
     #: boxes blanked because the detector found text there
     detected: list[Box] = field(default_factory=list)
+    #: what the detector saw of each frame, in frame order (empty when it did not run): the
+    #: verification of the written image reads the lines it found again, and the rest
+    detections: list[Detection] = field(default_factory=list)
     #: the new pixel data, when the pixels changed (the caller applies it to the data set,
     #: writes it, then discards it)
     redaction: Redaction | None = None
@@ -143,7 +146,8 @@ def protect(
     result.rule = plan.rule.name if plan.rule is not None else None
     result.ruled = list(plan.boxes)
     if plan.detect:
-        result.detected = detect(out, pixels, policy)
+        result.detections = detect(out, pixels, policy)
+        result.detected = [box for seen in result.detections for box in seen.boxes]
     if result.redacted:
         result.redaction = redact(
             out, pixels, result.ruled + result.detected, temp_dir, policy.margin
@@ -157,14 +161,15 @@ def protect(
     return result
 
 
-def detect(out: Dataset, pixels: PixelSpan | None, policy: PixelPolicy) -> list[Box]:
-    """The detector's boxes in every frame; RejectedFile for text that cannot be removed with
-    confidence (over anatomy, or too much of it)."""
-    found: list[Box] = []
+def detect(out: Dataset, pixels: PixelSpan | None, policy: PixelPolicy) -> list[Detection]:
+    """What the detector sees in every frame, its boxes tagged with their frame; RejectedFile
+    for text that cannot be removed with confidence (over anatomy, or too much of it)."""
+    found: list[Detection] = []
     view = detection_view(out)
     for index, frame in enumerate(iter_frames(out, pixels)):
         gray = display_gray8(frame, view)
-        boxes = find_text(gray)
+        seen = detect_text(gray)
+        boxes = seen.boxes
         covered = covered_fraction(gray.shape, boxes)
         if covered > policy.max_text_fraction:
             raise RejectedFile(
@@ -179,7 +184,8 @@ def detect(out: Dataset, pixels: PixelSpan | None, policy: PixelPolicy) -> list[
                 f"{lost:.0%} of the anatomy (more than {policy.max_anatomy_loss:.0%}), "
                 "not removable with confidence"
             )
-        found.extend(Box(b.x1, b.y1, b.x2, b.y2, index, b.source) for b in boxes)
+        framed = [Box(b.x1, b.y1, b.x2, b.y2, index, b.source) for b in boxes]
+        found.append(Detection(framed, seen.lines, seen.rows))
     return found
 
 

@@ -53,6 +53,10 @@ _BINARY_WITH_TEXT = frozenset({0x00420011})
 #: policy's choice, not a leak (an Institution Name TOSHIBA inside a kept Manufacturer
 #: TOSHIBA_MEC names the vendor). Names, IDs, dates, UIDs, addresses are reported wherever found.
 _DESCRIPTIVE = frozenset({"private value", "text", "free text", "institution"})
+#: The escape of ISO 2022 character sets: in such bytes an escape sequence's last byte is a
+#: letter that runs into the next word (``ESC ( B`` then ``SMITH`` reads ``BSMITH``), so the
+#: words of the bytes are not those of the values, and every attribute is searched as decoded.
+_ESC = b"\x1b"
 
 
 def check(
@@ -119,7 +123,7 @@ def check(
             matcher.search_bytes(header, encodings(out)) if header is not None and matcher else []
         )
     chosen: set[str] = set()  # values in which a needle is the policy's choice
-    if matcher and (header is None or raw_hits):
+    if matcher and (header is None or raw_hits or _ESC in header):
         seen: set[Needle] = set()
         binary: list[bytes] = []  # standard binary values: not text, not searched
         walked_all = [("FileMeta.", e) for e in elements(meta)] + [("", e) for e in walked]
@@ -280,19 +284,21 @@ def _matcher(
     pending: Pending, out: Dataset, relative_path: str, offset_days: int, header: bytes | None
 ) -> tuple[Matcher, list[tuple[Needle, int]] | None]:
     """The needles to check an output for, and what they found in its bytes (None: not
-    searched yet): when only its bytes and file name are searched (nothing found in the
-    bytes), those of the values it may hold (see :mod:`~pseudo.verify.prefilter`); else, and
-    when they are built already, all of them. Either way the instance UIDs and the dates are
-    all there."""
-    if header is not None and pending.built is None:
+    searched yet). With its bytes: those of the values it may hold (see
+    :mod:`~pseudo.verify.prefilter`), which are all that can be found there, in its file name
+    or in its attributes (every attribute is in the bytes, as the words of its value); the
+    attributes are searched for them only when the bytes hold one, to say where it is.
+    Without its bytes (a deflated file), with bytes in ISO 2022 (see :data:`_ESC`), or when
+    they are built already, all of them. Either way the instance UIDs and the dates are all
+    there."""
+    if header is not None and pending.built is None and _ESC not in header:
         split = output_words(header, relative_path.split("/"))
         needles = pending.recorder.build(split[1])
         needles.add_dates(offset_days, split[1])
         matcher = Matcher(needles)
+        pending.checked = needles
         # (the file name's words among the bytes' words only add candidates the search rejects)
-        if not matcher or not matcher.search_bytes(header, encodings(out), split):
-            pending.checked = needles
-            return matcher, []  # the same findings as with every needle: none can be found
+        return matcher, matcher.search_bytes(header, encodings(out), split) if matcher else []
     needles = pending.needles
     needles.add_dates(offset_days)
     pending.checked = needles

@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from pydicom import Dataset
 
-from pseudo.pixels.detect import read_text
+from pseudo.pixels.boxes import Box
+from pseudo.pixels.detect import Detection, read_text, read_text_after
 
 #: Shortest value searched, once normalized (letters and digits): an age (``045Y``) or a
 #: four-digit number is on too many annotations to be evidence.
@@ -68,7 +69,10 @@ def identifying_values(dataset: Dataset) -> dict[str, list[str]]:
 
 
 def readable_values(
-    frames: Iterable[npt.NDArray[np.uint8]], values: Mapping[str, Sequence[str]]
+    frames: Iterable[npt.NDArray[np.uint8]],
+    values: Mapping[str, Sequence[str]],
+    detections: Sequence[Detection] | None = None,
+    blanked: Sequence[Box] = (),
 ) -> list[str]:
     """The kinds of identifying value still readable in ``frames``, as findings.
 
@@ -78,13 +82,23 @@ def readable_values(
     YYYY-MM-DD, MM/DD/YYYY, DD.MM.YYYY, MM-DD-YYYY and ``YYYY Mon DD``; ``patient name`` holds
     PN values, searched part by part. Returns sorted messages such as ``"patient name readable
     in pixels"``, one per kind found, naming no value: the pipeline quarantines on any.
+    ``detections``: what the detector saw of each frame of the input, when it read them all;
+    each frame is then read with :func:`~pseudo.pixels.detect.read_text_after` (the same
+    coverage, for less), told the regions ``blanked`` in it (a box whose ``frame`` is None
+    was blanked in every frame); else with :func:`~pseudo.pixels.detect.read_text`.
     """
     needles = _needles(values)
     if not needles:
         return []
     found: set[str] = set()
-    for frame in frames:
-        lines = [box.text for box in read_text(frame)]
+    for index, frame in enumerate(frames):
+        seen = detections[index] if detections and index < len(detections) else None
+        if seen is None:
+            read = read_text(frame)
+        else:
+            here = [box for box in blanked if box.frame is None or box.frame == index]
+            read = read_text_after(frame, seen, here)
+        lines = [box.text for box in read]
         if not lines:
             continue
         words = {_fold(word) for line in lines for word in re.split(r"[^0-9A-Za-z]+", line)}

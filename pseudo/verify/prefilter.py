@@ -5,8 +5,15 @@ A needle is found in an output's bytes (or in its file name) only at word bounda
 first run of ASCII letters and digits of a found needle is a whole word of the output, and,
 since every needle of a value is made of the value's words (its parts, its name components,
 the printable runs of its bytes), a whole word of the value too. A value none of whose words
-is a word of the output therefore leaves no needle there; any other value, and any value that
-is not plain ASCII (its needles are searched as substrings), has its needles built.
+is a word of the output therefore leaves no needle there. A value whose needle is the value
+itself (an ID, an address, free text: not a name, whose parts are needles too, nor a private
+value, whose printable runs are) is found only where every one of its words is, so it needs
+them all. Any other value, and any value that is not plain ASCII (its needles are searched as
+substrings), has its needles built.
+
+The bytes decide: an output whose bytes hold no needle has no finding, and one whose bytes
+hold some is searched attribute by attribute for the needles of the values it may hold, to say
+where each is (every attribute is in the bytes, as written).
 """
 
 from __future__ import annotations
@@ -36,18 +43,28 @@ def _words_of(raw: bytes) -> list[str]:
     return raw.translate(WORD_BYTES).decode("ascii").split()
 
 
-def may_hold(value: Any, vr_bytes: bool, words: Words) -> bool:
+def may_hold(value: Any, vr_bytes: bool, words: Words, *, whole: bool = False) -> bool:
     """Whether an output with these ``words`` may hold a needle of ``value`` (raw bytes, or a
     value as pydicom gives it); ``vr_bytes``: the bytes are binary (OB, UN...), whose needles
-    are their printable runs, bounded by bytes that are not letters or digits."""
+    are their printable runs, bounded by bytes that are not letters or digits; ``whole``: the
+    needles are the values themselves (not their parts, as a name's), found only where every
+    one of their words is."""
     if isinstance(value, bytes):
         if not vr_bytes and (not value.isascii() or 0x1B in value):
             return True  # decoded in a character set: its needles are not plain ASCII words
+        if whole:
+            return any(_all_in(_words_of(part), words) for part in value.split(b"\\"))
         return not words.isdisjoint(_words_of(value))
-    text = "\x00".join(strings(value))
-    if not text.isascii():
+    texts = strings(value)
+    if not "\x00".join(texts).isascii():
         return True
-    return not words.isdisjoint(_words_of(text.encode("ascii")))
+    if whole:
+        return any(_all_in(_words_of(text.encode("ascii")), words) for text in texts)
+    return not words.isdisjoint(_words_of("\x00".join(texts).encode("ascii")))
+
+
+def _all_in(found: list[str], words: Words) -> bool:
+    return bool(found) and all(word in words for word in found)
 
 
 def may_hold_whole(text: str, words: Words) -> bool:

@@ -246,8 +246,8 @@ class Recorder:
 
     def build(self, words: Words | None = None) -> Needles:
         """The needles of every value recorded (``words``: only of those an output with these
-        words may hold: a value none of whose words is in the output is checked by that fact,
-        neither searched for nor counted as skipped)."""
+        words may hold, see :mod:`~pseudo.verify.prefilter`: a value the words rule out is
+        checked by that fact, neither searched for nor counted as skipped)."""
         needles = Needles()
         needles.merge(self.needles)
         for tag, vr, action, private, element, charset in self.values:
@@ -273,11 +273,17 @@ class Recorder:
                 if held is None:
                     continue
                 binary = vr in _BINARY
+                # a needle made of the whole value (not of its parts, as names and private
+                # values give) is found only where every one of its words is
+                whole = not private and not binary and vr != "PN"
                 if held.__class__ is bytes and (binary or (held.isascii() and 0x1B not in held)):
                     # may_hold() inlined for the common case (a few hundred values a file)
-                    if words.isdisjoint(held.translate(WORD_BYTES).decode("ascii").split()):
+                    if whole:
+                        if not _whole_in(held, words):
+                            continue  # absent from the output: checked by that fact
+                    elif words.isdisjoint(held.translate(WORD_BYTES).decode("ascii").split()):
                         continue  # absent from the output: checked by that fact, not skipped
-                elif not may_hold(held, binary, words):
+                elif not may_hold(held, binary, words, whole=whole):
                     continue
             if private and raw and len(element.value or b"") <= _RECURRING_BYTES:
                 # the same value at another place in another file: the same needles
@@ -291,6 +297,16 @@ class Recorder:
                 continue
             _record_value(needles, tag, vr, value, action, private)
         return needles
+
+
+def _whole_in(held: bytes, words: Words) -> bool:
+    """Whether one of the values of ``held`` (plain ASCII, values split at backslashes) has
+    words and all of them among ``words``: a needle made of it could be in the output."""
+    for part in held.split(b"\\"):
+        found = part.translate(WORD_BYTES).decode("ascii").split()
+        if found and all(word in words for word in found):
+            return True
+    return False
 
 
 @functools.lru_cache(maxsize=4096)
@@ -390,7 +406,7 @@ class Pending:
     @property
     def skipped(self) -> Counter[str]:
         """How many values the output could hold were not searched for, by reason (too short,
-        a number, too common); values none of whose words is in the output are not counted."""
+        a number, too common); values the output's words rule out are not counted."""
         return (self.checked or self.needles).skipped
 
 
