@@ -53,10 +53,6 @@ _BINARY_WITH_TEXT = frozenset({0x00420011})
 #: policy's choice, not a leak (an Institution Name TOSHIBA inside a kept Manufacturer
 #: TOSHIBA_MEC names the vendor). Names, IDs, dates, UIDs, addresses are reported wherever found.
 _DESCRIPTIVE = frozenset({"private value", "text", "free text", "institution"})
-#: The escape of ISO 2022 character sets: in such bytes an escape sequence's last byte is a
-#: letter that runs into the next word (``ESC ( B`` then ``SMITH`` reads ``BSMITH``), so the
-#: words of the bytes are not those of the values, and every attribute is searched as decoded.
-_ESC = b"\x1b"
 
 
 def check(
@@ -123,7 +119,7 @@ def check(
             matcher.search_bytes(header, encodings(out)) if header is not None and matcher else []
         )
     chosen: set[str] = set()  # values in which a needle is the policy's choice
-    if matcher and (header is None or raw_hits or _ESC in header):
+    if matcher and (header is None or raw_hits or _iso_2022(header)):
         seen: set[Needle] = set()
         binary: list[bytes] = []  # standard binary values: not text, not searched
         walked_all = [("FileMeta.", e) for e in elements(meta)] + [("", e) for e in walked]
@@ -280,6 +276,15 @@ def finish(
     return findings, evidence
 
 
+def _iso_2022(header: bytes) -> bool:
+    """Whether an output's bytes are text in ISO 2022 (a Specific Character Set of it, and an
+    escape): there an escape sequence's last byte is a letter that runs into the next word
+    (``ESC ( B`` then ``SMITH`` reads ``BSMITH``), so the words of the bytes are not those of
+    the values, and every attribute is searched as decoded. (Binary values hold escape bytes
+    too: the character set says whether they are text.)"""
+    return b"\x1b" in header and b"ISO 2022" in header
+
+
 def _matcher(
     pending: Pending, out: Dataset, relative_path: str, offset_days: int, header: bytes | None
 ) -> tuple[Matcher, list[tuple[Needle, int]] | None]:
@@ -288,10 +293,10 @@ def _matcher(
     :mod:`~pseudo.verify.prefilter`), which are all that can be found there, in its file name
     or in its attributes (every attribute is in the bytes, as the words of its value); the
     attributes are searched for them only when the bytes hold one, to say where it is.
-    Without its bytes (a deflated file), with bytes in ISO 2022 (see :data:`_ESC`), or when
+    Without its bytes (a deflated file), with bytes in ISO 2022 (see :func:`_iso_2022`), or when
     they are built already, all of them. Either way the instance UIDs and the dates are all
     there."""
-    if header is not None and pending.built is None and _ESC not in header:
+    if header is not None and pending.built is None and not _iso_2022(header):
         split = output_words(header, relative_path.split("/"))
         needles = pending.recorder.build(split[1])
         needles.add_dates(offset_days, split[1])
