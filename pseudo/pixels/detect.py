@@ -111,8 +111,14 @@ _COLUMN_STROKES = 1
 _SPLIT_GAP = 2.0
 _MIN_SPLIT = 8
 _END_WIDTH = 0.5
-# Pixels added around a confirmed line, in full-resolution pixels, before it is returned.
+# Pixels added around a line the verifier reads, in full-resolution pixels.
 _LINE_MARGIN = 2
+# Pixels added around a line found for blanking (the policy's margin comes on top of it):
+# one on images scanned at their size or reduced, two on images the scan enlarges, whose
+# strokes of 4-5 pixel fonts are half-pixels of the scan and whose anti-aliased edges the
+# scan loses.
+_FOUND_MARGIN = 1
+_FOUND_MARGIN_ENLARGED = 2
 
 
 @dataclass(frozen=True)
@@ -165,8 +171,9 @@ def find_text(image: Gray8) -> list[Box]:
         if _covered_share(block, lines) >= _BLOCK_CONFIRMED
     ]
     tight = _merge_same_line([part for box in lines + confirmed for part in scan.tightened(box)])
+    margin = _FOUND_MARGIN_ENLARGED if scan.scale < 1.0 else _FOUND_MARGIN
     return sorted(
-        Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE).grown(_LINE_MARGIN, columns, rows)
+        Box(box.x1, box.y1, box.x2, box.y2, source=SOURCE).grown(margin, columns, rows)
         for box in tight
     )
 
