@@ -121,7 +121,10 @@ _ROW_SHARE = 0.2
 _COLUMN_STROKES = 1
 _SPLIT_GAP = 2.0
 _MIN_SPLIT = 8
-_END_WIDTH = 0.5
+# Each end of a line is covered by this many line heights beyond its last stroke (a faint
+# character the scan lost). Measured on the burned-in corpus: 0.5 blanked 1.95 % of the
+# pixels outside the value boxes, 0.25 1.85 %, 0 1.75 %, all with the same boxes removed.
+_END_WIDTH = 0.25
 # Pixels added around a line the verifier reads, in full-resolution pixels.
 _LINE_MARGIN = 2
 # Pixels added around a line found for blanking (the policy's margin comes on top of it).
