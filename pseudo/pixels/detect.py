@@ -105,12 +105,11 @@ _OCR_CONTEXT = 96
 # The detector's input is a multiple of this many pixels a side (padded, never resized).
 _OCR_STRIDE = 32
 # A detected line is burned-in text when this share of it is strokes (_EXTREME, contrast);
-# a line over none of the scan's blocks in an image of 300 pixels or more needs the second
-# share (measured: the text lines of pydicom's examples_jpeg2k ultrasound 0.2-0.46, the
-# colour Doppler the detector took for a line 0.034; on the burned-in corpus 0.1 changes
-# no box).
+# a line over none of the scan's blocks with fewer than _MIN_OFF_BLOCK_SHARE, over pixels
+# most of which (_COLOURED_SHARE) are coloured, is colour Doppler (``_colour_blob``).
 _MIN_STROKE_SHARE = 0.02
-_MIN_OFF_BLOCK_SHARE = 0.1
+_MIN_OFF_BLOCK_SHARE = 0.06
+_COLOURED_SHARE = 0.5
 # A candidate block is blanked whole when the detector's lines cover this share of it.
 _BLOCK_CONFIRMED = 0.3
 # Lines are tightened to their strokes: rows of strokes closer than _ROW_GAP are one line; a
@@ -125,6 +124,16 @@ _MIN_SPLIT = 8
 # character the scan lost). Measured on the burned-in corpus: 0.5 blanked 1.95 % of the
 # pixels outside the value boxes, 0.25 1.85 %, 0 1.75 %, all with the same boxes removed.
 _END_WIDTH = 0.25
+# On images the scan enlarges, a character alone within _LONE_GAP line heights of a line's
+# end, on its rows, is blanked with it (the OCR's detector leaves out a lone ``F`` after a
+# name in a 4-pixel font): at most _LONE_WIDTH line heights wide, and its ink over _LONE_ROWS
+# of the line's rows. Measured on the burned-in corpus: 3 more value boxes removed, 0.04 %
+# more of the pixels outside them blanked; on larger images the same search only blanked
+# bits of anatomy beside the lines (0.07 % of the pixels outside, no value box), so it is
+# not done there.
+_LONE_GAP = 6.0
+_LONE_WIDTH = 1.5
+_LONE_ROWS = 0.6
 # Pixels added around a line the verifier reads, in full-resolution pixels.
 _LINE_MARGIN = 2
 # Pixels added around a line found for blanking (the policy's margin comes on top of it).
@@ -156,7 +165,7 @@ def text_candidates(image: Gray8) -> list[Box]:
     ]
 
 
-def find_text(image: Gray8) -> list[Box]:
+def find_text(image: Gray8, coloured: npt.NDArray[np.bool_] | None = None) -> list[Box]:
     """Boxes of the burned-in text in ``image`` (2-D uint8, full resolution), for blanking.
 
     When the scan finds candidates, RapidOCR's text detector (DBNet, nothing read) runs on
@@ -167,6 +176,9 @@ def find_text(image: Gray8) -> list[Box]:
     detector missed between the ones it found); each grown by a margin: a missed character is
     a leak, an extra blank strip over a text line's background costs little. Deterministic: same
     image, same boxes.
+
+    ``coloured`` (the frame's coloured pixels, ``pseudo.pixels.frames.chromatic``; None for a
+    grey image) keeps out the lines that are colour Doppler, not text (``_colour_blob``).
     """
     scan = _scan(image)
     if not scan.lines:
@@ -175,7 +187,9 @@ def find_text(image: Gray8) -> list[Box]:
     lines = [
         box
         for box in (_box(quad) for quad, _text in _ocr().detect(image, scan.lines))
-        if scan.stroke_share(box) >= _min_share(box, scan) and scan.line_sized(box)
+        if scan.stroke_share(box) >= _MIN_STROKE_SHARE
+        and scan.line_sized(box)
+        and not _colour_blob(box, scan, coloured)
     ]
     confirmed = [
         Box(block.x1, block.y1, block.x2, block.y2)
@@ -189,18 +203,27 @@ def find_text(image: Gray8) -> list[Box]:
     )
 
 
-def _min_share(box: Box, scan: _Scan) -> float:
-    """The share of strokes a detector's line ``box`` needs to count as burned-in text.
+def _colour_blob(box: Box, scan: _Scan, coloured: npt.NDArray[np.bool_] | None) -> bool:
+    """Whether the detector's line ``box`` is a patch of colour Doppler, not text: it lies
+    over none of the scan's blocks, few of its pixels are strokes (under
+    _MIN_OFF_BLOCK_SHARE: the dark gaps between the blobs of flow, turned grey), and most of
+    its pixels (_COLOURED_SHARE) are coloured.
 
-    A line over none of the scan's blocks, in an image the scan did not enlarge, needs
-    _MIN_OFF_BLOCK_SHARE: there the detector reads the context around the blocks, where it
-    also takes the blobs of a colour Doppler (turned grey, bright, some pixels at the end of
-    the range) for a line. Small images keep _MIN_STROKE_SHARE: their 4-5 pixel fonts keep
-    few pixels at the end of the range and the scan misses many of their lines.
+    Measured on the ultrasound images of the corpora with colour (pydicom's examples_jpeg2k,
+    its copies in the canary corpus, WG04's US1_J2KI): the Doppler the detector took for a
+    line has 0.023-0.034 of strokes and 57-75 % of its pixels coloured; their text lines over
+    no block have 0.21-0.37 of strokes, and text over a coloured band 0.11 or more. Thin
+    grey text has few strokes too (0.02-0.06 in dcm4che's US-PAL-8-10x-echo) but no colour.
     """
-    if scan.scale < 1.0 or any(_overlaps(box, block) for block in scan.lines):
-        return _MIN_STROKE_SHARE
-    return _MIN_OFF_BLOCK_SHARE
+    if coloured is None or any(_overlaps(box, block) for block in scan.lines):
+        return False
+    if scan.stroke_share(box) >= _MIN_OFF_BLOCK_SHARE:
+        return False
+    rows, columns = coloured.shape
+    patch = coloured[
+        max(0, box.y1) : min(rows, box.y2 + 1), max(0, box.x1) : min(columns, box.x2 + 1)
+    ]
+    return patch.size > 0 and float(patch.mean()) >= _COLOURED_SHARE
 
 
 def _overlaps(a: Box | _Line, b: Box | _Line) -> bool:
@@ -352,7 +375,7 @@ class _Scan:
             band = self.ink[y1 + top : y1 + bottom + 1, left_end : right_end + 1]
             per_column = band.sum(axis=0, dtype=np.int64)
             # a character at either end whose strokes the scan lost (faint, or merged into
-            # the background) is covered by half a line height more
+            # the background) is covered by _END_WIDTH line heights more
             extra = int(np.ceil(_END_WIDTH * line))
             for left, right in runs(per_column >= _COLUMN_STROKES, gap):
                 left, right = left + left_end, right + left_end
@@ -367,7 +390,42 @@ class _Scan:
                         min(box.y2, int(np.ceil((y1 + bottom + 1) * s)) - 1),
                     )
                 )
+            if s < 1.0:
+                parts += self._lone_characters(y1 + top, y1 + bottom, left_end, right_end, line)
         return parts
+
+    def _lone_characters(
+        self, top: int, bottom: int, left: int, right: int, line: int
+    ) -> list[Box]:
+        """Characters alone on the rows ``top..bottom`` of a line (scan pixels) beyond its
+        ends ``left`` and ``right``, within _LONE_GAP line heights: a value set apart from the
+        rest of its line, such as the sex after a name. A character here is a group of ink
+        one or two characters wide (at most _LONE_WIDTH line heights) that spans most of the
+        line's rows (_LONE_ROWS of them); its box (full-resolution pixels) grown as a line's
+        end is."""
+        s = self.scale
+        width = self.ink.shape[1]
+        far = int(_LONE_GAP * line)
+        start, stop = max(0, left - far), min(width - 1, right + far)
+        band = self.ink[top : bottom + 1, start : stop + 1]
+        extra = int(np.ceil(_END_WIDTH * line))
+        found = []
+        for first, last in runs(band.sum(axis=0, dtype=np.int64) >= _COLUMN_STROKES, 1):
+            first, last = first + start, last + start
+            if left <= last and first <= right:
+                continue  # part of the line itself
+            rows = np.flatnonzero(band[:, first - start : last - start + 1].any(axis=1))
+            if last - first + 1 > _LONE_WIDTH * line or rows[-1] - rows[0] + 1 < _LONE_ROWS * line:
+                continue
+            found.append(
+                Box(
+                    max(0, int((first - extra) * s)),
+                    int(top * s),
+                    int(np.ceil((last + extra + 1) * s)) - 1,
+                    int(np.ceil((bottom + 1) * s)) - 1,
+                )
+            )
+        return found
 
     def stroke_share(self, box: Box) -> float:
         """The share of ``box`` (full-resolution pixels) that the scan took for strokes."""
