@@ -58,7 +58,7 @@ _EXTREME = 8
 # within this much of the end of the range (an anti-aliased 4-5 pixel font keeps few pixels
 # within _EXTREME, and lines tightened to those were cut to slivers of their rows). Measured
 # on the burned-in corpus: 24 removed 4 more value boxes, 40 seven, 64 six and blanked more
-# beside the text; on larger images it blanked 1.5 % more of the pixels outside the values.
+# beside the text; on larger images it blanked 0.45 % more of the pixels outside the values.
 _INK_EXTREME = 40
 # A stroke stands out of its neighbourhood by this much (0-255: white top-hat or black-hat),
 # and out of its local median (which, unlike the top-hat, follows edges) by this much.
