@@ -78,13 +78,19 @@ def test_every_file_is_written(scored: Scored) -> None:
     assert {p.resolve() for p in scored.pairs} == {p.resolve() for p in inputs}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="UNFINISHED: measured 2026-12-03: 396/422 value boxes removed (93.8 %, the bar is "
-    "99 %; the misses are 4-5 pixel fonts of the 256 x 256 MR, see docs/pixels.md, Limits), "
-    "97.8 % of the pixels outside unchanged (bar 98 %)",
-)
-def test_value_boxes_removed_and_the_rest_unchanged(scored: Scored) -> None:
+@dataclass
+class Figures:
+    """The done-when's two pixel figures: value boxes removed, pixels outside them unchanged."""
+
+    total: int
+    removed: int
+    same: int
+    outside: int
+
+
+@pytest.fixture(scope="module")
+def figures(scored: Scored) -> Figures:
+    """Every value box of the JSON files scored on the outputs, as the scorer does."""
     total = removed = same = outside = 0
     for source, target in scored.pairs.items():
         before = pydicom.dcmread(source).pixel_array.astype(float)
@@ -100,12 +106,30 @@ def test_value_boxes_removed_and_the_rest_unchanged(scored: Scored) -> None:
             removed += _removed(box_before, after[y1 : y2 + 1, x1 : x2 + 1])
         outside += int((~mask).sum())
         same += int((before[~mask] == after[~mask]).sum())
-    assert total > 400
+    return Figures(total, removed, same, outside)
+
+
+def test_the_pixels_outside_the_value_boxes_are_unchanged(figures: Figures) -> None:
+    assert figures.total > 400
+    assert figures.same / figures.outside >= 0.98, (
+        f"{figures.same / figures.outside:.4f} of the pixels outside unchanged"
+    )
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="UNFINISHED: measured 2026-12-03: 408/422 value boxes removed (96.7 %, the bar is "
+    "99 %; 98.1 % of the pixels outside unchanged, bar 98 %, met): of the 14 misses, 10 are "
+    "dark 5-pixel text over the dark noise of the 256 x 256 MR, 2 boxes hold no text in the "
+    "pixels (white on saturated white), see docs/pixels.md, Limits; the scorer pairs 86 of "
+    "the 90 outputs (4 have a box blanked in their centre, which it pairs by)",
+)
+def test_value_boxes_removed_and_the_scorer_agrees(scored: Scored, figures: Figures) -> None:
+    total, removed, same, outside = figures.total, figures.removed, figures.same, figures.outside
     assert removed / total >= 0.99, (
         f"{removed}/{total} value boxes removed ({same / outside:.4f} of the pixels outside "
         "unchanged)"
     )
-    assert same / outside >= 0.98, f"{same / outside:.4f} of the pixels outside unchanged"
     scorer = _score(scored.output)
     assert scorer["pixel_boxes"] == total
     assert scorer["pixel_boxes_removed"] == removed

@@ -26,6 +26,8 @@ from pseudo.pixels.failures import UndecodablePixels, UnsupportedPixels
 
 #: Luma weights of ITU-R BT.601 (those of DICOM's YBR_FULL).
 _LUMA = np.array([0.299, 0.587, 0.114])
+#: Samples of a colour pixel that differ by more than this (0-255) make it coloured.
+_CHROMA = 48
 
 
 def frame_count(ds: Dataset) -> int:
@@ -156,6 +158,21 @@ def display_gray8(frame: np.ndarray, ds: Dataset) -> np.ndarray:
     else:
         gray = _stretch(values)
     return 255 - gray if photometric == "MONOCHROME1" else gray
+
+
+def chromatic(frame: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """Where a decoded colour frame is coloured, not grey (2-D bool: its samples differ by
+    more than _CHROMA once shown as RGB); None for a monochrome frame. Colour Doppler is;
+    the text and the grey-scale image of an ultrasound are not."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if photometric == "PALETTE COLOR" and frame.ndim == 2:
+        frame = apply_color_lut(frame, ds)
+    if frame.ndim != 3:
+        return None
+    samples = frame[..., :3]
+    spread: np.ndarray = samples.max(axis=-1).astype(np.int32) - samples.min(axis=-1)
+    scale = 255.0 / max(1, int(np.iinfo(samples.dtype).max)) if samples.dtype.kind in "iu" else 1.0
+    return np.asarray(spread * scale > _CHROMA)
 
 
 def _number(value: object, default: float | None) -> float | None:

@@ -21,7 +21,7 @@ from pseudo.findings import RejectedFile
 from pseudo.io.dicomio import PixelSpan
 from pseudo.pixels.boxes import Box
 from pseudo.pixels.detect import Detection, detect_text
-from pseudo.pixels.frames import display_gray8, iter_frames
+from pseudo.pixels.frames import chromatic, display_gray8, iter_frames
 from pseudo.pixels.graphics import remove_icons_and_overlays
 from pseudo.pixels.redact import Redaction, redact
 from pseudo.pixels.rules import PixelPlan
@@ -168,7 +168,7 @@ def detect(out: Dataset, pixels: PixelSpan | None, policy: PixelPolicy) -> list[
     view = detection_view(out)
     for index, frame in enumerate(iter_frames(out, pixels)):
         gray = display_gray8(frame, view)
-        seen = detect_text(gray)
+        seen = detect_text(gray, chromatic(frame, view))
         boxes = seen.boxes
         covered = covered_fraction(gray.shape, boxes)
         if covered > policy.max_text_fraction:
