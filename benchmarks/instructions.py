@@ -120,15 +120,28 @@ def wall_clock(files: list[Path], rounds: int, codes: list[Path], pixels: str) -
             for verify in (False, True):
                 runs.setdefault((index, verify), []).append(seconds(files, verify, code, pixels))
     for index, code in enumerate(codes):
-        without, with_ = runs[(index, False)], runs[(index, True)]
-        for what, column in (("wall-clock", 0), ("CPU", 1)):
-            ratios = [b[column] / a[column] for a, b in zip(without, with_, strict=True)]
+        for what, without, with_, ratios in paired(runs[(index, False)], runs[(index, True)]):
             print(
-                f"{code}: {what} {statistics.median(a[column] for a in without):.2f} s without, "
-                f"{statistics.median(b[column] for b in with_):.2f} s with verification "
+                f"{code}: {what} {without:.2f} s without, {with_:.2f} s with verification "
                 f"({len(files)} files, {rounds} rounds): ratio {statistics.median(ratios):.3f} "
                 f"({min(ratios):.3f}-{max(ratios):.3f})"
             )
+
+
+def paired(
+    without: list[tuple[float, float]], with_: list[tuple[float, float]]
+) -> list[tuple[str, float, float, list[float]]]:
+    """For the wall-clock and the CPU seconds of rounds without and with verification (each
+    round one pair): the measure's name, the two medians, and the ratio of each round."""
+    return [
+        (
+            what,
+            statistics.median(a[column] for a in without),
+            statistics.median(b[column] for b in with_),
+            [b[column] / a[column] for a, b in zip(without, with_, strict=True)],
+        )
+        for what, column in (("wall-clock", 0), ("CPU", 1))
+    ]
 
 
 def main() -> int:

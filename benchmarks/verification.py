@@ -38,6 +38,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import run as bench  # noqa: E402  (benchmarks/run.py: the cohorts, the vault, the command)
+from instructions import paired  # noqa: E402  (the medians and ratios of paired rounds)
 
 
 def timed_run(source: Path, target: Path, vault: Path, *extra: str) -> tuple[float, float]:
@@ -118,13 +119,11 @@ def main() -> int:
         for name, source in cohorts.items():
             count = sum(1 for p in source.rglob("*.dcm"))
             for pixels in args.pixels:
-                without, with_ = runs[(name, pixels, False)], runs[(name, pixels, True)]
-                for what, column in (("wall-clock", 0), ("CPU", 1)):
-                    ratios = [b[column] / a[column] for a, b in zip(without, with_, strict=True)]
+                pairs = runs[(name, pixels, False)], runs[(name, pixels, True)]
+                for what, without, with_, ratios in paired(*pairs):
                     print(
                         f"{name} ({count} files), pixels {pixels}, {what}: "
-                        f"{statistics.median(a[column] for a in without):.2f} s --no-verify, "
-                        f"{statistics.median(b[column] for b in with_):.2f} s verified: "
+                        f"{without:.2f} s --no-verify, {with_:.2f} s verified: "
                         f"ratio {statistics.median(ratios):.3f} "
                         f"({min(ratios):.3f}-{max(ratios):.3f}), {args.rounds} rounds"
                     )

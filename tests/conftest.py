@@ -114,6 +114,15 @@ def cli(*args: str | Path) -> CliResult:
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
 
 
+def cli_as_operator(*args: str | Path) -> CliResult:
+    """:func:`cli` with the operator's passphrase in ``PSEUDO_PASSPHRASE`` (removed after)."""
+    os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
+    try:
+        return cli(*args)
+    finally:
+        del os.environ["PSEUDO_PASSPHRASE"]
+
+
 def run_command(
     source: Path, target: Path, vault: Path, *extra: str, project: str = "trial"
 ) -> list[str]:

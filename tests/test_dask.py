@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CANARY_SECRET, OPERATOR, CanaryRun, cli, make_vault, tree_digest
+from tests.conftest import (
+    CANARY_SECRET,
+    CanaryRun,
+    cli,
+    cli_as_operator,
+    make_vault,
+    tree_digest,
+)
 
 distributed = pytest.importorskip("distributed", reason="dask distributed is not installed")
 
 
 def _run(source: Path, target: Path, vault: Path, *extra: str) -> None:
-    os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
-    try:
-        result = cli(
-            "run", source, target, "--project", "canary", "--vault", vault, "--quiet", *extra
-        )
-    finally:
-        del os.environ["PSEUDO_PASSPHRASE"]
+    result = cli_as_operator(
+        "run", source, target, "--project", "canary", "--vault", vault, "--quiet", *extra
+    )
     assert result.code == 0, result.stderr
 
 

@@ -848,15 +848,11 @@ def _run_outcomes(
     """``pseudo run`` of ``source``: each input file's name -> its report entry (the run
     exits 1 when it quarantines a file)."""
     from pseudo.batch.report import load_report
-    from tests.conftest import cli
+    from tests.conftest import cli_as_operator
 
-    os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
-    try:
-        result = cli(
-            "run", source, output, "--project", "trial", "--vault", vault, "--json", *options
-        )
-    finally:
-        del os.environ["PSEUDO_PASSPHRASE"]
+    result = cli_as_operator(
+        "run", source, output, "--project", "trial", "--vault", vault, "--json", *options
+    )
     assert result.code in (0, 1), result.stderr
     report = load_report(Path(result.json()["report"]))
     return {Path(entry["input"]).name: entry for entry in report["files"]}
