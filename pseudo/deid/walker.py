@@ -32,6 +32,9 @@ from pseudo.policy.iod import IodTypes
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
 
+#: Top-level elements left out by the reader (see :meth:`Pseudonymizer.droppable`).
+Dropped = Mapping[BaseTag, DataElement | RawDataElement]
+
 
 class Recorder(Protocol):
     """Called for every attribute with its decision and the sequences above it, before the
@@ -41,9 +44,11 @@ class Recorder(Protocol):
         self, ds: Dataset, tag: int, vr: str, decision: Decision, parents: Parents = ()
     ) -> None: ...
 
+    def removed(self, holder: Dataset, dropped: Dropped) -> None:
+        """Told once, before the walk, of the top-level elements the reader left out (all
+        removed by the policy whatever their value), held by ``holder``."""
 
-#: Top-level elements left out by the reader (see :meth:`Pseudonymizer.droppable`).
-Dropped = Mapping[BaseTag, DataElement | RawDataElement]
+
 #: Deeper nesting than this is refused: no real object needs it, and a hostile file uses it.
 MAX_DEPTH = 64
 IDENTIFYING_TAGS = frozenset(t for t in map(tag_for_keyword, IDENTIFYING_KEYWORDS) if t)
@@ -108,7 +113,7 @@ class Walker:
         self.ctx = ctx
         self._recorder = recorder
         #: Top-level elements removed before the walk (see Pseudonymizer.droppable): only the
-        #: recorder must still see them, in their place among the others.
+        #: recorder must still see them, handed over whole before the walk.
         self._dropped = dropped if recorder is not None and dropped else None
         policy = ctx.policy
         self._active = policy.active_rules(original) if policy.has_conditions else frozenset()
@@ -124,6 +129,8 @@ class Walker:
     # -- the walk ------------------------------------------------------------------------
     def walk(self, ds: Dataset) -> None:
         """Apply the policy to every attribute of ``ds``, then clean the free text."""
+        if self._dropped is not None and self._recorder is not None:
+            self._recorder.removed(_holder(ds, self._dropped), self._dropped)
         self._walk(ds, "", ())
         if self._pending:
             cleaner = self.cleaner()
@@ -136,15 +143,7 @@ class Walker:
         creators = []
         elements = element_map(ds)
         tags = list(elements)
-        dropped = None if parents else self._dropped
-        if dropped is not None:
-            tags = sorted([*tags, *dropped], key=int)  # int: BaseTag compares in Python
-            holder = _holder(ds, dropped)
         for tag in tags:
-            if dropped is not None and tag in dropped:
-                vr = element_vr(dropped[tag], tag)
-                self._recorder(holder, tag, vr, policy.decide(tag, vr), ())  # type: ignore[misc]
-                continue
             if (tag >> 16) & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
                 # A private creator stays exactly as long as its block keeps an attribute.
                 creators.append(tag)

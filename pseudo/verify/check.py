@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from pseudo.dicom.private import SafePrivate
-from pseudo.io.pydicom_internals import element_map
+from pseudo.io.pydicom_internals import character_set, element_map
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
@@ -28,6 +29,7 @@ from pseudo.verify.elements import (
     elements,
     encodings,
     path_of,
+    raw_value,
     snapshot_of,
     snapshot_text,
     strings,
@@ -122,22 +124,23 @@ def check(
     if matcher and (header is None or raw_hits or _iso_2022(header)):
         seen: set[Needle] = set()
         binary: list[bytes] = []  # standard binary values: not text, not searched
+        charsets: dict[int, Any] = {}  # id of a data set -> its encodings
         walked_all = [("FileMeta.", e) for e in elements(meta)] + [("", e) for e in walked]
         for prefix, (level, tag, vr, parents) in walked_all:
             private = bool((tag >> 16) & 1)
             if vr == "SQ" or (vr not in CHECKED_VRS and not private):
                 if vr in _BINARY_VRS and tag not in _BINARY_WITH_TEXT and raw_hits:
                     try:
-                        value = level[tag].value
+                        value = _value(level, tag, vr, charsets)
                     except Exception:
                         continue
                     if isinstance(value, bytes):
                         binary.append(value)
                 elif tag not in _BINARY_WITH_TEXT:
                     continue
-            before = element_map(level).get(BaseTag(tag))  # as it was written: reading converts it
+            before = element_map(level).get(BaseTag(tag))  # as it was written
             try:
-                value = level[tag].value
+                value = _value(level, tag, vr, charsets, before)
             except Exception:
                 continue
             texts = strings(value)
@@ -194,6 +197,22 @@ def check(
             "warning",
         )
     return findings
+
+
+def _value(level: Dataset, tag: int, vr: str, charsets: dict[int, Any], element: Any = None) -> Any:
+    """The value of an output attribute as ``level[tag].value`` gives it, without converting
+    the element in place when it is still raw with an explicit VR (pydicom's conversion and
+    bookkeeping cost more than the search; an Implicit VR or UN element is read by pydicom,
+    whose dictionaries, private ones included, give its VR). ``charsets`` caches the
+    encodings of each data set."""
+    if element is None:
+        element = element_map(level).get(BaseTag(tag))
+    if element.__class__ is RawDataElement and element.VR not in (None, "UN") and vr != "SQ":
+        charset = charsets.get(id(level))
+        if charset is None:
+            charset = charsets[id(level)] = character_set(level)
+        return raw_value(element, element.VR, charset)
+    return level[tag].value
 
 
 def _chosen(

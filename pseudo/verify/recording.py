@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, cast
@@ -143,10 +144,18 @@ class Recorder:
         self.kept: KeptValues = {}
         #: the values recorded, in the order of the walk
         self.values: list[Recorded] = []
+        #: top-level elements the reader left out (see :meth:`removed`), in tag order, and
+        #: how many of them are recorded already
+        self._removed: list[tuple[int, BaseTag, Any]] = []
+        self._removed_done = 0
+        self._holder: Dataset | None = None
 
     def __call__(
         self, ds: Dataset, tag: int, vr: str, decision: Decision, parents: Parents = ()
     ) -> None:
+        removed, done = self._removed, self._removed_done
+        if not parents and done < len(removed) and removed[done][0] < int(tag):
+            self._record_removed(int(tag))  # those before this one first: the file's order
         action = decision.action
         private = bool((tag >> 16) & 1)
         if parents and tag in REFERENCE_TAGS:
@@ -168,6 +177,41 @@ class Recorder:
         if not _searched(vr, private):
             return
         self._record(ds, tag, vr, action, private)
+
+    def removed(self, holder: Dataset, dropped: Mapping[BaseTag, Any]) -> None:
+        """The top-level elements the reader left out (see
+        :meth:`~pseudo.deid.engine.Pseudonymizer.droppable`: removed whatever their value,
+        so no decision need be taken for each), held by ``holder``. They are recorded as the
+        walk reaches their place (:meth:`_record_removed`), so values keep the file's order."""
+        self._holder = holder
+        # plain ints to compare: a pydicom BaseTag compares in Python
+        self._removed = sorted((int(tag), tag, element) for tag, element in dropped.items())
+        self._removed_done = 0
+
+    def _record_removed(self, before: int | None = None) -> None:
+        """Record the elements left out by the reader whose tag is below ``before`` (None:
+        all), as :meth:`__call__` records a removed attribute."""
+        removed, holder = self._removed, self._holder
+        assert holder is not None
+        index, end = self._removed_done, len(self._removed)
+        charset = self._charset(holder)
+        values = self.values
+        while index < end and (before is None or removed[index][0] < before):
+            _, tag, element = removed[index]
+            index += 1
+            vr = element_vr(element, tag)
+            private = bool((tag >> 16) & 1)
+            if vr == "TM" or (private and 0x10 <= tag & 0xFFFF <= 0xFF):
+                continue
+            if vr == "SQ":
+                self._subtree(holder, tag)
+            elif not _searched(vr, private):
+                continue
+            elif element.__class__ is RawDataElement and element.value is not None:
+                values.append((tag, vr, Action.REMOVE, private, element, charset))
+            else:
+                self._record(holder, tag, vr, Action.REMOVE, private)
+        self._removed_done = index
 
     def _record(self, ds: Dataset, tag: int, vr: str, action: Action, private: bool) -> None:
         """Keep one value as it is now (the action changes the element after this call)."""
@@ -248,6 +292,8 @@ class Recorder:
         """The needles of every value recorded (``words``: only of those an output with these
         words may hold, see :mod:`~pseudo.verify.prefilter`: a value the words rule out is
         checked by that fact, neither searched for nor counted as skipped)."""
+        if self._removed_done < len(self._removed):
+            self._record_removed()
         needles = Needles()
         needles.merge(self.needles)
         for tag, vr, action, private, element, charset in self.values:
