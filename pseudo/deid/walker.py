@@ -37,12 +37,16 @@ Dropped = Mapping[BaseTag, DataElement | RawDataElement]
 
 
 class Recorder(Protocol):
-    """Called for every attribute with its decision and the sequences above it, before the
-    action changes it."""
+    """Told of every data set the walk enters, before any action changes it, and called for
+    every attribute the policy does not keep, with its decision and the sequences above it,
+    before the action changes it."""
 
     def __call__(
         self, ds: Dataset, tag: int, vr: str, decision: Decision, parents: Parents = ()
     ) -> None: ...
+
+    def enter(self, ds: Dataset, parents: Parents = ()) -> None:
+        """The walk enters ``ds`` (the top level, or an item at ``parents``)."""
 
     def removed(self, holder: Dataset, dropped: Dropped) -> None:
         """Told once, before the walk, of the top-level elements the reader left out (all
@@ -143,6 +147,9 @@ class Walker:
         creators = []
         elements = element_map(ds)
         tags = list(elements)
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.enter(ds, parents)
         for tag in tags:
             if (tag >> 16) & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
                 # A private creator stays exactly as long as its block keeps an attribute.
@@ -159,8 +166,8 @@ class Walker:
                 decision = self.resolve(decision, tag, vr, parents)
             elif decision.action is Action.CLEAN and (tag >> 16) & 1:
                 decision = policy.private_decision(ds, tag, decision)  # a safe-private option
-            if self._recorder is not None:
-                self._recorder(ds, tag, vr, decision, parents)
+            if recorder is not None and decision.action is not Action.KEEP:
+                recorder(ds, tag, vr, decision, parents)  # what is kept, enter() has
             if not self._cleaning:
                 # Fast paths for most attributes: removed, or kept as they are (not sequences).
                 if decision.action is Action.REMOVE:

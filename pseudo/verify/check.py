@@ -11,11 +11,10 @@ never the value itself unless asked.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.tag import BaseTag
 
 from pseudo.dicom.private import SafePrivate
 from pseudo.io.pydicom_internals import character_set, element_map
@@ -138,7 +137,11 @@ def check(
                         binary.append(value)
                 elif tag not in _BINARY_WITH_TEXT:
                     continue
-            before = element_map(level).get(BaseTag(tag))  # as it was written
+            before = cast("dict[int, Any]", element_map(level)).get(tag)  # as written
+            if before.__class__ is RawDataElement:
+                held = before.value
+                if held.__class__ is bytes and not matcher.may_be_in(held):
+                    continue  # no needle there, without decoding the value
             try:
                 value = _value(level, tag, vr, charsets, before)
             except Exception:
@@ -146,6 +149,12 @@ def check(
             texts = strings(value)
             if isinstance(value, bytes):
                 texts = [run.decode("ascii") for run in PRINTABLE.findall(value)]
+            elif (
+                len(texts) == 1
+                and texts[0].isascii()
+                and not matcher.may_be_in(texts[0].encode("ascii"))
+            ):
+                continue  # no needle there (e.g. a value the pseudonymizer wrote)
             if not prefix and not parents and tag in added:
                 seen.update(needle for text in texts for needle in matcher.search_text(text))
                 continue
@@ -206,7 +215,7 @@ def _value(level: Dataset, tag: int, vr: str, charsets: dict[int, Any], element:
     whose dictionaries, private ones included, give its VR). ``charsets`` caches the
     encodings of each data set."""
     if element is None:
-        element = element_map(level).get(BaseTag(tag))
+        element = cast("dict[int, Any]", element_map(level)).get(tag)
     if element.__class__ is RawDataElement and element.VR not in (None, "UN") and vr != "SQ":
         charset = charsets.get(id(level))
         if charset is None:
@@ -281,14 +290,11 @@ def finish(
         added=added,
         raw_hits=raw_hits,
     )
+    originals = pending.references
     evidence = PairEvidence(
         pending.instance,
         str(out.get("SOPInstanceUID", "")),
-        [
-            (path, pending.references[path], value)
-            for path, value in references(walked)
-            if path in pending.references
-        ],
+        [(path, originals[path], value) for path, value in references(walked) if path in originals],
         {uid_digest(uid) for uid in matcher.needles.uids},
         output_uids(walked, policy, pending.active),
     )

@@ -91,8 +91,32 @@ class Matcher:
                 self._words[needle] = words
                 self._by_word.setdefault(min(words), []).append(needle)
 
+        #: the longest word of each ASCII needle, as bytes (see :meth:`may_be_in`): the one
+        #: least likely to be in a value (``1`` is in every UID)
+        self._key_words = frozenset(
+            max(words, key=len).encode("ascii") for words in self._words.values()
+        )
+        self._date_bytes = (
+            re.compile(b"|".join(re.escape(day.encode("ascii")) for day in self._dates))
+            if self._dates
+            else None
+        )
+
     def __bool__(self) -> bool:
         return bool(self._by_word or self._dates or self._special)
+
+    def may_be_in(self, raw: bytes) -> bool:
+        """Whether :meth:`search_text` may find a needle in the texts of a raw value (False:
+        certainly none). Decided from the bytes when they are plain ASCII without an ISO 2022
+        escape: their words are then those of every text decoded from them, or of any printable
+        run of them, and a needle is found only where all its words are (its longest, at
+        least); bytes that hold a date needle's digits, or when a needle is not ASCII, or
+        other bytes: True."""
+        if self._special or not raw.isascii() or 0x1B in raw:
+            return True
+        if self._date_bytes is not None and self._date_bytes.search(raw):
+            return True  # a date needle may begin a longer run of digits
+        return not self._key_words.isdisjoint(raw.translate(WORD_BYTES).split())
 
     def _candidates(self, words: AbstractSet[str], dates: bool = True) -> list[Needle]:
         """Needles all of whose words are among ``words``, and (``dates``: unless the caller

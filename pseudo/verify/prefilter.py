@@ -19,14 +19,13 @@ where each is (every attribute is in the bytes, as written).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from collections.abc import Set as AbstractSet
 from typing import Any
 
 from pseudo.verify.elements import strings
 from pseudo.verify.matching import WORD_BYTES, tag_stuck_words
 
 #: The words of a text: upper-case runs of ASCII letters and digits.
-Words = AbstractSet[str]
+Words = set[str] | frozenset[str]
 
 
 def output_words(header: bytes, names: Iterable[str] = ()) -> tuple[str, Words]:
@@ -64,7 +63,7 @@ def may_hold(value: Any, vr_bytes: bool, words: Words, *, whole: bool = False) -
 
 
 def _all_in(found: list[str], words: Words) -> bool:
-    return bool(found) and all(word in words for word in found)
+    return bool(found) and words.issuperset(found)
 
 
 def may_hold_whole(text: str, words: Words) -> bool:

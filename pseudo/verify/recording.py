@@ -14,10 +14,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
@@ -33,7 +34,6 @@ from pseudo.verify.elements import (
     PRINTABLE,
     elements,
     path_of,
-    peek,
     peek_value,
     raw_value,
     snapshot_of,
@@ -61,8 +61,6 @@ _META_NEEDLES = {
 }
 #: Actions that keep a value as it is: it may legitimately appear in the output.
 KEEPING = frozenset({Action.KEEP})
-#: Kept values of an input, by where they are: (sequences above, tag) -> the value as read.
-KeptValues = dict[tuple[Parents, int], Any]
 #: Actions after which nothing of a text value may remain (cleaning and substitution keep words).
 _PARTIAL = frozenset({Action.CLEAN, Action.SUBSTITUTE})
 #: Binary numbers: measurements and counters, not searched for in outputs.
@@ -135,13 +133,14 @@ class Recorder:
         #: needles of the input's file meta (recorded first, as they are)
         self.needles = Needles()
         self._safe = SafePrivate.load()
-        #: path -> original value of every Referenced SOP Instance UID in a walked sequence
-        self.references: dict[str, str] = {}
         #: id -> encodings of the data sets seen (pydicom works them out again at every call)
         self._charsets: dict[int, Any] = {}
-        #: the input's value of every attribute the policy keeps: a needle found there in the
-        #: output is the policy's choice when the input had it at the same place
-        self.kept: KeptValues = {}
+        #: every data set the walk entered, as the input had it (see :meth:`enter`), and the
+        #: attributes in them the policy does not keep: the others are kept, and a needle
+        #: found there in the output is the policy's choice when the input had it there
+        self._entered: dict[Parents, tuple[Any, dict[int, Any]]] = {}
+        self._changed: set[tuple[Parents, int]] = set()
+        self.kept = KeptValues(self._entered, self._changed)
         #: the values recorded, in the order of the walk
         self.values: list[Recorded] = []
         #: top-level elements the reader left out (see :meth:`removed`), in tag order, and
@@ -157,15 +156,10 @@ class Recorder:
         if not parents and done < len(removed) and removed[done][0] < int(tag):
             self._record_removed(int(tag))  # those before this one first: the file's order
         action = decision.action
-        private = bool((tag >> 16) & 1)
-        if parents and tag in REFERENCE_TAGS:
-            for uid in strings(peek(ds, tag, vr)):
-                self.references[path_of(parents, tag)] = uid
         if action in KEEPING:
-            if vr != "SQ":
-                element = cast("dict[int, Any]", element_map(ds)).get(tag)  # no BaseTag per call
-                self.kept[(parents, tag)] = None if element is None else snapshot_of(element)
-            return  # kept values are not evidence of themselves
+            return  # kept values are not evidence of themselves (see :meth:`enter`)
+        self._changed.add((parents, tag))
+        private = bool((tag >> 16) & 1)
         if vr == "TM" or (private and 0x10 <= tag & 0xFFFF <= 0xFF):
             return  # times of day and private creator names are not evidence
         if private and action is Action.CLEAN and self._safe.is_safe(ds, tag):
@@ -177,6 +171,29 @@ class Recorder:
         if not _searched(vr, private):
             return
         self._record(ds, tag, vr, action, private)
+
+    def enter(self, ds: Dataset, parents: Parents = ()) -> None:
+        """The walk enters a data set (at ``parents``): its elements are kept as they are now,
+        before any action, for what a check may ask later (:class:`KeptValues`, the
+        references of :meth:`references`) without a call for every attribute. Raw elements
+        cannot change; the values of elements converted already are copied."""
+        held = cast("dict[int, Any]", dict(element_map(ds)))
+        for tag, element in held.items():
+            if element.__class__ is not RawDataElement:
+                held[tag] = Snapshot(snapshot_of(element), element.VR)
+        self._entered[parents] = (self._charset(ds), held)
+
+    def references(self) -> dict[str, str]:
+        """Path -> original value of every Referenced SOP Instance UID (and File ID) in the
+        sequences the walk entered."""
+        found: dict[str, str] = {}
+        for parents, (charset, held) in self._entered.items():
+            if not parents:
+                continue
+            for tag in REFERENCE_TAGS.intersection(held):
+                for uid in strings(_value_of(held[tag], tag, charset)):
+                    found[path_of(parents, tag)] = uid
+        return found
 
     def removed(self, holder: Dataset, dropped: Mapping[BaseTag, Any]) -> None:
         """The top-level elements the reader left out (see
@@ -345,12 +362,71 @@ class Recorder:
         return needles
 
 
+class Snapshot(NamedTuple):
+    """The value of an element converted before the walk, as it was then (pydicom's elements
+    change in place)."""
+
+    value: Any
+    VR: str
+
+
+def _value_of(element: Any, tag: int, charset: Any) -> Any:
+    """The value of an element kept by :meth:`Recorder.enter` (a raw one decoded, as
+    pydicom would, in the encodings of its data set); None when it cannot be read."""
+    if element.__class__ is not RawDataElement:
+        return element.value
+    try:
+        return raw_value(element, element_vr(element, tag), charset)
+    except Exception:
+        return None
+
+
+class KeptValues:
+    """The input's value of every attribute the policy keeps, by where it is: (sequences
+    above, tag) -> the value as read (a tuple for several). Worked out only when asked, for a
+    needle found in an output attribute (rare), from the data sets the walk entered less the
+    attributes it was told the policy changes."""
+
+    def __init__(
+        self,
+        entered: dict[Parents, tuple[Any, dict[int, Any]]],
+        changed: set[tuple[Parents, int]],
+    ) -> None:
+        self._entered = entered
+        self._changed = changed
+
+    def _element(self, key: tuple[Parents, int]) -> tuple[Any, Any] | None:
+        parents, tag = key
+        held = self._entered.get(parents)
+        if held is None or key in self._changed:
+            return None
+        element = held[1].get(tag)
+        if element is None or ((tag >> 16) & 1 and 0x10 <= tag & 0xFFFF <= 0xFF):
+            return None  # private creators: not decided by the walk
+        if element_vr(element, tag) == "SQ":
+            return None
+        return held[0], element
+
+    def __contains__(self, key: tuple[Parents, int]) -> bool:
+        return self._element(key) is not None
+
+    def __getitem__(self, key: tuple[Parents, int]) -> Any:
+        found = self._element(key)
+        if found is None:
+            raise KeyError(key)
+        charset, element = found
+        value = _value_of(element, key[1], charset)
+        if value is None and element.__class__ is RawDataElement:
+            value = element.value  # as read: its bytes
+        return tuple(value) if isinstance(value, MultiValue | list) else value
+
+
 def _whole_in(held: bytes, words: Words) -> bool:
     """Whether one of the values of ``held`` (plain ASCII, values split at backslashes) has
     words and all of them among ``words``: a needle made of it could be in the output."""
     for part in held.split(b"\\"):
         found = part.translate(WORD_BYTES).decode("ascii").split()
-        if found and all(word in words for word in found):
+        if found and words.issuperset(found):  # in C: a generator here cost twice as much
             return True
     return False
 
@@ -412,6 +488,7 @@ def collect(ds: Dataset, policy: CompiledPolicy, recorder: Recorder | None = Non
     active = policy.active_rules(ds) if policy.has_conditions else frozenset()
 
     def visit(level: Dataset, parents: Parents) -> None:
+        recorder.enter(level, parents)
         for tag in list(level.keys()):
             vr = element_vr(level.get_item(tag), tag)
             decision = policy.decide(tag, vr, level, parents, active)
@@ -434,13 +511,17 @@ class Pending:
     """What is taken from an input before it is pseudonymized in place."""
 
     recorder: Recorder
-    references: dict[str, str]
     instance: str
     active: frozenset[int]
     #: the needles of every value recorded, once built
     built: Needles | None = None
     #: the needles the output was checked for (see :func:`~pseudo.verify.check.finish`)
     checked: Needles | None = None
+
+    @property
+    def references(self) -> dict[str, str]:
+        """Path -> original value of every reference in the input's walked sequences."""
+        return self.recorder.references()
 
     @property
     def needles(self) -> Needles:
@@ -462,7 +543,6 @@ def prepare(ds: Dataset, policy: CompiledPolicy) -> Pending:
     recorder.file_meta(ds)
     return Pending(
         recorder=recorder,
-        references=recorder.references,  # filled as the walker goes
         instance=str(ds.get("SOPInstanceUID", "")),
         active=policy.active_rules(ds) if policy.has_conditions else frozenset(),
     )
