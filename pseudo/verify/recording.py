@@ -177,6 +177,11 @@ class Recorder:
         before any action, for what a check may ask later (:class:`KeptValues`, the
         references of :meth:`references`) without a call for every attribute. Raw elements
         cannot change; the values of elements converted already are copied."""
+        removed, done = self._removed, self._removed_done
+        if parents and done < len(removed) and removed[done][0] < int(parents[0][0]):
+            # the items of a kept sequence (the recorder is not called for it): the elements
+            # left out before it come first, as in the file
+            self._record_removed(int(parents[0][0]))
         held = cast("dict[int, Any]", dict(element_map(ds)))
         for tag, element in held.items():
             if element.__class__ is not RawDataElement:
