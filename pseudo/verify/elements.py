@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -85,7 +85,9 @@ def peek_value(ds: Dataset, tag: int, vr: str, charset: Any = None) -> Any:
     """An attribute's value, decoded without converting the element in place (most recorded
     values belong to attributes about to be removed: converting them would be wasted work).
     ``charset``: the data set's encodings, when the caller knows them already."""
-    element = ds.get_item(tag)
+    element = cast("dict[int, Any]", element_map(ds)).get(tag)  # no Tag() per call
+    if element is None or (element.__class__ is RawDataElement and element.value is None):
+        element = ds.get_item(tag)  # absent, empty or deferred: as pydicom reads it
     if vr != "SQ":
         if isinstance(element, RawDataElement):
             return raw_value(element, vr, character_set(ds) if charset is None else charset)

@@ -106,6 +106,7 @@ def _searched(vr: str, private: bool) -> bool:
     return vr in SEARCHED_VRS or (private and vr not in _NUMBER_VRS)
 
 
+@functools.lru_cache(maxsize=16384)
 def records_removed(tag: int, vr: str | None) -> bool:
     """Whether :class:`Recorder` reads anything of a top-level attribute that the policy
     removes (None: a VR not known yet, as in Implicit VR): a reader that leaves such attributes
@@ -168,8 +169,19 @@ class Recorder:
             if action in (Action.REMOVE, Action.EMPTY, Action.DUMMY):
                 self._subtree(ds, tag)
             return  # kept, cleaned or remapped sequences: the walker visits their items
-        if not _searched(vr, private):
+        if not (vr in SEARCHED_VRS or (private and vr not in _NUMBER_VRS)):  # _searched()
             return
+        if action in _PARTIAL and not private and vr not in ("DA", "DT", "UI"):
+            return  # cleaned text keeps its other words; its identifying words are needles
+        charset = self._charsets.get(id(ds))
+        element = cast("dict[int, Any]", element_map(ds)).get(tag)
+        if (
+            charset is not None
+            and element.__class__ is RawDataElement
+            and element.value is not None
+        ):
+            self.values.append((tag, vr, action, private, element, charset))
+            return  # the common case, as _record() does it, without its calls
         self._record(ds, tag, vr, action, private)
 
     def enter(self, ds: Dataset, parents: Parents = ()) -> None:
@@ -207,7 +219,8 @@ class Recorder:
         walk reaches their place (:meth:`_record_removed`), so values keep the file's order."""
         self._holder = holder
         # plain ints to compare: a pydicom BaseTag compares in Python
-        self._removed = sorted((int(tag), tag, element) for tag, element in dropped.items())
+        self._removed = [(int(tag), tag, element) for tag, element in dropped.items()]
+        self._removed.sort()  # in file order already when the reader made it
         self._removed_done = 0
 
     def _record_removed(self, before: int | None = None) -> None:
@@ -219,15 +232,17 @@ class Recorder:
         charset = self._charset(holder)
         values = self.values
         while index < end and (before is None or removed[index][0] < before):
-            _, tag, element = removed[index]
+            number, tag, element = removed[index]
             index += 1
-            vr = element_vr(element, tag)
-            private = bool((tag >> 16) & 1)
-            if vr == "TM" or (private and 0x10 <= tag & 0xFFFF <= 0xFF):
+            vr = element.VR
+            if vr is None or vr == "UN":
+                vr = element_vr(element, tag)  # Implicit VR: the dictionary's
+            private = bool((number >> 16) & 1)
+            if vr == "TM" or (private and 0x10 <= number & 0xFFFF <= 0xFF):
                 continue
             if vr == "SQ":
                 self._subtree(holder, tag)
-            elif not _searched(vr, private):
+            elif not (vr in SEARCHED_VRS or (private and vr not in _NUMBER_VRS)):  # _searched()
                 continue
             elif element.__class__ is RawDataElement and element.value is not None:
                 values.append((tag, vr, Action.REMOVE, private, element, charset))
