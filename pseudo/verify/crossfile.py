@@ -3,7 +3,6 @@ every reference that pointed at an input instance points at an output one."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -14,10 +13,8 @@ from pseudo.verify.finding import VerificationFinding
 from pseudo.verify.recording import KEEPING, REFERENCE_TAGS
 
 
-@functools.lru_cache(maxsize=16384)
 def uid_digest(uid: str) -> int:
-    """A compact, stable stand-in for a UID, so a whole run's UIDs fit in memory (worked out
-    once per process: a study's and a series' UIDs recur in each of their files)."""
+    """A compact, stable stand-in for a UID, so a whole run's UIDs fit in memory."""
     return int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big")
 
 

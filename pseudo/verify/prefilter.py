@@ -69,6 +69,4 @@ def _all_in(found: list[str], words: Words) -> bool:
 def may_hold_whole(text: str, words: Words) -> bool:
     """Whether an output with these ``words`` may hold the needle ``text`` itself: a needle is
     searched for only where every one of its words is (a UID's words are its numbers)."""
-    if not text.isascii():
-        return True
-    return set(_words_of(text.encode("ascii"))) <= words
+    return not text.isascii() or words.issuperset(_words_of(text.encode("ascii")))
