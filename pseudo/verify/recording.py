@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple, cast
@@ -117,7 +117,8 @@ def records_removed(tag: int, vr: str | None) -> bool:
 
 
 #: A value recorded as it is, its needles built only when needed (see :meth:`Recorder.build`):
-#: (tag, VR, action, private, the raw element or the value, the encodings of its data set).
+#: (tag, VR, action, private, the raw element or the value, the encodings of its data set),
+#: kept flat in :attr:`Recorder.values`, six entries a value (see :func:`recorded`).
 Recorded = tuple[int, str, Action, bool, Any, Any]
 
 
@@ -142,8 +143,10 @@ class Recorder:
         self._entered: dict[Parents, tuple[Any, dict[int, Any]]] = {}
         self._changed: set[tuple[Parents, int]] = set()
         self.kept = KeptValues(self._entered, self._changed)
-        #: the values recorded, in the order of the walk
-        self.values: list[Recorded] = []
+        #: the values recorded, in the order of the walk, flat (see :data:`Recorded`): a
+        #: tuple kept per value would be one more object for the collector to go over,
+        #: hundreds a file, and bring its passes sooner
+        self.values: list[Any] = []
         #: top-level elements the reader left out (see :meth:`removed`), in tag order, and
         #: how many of them are recorded already
         self._removed: list[tuple[int, BaseTag, Any]] = []
@@ -180,7 +183,7 @@ class Recorder:
             and element.__class__ is RawDataElement
             and element.value is not None
         ):
-            self.values.append((tag, vr, action, private, element, charset))
+            self.values += (tag, vr, action, private, element, charset)
             return  # the common case, as _record() does it, without its calls
         self._record(ds, tag, vr, action, private)
 
@@ -245,7 +248,7 @@ class Recorder:
             elif not (vr in SEARCHED_VRS or (private and vr not in _NUMBER_VRS)):  # _searched()
                 continue
             elif element.__class__ is RawDataElement and element.value is not None:
-                values.append((tag, vr, Action.REMOVE, private, element, charset))
+                values += (tag, vr, Action.REMOVE, private, element, charset)
             else:
                 self._record(holder, tag, vr, Action.REMOVE, private)
         self._removed_done = index
@@ -257,14 +260,14 @@ class Recorder:
         charset = self._charset(ds)
         element = cast("dict[int, Any]", element_map(ds)).get(tag)
         if element.__class__ is RawDataElement and element.value is not None:
-            self.values.append((tag, vr, action, private, element, charset))
+            self.values += (tag, vr, action, private, element, charset)
             return  # the common case: a value as read, held as it is
         try:
             element = ds.get_item(tag)  # a deferred value is read here
         except Exception:
             return
         held = element if isinstance(element, RawDataElement) else snapshot_of(element)
-        self.values.append((tag, vr, action, private, held, charset))
+        self.values += (tag, vr, action, private, held, charset)
 
     def file_meta(self, ds: Dataset) -> None:
         """The input's file meta names its source: AE titles, private information, the
@@ -322,7 +325,7 @@ class Recorder:
             inner = element.tag
             private = bool((inner >> 16) & 1)
             if vr != "TM" and (vr in SEARCHED_VRS or private):
-                values.append((inner, vr, Action.REMOVE, private, element, charset))
+                values += (inner, vr, Action.REMOVE, private, element, charset)
         return True
 
     def build(self, words: Words | None = None) -> Needles:
@@ -333,7 +336,7 @@ class Recorder:
             self._record_removed()
         needles = Needles()
         needles.merge(self.needles)
-        for tag, vr, action, private, element, charset in self.values:
+        for tag, vr, action, private, element, charset in recorded(self.values):
             dated = vr in ("DA", "DT") or (
                 private and action in (Action.SHIFT_DATE, Action.YEAR_ONLY)
             )
@@ -439,6 +442,12 @@ class KeptValues:
         if value is None and element.__class__ is RawDataElement:
             value = element.value  # as read: its bytes
         return tuple(value) if isinstance(value, MultiValue | list) else value
+
+
+def recorded(values: list[Any]) -> Iterator[Recorded]:
+    """The values of :attr:`Recorder.values`, one tuple each (made as they are read)."""
+    entries = iter(values)
+    return zip(entries, entries, entries, entries, entries, entries, strict=True)
 
 
 def _whole_in(held: bytes, words: Words) -> bool:
