@@ -1,0 +1,126 @@
+"""The verifier's shortcuts change nothing it finds: a value skipped by its bytes holds no
+needle, the kept values are those of the input where the walk found them, and the
+references are the input's."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from pseudo.policy.compiled import Decision
+from pseudo.policy.model import Action
+from pseudo.verify.matching import Matcher
+from pseudo.verify.needles import Needles, name_spellings
+from pseudo.verify.recording import Recorder
+
+_UID = "1.2.826.0.1.3680043.2.1125.42.7"
+
+
+def _matcher() -> Matcher:
+    needles = Needles()
+    for spelling in name_spellings("DOE^JOHN"):
+        needles.add(spelling, "person name")
+    needles.add("MRN123456", "identifier")
+    needles.add("12 Rue du Lac", "address")
+    needles.add("MÜLLER", "person name")
+    needles.add_uid(_UID)
+    needles.dates.add(date(2023, 1, 5))
+    needles.add_dates(30)
+    return Matcher(needles)
+
+
+def test_a_value_whose_bytes_rule_out_every_needle_holds_none() -> None:
+    """``may_be_in`` is False only where ``search_text`` finds nothing, whatever the text:
+    names, IDs, UIDs, dates inside longer runs of digits, text after an ISO 2022 escape."""
+    ascii_only = Matcher(Needles())
+    ascii_only.needles.add("MRN123456", "identifier")
+    pieces = [
+        "DOE",
+        "JOHN",
+        "DOE^JOHN",
+        "John Doe",
+        "MRN123456",
+        "MRN1234567",
+        "12 rue du lac",
+        _UID,
+        _UID + ".1",
+        "20230105",
+        "20230105101600",
+        "2023-01-05",
+        "\x1b(B",
+        "\x1b$B",
+        "\x1b(BDOE^JOHN",
+        "WHOLE BODY",
+        "1",
+        "\\",
+        " ",
+        "",
+    ]
+    pruned = 0
+    for matcher in (_matcher(), Matcher(_ascii_needles())):
+        for left, right in itertools.product(pieces, repeat=2):
+            text = f"{left} {right}" if left and right else left + right
+            raw = text.encode("latin-1")
+            if matcher.search_text(text):
+                assert matcher.may_be_in(raw), text
+            elif not matcher.may_be_in(raw):
+                pruned += 1
+    assert pruned, "values without a needle's words are ruled out (a needle not ASCII: none)"
+    assert ascii_only.may_be_in("MÜLLER".encode("latin-1")), "bytes that are not ASCII are read"
+
+
+def _ascii_needles() -> Needles:
+    needles = Needles()
+    for spelling in name_spellings("DOE^JOHN"):
+        needles.add(spelling, "person name")
+    needles.add_uid(_UID)
+    needles.dates.add(date(2023, 1, 5))
+    needles.add_dates(30)
+    return needles
+
+
+def _keep(action: Action) -> Decision:
+    return Decision(action, "test")
+
+
+def test_kept_values_are_the_inputs_where_the_walk_entered() -> None:
+    """A kept attribute's value is the input's, even if an element converted before the walk
+    changes later; what the policy changes, private creators and sequences are not kept."""
+    ds = Dataset()
+    ds.StudyDescription = "CHEST ROUTINE"
+    ds.PatientName = "DOE^JOHN"
+    ds.add_new(0x00090010, "LO", "ACME")
+    ds.add_new(0x00091001, "LO", "private value")
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = _UID
+    ds.ReferencedImageSequence = Sequence([item])
+    recorder = Recorder()
+    recorder.enter(ds)
+    recorder(ds, 0x00100010, "PN", _keep(Action.REMOVE))
+    ds.StudyDescription = "CHANGED"  # an action after the walk entered
+    kept = recorder.kept
+    assert kept[((), 0x00081030)] == "CHEST ROUTINE"
+    assert ((), 0x00100010) not in kept, "removed by the policy"
+    assert ((), 0x00090010) not in kept, "a private creator is not decided by the walk"
+    assert ((), 0x00081140) not in kept, "a sequence is not a value"
+    assert ((), 0x00091001) in kept
+    assert (((0x00081140, 0),), 0x00081155) not in kept, "an item the walk did not enter"
+
+
+def test_references_are_the_inputs_in_the_items_entered() -> None:
+    """The Referenced SOP Instance UIDs of the items the walk entered, by path, as they were
+    before the walk changed them."""
+    ds = Dataset()
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = _UID
+    ds.ReferencedImageSequence = Sequence([item])
+    recorder = Recorder()
+    recorder.enter(ds)
+    recorder.enter(item, ((0x00081140, 0),))
+    recorder(item, 0x00081155, "UI", _keep(Action.REMAP_UID), ((0x00081140, 0),))
+    item.ReferencedSOPInstanceUID = "2.25.1"  # remapped
+    assert recorder.references() == {"ReferencedImageSequence[0].ReferencedSOPInstanceUID": _UID}
+    assert (((0x00081140, 0),), 0x00081155) not in recorder.kept
