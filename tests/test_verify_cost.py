@@ -70,6 +70,10 @@ def test_a_value_whose_bytes_rule_out_every_needle_holds_none() -> None:
                 pruned += 1
     assert pruned, "values without a needle's words are ruled out (a needle not ASCII: none)"
     assert ascii_only.may_be_in("MÜLLER".encode("latin-1")), "bytes that are not ASCII are read"
+    long_s = Needles()
+    long_s.add("STRA\u017fSE", "address")  # a long s: its upper case, STRASSE, is ASCII
+    assert Matcher(long_s).search_text("strasse")
+    assert Matcher(long_s).may_be_in(b"strasse")
 
 
 def _ascii_needles() -> Needles:

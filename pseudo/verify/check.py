@@ -147,8 +147,9 @@ def check(
             except Exception:
                 continue
             texts = strings(value)
-            if isinstance(value, bytes):
-                texts = [run.decode("ascii") for run in PRINTABLE.findall(value)]
+            if isinstance(value, bytes):  # its printable runs, those that may hold a needle
+                runs = PRINTABLE.findall(value)
+                texts = [run.decode("ascii") for run in runs if matcher.may_be_in(run)]
             elif (
                 len(texts) == 1
                 and texts[0].isascii()

@@ -91,16 +91,13 @@ class Matcher:
                 self._words[needle] = words
                 self._by_word.setdefault(min(words), []).append(needle)
 
-        #: the longest word of each ASCII needle, as bytes (see :meth:`may_be_in`): the one
-        #: least likely to be in a value (``1`` is in every UID)
-        self._key_words = frozenset(
-            max(words, key=len).encode("ascii") for words in self._words.values()
-        )
-        self._date_bytes = (
-            re.compile(b"|".join(re.escape(day.encode("ascii")) for day in self._dates))
-            if self._dates
-            else None
-        )
+        #: what :meth:`may_be_in` looks for, made at its first call (only outputs whose bytes
+        #: hold a needle are searched attribute by attribute)
+        self._key_words: frozenset[bytes] | None = None
+        self._date_bytes: re.Pattern[bytes] | None = None
+        #: whether a needle that is not ASCII may be found in ASCII text all the same (its
+        #: upper case is ASCII: a long s is ``S``): then no value is ruled out by its bytes
+        self._special_in_ascii = any(n.fold and n.text.upper().isascii() for n in self._special)
 
     def __bool__(self) -> bool:
         return bool(self._by_word or self._dates or self._special)
@@ -108,12 +105,21 @@ class Matcher:
     def may_be_in(self, raw: bytes) -> bool:
         """Whether :meth:`search_text` may find a needle in the texts of a raw value (False:
         certainly none). Decided from the bytes when they are plain ASCII without an ISO 2022
-        escape: their words are then those of every text decoded from them, or of any printable
-        run of them, and a needle is found only where all its words are (its longest, at
-        least); bytes that hold a date needle's digits, or when a needle is not ASCII, or
-        other bytes: True."""
-        if self._special or not raw.isascii() or 0x1B in raw:
+        escape: every character set reads them as the same ASCII text, whose words are theirs
+        (or, for a printable run of them, some of theirs), and a needle is found only where
+        all its words are (its longest, at least), a needle that is not ASCII never; bytes
+        that hold a date needle's digits, and other bytes: True."""
+        if not raw.isascii() or 0x1B in raw or self._special_in_ascii:
             return True
+        if self._key_words is None:
+            # the longest word of each needle, as bytes: the one least likely to be in a value
+            # (``1`` is in every UID)
+            self._key_words = frozenset(
+                max(words, key=len).encode("ascii") for words in self._words.values()
+            )
+            if self._dates:
+                days = b"|".join(re.escape(day.encode("ascii")) for day in self._dates)
+                self._date_bytes = re.compile(days)
         if self._date_bytes is not None and self._date_bytes.search(raw):
             return True  # a date needle may begin a longer run of digits
         return not self._key_words.isdisjoint(raw.translate(WORD_BYTES).split())
