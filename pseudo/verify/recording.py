@@ -5,6 +5,12 @@ not survive: values that are removed, emptied, replaced, tokenized or encrypted 
 usual spellings, IDs, addresses, free text, and every value inside a removed sequence), the
 original dates of the patient, the original instance UIDs and the values of private
 attributes; and the input's value of every attribute the policy keeps.
+
+The walker tells it of every data set it enters (held as it is: :class:`KeptValues` and the
+references are worked out from it only when asked) and calls it for every attribute the policy
+does not keep; the elements the reader left out are handed over once, before the walk, and
+recorded in their place in the file's order. Values are kept as they are, flat, and their
+needles are built only for those an output's words allow (:meth:`Recorder.build`).
 """
 
 from __future__ import annotations
@@ -125,9 +131,10 @@ Recorded = tuple[int, str, Action, bool, Any, Any]
 class Recorder:
     """Records, attribute by attribute, what must not survive pseudonymization.
 
-    The walker calls it for every attribute with the policy's decision, before the action
-    changes anything; :func:`collect` does the same without changing the dataset. Values are
-    kept as they are (raw elements are not decoded): :meth:`build` makes their needles, for an
+    The walker tells it of every data set it enters (:meth:`enter`) and calls it for every
+    attribute the policy does not keep, with the policy's decision, before the action changes
+    anything; :func:`collect` does the same without changing the dataset. Values are kept as
+    they are (raw elements are not decoded): :meth:`build` makes their needles, for an
     output's words only those of values the output may hold.
     """
 
