@@ -325,10 +325,11 @@ class Pseudonymizer:
     ) -> PseudonymizedDataset:
         """Pseudonymize ``ds`` in place and return it with its linkage records.
 
-        ``recorder`` (see :mod:`pseudo.verify.recording`) is told about every attribute before it
-        changes, including those in ``dropped`` (left out by the reader, see
-        :meth:`droppable`). Raises :class:`~pseudo.findings.RejectedFile` when the dataset
-        cannot be processed safely; ``ds`` must then be discarded.
+        ``recorder`` (see :mod:`pseudo.verify.recording`) is told about every data set and
+        every attribute the policy does not keep before it changes, and, once, about those in
+        ``dropped`` (left out by the reader, see :meth:`droppable`). Raises
+        :class:`~pseudo.findings.RejectedFile` when the dataset cannot be processed safely;
+        ``ds`` must then be discarded.
         """
         with quiet_pydicom():
             return self._pseudonymize(ds, recorder, dropped)
