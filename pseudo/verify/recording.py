@@ -372,8 +372,12 @@ class Recorder:
                 if held.__class__ is bytes and (binary or (held.isascii() and 0x1B not in held)):
                     # may_hold() inlined for the common case (a few hundred values a file)
                     if whole:
-                        if not _whole_in(held, words):
-                            continue  # absent from the output: checked by that fact
+                        if b"\\" not in held:  # one value: _whole_in() inlined
+                            found = held.translate(WORD_BYTES).decode("ascii").split()
+                            if not found or not words.issuperset(found):
+                                continue  # absent from the output: checked by that fact
+                        elif not _whole_in(held, words):
+                            continue
                     elif words.isdisjoint(held.translate(WORD_BYTES).decode("ascii").split()):
                         continue  # absent from the output: checked by that fact, not skipped
                 elif not may_hold(held, binary, words, whole=whole):
