@@ -35,6 +35,7 @@ from pseudo.io.dicomio import encode, new_file_meta, raw_elements, raw_uid
 from pseudo.io.pydicom_internals import (
     character_set,
     dictionary_entries,
+    element_at,
     element_map,
     inherit_character_set,
     quiet_pydicom,
@@ -113,6 +114,8 @@ def test_dataset_keeps_raw_elements_in_its_element_map_until_accessed() -> None:
     assert isinstance(converted, DataElement) and elements[tag] is converted
     assert str(converted.value) == raw.value.decode().rstrip(" ")
     assert list(elements) == list(ds.keys())
+    assert element_at(ds, 0x00100020) is elements[BaseTag(0x00100020)], "a plain int finds it"
+    assert element_at(ds, 0x00100021) is None
 
 
 def test_an_element_stored_in_the_element_map_is_read_and_written_as_given() -> None:

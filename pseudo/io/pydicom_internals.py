@@ -82,6 +82,13 @@ def element_map(ds: Dataset) -> dict[BaseTag, Any]:
     return cast("dict[BaseTag, Any]", ds._dict)
 
 
+def element_at(ds: Dataset, tag: int) -> Any:
+    """The element of ``tag`` in the data set's own mapping (see :func:`element_map`), or None:
+    one call for the hot paths of the verification (a plain int is looked up as the tag it
+    names; the tag objects of the mapping itself are found fastest)."""
+    return ds._dict.get(tag)  # type: ignore[call-overload]
+
+
 def character_set(ds: Dataset) -> str | list[str]:
     """The Python encodings ``ds`` decodes its text with (``Dataset._character_set``): those of
     its own Specific Character Set, else those it inherits from the data set it is nested in."""

@@ -11,13 +11,13 @@ never the value itself unless asked.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from pseudo.dicom.private import SafePrivate
-from pseudo.io.pydicom_internals import character_set, element_map
+from pseudo.io.pydicom_internals import character_set, element_at
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
@@ -137,7 +137,7 @@ def check(
                         binary.append(value)
                 elif tag not in _BINARY_WITH_TEXT:
                     continue
-            before = cast("dict[int, Any]", element_map(level)).get(tag)  # as written
+            before = element_at(level, tag)  # as written
             if before.__class__ is RawDataElement:
                 held = before.value
                 if held.__class__ is bytes and not matcher.may_be_in(held):
@@ -216,7 +216,7 @@ def _value(level: Dataset, tag: int, vr: str, charsets: dict[int, Any], element:
     whose dictionaries, private ones included, give its VR). ``charsets`` caches the
     encodings of each data set."""
     if element is None:
-        element = cast("dict[int, Any]", element_map(level)).get(tag)
+        element = element_at(level, tag)
     if element.__class__ is RawDataElement and element.VR not in (None, "UN") and vr != "SQ":
         charset = charsets.get(id(level))
         if charset is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -16,7 +16,7 @@ from pydicom.tag import BaseTag
 from pydicom.values import convert_value
 
 from pseudo.dicom.tags import attribute_name, element_vr
-from pseudo.io.pydicom_internals import character_set, element_map
+from pseudo.io.pydicom_internals import character_set, element_at, element_map
 from pseudo.policy.selectors import Parents
 
 #: Runs of printable ASCII in binary values: the text a private or unknown value may hold.
@@ -85,7 +85,7 @@ def peek_value(ds: Dataset, tag: int, vr: str, charset: Any = None) -> Any:
     """An attribute's value, decoded without converting the element in place (most recorded
     values belong to attributes about to be removed: converting them would be wasted work).
     ``charset``: the data set's encodings, when the caller knows them already."""
-    element = cast("dict[int, Any]", element_map(ds)).get(tag)  # no Tag() per call
+    element = element_at(ds, tag)  # no Tag() per call
     if element is None or (element.__class__ is RawDataElement and element.value is None):
         element = ds.get_item(tag)  # absent, empty or deferred: as pydicom reads it
     if vr != "SQ":

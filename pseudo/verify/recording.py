@@ -31,7 +31,7 @@ from pydicom.valuerep import PersonName
 from pseudo.deid.uids import is_standard_uid
 from pseudo.dicom.private import SafePrivate
 from pseudo.dicom.tags import attribute_name, element_vr
-from pseudo.io.pydicom_internals import character_set, element_map
+from pseudo.io.pydicom_internals import character_set, element_at, element_map
 from pseudo.io.rawsequence import Leaf, sequence_leaves
 from pseudo.policy.compiled import CompiledPolicy, Decision
 from pseudo.policy.model import Action
@@ -184,7 +184,7 @@ class Recorder:
         if action in _PARTIAL and not private and vr not in ("DA", "DT", "UI"):
             return  # cleaned text keeps its other words; its identifying words are needles
         charset = self._charsets.get(id(ds))
-        element = cast("dict[int, Any]", element_map(ds)).get(tag)
+        element = element_at(ds, tag)
         if (
             charset is not None
             and element.__class__ is RawDataElement
@@ -265,7 +265,7 @@ class Recorder:
         if action in _PARTIAL and not private and vr not in ("DA", "DT", "UI"):
             return  # cleaned text keeps its other words; its identifying words are needles
         charset = self._charset(ds)
-        element = cast("dict[int, Any]", element_map(ds)).get(tag)
+        element = element_at(ds, tag)
         if element.__class__ is RawDataElement and element.value is not None:
             self.values += (tag, vr, action, private, element, charset)
             return  # the common case: a value as read, held as it is
@@ -308,7 +308,7 @@ class Recorder:
     def _subtree(self, ds: Dataset, tag: int) -> None:
         """Everything inside a sequence that is removed whole is gone too (read from its raw
         bytes when they are plain: the items are not built only to be thrown away)."""
-        element = cast("dict[int, Any]", element_map(ds)).get(tag)
+        element = element_at(ds, tag)
         if self._leaves(sequence_leaves(element), ds):
             return
         try:
