@@ -75,6 +75,8 @@ _MAX_BLOCK_LINES = 12
 _MIN_BLOCK_ASPECT = 2.0
 # OCR must read at least this many letters or digits, with this confidence, for a line to count.
 _MIN_CHARACTERS = 2
+# The fewest rows a character can be drawn in (the smallest burned-in fonts seen are 4 pixels).
+_LEGIBLE_ROWS = 4
 _MIN_SCORE = 0.5
 # RapidOCR's detector, lowered from its defaults (0.3, 0.5, 1.6) for recall, and images
 # enlarged by a whole factor until their longest side reaches _UPSCALE_TO.
@@ -341,13 +343,13 @@ def read_text_after(image: Gray8, detection: Detection, blanked: Sequence[Box] =
     The same coverage as ``read_text`` for less: outside the blanked regions the image is the
     detector's input, so where the detector already ran RapidOCR's text detector (its bands
     of rows), the lines it found there are only read again (the recognizer, at the detector's
-    scale), whether it blanked them or not; a line of which nothing but one value is left
-    outside the blanked regions holds nothing to read and is skipped. The rest of the image
+    scale), whether it blanked them or not; a line of which nothing is left outside the
+    blanked regions that could hold a character is skipped. The rest of the image
     (rows the detector did not read) gets the text detector and the recognizer, as in
     ``read_text``, when the scan finds a candidate in the image.
     """
     rows, columns = image.shape
-    known = [line for line in detection.lines if not _blank_but_for_one_value(image, line, blanked)]
+    known = [line for line in detection.lines if not _nothing_to_read(image, line, blanked)]
     scale = _ocr_scale(rows, columns)
     overlap = int(np.ceil(_OCR_OVERLAP / scale.total))
     read = np.zeros(rows, dtype=bool)
@@ -368,9 +370,11 @@ def read_text_after(image: Gray8, detection: Detection, blanked: Sequence[Box] =
     return sorted(box.grown(_LINE_MARGIN, columns, rows) for box in lines)
 
 
-def _blank_but_for_one_value(image: Gray8, line: Box, blanked: Sequence[Box]) -> bool:
+def _nothing_to_read(image: Gray8, line: Box, blanked: Sequence[Box]) -> bool:
     """Whether the pixels of ``line`` outside the ``blanked`` regions (all of it, when none
-    meets it) have one value, or there are none: nothing there to read."""
+    meets it) can hold no character: there are none, they have one value, or no column has
+    ``_LEGIBLE_ROWS`` of them one above the other (the slivers of background that a line's box
+    holds above and below the ink that was blanked)."""
     x1, y1 = max(0, line.x1), max(0, line.y1)
     x2, y2 = min(image.shape[1] - 1, line.x2), min(image.shape[0] - 1, line.y2)
     if x1 > x2 or y1 > y2:
@@ -382,7 +386,14 @@ def _blank_but_for_one_value(image: Gray8, line: Box, blanked: Sequence[Box]) ->
         if bx1 <= bx2 and by1 <= by2:
             left[by1 - y1 : by2 - y1 + 1, bx1 - x1 : bx2 - x1 + 1] = False
     rest = crop[left]
-    return bool(rest.size == 0 or rest.min() == rest.max())
+    if rest.size == 0 or rest.min() == rest.max():
+        return True
+    run = np.zeros(crop.shape[1], dtype=np.int32)
+    for row in left:
+        run = (run + 1) * row
+        if run.max() >= _LEGIBLE_ROWS:
+            return False
+    return True
 
 
 def _read(
