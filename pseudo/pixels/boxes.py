@@ -4,6 +4,7 @@ rules, the detector, the redaction and the verification exchange."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +49,24 @@ class Box:
     def height(self) -> int:
         """Rows covered."""
         return self.y2 - self.y1 + 1
+
+
+class Rectangle(Protocol):
+    """Anything with inclusive pixel bounds, as :class:`Box`."""
+
+    @property
+    def x1(self) -> int: ...
+    @property
+    def y1(self) -> int: ...
+    @property
+    def x2(self) -> int: ...
+    @property
+    def y2(self) -> int: ...
+
+
+def overlaps(a: Rectangle, b: Rectangle) -> bool:
+    """Whether ``a`` and ``b`` share a pixel."""
+    return a.x1 <= b.x2 and b.x1 <= a.x2 and a.y1 <= b.y2 and b.y1 <= a.y2
 
 
 def runs(occupied: npt.NDArray[np.bool_], gap: int) -> list[tuple[int, int]]:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pseudo.pixels.boxes import Box, runs
+from pseudo.pixels.boxes import Box, overlaps, runs
 from pseudo.pixels.faint_lines import faint_neighbours
 
 # OpenCV's own thread pool does not survive a fork: a worker forked from a process that has
@@ -254,7 +254,7 @@ def _colour_blob(box: Box, scan: _Scan, coloured: npt.NDArray[np.bool_] | None) 
     no block have 0.21-0.37 of strokes, and text over a coloured band 0.11 or more. Thin
     grey text has few strokes too (0.02-0.06 in dcm4che's US-PAL-8-10x-echo) but no colour.
     """
-    if coloured is None or any(_overlaps(box, block) for block in scan.lines):
+    if coloured is None or any(overlaps(box, block) for block in scan.lines):
         return False
     if scan.stroke_share(box) >= _MIN_OFF_BLOCK_SHARE:
         return False
@@ -263,11 +263,6 @@ def _colour_blob(box: Box, scan: _Scan, coloured: npt.NDArray[np.bool_] | None) 
         max(0, box.y1) : min(rows, box.y2 + 1), max(0, box.x1) : min(columns, box.x2 + 1)
     ]
     return patch.size > 0 and float(patch.mean()) >= _COLOURED_SHARE
-
-
-def _overlaps(a: Box | _Line, b: Box | _Line) -> bool:
-    """Whether ``a`` and ``b`` share a pixel."""
-    return a.x1 <= b.x2 and b.x1 <= a.x2 and a.y1 <= b.y2 and b.y1 <= a.y2
 
 
 def _merge_same_line(boxes: list[Box]) -> list[Box]:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pseudo.pixels.boxes import Box, runs
+from pseudo.pixels.boxes import Box, overlaps, runs
 
 Gray8 = npt.NDArray[np.uint8]
 
@@ -77,7 +77,7 @@ def faint_neighbours(image: Gray8, lines: list[Box]) -> list[Box]:
                 current = line
                 for _ in range(_MAX_LINES):
                     nxt = _next_line(ink, current, step)
-                    if nxt is None or any(_overlaps(nxt, other) for other in found + added):
+                    if nxt is None or any(overlaps(nxt, other) for other in found + added):
                         break
                     added.append(nxt)
                     current = nxt
@@ -101,11 +101,6 @@ def _share(mask: npt.NDArray[np.bool_], box: Box) -> float:
 def _columns(patch: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     """Which columns of ``patch`` hold ink."""
     return np.asarray(patch.any(axis=0), dtype=bool)
-
-
-def _overlaps(a: Box, b: Box) -> bool:
-    """Whether ``a`` and ``b`` share a pixel."""
-    return a.x1 <= b.x2 and b.x1 <= a.x2 and a.y1 <= b.y2 and b.y1 <= a.y2
 
 
 def _next_line(ink: npt.NDArray[np.bool_], line: Box, step: int) -> Box | None:
