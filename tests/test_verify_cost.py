@@ -5,6 +5,7 @@ references are the input's."""
 from __future__ import annotations
 
 import itertools
+import random
 from datetime import date
 
 from pydicom.dataset import Dataset
@@ -12,6 +13,7 @@ from pydicom.sequence import Sequence
 
 from pseudo.policy.compiled import Decision
 from pseudo.policy.model import Action
+from pseudo.verify.elements import PRINTABLE
 from pseudo.verify.matching import Matcher
 from pseudo.verify.needles import Needles, name_spellings
 from pseudo.verify.recording import Recorder
@@ -74,6 +76,38 @@ def test_a_value_whose_bytes_rule_out_every_needle_holds_none() -> None:
     long_s.add("STRA\u017fSE", "address")  # a long s: its upper case, STRASSE, is ASCII
     assert Matcher(long_s).search_text("strasse")
     assert Matcher(long_s).may_be_in(b"strasse")
+
+
+def test_the_runs_of_a_long_binary_value_are_those_of_a_whole_search() -> None:
+    """``runs_in`` gives, for a long binary value (looked at only around the needles' words),
+    the printable runs a search of every byte gives, those that may hold a needle, in order."""
+    rng = random.Random(14)
+    pieces = [
+        b"doe^john",
+        b"MRN123456",
+        b"MRN1234567",
+        b"20230105",
+        b"xx20230105101600",
+        b"WHOLE BODY",
+        b"JOHNSON",
+        b"12 Rue du Lac",
+        _UID.encode(),
+        b"abc",
+        b"\x00" * 9,
+    ]
+    matchers = [_matcher(), Matcher(_ascii_needles()), Matcher(Needles())]
+    for _ in range(40):
+        chunks = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))]
+        for _ in range(rng.randrange(0, 30)):
+            chunks.append(rng.choice(pieces))
+            chunks.append(bytes(rng.choice(b" .-_^ab\x01\xff") for _ in range(rng.randrange(4))))
+            chunks.append(bytes(rng.randrange(256) for _ in range(rng.randrange(200))))
+        value = b"".join(chunks) * (1 + 5000 // len(b"".join(chunks)))
+        assert len(value) > 4096
+        for matcher in matchers:
+            whole = [run.decode("ascii") for run in PRINTABLE.findall(value)]
+            expected = [run for run in whole if matcher.may_be_in(run.encode("ascii"))]
+            assert matcher.runs_in(value) == expected
 
 
 def _ascii_needles() -> Needles:
