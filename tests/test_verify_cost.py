@@ -15,7 +15,8 @@ from pseudo.policy.compiled import Decision
 from pseudo.policy.model import Action
 from pseudo.verify.elements import PRINTABLE
 from pseudo.verify.matching import Matcher
-from pseudo.verify.needles import Needles, name_spellings
+from pseudo.verify.needles import Needles, name_spellings, uid_numbers
+from pseudo.verify.prefilter import may_hold_whole
 from pseudo.verify.recording import Recorder
 
 _UID = "1.2.826.0.1.3680043.2.1125.42.7"
@@ -162,3 +163,35 @@ def test_references_are_the_inputs_in_the_items_entered() -> None:
     item.ReferencedSOPInstanceUID = "2.25.1"  # remapped
     assert recorder.references() == {"ReferencedImageSequence[0].ReferencedSOPInstanceUID": _UID}
     assert (((0x00081140, 0),), 0x00081155) not in recorder.kept
+
+
+def test_a_plain_uid_is_added_as_add_uid_adds_it() -> None:
+    """Where ``uid_numbers`` gives a UID's numbers, ``add_uid`` adds the UID as it is (not
+    skipped) and its words are those numbers; every other UID is left to the general path."""
+    words = {"1", "2", "840", "10008", "826", "0", "3680043", "42", "7"}
+    uids = [
+        _UID,
+        _UID + ".99",
+        "1.2",
+        "1.2.3",
+        "1..2.3",
+        "1.2.3.",
+        ".1.2.3",
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.5.1.4.1.1.2",
+        "1.2.3 ",
+        "1.2.3\x00",
+        "1.2.a3",
+        "1.2.\u00b2",
+        "12345678",
+    ]
+    for uid in uids:
+        numbers = uid_numbers(uid)
+        if numbers is None:
+            continue
+        needles = Needles()
+        needles.add_uid(uid, search=may_hold_whole(uid, words))
+        assert needles.uids == {uid} and not needles.skipped, uid
+        assert (uid in needles.items) == words.issuperset(numbers), uid
+        assert numbers == uid.replace(".", " ").split(), uid
+    assert uid_numbers(_UID) and not uid_numbers("1..2.3") and not uid_numbers("1.2.a3")

@@ -47,7 +47,7 @@ from pseudo.verify.elements import (
     strings,
 )
 from pseudo.verify.matching import WORD_BYTES
-from pseudo.verify.needles import Needles, name_spellings
+from pseudo.verify.needles import Needle, Needles, name_spellings, uid_numbers
 from pseudo.verify.prefilter import Words, may_hold, may_hold_whole
 
 #: VRs whose values can carry identifying text (others are numbers, bulk data, or code
@@ -363,8 +363,15 @@ class Recorder:
                 except Exception:
                     continue
                 for uid in value if value.__class__ is list else strings(value):
-                    if uid and not is_standard_uid(uid):
-                        needles.add_uid(uid, search=may_hold_whole(uid, words))
+                    numbers = uid_numbers(uid)
+                    if numbers is None:
+                        if uid and not is_standard_uid(uid):
+                            needles.add_uid(uid, search=may_hold_whole(uid, words))
+                        continue
+                    # add_uid() and may_hold_whole() inlined for a plain UID (~50 a file)
+                    needles.uids.add(uid)
+                    if uid not in needles.items and words.issuperset(numbers):
+                        needles.items[uid] = Needle(uid, "instance UID", False)
                 continue
             if words is not None and not dated:
                 held = element.value if raw else element
