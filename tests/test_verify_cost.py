@@ -8,11 +8,16 @@ import itertools
 import random
 from datetime import date
 
+import pytest
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
+from pseudo.io.pydicom_internals import element_map
 from pseudo.policy.compiled import Decision
 from pseudo.policy.model import Action
+from pseudo.verify import recording
 from pseudo.verify.elements import PRINTABLE
 from pseudo.verify.matching import Matcher
 from pseudo.verify.needles import Needles, name_spellings, uid_numbers
@@ -195,3 +200,68 @@ def test_a_plain_uid_is_added_as_add_uid_adds_it() -> None:
         assert (uid in needles.items) == words.issuperset(numbers), uid
         assert numbers == uid.replace(".", " ").split(), uid
     assert uid_numbers(_UID) and not uid_numbers("1..2.3") and not uid_numbers("1.2.a3")
+
+
+@pytest.mark.filterwarnings("ignore:Found unknown escape sequence")
+def test_the_values_ruled_out_in_bulk_are_those_ruled_out_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Recorder.build`` for an output's words gives the same needles, UIDs, dates and
+    skipped counts whether the values the words rule out are found in bulk or one by one."""
+    values = [
+        (0x00080020, "DA", b"20230105", Action.REMOVE),
+        (0x00080080, "LO", "MÜLLER HOSP".encode("latin-1"), Action.REMOVE),
+        (0x00081030, "LO", b"CHEST ROUTINE\\HEAD", Action.REMOVE),
+        (0x00081040, "LO", b"RADIOLOGY", Action.REMOVE),
+        (0x00081048, "PN", b"\x1b$BXY\x1b(B", Action.REMOVE),
+        (0x00091001, "UN", b"20220301", Action.SHIFT_DATE),
+        (0x00091002, "OB", b"\x00\x01SCANNERX\x00\x00", Action.REMOVE),
+        (0x00091003, "LO", b"ACME FOO", Action.REMOVE),
+        (0x00100010, "PN", b"DOE^JOHN", Action.REMOVE),
+        (0x00100020, "LO", b"MRN123456 ", Action.REMOVE),
+        (0x00104000, "LT", b"follow-up for SMITH", Action.REMOVE),
+        (0x0020000D, "UI", _UID.encode() + b"\x00", Action.REMAP_UID),
+        (0x00321032, "PN", b"AB", Action.REMOVE),
+    ]
+    ds = Dataset()
+    ds.set_original_encoding(False, True, "iso8859")
+    for tag, vr, raw, _ in values:
+        element_map(ds)[BaseTag(tag)] = RawDataElement(
+            BaseTag(tag), vr, len(raw), raw, 0, False, True
+        )
+    recorder = Recorder()
+    recorder.enter(ds)
+    for tag, vr, _, action in values:
+        recorder(ds, tag, vr, _keep(action))
+    vocabulary = [
+        "DOE",
+        "JOHN",
+        "CHEST",
+        "ROUTINE",
+        "HEAD",
+        "RADIOLOGY",
+        "FOLLOW",
+        "UP",
+        "FOR",
+        "SMITH",
+        "ACME",
+        "FOO",
+        "MRN123456",
+        "SCANNERX",
+        "20230105",
+        "AB",
+        "HOSP",
+        "XY",
+        *_UID.split("."),
+    ]
+    rng = random.Random(14)
+    one_by_one = lambda values, words: [True] * (len(values) // 6)  # noqa: E731
+    for _ in range(200):
+        words = set(rng.sample(vocabulary, rng.randrange(len(vocabulary) + 1)))
+        bulk = recorder.build(words)
+        with monkeypatch.context() as patched:
+            patched.setattr(recording, "_not_ruled_out", one_by_one)
+            each = recorder.build(words)
+        assert bulk.items == each.items and bulk.skipped == each.skipped, words
+        assert bulk.uids == each.uids and bulk.dates == each.dates, words
+    assert date(2022, 3, 1) in recorder.build(set()).dates, "a private date, whatever the words"

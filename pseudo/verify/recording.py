@@ -496,18 +496,15 @@ def _not_ruled_out(values: list[Any], words: Words) -> list[bool]:
     for index, (vr, action, private, element) in enumerate(
         zip(values[1::6], values[2::6], values[3::6], values[4::6], strict=True)
     ):
-        if element.__class__ is not raw or vr in _ALWAYS_BUILT:
-            continue
+        if element.__class__ is not raw or vr in _ALWAYS_BUILT or (private and action in _DATING):
+            continue  # UIDs and dates, private ones included: always built
         held = element.value
         if held.__class__ is not bytes:
             continue
-        if vr in _BINARY:
+        if vr in _BINARY or (private and held.isascii() and 0x1B not in held):
             parts.append(index)
-        elif not held.isascii() or 0x1B in held:
+        elif private or not held.isascii() or 0x1B in held:
             continue
-        elif private:
-            if action not in _DATING:
-                parts.append(index)
         elif vr == "PN" or 0x5C in held:  # a name, or several values: one word is enough
             parts.append(index)
         else:
