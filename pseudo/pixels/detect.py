@@ -23,6 +23,7 @@ import platform
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 import cv2
@@ -434,15 +435,34 @@ def _candidate_lines(image: Gray8) -> list[_Line]:
 
 @dataclass(frozen=True)
 class _Scan:
-    """What the scan found: candidate blocks, and where its strokes are (summed-area table of
-    the stroke mask of the reduced copy, and the reduction factor); ``ink`` is the mask lines
-    are tightened to (the strokes, or on an enlarged image the ink of _INK_EXTREME)."""
+    """What the scan found: candidate blocks, the scanned copy (reduced or enlarged by
+    ``scale``), the mask of its strokes, and the pixels of that copy that stand out of their
+    neighbourhood (``_contrast``) for bright and for dark text."""
 
     lines: list[_Line]
-    strokes: npt.NDArray[np.int64]
     scale: float
+    image: Gray8
     mask: Gray8
-    ink: Gray8
+    contrast: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]
+
+    # The two below are only needed once a line is found: most images have none.
+    @cached_property
+    def strokes(self) -> npt.NDArray[np.int64]:
+        """The summed-area table of the stroke mask."""
+        return np.asarray(cv2.integral(self.mask, sdepth=cv2.CV_64F), dtype=np.int64)
+
+    @cached_property
+    def ink(self) -> Gray8:
+        """The mask lines are tightened to: the strokes, or on an enlarged image the pixels
+        that stand out within _INK_EXTREME of either end of the range (the ink of
+        anti-aliased and tiny fonts)."""
+        if self.scale >= 1.0:
+            return self.mask
+        bright, dark = self.contrast
+        near_end = (bright & (self.image >= 255 - _INK_EXTREME)) | (
+            dark & (self.image <= _INK_EXTREME)
+        )
+        return near_end.view(np.uint8)
 
     def line_sized(self, box: Box) -> bool:
         """Whether ``box`` (full-resolution pixels) is no taller than a line of the largest
@@ -566,13 +586,13 @@ def _scan(image: Gray8) -> _Scan:
             cv2.resize(image, None, fx=factor, fy=factor, interpolation=_ENLARGE), dtype=np.uint8
         )
     lines = []
-    strokes = np.zeros(scan.shape, dtype=np.uint8)
-    ink = np.zeros(scan.shape, dtype=np.uint8)
-    for bright in (True, False):
-        blocks, mask, faint = _lines_of_polarity(scan, bright)
-        strokes |= mask
-        ink |= faint
-        for x1, y1, x2, y2 in blocks:
+    median = _local_median(scan)
+    contrast = (_contrast(scan, median, True), _contrast(scan, median, False))
+    masks = []
+    for bright, stands_out in zip((True, False), contrast, strict=True):
+        mask = _stroke_mask(scan, stands_out, bright)
+        masks.append(mask)
+        for x1, y1, x2, y2 in _blocks(mask):
             lines.append(
                 _Line(
                     int(x1 * scale),
@@ -582,46 +602,60 @@ def _scan(image: Gray8) -> _Scan:
                     bright,
                 )
             )
-    table = np.asarray(cv2.integral(strokes, sdepth=cv2.CV_64F), dtype=np.int64)
-    if scale >= 1.0:
-        ink = strokes
-    return _Scan(_merge_overlapping(lines), table, scale, strokes, ink)
+    return _Scan(_merge_overlapping(lines), scale, scan, masks[0] | masks[1], contrast)
 
 
-def _lines_of_polarity(
-    scan: Gray8, bright: bool
-) -> tuple[list[tuple[int, int, int, int]], Gray8, Gray8]:
-    """Blocks of bright-on-dark (or dark-on-bright) characters in the scanned image, the
-    mask of its strokes, and the mask of its ink (``_stroke_mask``)."""
-    mask, ink = _stroke_mask(scan, bright)
-    return list(_blocks(mask)), mask, ink
+def _local_median(scan: Gray8) -> Gray8:
+    """The median of each pixel's neighbourhood in ``scan`` (about 10 pixels across).
+
+    A top-hat also keeps the rim of a curved edge of anatomy against air (the square does not
+    fit in the curve); the local median follows edges, so text stands out of it and a rim
+    does not. The median is taken on a half-size copy: 5 pixels there (OpenCV's fast path)
+    span 10 here, and a 9-pixel median costs thirty times as much."""
+    half = cv2.resize(scan, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    return np.asarray(
+        cv2.resize(
+            cv2.medianBlur(half, 5), (scan.shape[1], scan.shape[0]), interpolation=cv2.INTER_NEAREST
+        ),
+        dtype=np.uint8,
+    )
 
 
-def _stroke_mask(scan: Gray8, bright: bool) -> tuple[Gray8, Gray8]:
-    """1 where a pixel of ``scan`` is a stroke of text of that polarity, else 0; and the
-    same with the end of the range relaxed to _INK_EXTREME (the ink of anti-aliased and tiny
-    fonts, which only tightens lines the OCR confirmed)."""
+def _contrast(scan: Gray8, median: Gray8, bright: bool) -> npt.NDArray[np.bool_]:
+    """Where a pixel of ``scan`` could be a stroke of bright (or dark) text: it stands out of
+    its neighbourhood (top-hat or black-hat, _STROKE_CONTRAST) and of its local median
+    (``_local_median(scan)``, _EDGE_CONTRAST)."""
     side = _CHAR_MAX_HEIGHT // 2
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
     operation = cv2.MORPH_TOPHAT if bright else cv2.MORPH_BLACKHAT
     strokes = cv2.morphologyEx(scan, operation, kernel)
+    # saturating: a pixel on the wrong side of its median gives 0
+    local = cv2.subtract(scan, median) if bright else cv2.subtract(median, scan)
+    return (strokes >= _STROKE_CONTRAST) & (local >= _EDGE_CONTRAST)
+
+
+def _stroke_mask(scan: Gray8, contrast: npt.NDArray[np.bool_], bright: bool) -> Gray8:
+    """1 where a pixel of ``scan`` is a stroke of text of that polarity, else 0: it stands
+    out (``contrast``, from :func:`_contrast`) and is within _EXTREME of the end of the range."""
     extreme = scan >= 255 - _EXTREME if bright else scan <= _EXTREME
-    # A top-hat also keeps the rim of a curved edge of anatomy against air (the square does not
-    # fit in the curve); the local median follows edges, so text stands out of it and a rim
-    # does not. The median is taken on a half-size copy: 5 pixels there (OpenCV's fast path)
-    # span 10 here, and a 9-pixel median costs thirty times as much.
-    half = cv2.resize(scan, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-    median = cv2.resize(
-        cv2.medianBlur(half, 5), (scan.shape[1], scan.shape[0]), interpolation=cv2.INTER_NEAREST
-    ).astype(np.int16)
-    local = scan.astype(np.int16) - median if bright else median - scan
-    contrast = (strokes >= _STROKE_CONTRAST) & (local >= _EDGE_CONTRAST)
-    near_end = scan >= 255 - _INK_EXTREME if bright else scan <= _INK_EXTREME
-    return (contrast & extreme).astype(np.uint8), (contrast & near_end).astype(np.uint8)
+    return (contrast & extreme).view(np.uint8)
 
 
 def _blocks(mask: Gray8) -> Iterator[tuple[int, int, int, int]]:
     """Text-like blocks of characters in a stroke mask (inclusive boxes of the scan)."""
+    # Labelling costs about 6 ns a pixel, empty or not, and a mask is mostly empty: only its
+    # strokes' bounding rectangle is labelled, with room for the joiner's reach around them.
+    x, y, width, height = cv2.boundingRect(mask)
+    if width == 0:
+        return
+    left, top = max(0, x - _JOINER[0]), max(0, y - _JOINER[1])
+    right = min(mask.shape[1], x + width + _JOINER[0])
+    bottom = min(mask.shape[0], y + height + _JOINER[1])
+    for x1, y1, x2, y2 in _blocks_in(mask[top:bottom, left:right]):
+        yield x1 + left, y1 + top, x2 + left, y2 + top
+
+
+def _blocks_in(mask: Gray8) -> Iterator[tuple[int, int, int, int]]:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
         return
