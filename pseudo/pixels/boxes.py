@@ -3,11 +3,14 @@ rules, the detector, the redaction and the verification exchange."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, order=True)
@@ -79,3 +82,33 @@ def runs(occupied: npt.NDArray[np.bool_], gap: int) -> list[tuple[int, int]]:
     starts = np.concatenate(([indices[0]], indices[breaks + 1]))
     ends = np.concatenate((indices[breaks], [indices[-1]]))
     return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+
+
+def around(a: Rectangle, b: Rectangle) -> tuple[int, int, int, int]:
+    """The corners of the box around ``a`` and ``b``."""
+    return min(a.x1, b.x1), min(a.y1, b.y1), max(a.x2, b.x2), max(a.y2, b.y2)
+
+
+def merge_until_stable(
+    items: list[T],
+    joins: Callable[[T, T], bool],
+    join: Callable[[T, T], T],
+    order: Callable[[list[T]], list[T]] = list,
+) -> list[T]:
+    """``items`` with each one that ``joins`` one kept before it replaced by their ``join``,
+    pass after pass (``order`` puts each pass's result in order for the next) until a pass
+    joins nothing."""
+    changed = True
+    while changed:
+        changed = False
+        out: list[T] = []
+        for item in items:
+            for i, other in enumerate(out):
+                if joins(item, other):
+                    out[i] = join(item, other)
+                    changed = True
+                    break
+            else:
+                out.append(item)
+        items = order(out)
+    return items

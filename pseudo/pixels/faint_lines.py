@@ -20,11 +20,11 @@ detector left out, such as the sex after a name).
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from pseudo.pixels.boxes import Box, overlaps, runs
+from pseudo.pixels.opencv import cv2
 
 Gray8 = npt.NDArray[np.uint8]
 
