@@ -6,7 +6,9 @@ Runs the work of one worker (read, pseudonymize, verify or not, write) inside on
 every ``--step``-th file of the cohort that ``benchmarks/run.py`` builds, under valgrind's
 cachegrind, twice: on those files and on the first of them only; the difference divided by the
 number of files less one is the count per file without the one-off costs (imports, the vault,
-the first file's caches). The hash seed is fixed, so a count repeats to the instruction.
+the first file's caches). The hash seed and the project's secret are fixed (a random secret
+gives other UIDs and paths, and so other words in each output, for the verification's
+pre-filter: counts of one tree differed by up to 2.5 M a file), so a count repeats.
 
 With ``--trial``, the count is made twice more with clinical trial values (a project's trial
 settings, a site and a timepoint: :mod:`pseudo.deid.trial`), and the ratio to the count
@@ -50,7 +52,8 @@ trial = None
 if sys.argv[4] == "1":
     settings = TrialSettings(sponsor="ACME Pharma", protocol_id="LT-01", protocol_name="Lung")
     trial = TrialValues.of(settings, site=Site("lyon", "0042"), timepoint_id="M12")
-with VaultSession(make_vault(Path(tempfile.mkdtemp()) / "vault")) as session:
+secret = bytes(range(32))  # fixed: the same pseudonyms, UIDs and paths in every count
+with VaultSession(make_vault(Path(tempfile.mkdtemp()) / "vault", secret=secret)) as session:
     keyring = session.vault.unlock_operator("trial", OPERATOR)
 out = Path(tempfile.mkdtemp())
 policy = load_policy("default")

@@ -15,14 +15,21 @@ mix of CT, MR, JPEG, JPEG 2000 ultrasound with burned-in text, RLE and multi-fra
 never copied), and the canary-style cohort of ``benchmarks/run.py`` (the phi-canary corpus and
 ``--canary-copies - 1`` copies as other patients, written to a temporary folder).
 
+With ``--code DIR`` (repeatable), each checkout of pseudo is timed in the same rounds (e.g. a
+``git archive`` of main and this one): a change's before and after meet the same minutes of a
+shared machine, and each one's ratio is still taken between its own two runs of a round.
+
 Usage: python benchmarks/verification.py [--step 5] [--canary-copies 5] [--rounds 3]
-       [--pixels on off] [--workdir benchmarks/_work]
+       [--pixels on off] [--cohorts benchmark canary] [--workdir benchmarks/_work]
+       [--code DIR]...
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
+import itertools
 import os
 import resource
 import shutil
@@ -41,12 +48,16 @@ import run as bench  # noqa: E402  (benchmarks/run.py: the cohorts, the vault, t
 from instructions import paired  # noqa: E402  (the medians and ratios of paired rounds)
 
 
-def timed_run(source: Path, target: Path, vault: Path, *extra: str) -> tuple[float, float]:
-    """Wall-clock and CPU seconds (the command and every worker it waited for) of one run."""
+def timed_run(
+    source: Path, target: Path, vault: Path, *extra: str, code: Path = HERE.parent
+) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (the command and every worker it waited for) of one run, by
+    the checkout of pseudo in ``code``."""
     command = bench.fresh_run_command(source, target, vault, "--workers", "1", *extra)
+    env = dict(bench._env(), PYTHONPATH=str(code))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, env=bench._env(), cwd=HERE.parent, check=False)
+    done = subprocess.run(command, env=env, cwd=code, check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode not in (0, 1):
@@ -89,40 +100,57 @@ def main() -> int:
     parser.add_argument("--pixels", nargs="+", choices=["on", "off"], default=["on", "off"])
     parser.add_argument("--workdir", type=Path, default=HERE / "_work")
     parser.add_argument("--instances", type=int, default=2000, help="of the benchmark cohort")
+    parser.add_argument(
+        "--cohorts", nargs="+", choices=["benchmark", "canary"], default=["benchmark", "canary"]
+    )
+    parser.add_argument(
+        "--code",
+        type=Path,
+        action="append",
+        help="a checkout of pseudo to time (repeatable: all in the same rounds; default: this one)",
+    )
     args = parser.parse_args()
+    codes = [path.resolve() for path in args.code or [HERE.parent]]
 
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     files = bench.build_cohort(work / "cohort", args.instances)
     bench.compile_bytecode()
+    for code in codes:  # each checkout byte-compiled, as this one (see compile_bytecode)
+        for package in ("pseudo", "keystore"):
+            compileall.compile_dir(code / package, quiet=1)
     scratch = Path(tempfile.mkdtemp(prefix="pseudo-verification-"))  # never in the repository
     try:
         vaults = {pixels: new_vault(scratch / f"vault-pixels-{pixels}") for pixels in args.pixels}
-        cohorts = {
-            "benchmark cohort": linked_subset(
+        cohorts: dict[str, Path] = {}
+        if "benchmark" in args.cohorts:
+            cohorts["benchmark cohort"] = linked_subset(
                 files, work / "cohort", args.step, scratch / "benchmark"
             )
-        }
-        if args.canary.is_dir():
+        if "canary" in args.cohorts and args.canary.is_dir():
             bench.build_canary_cohort(scratch / "canary", args.canary, args.canary_copies)
             cohorts["canary-style cohort"] = scratch / "canary"
-        else:
+        elif "canary" in args.cohorts:
             print(f"canary corpus not found at {args.canary}: benchmark cohort only")
-        runs: dict[tuple[str, str, bool], list[tuple[float, float]]] = {}
+        runs: dict[tuple[str, str, Path, bool], list[tuple[float, float]]] = {}
         for _ in range(args.rounds):
             for name, source in cohorts.items():
                 for pixels in args.pixels:
-                    for verify in (False, True):
-                        extra = ["--pixels", pixels, *([] if verify else ["--no-verify"])]
-                        measured = timed_run(source, scratch / "out", vaults[pixels], *extra)
-                        runs.setdefault((name, pixels, verify), []).append(measured)
+                    for code in codes:
+                        for verify in (False, True):
+                            extra = ["--pixels", pixels, *([] if verify else ["--no-verify"])]
+                            measured = timed_run(
+                                source, scratch / "out", vaults[pixels], *extra, code=code
+                            )
+                            runs.setdefault((name, pixels, code, verify), []).append(measured)
         for name, source in cohorts.items():
             count = sum(1 for p in source.rglob("*.dcm"))
-            for pixels in args.pixels:
-                pairs = runs[(name, pixels, False)], runs[(name, pixels, True)]
+            for pixels, code in itertools.product(args.pixels, codes):
+                pairs = runs[(name, pixels, code, False)], runs[(name, pixels, code, True)]
+                label = f"{code}: " if len(codes) > 1 else ""
                 for what, without, with_, ratios in paired(*pairs):
                     print(
-                        f"{name} ({count} files), pixels {pixels}, {what}: "
+                        f"{label}{name} ({count} files), pixels {pixels}, {what}: "
                         f"{without:.2f} s --no-verify, {with_:.2f} s verified: "
                         f"ratio {statistics.median(ratios):.3f} "
                         f"({min(ratios):.3f}-{max(ratios):.3f}), {args.rounds} rounds"

@@ -5,15 +5,23 @@ references are the input's."""
 from __future__ import annotations
 
 import itertools
+import random
 from datetime import date
 
+import pytest
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
+from pseudo.io.pydicom_internals import element_map
 from pseudo.policy.compiled import Decision
 from pseudo.policy.model import Action
+from pseudo.verify import recording
+from pseudo.verify.elements import PRINTABLE
 from pseudo.verify.matching import Matcher
-from pseudo.verify.needles import Needles, name_spellings
+from pseudo.verify.needles import Needles, name_spellings, uid_numbers
+from pseudo.verify.prefilter import may_hold_whole
 from pseudo.verify.recording import Recorder
 
 _UID = "1.2.826.0.1.3680043.2.1125.42.7"
@@ -76,6 +84,38 @@ def test_a_value_whose_bytes_rule_out_every_needle_holds_none() -> None:
     assert Matcher(long_s).may_be_in(b"strasse")
 
 
+def test_the_runs_of_a_long_binary_value_are_those_of_a_whole_search() -> None:
+    """``runs_in`` gives, for a long binary value (looked at only around the needles' words),
+    the printable runs a search of every byte gives, those that may hold a needle, in order."""
+    rng = random.Random(14)
+    pieces = [
+        b"doe^john",
+        b"MRN123456",
+        b"MRN1234567",
+        b"20230105",
+        b"xx20230105101600",
+        b"WHOLE BODY",
+        b"JOHNSON",
+        b"12 Rue du Lac",
+        _UID.encode(),
+        b"abc",
+        b"\x00" * 9,
+    ]
+    matchers = [_matcher(), Matcher(_ascii_needles()), Matcher(Needles())]
+    for _ in range(40):
+        chunks = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))]
+        for _ in range(rng.randrange(0, 30)):
+            chunks.append(rng.choice(pieces))
+            chunks.append(bytes(rng.choice(b" .-_^ab\x01\xff") for _ in range(rng.randrange(4))))
+            chunks.append(bytes(rng.randrange(256) for _ in range(rng.randrange(200))))
+        value = b"".join(chunks) * (1 + 5000 // len(b"".join(chunks)))
+        assert len(value) > 4096
+        for matcher in matchers:
+            whole = [run.decode("ascii") for run in PRINTABLE.findall(value)]
+            expected = [run for run in whole if matcher.may_be_in(run.encode("ascii"))]
+            assert matcher.runs_in(value) == expected
+
+
 def _ascii_needles() -> Needles:
     needles = Needles()
     for spelling in name_spellings("DOE^JOHN"):
@@ -128,3 +168,100 @@ def test_references_are_the_inputs_in_the_items_entered() -> None:
     item.ReferencedSOPInstanceUID = "2.25.1"  # remapped
     assert recorder.references() == {"ReferencedImageSequence[0].ReferencedSOPInstanceUID": _UID}
     assert (((0x00081140, 0),), 0x00081155) not in recorder.kept
+
+
+def test_a_plain_uid_is_added_as_add_uid_adds_it() -> None:
+    """Where ``uid_numbers`` gives a UID's numbers, ``add_uid`` adds the UID as it is (not
+    skipped) and its words are those numbers; every other UID is left to the general path."""
+    words = {"1", "2", "840", "10008", "826", "0", "3680043", "42", "7"}
+    uids = [
+        _UID,
+        _UID + ".99",
+        "1.2",
+        "1.2.3",
+        "1..2.3",
+        "1.2.3.",
+        ".1.2.3",
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.5.1.4.1.1.2",
+        "1.2.3 ",
+        "1.2.3\x00",
+        "1.2.a3",
+        "1.2.\u00b2",
+        "12345678",
+    ]
+    for uid in uids:
+        numbers = uid_numbers(uid)
+        if numbers is None:
+            continue
+        needles = Needles()
+        needles.add_uid(uid, search=may_hold_whole(uid, words))
+        assert needles.uids == {uid} and not needles.skipped, uid
+        assert (uid in needles.items) == words.issuperset(numbers), uid
+        assert numbers == uid.replace(".", " ").split(), uid
+    assert uid_numbers(_UID) and not uid_numbers("1..2.3") and not uid_numbers("1.2.a3")
+
+
+@pytest.mark.filterwarnings("ignore:Found unknown escape sequence")
+def test_the_values_ruled_out_in_bulk_are_those_ruled_out_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Recorder.build`` for an output's words gives the same needles, UIDs, dates and
+    skipped counts whether the values the words rule out are found in bulk or one by one."""
+    values = [
+        (0x00080020, "DA", b"20230105", Action.REMOVE),
+        (0x00080080, "LO", "MÜLLER HOSP".encode("latin-1"), Action.REMOVE),
+        (0x00081030, "LO", b"CHEST ROUTINE\\HEAD", Action.REMOVE),
+        (0x00081040, "LO", b"RADIOLOGY", Action.REMOVE),
+        (0x00081048, "PN", b"\x1b$BXY\x1b(B", Action.REMOVE),
+        (0x00091001, "UN", b"20220301", Action.SHIFT_DATE),
+        (0x00091002, "OB", b"\x00\x01SCANNERX\x00\x00", Action.REMOVE),
+        (0x00091003, "LO", b"ACME FOO", Action.REMOVE),
+        (0x00100010, "PN", b"DOE^JOHN", Action.REMOVE),
+        (0x00100020, "LO", b"MRN123456 ", Action.REMOVE),
+        (0x00104000, "LT", b"follow-up for SMITH", Action.REMOVE),
+        (0x0020000D, "UI", _UID.encode() + b"\x00", Action.REMAP_UID),
+        (0x00321032, "PN", b"AB", Action.REMOVE),
+    ]
+    ds = Dataset()
+    ds.set_original_encoding(False, True, "iso8859")
+    for tag, vr, raw, _ in values:
+        element_map(ds)[BaseTag(tag)] = RawDataElement(
+            BaseTag(tag), vr, len(raw), raw, 0, False, True
+        )
+    recorder = Recorder()
+    recorder.enter(ds)
+    for tag, vr, _, action in values:
+        recorder(ds, tag, vr, _keep(action))
+    vocabulary = [
+        "DOE",
+        "JOHN",
+        "CHEST",
+        "ROUTINE",
+        "HEAD",
+        "RADIOLOGY",
+        "FOLLOW",
+        "UP",
+        "FOR",
+        "SMITH",
+        "ACME",
+        "FOO",
+        "MRN123456",
+        "SCANNERX",
+        "20230105",
+        "AB",
+        "HOSP",
+        "XY",
+        *_UID.split("."),
+    ]
+    rng = random.Random(14)
+    one_by_one = lambda values, words: [True] * (len(values) // 6)  # noqa: E731
+    for _ in range(200):
+        words = set(rng.sample(vocabulary, rng.randrange(len(vocabulary) + 1)))
+        bulk = recorder.build(words)
+        with monkeypatch.context() as patched:
+            patched.setattr(recording, "_not_ruled_out", one_by_one)
+            each = recorder.build(words)
+        assert bulk.items == each.items and bulk.skipped == each.skipped, words
+        assert bulk.uids == each.uids and bulk.dates == each.dates, words
+    assert date(2022, 3, 1) in recorder.build(set()).dates, "a private date, whatever the words"

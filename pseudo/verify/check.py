@@ -23,7 +23,6 @@ from pseudo.policy.model import Action
 from pseudo.policy.selectors import Parents
 from pseudo.verify.crossfile import PairEvidence, output_uids, references, uid_digest
 from pseudo.verify.elements import (
-    PRINTABLE,
     Walked,
     elements,
     encodings,
@@ -148,8 +147,7 @@ def check(
                 continue
             texts = strings(value)
             if isinstance(value, bytes):  # its printable runs, those that may hold a needle
-                runs = PRINTABLE.findall(value)
-                texts = [run.decode("ascii") for run in runs if matcher.may_be_in(run)]
+                texts = matcher.runs_in(value)
             elif (
                 len(texts) == 1
                 and texts[0].isascii()

@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from pydicom.dataelem import RawDataElement
+
 from pseudo.deid.uids import is_standard_uid
+from pseudo.io.pydicom_internals import element_at
 from pseudo.policy.compiled import CompiledPolicy
 from pseudo.verify.elements import Walked, path_of, peek, strings
 from pseudo.verify.finding import VerificationFinding
@@ -35,7 +38,14 @@ def output_uids(
     found: dict[int, str] = {}
     for level, tag, vr, parents in walked:
         if vr == "UI" and policy.decide(tag, vr, level, parents, active).action not in KEEPING:
-            for uid in strings(peek(level, tag, vr)):  # as read: not converted in place
+            element = element_at(level, tag)
+            held = element.value if element.__class__ is RawDataElement else None
+            if held.__class__ is bytes and held.isascii():
+                # as read, without the data set's encodings (a UID is ASCII): raw_value() inlined
+                uids = held.decode("ascii").strip(" \x00").split("\\")
+            else:
+                uids = strings(peek(level, tag, vr))  # as read: not converted in place
+            for uid in uids:
                 if uid and not is_standard_uid(uid) and (digest := uid_digest(uid)) not in found:
                     found[digest] = path_of(parents, tag)
     return found

@@ -7,6 +7,7 @@ import re
 from collections.abc import Set as AbstractSet
 
 from pseudo.deid.clean import word_tokens
+from pseudo.verify.elements import PRINTABLE
 from pseudo.verify.needles import Needle, Needles
 
 #: Raw bytes to their words: ASCII letters upper-cased, digits kept, every other byte a space.
@@ -19,6 +20,15 @@ WORD_BYTES = bytes(
     for byte in range(256)
 )
 
+
+#: Printable ASCII runs of binary values (see :data:`pseudo.verify.elements.PRINTABLE`): their
+#: least length, and the values long enough for :meth:`Matcher.runs_in` to look only around
+#: the needles' words.
+_RUN_LENGTH = 6  # PRINTABLE's {6,}
+_LONG_VALUE = 4096
+#: Raw bytes to marks for :meth:`Matcher.runs_in`: printable ASCII as it is, any other byte 0.
+_PRINTABLE_MARKS = bytes(0x70 if 0x20 <= byte <= 0x7E else 0 for byte in range(256))
+_A_RUN = b"\x70" * _RUN_LENGTH
 
 #: Raw bytes to marks: ``a`` for an ASCII letter or digit, ``0`` for a zero byte, else a space.
 _STUCK_MARKS = bytes(
@@ -111,6 +121,13 @@ class Matcher:
         that hold a date needle's digits, and other bytes: True."""
         if not raw.isascii() or 0x1B in raw or self._special_in_ascii:
             return True
+        key_words = self._keys()
+        if self._date_bytes is not None and self._date_bytes.search(raw):
+            return True  # a date needle may begin a longer run of digits
+        return not key_words.isdisjoint(raw.translate(WORD_BYTES).split())
+
+    def _keys(self) -> frozenset[bytes]:
+        """What :meth:`may_be_in` looks for (made at its first call)."""
         if self._key_words is None:
             # the longest word of each needle, as bytes: the one least likely to be in a value
             # (``1`` is in every UID)
@@ -120,9 +137,36 @@ class Matcher:
             if self._dates:
                 days = b"|".join(re.escape(day.encode("ascii")) for day in self._dates)
                 self._date_bytes = re.compile(days)
-        if self._date_bytes is not None and self._date_bytes.search(raw):
-            return True  # a date needle may begin a longer run of digits
-        return not self._key_words.isdisjoint(raw.translate(WORD_BYTES).split())
+        return self._key_words
+
+    def runs_in(self, value: bytes) -> list[str]:
+        """The printable runs of a binary value (see :data:`PRINTABLE`) that may hold a needle
+        (:meth:`may_be_in`), in order: ``[run for run in PRINTABLE.findall(value) if
+        self.may_be_in(run)]``, decoded. A long value (a private blob or a waveform of
+        hundreds of kilobytes) is not searched byte by byte by a regular expression: its runs
+        are taken only around the occurrences of the key words it holds as words (a run's
+        words are words of the value) and of the dates' digits, and none when it has no
+        run at all."""
+        if len(value) < _LONG_VALUE or self._special_in_ascii:
+            return [run.decode("ascii") for run in PRINTABLE.findall(value) if self.may_be_in(run)]
+        marks = value.translate(_PRINTABLE_MARKS)
+        if _A_RUN not in marks:
+            return []
+        present = self._keys().intersection(value.translate(WORD_BYTES).split())
+        starts = [m.start() for m in self._date_bytes.finditer(value)] if self._date_bytes else []
+        if present:
+            upper = value.upper()  # as the key words: bytes.upper() changes ASCII letters only
+            for word in present:
+                at = upper.find(word)
+                while at >= 0:
+                    starts.append(at)
+                    at = upper.find(word, at + 1)
+        spans = set()
+        for at in starts:  # the whole printable run around each occurrence
+            end = marks.find(0, at)
+            spans.add((marks.rfind(0, 0, at) + 1, len(value) if end < 0 else end))
+        runs = [value[start:end] for start, end in sorted(spans) if end - start >= _RUN_LENGTH]
+        return [run.decode("ascii") for run in runs if self.may_be_in(run)]
 
     def _candidates(self, words: AbstractSet[str], dates: bool = True) -> list[Needle]:
         """Needles all of whose words are among ``words``, and (``dates``: unless the caller

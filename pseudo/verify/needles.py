@@ -130,6 +130,17 @@ def skip_reason(text: str, kind: str) -> str | None:
     return None
 
 
+def uid_numbers(uid: str) -> list[str] | None:
+    """The numbers of a plain UID (ASCII digits, three numbers or more, none empty) that
+    :func:`skip_reason` does not skip: :meth:`Needles.add_uid` adds such a UID as it is, and its
+    words are these numbers. None for any other UID (the general path is taken then)."""
+    numbers = uid.split(".")
+    if len(numbers) < 3 or "" in numbers or uid in _COMMON or is_standard_uid(uid):
+        return None
+    joined = "".join(numbers)
+    return numbers if joined.isdigit() and joined.isascii() else None
+
+
 @functools.lru_cache(maxsize=4096)
 def _spellings(day: date) -> tuple[tuple[str, frozenset[str]], ...]:
     """The spellings of a date searched for, each with its numbers when it has separators (a

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
+from itertools import compress, repeat
 from typing import Any, NamedTuple, cast
 
 from pydicom.dataelem import RawDataElement
@@ -46,7 +47,7 @@ from pseudo.verify.elements import (
     strings,
 )
 from pseudo.verify.matching import WORD_BYTES
-from pseudo.verify.needles import Needles, name_spellings
+from pseudo.verify.needles import Needle, Needles, name_spellings, uid_numbers
 from pseudo.verify.prefilter import Words, may_hold, may_hold_whole
 
 #: VRs whose values can carry identifying text (others are numbers, bulk data, or code
@@ -343,7 +344,11 @@ class Recorder:
             self._record_removed()
         needles = Needles()
         needles.merge(self.needles)
-        for tag, vr, action, private, element, charset in recorded(self.values):
+        entries = recorded(self.values)
+        if words is not None:
+            # the values the words rule out in bulk are passed over without a look each
+            entries = compress(entries, _not_ruled_out(self.values, words))
+        for tag, vr, action, private, element, charset in entries:
             dated = vr in ("DA", "DT") or (
                 private and action in (Action.SHIFT_DATE, Action.YEAR_ONLY)
             )
@@ -358,8 +363,15 @@ class Recorder:
                 except Exception:
                     continue
                 for uid in value if value.__class__ is list else strings(value):
-                    if uid and not is_standard_uid(uid):
-                        needles.add_uid(uid, search=may_hold_whole(uid, words))
+                    numbers = uid_numbers(uid)
+                    if numbers is None:
+                        if uid and not is_standard_uid(uid):
+                            needles.add_uid(uid, search=may_hold_whole(uid, words))
+                        continue
+                    # add_uid() and may_hold_whole() inlined for a plain UID (~50 a file)
+                    needles.uids.add(uid)
+                    if uid not in needles.items and words.issuperset(numbers):
+                        needles.items[uid] = Needle(uid, "instance UID", False)
                 continue
             if words is not None and not dated:
                 held = element.value if raw else element
@@ -459,6 +471,58 @@ def recorded(values: list[Any]) -> Iterator[Recorded]:
     """The values of :attr:`Recorder.values`, one tuple each (made as they are read)."""
     entries = iter(values)
     return zip(entries, entries, entries, entries, entries, entries, strict=True)
+
+
+#: VRs whose values are never ruled out by an output's words: UIDs (each one is kept for the
+#: cross-file check) and dates (their spellings are searched for whatever the words).
+_ALWAYS_BUILT = frozenset({"UI", "DA", "DT"})
+#: Actions after which a private value is a date (built as one).
+_DATING = frozenset({Action.SHIFT_DATE, Action.YEAR_ONLY})
+
+
+def _not_ruled_out(values: list[Any], words: Words) -> list[bool]:
+    """For each value of :attr:`Recorder.values`, False where :meth:`Recorder.build` would
+    find, value by value, that an output with these ``words`` holds no needle of it: a raw
+    value of plain bytes (binary, or ASCII without an ISO 2022 escape), neither a UID nor a
+    date, whose words are not all among ``words`` (one value whose needle is the value itself)
+    or none of whose words is (any other). True for the others, which are tested one by one.
+
+    The words of those values are found and tested in bulk (C functions mapped over them):
+    most recorded values are ruled out, and the steps of a Python loop for each were most of
+    the cost of :meth:`Recorder.build`."""
+    raw = RawDataElement
+    whole: list[int] = []  # values whose needle is the value: all its words must be there
+    parts: list[int] = []  # names, private and binary values: one of their words
+    for index, (vr, action, private, element) in enumerate(
+        zip(values[1::6], values[2::6], values[3::6], values[4::6], strict=True)
+    ):
+        if element.__class__ is not raw or vr in _ALWAYS_BUILT or (private and action in _DATING):
+            continue  # UIDs and dates, private ones included: always built
+        held = element.value
+        if held.__class__ is not bytes:
+            continue
+        if vr in _BINARY or (private and held.isascii() and 0x1B not in held):
+            parts.append(index)
+        elif private or not held.isascii() or 0x1B in held:
+            continue
+        elif vr == "PN" or 0x5C in held:  # a name, or several values: one word is enough
+            parts.append(index)
+        else:
+            whole.append(index)
+    kept = [True] * (len(values) // 6)
+    elements = values[4::6]
+    for group, test in ((whole, _absent_whole(words)), (parts, words.isdisjoint)):
+        texts = [elements[index].value for index in group]
+        split = map(str.split, map(bytes.decode, map(bytes.translate, texts, repeat(WORD_BYTES))))
+        for index in compress(group, map(test, split)):
+            kept[index] = False
+    return kept
+
+
+def _absent_whole(words: Words) -> Callable[[list[str]], bool]:
+    """A test of the words of one value: none, or one not among ``words``."""
+    issuperset = words.issuperset
+    return lambda found: not found or not issuperset(found)
 
 
 def _whole_in(held: bytes, words: Words) -> bool:
