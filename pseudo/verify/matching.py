@@ -70,9 +70,10 @@ def needle_pattern(needle: Needle) -> re.Pattern[str]:
     if needle.kind == "date":
         return re.compile(rf"(?<!\d){text}" + ("" if needle.text.isdigit() else r"(?!\d)"))
     # In raw bytes, a value of even length runs into the next element's tag; when that tag's
-    # first byte (its group's low byte: 0x32, 0x50, 0x54...) is a letter or digit, the byte after
-    # it is 0 (the group's high byte), which no text value holds (UIDs excepted: padding).
-    tag = "" if needle.kind == "instance UID" else r"|(?=[A-Za-z0-9]\x00)"
+    # first byte (its group's low byte: 0x32, 0x50, 0x54, or a Latin-1 letter such as 0xE1,
+    # Elscint's private group) is a word character, the byte after it is 0 (the group's high
+    # byte), which no text value holds (UIDs excepted: padding).
+    tag = "" if needle.kind == "instance UID" else r"|(?=\w\x00)"
     if needle.fold:
         return re.compile(rf"(?<![^\W_]){text}(?:(?![^\W_]){tag})", re.IGNORECASE)
     return re.compile(rf"(?<![\w.]){text}(?:(?![\w.]){tag})")
