@@ -72,6 +72,13 @@ class Needles:
         if search and text not in self.items:  # the first kind recorded for a value stays
             self.items[text] = Needle(text, "instance UID", False)
 
+    def add_plain_uid(self, uid: str, *, search: bool = True) -> None:
+        """Add an instance UID that :func:`uid_numbers` found plain (which ``skip_reason``
+        never skips), as :meth:`add_uid` would, without testing it again."""
+        self.uids.add(uid)
+        if search and uid not in self.items:  # the first kind recorded for a value stays
+            self.items[uid] = Needle(uid, "instance UID", False)
+
     def add_dates(self, offset_days: int | None, words: AbstractSet[str] | None = None) -> None:
         """Add the original dates once the patient's offset is known (None: not checked).
 

@@ -47,7 +47,7 @@ from pseudo.verify.elements import (
     strings,
 )
 from pseudo.verify.matching import WORD_BYTES
-from pseudo.verify.needles import Needle, Needles, name_spellings, uid_numbers
+from pseudo.verify.needles import Needles, name_spellings, uid_numbers
 from pseudo.verify.prefilter import Words, may_hold, may_hold_whole
 
 #: VRs whose values can carry identifying text (others are numbers, bulk data, or code
@@ -363,15 +363,11 @@ class Recorder:
                 except Exception:
                     continue
                 for uid in value if value.__class__ is list else strings(value):
-                    numbers = uid_numbers(uid)
-                    if numbers is None:
-                        if uid and not is_standard_uid(uid):
-                            needles.add_uid(uid, search=may_hold_whole(uid, words))
-                        continue
-                    # add_uid() and may_hold_whole() inlined for a plain UID (~50 a file)
-                    needles.uids.add(uid)
-                    if uid not in needles.items and words.issuperset(numbers):
-                        needles.items[uid] = Needle(uid, "instance UID", False)
+                    numbers = uid_numbers(uid)  # a plain UID (~50 a file): its words at hand
+                    if numbers is not None:
+                        needles.add_plain_uid(uid, search=words.issuperset(numbers))
+                    elif uid and not is_standard_uid(uid):
+                        needles.add_uid(uid, search=may_hold_whole(uid, words))
                 continue
             if words is not None and not dated:
                 held = element.value if raw else element
