@@ -208,6 +208,9 @@ class Scan:
 
 
 def scan_image(image: Gray8) -> Scan:
+    """Scan ``image`` (2-D uint8, full resolution) for blocks of text-like strokes, on a copy
+    reduced to _SCAN_SIDE or enlarged to SCAN_ENLARGE_BELOW; the blocks in full-resolution
+    pixels."""
     check_image(image)
     rows, columns = image.shape
     scale = max(1.0, max(rows, columns) / _SCAN_SIDE)
@@ -355,5 +358,6 @@ def _merge_overlapping(lines: list[Line]) -> list[Line]:
 
 
 def check_image(image: Gray8) -> None:
+    """Raise ValueError unless ``image`` is a 2-D uint8 image."""
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(f"expected a 2-D uint8 image, got {image.ndim}-D {image.dtype}")
