@@ -22,7 +22,7 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -169,44 +169,101 @@ class Committer:
 
     def claim(self) -> None:
         """Lock this run's temporary folder; remove those of runs that died (unlocked), noting
-        their ids in :attr:`dead_runs`."""
+        their ids in :attr:`dead_runs`.
+
+        Runs into one output folder claim and release one at a time (:func:`_claiming`): a
+        starting run's lock file is unlocked until the run locks it, and a run looking for
+        dead runs at that moment would take it for a dead one and remove its folder."""
         root = self.output / TEMP_DIR_NAME
-        with contextlib.suppress(FileExistsError):
-            root.mkdir()
-        _refuse_link(root, self.output)
-        for lock_path in root.glob("*.lock"):
-            try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
-            except OSError:
-                continue  # a link planted as a lock: never followed, never removed through
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # a run that is still going
-            finally:
-                os.close(fd)
-            shutil.rmtree(root / lock_path.stem, ignore_errors=True)
-            lock_path.unlink(missing_ok=True)
-            self.dead_runs.append(lock_path.stem)
-        self._lock = os.open(
-            root / f"{self.run_id}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
-        )
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        with contextlib.suppress(FileExistsError):
-            self.temp_dir.mkdir()
-        _refuse_link(self.temp_dir, self.output)
+        with _claiming(root, self.output):
+            for lock_path in root.glob("*.lock"):
+                try:
+                    fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
+                except OSError:
+                    continue  # a link planted as a lock: never followed, never removed through
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a run that is still going
+                finally:
+                    os.close(fd)
+                shutil.rmtree(root / lock_path.stem, ignore_errors=True)
+                lock_path.unlink(missing_ok=True)
+                self.dead_runs.append(lock_path.stem)
+            self._lock = os.open(
+                root / f"{self.run_id}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
+            )
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            with contextlib.suppress(FileExistsError):
+                self.temp_dir.mkdir()
+            _refuse_link(self.temp_dir, self.output)
 
     def release(self) -> None:
         """Remove this run's temporary folder (what was not committed in it is dropped) and
-        unlock it."""
+        unlock it; remove the output's temporary root when no other run uses it."""
         root = self.output / TEMP_DIR_NAME
+        try:
+            with _claiming(root, self.output, create=False):
+                self._drop_own(root)
+                if {entry.name for entry in os.scandir(root)} <= {_CLAIM_NAME}:
+                    # the last run: a run waiting for the claim finds its file gone and
+                    # makes the root and the file again
+                    (root / _CLAIM_NAME).unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        root.rmdir()
+        except (OSError, RunError):  # the output folder was removed, moved or tampered with
+            pass
+        finally:
+            self._drop_own(root)
+
+    def _drop_own(self, root: Path) -> None:
+        """Remove this run's temporary folder and lock file, then unlock it (in this order: an
+        unlocked lock file is a dead run's)."""
         shutil.rmtree(self.temp_dir, ignore_errors=True)
         (root / f"{self.run_id}.lock").unlink(missing_ok=True)
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
-        with contextlib.suppress(OSError):  # another run may still use it
-            root.rmdir()
+
+
+#: The file of an output's temporary root that runs into that output lock in turn to claim and
+#: release their own folders (not ``*.lock``: it is no run's).
+_CLAIM_NAME = "claim"
+
+
+@contextlib.contextmanager
+def _claiming(root: Path, output: Path, *, create: bool = True) -> Iterator[None]:
+    """Hold the claim lock of an output's temporary root ``root`` (made first, with
+    ``create``). The last run to release removes the claim file and the root; a run that was
+    waiting for the lock then holds a file that is gone, and starts again with a new one."""
+    while True:
+        if create:
+            with contextlib.suppress(FileExistsError):
+                root.mkdir()
+        _refuse_link(root, output)
+        path = root / _CLAIM_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except FileNotFoundError:
+            if not create:
+                raise
+            continue  # the last run removed the root meanwhile
+        except OSError as exc:  # a link planted as the claim file: never followed
+            raise RunError(
+                f"{path}: cannot be locked ({exc.strerror}); remove it and run again"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                named = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # released by the last run while this one waited
+            if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+                yield
+                return
+        finally:
+            os.close(fd)
 
 
 def _refuse_link(folder: Path, output: Path) -> None:
