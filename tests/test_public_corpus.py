@@ -18,6 +18,10 @@ from tests.conftest import cli, make_vault
 
 @pytest.fixture(scope="module")
 def public_run(tmp_path_factory: pytest.TempPathFactory, public_dir: Path) -> dict[str, Any]:
+    """The default policy over the public corpus, without the pixel step: the outputs whose
+    pixels it blanks are read back, validated with dciodvfy, by
+    ``test_iod_validity.py::test_no_output_gains_an_error_kind[default-public]``, and the OCR
+    of the corpus's images with text is most of a run's time."""
     base = tmp_path_factory.mktemp("public")
     vault = make_vault(base / "vault")
     os.environ["PSEUDO_PASSPHRASE"] = "operator passphrase for tests"
@@ -34,6 +38,8 @@ def public_run(tmp_path_factory: pytest.TempPathFactory, public_dir: Path) -> di
             "2",
             "--json",
             "--quiet",
+            "--pixels",
+            "off",
         )
     finally:
         del os.environ["PSEUDO_PASSPHRASE"]
