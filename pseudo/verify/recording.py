@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
-from itertools import chain, compress, repeat
-from operator import not_
+from itertools import compress, repeat
 from typing import Any, NamedTuple, cast
 
 from pydicom.dataelem import RawDataElement
@@ -481,9 +480,8 @@ def _not_ruled_out(values: list[Any], words: Words) -> list[bool]:
     """For each value of :attr:`Recorder.values`, False where :meth:`Recorder.build` would
     find, value by value, that an output with these ``words`` holds no needle of it: a raw
     value of plain bytes (binary, or ASCII without an ISO 2022 escape), neither a UID nor a
-    date, with a word not among ``words`` (one value whose needle is the value itself) or
-    none of whose words is (any other). True for the others, which are tested one by one (a
-    value of the first kind without words among them).
+    date, whose words are not all among ``words`` (one value whose needle is the value itself)
+    or none of whose words is (any other). True for the others, which are tested one by one.
 
     The words of those values are found and tested in bulk (C functions mapped over them):
     most recorded values are ruled out, and the steps of a Python loop for each were most of
@@ -509,18 +507,18 @@ def _not_ruled_out(values: list[Any], words: Words) -> list[bool]:
             whole.append(index)
     kept = [True] * (len(values) // 6)
     elements = values[4::6]
-    absent = map(not_, map(words.issuperset, _words_each(elements, whole)))
-    disjoint = map(words.isdisjoint, _words_each(elements, parts))
-    for index in chain(compress(whole, absent), compress(parts, disjoint)):
-        kept[index] = False
+    for group, test in ((whole, _absent_whole(words)), (parts, words.isdisjoint)):
+        texts = [elements[index].value for index in group]
+        split = map(str.split, map(bytes.decode, map(bytes.translate, texts, repeat(WORD_BYTES))))
+        for index in compress(group, map(test, split)):
+            kept[index] = False
     return kept
 
 
-def _words_each(elements: list[Any], group: list[int]) -> Iterator[list[str]]:
-    """The words of the values (plain bytes) of the raw elements at ``group`` in
-    ``elements``, by C functions mapped over them."""
-    texts = [elements[index].value for index in group]
-    return map(str.split, map(bytes.decode, map(bytes.translate, texts, repeat(WORD_BYTES))))
+def _absent_whole(words: Words) -> Callable[[list[str]], bool]:
+    """A test of the words of one value: none, or one not among ``words``."""
+    issuperset = words.issuperset
+    return lambda found: not found or not issuperset(found)
 
 
 def _whole_in(held: bytes, words: Words) -> bool:
