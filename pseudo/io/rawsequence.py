@@ -3,7 +3,7 @@
 A removed sequence is read only for what it held (the verification records its values): pydicom
 would build a :class:`~pydicom.dataset.Dataset` per item and a
 :class:`~pydicom.sequence.Sequence` per nested sequence, to be thrown away at once. Here the
-bytes of a little-endian sequence are walked once and every element that is not a sequence,
+bytes of a sequence are walked once and every element that is not a sequence,
 at every depth and in the order of the file, is given as the
 :class:`~pydicom.dataelem.RawDataElement` pydicom's reader would have put in its item.
 
@@ -16,6 +16,7 @@ every sequence of the test corpora.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import cast
 
@@ -27,14 +28,20 @@ from pseudo.dicom.tags import decision_vr, element_vr
 
 _VRS = {vr.encode(): str(vr) for vr in VR}
 _LONG = frozenset(vr.encode() for vr in EXPLICIT_VR_LENGTH_32)
-_TAG_LENGTH = struct.Struct("<HHL")
-_EXPLICIT = struct.Struct("<HH2sH")
-_UL = struct.Struct("<L")
+#: The structures of an element's header, by byte order (little endian first).
+_FORMATS = {
+    True: (struct.Struct("<HHL"), struct.Struct("<HH2sH"), struct.Struct("<L")),
+    False: (struct.Struct(">HHL"), struct.Struct(">HH2sH"), struct.Struct(">L")),
+}
+_Formats = tuple[struct.Struct, struct.Struct, struct.Struct]
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
 _CHARSET = 0x00080005
+_NEW_TUPLE = tuple.__new__
+#: Sequences at most this long are read once per process (see :func:`_recurring_leaves`).
+_CACHED_BYTES = 8192
 
 #: An element found inside a sequence: the raw element, as pydicom reads it, and its VR (see
 #: :func:`pseudo.dicom.tags.element_vr`).
@@ -46,31 +53,52 @@ class _Unusual(Exception):
 
 
 def sequence_leaves(element: object) -> list[Leaf] | None:
-    """Every element inside the sequence ``element`` (a raw element of defined length, little
-    endian) that is not itself a sequence, at every depth, in file order; None when the
-    element is not such a sequence or its bytes are not plain (read it with pydicom then)."""
+    """Every element inside the sequence ``element`` (a raw element of defined length) that
+    is not itself a sequence, at every depth, in file order; None when the element is not
+    such a sequence or its bytes are not plain (read it with pydicom then)."""
     if element.__class__ is not RawDataElement:
         return None
     raw = element
     data = raw.value
-    if not raw.is_little_endian or not isinstance(data, bytes) or raw.length == _UNDEFINED:
+    if not isinstance(data, bytes) or raw.length == _UNDEFINED:
         return None
+    if len(data) > _CACHED_BYTES:
+        return _read_leaves(data, bool(raw.is_implicit_VR), bool(raw.is_little_endian))
+    return _recurring_leaves(data, bool(raw.is_implicit_VR), bool(raw.is_little_endian))
+
+
+@functools.lru_cache(maxsize=1024)
+def _recurring_leaves(data: bytes, implicit: bool, little: bool) -> list[Leaf] | None:
+    """:func:`_read_leaves`, once per process for the same bytes: the files of a study repeat
+    their removed sequences (a third of those of the canary corpus). The list is shared: its
+    callers only read it."""
+    return _read_leaves(data, implicit, little)
+
+
+def _read_leaves(data: bytes, implicit: bool, little: bool) -> list[Leaf] | None:
     leaves: list[Leaf] = []
     try:
-        _sequence(data, 0, len(data), raw.is_implicit_VR, 0, leaves)
+        _sequence(data, 0, len(data), (implicit, little), 0, leaves)
     except (_Unusual, struct.error, IndexError, RecursionError):
         return None
     return leaves
 
 
 def _sequence(
-    data: bytes, position: int, end: int | None, implicit: bool, base: int, leaves: list[Leaf]
+    data: bytes,
+    position: int,
+    end: int | None,
+    encoding: tuple[bool, bool],
+    base: int,
+    leaves: list[Leaf],
 ) -> int:
     """Read the items of a sequence from ``position`` up to ``end`` (None: up to its
-    delimiter); return where it ends. ``base``: where the bytes pydicom would read this
-    sequence from begin (its positions are counted from there)."""
+    delimiter); return where it ends. ``encoding``: (Implicit VR, little endian); ``base``:
+    where the bytes pydicom would read this sequence from begin (its positions are counted
+    from there)."""
+    tag_length = _FORMATS[encoding[1]][0]
     while end is None or position < end:
-        tag_high, tag_low, length = _TAG_LENGTH.unpack_from(data, position)
+        tag_high, tag_low, length = tag_length.unpack_from(data, position)
         tag = tag_high << 16 | tag_low
         position += 8
         if tag == _SEQUENCE_END:
@@ -80,25 +108,32 @@ def _sequence(
         if tag != _ITEM:
             raise _Unusual
         if length == _UNDEFINED:
-            position = _item(data, position, None, implicit, base, leaves)
+            position = _item(data, position, None, encoding, base, leaves)
         else:
             item_end = position + length
             if item_end > len(data) or (end is not None and item_end > end):
                 raise _Unusual
-            _item(data, position, item_end, implicit, base, leaves)
+            _item(data, position, item_end, encoding, base, leaves)
             position = item_end
     return position
 
 
 def _item(
-    data: bytes, position: int, end: int | None, implicit: bool, base: int, leaves: list[Leaf]
+    data: bytes,
+    position: int,
+    end: int | None,
+    encoding: tuple[bool, bool],
+    base: int,
+    leaves: list[Leaf],
 ) -> int:
     """Read the elements of one item (``end`` None: up to its delimiter); return where the
     item ends."""
+    implicit, little = encoding
+    tag_length, explicit, long_length = _FORMATS[little]
     last = -1
     first = True
     while end is None or position < end:
-        tag_high, tag_low, length = _TAG_LENGTH.unpack_from(data, position)
+        tag_high, tag_low, length = tag_length.unpack_from(data, position)
         tag = tag_high << 16 | tag_low
         if tag == _ITEM_END:
             if end is not None:
@@ -118,16 +153,16 @@ def _item(
             if vr is None:
                 raise _Unusual
             if raw_vr in _LONG:
-                (length,) = _UL.unpack_from(data, position + 8)
+                (length,) = long_length.unpack_from(data, position + 8)
                 start = position + 12
             else:
-                length = _EXPLICIT.unpack_from(data, position)[3]
+                length = explicit.unpack_from(data, position)[3]
                 start = position + 8
         first = False
         if length == _UNDEFINED:
             if vr not in (None, "SQ") or decision_vr(vr, tag) != "SQ":
                 raise _Unusual  # e.g. an undefined-length UN: pydicom infers a sequence its way
-            position = _sequence(data, start, None, implicit, base, leaves)
+            position = _sequence(data, start, None, encoding, base, leaves)
             continue
         value_end = start + length
         if value_end > len(data) or (end is not None and value_end > end):
@@ -137,13 +172,16 @@ def _item(
             if length
             else cast(bytes | None, empty_value_for_VR(vr, raw=True))
         )
-        element = RawDataElement(BaseTag(tag), vr, length, value, start - base, implicit, True)
+        # tuple.__new__ makes the same named tuple without its __new__, a Python function
+        # (the last two fields: is_raw, is_buffered, as their defaults)
+        fields = (BaseTag(tag), vr, length, value, start - base, implicit, little, True, False)
+        element = _NEW_TUPLE(RawDataElement, fields)
         found = element_vr(element, tag)
         if found == "SQ":
             if vr not in (None, "SQ"):
                 raise _Unusual  # a UN that the dictionary calls a sequence: pydicom's way
             if length:
-                _sequence(data, start, value_end, implicit, start, leaves)
+                _sequence(data, start, value_end, encoding, start, leaves)
         else:
             leaves.append((element, found))
         position = value_end

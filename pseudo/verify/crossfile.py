@@ -3,6 +3,7 @@ every reference that pointed at an input instance points at an output one."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -16,8 +17,10 @@ from pseudo.verify.finding import VerificationFinding
 from pseudo.verify.recording import KEEPING, REFERENCE_TAGS
 
 
+@functools.lru_cache(maxsize=4096)
 def uid_digest(uid: str) -> int:
-    """A compact, stable stand-in for a UID, so a whole run's UIDs fit in memory."""
+    """A compact, stable stand-in for a UID, so a whole run's UIDs fit in memory (worked out
+    once per process for the UIDs a study's files share)."""
     return int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big")
 
 

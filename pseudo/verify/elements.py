@@ -59,7 +59,9 @@ def item_list(ds: Dataset, tag: int, element: Any) -> list[Dataset]:
 def elements(ds: Dataset, parents: Parents = ()) -> Iterator[Walked]:
     """Every element at every depth: (dataset holding it, tag, VR, sequences above it)."""
     for tag, element in list(element_map(ds).items()):
-        vr = element_vr(element, tag)  # the VR only: a raw element is not converted here
+        vr = getattr(element, "VR", None)
+        if vr is None or vr == "UN" or " or " in vr:
+            vr = element_vr(element, tag)  # the VR only: a raw element is not converted here
         yield ds, tag, vr, parents
         if vr == "SQ":
             try:

@@ -37,10 +37,11 @@ _STUCK_MARKS = bytes(
 )
 
 
-def tag_stuck_words(raw: bytes) -> set[str]:
+def tag_stuck_words(raw: bytes, runs: bytes | None = None) -> set[str]:
     """The last words of values that may have run into the next element's tag (see
     :func:`needle_pattern`), without that tag's byte, upper-case like the other words: each
-    run of two or more letters and digits followed by a zero byte, less its last character.
+    run of two or more letters and digits followed by a zero byte, less its last character
+    (``runs``: ``raw.translate(WORD_BYTES)``, when the caller has it already).
 
     Found by plain substring search in the bytes' marks (a regular expression here tried every
     position of the header, and cost as much as the rest of the byte search)."""
@@ -49,7 +50,8 @@ def tag_stuck_words(raw: bytes) -> set[str]:
     at = marks.find(b"aa0")
     if at < 0:
         return words
-    runs = raw.translate(WORD_BYTES)  # a run's start: the space before it, never far back
+    if runs is None:
+        runs = raw.translate(WORD_BYTES)  # a run's start: the space before it, never far back
     while at >= 0:
         start = runs.rfind(b" ", 0, at) + 1
         words.add(runs[start : at + 1].decode("ascii"))

@@ -137,10 +137,13 @@ def skip_reason(text: str, kind: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8192)
 def uid_numbers(uid: str) -> list[str] | None:
     """The numbers of a plain UID (ASCII digits, three numbers or more, none empty) that
     :func:`skip_reason` does not skip: :meth:`Needles.add_uid` adds such a UID as it is, and its
-    words are these numbers. None for any other UID (the general path is taken then)."""
+    words are these numbers. None for any other UID (the general path is taken then). Worked
+    out once per process for the UIDs a study's files share: the list is shared, not to be
+    changed."""
     numbers = uid.split(".")
     if len(numbers) < 3 or "" in numbers or uid in _COMMON or is_standard_uid(uid):
         return None

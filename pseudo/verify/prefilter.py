@@ -31,8 +31,9 @@ Words = set[str] | frozenset[str]
 def output_words(header: bytes, names: Iterable[str] = ()) -> tuple[str, Words]:
     """An output's bytes as words (see :meth:`~pseudo.verify.matching.Matcher.search_bytes`),
     and the words of those bytes and of the parts of its file name."""
-    text = header.translate(WORD_BYTES).decode("ascii")
-    words = set(text.split()) | tag_stuck_words(header)
+    runs = header.translate(WORD_BYTES)
+    text = runs.decode("ascii")
+    words = set(text.split()) | tag_stuck_words(header, runs)
     for name in names:
         words.update(_words_of(name.encode("utf-8", "replace")))
     return text, words
