@@ -93,7 +93,7 @@ def test_sequences_read_as_pydicom_reads_them() -> None:
         for holder, tag, element in list(_sequences(ds)):
             leaves = sequence_leaves(element)
             if leaves is None:
-                declined += element.is_little_endian  # big endian is left to pydicom
+                declined += 1  # unusual bytes are left to pydicom
                 continue
             read += 1
             with quiet_pydicom():
