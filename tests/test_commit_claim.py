@@ -41,7 +41,12 @@ def test_a_run_between_making_and_locking_its_lock_is_not_taken_for_dead(tmp_pat
     first.start()
     assert made.wait(30)
     other = _committer(output, "b")
-    second = threading.Thread(target=lambda: (other.claim(), claimed.set()))
+
+    def other_run() -> None:
+        other.claim()
+        claimed.set()
+
+    second = threading.Thread(target=other_run)
     second.start()
     # the other run waits for the claim, whatever the time it is given
     assert not claimed.wait(0.5)
