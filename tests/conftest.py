@@ -167,11 +167,8 @@ class CanaryRun:
 CANARY_SECRET = hashlib.sha256(b"pseudo test suite: canary project").digest()
 
 
-@pytest.fixture(scope="session")
-def canary_run(tmp_path_factory: pytest.TempPathFactory, canary_dir: Path) -> Iterator[CanaryRun]:
-    """Pseudonymize the canary corpus with the CLI and the default policy (pixels on: its
-    ultrasound images carry real text, which is blanked)."""
-    base = tmp_path_factory.mktemp("canary")
+def _run_canary(base: Path, canary_dir: Path, *extra: str) -> CanaryRun:
+    """Pseudonymize the canary corpus with the CLI and the default policy into ``base``."""
     vault_path = make_vault(base / "vault", "canary", secret=CANARY_SECRET)
     output = base / "out"
     os.environ["PSEUDO_PASSPHRASE"] = OPERATOR
@@ -188,6 +185,7 @@ def canary_run(tmp_path_factory: pytest.TempPathFactory, canary_dir: Path) -> It
             "2",
             "--json",
             "--quiet",
+            *extra,
         )
     finally:
         del os.environ["PSEUDO_PASSPHRASE"]
@@ -198,7 +196,24 @@ def canary_run(tmp_path_factory: pytest.TempPathFactory, canary_dir: Path) -> It
         for f in report["files"]
         if f["output"]
     }
-    yield CanaryRun(vault_path, output, report, pairs)
+    return CanaryRun(vault_path, output, report, pairs)
+
+
+@pytest.fixture(scope="session")
+def canary_run(tmp_path_factory: pytest.TempPathFactory, canary_dir: Path) -> CanaryRun:
+    """Pseudonymize the canary corpus with the CLI and the default policy (pixels on: its
+    ultrasound images carry real text, which is blanked)."""
+    return _run_canary(tmp_path_factory.mktemp("canary"), canary_dir)
+
+
+@pytest.fixture(scope="session")
+def canary_run_without_pixels(
+    tmp_path_factory: pytest.TempPathFactory, canary_dir: Path
+) -> CanaryRun:
+    """:func:`canary_run` with ``--pixels off``: the reference of the tests of how a run is
+    made (interrupted, resumed, concurrent, distributed), where the pixel step, file by file,
+    changes nothing and its OCR would be most of each run's time."""
+    return _run_canary(tmp_path_factory.mktemp("canary-no-pixels"), canary_dir, "--pixels", "off")
 
 
 @pytest.fixture(scope="module")

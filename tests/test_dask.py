@@ -32,13 +32,18 @@ def _installed_setups() -> list[str]:
 
 
 def test_a_scheduler_address_gives_the_local_output(
-    canary_run: CanaryRun, canary_dir: Path, tmp_path: Path
+    canary_run_without_pixels: CanaryRun, canary_dir: Path, tmp_path: Path
 ) -> None:
+    """Without the pixel step (``test_dask_local_gives_the_local_output`` has it)."""
+    canary_run = canary_run_without_pixels
     vault = make_vault(tmp_path / "vault", "canary", secret=CANARY_SECRET)
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
-        _run(canary_dir, tmp_path / "out", vault, "--scheduler", cluster.scheduler_address)
+        _run(
+            *(canary_dir, tmp_path / "out", vault, "--scheduler", cluster.scheduler_address),
+            *("--pixels", "off"),
+        )
         with distributed.Client(cluster) as client:
             leftovers = client.run(_installed_setups)
     assert tree_digest(tmp_path / "out") == tree_digest(canary_run.output)

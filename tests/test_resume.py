@@ -37,9 +37,9 @@ from tests.events import (
 )
 
 
-def _start(source: Path, target: Path, vault: Path) -> subprocess.Popen[str]:
+def _start(source: Path, target: Path, vault: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        run_command(source, target, vault, "--workers", "2", "--quiet", project="canary"),
+        run_command(source, target, vault, "--workers", "2", "--quiet", *extra, project="canary"),
         env=dict(os.environ, PSEUDO_PASSPHRASE=OPERATOR),
         stderr=subprocess.PIPE,
         text=True,
@@ -123,14 +123,16 @@ def test_sigkill_at_any_point_then_rerun_gives_the_uninterrupted_output(
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_stops_cleanly_with_a_summary(
-    canary_run: CanaryRun, canary_dir: Path, tmp_path: Path, signum: int
+    canary_run_without_pixels: CanaryRun, canary_dir: Path, tmp_path: Path, signum: int
 ) -> None:
     """The signal goes to the whole process group once the run handles it (its workers are up
     and ignore SIGINT) and before it has committed every file (the test holds the vault's
-    write lock meanwhile): the run commits what it has, says so, and exits 130."""
+    write lock meanwhile): the run commits what it has, says so, and exits 130. Without the
+    pixel step (the SIGKILL test above has it)."""
+    canary_run = canary_run_without_pixels
     vault = make_vault(tmp_path / "vault", "canary", secret=CANARY_SECRET)
     target = tmp_path / "out"
-    process = _start(canary_dir, target, vault)
+    process = _start(canary_dir, target, vault, "--pixels", "off")
     run = wait_for_run(target, process)
     wait_for(
         lambda: ready_for_ctrl_c(process.pid, workers=2), "the run's workers to be up", process
@@ -144,7 +146,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary(
     assert json.loads(reports[0].read_text())["status"] == "interrupted"
     _, _, journal = _store_counts(vault)
     assert journal < JOURNAL, "stopped before the end"
-    final = _start(canary_dir, target, vault)
+    final = _start(canary_dir, target, vault, "--pixels", "off")
     _, stderr = final.communicate(timeout=DEADLINE)
     assert final.returncode == 0, stderr
     assert tree_digest(target) == tree_digest(canary_run.output)
