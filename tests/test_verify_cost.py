@@ -265,3 +265,21 @@ def test_the_values_ruled_out_in_bulk_are_those_ruled_out_one_by_one(
         assert bulk.items == each.items and bulk.skipped == each.skipped, words
         assert bulk.uids == each.uids and bulk.dates == each.dates, words
     assert date(2022, 3, 1) in recorder.build(set()).dates, "a private date, whatever the words"
+
+
+def test_the_words_of_iso_2022_bytes_hold_the_words_of_their_decoded_text() -> None:
+    """In ISO 2022 bytes an escape's final letter runs into the next word (``ESC ( B`` then
+    ``SMITH``): the words that rule values out hold the word as the decoded text has it, so
+    that a value an attribute holds is never ruled out (the attributes of such an output are
+    searched as decoded, for the needles of the values left)."""
+    from pseudo.verify.prefilter import output_words
+
+    header = (
+        b"\x08\x00\x05\x00CS\x10\x00\\ISO 2022 IR 87 "
+        b"\x20\x00\x00\x40LT\x16\x00\x1b$B2hA|\x1b(BSMITH\x1b$)C A"
+    )
+    plain = output_words(header)[1]
+    words = output_words(header, iso_2022=True)[1]
+    assert "SMITH" not in plain and "BSMITH" in plain
+    assert {"SMITH", "BSMITH", "ISO", "2022", "IR", "87"} <= words
+    assert plain <= words  # the plain words stay: the raw-byte search works on them

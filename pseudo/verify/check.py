@@ -316,16 +316,20 @@ def _matcher(
     searched yet). With its bytes: those of the values it may hold (see
     :mod:`~pseudo.verify.prefilter`), which are all that can be found there, in its file name
     or in its attributes (every attribute is in the bytes, as the words of its value); the
-    attributes are searched for them only when the bytes hold one, to say where it is.
-    Without its bytes (a deflated file), with bytes in ISO 2022 (see :func:`_iso_2022`), or when
-    they are built already, all of them. Either way the instance UIDs and the dates are all
-    there."""
-    if header is not None and pending.built is None and not _iso_2022(header):
-        split = output_words(header, relative_path.split("/"))
+    attributes are searched for them only when the bytes hold one, to say where it is, or when
+    the bytes are text in ISO 2022 (see :func:`_iso_2022`: there the attributes are always
+    searched as decoded, and the words that rule values out are those of the bytes read with
+    the escapes as spaces too). Without its bytes (a deflated file), or when they are built
+    already, all of them. Either way the instance UIDs and the dates are all there."""
+    if header is not None and pending.built is None:
+        iso_2022 = _iso_2022(header)
+        split = output_words(header, relative_path.split("/"), iso_2022=iso_2022)
         needles = pending.recorder.build(split[1])
         needles.add_dates(offset_days, split[1])
         matcher = Matcher(needles)
         pending.checked = needles
+        if iso_2022:
+            return matcher, None  # check() searches the bytes and every attribute
         # (the file name's words among the bytes' words only add candidates the search rejects)
         return matcher, matcher.search_bytes(header, encodings(out), split) if matcher else []
     needles = pending.needles

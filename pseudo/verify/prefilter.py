@@ -18,6 +18,7 @@ where each is (every attribute is in the bytes, as written).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,12 +29,28 @@ from pseudo.verify.matching import WORD_BYTES, tag_stuck_words
 Words = set[str] | frozenset[str]
 
 
-def output_words(header: bytes, names: Iterable[str] = ()) -> tuple[str, Words]:
+#: An ISO 2022 escape sequence: ESC, intermediate bytes, a final byte (``ESC ( B``, ``ESC $ B``).
+_ESCAPE = re.compile(rb"\x1b[\x20-\x2f]+[\x30-\x7e]")
+
+
+def output_words(
+    header: bytes, names: Iterable[str] = (), *, iso_2022: bool = False
+) -> tuple[str, Words]:
     """An output's bytes as words (see :meth:`~pseudo.verify.matching.Matcher.search_bytes`),
-    and the words of those bytes and of the parts of its file name."""
+    and the words of those bytes and of the parts of its file name.
+
+    ``iso_2022``: the bytes are text in ISO 2022, where an escape sequence's last byte is a
+    letter that runs into the next word (``ESC ( B`` then ``SMITH`` reads ``BSMITH``); the
+    words of the bytes with every escape sequence read as a space are added, so that the words
+    of the text each attribute decodes to (its ASCII parts are its bytes, bounded by escapes
+    or by bytes that are not letters or digits) are all among them."""
     runs = header.translate(WORD_BYTES)
     text = runs.decode("ascii")
     words = set(text.split()) | tag_stuck_words(header, runs)
+    if iso_2022:
+        plain = _ESCAPE.sub(b" ", header)
+        words.update(plain.translate(WORD_BYTES).decode("ascii").split())
+        words |= tag_stuck_words(plain)
     for name in names:
         words.update(_words_of(name.encode("utf-8", "replace")))
     return text, words
