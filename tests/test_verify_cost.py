@@ -9,10 +9,11 @@ import random
 from datetime import date
 
 import pytest
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.valuerep import PersonName
 
 from pseudo.io.pydicom_internals import element_map
 from pseudo.policy.compiled import Decision
@@ -223,15 +224,25 @@ def test_the_values_ruled_out_in_bulk_are_those_ruled_out_one_by_one(
         (0x0020000D, "UI", _UID.encode() + b"\x00", Action.REMAP_UID),
         (0x00321032, "PN", b"AB", Action.REMOVE),
     ]
+    # values converted before the walk (the engine reads the patient's name and ID first)
+    converted = [
+        (0x00100021, "LO", "CNRYKFNQN5", Action.REMOVE),
+        (0x00101001, "PN", PersonName("MILLER^KENT"), Action.REMOVE),
+        (0x00102160, "SH", "MÜLLER", Action.REMOVE),
+        (0x00091010, "LO", "ACME BAR", Action.REMOVE),
+        (0x00081050, "PN", PersonName("SMITH^\u00c9VA"), Action.REMOVE),
+    ]
     ds = Dataset()
     ds.set_original_encoding(False, True, "iso8859")
     for tag, vr, raw, _ in values:
         element_map(ds)[BaseTag(tag)] = RawDataElement(
             BaseTag(tag), vr, len(raw), raw, 0, False, True
         )
+    for tag, vr, value, _ in converted:
+        element_map(ds)[BaseTag(tag)] = DataElement(tag, vr, value)
     recorder = Recorder()
     recorder.enter(ds)
-    for tag, vr, _, action in values:
+    for tag, vr, _, action in sorted([*values, *converted]):
         recorder(ds, tag, vr, _keep(action))
     vocabulary = [
         "DOE",
@@ -252,6 +263,11 @@ def test_the_values_ruled_out_in_bulk_are_those_ruled_out_one_by_one(
         "AB",
         "HOSP",
         "XY",
+        "CNRYKFNQN5",
+        "MILLER",
+        "KENT",
+        "BAR",
+        "EVA",
         *_UID.split("."),
     ]
     rng = random.Random(14)

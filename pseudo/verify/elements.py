@@ -4,6 +4,7 @@ removed: converting them would be wasted work)."""
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Iterator
@@ -147,7 +148,14 @@ def peek(ds: Dataset, tag: int, vr: str) -> Any:
 
 def path_of(parents: Parents, tag: int, prefix: str = "") -> str:
     """``ContentSequence[2].ContentSequence[0].PersonName``: the path of an attribute."""
-    return prefix + "".join(f"{attribute_name(t)}[{i}]." for t, i in parents) + attribute_name(tag)
+    return prefix + _path(parents, tag) if prefix else _path(parents, tag)
+
+
+@functools.lru_cache(maxsize=4096)
+def _path(parents: Parents, tag: int) -> str:
+    """:func:`path_of` without a prefix, made once per process for the places a study's files
+    share (the verification asks for the path of every UID of every output)."""
+    return "".join(f"{attribute_name(t)}[{i}]." for t, i in parents) + attribute_name(tag)
 
 
 def snapshot(ds: Dataset, tag: int) -> Any:
