@@ -38,6 +38,7 @@ from pseudo.io.pydicom_internals import (
     element_at,
     element_map,
     inherit_character_set,
+    new_raw_element,
     quiet_pydicom,
     repeater_entries,
 )
@@ -254,6 +255,29 @@ def test_raw_data_element_fields_are_the_ones_headscan_builds() -> None:
     assert implicit == RawDataElement(tag, None, 4, b"ID01", 8, True, True)
     long_vr = _read_one(_explicit(0x00091010, "OB", b"\x01\x02"))
     assert long_vr == RawDataElement(BaseTag(0x00091010), "OB", 2, b"\x01\x02", 12, False, True)
+
+
+def test_new_raw_element_makes_the_named_tuple_its_constructor_makes() -> None:
+    """The readers make raw elements with ``tuple.__new__`` (:data:`new_raw_element`): the
+    same class, fields and defaults (``is_raw`` true, ``is_buffered`` false) as the named
+    tuple's own constructor."""
+    assert RawDataElement._fields == (
+        "tag",
+        "VR",
+        "length",
+        "value",
+        "value_tell",
+        "is_implicit_VR",
+        "is_little_endian",
+        "is_raw",
+        "is_buffered",
+    )
+    assert RawDataElement._field_defaults == {"is_raw": True, "is_buffered": False}
+    tag = BaseTag(0x00100020)
+    made = new_raw_element((tag, "LO", 4, b"ID01", 8, False, True, True, False))
+    expected = RawDataElement(tag, "LO", 4, b"ID01", 8, False, True)
+    assert made.__class__ is RawDataElement
+    assert made == expected and made.is_raw and not made.is_buffered
 
 
 @pytest.mark.parametrize("vr", ["OB", "US", "AT", "PN", "LO", "UI", "DA"])

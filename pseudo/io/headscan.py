@@ -37,6 +37,8 @@ from pydicom.uid import (
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 from pydicom.values import convert_string
 
+from pseudo.io.pydicom_internals import new_raw_element
+
 #: Headers up to this size are scanned from one read; a longer one is left to pydicom.
 HEAD_BYTES = 1 << 20
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
@@ -170,7 +172,9 @@ def scan(
             continue
         value = data[value_start:position] if length else _empty(vr)
         key = BaseTag(tag)
-        element = RawDataElement(key, vr, length, value, value_start, implicit, True)
+        element = new_raw_element(
+            (key, vr, length, value, value_start, implicit, True, True, False)
+        )
         if dropping:
             dropped[key] = element
             continue
@@ -228,7 +232,9 @@ def _file_meta(data: bytes) -> tuple[FileMetaDataset, int] | None:
         if key in elements:
             return None
         value = data[value_start:position] if length else _empty(vr)
-        elements[key] = RawDataElement(key, vr, length, value, value_start, False, True)
+        elements[key] = new_raw_element(
+            (key, vr, length, value, value_start, False, True, True, False)
+        )
     if not elements or list(elements) != sorted(elements):
         return None
     file_meta = FileMetaDataset(elements)

@@ -9,6 +9,7 @@ what is relied on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import warnings
@@ -17,8 +18,18 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 from pydicom import config
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
+
+#: ``new_raw_element((tag, VR, length, value, value_tell, is_implicit_VR, is_little_endian,
+#: True, False))`` is ``RawDataElement(tag, VR, length, value, value_tell, is_implicit_VR,
+#: is_little_endian)``: the named tuple made by ``tuple.__new__`` without its ``__new__``, a
+#: Python function that cost about as much as the rest of reading an element (the readers make
+#: hundreds a file). Relies on its nine fields, the last two ``is_raw`` and ``is_buffered``.
+new_raw_element: Callable[[tuple[Any, ...]], RawDataElement] = functools.partial(
+    tuple.__new__, RawDataElement
+)
 
 
 @contextmanager

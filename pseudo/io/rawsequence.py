@@ -25,6 +25,7 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
 from pseudo.dicom.tags import decision_vr, element_vr
+from pseudo.io.pydicom_internals import new_raw_element
 
 _VRS = {vr.encode(): str(vr) for vr in VR}
 _LONG = frozenset(vr.encode() for vr in EXPLICIT_VR_LENGTH_32)
@@ -39,7 +40,6 @@ _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
 _CHARSET = 0x00080005
-_NEW_TUPLE = tuple.__new__
 #: Sequences at most this long are read once per process (see :func:`_recurring_leaves`).
 _CACHED_BYTES = 8192
 
@@ -172,10 +172,9 @@ def _item(
             if length
             else cast(bytes | None, empty_value_for_VR(vr, raw=True))
         )
-        # tuple.__new__ makes the same named tuple without its __new__, a Python function
-        # (the last two fields: is_raw, is_buffered, as their defaults)
-        fields = (BaseTag(tag), vr, length, value, start - base, implicit, little, True, False)
-        element = _NEW_TUPLE(RawDataElement, fields)
+        element = new_raw_element(
+            (BaseTag(tag), vr, length, value, start - base, implicit, little, True, False)
+        )
         found = element_vr(element, tag)
         if found == "SQ":
             if vr not in (None, "SQ"):
