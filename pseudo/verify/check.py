@@ -294,7 +294,7 @@ def finish(
         pending.instance,
         str(out.get("SOPInstanceUID", "")),
         [(path, originals[path], value) for path, value in references(walked) if path in originals],
-        {uid_digest(uid) for uid in matcher.needles.uids},
+        set(map(uid_digest, matcher.needles.uids)),
         output_uids(walked, policy, pending.active),
     )
     return findings, evidence

@@ -27,9 +27,10 @@ def uid_digest(uid: str) -> int:
 def references(walked: list[Walked]) -> list[tuple[str, str]]:
     """(path, value) of every Referenced SOP Instance UID inside sequences, at any depth."""
     found: list[tuple[str, str]] = []
-    for level, tag, _, parents in walked:
+    for level, tag, vr, parents in walked:
         if parents and tag in REFERENCE_TAGS:
-            found.extend((path_of(parents, tag), uid) for uid in strings(level[tag].value))
+            # as read, not converted in place: the output is written already
+            found.extend((path_of(parents, tag), uid) for uid in strings(peek(level, tag, vr)))
     return found
 
 
@@ -49,9 +50,15 @@ def output_uids(
             else:
                 uids = strings(peek(level, tag, vr))  # as read: not converted in place
             for uid in uids:
-                if uid and not is_standard_uid(uid) and (digest := uid_digest(uid)) not in found:
+                if uid and (digest := _instance_digest(uid)) is not None and digest not in found:
                     found[digest] = path_of(parents, tag)
     return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _instance_digest(uid: str) -> int | None:
+    """:func:`uid_digest` of an instance UID, None for a standard one (one look-up for both)."""
+    return None if is_standard_uid(uid) else uid_digest(uid)
 
 
 @dataclass
