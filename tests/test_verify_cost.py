@@ -299,3 +299,24 @@ def test_the_words_of_iso_2022_bytes_hold_the_words_of_their_decoded_text() -> N
     assert "SMITH" not in plain and "BSMITH" in plain
     assert {"SMITH", "BSMITH", "ISO", "2022", "IR", "87"} <= words
     assert plain <= words  # the plain words stay: the raw-byte search works on them
+
+
+def test_an_output_with_hits_is_searched_for_its_hits_and_the_needles_not_ascii() -> None:
+    """The attributes of an output whose bytes hold needles are searched for those (every
+    attribute is in the bytes as written), and for every needle that is not ASCII (found in
+    text regardless of case, in the bytes only as spelled)."""
+    needles = Needles()
+    needles.add("DOE^JOHN", "person name")
+    needles.add("MRN123456", "identifier", fold=False)
+    needles.add("Müller", "person name")
+    matcher = Matcher(needles)
+    header = b"\x10\x00\x20\x00LO\x0a\x00MRN123456 "
+    hits = {needle for needle, _ in matcher.search_bytes(header)}
+    assert [n.text for n in hits] == ["MRN123456"]
+    located = matcher.of(hits)
+    assert {n.text for n in located.needles.items.values()} == {"MRN123456", "Müller"}
+    assert [n.text for n in located.search_text("seen MRN123456 and MÜLLER")] == [
+        "MRN123456",
+        "Müller",
+    ]
+    assert located.search_text("DOE^JOHN") == []

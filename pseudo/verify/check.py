@@ -119,7 +119,13 @@ def check(
             matcher.search_bytes(header, encodings(out)) if header is not None and matcher else []
         )
     chosen: set[str] = set()  # values in which a needle is the policy's choice
-    if matcher and (header is None or raw_hits or _iso_2022(header)):
+    iso_2022 = header is not None and _iso_2022(header)
+    if matcher and (header is None or raw_hits or iso_2022):
+        whole = matcher  # for the file name below: its words are not the bytes'
+        if header is not None and not iso_2022:
+            # every attribute is in the bytes as written: a needle in one is among the
+            # bytes' hits (as are its words), and only those are looked for, to say where
+            matcher = matcher.of({needle for needle, _ in raw_hits})
         seen: set[Needle] = set()
         binary: list[bytes] = []  # standard binary values: not text, not searched
         charsets: dict[int, Any] = {}  # id of a data set -> its encodings
@@ -181,6 +187,7 @@ def check(
         for needle, offset in raw_hits:
             if needle not in seen and not _inside(needle, header or b"", binary):
                 report(f"(raw bytes at offset {offset})", "leak", needle.kind, needle.text)
+        matcher = whole
     for part in relative_path.split("/"):
         for needle in matcher.search_text(part):
             stem = part.removesuffix(".dcm")

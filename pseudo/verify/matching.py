@@ -115,6 +115,16 @@ class Matcher:
     def __bool__(self) -> bool:
         return bool(self._by_word or self._dates or self._special)
 
+    def of(self, found: AbstractSet[Needle]) -> Matcher:
+        """A matcher of the ``found`` needles only, and of every needle that is not ASCII
+        (those are found in text regardless of case, in bytes only as spelled)."""
+        items = {
+            key: needle
+            for key, needle in self.needles.items.items()
+            if needle in found or not needle.text.isascii()
+        }
+        return Matcher(Needles(items=items))
+
     def may_be_in(self, raw: bytes) -> bool:
         """Whether :meth:`search_text` may find a needle in the texts of a raw value (False:
         certainly none). Decided from the bytes when they are plain ASCII without an ISO 2022
