@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from itertools import compress, repeat
-from operator import not_
+from operator import is_not, not_
 from typing import Any, NamedTuple, cast
 
 from pydicom.dataelem import RawDataElement
@@ -124,6 +124,9 @@ def records_removed(tag: int, vr: str | None) -> bool:
     return vr != "TM" and _searched(vr, bool((tag >> 16) & 1))
 
 
+#: What :meth:`Recorder.enter` compares each element's class with (mapped in C).
+_RAW_CLASS = repeat(RawDataElement)
+
 #: A value recorded as it is, its needles built only when needed (see :meth:`Recorder.build`):
 #: (tag, VR, action, private, the raw element or the value, the encodings of its data set),
 #: kept flat in :attr:`Recorder.values`, six entries a value (see :func:`recorded`).
@@ -207,9 +210,9 @@ class Recorder:
             # left out before it come first, as in the file
             self._record_removed(int(parents[0][0]))
         held = cast("dict[int, Any]", dict(element_map(ds)))
-        for tag, element in held.items():
-            if element.__class__ is not RawDataElement:
-                held[tag] = Snapshot(snapshot_of(element), element.VR)
+        converted = [*compress(held.items(), map(is_not, map(type, held.values()), _RAW_CLASS))]
+        for tag, element in converted:  # a few a data set: found in C among hundreds
+            held[tag] = Snapshot(snapshot_of(element), element.VR)
         self._entered[parents] = (self._charset(ds), held)
 
     def references(self) -> dict[str, str]:
