@@ -27,6 +27,7 @@ from pseudo.verify.elements import (
     elements,
     encodings,
     path_of,
+    peek,
     raw_value,
     snapshot_of,
     snapshot_text,
@@ -195,7 +196,7 @@ def check(
                 report("(file name)", "kept-value", needle.kind, needle.text, "warning")
             else:
                 report("(file name)", "file-name", needle.kind, needle.text)
-    burned = str(out.get("BurnedInAnnotation", "") or "").strip().upper()
+    burned = _code_string(out, 0x00280301).strip().upper()  # Burned In Annotation
     if burned == "YES":
         report(
             "BurnedInAnnotation",
@@ -203,7 +204,7 @@ def check(
             "Burned In Annotation is YES: text in the pixels",
             None,
         )
-    elif burned != "NO" and (burned or str(out.get("Modality", "")).upper() in BURNED_IN_PRONE):
+    elif burned != "NO" and (burned or _code_string(out, 0x00080060).upper() in BURNED_IN_PRONE):
         report(
             "BurnedInAnnotation",
             "burned-in",
@@ -212,6 +213,14 @@ def check(
             "warning",
         )
     return findings
+
+
+def _code_string(ds: Dataset, tag: int) -> str:
+    """A top-level code string of ``ds`` as text (several values joined by backslashes; empty
+    when absent), read as it is: pydicom's keyword look-up and conversion cost more."""
+    if element_at(ds, tag) is None:
+        return ""
+    return "\\".join(strings(peek(ds, tag, "CS")))
 
 
 def _value(level: Dataset, tag: int, vr: str, charsets: dict[int, Any], element: Any = None) -> Any:
