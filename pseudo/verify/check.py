@@ -83,7 +83,9 @@ def check(
     ``added`` hold the project's values (:mod:`pseudo.deid.trial`), never the input's: a
     needle there (a site's sponsor name that is the project's too) is no leak. ``raw_hits``:
     what :meth:`~pseudo.verify.matching.Matcher.search_bytes` found in ``header``, when the
-    caller has searched it already.
+    caller has searched it already: the attributes are searched for those needles only (and
+    for those that are not ASCII, found in text regardless of case), since every attribute is
+    in the bytes as written; in ISO 2022 bytes or without bytes, for every needle.
     """
     findings: list[VerificationFinding] = []
     reported: set[tuple[str, str, str]] = set()
@@ -122,11 +124,11 @@ def check(
     chosen: set[str] = set()  # values in which a needle is the policy's choice
     iso_2022 = header is not None and _iso_2022(header)
     if matcher and (header is None or raw_hits or iso_2022):
-        whole = matcher  # for the file name below: its words are not the bytes'
+        # every attribute is in the bytes as written: a needle in one is among the bytes'
+        # hits (as are its words), and only those are looked for, to say where they are
+        located = matcher
         if header is not None and not iso_2022:
-            # every attribute is in the bytes as written: a needle in one is among the
-            # bytes' hits (as are its words), and only those are looked for, to say where
-            matcher = matcher.of({needle for needle, _ in raw_hits})
+            located = matcher.of({needle for needle, _ in raw_hits})
         seen: set[Needle] = set()
         binary: list[bytes] = []  # standard binary values: not text, not searched
         charsets: dict[int, Any] = {}  # id of a data set -> its encodings
@@ -146,7 +148,7 @@ def check(
             before = element_at(level, tag)  # as written
             if before.__class__ is RawDataElement:
                 held = before.value
-                if held.__class__ is bytes and not matcher.may_be_in(held):
+                if held.__class__ is bytes and not located.may_be_in(held):
                     continue  # no needle there, without decoding the value
             try:
                 value = _value(level, tag, vr, charsets, before)
@@ -154,19 +156,19 @@ def check(
                 continue
             texts = strings(value)
             if isinstance(value, bytes):  # its printable runs, those that may hold a needle
-                texts = matcher.runs_in(value)
+                texts = located.runs_in(value)
             elif (
                 len(texts) == 1
                 and texts[0].isascii()
-                and not matcher.may_be_in(texts[0].encode("ascii"))
+                and not located.may_be_in(texts[0].encode("ascii"))
             ):
                 continue  # no needle there (e.g. a value the pseudonymizer wrote)
             if not prefix and not parents and tag in added:
-                seen.update(needle for text in texts for needle in matcher.search_text(text))
+                seen.update(needle for text in texts for needle in located.search_text(text))
                 continue
             of_itself: dict[Needle, bool] = {}
             for text in texts:
-                for needle in matcher.search_text(text):
+                for needle in located.search_text(text):
                     seen.add(needle)
                     if needle not in of_itself:
                         where: tuple[Dataset, int, str, Parents, frozenset[int]] | None
@@ -176,7 +178,7 @@ def check(
                         elif prefix:  # the rebuilt file meta keeps nothing of the input
                             where = None
                         of_itself[needle] = where is not None and _chosen(
-                            needle, matcher, policy, kept, where, before
+                            needle, located, policy, kept, where, before
                         )
                     path = path_of(parents, tag, prefix)
                     if not of_itself[needle]:
@@ -188,7 +190,6 @@ def check(
         for needle, offset in raw_hits:
             if needle not in seen and not _inside(needle, header or b"", binary):
                 report(f"(raw bytes at offset {offset})", "leak", needle.kind, needle.text)
-        matcher = whole
     for part in relative_path.split("/"):
         for needle in matcher.search_text(part):
             stem = part.removesuffix(".dcm")

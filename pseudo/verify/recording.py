@@ -24,7 +24,7 @@ from itertools import compress, repeat
 from operator import is_not, not_
 from typing import Any, NamedTuple, cast
 
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
@@ -274,6 +274,9 @@ class Recorder:
         if element.__class__ is RawDataElement and element.value is not None:
             self.values += (tag, vr, action, private, element, charset)
             return  # the common case: a value as read, held as it is
+        if element.__class__ is DataElement:  # converted before the walk (the patient's name)
+            self.values += (tag, vr, action, private, snapshot_of(element), charset)
+            return
         try:
             element = ds.get_item(tag)  # a deferred value is read here
         except Exception:
