@@ -105,7 +105,7 @@ def check(
     meta = getattr(out, "file_meta", None) or Dataset()
     safe = SafePrivate.load()
     if walked is None:
-        walked = list(elements(out))
+        walked = elements(out)
     for level, tag, vr, parents in walked:
         if (tag >> 16) & 1 and not 0x10 <= tag & 0xFFFF <= 0xFF:
             decision = policy.decide(tag, vr, level, parents, active)
@@ -291,7 +291,7 @@ def finish(
     ``header`` is the output's bytes before its pixel data (None for a deflated file);
     ``added``: the top-level attributes that hold the project's values (see :func:`check`).
     """
-    walked = list(elements(out))  # one walk of the output for every check below
+    walked = elements(out)  # one walk of the output for every check below
     matcher, raw_hits = _matcher(pending, out, relative_path, offset_days, header)
     findings = check(
         out,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from pydicom.dataelem import DataElement, RawDataElement
@@ -57,20 +56,26 @@ def item_list(ds: Dataset, tag: int, element: Any) -> list[Dataset]:
     return items
 
 
-def elements(ds: Dataset, parents: Parents = ()) -> Iterator[Walked]:
-    """Every element at every depth: (dataset holding it, tag, VR, sequences above it)."""
+def elements(ds: Dataset, parents: Parents = (), found: list[Walked] | None = None) -> list[Walked]:
+    """Every element at every depth, in order: (dataset holding it, tag, VR, sequences above
+    it); appended to ``found`` when given. A list, not a generator: the verification walks
+    every output, and a generator's step for each of its hundreds of elements cost more."""
+    if found is None:
+        found = []
+    append = found.append
     for tag, element in list(element_map(ds).items()):
         vr = getattr(element, "VR", None)
         if vr is None or vr == "UN" or " or " in vr:
             vr = element_vr(element, tag)  # the VR only: a raw element is not converted here
-        yield ds, tag, vr, parents
+        append((ds, tag, vr, parents))
         if vr == "SQ":
             try:
                 items = item_list(ds, tag, element)
             except Exception:
                 continue
             for index, item in enumerate(items):
-                yield from elements(item, (*parents, (tag, index)))
+                elements(item, (*parents, (tag, index)), found)
+    return found
 
 
 def strings(value: Any) -> list[str]:

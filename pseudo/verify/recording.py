@@ -164,6 +164,7 @@ class Recorder:
         self._removed: list[tuple[int, BaseTag, Any]] = []
         self._removed_done = 0
         self._holder: Dataset | None = None
+        self._removed_charset: Any = None  # the encodings of the holder's values
 
     def __call__(
         self, ds: Dataset, tag: int, vr: str, decision: Decision, parents: Parents = ()
@@ -233,6 +234,7 @@ class Recorder:
         so no decision need be taken for each), held by ``holder``. They are recorded as the
         walk reaches their place (:meth:`_record_removed`), so values keep the file's order."""
         self._holder = holder
+        self._removed_charset = self._charset(holder)
         # plain ints to compare: a pydicom BaseTag compares in Python
         self._removed = [(int(tag), tag, element) for tag, element in dropped.items()]
         self._removed.sort()  # in file order already when the reader made it
@@ -241,10 +243,9 @@ class Recorder:
     def _record_removed(self, before: int | None = None) -> None:
         """Record the elements left out by the reader whose tag is below ``before`` (None:
         all), as :meth:`__call__` records a removed attribute."""
-        removed, holder = self._removed, self._holder
+        removed, holder, charset = self._removed, self._holder, self._removed_charset
         assert holder is not None
         index, end = self._removed_done, len(self._removed)
-        charset = self._charset(holder)
         values = self.values
         while index < end and (before is None or removed[index][0] < before):
             number, tag, element = removed[index]
