@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import io
 import json
@@ -31,6 +32,16 @@ OPERATOR = "operator passphrase for tests"
 REID = "re-identification passphrase for tests"
 #: The cheapest scrypt cost a slot accepts, to keep the suite fast.
 FAST_KDF = ScryptParams(n=2**14)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Byte-compile pseudo and keystore once, before the first test (in the main process, not
+    in each xdist worker): the suite starts hundreds of ``python -m pseudo`` processes, and
+    where ``PYTHONDONTWRITEBYTECODE`` is set (as on this project's machines) each of them
+    compiled every module it imports again, which an installed copy never does."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        for package in ("pseudo", "keystore"):
+            compileall.compile_dir(REPO / package, quiet=2)
 
 
 def need(path: Path, what: str) -> Path:
