@@ -97,7 +97,7 @@ def _by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bomb_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One deflate bomb for the tests of this module (they copy it)."""
     path = tmp_path_factory.mktemp("bomb") / "bomb.dcm"
     deflate_bomb(path)
@@ -106,11 +106,11 @@ def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_deflate_bomb_under_a_memory_limit_is_quarantined(
-    tmp_path: Path, workers: str, bomb: Path
+    tmp_path: Path, workers: str, bomb_file: Path
 ) -> None:
     source = tmp_path / "in"
     _good(source)
-    shutil.copyfile(bomb, source / "bomb.dcm")
+    shutil.copyfile(bomb_file, source / "bomb.dcm")
     assert (source / "bomb.dcm").stat().st_size < 4 * 1024 * 1024
     vault = make_vault(tmp_path / "vault")
     limit = 3 * GIB // 2
