@@ -233,30 +233,3 @@ def database() -> Iterator[str]:
 
     with postgres.server() as url:
         yield url
-
-
-#: The session fixtures that pseudonymize the whole canary corpus (the one with the pixel step
-#: takes half a minute of OCR): every test that uses them runs on one xdist worker (the
-#: ``canary`` group of ``--dist loadgroup``), which makes each once instead of once per worker.
-CANARY_FIXTURES = {"canary_run", "canary_run_without_pixels", "canary_diff"}
-#: Tests that ask for :func:`canary_run` during their call (``request.getfixturevalue``) in
-#: some parameter sets: function name -> the parameters of those sets.
-CANARY_BY_REQUEST = {
-    "test_every_level_passes_its_own_verification": {"name": "default"},
-    "test_no_output_gains_an_error_kind": {"corpus": "canary", "level": "default"},
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the tests of the shared canary runs in one xdist group (see CANARY_FIXTURES)."""
-    for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        callspec = getattr(item, "callspec", None)
-        wanted = CANARY_BY_REQUEST.get(getattr(item, "originalname", item.name))
-        by_request = (
-            wanted is not None
-            and callspec is not None
-            and all(callspec.params.get(key) == value for key, value in wanted.items())
-        )
-        if fixtures & CANARY_FIXTURES or by_request:
-            item.add_marker(pytest.mark.xdist_group("canary"))
