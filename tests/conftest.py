@@ -227,6 +227,16 @@ def canary_run_without_pixels(
     return _run_canary(tmp_path_factory.mktemp("canary-no-pixels"), canary_dir, "--pixels", "off")
 
 
+@pytest.fixture(scope="session")
+def canary_diff(canary_run: CanaryRun, canary_dir: Path) -> dict[str, Any]:
+    """``pseudo diff --json`` of the canary corpus and :func:`canary_run`'s output (the
+    change rows are read by several tests; the diff of 95 files takes seconds)."""
+    result = cli("diff", canary_dir, canary_run.output, "--json")
+    assert result.code == 0, result.stderr
+    data: dict[str, Any] = result.json()
+    return data
+
+
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
     """The URL of a throwaway PostgreSQL server, one per test module (see tests/postgres.py)."""

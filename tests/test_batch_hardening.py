@@ -43,7 +43,9 @@ def _good(folder: Path, names: list[str] = GOOD, copies: int = 1) -> None:
 
 def deflate_bomb(path: Path, inflated: int = GIB) -> None:
     """A deflated file of about 1 MB whose data set inflates to ``inflated`` bytes: a private
-    OB element of zeros (zlib compresses zeros about 1000:1), built without holding it."""
+    OB element of zeros (zlib compresses zeros about 1000:1), built without holding it. The
+    zeros are compressed with run-length matches only (Z_RLE): the same ratio as the default
+    strategy's search, three times faster."""
     source = get_testdata_file("MR_small.dcm")
     assert isinstance(source, str)
     ds = pydicom.dcmread(source)
@@ -55,7 +57,7 @@ def deflate_bomb(path: Path, inflated: int = GIB) -> None:
     # the meta's end: preamble, DICM, then group 2 (its length is the first element's value)
     meta_end = 132 + 12 + int.from_bytes(data[140:144], "little")
     body = zlib.decompress(data[meta_end:], -zlib.MAX_WBITS)
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS, 9, zlib.Z_RLE)
     parts = [compressor.compress(body)]
     header = (0x0009).to_bytes(2, "little") + (0x1010).to_bytes(2, "little") + b"OB\0\0"
     parts.append(compressor.compress(header + inflated.to_bytes(4, "little")))
@@ -94,11 +96,21 @@ def _by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {Path(f["input"]).name: f for f in report["files"]}
 
 
+@pytest.fixture(scope="module")
+def bomb_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One deflate bomb for the tests of this module (they copy it)."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.dcm"
+    deflate_bomb(path)
+    return path
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_deflate_bomb_under_a_memory_limit_is_quarantined(tmp_path: Path, workers: str) -> None:
+def test_a_deflate_bomb_under_a_memory_limit_is_quarantined(
+    tmp_path: Path, workers: str, bomb_file: Path
+) -> None:
     source = tmp_path / "in"
     _good(source)
-    deflate_bomb(source / "bomb.dcm")
+    shutil.copyfile(bomb_file, source / "bomb.dcm")
     assert (source / "bomb.dcm").stat().st_size < 4 * 1024 * 1024
     vault = make_vault(tmp_path / "vault")
     limit = 3 * GIB // 2

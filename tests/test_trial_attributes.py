@@ -365,6 +365,9 @@ def test_an_add_rule_that_cannot_work_is_refused_at_load(
 def test_outputs_gain_no_error_kind_from_the_trial_modules(
     canary_dir: Path, tmp_path: Path, env: None
 ) -> None:
+    """Without the pixel step: the trial modules are header attributes; the images the pixel
+    step redacts are checked with dciodvfy by test_iod_validity's default-level canary case
+    (the suite's shared canary run), and the OCR would be most of this run's time."""
     from tests.test_iod_validity import ACCEPTED, error_kinds
 
     if shutil.which("dciodvfy") is None:
@@ -375,6 +378,7 @@ def test_outputs_gain_no_error_kind_from_the_trial_modules(
     result = cli(
         *("run", canary_dir.resolve(), tmp_path / "out", "--project", "trial"),
         *("--vault", vault, "--workers", "2", "--json", "--quiet", "--timepoint", "M12"),
+        *("--pixels", "off"),
     )
     assert result.code == 0, result.stderr
     report = load_report(Path(result.json()["report"]))
