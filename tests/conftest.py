@@ -7,9 +7,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,25 @@ def wait_until_writing(target: Path, timeout: float = 60) -> None:
         if next(target.rglob("*.part"), None) or next(target.glob("*/*/*/*.dcm"), None):
             return
         time.sleep(0.02)
+
+
+#: The form of the canary corpus's tokens; a lookahead, so that overlapping ones are found.
+_CANARY_BYTES = re.compile(rb"(?=(CNRY[A-Z0-9]{6}))")
+_CANARY_TEXT = re.compile(r"(?=(CNRY[A-Z0-9]{6}))")
+_CANARY_FORM = re.compile(r"CNRY[A-Z0-9]{6}")
+
+
+def canary_tokens_in(data: bytes | str, tokens: Collection[str]) -> set[str]:
+    """The ``tokens`` that ``data`` holds: what ``token in data`` finds for each of them, in
+    one pass over ``data`` for those of the corpus's form (13,125 searches of every output
+    byte took half a minute for the corpus)."""
+    if isinstance(data, bytes):
+        found = {m.decode() for m in _CANARY_BYTES.findall(data)}
+        other = {t for t in tokens if not _CANARY_FORM.fullmatch(t) and t.encode() in data}
+    else:
+        found = set(_CANARY_TEXT.findall(data))
+        other = {t for t in tokens if not _CANARY_FORM.fullmatch(t) and t in data}
+    return (found & set(tokens)) | other
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -9,7 +9,6 @@ pixel data byte-identical.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import defaultdict
 from datetime import date, timedelta
 from pathlib import Path
@@ -21,10 +20,8 @@ from pydicom.datadict import tag_for_keyword
 
 from pseudo.pixels.protect import pixel_state
 from pseudo.policy import Action, load_policy
-from tests.conftest import CanaryRun
+from tests.conftest import CanaryRun, canary_tokens_in
 from tests.dicom_paths import value_at
-
-CANARY_RE = re.compile(rb"CNRY[A-Z0-9]{6}")
 
 
 def _read(path: Path) -> pydicom.Dataset:
@@ -44,7 +41,7 @@ def test_no_canary_token_in_any_output_byte(
     for path in canary_run.output.rglob("*"):
         if not path.is_file():
             continue
-        found = {m.decode() for m in CANARY_RE.findall(path.read_bytes())} & tokens
+        found = canary_tokens_in(path.read_bytes(), tokens)
         found |= {t for t in tokens if t in str(path)}
         for token in found:
             attribute = answer_key["attributes"][answer_key["canaries"][token]["a"]]["attribute"]

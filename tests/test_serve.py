@@ -34,7 +34,7 @@ from pynetdicom.presentation import build_context
 
 from pseudo.serve.folder import NodeFolder
 from pseudo.serve.journal import Journal
-from tests.conftest import CANARY_SECRET, OPERATOR, CanaryRun, make_vault
+from tests.conftest import CANARY_SECRET, OPERATOR, CanaryRun, canary_tokens_in, make_vault
 from tests.events import wait_for
 
 #: The AE title the tests' senders call as (on the node's allow-list).
@@ -285,11 +285,16 @@ def test_canary_corpus_through_the_node(
     answer_key: dict[str, Any],
 ) -> None:
     """dcmsend -> node -> destination: every file arrives once, with the pseudonyms and UIDs
-    of ``pseudo run``, no canary token or original UID in any byte or in the node's log."""
+    of ``pseudo run``, no canary token or original UID in any byte or in the node's log.
+    With ``--pixels off`` (the node's pixel path is compared with ``pseudo run``'s byte for
+    byte in ``test_output_folder_is_byte_identical_to_pseudo_run``): the images that run
+    blanks arrive with their pixels as sent, and the project records the setting, so that a
+    node started with another one is refused."""
     with destination() as dest:
         port = int(dest.server.server_address[1])
         node = NodeProcess(
-            canary_vault, "canary", tmp_path / "node.log", "--forward", f"127.0.0.1:{port}:DEST"
+            *(canary_vault, "canary", tmp_path / "node.log"),
+            *("--forward", f"127.0.0.1:{port}:DEST", "--pixels", "off"),
         )
         with node:
             sent = dcmsend(node.port, canary_dir)
@@ -307,7 +312,21 @@ def test_canary_corpus_through_the_node(
         expected.add(identity(output.read_bytes()))
     got = {identity(copies[0]) for copies in dest.received.values()}
     assert got == expected
-    tokens = [t.encode() for t in answer_key["canaries"]]
+    _pixels_as_sent(canary_dir, canary_run, dest)
+    refused = subprocess.run(
+        [
+            *(sys.executable, "-m", "pseudo", "serve", "--project", "canary", "--port", "0"),
+            *("--vault", str(canary_vault), "--pixels", "on", f"--allow={SENDER}"),
+            *("--output", str(tmp_path / "not-written")),
+        ],
+        env={**os.environ, "PSEUDO_PASSPHRASE": OPERATOR},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert "pixels" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    tokens = answer_key["canaries"]
     originals = {
         uid
         for entry in answer_key["files"].values()
@@ -315,11 +334,26 @@ def test_canary_corpus_through_the_node(
         if uid
     }
     for copies in dest.received.values():
-        assert not any(token in copies[0] for token in tokens)
+        assert not canary_tokens_in(copies[0], tokens)
     log = node.log()
-    assert not [t for t in answer_key["canaries"] if t in log]
+    assert not canary_tokens_in(log, tokens)
     assert not [uid for uid in originals if uid in log]
     assert not list(NodeFolder.of(canary_vault, "canary").outbox.rglob("*.dcm"))
+
+
+def _pixels_as_sent(canary_dir: Path, canary_run: CanaryRun, dest: Destination) -> None:
+    """The images whose burned-in text ``pseudo run`` (pixels on) blanked arrived from a node
+    with ``--pixels off`` with the pixel data they were sent with."""
+    received = {identity(copies[0]): copies[0] for copies in dest.received.values()}
+    blanked = 0
+    for name, output in canary_run.pairs.items():
+        sent = dcmread(canary_dir / name)
+        if "PixelData" not in sent or dcmread(output).PixelData == sent.PixelData:
+            continue
+        blanked += 1
+        arrived = dcmread(BytesIO(received[identity(output.read_bytes())]))
+        assert arrived.PixelData == sent.PixelData, name
+    assert blanked, "pseudo run blanked burned-in text in some canary image"
 
 
 def forward_to(dest: Destination | int) -> tuple[str, str]:
@@ -513,8 +547,9 @@ def test_output_folder_is_byte_identical_to_pseudo_run(
     tmp_path: Path, canary_dir: Path, canary_vault: Path, canary_run: CanaryRun
 ) -> None:
     """--output DIR: instances sent in their own transfer syntax give the very files (path and
-    bytes) of ``pseudo run`` with the same project secret; SIGTERM exits 0 once done."""
-    files = canary_files(canary_dir, "P02")
+    bytes) of ``pseudo run`` with the same project secret, ultrasound images whose burned-in
+    text is blanked included; SIGTERM exits 0 once done."""
+    files = canary_files(canary_dir, "P02") + canary_files(canary_dir, "P08/ST2/SE1")
     out = tmp_path / "out"
     node = NodeProcess(canary_vault, "canary", tmp_path / "node.log", "--output", str(out))
     with node:
@@ -676,7 +711,11 @@ def _kill_while_streaming(tmp_path: Path, canary_dir: Path, vault: Path, moments
             failures.append(exc)
 
     with destination() as dest:
-        node = NodeProcess(vault, "trial", tmp_path / "node.log", *forward_to(dest), port=port)
+        # without the pixel step: what is checked is the queue, not what a worker does
+        node = NodeProcess(
+            *(vault, "trial", tmp_path / "node.log", *forward_to(dest), "--pixels", "off"),
+            port=port,
+        )
         with node:
             node_up.set()
             streamer = threading.Thread(target=stream)

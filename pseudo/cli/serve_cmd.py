@@ -77,6 +77,17 @@ def serve_command(
             show_default=False,
         ),
     ] = None,
+    pixels: Annotated[
+        str | None,
+        typer.Option(
+            "--pixels",
+            metavar="on|off",
+            help="Find and blank burned-in text in the pixels (on), or leave the pixels "
+            "untouched for your own pixel review (off), as in `pseudo run` [default: the "
+            "project's recorded setting; for its first use, on].",
+            show_default=False,
+        ),
+    ] = None,
     tls_cert: Annotated[
         Path | None, typer.Option("--tls-cert", help="The node's TLS certificate (PEM).")
     ] = None,
@@ -140,8 +151,10 @@ def serve_command(
     from pseudo.serve.node import Node
 
     _log_to_stderr()
+    if pixels is not None and pixels not in ("on", "off"):
+        raise UserError(f"--pixels {pixels}: expected on or off")
     recorded = None if policy is not None else recorded_policy(vault, project)
-    compiled, record = choose_policy(policy, recorded)
+    compiled, record = choose_policy(policy, recorded, pixels)
     chosen = vault_path(vault)
     with VaultSession(chosen, db) as session:
         chosen_site = run_site(session, project, site)  # refused before anything is recorded
