@@ -19,6 +19,7 @@ from pseudo.review.diff_tree import TreeDiff, diff_paths
 from pseudo.review.dump import dump_file
 from pseudo.review.inspect_text import inspect_lines
 from pseudo.review.inspect_tree import count_levels, count_pixels, inspect_path
+from pseudo.review.json_text import dumps_indented
 from pseudo.review.report_data import UNCHANGED
 from pseudo.review.report_html import render
 
@@ -70,7 +71,8 @@ def diff_command(
         else:
             csv_path.write_text(text, encoding="utf-8")
     if as_json:
-        emit_json(result.to_json(with_values=show_values))
+        sys.stdout.write(dumps_indented(result.to_json(with_values=show_values)) + "\n")
+        sys.stdout.flush()
     if as_json or csv_path is not None:
         return
     _print_diff(result, show_all=show_all, summary=summary)
