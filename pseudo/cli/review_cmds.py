@@ -18,9 +18,8 @@ from pseudo.review.diff_text import TextDiff, summary_lines
 from pseudo.review.diff_tree import TreeDiff, diff_paths
 from pseudo.review.dump import dump_file
 from pseudo.review.inspect_text import inspect_lines
-from pseudo.review.inspect_tree import count_levels, count_pixels, inspect_path
+from pseudo.review.json_text import dumps_indented
 from pseudo.review.report_data import UNCHANGED
-from pseudo.review.report_html import render
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 ShowValues = Annotated[bool, typer.Option("--show-values", help="Include the values themselves.")]
@@ -61,6 +60,8 @@ def diff_command(
             raise UserError(f"{path}: not found")
     result = diff_paths(a, b, with_values=show_values, report=report)
     if html_path is not None:
+        from pseudo.review.report_html import render  # images: numpy, PIL and the pixel code
+
         html_path.write_text(render(result, with_values=show_values), encoding="utf-8")
         err.print(f"HTML report: {html_path}", markup=False)
     if csv_path is not None:
@@ -70,7 +71,8 @@ def diff_command(
         else:
             csv_path.write_text(text, encoding="utf-8")
     if as_json:
-        emit_json(result.to_json(with_values=show_values))
+        sys.stdout.write(dumps_indented(result.to_json(with_values=show_values)) + "\n")
+        sys.stdout.flush()
     if as_json or csv_path is not None:
         return
     _print_diff(result, show_all=show_all, summary=summary)
@@ -115,6 +117,8 @@ def inspect_command(
 
     Example: pseudo inspect /data/export
     """
+    from pseudo.review.inspect_tree import count_levels, count_pixels, inspect_path
+
     if not path.exists():
         raise UserError(f"{path}: not found")
     nodes = inspect_path(path)

@@ -19,6 +19,7 @@ from pydicom.multival import MultiValue
 from pseudo.dicom.private import creator_of
 from pseudo.dicom.tags import attribute_name, element_vr
 from pseudo.dicom.vr import TEXT_VRS
+from pseudo.review.diff_raw import SameRaw, elements_by_tag, is_deferred, tag_label
 
 KINDS = ("removed", "emptied", "replaced", "shifted", "remapped", "cleaned", "kept", "added")
 _INDEX = re.compile(r"\[\d+\]")
@@ -152,23 +153,32 @@ def _creator(ds: Dataset, tag: int) -> str | None:
 def _compare(
     before: Dataset, after: Dataset, prefix: str, out: list[Change], with_values: bool
 ) -> None:
-    tags = sorted(set(before.keys()) | set(after.keys()))
-    for tag in tags:
-        in_before, in_after = tag in before, tag in after
-        source = before.get_item(tag) if in_before else after.get_item(tag)
+    elements_before, elements_after = elements_by_tag(before), elements_by_tag(after)
+    same = SameRaw(before, after)
+    for tag in sorted(elements_before.keys() | elements_after.keys()):
+        raw_before, raw_after = elements_before.get(tag), elements_after.get(tag)
+        in_before, in_after = raw_before is not None, raw_after is not None
+        source = raw_before if in_before else raw_after
+        if is_deferred(source):
+            source = before.get_item(tag) if in_before else after.get_item(tag)
         vr = element_vr(source, tag)
         path = prefix + attribute_name(tag)
-        text_tag = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-        old = _value(before, tag) if in_before else None
-        new = _value(after, tag) if in_after else None
-
+        text_tag = tag_label(tag)
         creator = _creator(before if in_before else after, tag)
+        if not (in_before and in_after):
+            # a removed (added) attribute's value is only carried with values
+            kind = "added" if in_after else "removed"
+            old = _value(before, tag) if in_before and with_values else None
+            new = _value(after, tag) if in_after and with_values else None
+            out.append(_ChangeFactory(path, text_tag, vr, old, new, with_values, creator)(kind))
+            continue
+        if not with_values and vr != "SQ" and same(raw_before, raw_after):
+            # the same bytes, read the same way: the values are equal, nothing to convert
+            out.append(Change(path, text_tag, vr, "kept", "", None, None, creator))
+            continue
+        old, new = _value(before, tag), _value(after, tag)
         change = _ChangeFactory(path, text_tag, vr, old, new, with_values, creator)
-        if not in_after:
-            out.append(change("removed"))
-        elif not in_before:
-            out.append(change("added"))
-        elif vr == "SQ":
+        if vr == "SQ":
             old_items, new_items = list(old or []), list(new or [])
             if old_items and not new_items:
                 out.append(change("emptied", f"{len(old_items)} items"))

@@ -17,7 +17,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from pseudo.batch.report import load_report, run_reports
+from pseudo.batch.report_files import load_report, run_reports
 from pseudo.io.layout import TEMP_DIR_NAME
 from pseudo.io.listing import discover
 from pseudo.io.pydicom_internals import quiet_pydicom

@@ -12,6 +12,7 @@ import base64
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -56,17 +57,68 @@ def changed_regions(before: np.ndarray, after: np.ndarray) -> list[Box]:
     return boxes
 
 
-def _first_frame(path: Path) -> tuple[np.ndarray, pydicom.Dataset] | None:
-    """The first frame of an image file, decoded; None if it is not a decodable image."""
+def _image(path: Path) -> pydicom.Dataset | None:
+    """An image file's data set; None if it cannot be read or holds no pixel data."""
     try:
         ds = pydicom.dcmread(path)
-        if "PixelData" not in ds:
-            return None
+        return ds if "PixelData" in ds else None
+    except Exception:
+        return None
+
+
+def _first_frame(ds: pydicom.Dataset) -> np.ndarray | None:
+    """The first frame of an image, decoded; None if it cannot be decoded."""
+    try:
         array = ds.pixel_array
     except Exception:
         return None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    return (array[0] if frames > 1 else array), ds
+    return array[0] if frames > 1 else array
+
+
+#: What pydicom's decoding reads besides the transfer syntax (``pydicom.pixels``: the Image
+#: Pixel module's description, the extended offset table and the pixel data elements).
+_DECODING_TAGS = (
+    0x00280002,  # Samples per Pixel
+    0x00280004,  # Photometric Interpretation
+    0x00280006,  # Planar Configuration
+    0x00280008,  # Number of Frames
+    0x00280010,  # Rows
+    0x00280011,  # Columns
+    0x00280100,  # Bits Allocated
+    0x00280101,  # Bits Stored
+    0x00280103,  # Pixel Representation
+    0x7FE00001,  # Extended Offset Table
+    0x7FE00002,  # Extended Offset Table Lengths
+    0x7FE00008,  # Float Pixel Data
+    0x7FE00009,  # Double Float Pixel Data
+    0x7FE00010,  # Pixel Data
+)
+
+
+def _pixel_source(ds: pydicom.Dataset) -> Any:
+    """Everything decoding the pixels of ``ds`` depends on (its transfer syntax and encoding, the
+    image pixel description and the pixel data themselves); None if it cannot be read."""
+    try:
+        meta = getattr(ds, "file_meta", None)
+        syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+        elements = [(tag, ds[tag].VR, ds[tag].value) for tag in _DECODING_TAGS if tag in ds]
+        return (syntax, ds.original_encoding, elements)
+    except Exception:
+        return None
+
+
+def _frames(before: pydicom.Dataset, after: pydicom.Dataset) -> tuple[Any, Any] | None:
+    """The first frames of both images; decoded once when both decode the same pixels."""
+    source = _pixel_source(after)
+    same = source is not None and source == _pixel_source(before)
+    first_before = None if same else _first_frame(before)
+    if not same and first_before is None:
+        return None
+    first_after = _first_frame(after)
+    if first_after is None:
+        return None
+    return (first_after if same else first_before), first_after
 
 
 def _png(gray: np.ndarray, boxes: list[Box], hide: bool) -> str:
@@ -97,16 +149,19 @@ def thumbnail_pair(a: Path, b: Path, label: str, *, with_values: bool) -> Thumbn
     """The before/after thumbnails of an image pair; None when either is not a decodable
     image."""
     with quiet_pydicom():
-        before, after = _first_frame(a), _first_frame(b)
-    if before is None or after is None:
+        before, after = _image(a), _image(b)
+        if before is None or after is None:
+            return None
+        frames = _frames(before, after)
+    if frames is None:
         return None
-    regions = changed_regions(before[0], after[0])
-    drawn_after = _png(display_gray8(after[0], after[1]), regions, hide=False)
+    regions = changed_regions(*frames)
+    drawn_after = _png(display_gray8(frames[1], after), regions, hide=False)
     if not regions:  # pixels unchanged: "before" is the same picture
         return ThumbnailPair(label, drawn_after, drawn_after, 0)
     return ThumbnailPair(
         label,
-        _png(display_gray8(before[0], before[1]), regions, hide=not with_values),
+        _png(display_gray8(frames[0], before), regions, hide=not with_values),
         drawn_after,
         len(regions),
     )
