@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import compileall
+import fcntl
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Collection, Iterator
@@ -21,7 +23,7 @@ import pytest
 from keystore.crypto import ScryptParams
 from keystore.session import VaultSession
 from keystore.vault import Vault
-from pseudo.batch.report import load_report
+from pseudo.batch.report import inputs_folder, load_report, run_reports
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PSEUDO_SHARED", REPO.parent / "shared"))
@@ -222,19 +224,23 @@ def _run_canary(base: Path, canary_dir: Path, *extra: str) -> CanaryRun:
         del os.environ["PSEUDO_PASSPHRASE"]
     assert result.code == 0, result.stderr
     report = load_report(Path(result.json()["report"]))
-    pairs = {
+    return CanaryRun(vault_path, output, report, _pairs(report, canary_dir, output))
+
+
+def _pairs(report: dict[str, Any], canary_dir: Path, output: Path) -> dict[str, Path]:
+    """Answer-key path -> output file, from a run's report."""
+    return {
         str(Path(f["input"]).relative_to(canary_dir.resolve())): output / f["output"]
         for f in report["files"]
         if f["output"]
     }
-    return CanaryRun(vault_path, output, report, pairs)
 
 
 @pytest.fixture(scope="session")
 def canary_run(tmp_path_factory: pytest.TempPathFactory, canary_dir: Path) -> CanaryRun:
     """Pseudonymize the canary corpus with the CLI and the default policy (pixels on: its
     ultrasound images carry real text, which is blanked)."""
-    return _run_canary(tmp_path_factory.mktemp("canary"), canary_dir)
+    return _shared_canary(tmp_path_factory, canary_dir, "canary")
 
 
 @pytest.fixture(scope="session")
@@ -244,7 +250,48 @@ def canary_run_without_pixels(
     """:func:`canary_run` with ``--pixels off``: the reference of the tests of how a run is
     made (interrupted, resumed, concurrent, distributed), where the pixel step, file by file,
     changes nothing and its OCR would be most of each run's time."""
-    return _run_canary(tmp_path_factory.mktemp("canary-no-pixels"), canary_dir, "--pixels", "off")
+    return _shared_canary(tmp_path_factory, canary_dir, "canary-no-pixels", "--pixels", "off")
+
+
+def _shared_canary(
+    factory: pytest.TempPathFactory, canary_dir: Path, name: str, *extra: str
+) -> CanaryRun:
+    """:func:`_run_canary`, made once per test session. Under pytest-xdist the first worker
+    to ask makes it, under a lock, in a folder the workers share (beside their own temporary
+    folders, so new each session); each worker then works on its own copy of the vault, the
+    output and the report folder, since tests write to them (re-identification appends to
+    the vault's audit log). Without this, each worker made the run itself, at the same time
+    as the other, both competing for the same cores."""
+    own = factory.mktemp(name)
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return _run_canary(own, canary_dir, *extra)
+    shared = factory.getbasetemp().parent / f"shared-{name}"
+    shared.mkdir(exist_ok=True)
+    made, done = shared / "made", shared / "done"
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not done.exists():  # first here, or the worker before failed: start afresh
+            shutil.rmtree(made, ignore_errors=True)
+            made.mkdir()
+            _run_canary(made, canary_dir, *extra)
+            done.touch()  # last: the run, its vault and its report are complete
+    return _copy_canary(made, own, canary_dir)
+
+
+def _copy_canary(made: Path, own: Path, canary_dir: Path) -> CanaryRun:
+    """A copy in ``own`` of the canary run made in ``made`` (by :func:`_run_canary`), as if
+    made there: file modes and times kept (the vault's database is closed: its file alone is
+    consistent), and the report's output and inputs file now the copy's."""
+    for part in ("vault", "out", "out.pseudo-run"):
+        shutil.copytree(made / part, own / part, symlinks=True)
+    vault_path, output = own / "vault", own / "out"
+    (report_path,) = run_reports(own / "out.pseudo-run")
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    report["output"] = str(output)
+    report["inputs"] = str(inputs_folder(vault_path, "canary") / Path(report["inputs"]).name)
+    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report = load_report(report_path)
+    return CanaryRun(vault_path, output, report, _pairs(report, canary_dir, output))
 
 
 @pytest.fixture(scope="session")
