@@ -132,6 +132,27 @@ ChangePolicyOption = Annotated[
         "batches then use it).",
     ),
 ]
+PixelsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pixels",
+        metavar="on|off",
+        help="Find and blank burned-in text in the pixels (on), or leave the pixels untouched "
+        "for your own pixel review (off; the report and De-identification Method say so) "
+        "[default: the project's recorded setting; for its first run, on]. A change is a "
+        "change of policy (--change-policy).",
+        show_default=False,
+    ),
+]
+
+
+def pixels_setting(pixels: str | None) -> str | None:
+    """``--pixels`` checked: on, off, or None (the project's recorded setting)."""
+    if pixels is not None and pixels not in ("on", "off"):
+        raise UserError(f"--pixels {pixels}: expected on or off")
+    return pixels
+
+
 PassphraseFileOption = Annotated[
     Path | None,
     typer.Option(

@@ -15,6 +15,7 @@ from pseudo.cli.common import (
     ChangePolicyOption,
     DbOption,
     PassphraseFileOption,
+    PixelsOption,
     ProjectPolicyOption,
     UserError,
     VaultOption,
@@ -22,6 +23,7 @@ from pseudo.cli.common import (
     emit_json,
     err,
     operator_passphrase,
+    pixels_setting,
     print_fields,
     printable,
     recorded_policy,
@@ -67,6 +69,7 @@ def fetch_command(
     ] = None,
     policy: ProjectPolicyOption = None,
     change_policy: ChangePolicyOption = False,
+    pixels: PixelsOption = None,
     allow_mixed_output: Annotated[
         bool,
         typer.Option(
@@ -117,7 +120,7 @@ def fetch_command(
     if not accessions:
         raise UserError(f"{accession_list}: holds no accession number")
     recorded = None if policy is not None else recorded_policy(vault, project)
-    compiled, record = choose_policy(policy, recorded)
+    compiled, record = choose_policy(policy, recorded, pixels_setting(pixels))
     reports = report_dir or output.parent / f"{output.name}.pseudo-run"
     with VaultSession(vault_path(vault), db) as session:
         keyring, policy_check = session.vault.unlock_for_run(

@@ -23,6 +23,7 @@ from pseudo.cli.common import (
     ChangePolicyOption,
     DbOption,
     PassphraseFileOption,
+    PixelsOption,
     ProjectPolicyOption,
     UserError,
     VaultOption,
@@ -32,6 +33,7 @@ from pseudo.cli.common import (
     given_operator_passphrase,
     operator_passphrase,
     out,
+    pixels_setting,
     print_fields,
     printable,
     recorded_policy,
@@ -61,18 +63,7 @@ def run_command(
     ] = None,
     policy: ProjectPolicyOption = None,
     change_policy: ChangePolicyOption = False,
-    pixels: Annotated[
-        str | None,
-        typer.Option(
-            "--pixels",
-            metavar="on|off",
-            help="Find and blank burned-in text in the pixels (on), or leave the pixels "
-            "untouched for your own pixel review (off; the report and De-identification "
-            "Method say so) [default: the project's recorded setting; for its first run, on]. "
-            "A change is a change of policy (--change-policy).",
-            show_default=False,
-        ),
-    ] = None,
+    pixels: PixelsOption = None,
     allow_mixed_output: Annotated[
         bool,
         typer.Option(
@@ -176,9 +167,7 @@ def run_command(
     from pseudo.batch.runner import Runner
 
     recorded = None if policy is not None else recorded_policy(vault, project)
-    if pixels is not None and pixels not in ("on", "off"):
-        raise UserError(f"--pixels {pixels}: expected on or off")
-    compiled, record = choose_policy(policy, recorded, pixels)
+    compiled, record = choose_policy(policy, recorded, pixels_setting(pixels))
     timepoints = _Timepoint(timepoint, timepoint_description)
     timepoints.values(None)  # refused before anything is unlocked or recorded
     if dry_run:

@@ -14,12 +14,14 @@ import typer
 from pseudo.cli.common import (
     DbOption,
     PassphraseFileOption,
+    PixelsOption,
     UserError,
     VaultOption,
     actor,
     emit_json,
     err,
     operator_passphrase,
+    pixels_setting,
     print_fields,
     recorded_policy,
     say_interrupted,
@@ -77,17 +79,7 @@ def serve_command(
             show_default=False,
         ),
     ] = None,
-    pixels: Annotated[
-        str | None,
-        typer.Option(
-            "--pixels",
-            metavar="on|off",
-            help="Find and blank burned-in text in the pixels (on), or leave the pixels "
-            "untouched for your own pixel review (off), as in `pseudo run` [default: the "
-            "project's recorded setting; for its first use, on].",
-            show_default=False,
-        ),
-    ] = None,
+    pixels: PixelsOption = None,
     tls_cert: Annotated[
         Path | None, typer.Option("--tls-cert", help="The node's TLS certificate (PEM).")
     ] = None,
@@ -151,10 +143,8 @@ def serve_command(
     from pseudo.serve.node import Node
 
     _log_to_stderr()
-    if pixels is not None and pixels not in ("on", "off"):
-        raise UserError(f"--pixels {pixels}: expected on or off")
     recorded = None if policy is not None else recorded_policy(vault, project)
-    compiled, record = choose_policy(policy, recorded, pixels)
+    compiled, record = choose_policy(policy, recorded, pixels_setting(pixels))
     chosen = vault_path(vault)
     with VaultSession(chosen, db) as session:
         chosen_site = run_site(session, project, site)  # refused before anything is recorded
