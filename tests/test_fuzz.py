@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 
 from tests.conftest import PUBLIC
 from tests.fuzz_strategies import datasets
-from tests.fuzzing import Harness
+from tests.fuzzing import Harness, seed_files
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -25,13 +25,30 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     instance.close()
 
 
+#: The public corpus's 10-frame echo: the pixel step reads text on every frame of each mutated
+#: copy (3 s a case, three quarters of the test's time); its mutations run under ``-m slow``.
+ECHO = "US-PAL-8-10x-echo.dcm"
+
+
 def test_mutated_real_files_never_crash_hang_or_leak(harness: Harness) -> None:
+    harness.seeds = [seed for seed in harness.seeds if seed.name != ECHO]
     harness.mutation_cases(random.Random(20261201), 150)
     assert not harness.report.failures, harness.report.failures[:5]
     assert harness.report.cases >= 120, "seeds that pydicom cannot round-trip are left out"
     assert harness.report.outcomes["written"] > 10, "mutations that keep a file readable"
     assert harness.report.outcomes["quarantined"] > 10, "and mutations that break it"
     assert harness.report.canaries_checked > 50, "written outputs were searched for canaries"
+
+
+@pytest.mark.slow
+def test_mutated_copies_of_the_echo_never_crash_hang_or_leak(harness: Harness) -> None:
+    echo = [seed for seed in seed_files(PUBLIC if PUBLIC.is_dir() else None) if seed.name == ECHO]
+    if not echo:
+        pytest.skip(f"{ECHO} not found in the public corpus at {PUBLIC} (../shared)")
+    before = len(harness.report.failures)
+    harness.seeds = echo
+    harness.mutation_cases(random.Random(20261202), 20)
+    assert len(harness.report.failures) == before, harness.report.failures[before:]
 
 
 @settings(
